@@ -1,0 +1,33 @@
+# The README's two commands are `make demo` (the main job) and `make test` (the tests).
+# Both install everything first, pinned by constraints.txt, into .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml setup.py constraints.txt codec/_kernels.c
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==25.3" "setuptools==84.2.1"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lm-eval]" --no-build-isolation
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Main job: the demo stream (local Ray, split ResNet, 8-bit codec, 10 Mbit/s emulated link).
+demo: $(STAMP)
+	$(PY) -m pipeline run --config configs/demo.yaml --json results/demo.json
+
+## Tests (CI runs exactly this).
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.codec --quick --json results/codec_quick.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build *.egg-info codec/*.so results

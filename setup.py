@@ -1,0 +1,13 @@
+"""Builds the codec's C kernels (quantization, statistics, interleaved rANS)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "codec._kernels",
+            sources=["codec/_kernels.c"],
+            extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
+        )
+    ]
+)
