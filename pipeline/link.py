@@ -61,7 +61,11 @@ class LinkSpec:
         _check_number("loss", self.loss)
         if not self.loss < 1.0:
             raise ValueError(f"link.loss must be in [0, 1), got {self.loss!r}")
-        if isinstance(self.mtu, bool) or not isinstance(self.mtu, int) or not 64 <= self.mtu <= 65535:
+        if (
+            isinstance(self.mtu, bool)
+            or not isinstance(self.mtu, int)
+            or not 64 <= self.mtu <= 65535
+        ):
             raise ValueError(f"link.mtu must be an integer in [64, 65535], got {self.mtu!r}")
         if self.trace is not None and (not isinstance(self.trace, str) or not self.trace):
             raise ValueError(f"link.trace must be a path string or None, got {self.trace!r}")
@@ -74,7 +78,9 @@ class LinkSpec:
         return self.bandwidth_mbps is not None or self.trace is not None
 
 
-def _check_number(key: str, value: object, allow_none: bool = False, positive: bool = False) -> None:
+def _check_number(
+    key: str, value: object, allow_none: bool = False, positive: bool = False
+) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

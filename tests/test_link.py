@@ -251,7 +251,11 @@ def test_profiles_exist_and_are_sane():
     assert PROFILES["1mbit"].bandwidth_mbps == 1.0
     assert PROFILES["100mbit"].bandwidth_mbps == 100.0
     assert PROFILES["unlimited"].bandwidth_mbps is None
-    assert PROFILES["3g"].bandwidth_mbps < PROFILES["lte"].bandwidth_mbps < PROFILES["wifi"].bandwidth_mbps
+    assert (
+        PROFILES["3g"].bandwidth_mbps
+        < PROFILES["lte"].bandwidth_mbps
+        < PROFILES["wifi"].bandwidth_mbps
+    )
 
 
 def test_resolve_link_overrides():

@@ -20,8 +20,9 @@ def constant(mbps: float, duration_ms: int) -> list[int]:
     return [max(1, round((i + 1) * duration_ms / count)) for i in range(count)]
 
 
-def random_walk(mean_mbps: float, low: float, high: float, duration_ms: int, step_ms: int,
-                seed: int) -> list[int]:
+def random_walk(
+    mean_mbps: float, low: float, high: float, duration_ms: int, step_ms: int, seed: int
+) -> list[int]:
     """Rate that changes every ``step_ms`` by a bounded random walk around ``mean_mbps``."""
     rng = np.random.default_rng(seed)
     times: list[int] = []
