@@ -1,0 +1,366 @@
+"""A real, kernel-shaped edge-to-cloud link: two network namespaces joined by a veth pair.
+
+The edge namespace holds 10.77.0.1, the cloud namespace 10.77.0.2 (a /30 on the veth only;
+no other network is touched). The edge side's egress (the uplink that carries the features)
+is shaped with ``tc tbf``. The kernel here lacks ``netem``, so delay and loss stay in the
+application (``pipeline.link``). Root only.
+
+Ray nodes started here run in their own PID namespace (``unshare --pid``), so stopping them
+kills exactly the processes we started and never another Ray instance on the machine.
+
+CLI (root)::
+
+    python scripts/netns_link.py tcp --rate 10          # prove the shaping with plain TCP
+    python scripts/netns_link.py pipeline --rate 5 -- --config configs/demo.yaml --set samples=64
+    python scripts/netns_link.py up --rate 10           # leave the namespaces up (manual use)
+    python scripts/netns_link.py down                   # tear them down
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EDGE_IP = "10.77.0.1"
+CLOUD_IP = "10.77.0.2"
+RAY_PORT = 6379  # namespaces have their own port space: no clash with the host's Ray
+
+
+def run(argv: list[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a command, capturing text output; raise RuntimeError with stderr on failure."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def netns_supported() -> str | None:
+    """None when namespaces + veth + tbf can be used here, else the reason why not."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("ip", "tc", "unshare"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` not found"
+    probe = f"ssprobe{os.getpid() % 100000}"
+    try:
+        run(["ip", "netns", "add", probe])
+        run(["ip", "-n", probe, "link", "add", "pa", "type", "veth", "peer", "name", "pb"])
+        run(["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "pa", "root", "tbf",
+             "rate", "1mbit", "burst", "4kb", "latency", "50ms"])  # fmt: skip
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return f"netns/veth/tbf unavailable: {exc}"
+    finally:
+        run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
+@dataclass
+class NetnsLink:
+    """Two namespaces ``<prefix>edge`` / ``<prefix>cloud`` joined by a tbf-shaped veth pair."""
+
+    rate_mbit: float
+    prefix: str = "ss"
+    shape_downlink: bool = False  # also shape cloud -> edge
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def edge(self) -> str:
+        return f"{self.prefix}edge"
+
+    @property
+    def cloud(self) -> str:
+        return f"{self.prefix}cloud"
+
+    @property
+    def edge_dev(self) -> str:
+        return f"{self.prefix}v-edge"[:15]
+
+    @property
+    def cloud_dev(self) -> str:
+        return f"{self.prefix}v-cloud"[:15]
+
+    # ------------------------------------------------------------------ lifecycle
+    def up(self) -> NetnsLink:
+        """Create namespaces, veth pair, addresses and the tbf shaper."""
+        if self.rate_mbit <= 0:
+            raise ValueError(f"rate_mbit must be > 0, got {self.rate_mbit!r}")
+        self.down()  # leftovers of an interrupted run
+        run(["ip", "netns", "add", self.edge])
+        run(["ip", "netns", "add", self.cloud])
+        run(["ip", "link", "add", self.edge_dev, "netns", self.edge, "type", "veth",
+             "peer", "name", self.cloud_dev, "netns", self.cloud])  # fmt: skip
+        for ns, dev, ip in ((self.edge, self.edge_dev, EDGE_IP), (self.cloud, self.cloud_dev, CLOUD_IP)):
+            run(["ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            run(["ip", "-n", ns, "link", "set", dev, "up"])
+        self._shape(self.edge, self.edge_dev)
+        if self.shape_downlink:
+            self._shape(self.cloud, self.cloud_dev)
+        return self
+
+    def _shape(self, ns: str, dev: str) -> None:
+        rate_bytes = self.rate_mbit * 1e6 / 8
+        burst = int(max(16_000, rate_bytes * 0.004))  # >= 4 ms of data, >= ~10 full frames
+        limit = int(burst + rate_bytes * 0.1)  # ~100 ms of queue
+        run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+             "rate", f"{int(self.rate_mbit * 1000)}kbit", "burst", str(burst),
+             "limit", str(limit)])  # fmt: skip
+
+    def down(self) -> None:
+        """Stop everything started here and delete both namespaces (idempotent)."""
+        for proc in reversed(self.procs):
+            stop_process(proc)
+        self.procs.clear()
+        for ns in (self.edge, self.cloud):
+            run(["ip", "netns", "del", ns], check=False)
+
+    def __enter__(self) -> NetnsLink:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # ------------------------------------------------------------------ helpers
+    def exec_argv(self, ns: str, argv: list[str], pid_namespace: bool = False) -> list[str]:
+        """argv that runs ``argv`` inside namespace ``ns`` (optionally in a fresh PID ns)."""
+        prefix = ["ip", "netns", "exec", ns]
+        if pid_namespace:
+            prefix += ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        return prefix + argv
+
+    def spawn(self, ns: str, argv: list[str], pid_namespace: bool = False, **kw) -> subprocess.Popen:
+        """Start a tracked background process inside ``ns``; it is stopped by :meth:`down`."""
+        proc = subprocess.Popen(
+            self.exec_argv(ns, argv, pid_namespace), start_new_session=True, **kw
+        )
+        self.procs.append(proc)
+        return proc
+
+    def tc_sent_bytes(self) -> int:
+        """Bytes the edge shaper has sent so far (from ``tc -s qdisc``)."""
+        out = run(["ip", "netns", "exec", self.edge, "tc", "-s", "qdisc", "show", "dev",
+                   self.edge_dev]).stdout  # fmt: skip
+        match = re.search(r"Sent (\d+) bytes", out)
+        if not match:
+            raise RuntimeError(f"cannot parse tc statistics: {out!r}")
+        return int(match.group(1))
+
+    def wait_port(self, ns: str, ip: str, port: int, timeout: float = 60) -> None:
+        """Wait until a TCP port accepts connections inside ``ns``."""
+        code = (
+            "import socket,sys,time\n"
+            f"end=time.time()+{timeout}\n"
+            "while time.time()<end:\n"
+            "    try:\n"
+            f"        socket.create_connection(('{ip}',{port}),1).close(); sys.exit(0)\n"
+            "    except OSError: time.sleep(0.3)\n"
+            "sys.exit(1)\n"
+        )
+        proc = run(self.exec_argv(ns, [sys.executable, "-c", code]), check=False, timeout=timeout + 10)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{ip}:{port} in namespace {ns} did not open within {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM then SIGKILL one process we started (PID-namespace init takes its ns down)."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+# ---------------------------------------------------------------------- plain TCP check
+_RECEIVER = """
+import json, socket, sys, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(1)
+print("READY", flush=True)
+conn, _ = srv.accept(); total = 0; first = last = None
+while True:
+    data = conn.recv(1 << 16)
+    if not data:
+        break
+    now = time.monotonic(); first = first or now; last = now; total += len(data)
+print(json.dumps({"bytes": total, "seconds": (last - first) if total else 0.0}))
+"""
+
+_SENDER = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 10)
+left = int(sys.argv[3]); block = b"\\x5a" * (1 << 16)
+while left > 0:
+    n = min(left, len(block)); s.sendall(block[:n]); left -= n
+s.close()
+"""
+
+
+def tcp_goodput(link: NetnsLink, seconds: float = 3.0, port: int = 5201) -> dict:
+    """Send ~``seconds`` worth of data edge -> cloud over TCP; return measured goodput."""
+    nbytes = int(link.rate_mbit * 1e6 / 8 * seconds)
+    recv = subprocess.Popen(
+        link.exec_argv(link.cloud, [sys.executable, "-c", _RECEIVER, CLOUD_IP, str(port)]),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if recv.stdout is None or recv.stdout.readline().strip() != "READY":
+            raise RuntimeError("TCP receiver did not start")
+        sent0 = link.tc_sent_bytes()
+        run(link.exec_argv(link.edge, [sys.executable, "-c", _SENDER, CLOUD_IP, str(port),
+                                       str(nbytes)]), timeout=seconds * 5 + 30)  # fmt: skip
+        out, _ = recv.communicate(timeout=30)
+    finally:
+        stop_process(recv)
+    result = json.loads(out)
+    result["goodput_mbps"] = result["bytes"] * 8 / result["seconds"] / 1e6
+    result["rate_mbps"] = link.rate_mbit
+    result["tc_sent_bytes"] = link.tc_sent_bytes() - sent0
+    result["wire_mbps"] = result["tc_sent_bytes"] * 8 / result["seconds"] / 1e6
+    return result
+
+
+# ---------------------------------------------------------------------- Ray across the link
+def ray_env() -> dict[str, str]:
+    """Environment for Ray processes and drivers: the repo on PYTHONPATH, no usage stats."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+def start_ray(link: NetnsLink, temp_dir: str, cpus: int = 2, object_store_mb: int = 200) -> str:
+    """Start a Ray head (resource ``edge``) and worker (``cloud``); return the GCS address."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    common = ["--block", "--num-cpus", str(cpus), "--disable-usage-stats",
+              "--object-store-memory", str(object_store_mb * 1024 * 1024)]  # fmt: skip
+    address = f"{EDGE_IP}:{RAY_PORT}"
+    logs = Path(temp_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    head_argv = [ray_bin, "start", "--head", "--node-ip-address", EDGE_IP, "--port", str(RAY_PORT),
+                 "--include-dashboard", "false", "--temp-dir", str(logs / "ray"),
+                 "--resources", json.dumps({"edge": 100}), *common]  # fmt: skip
+    with open(logs / "head.log", "w") as head_log:
+        link.spawn(link.edge, head_argv, pid_namespace=True, env=ray_env(),
+                   stdout=head_log, stderr=subprocess.STDOUT)  # fmt: skip
+    link.wait_port(link.cloud, EDGE_IP, RAY_PORT, timeout=90)
+    worker_argv = [ray_bin, "start", "--address", address, "--node-ip-address", CLOUD_IP,
+                   "--resources", json.dumps({"cloud": 100}), *common]  # fmt: skip
+    with open(logs / "worker.log", "w") as worker_log:
+        link.spawn(link.cloud, worker_argv, pid_namespace=True, env=ray_env(),
+                   stdout=worker_log, stderr=subprocess.STDOUT)  # fmt: skip
+    wait_nodes(link, address, 2, timeout=120)
+    return address
+
+
+_COUNT_NODES = """
+import ray, sys, time
+ray.init(address=sys.argv[1], log_to_driver=False)
+end = time.time() + float(sys.argv[3])
+while time.time() < end:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    if len(alive) >= int(sys.argv[2]):
+        print(sorted(n["NodeManagerAddress"] for n in alive)); sys.exit(0)
+    time.sleep(1)
+sys.exit(1)
+"""
+
+
+def wait_nodes(link: NetnsLink, address: str, count: int, timeout: float) -> None:
+    """Wait until ``count`` Ray nodes are alive (checked by a driver in the edge namespace)."""
+    argv = link.exec_argv(link.edge, [sys.executable, "-c", _COUNT_NODES, address, str(count),
+                                      str(timeout)])  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ray_env(), timeout=timeout + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Ray cluster did not reach {count} nodes: {proc.stderr[-2000:]}")
+
+
+def run_pipeline_over_link(
+    link: NetnsLink, address: str, pipeline_args: list[str], json_path: str, timeout: float = 300
+) -> dict:
+    """Run ``python -m pipeline run`` as a driver in the edge namespace with ``link.mode=real``."""
+    argv = [sys.executable, "-m", "pipeline", "run", *pipeline_args, "--address", address,
+            "--set", "link.mode=real", "--json", json_path, "--no-progress"]  # fmt: skip
+    proc = subprocess.run(
+        link.exec_argv(link.edge, argv),
+        capture_output=True,
+        text=True,
+        env=ray_env(),
+        cwd=str(REPO),
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"pipeline run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(Path(json_path).read_text())
+
+
+def pipeline_goodput(link: NetnsLink, pipeline_args: list[str], workdir: str) -> dict:
+    """Start Ray on both sides, run the pipeline across the shaped link and measure goodput."""
+    address = start_ray(link, workdir)
+    sent0 = link.tc_sent_bytes()
+    t0 = time.monotonic()
+    report = run_pipeline_over_link(link, address, pipeline_args, str(Path(workdir) / "report.json"))
+    elapsed = time.monotonic() - t0
+    sent = link.tc_sent_bytes() - sent0
+    return {
+        "rate_mbps": link.rate_mbit,
+        "report": report,
+        "tc_sent_bytes": sent,
+        "driver_seconds": elapsed,
+    }
+
+
+# ---------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("up", "tcp", "pipeline"):
+        p = sub.add_parser(name)
+        p.add_argument("--rate", type=float, default=10.0, help="tbf rate in Mbit/s")
+        p.add_argument("--prefix", default="ss", help="namespace name prefix")
+        if name == "tcp":
+            p.add_argument("--seconds", type=float, default=3.0)
+        if name == "pipeline":
+            p.add_argument("pipeline_args", nargs=argparse.REMAINDER, help="args after --")
+    down = sub.add_parser("down")
+    down.add_argument("--prefix", default="ss")
+    args = parser.parse_args(argv)
+    if args.cmd == "down":
+        NetnsLink(1.0, prefix=args.prefix).down()
+        return 0
+    reason = netns_supported()
+    if reason:
+        print(f"cannot build the shaped link: {reason}", file=sys.stderr)
+        return 2
+    link = NetnsLink(args.rate, prefix=args.prefix)
+    if args.cmd == "up":
+        link.up()
+        print(f"{link.edge} ({EDGE_IP}) <-> {link.cloud} ({CLOUD_IP}), uplink {args.rate} Mbit/s")
+        return 0
+    with link:
+        if args.cmd == "tcp":
+            result = tcp_goodput(link, args.seconds)
+        else:
+            extra = [a for a in args.pipeline_args if a != "--"]
+            with tempfile.TemporaryDirectory(prefix="ss_netns_") as tmp:
+                result = pipeline_goodput(link, extra, tmp)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
