@@ -1,0 +1,13 @@
+"""splitstream's feature codec: asymmetric integer quantization, dense / packed / sparse symbol
+representations chosen by a cost model, context-modelled 32-lane interleaved rANS, checksummed frames.
+
+    blob = codec.encode(x, bits=8)      # NumPy array or torch tensor -> bytes
+    y = codec.decode(blob)              # NumPy array, original shape
+"""
+
+from .api import FrameInfo, decode, encode, inspect
+from .costmodel import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
+from .errors import CodecError
+
+__all__ = ["CodecError", "DEFAULT_LEVEL", "FrameInfo", "MAX_LEVEL", "MIN_LEVEL", "decode", "encode", "inspect"]
+__version__ = "0.1.0"

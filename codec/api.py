@@ -1,0 +1,178 @@
+"""Public entry points: ``encode`` (tensor -> frame bytes) and ``decode`` (frame bytes -> NumPy array)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import rans, represent, tables
+from .contexts import ContextSpec
+from .costmodel import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, RANS, STORED, Candidate, TensorInfo, choose, context_axis
+from .errors import CodecError
+from .frame import DTYPE_CODES, Frame, StreamHeader, read, write
+from .quantize import QuantParams, channel_layout, dequantize, normalize_axis, quantize
+from .represent import Layout
+
+MAX_ELEMENTS = 1 << 28  # default decode cap: 256 Mi elements (1 GiB of float32)
+
+
+def _block_log2(level: int, n: int) -> int:
+    """Blocks of 64 Ki symbols (parallel and cheap in overhead); higher levels use larger ones."""
+    return 16 if level < 6 else 18
+
+
+def to_numpy(x: Any) -> tuple[np.ndarray, str]:
+    """NumPy float32 view/copy of ``x`` (NumPy array or torch tensor) and its dtype name."""
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        import torch
+
+        if not torch.is_floating_point(x):
+            raise CodecError(f"only floating-point tensors can be encoded, got {x.dtype}")
+        name = str(x.dtype).removeprefix("torch.")
+        if name not in DTYPE_CODES:
+            raise CodecError(f"unsupported dtype {name}")
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        return t.to(torch.float32).contiguous().numpy(), name
+    if isinstance(x, np.ndarray | np.generic) or hasattr(x, "__array__"):
+        arr = np.asarray(x)
+        name = arr.dtype.name
+        if name not in DTYPE_CODES:
+            raise CodecError(f"unsupported dtype {name}; encode float32, float16, bfloat16 or float64")
+        return np.ascontiguousarray(arr, dtype=np.float32), name
+    raise CodecError(f"cannot encode an object of type {type(x).__name__}")
+
+
+@dataclass
+class Prepared:
+    """A quantized tensor ready to be coded."""
+
+    q: np.ndarray
+    params: QuantParams
+    shape: tuple[int, ...]
+    dtype: str
+    info: TensorInfo
+
+
+def prepare(x: Any, bits: int = 8, axis: int | None = None) -> Prepared:
+    """Quantize and gather the statistics the cost model needs."""
+    if not isinstance(bits, int | np.integer) or not 1 <= int(bits) <= 8:
+        raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
+    arr, dtype = to_numpy(x)
+    if arr.ndim > 16 or any(d > 0xFFFFFFFF for d in arr.shape):
+        raise CodecError("tensor shape is out of the frame's range")
+    axis = normalize_axis(axis, arr.ndim)
+    q, params, hist = quantize(arr, int(bits), axis)
+    channels, inner = channel_layout(arr.shape, axis)
+    layout = Layout(params.zero, channels, inner)
+    info = TensorInfo(q, hist, tuple(arr.shape), int(bits), layout, context_axis(arr.shape, axis))
+    return Prepared(q, params, tuple(arr.shape), dtype, info)
+
+
+def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads: int = 1) -> bytes:
+    """Code a prepared tensor with one candidate configuration."""
+    streams = represent.split(p.q, cand.kind, cand.param, p.info.layout)
+    headers = []
+    for sym, plan in zip(streams, cand.streams, strict=True):
+        if plan.coding == STORED or sym.size == 0:
+            headers.append(StreamHeader(STORED, payload=sym.tobytes()))
+            continue
+        counts = np.empty((plan.ctx.ntables, 256), np.uint32)
+        from . import _kernels
+
+        if plan.ctx.ntables == 1:
+            counts[0] = np.bincount(sym, minlength=256)
+        else:
+            _kernels.context_histogram(sym, plan.ctx.kernel_spec(), 1 << block_log2, counts, 1)
+        freqs = tables.normalize(counts, plan.prob_bits)
+        payload = rans.encode(sym, freqs, plan.prob_bits, block_log2, plan.ctx, threads)
+        headers.append(StreamHeader(RANS, plan.prob_bits, block_log2, plan.ctx, freqs, payload))
+    nnz = streams[1].size if cand.kind == represent.SPARSE else 0
+    frame = Frame(
+        p.dtype, p.params.bits, p.shape, p.params.axis, p.params.scale, p.params.zero,
+        cand.kind, cand.param, nnz, headers,
+    )
+    return write(frame)
+
+
+def check_level(level: int) -> int:
+    if not isinstance(level, int | np.integer) or not MIN_LEVEL <= int(level) <= MAX_LEVEL:
+        raise CodecError(f"level must be an integer in {MIN_LEVEL}..{MAX_LEVEL}, got {level!r}")
+    return int(level)
+
+
+def encode(
+    x: Any, bits: int = 8, axis: int | None = None, level: int = DEFAULT_LEVEL, *, threads: int = 1
+) -> bytes:
+    """Compress a tensor: b-bit asymmetric quantization, the representation and contexts the cost model
+    picks, rANS. ``axis`` selects per-channel quantization; ``level`` 1..9 trades speed for size;
+    ``threads`` codes blocks in parallel (same bytes for any thread count)."""
+    level = check_level(level)
+    p = prepare(x, bits, axis)
+    blog = _block_log2(level, p.q.size)
+    best, cands = choose(p.info, level, blog)
+    if level >= 8 and len(cands) > 1:
+        ranked = sorted(cands, key=lambda c: c.predicted_bytes)[:2]
+        blobs = [encode_prepared(p, c, blog, threads) for c in ranked]
+        return min(blobs, key=len)
+    return encode_prepared(p, best, blog, threads)
+
+
+def decode_symbols(frame: Frame, threads: int = 1) -> np.ndarray:
+    """The quantized symbols of a parsed frame."""
+    represent.validate(frame.kind, frame.param, frame.bits)
+    n = frame.numel
+    lengths = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz)
+    streams = []
+    for s, length in zip(frame.streams, lengths, strict=True):
+        if s.coding == STORED:
+            if len(s.payload) != length:
+                raise CodecError("stored stream length does not match its symbol count")
+            streams.append(np.frombuffer(s.payload, np.uint8))
+            continue
+        s.ctx.validate(length)
+        streams.append(rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads))
+    channels, inner = channel_layout(frame.shape, frame.axis)
+    return represent.merge(streams, frame.kind, frame.param, n, Layout(frame.zero, channels, inner))
+
+
+def decode(blob: bytes | bytearray | memoryview, *, threads: int = 1, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
+    """Decompress a frame to a NumPy array of the original shape (float32 for bfloat16 input).
+
+    Raises CodecError for anything malformed, and for frames declaring more than ``max_elements``."""
+    frame = read(blob, max_elements)
+    q = decode_symbols(frame, threads)
+    params = QuantParams(frame.bits, frame.axis, frame.scale, frame.zero)
+    out = dequantize(q, params, frame.shape)
+    if frame.dtype == "float16":
+        return out.astype(np.float16)
+    if frame.dtype == "float64":
+        return out.astype(np.float64)
+    return out
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What a frame holds, without decoding it."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    bits: int
+    axis: int | None
+    representation: str
+    streams: tuple[str, ...]
+    nbytes: int
+
+
+def inspect(blob: bytes | bytearray | memoryview, *, max_elements: int = MAX_ELEMENTS) -> FrameInfo:
+    """Describe a frame (validates it, does not decode the payload)."""
+    f = read(blob, max_elements)
+    names = tuple(s.ctx.name if s.coding == RANS else "stored" for s in f.streams)
+    return FrameInfo(f.shape, f.dtype, f.bits, f.axis, f.representation, names, len(blob))
+
+
+__all__ = ["ContextSpec", "FrameInfo", "decode", "encode", "inspect", "prepare", "encode_prepared"]

@@ -1,0 +1,97 @@
+"""Context models for the entropy coder: per-channel table groups and a neighbor (row-above) context.
+
+Symbol i of a stream is coded with table ``group[channel(i)] * nbuckets + bucket(sym[i - nb_dist])``.
+``channel(i) = ((i * mult) // inner) % channels``; the neighbor term is used when ``nb_dist >= 32`` and
+looks only inside the current block (earlier steps of the interleaved lanes), so blocks stay independent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import CodecError
+
+MIN_NEIGHBOR_DISTANCE = 32
+MAX_GROUPS = 64
+MAX_BUCKETS = 4
+
+
+def neighbor_map(ref: int, nbuckets: int) -> np.ndarray:
+    """Bucket of a neighbor symbol by its distance from the reference (most common) symbol."""
+    d = np.abs(np.arange(256, dtype=np.int64) - int(ref))
+    if nbuckets == 1:
+        return np.zeros(256, np.uint8)
+    if nbuckets == 2:
+        return (d > 0).astype(np.uint8)
+    if nbuckets == 4:
+        return np.select([d == 0, d <= 2, d <= 8], [0, 1, 2], 3).astype(np.uint8)
+    raise CodecError(f"unsupported neighbor bucket count {nbuckets}")
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """How a stream picks its frequency table per symbol."""
+
+    channels: int = 1
+    inner: int = 1
+    mult: int = 1
+    group: np.ndarray | None = field(default=None, compare=False)  # uint8 per channel, or None
+    nb_dist: int = 0
+    nbuckets: int = 1
+    nb_ref: int = 0
+
+    @property
+    def ngroups(self) -> int:
+        return 1 if self.group is None else int(self.group.max()) + 1
+
+    @property
+    def ntables(self) -> int:
+        return self.ngroups * (self.nbuckets if self.nb_dist else 1)
+
+    @property
+    def name(self) -> str:
+        parts = []
+        if self.group is not None:
+            parts.append(f"groups{self.ngroups}")
+        if self.nb_dist:
+            parts.append(f"nb{self.nbuckets}@{self.nb_dist}")
+        return "+".join(parts) or "order0"
+
+    def kernel_spec(self) -> tuple:
+        """The tuple the C kernels take."""
+        nbmap = neighbor_map(self.nb_ref, self.nbuckets).tobytes() if self.nb_dist else None
+        group = None if self.group is None else np.ascontiguousarray(self.group, np.uint8).tobytes()
+        return (self.channels, self.inner, self.mult, group, self.nb_dist, nbmap, self.nbuckets if self.nb_dist else 1)
+
+    def validate(self, n_symbols: int) -> None:
+        """Reject specs a decoder must not run with (values come from the wire)."""
+        if self.channels < 1 or self.inner < 1 or not 1 <= self.mult <= 8:
+            raise CodecError("bad context layout")
+        if self.group is not None:
+            if self.group.size != self.channels or self.ngroups > MAX_GROUPS:
+                raise CodecError("bad channel group map")
+        if self.nb_dist:
+            if self.nb_dist < MIN_NEIGHBOR_DISTANCE or self.nbuckets not in (2, 4):
+                raise CodecError("bad neighbor context")
+        if self.channels > max(n_symbols, 1) * self.mult:
+            raise CodecError("more context channels than symbols")
+
+
+ORDER0 = ContextSpec()
+
+
+def group_channels(channel_counts: np.ndarray, ngroups: int) -> np.ndarray:
+    """Assign channels to ``ngroups`` tables: sort by (zero-point share, mean symbol) and cut evenly.
+
+    Cheap and deterministic; channels with similar sparsity and level end up sharing a table.
+    """
+    counts = channel_counts.astype(np.float64)
+    totals = np.maximum(counts.sum(axis=1), 1.0)
+    mode_share = counts.max(axis=1) / totals
+    mean = (counts * np.arange(256)).sum(axis=1) / totals
+    order = np.lexsort((mean, mode_share))
+    group = np.empty(counts.shape[0], np.uint8)
+    group[order] = (np.arange(counts.shape[0]) * ngroups // counts.shape[0]).astype(np.uint8)
+    return group

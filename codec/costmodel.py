@@ -1,0 +1,240 @@
+"""The cost model: predict the coded size of each candidate (representation, row width, context tables)
+from cheap statistics and pick the smallest.
+
+A stream's predicted size is the ideal rANS code length under the normalized tables that would be written
+(sum of count * (prob_bits - log2 freq)), plus the serialized tables, plus per-block overhead (final lane
+states and the block size). Statistics come from the C kernels in one pass per candidate family; at low
+levels they are taken on a sample of blocks/rows and scaled up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _kernels, rans, tables
+from .contexts import ORDER0, ContextSpec, group_channels
+from .represent import DENSE, KIND_NAMES, MAX_WIDTH, PACKED, SPARSE, Layout, pack_slot
+
+STORED, RANS = 0, 1
+STREAM_HEADER_BYTES = 24  # approximate per-stream header (lengths, coding, context description)
+MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 1, 9, 3
+
+
+@dataclass
+class StreamPlan:
+    """How one stream is coded: stored bytes, or rANS with context tables."""
+
+    coding: int
+    ctx: ContextSpec = ORDER0
+    prob_bits: int = tables.DEFAULT_PROB_BITS
+    predicted_bytes: float = 0.0
+
+
+@dataclass
+class Candidate:
+    """One way to code a tensor's symbols, with its predicted size."""
+
+    kind: int
+    param: int = 0
+    streams: list[StreamPlan] = field(default_factory=list)
+    predicted_bytes: float = 0.0
+
+    @property
+    def name(self) -> str:
+        label = KIND_NAMES[self.kind]
+        if self.kind == SPARSE:
+            label += f"(w={self.param})"
+        elif self.kind == PACKED:
+            label += f"({8 // self.param}/byte)"
+        ctxs = ",".join(s.ctx.name if s.coding == RANS else "stored" for s in self.streams)
+        return f"{label}[{ctxs}]"
+
+
+def block_overhead(n: int, block_log2: int) -> int:
+    return rans.nblocks_for(n, block_log2) * (rans.STATE_BYTES + 4)
+
+
+def stream_cost(counts: np.ndarray, n: int, scale: float, block_log2: int, prob_bits: int) -> float:
+    """Predicted bytes of an rANS stream with per-table ``counts`` (sampled, multiplied by ``scale``)."""
+    if n == 0:
+        return 0.0
+    freqs = tables.normalize(counts, prob_bits)
+    bits = tables.coded_bits(counts, freqs, prob_bits) * scale
+    return bits / 8 + tables.table_bytes(freqs) + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
+
+
+def best_plan(options: list[tuple[StreamPlan, float]], n: int) -> StreamPlan:
+    """Cheapest of the context options for one stream, or stored bytes if that is smaller."""
+    plan, cost = min(options, key=lambda o: o[1])
+    stored = n + STREAM_HEADER_BYTES
+    if stored <= cost:
+        return StreamPlan(STORED, predicted_bytes=stored)
+    plan.predicted_bytes = cost
+    return plan
+
+
+@dataclass
+class TensorInfo:
+    """What the cost model knows about a quantized tensor."""
+
+    q: np.ndarray
+    hist: np.ndarray
+    shape: tuple[int, ...]
+    bits: int
+    layout: Layout  # zero points per quantization channel
+    ctx_axis: int | None  # the axis whose channels may get their own tables
+
+
+def context_axis(shape: tuple[int, ...], quant_axis: int | None) -> int | None:
+    """Axis for per-channel tables: the quantization axis, else channels of NCHW / hidden dim of (B, T, D)."""
+    if quant_axis is not None:
+        return quant_axis
+    if len(shape) == 4:
+        return 1
+    if len(shape) in (2, 3):
+        return len(shape) - 1
+    return None
+
+
+def neighbor_distances(shape: tuple[int, ...], block: int, mult: int = 1) -> list[int]:
+    """Candidate 'row above' distances (in symbols): the last dim, the last two dims, ..."""
+    out = []
+    span = 1
+    for dim in reversed(shape[1:] if len(shape) > 1 else shape):
+        span *= int(dim)
+        if span % mult == 0 and rans.LANES <= span // mult < block // 4 and span // mult not in out:
+            out.append(span // mult)
+        if len(out) == 2:
+            break
+    return out
+
+
+def sparse_widths(shape: tuple[int, ...], level: int) -> list[int]:
+    """Candidate CSR row widths: shape-aligned sizes first, then a grid."""
+    widths: list[int] = []
+    span = 1
+    for dim in reversed(shape):
+        span *= int(dim)
+        if 8 <= span <= MAX_WIDTH:
+            widths.append(span)
+    grid = [255, 128, 64] if level < 6 else [255, 192, 128, 96, 64, 48, 32, 16]
+    for w in grid:
+        if w not in widths:
+            widths.append(w)
+    return widths[: (3 if level <= 1 else 5 if level < 6 else len(widths))]
+
+
+def _dense_options(
+    info: TensorInfo, sym: np.ndarray, level: int, block_log2: int, mult: int, zero_ref: int
+) -> list[tuple[StreamPlan, float]]:
+    n = sym.size
+    block = 1 << block_log2
+    nblocks = rans.nblocks_for(n, block_log2)
+    stride = 1 if level >= 6 or nblocks <= 4 else max(1, nblocks // 4)
+    sampled = sum(min(block, n - b * block) for b in range(0, nblocks, stride))
+    scale = n / max(sampled, 1)
+    pb = tables.DEFAULT_PROB_BITS
+    counts0 = info.hist if mult == 1 else np.bincount(sym, minlength=256).astype(np.uint32)
+    options = [(StreamPlan(RANS, ORDER0, pb), stream_cost(counts0, n, 1.0, block_log2, pb))]
+    if level < 2 or n < 4096:
+        return options
+
+    def measure(spec: ContextSpec) -> None:
+        counts = np.empty((spec.ntables, 256), np.uint32)
+        _kernels.context_histogram(sym, spec.kernel_spec(), block, counts, stride)
+        options.append((StreamPlan(RANS, spec, pb), stream_cost(counts, n, scale, block_log2, pb)))
+
+    for d in neighbor_distances(info.shape, block, mult)[: 1 if level < 6 else 2]:
+        for nb in (2,) if level < 6 else (2, 4):
+            measure(ContextSpec(nb_dist=d, nbuckets=nb, nb_ref=zero_ref))
+    axis = info.ctx_axis
+    if axis is not None and mult == 1:
+        channels = int(info.shape[axis])
+        inner = int(np.prod(info.shape[axis + 1 :], dtype=np.int64)) or 1
+        if 4 <= channels <= 4096:
+            ch_counts = np.empty((channels, 256), np.uint32)
+            _kernels.channel_histogram(sym, channels, inner, ch_counts)
+            for g in (4, 16) if level < 6 else (2, 4, 8, 16, 32):
+                if g < channels:
+                    group = group_channels(ch_counts, g)
+                    measure(ContextSpec(channels=channels, inner=inner, group=group))
+            if level >= 6:
+                best_nb = [o[0].ctx for o in options if o[0].ctx.nb_dist]
+                best_g = [o[0].ctx for o in options if o[0].ctx.group is not None]
+                if best_nb and best_g:
+                    g = min(best_g, key=lambda c: next(v for p, v in options if p.ctx is c))
+                    nbs = min(best_nb, key=lambda c: next(v for p, v in options if p.ctx is c))
+                    measure(
+                        ContextSpec(
+                            channels=channels, inner=inner, group=g.group, nb_dist=nbs.nb_dist,
+                            nbuckets=nbs.nbuckets, nb_ref=zero_ref,
+                        )
+                    )
+    return options
+
+
+def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]:
+    """Every candidate the level considers, each with its predicted size."""
+    q, n = info.q, info.q.size
+    zero_ref = int(np.argmax(info.hist))
+    out: list[Candidate] = []
+    dense = best_plan(_dense_options(info, q, level, block_log2, 1, zero_ref), n)
+    out.append(Candidate(DENSE, 0, [dense], dense.predicted_bytes))
+
+    slot = pack_slot(info.bits)
+    if slot is not None and slot < 8 and n >= 2:
+        packed_sym = np.empty(-(-n // (8 // slot)), np.uint8)
+        _kernels.pack(q, slot, packed_sym)
+        ref = int(np.argmax(np.bincount(packed_sym, minlength=256)))
+        plan = best_plan(_dense_options(info, packed_sym, level, block_log2, 8 // slot, ref), packed_sym.size)
+        out.append(Candidate(PACKED, slot, [plan], plan.predicted_bytes))
+
+    zero_share = 1.0 - float(np.sum(q == info.layout.zero[0])) / n if info.layout.channels == 1 else None
+    if n >= 64 and (zero_share is None or zero_share < 0.7 or level >= 6):
+        widths = sparse_widths(info.shape, level)
+        rows_total = -(-n // min(widths))
+        row_step = 1 if level >= 6 or rows_total < 4096 else 4
+        lay = info.layout
+        stats = _kernels.csr_stats(q, lay.zero, lay.channels, lay.inner, tuple(widths), row_step)
+        vals_hist = None
+        for w, (count_hist, gap_hist, nnz) in zip(widths, stats, strict=True):
+            rows = -(-n // w)
+            sampled_rows = -(-rows // row_step)
+            scale = rows / sampled_rows
+            nnz_est = int(round(nnz * scale))
+            if vals_hist is None:
+                # values do not depend on the width: one histogram of non-zero-point symbols
+                vals_hist = _nonzero_hist(info)
+            ch = np.frombuffer(count_hist, np.uint32)
+            gh = np.frombuffer(gap_hist, np.uint32)
+            pb = tables.DEFAULT_PROB_BITS
+            plans = [
+                best_plan([(StreamPlan(RANS, ORDER0, pb), stream_cost(ch, rows, scale, block_log2, pb))], rows),
+                best_plan([(StreamPlan(RANS, ORDER0, pb), stream_cost(gh, nnz_est, scale, block_log2, pb))], nnz_est),
+                best_plan(
+                    [(StreamPlan(RANS, ORDER0, pb), stream_cost(vals_hist, nnz_est, nnz_est / max(vals_hist.sum(), 1), block_log2, pb))],
+                    nnz_est,
+                ),
+            ]
+            out.append(Candidate(SPARSE, w, plans, sum(p.predicted_bytes for p in plans)))
+    return out
+
+
+def _nonzero_hist(info: TensorInfo) -> np.ndarray:
+    """Histogram of the symbols that differ from their channel's zero point."""
+    if info.layout.channels == 1:
+        h = info.hist.copy()
+        h[int(info.layout.zero[0])] = 0
+        return h
+    lay = info.layout
+    q = info.q.reshape(-1, lay.channels, lay.inner)
+    mask = q != lay.zero[None, :, None]
+    return np.bincount(q[mask], minlength=256).astype(np.uint32)
+
+
+def choose(info: TensorInfo, level: int, block_log2: int) -> tuple[Candidate, list[Candidate]]:
+    """The cheapest predicted candidate and all that were considered."""
+    cands = candidates(info, level, block_log2)
+    return min(cands, key=lambda c: c.predicted_bytes), cands

@@ -1,0 +1,97 @@
+"""Asymmetric unsigned b-bit quantization, per tensor or per channel; zeros stay exactly zero.
+
+    s = (max(x, 0) - min(x, 0)) / (2^b - 1),   z = round(-min(x, 0) / s),   q = clamp(round(x / s) + z, 0, 2^b - 1)
+
+The kernels multiply by ``1/s`` in float32 (the same operation on every device) and round half to even.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels
+from .errors import CodecError
+
+
+MIN_STEP = 1e-30
+MAX_STEP = 1e37
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """Quantization parameters: one (scale, zero) pair per channel of ``axis`` (or one for the tensor)."""
+
+    bits: int
+    axis: int | None
+    scale: np.ndarray  # float32, one per channel
+    zero: np.ndarray  # uint8, one per channel
+
+    @property
+    def qmax(self) -> int:
+        return (1 << self.bits) - 1
+
+
+def channel_layout(shape: tuple[int, ...], axis: int | None) -> tuple[int, int]:
+    """(channels, inner): element i belongs to channel (i // inner) % channels."""
+    if axis is None or len(shape) == 0:
+        return 1, max(1, int(np.prod(shape, dtype=np.int64)))
+    channels = int(shape[axis])
+    inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+    return max(channels, 1), max(inner, 1)
+
+
+def normalize_axis(axis: int | None, ndim: int) -> int | None:
+    """Resolve a negative axis; None stays None (per-tensor)."""
+    if axis is None:
+        return None
+    if not -ndim <= axis < ndim:
+        raise CodecError(f"axis {axis} is out of range for a {ndim}-d tensor")
+    return axis % ndim
+
+
+def params_from_range(mins: np.ndarray, maxs: np.ndarray, bits: int, axis: int | None) -> QuantParams:
+    """Scale and zero point from per-channel min/max (both already include 0)."""
+    qmax = (1 << bits) - 1
+    span = maxs.astype(np.float64) - mins.astype(np.float64)
+    step = span / qmax
+    if np.any(step > MAX_STEP):
+        raise CodecError("tensor range is too wide for float32 quantization parameters")
+    # an all-zero channel keeps scale 1; tiny ranges are floored so that 1/scale stays finite
+    scale = np.where(step > 0, np.maximum(step, MIN_STEP), 1.0).astype(np.float32)
+    zero = np.clip(np.rint(-mins.astype(np.float64) / scale.astype(np.float64)), 0, qmax).astype(np.uint8)
+    return QuantParams(bits=bits, axis=axis, scale=scale, zero=zero)
+
+
+def quantize(x: np.ndarray, bits: int, axis: int | None = None) -> tuple[np.ndarray, QuantParams, np.ndarray]:
+    """Quantize float32 ``x`` to uint8 symbols. Returns (symbols, params, 256-bin histogram)."""
+    if not 1 <= bits <= 8:
+        raise CodecError(f"bits must be in 1..8, got {bits}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    axis = normalize_axis(axis, x.ndim)
+    channels, inner = channel_layout(x.shape, axis)
+    flat = x.reshape(-1)
+    mins = np.empty(channels, np.float32)
+    maxs = np.empty(channels, np.float32)
+    if flat.size and not _kernels.minmax(flat, mins, maxs, channels, inner):
+        raise CodecError("input contains NaN or Inf; only finite tensors can be encoded")
+    if not flat.size:
+        mins[:] = 0
+        maxs[:] = 0
+    params = params_from_range(mins, maxs, bits, axis)
+    inv = (np.float32(1.0) / params.scale).astype(np.float32)
+    q = np.empty(flat.size, np.uint8)
+    hist = np.zeros(256, np.uint32)
+    if flat.size:
+        _kernels.quantize(flat, q, inv, params.zero, channels, inner, params.qmax, hist)
+    return q, params, hist
+
+
+def dequantize(q: np.ndarray, params: QuantParams, shape: tuple[int, ...]) -> np.ndarray:
+    """Symbols back to float32 of ``shape``: (q - zero) * scale."""
+    channels, inner = channel_layout(shape, params.axis)
+    out = np.empty(q.size, np.float32)
+    if q.size:
+        _kernels.dequantize(q, out, params.scale, params.zero, channels, inner)
+    return out.reshape(shape)

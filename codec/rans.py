@@ -1,0 +1,104 @@
+"""Static rANS streams over 8-bit symbols: 32 interleaved lanes, independent fixed-size blocks.
+
+Stream payload: ``u32 byte size of each block`` then the blocks back to back; a block is 32 final lane
+states (u32) followed by its 16-bit renormalization words in decoder read order (see ``_kernels.c``).
+Blocks are coded in parallel by Python threads (the kernels release the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _kernels
+from .contexts import ORDER0, ContextSpec
+from .errors import CodecError
+
+LANES = 32
+STATE_BYTES = 4 * LANES
+DEFAULT_BLOCK_LOG2 = 16
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="rans")
+    return _POOL
+
+
+def _ranges(nblocks: int, threads: int) -> list[tuple[int, int]]:
+    parts = max(1, min(threads, nblocks))
+    edges = np.linspace(0, nblocks, parts + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def nblocks_for(n: int, block_log2: int) -> int:
+    return (n + (1 << block_log2) - 1) >> block_log2
+
+
+def encode(
+    symbols: np.ndarray,
+    freqs: np.ndarray,
+    prob_bits: int,
+    block_log2: int = DEFAULT_BLOCK_LOG2,
+    ctx: ContextSpec = ORDER0,
+    threads: int = 1,
+) -> bytes:
+    """Entropy-code uint8 ``symbols`` with the given context tables into a stream payload."""
+    sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1)
+    block = 1 << block_log2
+    nblocks = nblocks_for(sym.size, block_log2)
+    spec = ctx.kernel_spec()
+    freqs = np.ascontiguousarray(freqs, np.uint16)
+
+    def run(rng: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        b0, b1 = rng
+        count = min(b1 * block, sym.size) - b0 * block
+        out = np.empty((b1 - b0) * STATE_BYTES + 2 * count, np.uint8)
+        sizes = np.empty(b1 - b0, np.uint32)
+        used = _kernels.rans_encode(sym, spec, freqs, prob_bits, block, b0, b1, out, sizes)
+        return out[:used], sizes
+
+    ranges = _ranges(nblocks, threads)
+    parts = list(_pool().map(run, ranges)) if len(ranges) > 1 else [run(r) for r in ranges]
+    sizes = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.uint32)
+    return b"".join([sizes.astype("<u4").tobytes(), *(p[0].tobytes() for p in parts)])
+
+
+def decode(
+    payload: memoryview | bytes,
+    n: int,
+    freqs: np.ndarray,
+    prob_bits: int,
+    block_log2: int = DEFAULT_BLOCK_LOG2,
+    ctx: ContextSpec = ORDER0,
+    threads: int = 1,
+) -> np.ndarray:
+    """Decode ``n`` symbols from a stream payload; raises CodecError on any inconsistency."""
+    block = 1 << block_log2
+    nblocks = nblocks_for(n, block_log2)
+    buf = memoryview(payload)
+    if len(buf) < 4 * nblocks:
+        raise CodecError("stream shorter than its block index")
+    sizes = np.frombuffer(buf[: 4 * nblocks], "<u4").astype(np.uint64)
+    offsets = np.empty(nblocks + 1, np.uint64)
+    offsets[0] = 4 * nblocks
+    np.cumsum(sizes, out=offsets[1:])
+    offsets[1:] += np.uint64(4 * nblocks)
+    if int(offsets[-1]) != len(buf):
+        raise CodecError("stream block sizes do not add up to the stream length")
+    out = np.empty(n, np.uint8)
+    spec = ctx.kernel_spec()
+    freqs = np.ascontiguousarray(freqs, np.uint16)
+
+    def run(rng: tuple[int, int]) -> bool:
+        return _kernels.rans_decode(buf, offsets, spec, freqs, prob_bits, block, n, rng[0], rng[1], out)
+
+    ranges = _ranges(nblocks, threads)
+    oks = list(_pool().map(run, ranges)) if len(ranges) > 1 else [run(r) for r in ranges]
+    if not all(oks):
+        raise CodecError("corrupted rANS block")
+    return out

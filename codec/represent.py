@@ -1,0 +1,91 @@
+"""Symbol representations: dense, bit-packed dense (b <= 4) and CSR-style sparse rows.
+
+Sparse: the flat symbols are cut into rows of ``width`` (<= 255) columns; three streams carry each row's
+count of non-zero-point symbols, the column gap before each of them (``col - prev_col - 1``) and their values.
+Packed: 8 // slot symbols share one byte (slot = 1, 2 or 4 bits), first symbol in the low bits, so the
+entropy coder sees (and models) small groups of neighbours jointly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels
+from .errors import CodecError
+
+DENSE, PACKED, SPARSE = 1, 2, 3
+KIND_NAMES = {DENSE: "dense", PACKED: "packed", SPARSE: "sparse"}
+MAX_WIDTH = 255
+
+
+def pack_slot(bits: int) -> int | None:
+    """Bits per packed slot for a bit width, or None when packing does not apply."""
+    return {1: 1, 2: 2, 3: 4, 4: 4}.get(bits)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the zero point of each element lives: zero[(i // inner) % channels]."""
+
+    zero: np.ndarray
+    channels: int
+    inner: int
+
+
+def split(q: np.ndarray, kind: int, param: int, layout: Layout) -> list[np.ndarray]:
+    """Symbols -> the representation's streams."""
+    if kind == DENSE:
+        return [q]
+    if kind == PACKED:
+        out = np.empty(-(-q.size // (8 // param)), np.uint8)
+        _kernels.pack(q, param, out)
+        return [out]
+    if kind == SPARSE:
+        rows = -(-q.size // param)
+        counts = np.empty(rows, np.uint8)
+        gaps = np.empty(q.size, np.uint8)
+        vals = np.empty(q.size, np.uint8)
+        nnz = _kernels.csr_split(q, layout.zero, layout.channels, layout.inner, param, counts, gaps, vals)
+        return [counts, gaps[:nnz], vals[:nnz]]
+    raise CodecError(f"unknown representation {kind}")
+
+
+def stream_lengths(kind: int, param: int, n: int, nnz: int) -> list[int]:
+    """Symbol count of each stream of a representation."""
+    if kind == DENSE:
+        return [n]
+    if kind == PACKED:
+        return [-(-n // (8 // param))]
+    return [-(-n // param), nnz, nnz]
+
+
+def validate(kind: int, param: int, bits: int) -> None:
+    """Reject representation parameters a decoder must not use (they come from the wire)."""
+    if kind == DENSE:
+        return
+    if kind == PACKED:
+        if param not in (1, 2, 4) or bits > param:
+            raise CodecError("bad packing parameter")
+        return
+    if kind == SPARSE:
+        if not 1 <= param <= MAX_WIDTH:
+            raise CodecError("bad sparse row width")
+        return
+    raise CodecError(f"unknown representation {kind}")
+
+
+def merge(streams: list[np.ndarray], kind: int, param: int, n: int, layout: Layout) -> np.ndarray:
+    """The representation's streams -> symbols; raises CodecError if they are inconsistent."""
+    if kind == DENSE:
+        return streams[0]
+    if kind == PACKED:
+        out = np.empty(n, np.uint8)
+        _kernels.unpack(streams[0], param, out)
+        return out
+    counts, gaps, vals = streams
+    out = np.empty(n, np.uint8)
+    if not _kernels.csr_merge(counts, gaps, vals, layout.zero, layout.channels, layout.inner, param, out):
+        raise CodecError("inconsistent sparse streams")
+    return out

@@ -1,0 +1,92 @@
+"""Frequency tables: normalization to 2^prob_bits, compact serialization, ideal code lengths."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels
+from .errors import CodecError
+
+DEFAULT_PROB_BITS = 12
+
+
+def normalize(counts: np.ndarray, prob_bits: int = DEFAULT_PROB_BITS) -> np.ndarray:
+    """Counts (tables x 256) -> uint16 frequencies; each non-empty table sums to 2^prob_bits."""
+    counts = np.ascontiguousarray(counts, dtype=np.uint32).reshape(-1, 256)
+    freqs = np.empty(counts.shape, np.uint16)
+    _kernels.normalize(counts, prob_bits, freqs)
+    return freqs
+
+
+def coded_bits(counts: np.ndarray, freqs: np.ndarray, prob_bits: int) -> float:
+    """Bits rANS spends on symbols with these counts under these frequencies (within a few bits per block)."""
+    counts = counts.reshape(-1).astype(np.float64)
+    f = freqs.reshape(-1).astype(np.float64)
+    used = counts > 0
+    return float(np.sum(counts[used] * (prob_bits - np.log2(f[used]))))
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """Empirical order-0 entropy of a histogram times its count (the order-0 bound, in bits)."""
+    c = counts.reshape(-1).astype(np.float64)
+    total = c.sum()
+    if total == 0:
+        return 0.0
+    p = c[c > 0] / total
+    return float(-total * np.sum(p * np.log2(p)))
+
+
+def serialize(freqs: np.ndarray) -> bytes:
+    """Tables -> bytes: per table a 32-byte presence bitmap, then f-1 of each present symbol in 1 or 2 bytes."""
+    out = bytearray()
+    for f in np.asarray(freqs, dtype=np.uint16).reshape(-1, 256):
+        present = f > 0
+        out += np.packbits(present, bitorder="little").tobytes()
+        v = f[present].astype(np.int64) - 1
+        small = v < 0x80
+        enc = np.zeros((v.size, 2), np.uint8)
+        enc[:, 0] = np.where(small, v, 0x80 | (v >> 8))
+        enc[:, 1] = v & 0xFF
+        keep = np.ones((v.size, 2), bool)
+        keep[:, 1] = ~small
+        out += enc[keep].tobytes()
+    return bytes(out)
+
+
+def table_bytes(freqs: np.ndarray) -> int:
+    """Serialized size of tables without building them."""
+    f = np.asarray(freqs).reshape(-1, 256)
+    present = f > 0
+    return int(32 * f.shape[0] + present.sum() + ((f > 0x80) & present).sum())
+
+
+def deserialize(buf: memoryview, ntables: int, prob_bits: int) -> tuple[np.ndarray, int]:
+    """Parse ``ntables`` tables from ``buf``; returns (freqs, bytes consumed). Validates sums."""
+    freqs = np.zeros((ntables, 256), np.uint16)
+    pos = 0
+    total = 1 << prob_bits
+    data = bytes(buf[: min(len(buf), ntables * (32 + 512))])
+    for t in range(ntables):
+        if pos + 32 > len(data):
+            raise CodecError("truncated frequency table")
+        present = np.unpackbits(np.frombuffer(data, np.uint8, 32, pos), bitorder="little").astype(bool)
+        pos += 32
+        syms = np.flatnonzero(present)
+        vals = np.empty(syms.size, np.int64)
+        for k in range(syms.size):
+            if pos >= len(data):
+                raise CodecError("truncated frequency table")
+            b = data[pos]
+            if b & 0x80:
+                if pos + 1 >= len(data):
+                    raise CodecError("truncated frequency table")
+                vals[k] = ((b & 0x7F) << 8) | data[pos + 1]
+                pos += 2
+            else:
+                vals[k] = b
+                pos += 1
+        vals += 1
+        if syms.size and (vals.max() > total or vals.sum() != total):
+            raise CodecError("frequency table does not sum to 2^prob_bits")
+        freqs[t, syms] = vals
+    return freqs, pos
