@@ -1,0 +1,75 @@
+"""HeadModel and TailModel actors: the two halves of the split network (torch, CPU or GPU)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from actors.base import StageBase
+
+ModelFactory = Callable[[], tuple[Any, Any]]
+
+
+def _device(use_gpu: bool) -> str:
+    import torch
+
+    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+
+
+class HeadModel(StageBase):
+    """Runs the head on a batch of inputs and emits the intermediate features."""
+
+    stage = "head"
+
+    def __init__(self, factory: ModelFactory, replica: int = 0, use_gpu: bool = False) -> None:
+        super().__init__(replica)
+        self._limit_threads()
+        head, _ = factory()
+        self.device = _device(use_gpu)
+        self.model = head.to(self.device).eval()
+
+    def process(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``{"ids","x","labels","t_src"}`` -> ``{"ids","feat","labels","t_src"}``."""
+        import torch
+
+        start = time.time()
+        with torch.inference_mode():
+            feat = self.model(torch.from_numpy(batch["x"]).to(self.device))
+        if not isinstance(feat, torch.Tensor):
+            raise TypeError(f"head returned {type(feat).__name__}, expected a tensor")
+        if feat.dtype == torch.bfloat16:
+            feat = feat.float()
+        feat_np = feat.detach().cpu().numpy()
+        out = {"ids": batch["ids"], "feat": feat_np, "labels": batch["labels"], "t_src": batch["t_src"]}
+        self.rec.record(start, time.time(), len(batch["ids"]), int(batch["x"].nbytes), int(feat_np.nbytes))
+        return out
+
+
+class TailModel(StageBase):
+    """Runs the tail on decoded features and emits top-1 predictions."""
+
+    stage = "tail"
+
+    def __init__(self, factory: ModelFactory, replica: int = 0, use_gpu: bool = False) -> None:
+        super().__init__(replica)
+        self._limit_threads()
+        _, tail = factory()
+        self.device = _device(use_gpu)
+        self.model = tail.to(self.device).eval()
+
+    def process(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``{"ids","feat","labels","t_src"}`` -> ``{"ids","preds","labels","t_src"}``."""
+        import torch
+
+        start = time.time()
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(batch["feat"]).to(self.device))
+        preds = logits.argmax(-1).cpu().numpy().astype(np.int64)
+        if preds.ndim > 1:  # sequence models: keep the last position's prediction
+            preds = preds[..., -1]
+        out = {"ids": batch["ids"], "preds": preds, "labels": batch["labels"], "t_src": batch["t_src"]}
+        self.rec.record(start, time.time(), len(batch["ids"]), int(batch["feat"].nbytes), int(preds.nbytes))
+        return out
