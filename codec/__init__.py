@@ -5,9 +5,10 @@ representations chosen by a cost model, context-modelled 32-lane interleaved rAN
     y = codec.decode(blob)              # NumPy array, original shape
 """
 
+from . import arrow
 from .api import FrameInfo, decode, encode, inspect
 from .costmodel import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
 from .errors import CodecError
 
-__all__ = ["CodecError", "DEFAULT_LEVEL", "FrameInfo", "MAX_LEVEL", "MIN_LEVEL", "decode", "encode", "inspect"]
+__all__ = ["arrow", "CodecError", "DEFAULT_LEVEL", "FrameInfo", "MAX_LEVEL", "MIN_LEVEL", "decode", "encode", "inspect"]
 __version__ = "0.1.0"
