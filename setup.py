@@ -7,7 +7,7 @@ setup(
         Extension(
             "codec._kernels",
             sources=["codec/_kernels.c"],
-            extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
+            extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
         )
     ]
 )

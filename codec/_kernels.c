@@ -166,6 +166,20 @@ static void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t
 /* ------------------------------------------------------------------------------------------------ */
 /* quantization                                                                                      */
 
+static void histogram4(const uint8_t *q, int64_t n, uint32_t *hist) {
+    uint32_t h[4][256];
+    memset(h, 0, sizeof h);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        h[0][q[i]]++;
+        h[1][q[i + 1]]++;
+        h[2][q[i + 2]]++;
+        h[3][q[i + 3]]++;
+    }
+    for (; i < n; i++) h[0][q[i]]++;
+    for (int s = 0; s < 256; s++) hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s];
+}
+
 /* minmax(x f32, mins f32[C], maxs f32[C], channels, inner) -> bool all finite.  min/max include 0. */
 static PyObject *py_minmax(PyObject *self, PyObject *args) {
     PyObject *xo, *mino, *maxo;
@@ -191,25 +205,61 @@ static PyObject *py_minmax(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS;
     for (int64_t c = 0; c < channels; c++) mins[c] = maxs[c] = 0.0f;
     int64_t outer = n / (channels * inner);
+    uint32_t expmax = 0; /* OR of (exponent == 0xFF) flags, checked on the raw bits */
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t c = 0; c < channels; c++) {
             const float *p = x + (o * channels + c) * inner;
-            float lo = mins[c], hi = maxs[c];
-            float bad = 0.0f;
-            for (int64_t k = 0; k < inner; k++) {
+            /* eight independent accumulators so the compiler can keep them in vector registers */
+            float lo[8], hi[8];
+            uint32_t bad[8];
+            for (int t = 0; t < 8; t++) lo[t] = mins[c], hi[t] = maxs[c], bad[t] = 0;
+            int64_t k = 0;
+            for (; k + 8 <= inner; k += 8)
+                for (int t = 0; t < 8; t++) {
+                    float v = p[k + t];
+                    uint32_t u;
+                    memcpy(&u, &v, 4);
+                    bad[t] |= (u & 0x7F800000u) == 0x7F800000u;
+                    lo[t] = v < lo[t] ? v : lo[t];
+                    hi[t] = v > hi[t] ? v : hi[t];
+                }
+            for (; k < inner; k++) {
                 float v = p[k];
-                lo = v < lo ? v : lo;
-                hi = v > hi ? v : hi;
-                bad += v * 0.0f; /* NaN for NaN or +-Inf */
+                uint32_t u;
+                memcpy(&u, &v, 4);
+                bad[0] |= (u & 0x7F800000u) == 0x7F800000u;
+                lo[0] = v < lo[0] ? v : lo[0];
+                hi[0] = v > hi[0] ? v : hi[0];
             }
-            if (bad != 0.0f) finite = 0; /* NaN != 0 */
-            mins[c] = lo;
-            maxs[c] = hi;
+            for (int t = 0; t < 8; t++) {
+                expmax |= bad[t];
+                mins[c] = lo[t] < mins[c] ? lo[t] : mins[c];
+                maxs[c] = hi[t] > maxs[c] ? hi[t] : maxs[c];
+            }
         }
     }
+    finite = !expmax;
     Py_END_ALLOW_THREADS;
     rel_buf(&xb), rel_buf(&mnb), rel_buf(&mxb);
     return PyBool_FromLong(finite);
+}
+
+/* q = clamp(round_half_even(x * inv) + z, 0, qmax); vectorizes (the rounding uses the 1.5 * 2^23 trick,
+ * exact because |x * inv| <= 2^9 here, and needs no libm call). */
+static void quantize_run(const float *restrict x, uint8_t *restrict q, int64_t n, float inv, float z, float fq) {
+    for (int64_t k = 0; k < n; k++) {
+        float r = x[k] * inv;
+        r = (r + 12582912.0f) - 12582912.0f;
+        float v = r + z;
+        v = v < 0.0f ? 0.0f : v;
+        v = v > fq ? fq : v;
+        q[k] = (uint8_t)(int32_t)v;
+    }
+}
+
+/* out = (q - z) * scale, one multiply per element (the same on every device). */
+static void dequantize_run(const uint8_t *restrict q, float *restrict x, int64_t n, int32_t z, float scale) {
+    for (int64_t k = 0; k < n; k++) x[k] = (float)((int32_t)q[k] - z) * scale;
 }
 
 /* quantize(x f32, out u8, inv_scale f32[C], zero u8[C], channels, inner, qmax, hist u32[256] or None) */
@@ -241,30 +291,10 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t c = 0; c < channels; c++) {
             int64_t base = (o * channels + c) * inner;
-            const float s = inv[c];
-            const float z = (float)zero[c];
-            for (int64_t k = 0; k < inner; k++) {
-                float v = nearbyintf(x[base + k] * s) + z;
-                v = v < 0.0f ? 0.0f : v;
-                v = v > fq ? fq : v;
-                q[base + k] = (uint8_t)v;
-            }
+            quantize_run(x + base, q + base, inner, inv[c], (float)zero[c], fq);
         }
     }
-    if (hist) {
-        /* four partial histograms break the store-to-load dependency on repeated symbols */
-        uint32_t h[4][256];
-        memset(h, 0, sizeof h);
-        int64_t i = 0;
-        for (; i + 4 <= n; i += 4) {
-            h[0][q[i]]++;
-            h[1][q[i + 1]]++;
-            h[2][q[i + 2]]++;
-            h[3][q[i + 3]]++;
-        }
-        for (; i < n; i++) h[0][q[i]]++;
-        for (int s = 0; s < 256; s++) hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s];
-    }
+    if (hist) histogram4(q, n, hist);
     Py_END_ALLOW_THREADS;
     ret = Py_None;
     Py_INCREF(ret);
@@ -298,9 +328,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t c = 0; c < channels; c++) {
             int64_t base = (o * channels + c) * inner;
-            float lut[256];
-            for (int s = 0; s < 256; s++) lut[s] = (float)(s - (int)zero[c]) * scale[c];
-            for (int64_t k = 0; k < inner; k++) x[base + k] = lut[q[base + k]];
+            dequantize_run(q + base, x + base, inner, (int32_t)zero[c], scale[c]);
         }
     }
     Py_END_ALLOW_THREADS;
@@ -355,6 +383,27 @@ static PyObject *py_context_histogram(PyObject *self, PyObject *args) {
     Py_INCREF(ret);
 done:
     rel_buf(&sb), rel_buf(&cb), rel_buf(&gb), rel_buf(&nb);
+    return ret;
+}
+
+/* histogram(sym u8, counts u32[256]) */
+static PyObject *py_histogram(PyObject *self, PyObject *args) {
+    PyObject *so, *co;
+    if (!PyArg_ParseTuple(args, "OO", &so, &co)) return NULL;
+    Buf sb = {0}, cb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(co, &cb, 1, "counts") < 0) goto done;
+    if (cb.view.len < 256 * 4) {
+        PyErr_SetString(PyExc_ValueError, "histogram: counts too small");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    histogram4((const uint8_t *)sb.view.buf, sb.view.len, (uint32_t *)cb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    rel_buf(&sb), rel_buf(&cb);
     return ret;
 }
 
@@ -444,19 +493,22 @@ static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
         memset(gh, 0, sizeof gh);
         int64_t nnz = 0, rows = (n + width - 1) / width;
         Py_BEGIN_ALLOW_THREADS;
+        uint32_t gh_ext[257];
+        memset(gh_ext, 0, sizeof gh_ext);
         for (int64_t r = 0; r < rows; r += row_step) {
             int64_t r0 = r * width, r1 = r0 + width < n ? r0 + width : n;
             int cnt = 0, prev = -1;
-            for (int64_t i = r0; i < r1; i++)
-                if (nz[i]) {
-                    int col = (int)(i - r0);
-                    gh[col - prev - 1]++;
-                    prev = col;
-                    cnt++;
-                }
+            for (int64_t i = r0; i < r1; i++) {
+                /* branch-free: zero-point symbols count into the spare bin 256 */
+                int col = (int)(i - r0), m = nz[i];
+                gh_ext[m ? col - prev - 1 : 256]++;
+                prev = m ? col : prev;
+                cnt += m;
+            }
             ch_[cnt]++;
             nnz += cnt;
         }
+        memcpy(gh, gh_ext, sizeof gh);
         Py_END_ALLOW_THREADS;
         PyObject *t = Py_BuildValue("(y#y#L)", (const char *)ch_, (Py_ssize_t)sizeof ch_, (const char *)gh,
                                     (Py_ssize_t)sizeof gh, (long long)nnz);
@@ -496,28 +548,45 @@ static PyObject *py_csr_split(PyObject *self, PyObject *args) {
     const uint8_t *q = (const uint8_t *)qb.view.buf, *zero = (const uint8_t *)zb.view.buf;
     uint8_t *counts = (uint8_t *)cb.view.buf, *gaps = (uint8_t *)gb.view.buf, *vals = (uint8_t *)vb.view.buf;
     int64_t nnz = 0;
+    int failed = 0;
     Py_BEGIN_ALLOW_THREADS;
-    Ctx c = {channels, inner, 1, NULL, 0, NULL, 1, 1};
-    ChanIter it = {0, 0};
-    chan_init(&c, &it, 0);
-    for (int64_t r = 0; r < rows; r++) {
+    uint8_t *mask = NULL;
+    if (channels > 1) {
+        /* per-channel zero points: one pass builds the non-zero mask run by run */
+        mask = (uint8_t *)malloc((size_t)(n ? n : 1));
+        if (mask) {
+            int64_t outer = n / (channels * inner);
+            for (int64_t o = 0; o < outer; o++)
+                for (int64_t ch = 0; ch < channels; ch++) {
+                    int64_t base = (o * channels + ch) * inner;
+                    const uint8_t z = zero[ch];
+                    for (int64_t k = 0; k < inner; k++) mask[base + k] = q[base + k] != z;
+                }
+        }
+    }
+    const uint8_t z0 = zero[0];
+    for (int64_t r = 0; r < rows && (channels == 1 || mask); r++) {
         int64_t r0 = r * width, r1 = r0 + width < n ? r0 + width : n;
         int cnt = 0, prev = -1;
         for (int64_t i = r0; i < r1; i++) {
-            uint8_t z = channels == 1 ? zero[0] : zero[it.ch];
-            if (q[i] != z) {
-                int col = (int)(i - r0);
-                gaps[nnz] = (uint8_t)(col - prev - 1);
-                vals[nnz] = q[i];
-                nnz++;
-                prev = col;
-                cnt++;
-            }
-            if (channels > 1) chan_next(&c, &it);
+            /* branch-free: always write (nnz <= i < n), advance only for non-zero-point symbols */
+            int col = (int)(i - r0);
+            int m = mask ? mask[i] : q[i] != z0;
+            gaps[nnz] = (uint8_t)(col - prev - 1);
+            vals[nnz] = q[i];
+            nnz += m;
+            prev = m ? col : prev;
+            cnt += m;
         }
         counts[r] = (uint8_t)cnt;
     }
+    failed = channels > 1 && !mask;
+    free(mask);
     Py_END_ALLOW_THREADS;
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
     ret = PyLong_FromLongLong(nnz);
 done:
     rel_buf(&qb), rel_buf(&zb), rel_buf(&cb), rel_buf(&gb), rel_buf(&vb);
@@ -644,7 +713,12 @@ static PyObject *py_unpack(PyObject *self, PyObject *args) {
     uint8_t *o = (uint8_t *)ob.view.buf;
     const uint8_t mask = (uint8_t)((1u << bits) - 1);
     Py_BEGIN_ALLOW_THREADS;
-    for (int64_t i = 0; i < n; i++) o[i] = (uint8_t)((p[i / k] >> ((i % k) * bits)) & mask);
+    int64_t full = n / k;
+    for (int64_t j = 0; j < full; j++) {
+        uint8_t v = p[j];
+        for (int t = 0; t < k; t++) o[j * k + t] = (uint8_t)((v >> (t * bits)) & mask);
+    }
+    for (int64_t i = full * k; i < n; i++) o[i] = (uint8_t)((p[i / k] >> ((i % k) * bits)) & mask);
     Py_END_ALLOW_THREADS;
     ret = Py_None;
     Py_INCREF(ret);
@@ -773,16 +847,19 @@ static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
     return cum == M ? 0 : -1;
 }
 
-static inline uint32_t enc_step(uint32_t x, const EncSym *e, int pb, uint16_t **wp) {
-    if (x >= e->x_max) {
-        *--(*wp) = (uint16_t)(x & 0xFFFF);
-        x >>= 16;
-    }
-    uint32_t t = (uint32_t)(((uint64_t)x * e->rcp) >> 32);
-    uint32_t q = (t + ((x - t) >> e->sh1)) >> e->sh2;
-    (void)pb;
-    return x + e->bias + q * e->cmpl;
-}
+/* One encode step on local state x and local word pointer wp. The word is always stored one slot below
+ * the write pointer, which moves only when the word is needed (otherwise the slot is overwritten later),
+ * so there is no branch to mispredict. Division by the frequency uses the precomputed reciprocal. */
+#define ENC_STEP(x, e, wp)                                                   \
+    do {                                                                     \
+        uint32_t need_ = (x) >= (e)->x_max;                                  \
+        (wp)[-1] = (uint16_t)((x)&0xFFFF);                                   \
+        (wp) -= need_;                                                       \
+        (x) >>= (need_ << 4);                                                \
+        uint32_t t_ = (uint32_t)(((uint64_t)(x) * (e)->rcp) >> 32);          \
+        uint32_t q_ = (t_ + (((x)-t_) >> (e)->sh1)) >> (e)->sh2;             \
+        (x) = (x) + (e)->bias + q_ * (e)->cmpl;                              \
+    } while (0)
 
 /* Encode symbols [b0, b1) into dst (capacity STATE_BYTES + 2*(b1-b0)); returns bytes written. */
 static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const uint8_t *ctx, const EncSym *tabs,
@@ -792,20 +869,32 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
     uint16_t *wp = scratch_end;
     int64_t n = b1 - b0;
     const uint8_t *s = sym + b0;
+    (void)pb;
     if (ctx) {
         for (int64_t i = n - 1; i >= 0; i--) {
             int j = (int)(i & (LANES - 1));
-            st[j] = enc_step(st[j], &tabs[(int)ctx[i] * 256 + s[i]], pb, &wp);
+            uint32_t x = st[j];
+            const EncSym *e = &tabs[(int)ctx[i] * 256 + s[i]];
+            ENC_STEP(x, e, wp);
+            st[j] = x;
         }
     } else {
         int64_t i = n - 1;
         for (; i >= 0 && ((i + 1) & (LANES - 1)); i--) {
             int j = (int)(i & (LANES - 1));
-            st[j] = enc_step(st[j], &tabs[s[i]], pb, &wp);
+            uint32_t x = st[j];
+            const EncSym *e = &tabs[s[i]];
+            ENC_STEP(x, e, wp);
+            st[j] = x;
         }
         for (; i >= 0; i -= LANES) {
             const uint8_t *p = s + i - (LANES - 1);
-            for (int j = LANES - 1; j >= 0; j--) st[j] = enc_step(st[j], &tabs[p[j]], pb, &wp);
+            for (int j = LANES - 1; j >= 0; j--) {
+                uint32_t x = st[j];
+                const EncSym *e = &tabs[p[j]];
+                ENC_STEP(x, e, wp);
+                st[j] = x;
+            }
         }
     }
     for (int j = 0; j < LANES; j++) wr32(dst + 4 * j, st[j]);
@@ -845,7 +934,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
         goto done;
     }
     tabs = (EncSym *)malloc(sizeof(EncSym) * 256 * (size_t)c.ntables);
-    scratch = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)block);
+    scratch = (uint16_t *)malloc(sizeof(uint16_t) * ((size_t)block + 1));
     if (c.ntables > 1) ctx = (uint8_t *)malloc((size_t)block);
     if (!tabs || !scratch || (c.ntables > 1 && !ctx)) {
         PyErr_NoMemory();
@@ -875,7 +964,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
                 if (freqs[sym[i]] == 0) missing = 1;
         }
         if (missing) break;
-        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, pb, out + pos, scratch + block);
+        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, pb, out + pos, scratch + block + 1);
         sizes[b - bf] = (uint32_t)sz;
         pos += sz;
     }
@@ -893,6 +982,19 @@ done:
     return ret;
 }
 
+/* Branch-free renormalization of local state x with local word index wi: read the next word when the
+ * state fell below L. Reads are clamped to the block's last word; the caller checks afterwards that exactly
+ * all words were consumed. */
+#define RENORM(x, w, wi, last)                                               \
+    do {                                                                     \
+        int64_t idx_ = (wi) < (last) ? (wi) : (last);                        \
+        uint16_t v_;                                                         \
+        memcpy(&v_, (w) + 2 * idx_, 2);                                      \
+        uint32_t need_ = (x) < RANS_L;                                       \
+        (wi) += need_;                                                       \
+        (x) = ((x) << (need_ << 4)) | ((uint32_t)v_ & (0u - need_));         \
+    } while (0)
+
 /* Decode one block. Returns 0 on success, -1 if the block is inconsistent. */
 static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const DecSlot *tabs, int pb, uint8_t *out,
                         int64_t b0, int64_t b1) {
@@ -905,7 +1007,9 @@ static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const Dec
         st[j] = rd32(src + 4 * j);
         if (st[j] < RANS_L) return -1;
     }
-    const uint8_t *w = src + STATE_BYTES;
+    static const uint8_t no_words[2] = {0, 0};
+    const uint8_t *w = nw ? src + STATE_BYTES : no_words;
+    const int64_t last = nw ? nw - 1 : 0;
     int64_t wi = 0;
     const uint32_t mask = (1u << pb) - 1;
     uint8_t *o = out + b0;
@@ -918,12 +1022,7 @@ static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const Dec
                 const DecSlot e = d[x & mask];
                 o[i + j] = e.sym;
                 x = (uint32_t)e.freq * (x >> pb) + e.bias;
-                if (x < RANS_L) {
-                    uint16_t v = 0;
-                    if (wi < nw) memcpy(&v, w + 2 * wi, 2);
-                    wi++;
-                    x = (x << 16) | v;
-                }
+                RENORM(x, w, wi, last);
                 st[j] = x;
             }
         }
@@ -932,12 +1031,7 @@ static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const Dec
             const DecSlot e = d[x & mask];
             o[i] = e.sym;
             x = (uint32_t)e.freq * (x >> pb) + e.bias;
-            if (x < RANS_L) {
-                uint16_t v = 0;
-                if (wi < nw) memcpy(&v, w + 2 * wi, 2);
-                wi++;
-                x = (x << 16) | v;
-            }
+            RENORM(x, w, wi, last);
             st[j] = x;
         }
     } else {
@@ -955,15 +1049,108 @@ static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const Dec
             if (e.freq == 0) return -1; /* empty context table */
             o[i] = e.sym;
             x = (uint32_t)e.freq * (x >> pb) + e.bias;
-            if (x < RANS_L) {
-                uint16_t v = 0;
-                if (wi < nw) memcpy(&v, w + 2 * wi, 2);
-                wi++;
-                x = (x << 16) | v;
-            }
+            RENORM(x, w, wi, last);
             st[j] = x;
             if (have_group) chan_next(c, &it);
         }
+    }
+    if (wi != nw) return -1;
+    for (int j = 0; j < LANES; j++)
+        if (st[j] != RANS_L) return -1;
+    return 0;
+}
+
+
+/* ------------------------------------------------------------------------------------------------ */
+/* AVX2 order-0 decoder (x86-64, chosen at run time). Integer-only, so it produces exactly the scalar
+ * decoder's output. Four 8-lane vectors hold the 32 states; per vector, a gather looks up the packed slot
+ * entry (sym << 24 | (freq - 1) << 12 | bias, prob_bits <= 12), and the lanes that need a word take the
+ * next ones in lane order through a permutation chosen by the lane mask. The last steps of a block, where
+ * fewer than 32 words remain, finish in scalar code.                                                   */
+
+static inline uint32_t pack_slot(const DecSlot *d) {
+    return ((uint32_t)d->sym << 24) | ((uint32_t)(d->freq - 1) << 12) | d->bias;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+static uint32_t perm_lut[256][8] __attribute__((aligned(32)));
+static int cpu_has_avx2 = -1;
+
+static void init_avx2(void) {
+    for (int m = 0; m < 256; m++) {
+        int k = 0;
+        for (int lane = 0; lane < 8; lane++) perm_lut[m][lane] = (m >> lane) & 1 ? (uint32_t)k++ : 0;
+    }
+    __builtin_cpu_init();
+    cpu_has_avx2 = __builtin_cpu_supports("avx2");
+}
+
+__attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, const uint8_t *w, int64_t nw,
+                                                                  int64_t *wi_io, const uint32_t *tab, int pb,
+                                                                  uint8_t *o, int64_t n) {
+    __m256i X[4];
+    for (int v = 0; v < 4; v++) X[v] = _mm256_loadu_si256((const __m256i *)(st + 8 * v));
+    const __m256i maskv = _mm256_set1_epi32((1 << pb) - 1), m12 = _mm256_set1_epi32(0xFFF);
+    const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m128i pbv = _mm_cvtsi32_si128(pb);
+    int64_t wi = *wi_io, i = 0;
+    for (; i + LANES <= n && wi + LANES <= nw; i += LANES) {
+        __m256i S[4];
+        for (int v = 0; v < 4; v++) {
+            __m256i x = X[v];
+            __m256i e = _mm256_i32gather_epi32((const int *)tab, _mm256_and_si256(x, maskv), 4);
+            S[v] = _mm256_srli_epi32(e, 24);
+            __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 12), m12), one);
+            x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pbv)), _mm256_and_si256(e, m12));
+            __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
+            int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
+            __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * wi)));
+            __m256i ws = _mm256_permutevar8x32_epi32(words, _mm256_load_si256((const __m256i *)perm_lut[m]));
+            X[v] = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), ws), need);
+            wi += __builtin_popcount((unsigned)m);
+        }
+        __m256i ab = _mm256_packus_epi32(S[0], S[1]);
+        __m256i cd = _mm256_packus_epi32(S[2], S[3]);
+        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+        _mm256_storeu_si256((__m256i *)(o + i), bytes);
+    }
+    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(st + 8 * v), X[v]);
+    *wi_io = wi;
+    return i;
+}
+#endif
+
+/* Decode one order-0 block with the packed table: AVX2 for the bulk where available, scalar for the rest. */
+static int decode_block_packed(const uint8_t *src, int64_t len, const uint32_t *tab, int pb, uint8_t *out,
+                               int64_t b0, int64_t b1) {
+    if (len < STATE_BYTES || ((len - STATE_BYTES) & 1)) return -1;
+    int64_t n = b1 - b0, nw = (len - STATE_BYTES) / 2;
+    if (nw > n) return -1;
+    uint32_t st[LANES];
+    for (int j = 0; j < LANES; j++) {
+        st[j] = rd32(src + 4 * j);
+        if (st[j] < RANS_L) return -1;
+    }
+    static const uint8_t no_words[2] = {0, 0};
+    const uint8_t *w = nw ? src + STATE_BYTES : no_words;
+    const int64_t last = nw ? nw - 1 : 0;
+    const uint32_t mask = (1u << pb) - 1;
+    uint8_t *o = out + b0;
+    int64_t wi = 0, i = 0;
+#ifdef HAVE_AVX2_PATH
+    if (cpu_has_avx2 > 0) i = decode_steps_avx2(st, w, nw, &wi, tab, pb, o, n);
+#endif
+    for (; i < n; i++) {
+        int j = (int)(i & (LANES - 1));
+        uint32_t x = st[j];
+        uint32_t e = tab[x & mask];
+        o[i] = (uint8_t)(e >> 24);
+        x = (((e >> 12) & 0xFFF) + 1) * (x >> pb) + (e & 0xFFF);
+        RENORM(x, w, wi, last);
+        st[j] = x;
     }
     if (wi != nw) return -1;
     for (int j = 0; j < LANES; j++)
@@ -1031,9 +1218,22 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     uint8_t *out = (uint8_t *)outb.view.buf;
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS;
-    for (int64_t b = bf; b < bl && ok; b++) {
-        int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
-        if (decode_block(payload + off[b], (int64_t)(off[b + 1] - off[b]), &c, tabs, pb, out, b0, b1) < 0) ok = 0;
+    if (c.ntables == 1 && pb <= 12) {
+        uint32_t *packed = (uint32_t *)malloc(sizeof(uint32_t) << pb);
+        if (!packed) ok = 0;
+        for (int64_t k = 0; ok && k < ((int64_t)1 << pb); k++) packed[k] = pack_slot(&tabs[k]);
+        for (int64_t b = bf; b < bl && ok; b++) {
+            int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
+            if (decode_block_packed(payload + off[b], (int64_t)(off[b + 1] - off[b]), packed, pb, out, b0, b1) < 0)
+                ok = 0;
+        }
+        free(packed);
+    } else {
+        for (int64_t b = bf; b < bl && ok; b++) {
+            int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
+            if (decode_block(payload + off[b], (int64_t)(off[b + 1] - off[b]), &c, tabs, pb, out, b0, b1) < 0)
+                ok = 0;
+        }
     }
     Py_END_ALLOW_THREADS;
     ret = PyBool_FromLong(ok);
@@ -1050,6 +1250,7 @@ static PyMethodDef methods[] = {
     {"quantize", py_quantize, METH_VARARGS, "Asymmetric per-channel quantization to u8 (+ optional histogram)."},
     {"dequantize", py_dequantize, METH_VARARGS, "u8 symbols back to float32."},
     {"context_histogram", py_context_histogram, METH_VARARGS, "Symbol counts per context table."},
+    {"histogram", py_histogram, METH_VARARGS, "256-bin symbol histogram."},
     {"channel_histogram", py_channel_histogram, METH_VARARGS, "Symbol counts per channel."},
     {"csr_stats", py_csr_stats, METH_VARARGS, "Row-occupancy and gap histograms per candidate row width."},
     {"csr_split", py_csr_split, METH_VARARGS, "Split symbols into CSR counts/gaps/values."},
@@ -1064,4 +1265,17 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_kernels", "splitstream codec kernels", -1, methods};
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&moduledef); }
+PyMODINIT_FUNC PyInit__kernels(void) {
+#ifdef HAVE_AVX2_PATH
+    init_avx2();
+#endif
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m) {
+#ifdef HAVE_AVX2_PATH
+        PyModule_AddIntConstant(m, "AVX2", cpu_has_avx2 > 0);
+#else
+        PyModule_AddIntConstant(m, "AVX2", 0);
+#endif
+    }
+    return m;
+}

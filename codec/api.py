@@ -7,9 +7,19 @@ from typing import Any
 
 import numpy as np
 
-from . import rans, represent, tables
+from . import _kernels, rans, represent, tables
 from .contexts import ContextSpec
-from .costmodel import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL, RANS, STORED, Candidate, TensorInfo, choose, context_axis
+from .costmodel import (
+    DEFAULT_LEVEL,
+    MAX_LEVEL,
+    MIN_LEVEL,
+    RANS,
+    STORED,
+    Candidate,
+    TensorInfo,
+    choose,
+    context_axis,
+)
 from .errors import CodecError
 from .frame import DTYPE_CODES, Frame, StreamHeader, read, write
 from .quantize import QuantParams, channel_layout, dequantize, normalize_axis, quantize
@@ -82,10 +92,10 @@ def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads:
             headers.append(StreamHeader(STORED, payload=sym.tobytes()))
             continue
         counts = np.empty((plan.ctx.ntables, 256), np.uint32)
-        from . import _kernels
-
-        if plan.ctx.ntables == 1:
-            counts[0] = np.bincount(sym, minlength=256)
+        if plan.ctx.ntables == 1 and sym is p.q:
+            counts[0] = p.info.hist
+        elif plan.ctx.ntables == 1:
+            _kernels.histogram(sym, counts)
         else:
             _kernels.context_histogram(sym, plan.ctx.kernel_spec(), 1 << block_log2, counts, 1)
         freqs = tables.normalize(counts, plan.prob_bits)

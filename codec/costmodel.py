@@ -20,6 +20,8 @@ from .represent import DENSE, KIND_NAMES, MAX_WIDTH, PACKED, SPARSE, Layout, pac
 STORED, RANS = 0, 1
 STREAM_HEADER_BYTES = 24  # approximate per-stream header (lengths, coding, context description)
 MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 1, 9, 3
+SAMPLE_CHUNK = 255 * 64  # sampled statistics take whole chunks of this many symbols
+SAMPLE_TARGET = 1 << 17
 
 
 @dataclass
@@ -136,7 +138,11 @@ def _dense_options(
     sampled = sum(min(block, n - b * block) for b in range(0, nblocks, stride))
     scale = n / max(sampled, 1)
     pb = tables.DEFAULT_PROB_BITS
-    counts0 = info.hist if mult == 1 else np.bincount(sym, minlength=256).astype(np.uint32)
+    if mult == 1:
+        counts0 = info.hist
+    else:
+        counts0 = np.empty(256, np.uint32)
+        _kernels.histogram(sym, counts0)
     options = [(StreamPlan(RANS, ORDER0, pb), stream_cost(counts0, n, 1.0, block_log2, pb))]
     if level < 2 or n < 4096:
         return options
@@ -180,29 +186,38 @@ def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]
     q, n = info.q, info.q.size
     zero_ref = int(np.argmax(info.hist))
     out: list[Candidate] = []
-    dense = best_plan(_dense_options(info, q, level, block_log2, 1, zero_ref), n)
-    out.append(Candidate(DENSE, 0, [dense], dense.predicted_bytes))
+    options = _dense_options(info, q, level, block_log2, 1, zero_ref)
+    for plan in _distinct(options, n):
+        out.append(Candidate(DENSE, 0, [plan], plan.predicted_bytes))
 
     slot = pack_slot(info.bits)
     if slot is not None and slot < 8 and n >= 2:
         packed_sym = np.empty(-(-n // (8 // slot)), np.uint8)
         _kernels.pack(q, slot, packed_sym)
-        ref = int(np.argmax(np.bincount(packed_sym, minlength=256)))
-        plan = best_plan(_dense_options(info, packed_sym, level, block_log2, 8 // slot, ref), packed_sym.size)
-        out.append(Candidate(PACKED, slot, [plan], plan.predicted_bytes))
+        packed_hist = np.empty(256, np.uint32)
+        _kernels.histogram(packed_sym, packed_hist)
+        ref = int(np.argmax(packed_hist))
+        options = _dense_options(info, packed_sym, level, block_log2, 8 // slot, ref)
+        for plan in _distinct(options, packed_sym.size):
+            out.append(Candidate(PACKED, slot, [plan], plan.predicted_bytes))
 
-    zero_share = 1.0 - float(np.sum(q == info.layout.zero[0])) / n if info.layout.channels == 1 else None
-    if n >= 64 and (zero_share is None or zero_share < 0.7 or level >= 6):
+    lay = info.layout
+    zero_share = float(info.hist[int(lay.zero[0])]) / n if lay.channels == 1 else None
+    if n >= 64 and (zero_share is None or zero_share > (0.6 if level == 1 else 0.3) or level >= 6):
         widths = sparse_widths(info.shape, level)
-        rows_total = -(-n // min(widths))
-        row_step = 1 if level >= 6 or rows_total < 4096 else 4
-        lay = info.layout
-        stats = _kernels.csr_stats(q, lay.zero, lay.channels, lay.inner, tuple(widths), row_step)
+        sample, row_step = q, 1
+        if level < 6 and lay.channels == 1 and n > SAMPLE_CHUNK * 8:
+            # every k-th chunk (chunk = a multiple of every width's row structure is not possible in
+            # general; edge rows are a small effect): about SAMPLE_TARGET symbols
+            step = max(1, n // SAMPLE_TARGET)
+            idx = np.arange(0, n - SAMPLE_CHUNK + 1, SAMPLE_CHUNK * step)
+            sample = np.concatenate([q[i : i + SAMPLE_CHUNK] for i in idx])
+        stats = _kernels.csr_stats(sample, lay.zero, lay.channels, lay.inner, tuple(widths), row_step)
+        sample_scale = n / sample.size
         vals_hist = None
         for w, (count_hist, gap_hist, nnz) in zip(widths, stats, strict=True):
             rows = -(-n // w)
-            sampled_rows = -(-rows // row_step)
-            scale = rows / sampled_rows
+            scale = sample_scale
             nnz_est = int(round(nnz * scale))
             if vals_hist is None:
                 # values do not depend on the width: one histogram of non-zero-point symbols
@@ -222,6 +237,14 @@ def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]
     return out
 
 
+def _distinct(options: list[tuple[StreamPlan, float]], n: int) -> list[StreamPlan]:
+    """The order-0 plan (fast path) and the best context plan, each against stored bytes."""
+    plans = [best_plan([options[0]], n)]
+    if len(options) > 1:
+        plans.append(best_plan(options[1:], n))
+    return plans
+
+
 def _nonzero_hist(info: TensorInfo) -> np.ndarray:
     """Histogram of the symbols that differ from their channel's zero point."""
     if info.layout.channels == 1:
@@ -234,7 +257,25 @@ def _nonzero_hist(info: TensorInfo) -> np.ndarray:
     return np.bincount(q[mask], minlength=256).astype(np.uint32)
 
 
+def speed_margin(level: int) -> float:
+    """Relative size gain a slower configuration (contexts, sparse rows) must bring over the fastest one
+    (dense or packed, order-0) before the level takes it: low levels favour speed, 6+ only size."""
+    return {1: 0.03, 2: 0.02, 3: 0.01, 4: 0.005, 5: 0.0025}.get(level, 0.0)
+
+
+def is_fast(c: Candidate) -> bool:
+    """Order-0 dense/packed coding: the vectorized decode path."""
+    return c.kind in (DENSE, PACKED) and all(s.coding == STORED or s.ctx.ntables == 1 for s in c.streams)
+
+
 def choose(info: TensorInfo, level: int, block_log2: int) -> tuple[Candidate, list[Candidate]]:
-    """The cheapest predicted candidate and all that were considered."""
+    """The chosen candidate and all that were considered. Without a speed margin that is the smallest
+    predicted size; otherwise slower candidates must beat the best fast one by the level's margin."""
     cands = candidates(info, level, block_log2)
-    return min(cands, key=lambda c: c.predicted_bytes), cands
+    best = min(cands, key=lambda c: c.predicted_bytes)
+    fast = [c for c in cands if is_fast(c)]
+    if fast and not is_fast(best):
+        best_fast = min(fast, key=lambda c: c.predicted_bytes)
+        if best.predicted_bytes > best_fast.predicted_bytes * (1 - speed_margin(level)):
+            best = best_fast
+    return best, cands

@@ -14,7 +14,6 @@ import numpy as np
 from . import _kernels
 from .errors import CodecError
 
-
 MIN_STEP = 1e-30
 MAX_STEP = 1e37
 
