@@ -97,7 +97,11 @@ def resolve_vision_weights(arch: str, weights: WeightsArg) -> dict[str, torch.Te
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> nn.Module:
     """Strictly load ``state`` into ``model``; mismatches raise ``ValueError`` naming the keys."""
-    missing, unexpected = model.load_state_dict(dict(state), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(dict(state), strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).strip().splitlines()[1:3]
+        raise ValueError(f"weights do not fit model {name!r}: {' '.join(s.strip() for s in first)}") from exc
     if missing or unexpected:
         raise ValueError(
             f"weights do not fit model {name!r}: missing keys {list(missing)[:5]}"

@@ -220,7 +220,19 @@ def load_model(name: str | os.PathLike | nn.Module, weights: WeightsArg = None, 
     ``weights``: None (torchvision: untrained; digits-resnet: cached training; minilm: packaged
     weights; llama-tiny: random init), a local checkpoint path or state dict, a torchvision
     weights name already in the torch hub cache, or a local HF model directory.
+    ``input_size`` (image side) sets ``input_shape`` for image models; other keywords go to the
+    builder (torchvision ``num_classes``, llama-tiny config keys, ...).
     """
+    input_size = kw.pop("input_size", None)
+    loaded = _load(name, weights, **kw)
+    if input_size is not None:
+        if loaded.kind not in ("vision", "custom") or not loaded.input_shape:
+            raise ValueError(f"input_size applies to image models, not {loaded.name!r}")
+        loaded.input_shape = (loaded.input_shape[0], int(input_size), int(input_size))
+    return loaded
+
+
+def _load(name: str | os.PathLike | nn.Module, weights: WeightsArg, **kw: Any) -> LoadedModel:
     if isinstance(name, nn.Module):
         model = name.eval()
         if weights is not None:

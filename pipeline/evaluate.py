@@ -1,0 +1,359 @@
+"""Rate vs fidelity of a split model through the codec: ``python -m pipeline.evaluate``.
+
+For each split point and bit width, the head's features of a few samples are encoded one
+sample per frame (as the pipeline sends them), decoded, and fed to the tail. A row reports
+sizes (raw fp32/fp16 vs wire bytes), the compression ratio, codec times, and fidelity
+against labels (``top1``) and against the uncompressed model (``agreement``, ``kl``,
+``cosine`` ...). Quantization is tried per tensor and per channel; the row keeps the
+better one and says which (``granularity``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline import fidelity as fm
+from pipeline.models import LoadedModel, feature_of, load_model, with_feature
+
+DEFAULT_BITS = (8, 6, 4, 2)
+GRANULARITIES = ("auto", "tensor", "channel")
+
+SENTENCES = [
+    "A man is playing a guitar on the street.",
+    "Someone plays an acoustic guitar outdoors.",
+    "The stock market fell sharply on Monday.",
+    "Shares dropped steeply at the start of the week.",
+    "A child is riding a bicycle in the park.",
+    "A kid cycles through a green park.",
+    "The recipe calls for two cups of flour.",
+    "You need two cups of flour for this cake.",
+    "Heavy rain caused flooding in the city center.",
+    "Downtown streets were flooded after the storm.",
+    "The cat is sleeping on the warm windowsill.",
+    "A kitten naps in the sun by the window.",
+    "Scientists discovered a new species of frog.",
+    "Researchers found a previously unknown frog.",
+    "The train to Berlin leaves at nine o'clock.",
+    "Our flight to Tokyo was delayed by two hours.",
+]
+
+
+@dataclass
+class EvalData:
+    """Inputs in batches (each a tuple of head arguments), optional labels, and where they came from."""
+
+    batches: list[tuple[torch.Tensor, ...]]
+    labels: torch.Tensor | None
+    source: str
+
+
+def _batches(tensors: tuple[torch.Tensor, ...], batch: int) -> list[tuple[torch.Tensor, ...]]:
+    n = tensors[0].shape[0]
+    return [tuple(t[i : i + batch] for t in tensors) for i in range(0, n, batch)]
+
+
+def _synthetic_images(n: int, shape: Sequence[int], seed: int) -> torch.Tensor:
+    """Smooth random images (low-resolution noise upsampled, plus fine noise), roughly unit scale."""
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = shape
+    coarse = torch.randn((n, c, max(2, h // 8), max(2, w // 8)), generator=g)
+    img = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return img + 0.25 * torch.randn((n, c, h, w), generator=g)
+
+
+def _image_folder_data(root: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    from torchvision import datasets, transforms
+
+    if (root / "cifar-100-python").is_dir():
+        tf = transforms.Compose([
+            transforms.Resize(size),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+        ])
+        ds: Any = datasets.CIFAR100(str(root), train=False, download=False, transform=tf)
+        source = f"cifar100:{root}"
+    else:
+        folder = root / "val" if (root / "val").is_dir() else root
+        tf = transforms.Compose([
+            transforms.Resize(int(size * 256 / 224)),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ])
+        try:
+            ds = datasets.ImageFolder(str(folder), transform=tf)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise ValueError(f"--data {root}: neither CIFAR-100 (cifar-100-python/) nor an "
+                             f"image folder of class subdirectories ({exc})") from exc
+        source = f"imagefolder:{folder}"
+    step = max(1, len(ds) // n)  # spread over the set so many classes appear
+    items = [ds[i] for i in range(0, len(ds), step)][:n]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items]), source
+
+
+def load_eval_data(loaded: LoadedModel, samples: int = 32, data: str | None = None,
+                   size: int | None = None, batch: int = 16, seed: int = 0) -> EvalData:
+    """Pick the evaluation inputs for ``loaded`` (see module docstring for the rules)."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if loaded.kind == "encoder":
+        if loaded.tokenizer is None:
+            raise ValueError(f"{loaded.name}: a sentence encoder needs its tokenizer in the model directory")
+        enc = loaded.tokenizer(SENTENCES[: max(3, samples)], padding=True, return_tensors="pt")
+        return EvalData(_batches((enc["input_ids"], enc["attention_mask"]), batch), None, "sentences")
+    if loaded.kind == "decoder":
+        seq = 32
+        if loaded.tokenizer is not None:
+            tok = loaded.tokenizer
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token or tok.unk_token
+            enc = tok(SENTENCES[:samples], padding=True, return_tensors="pt")
+            return EvalData(_batches((enc["input_ids"], enc["attention_mask"]), batch), None, "sentences")
+        vocab = int(getattr(loaded.raw.config, "vocab_size", 1000))
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(0, vocab, (samples, seq), generator=g)
+        mask = torch.ones_like(ids)
+        return EvalData(_batches((ids, mask), batch), None, "random-tokens")
+    if loaded.name == "digits-resnet":
+        from pipeline.train import digits_data
+
+        _, _, x, y = digits_data()
+        return EvalData(_batches((x[:samples],), batch), y[:samples], "digits-test")
+    shape = tuple(loaded.input_shape or (3, 224, 224))
+    if size is not None:
+        shape = (shape[0], size, size)
+    if data is not None:
+        x, y, source = _image_folder_data(Path(data).expanduser(), samples, shape[-1])
+        return EvalData(_batches((x,), batch), y, source)
+    return EvalData(_batches((_synthetic_images(samples, shape, seed),), batch), None, "synthetic")
+
+
+def _codec_roundtrip(feat: torch.Tensor, bits: int, axis: int | None, level: int
+                     ) -> tuple[torch.Tensor, int, float, float]:
+    """Encode/decode ``feat`` one sample per frame; returns (decoded, bytes, enc s, dec s)."""
+    import codec
+
+    out, nbytes, t_enc, t_dec = [], 0, 0.0, 0.0
+    for i in range(feat.shape[0]):
+        x = feat[i : i + 1]
+        t0 = time.perf_counter()
+        blob = codec.encode(x, bits=bits, axis=axis, level=level)
+        t1 = time.perf_counter()
+        y = codec.decode(blob)
+        t2 = time.perf_counter()
+        t_enc, t_dec, nbytes = t_enc + t1 - t0, t_dec + t2 - t1, nbytes + len(blob)
+        out.append(torch.from_numpy(y).to(feat.dtype).reshape(x.shape))
+    return torch.cat(out), nbytes, t_enc, t_dec
+
+
+def _metrics(loaded: LoadedModel, data: EvalData, ref: list[Any], test: list[Any]) -> dict[str, float]:
+    """Fidelity of outputs ``test`` vs ``ref`` (lists per batch) for the model kind."""
+    r, t = torch.cat(ref), torch.cat(test)
+    if loaded.kind == "encoder":
+        masks = torch.cat([b[1] for b in data.batches])
+        er, et = fm.mean_pool(r, masks), fm.mean_pool(t, masks)
+        nn_agree, rho = fm.retrieval_agreement(er, et)
+        return {"cosine": fm.cosine(er, et), "retrieval_top1": nn_agree, "retrieval_spearman": rho}
+    if loaded.kind == "decoder":
+        ids = torch.cat([b[0] for b in data.batches])
+        masks = torch.cat([b[1] for b in data.batches])
+        ppl_ref, ppl = fm.perplexity(r, ids, masks), fm.perplexity(t, ids, masks)
+        return {"agreement": fm.agreement(r, t, masks), "kl": fm.kl_divergence(r, t, masks),
+                "ppl_baseline": ppl_ref, "ppl": ppl, "ppl_delta": ppl - ppl_ref}
+    out = {"agreement": fm.agreement(r, t), "kl": fm.kl_divergence(r, t)}
+    if data.labels is not None:
+        out["top1"] = fm.top1(t, data.labels)
+        out["top1_baseline"] = fm.top1(r, data.labels)
+        out["top1_drop"] = out["top1_baseline"] - out["top1"]
+    return out
+
+
+def primary_metric(row: dict[str, Any]) -> str:
+    """The fidelity key a row is judged by: top1 > cosine > agreement."""
+    for key in ("top1", "cosine", "agreement"):
+        if key in row:
+            return key
+    raise KeyError("row has no fidelity metric")
+
+
+def _score(m: dict[str, float]) -> tuple[float, float]:
+    return (m[primary_metric(m)], -m.get("kl", 0.0))
+
+
+@torch.no_grad()
+def evaluate(model: str | LoadedModel, splits: Sequence[str] | None = None,
+             bits: Sequence[int] = DEFAULT_BITS, samples: int = 32, data: str | None = None,
+             size: int | None = None, granularity: str = "auto", level: int = 3,
+             batch: int = 16, weights: Any = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Rows of rate and fidelity, one per (split, bits); see the module docstring."""
+    from tqdm import tqdm
+
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    bad = [b for b in bits if not isinstance(b, int) or not 1 <= b <= 8]
+    if bad or not bits:
+        raise ValueError(f"bits must be integers in 1..8, got {list(bits)}")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, weights)
+    splits = list(splits) if splits else list(loaded.split_points)
+    dataset = load_eval_data(loaded, samples, data, size, batch)
+    n = sum(b[0].shape[0] for b in dataset.batches)
+    rows: list[dict[str, Any]] = []
+    grans = ["tensor", "channel"] if granularity == "auto" else [granularity]
+    bar = tqdm(total=len(splits) * len(bits) * len(grans), desc=f"evaluate {loaded.name}",
+               disable=not progress, leave=False)
+    for split in splits:
+        head, tail = loaded.split(split)
+        mids = [head(*b) for b in dataset.batches]
+        ref = [tail(m) for m in mids]
+        feat0 = feature_of(mids[0])
+        numel = feat0[0].numel()
+        axis_c = loaded.channel_axis(split)
+        for b in bits:
+            results = {}
+            for gran in grans:
+                axis = axis_c if gran == "channel" else None
+                test, nbytes, t_enc, t_dec = [], 0, 0.0, 0.0
+                for m in mids:
+                    dec, nb, te, td = _codec_roundtrip(feature_of(m), b, axis, level)
+                    test.append(tail(with_feature(m, dec)))
+                    nbytes, t_enc, t_dec = nbytes + nb, t_enc + te, t_dec + td
+                results[gran] = (_metrics(loaded, dataset, ref, test), nbytes, t_enc, t_dec, axis)
+                bar.update(1)
+            best = max(results, key=lambda g: _score(results[g][0]))
+            metrics, nbytes, t_enc, t_dec, axis = results[best]
+            wire = nbytes / n
+            row: dict[str, Any] = {
+                "model": loaded.name, "kind": loaded.kind, "split": split, "bits": b,
+                "trained": loaded.trained, "weights": loaded.weights_source, "data": dataset.source,
+                "samples": n, "feature_shape": list(feat0.shape[1:]),
+                "raw_bytes": 4 * numel, "raw_fp16_bytes": 2 * numel, "wire_bytes": round(wire, 1),
+                "ratio": round(4 * numel / wire, 3), "ratio_fp16": round(2 * numel / wire, 3),
+                "bits_per_element": round(8 * wire / numel, 4),
+                "encode_ms": round(1e3 * t_enc / n, 3), "decode_ms": round(1e3 * t_dec / n, 3),
+                "granularity": best, "axis": axis, **metrics,
+            }
+            key = primary_metric(metrics)
+            for gran, res in results.items():
+                row[f"{key}_per_{gran}"] = res[0][key]
+            rows.append(row)
+    bar.close()
+    return rows
+
+
+FIDELITY_COLUMNS = ("top1_baseline", "top1", "agreement", "kl", "cosine", "retrieval_top1",
+                    "ppl_baseline", "ppl")
+
+
+def rows_to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of rows (fidelity columns shown only where some row has them)."""
+    fid = [c for c in FIDELITY_COLUMNS if any(c in r for r in rows)]
+    cols = ["model", "trained", "split", "bits", "granularity", "raw_bytes", "wire_bytes", "ratio",
+            "encode_ms", "decode_ms", *fid]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            if isinstance(v, float):
+                v = f"{v:.4f}" if c in ("kl", "cosine", "agreement", "top1", "top1_baseline",
+                                         "retrieval_top1") else f"{v:.2f}"
+            cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_rate_fidelity(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """PNG of fidelity vs bits per element, one line per (model, split); one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    ncol = min(3, len(models))
+    nrow = (len(models) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
+    for ax, name in zip(axes.flat, models, strict=False):
+        mrows = [r for r in rows if r["model"] == name]
+        key = primary_metric(mrows[0])
+        for split in dict.fromkeys(r["split"] for r in mrows):
+            pts = sorted((r["bits_per_element"], r[key]) for r in mrows if r["split"] == split)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=split)
+        if key == "top1" and "top1_baseline" in mrows[0]:
+            ax.axhline(mrows[0]["top1_baseline"], color="grey", ls="--", lw=1, label="uncompressed")
+        state = "trained" if mrows[0]["trained"] else "untrained"
+        ax.set_title(f"{name} ({state})")
+        ax.set_xlabel("wire bits per feature element")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--bits expects comma-separated integers, got {text!r}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="registry name or local HF model directory")
+    ap.add_argument("--split", default="all", help="split point(s), comma-separated, or 'all'")
+    ap.add_argument("--bits", type=_int_list, default=list(DEFAULT_BITS), help="e.g. 8,6,4,2")
+    ap.add_argument("--data", default=None, help="CIFAR-100 root or image folder (no downloads)")
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--size", type=int, default=None, help="image side for vision models")
+    ap.add_argument("--weights", default=None, help="checkpoint file, torchvision weights name or HF dir")
+    ap.add_argument("--granularity", choices=GRANULARITIES, default="auto")
+    ap.add_argument("--level", type=int, default=3, help="codec level")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--json", default=None, help="write rows as JSON here")
+    ap.add_argument("--plot", default=None, help="write the rate-fidelity PNG here")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; prints a Markdown table and optionally writes JSON / PNG."""
+    args = build_parser().parse_args(argv)
+    splits = None if args.split == "all" else [s.strip() for s in args.split.split(",") if s.strip()]
+    try:
+        rows = evaluate(args.model, splits, args.bits, args.samples, args.data, args.size,
+                        args.granularity, args.level, args.batch, args.weights, not args.quiet)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(rows_to_markdown(rows))
+    if not rows[0]["trained"]:
+        print(f"note: {rows[0]['model']} is untrained (random weights): fidelity is vs the "
+              "uncompressed model, not a task accuracy")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
+    if args.plot:
+        plot_rate_fidelity(rows, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

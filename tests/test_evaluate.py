@@ -1,0 +1,107 @@
+"""Rate/fidelity evaluation: metrics, the digits accuracy row, MiniLM cosine, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pipeline import fidelity as fm
+from pipeline.evaluate import evaluate, main, primary_metric, rows_to_markdown
+
+REQUIRED = {"model", "split", "bits", "raw_bytes", "wire_bytes", "ratio", "trained", "granularity"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def test_metrics_basic():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert fm.top1(logits, torch.tensor([0, 1, 2, 1])) == 0.75
+    assert fm.agreement(logits, logits) == 1.0
+    assert fm.kl_divergence(logits, logits) == pytest.approx(0.0, abs=1e-12)
+    flipped = logits.flip(-1)
+    assert fm.agreement(logits, flipped) < 1.0 and fm.kl_divergence(logits, flipped) > 0.1
+    uniform = torch.zeros(2, 5, 50)
+    ids = torch.randint(0, 50, (2, 5))
+    assert fm.perplexity(uniform, ids, torch.ones_like(ids)) == pytest.approx(50.0)
+    emb = torch.randn(6, 8)
+    assert fm.cosine(emb, emb) == pytest.approx(1.0)
+    assert fm.retrieval_agreement(emb, emb) == pytest.approx((1.0, 1.0))
+    nn_agree, rho = fm.retrieval_agreement(emb, torch.randn(6, 8))
+    assert rho < 0.9
+    hidden = torch.tensor([[[1.0], [3.0], [100.0]]])
+    assert fm.mean_pool(hidden, torch.tensor([[1, 1, 0]])).item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="labels"):
+        fm.top1(logits, torch.tensor([0, 1]))
+
+
+def test_digits_accuracy_drop_at_best_split():
+    """Real labels: top-1 drop <= 0.5 points at 8 bits and <= 1.5 at 4 bits at the best split."""
+    rows = evaluate("digits-resnet", bits=[8, 4], samples=450, granularity="channel", progress=False)
+    assert {r["split"] for r in rows} == {"layer1", "layer2", "layer3"}
+    assert all(set(r) >= REQUIRED and r["trained"] for r in rows)
+    assert all(r["data"] == "digits-test" and r["samples"] == 450 for r in rows)
+    by_split = {}
+    for r in rows:
+        by_split.setdefault(r["split"], {})[r["bits"]] = r
+    best = max(by_split, key=lambda s: (by_split[s][4]["top1"], by_split[s][8]["top1"]))
+    r8, r4 = by_split[best][8], by_split[best][4]
+    assert r8["top1_baseline"] >= 0.95
+    assert r8["top1_baseline"] - r8["top1"] <= 0.005
+    assert r4["top1_baseline"] - r4["top1"] <= 0.015
+    assert r8["ratio"] > 2.0 and r4["ratio"] > r8["ratio"]
+    assert r8["wire_bytes"] < r8["raw_fp16_bytes"]
+
+
+def test_minilm_embedding_cosine():
+    rows = evaluate("minilm", splits=["encoder.layer.3"], bits=[8, 4], progress=False)
+    cos = {r["bits"]: r["cosine"] for r in rows}
+    assert cos[8] >= 0.999
+    assert cos[4] >= 0.99
+    assert all(r["trained"] and r["ratio"] > 1.0 for r in rows)
+    assert all(r["retrieval_top1"] >= 0.9 for r in rows)
+
+
+def test_untrained_vision_rows_and_granularity():
+    rows = evaluate("mobilenet_v2", splits=["features.3"], bits=[8, 2], samples=4, size=64,
+                    progress=False)
+    assert all(not r["trained"] and "top1" not in r for r in rows)
+    r8, r2 = rows
+    assert r8["granularity"] in ("tensor", "channel")
+    assert {"agreement_per_tensor", "agreement_per_channel"} <= set(r8)
+    assert r8["axis"] == (1 if r8["granularity"] == "channel" else None)
+    assert r8["kl"] <= r2["kl"] and r2["wire_bytes"] < r8["wire_bytes"]
+    assert primary_metric(r8) == "agreement"
+    assert "mobilenet_v2" in rows_to_markdown(rows)
+
+
+def test_cli_writes_json_and_plot(tmp_path, capsys):
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    rc = main(["--model", "llama-tiny", "--split", "layers.1", "--bits", "8,4", "--samples", "4",
+               "--json", str(out_json), "--plot", str(out_png), "--quiet"])
+    assert rc == 0
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["bits"] for r in rows] == [8, 4]
+    for r in rows:
+        assert REQUIRED | {"agreement", "kl", "ppl", "ppl_baseline"} <= set(r)
+        assert r["trained"] is False and math.isfinite(r["ppl"])
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    assert "untrained" in capsys.readouterr().out
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="bits"):
+        evaluate("llama-tiny", bits=[9], progress=False)
+    with pytest.raises(ValueError, match="granularity"):
+        evaluate("llama-tiny", granularity="row", progress=False)
+    assert main(["--model", "nosuchmodel", "--quiet"]) == 2
+    with pytest.raises(SystemExit):
+        main(["--model", "llama-tiny", "--bits", "8,x"])
