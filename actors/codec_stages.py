@@ -27,7 +27,8 @@ class Encoder(StageBase):
         start = time.time()
         feat = batch["feat"]
         frames = [encode_tensor(f, self.kind, self.bits, self.level, self.axis) for f in feat]
-        rb = pack_batch(batch["ids"], frames, batch["labels"], batch["t_src"])
+        shapes = [tuple(f.shape) for f in feat]
+        rb = pack_batch(batch["ids"], frames, batch["labels"], batch["t_src"], shapes)
         self.rec.record(start, time.time(), len(frames), int(feat.nbytes), sum(len(f) for f in frames))
         return rb
 

@@ -19,6 +19,13 @@ def _device(use_gpu: bool) -> str:
     return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
 
+def _tensor(x: np.ndarray):
+    """A torch view of ``x`` (copied when read-only, as arrays from Ray's object store are)."""
+    import torch
+
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
+
+
 class HeadModel(StageBase):
     """Runs the head on a batch of inputs and emits the intermediate features."""
 
@@ -37,7 +44,7 @@ class HeadModel(StageBase):
 
         start = time.time()
         with torch.inference_mode():
-            feat = self.model(torch.from_numpy(batch["x"]).to(self.device))
+            feat = self.model(_tensor(batch["x"]).to(self.device))
         if not isinstance(feat, torch.Tensor):
             raise TypeError(f"head returned {type(feat).__name__}, expected a tensor")
         if feat.dtype == torch.bfloat16:
@@ -66,7 +73,7 @@ class TailModel(StageBase):
 
         start = time.time()
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(batch["feat"]).to(self.device))
+            logits = self.model(_tensor(batch["feat"]).to(self.device))
         preds = logits.argmax(-1).cpu().numpy().astype(np.int64)
         if preds.ndim > 1:  # sequence models: keep the last position's prediction
             preds = preds[..., -1]

@@ -42,6 +42,7 @@ class Transport(StageBase):
             await self._turn.wait_for(lambda: self._next_seq == seq)
             nbytes = batch_wire_bytes(rb)
             # Created in seq order, so the link books reservations in seq order.
+            reserve_t = time.monotonic()
             task = asyncio.ensure_future(self.link.transmit(nbytes)) if self.link else None
             self._next_seq += 1
             self._turn.notify_all()
@@ -51,6 +52,8 @@ class Transport(StageBase):
             rec["tx_done"] = time.monotonic()  # observed end of serialization
             rec["tx_done_planned"] = delivery.tx_done
             rec["tx_start_planned"] = delivery.tx_start
+            # queued: the link was still busy with an earlier batch when this one was booked
+            rec["queued"] = float(delivery.tx_start > reserve_t + 1e-3)
             rec["wire_bytes"] = delivery.wire_bytes
             rec["retransmitted_bytes"] = delivery.retransmitted_bytes
             wait = delivery.arrival - time.monotonic()

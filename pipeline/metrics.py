@@ -139,21 +139,25 @@ def summarize_stage(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def link_goodput(tx: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Payload goodput of a link from per-batch transmissions ``{"bytes", "tx_done"}``.
+    """Payload goodput of a link from per-batch records ``{"bytes", "tx_done"[, "queued"]}``.
 
-    The first batch only marks the start of the measured window (its serialization started
-    before the window), so goodput = bytes of batches 2..n / (last tx_done - first tx_done).
-    This ignores the warm-up until the first batch is on the wire and the propagation tail.
+    Measured from the observed end of the batch just before the first batch that found the
+    link busy (the link is backlogged from there on: warm-up excluded) to the observed end of
+    the last transmission (the propagation tail is excluded); idle gaps after that point
+    count against goodput. Without any queued batch it falls back to the span from the
+    first to the last ``tx_done``.
     """
-    if len(tx) < 2:
-        return {"goodput_mbps": math.nan, "window_s": 0.0, "window_bytes": 0}
     done = sorted(tx, key=lambda t: t["tx_done"])
-    window = done[-1]["tx_done"] - done[0]["tx_done"]
-    nbytes = sum(t["bytes"] for t in done[1:])
+    first = next((i for i, t in enumerate(done) if t.get("queued") and i > 0), 1)
+    if len(done) < 2 or first >= len(done):
+        return {"goodput_mbps": math.nan, "window_s": 0.0, "window_bytes": 0}
+    window = done[-1]["tx_done"] - done[first - 1]["tx_done"]
+    nbytes = sum(t["bytes"] for t in done[first:])
     return {
         "goodput_mbps": nbytes * 8 / window / 1e6 if window > 0 else math.nan,
         "window_s": window,
         "window_bytes": nbytes,
+        "window_batches": len(done) - first,
     }
 
 

@@ -105,12 +105,16 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def pack_batch(
-    ids: np.ndarray, frames: list[bytes], labels: np.ndarray | None, t_src: np.ndarray
+    ids: np.ndarray,
+    frames: list[bytes],
+    labels: np.ndarray | None,
+    t_src: np.ndarray,
+    shapes: list[tuple[int, ...]] | None = None,
 ) -> pa.RecordBatch:
     """Frames plus per-sample bookkeeping as one Arrow ``RecordBatch`` (``codec.arrow`` layout)."""
     from codec.arrow import frames_to_batch
 
-    batch = frames_to_batch(np.asarray(ids, dtype=np.int64), frames)
+    batch = frames_to_batch(np.asarray(ids, dtype=np.int64).tolist(), frames, shapes)
     n = batch.num_rows
     label_arr = pa.nulls(n, pa.int64()) if labels is None else pa.array(np.asarray(labels, dtype=np.int64))
     batch = batch.append_column("label", label_arr)
