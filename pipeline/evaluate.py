@@ -137,7 +137,7 @@ def load_eval_data(loaded: LoadedModel, samples: int = 32, data: str | None = No
     return EvalData(_batches((_synthetic_images(samples, shape, seed),), batch), None, "synthetic")
 
 
-def _codec_roundtrip(feat: torch.Tensor, bits: int, axis: int | None, level: int
+def codec_roundtrip(feat: torch.Tensor, bits: int, axis: int | None, level: int
                      ) -> tuple[torch.Tensor, int, float, float]:
     """Encode/decode ``feat`` one sample per frame; returns (decoded, bytes, enc s, dec s)."""
     import codec
@@ -223,7 +223,7 @@ def evaluate(model: str | LoadedModel, splits: Sequence[str] | None = None,
                 axis = axis_c if gran == "channel" else None
                 test, nbytes, t_enc, t_dec = [], 0, 0.0, 0.0
                 for m in mids:
-                    dec, nb, te, td = _codec_roundtrip(feature_of(m), b, axis, level)
+                    dec, nb, te, td = codec_roundtrip(feature_of(m), b, axis, level)
                     test.append(tail(with_feature(m, dec)))
                     nbytes, t_enc, t_dec = nbytes + nb, t_enc + te, t_dec + td
                 results[gran] = (_metrics(loaded, dataset, ref, test), nbytes, t_enc, t_dec, axis)

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class NetnsLink:
     prefix: str = "ss"
     shape_downlink: bool = False  # also shape cloud -> edge
     procs: list[subprocess.Popen] = field(default_factory=list)
+    scratch: list[str] = field(default_factory=list)  # directories removed by down()
 
     @property
     def edge(self) -> str:
@@ -100,7 +102,10 @@ class NetnsLink:
         run(["ip", "netns", "add", self.cloud])
         run(["ip", "link", "add", self.edge_dev, "netns", self.edge, "type", "veth",
              "peer", "name", self.cloud_dev, "netns", self.cloud])  # fmt: skip
-        for ns, dev, ip in ((self.edge, self.edge_dev, EDGE_IP), (self.cloud, self.cloud_dev, CLOUD_IP)):
+        for ns, dev, ip in (
+            (self.edge, self.edge_dev, EDGE_IP),
+            (self.cloud, self.cloud_dev, CLOUD_IP),
+        ):
             run(["ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
             run(["ip", "-n", ns, "link", "set", dev, "up"])
@@ -122,6 +127,9 @@ class NetnsLink:
         for proc in reversed(self.procs):
             stop_process(proc)
         self.procs.clear()
+        for path in self.scratch:
+            shutil.rmtree(path, ignore_errors=True)
+        self.scratch.clear()
         for ns in (self.edge, self.cloud):
             run(["ip", "netns", "del", ns], check=False)
 
@@ -139,7 +147,9 @@ class NetnsLink:
             prefix += ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
         return prefix + argv
 
-    def spawn(self, ns: str, argv: list[str], pid_namespace: bool = False, **kw) -> subprocess.Popen:
+    def spawn(
+        self, ns: str, argv: list[str], pid_namespace: bool = False, **kw
+    ) -> subprocess.Popen:
         """Start a tracked background process inside ``ns``; it is stopped by :meth:`down`."""
         proc = subprocess.Popen(
             self.exec_argv(ns, argv, pid_namespace), start_new_session=True, **kw
@@ -167,7 +177,9 @@ class NetnsLink:
             "    except OSError: time.sleep(0.3)\n"
             "sys.exit(1)\n"
         )
-        proc = run(self.exec_argv(ns, [sys.executable, "-c", code]), check=False, timeout=timeout + 10)
+        proc = run(
+            self.exec_argv(ns, [sys.executable, "-c", code]), check=False, timeout=timeout + 10
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{ip}:{port} in namespace {ns} did not open within {timeout}s")
 
@@ -251,13 +263,26 @@ def start_ray(link: NetnsLink, temp_dir: str, cpus: int = 2, object_store_mb: in
     address = f"{EDGE_IP}:{RAY_PORT}"
     logs = Path(temp_dir)
     logs.mkdir(parents=True, exist_ok=True)
+    # Ray's AF_UNIX socket paths must stay under 108 bytes: keep its temp dir short
+    ray_tmp = tempfile.mkdtemp(prefix="ssray", dir="/tmp")
+    link.scratch.append(ray_tmp)
     head_argv = [ray_bin, "start", "--head", "--node-ip-address", EDGE_IP, "--port", str(RAY_PORT),
-                 "--include-dashboard", "false", "--temp-dir", str(logs / "ray"),
+                 "--include-dashboard", "false", "--temp-dir", ray_tmp,
                  "--resources", json.dumps({"edge": 100}), *common]  # fmt: skip
     with open(logs / "head.log", "w") as head_log:
-        link.spawn(link.edge, head_argv, pid_namespace=True, env=ray_env(),
-                   stdout=head_log, stderr=subprocess.STDOUT)  # fmt: skip
-    link.wait_port(link.cloud, EDGE_IP, RAY_PORT, timeout=90)
+        head = link.spawn(link.edge, head_argv, pid_namespace=True, env=ray_env(),
+                          stdout=head_log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 90
+    while True:
+        if head.poll() is not None:
+            tail = (logs / "head.log").read_text()[-2000:]
+            raise RuntimeError(f"Ray head exited ({head.returncode}):\n{tail}")
+        try:
+            link.wait_port(link.cloud, EDGE_IP, RAY_PORT, timeout=3)
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
     worker_argv = [ray_bin, "start", "--address", address, "--node-ip-address", CLOUD_IP,
                    "--resources", json.dumps({"cloud": 100}), *common]  # fmt: skip
     with open(logs / "worker.log", "w") as worker_log:
@@ -308,19 +333,82 @@ def run_pipeline_over_link(
     return json.loads(Path(json_path).read_text())
 
 
+class TcSampler(threading.Thread):
+    """Samples the edge shaper's cumulative sent bytes every ``period`` seconds."""
+
+    def __init__(self, link: NetnsLink, period: float = 0.2):
+        super().__init__(daemon=True)
+        self.link, self.period = link, period
+        self.samples: list[tuple[float, int]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.samples.append((time.monotonic(), self.link.tc_sent_bytes()))
+            self._stop_event.wait(self.period)
+
+    def stop(self) -> list[tuple[float, int]]:
+        self._stop_event.set()
+        self.join()
+        self.samples.append((time.monotonic(), self.link.tc_sent_bytes()))
+        return self.samples
+
+
+def saturated_rate(samples: list[tuple[float, int]], lo: float = 0.1, hi: float = 0.9) -> dict:
+    """Rate (Mbit/s) between the moments the cumulative byte count passes ``lo`` and ``hi``.
+
+    Cutting off the first and last 10 % of the bytes removes start-up and drain phases, so
+    on a link-bound run this is the link's steady throughput.
+    """
+    if len(samples) < 3:
+        raise ValueError("need at least 3 tc samples")
+    t0, b0 = samples[0]
+    total = samples[-1][1] - b0
+    if total <= 0:
+        raise ValueError("no bytes crossed the link")
+
+    def when(fraction: float) -> tuple[float, int]:
+        target = b0 + fraction * total
+        return next((t, b) for t, b in samples if b >= target)
+
+    (ta, ba), (tb, bb) = when(lo), when(hi)
+    if tb <= ta:
+        raise ValueError("run too short to measure a steady rate")
+    return {"mbps": (bb - ba) * 8 / (tb - ta) / 1e6, "window_s": tb - ta, "total_bytes": total,
+            "duration_s": samples[-1][0] - t0}  # fmt: skip
+
+
 def pipeline_goodput(link: NetnsLink, pipeline_args: list[str], workdir: str) -> dict:
-    """Start Ray on both sides, run the pipeline across the shaped link and measure goodput."""
+    """Start Ray on both sides, run the pipeline across the shaped link and measure goodput.
+
+    ``wire_mbps`` is the shaper's steady throughput (all bytes: payload, Ray and TCP/IP
+    headers); ``goodput_mbps`` scales it by the payload share, i.e. encoded feature bytes per
+    second through the link.
+    """
     address = start_ray(link, workdir)
-    sent0 = link.tc_sent_bytes()
+    sampler = TcSampler(link)
+    sampler.start()
     t0 = time.monotonic()
-    report = run_pipeline_over_link(link, address, pipeline_args, str(Path(workdir) / "report.json"))
-    elapsed = time.monotonic() - t0
-    sent = link.tc_sent_bytes() - sent0
+    try:
+        report = run_pipeline_over_link(
+            link, address, pipeline_args, str(Path(workdir) / "report.json")
+        )
+    finally:
+        samples = sampler.stop()
+    rate = saturated_rate(samples)
+    payload = int(report["wire_bytes"])
+    share = payload / rate["total_bytes"]
     return {
         "rate_mbps": link.rate_mbit,
+        "wire_mbps": rate["mbps"],
+        "payload_share": share,
+        "goodput_mbps": rate["mbps"] * min(1.0, share),
+        "tc_sent_bytes": rate["total_bytes"],
+        "payload_bytes": payload,
+        "window_s": rate["window_s"],
+        "driver_seconds": time.monotonic() - t0,
+        "tc_samples": [(round(t - samples[0][0], 3), b - samples[0][1]) for t, b in samples],
         "report": report,
-        "tc_sent_bytes": sent,
-        "driver_seconds": elapsed,
     }
 
 
