@@ -1,0 +1,71 @@
+"""The command line: the demo config end to end (subprocess) and config errors before Ray starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_demo_config_runs_and_writes_json(tmp_path):
+    out = tmp_path / "res" / "demo.json"
+    proc = _run("run", "--config", "configs/demo.yaml", "--set", "samples=96",
+                "--set", "fidelity.reference_samples=32", "--json", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "splitstream run report" in proc.stdout and "transport" in proc.stdout
+    rep = json.loads(out.read_text())
+    assert rep["samples"] == 96 and rep["delivered"] == 96
+    assert rep["lost"] == 0 and rep["duplicated"] == 0
+    assert rep["compression_ratio"] > 2
+    assert rep["fidelity"]["accuracy"] > 0.9  # the trained digits ResNet through the 8-bit codec
+    assert rep["fidelity"]["agreement"] >= 0.95
+    assert rep["config"]["link"]["profile"] == "10mbit"
+    assert set(rep["stages"]) >= {"head", "encoder", "transport", "decoder", "tail", "sink"}
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("link.bandwidth_mbps=-5", "link.bandwidth_mbps"),
+        ("model.nmae=resnet18", "model.nmae"),
+        ("model.name=resnet1000", "model.name"),
+        ("model.split=layer9", "model.split"),
+        ("link.profile=carrier-pigeon", "link.profile"),
+    ],
+)
+def test_bad_config_fails_fast_naming_the_key(override, key, capsys):
+    t0 = time.monotonic()
+    rc = main(["run", "--config", str(REPO / "configs" / "demo.yaml"), "--set", override])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert key in err and "config error" in err
+    assert time.monotonic() - t0 < 10  # rejected during validation, no Ray start
+
+
+def test_bad_config_subprocess_never_starts_ray():
+    proc = _run("run", "--config", "configs/demo.yaml", "--set", "link.bandwidth_mbps=-1", timeout=120)
+    assert proc.returncode == 2
+    assert "link.bandwidth_mbps" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr
+
+
+def test_check_prints_the_validated_config(capsys):
+    rc = main(["check", "--config", str(REPO / "configs" / "scaleout.yaml"), "--set", "samples=7"])
+    assert rc == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["samples"] == 7 and cfg["replicas"]["head"] == 2
