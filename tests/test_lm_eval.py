@@ -1,0 +1,138 @@
+"""lm-evaluation-harness adapter: a local multiple-choice task end to end, offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+lm_eval = pytest.importorskip("lm_eval")
+
+WORDS = {w for d in ("the sky is blue grass green snow white fire red sea coal black sun",
+                     "yellow what colour of question answer : ? .") for w in d.split()}
+DOCS = [
+    {"question": "what colour is the sky ?", "choices": ["blue", "red", "black"], "label": 0},
+    {"question": "what colour is grass ?", "choices": ["white", "green", "red"], "label": 1},
+    {"question": "what colour is snow ?", "choices": ["black", "yellow", "white"], "label": 2},
+    {"question": "what colour is fire ?", "choices": ["red", "blue", "green"], "label": 0},
+    {"question": "what colour is coal ?", "choices": ["white", "black", "yellow"], "label": 1},
+    {"question": "what colour is the sun ?", "choices": ["green", "blue", "yellow"], "label": 2},
+]
+TASK = "splitstream_tiny_colours"
+
+
+def _tiny_llama_dir(path):
+    """A random 3-layer Llama plus a WordLevel tokenizer, saved as a local HF directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<pad>", "<s>", "</s>"]
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                   bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=64, bos_token_id=2, eos_token_id=3, pad_token_id=1)
+    LlamaForCausalLM(cfg).eval().save_pretrained(path)
+    return path
+
+
+def _task_dir(path):
+    data = path / "colours.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    (path / f"{TASK}.yaml").write_text(
+        f"task: {TASK}\n"
+        "dataset_path: json\n"
+        "dataset_kwargs:\n"
+        f"  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "question : {{question}} answer :"\n'
+        'doc_to_target: "{{label}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        "metric_list:\n  - metric: acc\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lmeval")
+    (root / "model").mkdir()
+    (root / "tasks").mkdir()
+    return _tiny_llama_dir(root / "model"), _task_dir(root / "tasks")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_adapter_scores_match_uncompressed_at_8_bits(setup):
+    from lm_eval.api.instance import Instance
+
+    from pipeline.lm_eval_adapter import SplitStreamLM
+
+    model_dir, _ = setup
+    reqs = [Instance("loglikelihood", {}, ("question : what colour is grass ? answer :", " green"), 0),
+            Instance("loglikelihood", {}, ("", "the sky is blue"), 1)]
+    plain = SplitStreamLM(str(model_dir), split=1, bits=0)
+    coded = SplitStreamLM(str(model_dir), split=1, bits=8)
+    coarse = SplitStreamLM(str(model_dir), split=1, bits=2)
+    ll0 = plain.loglikelihood(reqs, disable_tqdm=True)
+    ll8 = coded.loglikelihood(reqs, disable_tqdm=True)
+    ll2 = coarse.loglikelihood(reqs, disable_tqdm=True)
+    assert plain.stats["frames"] == 0 and coded.stats["frames"] == 2
+    assert 0 < coded.stats["wire_bytes"] < coded.stats["raw_bytes"]
+    for (a, _), (b, _), (c, _) in zip(ll0, ll8, ll2, strict=True):
+        assert a < 0 and abs(a - b) < 0.05 * abs(a)
+        assert abs(a - c) > abs(a - b)  # coarser quantization moves the score more
+    rolling = coded.loglikelihood_rolling(
+        [Instance("loglikelihood_rolling", {}, ("the sky is blue . snow is white .",), 0)],
+        disable_tqdm=True)
+    assert rolling[0] < 0
+    gen = coded.generate_until(
+        [Instance("generate_until", {}, ("the sky is", {"until": ["."], "max_gen_toks": 4}), 0)],
+        disable_tqdm=True)
+    assert isinstance(gen[0], str) and "." not in gen[0]
+    with pytest.raises(ValueError, match="bits"):
+        SplitStreamLM(str(model_dir), bits=9)
+
+
+def test_simple_evaluate_local_task(setup):
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from pipeline.lm_eval_adapter import register
+
+    model_dir, task_dir = setup
+    register()
+    register()  # idempotent
+    res = simple_evaluate(model="splitstream", model_args=f"pretrained={model_dir},split=2,bits=4",
+                          tasks=[TASK], task_manager=TaskManager(include_path=str(task_dir),
+                                                              include_defaults=False))
+    acc = res["results"][TASK]["acc,none"]
+    assert 0.0 <= acc <= 1.0
+    assert len(res["samples"][TASK]) == len(DOCS)
+
+
+def test_cli_module_runs_task(setup, tmp_path, capsys):
+    from pipeline.lm_eval_adapter import main
+
+    model_dir, task_dir = setup
+    main(["--model", "splitstream", "--model_args", f"pretrained={model_dir},split=1,bits=8",
+          "--tasks", TASK, "--include_path", str(task_dir), "--output_path", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert TASK in out and "acc" in out
+    results = list((tmp_path / "out").rglob("results_*.json"))
+    assert results, "lm_eval wrote no results file"
+    data = json.loads(results[0].read_text())
+    assert 0.0 <= data["results"][TASK]["acc,none"] <= 1.0
+    assert "splitstream" in json.dumps(data["config"])
