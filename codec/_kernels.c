@@ -828,7 +828,7 @@ static int build_enc(const uint16_t *f, int pb, EncSym *e) {
         e[s].cmpl = (uint16_t)(M - fr);
         cum += fr;
     }
-    return cum == M ? 0 : -1;
+    return cum == M || cum == 0 ? 0 : -1; /* an empty table belongs to a context no symbol uses */
 }
 
 static int build_dec(const uint16_t *f, int pb, DecSlot *d) {

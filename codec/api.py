@@ -53,7 +53,7 @@ def to_numpy(x: Any) -> tuple[np.ndarray, str]:
         name = arr.dtype.name
         if name not in DTYPE_CODES:
             raise CodecError(f"unsupported dtype {name}; encode float32, float16, bfloat16 or float64")
-        return np.ascontiguousarray(arr, dtype=np.float32), name
+        return np.asarray(arr, dtype=np.float32, order="C"), name
     raise CodecError(f"cannot encode an object of type {type(x).__name__}")
 
 
@@ -159,7 +159,9 @@ def decode(blob: bytes | bytearray | memoryview, *, threads: int = 1, max_elemen
     params = QuantParams(frame.bits, frame.axis, frame.scale, frame.zero)
     out = dequantize(q, params, frame.shape)
     if frame.dtype == "float16":
-        return out.astype(np.float16)
+        # a dequantized extreme may overshoot float16's range by part of a step; the input never did
+        f16max = float(np.finfo(np.float16).max)
+        return np.clip(out, -f16max, f16max, out=out).astype(np.float16)
     if frame.dtype == "float64":
         return out.astype(np.float64)
     return out

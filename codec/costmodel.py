@@ -202,7 +202,7 @@ def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]
             out.append(Candidate(PACKED, slot, [plan], plan.predicted_bytes))
 
     lay = info.layout
-    zero_share = float(info.hist[int(lay.zero[0])]) / n if lay.channels == 1 else None
+    zero_share = float(info.hist[int(lay.zero[0])]) / max(n, 1) if lay.channels == 1 else None
     if n >= 64 and (zero_share is None or zero_share > (0.6 if level == 1 else 0.3) or level >= 6):
         widths = sparse_widths(info.shape, level)
         sample, row_step = q, 1

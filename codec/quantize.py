@@ -67,7 +67,7 @@ def quantize(x: np.ndarray, bits: int, axis: int | None = None) -> tuple[np.ndar
     """Quantize float32 ``x`` to uint8 symbols. Returns (symbols, params, 256-bin histogram)."""
     if not 1 <= bits <= 8:
         raise CodecError(f"bits must be in 1..8, got {bits}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
     axis = normalize_axis(axis, x.ndim)
     channels, inner = channel_layout(x.shape, axis)
     flat = x.reshape(-1)

@@ -29,6 +29,7 @@ def test_demo_config_runs_and_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "splitstream run report" in proc.stdout and "transport" in proc.stdout
     rep = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 10_000  # the summary plot next to the JSON
     assert rep["samples"] == 96 and rep["delivered"] == 96
     assert rep["lost"] == 0 and rep["duplicated"] == 0
     assert rep["compression_ratio"] > 2

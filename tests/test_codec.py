@@ -1,0 +1,157 @@
+"""Public API round trip: any finite input, fp32/fp16/bf16, bits 1..8, per-tensor and per-channel."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import codec
+from codec import api, costmodel, frame
+
+
+def steps_for(blob, shape):
+    """Per-element quantization step of a frame, broadcast to ``shape``."""
+    f = frame.read(blob, codec.api.MAX_ELEMENTS)
+    if f.axis is None or 0 in shape:
+        return np.full(shape, f.scale[0], np.float64)
+    view = [1] * len(shape)
+    view[f.axis] = shape[f.axis]
+    return np.broadcast_to(f.scale.reshape(view).astype(np.float64), shape)
+
+
+def check_roundtrip(x32, blob, out_dtype=np.float32):
+    y = codec.decode(blob)
+    assert y.shape == x32.shape
+    assert y.dtype == out_dtype
+    step = steps_for(blob, x32.shape)
+    tol = 0.5 * step * (1 + 1e-5) + 1e-30
+    if out_dtype == np.float16:
+        tol = tol + np.abs(x32.astype(np.float64)) * 2.0**-10 + 2.0**-24
+    assert np.all(np.abs(y.astype(np.float64) - x32.astype(np.float64)) <= tol)
+    assert np.all(y[x32 == 0] == 0)
+    return y
+
+
+finite32 = st.floats(-(2.0**100), 2.0**100, allow_nan=False, allow_infinity=False, width=32)
+elements = st.one_of(st.just(0.0), finite32, st.floats(-4, 4, width=32))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9), elements=elements),
+    bits=st.integers(1, 8),
+    per_channel=st.booleans(),
+    level=st.sampled_from([1, 3, 9]),
+    data=st.data(),
+)
+def test_roundtrip_float32(x, bits, per_channel, level, data):
+    axis = data.draw(st.integers(-x.ndim, x.ndim - 1)) if per_channel and x.ndim else None
+    blob = codec.encode(x, bits=bits, axis=axis, level=level)
+    check_roundtrip(x, blob)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=hnp.arrays(np.float16, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12),
+                 elements=st.floats(-6e4, 6e4, allow_nan=False, width=16)),
+    bits=st.integers(1, 8),
+)
+def test_roundtrip_float16(x, bits):
+    blob = codec.encode(x, bits=bits)
+    check_roundtrip(x.astype(np.float32), blob, np.float16)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12),
+                 elements=st.floats(-1e6, 1e6, width=32)),
+    bits=st.integers(1, 8),
+    per_channel=st.booleans(),
+)
+def test_roundtrip_bfloat16_torch(x, bits, per_channel):
+    t = torch.from_numpy(x).to(torch.bfloat16)
+    blob = codec.encode(t, bits=bits, axis=0 if per_channel else None)
+    check_roundtrip(t.to(torch.float32).numpy(), blob, np.float32)
+
+
+def test_torch_float32_and_numpy_give_same_bytes():
+    x = torch.relu(torch.randn(2, 16, 20, 20, generator=torch.Generator().manual_seed(0)))
+    assert codec.encode(x, bits=6) == codec.encode(x.numpy(), bits=6)
+
+
+def relu_map(shape=(1, 64, 40, 40), seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape).astype(np.float32)
+    # spatially correlated: smooth along the last axis so contexts have something to find
+    x = (x + np.roll(x, 1, -1) + np.roll(x, 1, -2)) / 3
+    return np.maximum(x - 0.2, 0)
+
+
+@pytest.mark.parametrize("bits", [8, 6, 4, 3, 2, 1])
+@pytest.mark.parametrize("axis", [None, 1])
+def test_every_candidate_roundtrips(bits, axis):
+    x = relu_map()
+    p = api.prepare(x, bits, axis)
+    cands = costmodel.candidates(p.info, 9, 14)
+    kinds = {c.kind for c in cands}
+    assert {1, 3} <= kinds  # dense and sparse were both considered
+    for cand in cands:
+        blob = api.encode_prepared(p, cand, 14)
+        check_roundtrip(x, blob)
+
+
+def test_levels_trade_size():
+    x = relu_map((1, 96, 48, 48), seed=3)
+    sizes = {lvl: len(codec.encode(x, bits=8, level=lvl)) for lvl in (1, 3, 9)}
+    assert sizes[9] <= sizes[3] <= sizes[1] * 1.001
+    assert sizes[9] < x.size  # well below one byte per element
+
+
+def test_threads_do_not_change_bytes():
+    x = relu_map((1, 64, 64, 64), seed=5)
+    assert codec.encode(x, bits=8, threads=1) == codec.encode(x, bits=8, threads=4)
+    blob = codec.encode(x, bits=8)
+    assert np.array_equal(codec.decode(blob, threads=4), codec.decode(blob))
+
+
+def test_inspect_describes_frame():
+    x = relu_map()
+    blob = codec.encode(x, bits=4, axis=1)
+    info = codec.inspect(blob)
+    assert info.shape == x.shape and info.bits == 4 and info.axis == 1
+    assert info.dtype == "float32" and info.nbytes == len(blob)
+    assert info.representation in ("dense", "packed", "sparse")
+
+
+def test_compresses_sparse_relu_well():
+    x = relu_map((1, 64, 56, 56), seed=1)
+    blob = codec.encode(x, bits=8)
+    assert len(blob) < x.nbytes / 6
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([1.0, np.nan], np.float32), "NaN or Inf"),
+        (np.array([np.inf, 1.0], np.float32), "NaN or Inf"),
+        (np.array([1, 2, 3]), "dtype"),
+        (np.array([1 + 2j]), "dtype"),
+        ("not a tensor", "cannot encode|dtype"),
+        (torch.tensor([1, 2]), "floating-point"),
+    ],
+)
+def test_bad_input_is_a_clear_error(bad, match):
+    with pytest.raises(codec.CodecError, match=match):
+        codec.encode(bad)
+
+
+@pytest.mark.parametrize("kw", [{"bits": 0}, {"bits": 9}, {"bits": 2.5}, {"level": 0}, {"level": 10}, {"axis": 3}])
+def test_bad_parameters(kw):
+    with pytest.raises(codec.CodecError):
+        codec.encode(np.ones((2, 2, 2), np.float32), **kw)
+
+
+def test_codec_error_is_value_error():
+    assert issubclass(codec.CodecError, ValueError)

@@ -1,0 +1,56 @@
+"""The cost model: predicted sizes match measured ones, and its choice is close to the exhaustive best."""
+
+import numpy as np
+import pytest
+
+from codec import api, costmodel
+
+
+def tensors():
+    rng = np.random.default_rng(7)
+    relu = rng.normal(size=(1, 64, 32, 32)).astype(np.float32)
+    relu = np.maximum((relu + np.roll(relu, 1, -1)) / 2 - 0.3, 0)
+    hidden = rng.normal(size=(2, 48, 96)).astype(np.float32)
+    hidden[:, 30:, :] = 0.0  # padded token rows
+    gauss = rng.normal(size=(40_000,)).astype(np.float32)
+    return {"relu": relu, "hidden": hidden, "gauss": gauss}
+
+
+@pytest.mark.parametrize("name", ["relu", "hidden", "gauss"])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_prediction_matches_measurement(name, bits):
+    x = tensors()[name]
+    p = api.prepare(x, bits)
+    for cand in costmodel.candidates(p.info, 9, 16):
+        actual = len(api.encode_prepared(p, cand, 16))
+        assert abs(cand.predicted_bytes - actual) <= 0.03 * actual + 64, cand.name
+
+
+@pytest.mark.parametrize("name", ["relu", "hidden", "gauss"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_choice_close_to_exhaustive(name, bits):
+    x = tensors()[name]
+    p = api.prepare(x, bits)
+    best, cands = costmodel.choose(p.info, 9, 16)
+    sizes = {c.name: len(api.encode_prepared(p, c, 16)) for c in cands}
+    assert sizes[best.name] <= min(sizes.values()) * 1.02
+
+
+def test_sparse_wins_on_padded_rows_and_packing_on_low_bits():
+    x = tensors()["hidden"]
+    for bits in (8, 4):
+        best, cands = costmodel.choose(api.prepare(x, bits).info, 9, 16)
+        assert best.kind == costmodel.SPARSE
+        dense0 = next(c for c in cands if c.name == "dense[order0]")
+        assert best.predicted_bytes < 0.95 * dense0.predicted_bytes
+    p = api.prepare(x, 2)
+    assert any(c.kind == costmodel.PACKED for c in costmodel.candidates(p.info, 1, 16))
+
+
+def test_low_levels_prefer_fast_paths():
+    x = tensors()["relu"]
+    p = api.prepare(x, 8)
+    best1, _ = costmodel.choose(p.info, 1, 16)
+    best9, _ = costmodel.choose(p.info, 9, 16)
+    assert best9.predicted_bytes <= best1.predicted_bytes
+    assert costmodel.speed_margin(1) > costmodel.speed_margin(9) == 0

@@ -1,0 +1,132 @@
+"""Malformed frames: truncated, bit-flipped, length-lied, version-bumped, oversized-shape and random frames
+raise CodecError within bounded time and memory; none crashes the process."""
+
+import struct
+import time
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+
+import codec
+from codec import frame
+
+
+def reseal(body: bytes) -> bytes:
+    """Recompute the checksum so a forged frame reaches the parser's own checks."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def sample_frames():
+    rng = np.random.default_rng(0)
+    relu = np.maximum(rng.normal(size=(2, 16, 12, 12)).astype(np.float32) - 0.3, 0)
+    dense = rng.normal(size=(3, 50)).astype(np.float32)
+    return [
+        codec.encode(relu, bits=8, level=1),
+        codec.encode(relu, bits=4, axis=1, level=9),
+        codec.encode(relu, bits=2, level=3),
+        codec.encode(dense, bits=6, level=9),
+        codec.encode(dense.astype(np.float16), bits=3),
+        codec.encode(np.zeros((0, 4), np.float32)),
+        codec.encode(np.float32(1.5)),
+    ]
+
+
+def decode_or_codec_error(blob: bytes):
+    """Either a valid array of the declared shape or CodecError; anything else fails the test."""
+    try:
+        out = codec.decode(blob, max_elements=1 << 20)
+    except codec.CodecError:
+        return None
+    assert isinstance(out, np.ndarray)
+    return out
+
+
+def test_valid_frames_decode():
+    for blob in sample_frames():
+        assert decode_or_codec_error(blob) is not None
+
+
+def test_fuzz_ten_thousand_mutations():
+    rng = np.random.default_rng(1234)
+    frames = sample_frames()
+    tracemalloc.start()
+    start = time.perf_counter()
+    rejected = 0
+    slowest = 0.0
+    for i in range(10_000):
+        blob = bytearray(frames[i % len(frames)])
+        body = blob[:-4]
+        kind = i % 6
+        if kind == 0:  # truncated (keeping or losing the checksum)
+            cut = int(rng.integers(0, len(blob)))
+            mutated = bytes(blob[:cut]) if i % 12 else reseal(bytes(body[: max(cut - 4, 0)]))
+        elif kind == 1:  # bit flips, checksum left stale
+            for _ in range(int(rng.integers(1, 4))):
+                k = int(rng.integers(0, len(blob)))
+                blob[k] ^= 1 << int(rng.integers(0, 8))
+            mutated = bytes(blob)
+        elif kind == 2:  # bit flips with a recomputed checksum (forged frames)
+            for _ in range(int(rng.integers(1, 4))):
+                k = int(rng.integers(0, len(body)))
+                body[k] ^= 1 << int(rng.integers(0, 8))
+            mutated = reseal(bytes(body))
+        elif kind == 3:  # a length or count field lies (random u32 written over a header word)
+            k = int(rng.integers(4, max(min(len(body) - 4, 80), 5)))
+            body[k : k + 4] = struct.pack("<I", int(rng.integers(0, 2**32)))
+            mutated = reseal(bytes(body[: len(blob) - 4]))
+        elif kind == 4:  # version bump or random header byte
+            k = 4 if i % 2 else int(rng.integers(0, min(16, len(body))))
+            body[k] = (body[k] + int(rng.integers(1, 256))) % 256
+            mutated = reseal(bytes(body))
+        else:  # random bytes, sometimes with a valid magic, version and checksum
+            junk = rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
+            mutated = reseal(b"SPLT\x01" + junk) if i % 2 else junk
+        t0 = time.perf_counter()
+        if decode_or_codec_error(mutated) is None:
+            rejected += 1
+        slowest = max(slowest, time.perf_counter() - t0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert rejected > 9_000  # nearly every mutation is detected
+    assert slowest < 1.0
+    assert peak < 64 * 2**20  # bounded memory: no allocation driven by a lying header
+    assert time.perf_counter() - start < 120
+
+
+def test_oversized_shape_rejected_before_allocation():
+    blob = bytearray(codec.encode(np.ones((4, 4), np.float32)))
+    body = blob[:-4]
+    # shape words start after the fixed 13-byte header
+    body[13:17] = struct.pack("<I", 2**31)
+    body[17:21] = struct.pack("<I", 2**31)
+    with pytest.raises(codec.CodecError, match="limit"):
+        codec.decode(reseal(bytes(body)))
+
+
+def test_version_bump_named():
+    blob = bytearray(codec.encode(np.ones(8, np.float32)))
+    body = blob[:-4]
+    body[4] = frame.VERSION + 1
+    with pytest.raises(codec.CodecError, match="version"):
+        codec.decode(reseal(bytes(body)))
+
+
+def test_checksum_and_magic():
+    blob = codec.encode(np.arange(100, dtype=np.float32))
+    with pytest.raises(codec.CodecError, match="checksum"):
+        codec.decode(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(codec.CodecError, match="magic"):
+        codec.decode(b"XXXX" + blob[4:])
+    with pytest.raises(codec.CodecError):
+        codec.decode(b"")
+    with pytest.raises(codec.CodecError):
+        codec.decode(12345)  # type: ignore[arg-type]
+
+
+def test_max_elements_is_enforced():
+    blob = codec.encode(np.zeros((64, 64), np.float32))
+    with pytest.raises(codec.CodecError, match="limit"):
+        codec.decode(blob, max_elements=1000)
+    assert codec.decode(blob, max_elements=4096).shape == (64, 64)

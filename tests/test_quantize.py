@@ -1,0 +1,66 @@
+"""Quantization: the design's formula, exact zeros, half-step error, per-channel parameters, bad input."""
+
+import numpy as np
+import pytest
+
+from codec import CodecError
+from codec.quantize import dequantize, quantize
+
+
+def test_formula_matches_design():
+    x = np.array([-1.0, 0.0, 0.5, 3.0], np.float32)
+    q, p, hist = quantize(x, 8)
+    s = (3.0 - (-1.0)) / 255
+    z = round(1.0 / s)
+    assert p.scale[0] == pytest.approx(s, rel=1e-6)
+    assert p.zero[0] == z
+    expected = np.clip(np.rint(x / np.float32(s)) + z, 0, 255)
+    assert np.array_equal(q, expected.astype(np.uint8))
+    assert hist.sum() == x.size and hist[z] == 1
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_zero_exact_and_half_step(bits):
+    rng = np.random.default_rng(bits)
+    x = rng.normal(size=(4, 8, 16)).astype(np.float32)
+    x[x < 0.3] = 0  # ReLU-like sparsity
+    for axis in (None, 0, 1, 2):
+        q, p, _ = quantize(x, bits, axis)
+        y = dequantize(q, p, x.shape)
+        assert np.all(y[x == 0] == 0)
+        assert q.max() <= (1 << bits) - 1
+        step = p.scale if axis is None else np.expand_dims(p.scale, tuple(i for i in range(3) if i != axis))
+        assert np.all(np.abs(y - x) <= 0.5 * step * (1 + 1e-5) + 1e-12)
+
+
+def test_per_channel_parameters_follow_channels():
+    x = np.stack([np.linspace(0, 1, 50), np.linspace(-10, 10, 50)]).astype(np.float32)
+    _, p, _ = quantize(x, 8, axis=0)
+    assert p.scale.shape == (2,)
+    assert p.scale[1] > 10 * p.scale[0]
+    assert p.zero[0] == 0 and p.zero[1] == round(10.0 / float(p.scale[1]))
+
+
+def test_all_zero_tensor_roundtrips():
+    x = np.zeros((3, 5), np.float32)
+    q, p, _ = quantize(x, 4)
+    assert np.array_equal(dequantize(q, p, x.shape), x)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_is_an_error(bad):
+    x = np.ones(100, np.float32)
+    x[37] = bad
+    with pytest.raises(CodecError, match="NaN or Inf"):
+        quantize(x, 8)
+
+
+@pytest.mark.parametrize("bits", [0, 9, -1])
+def test_bits_out_of_range(bits):
+    with pytest.raises(CodecError, match="bits"):
+        quantize(np.ones(4, np.float32), bits)
+
+
+def test_axis_out_of_range():
+    with pytest.raises(CodecError, match="axis"):
+        quantize(np.ones((2, 3), np.float32), 8, axis=2)

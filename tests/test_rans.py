@@ -1,0 +1,115 @@
+"""The rANS layer alone is lossless for any byte sequence, with and without contexts, any thread count."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codec import CodecError, rans, tables
+from codec.contexts import ContextSpec, neighbor_map
+
+
+def roundtrip(sym, ctx=ContextSpec(), prob_bits=12, block_log2=16, threads=1):
+    counts = np.zeros((ctx.ntables, 256), np.uint32)
+    from codec import _kernels
+
+    _kernels.context_histogram(sym, ctx.kernel_spec(), 1 << block_log2, counts, 1)
+    freqs = tables.normalize(counts, prob_bits)
+    payload = rans.encode(sym, freqs, prob_bits, block_log2, ctx, threads)
+    out = rans.decode(payload, sym.size, freqs, prob_bits, block_log2, ctx, threads)
+    assert np.array_equal(out, sym)
+    return payload, freqs
+
+
+LENGTHS = [0, 1, 31, 32, 33, 1000, 65535, 65536, 65537, 10**6, 10**7]
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("kind", ["equal", "two", "uniform"])
+def test_lossless_lengths(n, kind):
+    rng = np.random.default_rng(n)
+    if kind == "equal":
+        sym = np.full(n, 200, np.uint8)
+    elif kind == "two":
+        sym = np.where(rng.random(n) < 0.9, 3, 250).astype(np.uint8)
+    else:
+        sym = rng.integers(0, 256, n, dtype=np.uint8)
+    payload, _ = roundtrip(sym)
+    if kind == "uniform" and n >= 65536:
+        assert len(payload) <= n * 1.01  # close to 8 bits/symbol
+    if kind == "equal" and n:
+        # a single-symbol alphabet costs no words: only the lane states of each block
+        assert len(payload) == rans.nblocks_for(n, 16) * (rans.STATE_BYTES + 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(min_size=0, max_size=5000), prob_bits=st.integers(8, 15), block_log2=st.integers(5, 12))
+def test_lossless_any_bytes(data, prob_bits, block_log2):
+    roundtrip(np.frombuffer(data, np.uint8), prob_bits=prob_bits, block_log2=block_log2)
+
+
+@pytest.mark.parametrize(
+    "ctx",
+    [
+        ContextSpec(nb_dist=64, nbuckets=2, nb_ref=0),
+        ContextSpec(nb_dist=40, nbuckets=4, nb_ref=7),
+        ContextSpec(channels=8, inner=100, group=np.array([0, 1, 2, 3, 0, 1, 2, 3], np.uint8)),
+        ContextSpec(channels=8, inner=100, group=np.arange(8, dtype=np.uint8) % 2, nb_dist=100, nbuckets=2),
+        ContextSpec(channels=3, inner=7, mult=4, group=np.array([0, 1, 1], np.uint8)),
+    ],
+)
+def test_lossless_with_contexts(ctx):
+    rng = np.random.default_rng(1)
+    sym = np.where(rng.random(200_000) < 0.6, 0, rng.integers(0, 40, 200_000)).astype(np.uint8)
+    roundtrip(sym, ctx, block_log2=14)
+
+
+def test_contexts_pay_on_structured_data():
+    # neighbor-correlated data: each symbol repeats the one 64 positions back with high probability
+    rng = np.random.default_rng(2)
+    n = 1 << 18
+    rows = np.empty((n // 64, 64), np.uint8)
+    rows[0] = rng.integers(0, 2, 64) * 9
+    for r in range(1, rows.shape[0]):  # each row repeats the one above, with 3% of positions flipped
+        flip = rng.random(64) < 0.03
+        rows[r] = np.where(flip, 9 - rows[r - 1], rows[r - 1])
+    sym = rows.reshape(-1)
+    flat, _ = roundtrip(sym)
+    ctx = ContextSpec(nb_dist=64, nbuckets=2, nb_ref=0)
+    with_ctx, _ = roundtrip(sym, ctx)
+    assert len(with_ctx) < 0.7 * len(flat)
+    assert neighbor_map(0, 2)[9] == 1
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_threads_give_identical_bytes(threads):
+    rng = np.random.default_rng(3)
+    sym = rng.geometric(0.2, 300_000).clip(0, 255).astype(np.uint8)
+    one, _ = roundtrip(sym, block_log2=14)
+    many, _ = roundtrip(sym, block_log2=14, threads=threads)
+    assert one == many
+
+
+def test_corrupted_block_is_detected():
+    rng = np.random.default_rng(4)
+    sym = rng.geometric(0.1, 50_000).clip(0, 255).astype(np.uint8)
+    payload, freqs = roundtrip(sym)
+    bad = bytearray(payload)
+    bad[len(bad) // 2] ^= 0x10
+    with pytest.raises(CodecError):
+        rans.decode(bytes(bad), sym.size, freqs, 12, 16)
+    with pytest.raises(CodecError):
+        rans.decode(payload[:-2], sym.size, freqs, 12, 16)
+
+
+def test_normalize_keeps_every_symbol_and_sum():
+    rng = np.random.default_rng(5)
+    for pb in (8, 12, 15):
+        counts = rng.integers(0, 1000, (3, 256)).astype(np.uint32)
+        counts[:, ::7] = 0
+        counts[1, :] = 0
+        counts[1, 5] = 1
+        f = tables.normalize(counts, pb)
+        for t in range(3):
+            assert f[t].sum() == 1 << pb
+            assert np.all((f[t] > 0) == (counts[t] > 0))
