@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="dotted override, e.g. --set link.bandwidth_mbps=5 (repeatable)")
     run.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
+    run.add_argument("--plot", default=None, metavar="PNG",
+                     help="write a PNG summary (default: next to --json, same name)")
     run.add_argument("--address", default=None, help="Ray address (overrides ray.address)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     check = sub.add_parser("check", help="validate a config and print it (starts nothing)")
@@ -65,11 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return 0
-    from pipeline.metrics import format_report
+    from pipeline.metrics import format_report, plot_report
     from pipeline.runner import run_pipeline
 
     report = run_pipeline(cfg, progress=not args.no_progress)
     print(format_report(report))
     if args.json:
         print(f"report written to {write_json(report, args.json)}")
+    png = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if png:
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+        print(f"plot written to {plot_report(report, png)}")
     return 0 if report["lost"] == 0 and report["duplicated"] == 0 else 1

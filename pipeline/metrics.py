@@ -256,3 +256,52 @@ def format_report(report: dict[str, Any]) -> str:
             f"{_fmt(st.get('queue_depth_max', 0)):>6}{_fmt(st.get('mean_batch_size'), 1):>7}  {nodes}"
         )
     return "\n".join(lines)
+
+
+def plot_report(report: dict[str, Any], path: str) -> str:
+    """Write a 2x2 PNG: stage throughput, stage latency p50/p99, memory over time, batch sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = report.get("stages") or {}
+    names = list(stages)
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7))
+    ax[0, 0].bar(names, [stages[n].get("throughput_sps", 0.0) for n in names], color="tab:blue")
+    ax[0, 0].set_title("stage throughput (samples/s)")
+    xs = range(len(names))
+    p50 = [stages[n].get("latency_p50_ms", math.nan) for n in names]
+    p99 = [stages[n].get("latency_p99_ms", math.nan) for n in names]
+    ax[0, 1].bar([x - 0.2 for x in xs], p50, width=0.4, label="p50")
+    ax[0, 1].bar([x + 0.2 for x in xs], p99, width=0.4, label="p99")
+    ax[0, 1].set_xticks(list(xs), names)
+    ax[0, 1].set_yscale("log")
+    ax[0, 1].set_title("per-batch service latency (ms)")
+    ax[0, 1].legend()
+    for a in (ax[0, 0], ax[0, 1]):
+        a.tick_params(axis="x", rotation=30)
+    mem = (report.get("memory") or {}).get("samples") or []
+    ax[1, 0].plot([m["t"] for m in mem], [m["rss_mb"] for m in mem], label="RSS of stage processes")
+    store = [m.get("object_store_used_mb") for m in mem]
+    if any(s is not None for s in store):
+        ax2 = ax[1, 0].twinx()
+        ax2.plot([m["t"] for m in mem], [s or 0.0 for s in store], color="tab:orange", label="object store")
+        ax2.set_ylabel("object store used (MiB)")
+    ax[1, 0].set_xlabel("time (s)")
+    ax[1, 0].set_ylabel("RSS (MiB)")
+    ax[1, 0].set_title("memory during the run")
+    sizes = report.get("batch_sizes") or []
+    ax[1, 1].step(range(len(sizes)), sizes, where="post")
+    ax[1, 1].set_xlabel("batch #")
+    ax[1, 1].set_ylabel("samples")
+    ax[1, 1].set_title("adaptive batch size")
+    goodput = report.get("goodput_mbps")
+    fig.suptitle(
+        f"{report.get('delivered')} samples, {_fmt(report.get('throughput_sps'))} samples/s, "
+        f"ratio {_fmt(report.get('compression_ratio'), 2)}, goodput {_fmt(goodput, 2)} Mbit/s"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
