@@ -113,6 +113,37 @@ def _make_ray_metrics(stage: str, replica: int) -> tuple[Any, Any, Any] | None:
         return None
 
 
+class FlowGauges:
+    """Driver-side Ray gauges: input queue depth and in-flight batches per stage."""
+
+    def __init__(self) -> None:
+        self._g: tuple[Any, Any] | None = None
+        try:
+            import ray
+
+            if ray.is_initialized():
+                from ray.util.metrics import Gauge
+
+                self._g = (
+                    Gauge("splitstream_queue_depth", "batches queued before a stage", tag_keys=("stage",)),
+                    Gauge("splitstream_inflight_batches", "batches in flight into a stage", tag_keys=("stage",)),
+                )
+        except Exception:  # pragma: no cover - metrics unavailable
+            self._g = None
+
+    def update(self, depths: dict[str, int], inflight: dict[str, int]) -> None:
+        """Set both gauges for every stage (no-op outside Ray)."""
+        if self._g is None:
+            return
+        queue, flight = self._g
+        try:
+            for name, d in depths.items():
+                queue.set(d, tags={"stage": name})
+                flight.set(inflight.get(name, 0), tags={"stage": name})
+        except Exception:  # pragma: no cover - metrics export must never break the stream
+            self._g = None
+
+
 def summarize_stage(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Throughput, p50/p99 service latency, busy time, mean batch size and bytes of one stage."""
     snaps = list(snapshots)

@@ -20,7 +20,13 @@ from typing import Any
 from pipeline.config import PipelineConfig, config_to_dict, link_spec_kwargs
 from pipeline.data import resolve_source
 from pipeline.flow import CreditWindow, StateTimer
-from pipeline.metrics import MemorySampler, link_goodput, percentile, summarize_stage
+from pipeline.metrics import (
+    FlowGauges,
+    MemorySampler,
+    link_goodput,
+    percentile,
+    summarize_stage,
+)
 
 STAGE_ORDER = ("head", "encoder", "transport", "decoder", "tail", "sink")
 EDGE_STAGES = ("source", "head", "encoder", "transport")
@@ -168,6 +174,8 @@ class _Executor:
         self.delivered = 0
         self.progress = progress
         self.peak_total = 0
+        self.gauges = FlowGauges()
+        self._gauge_t = 0.0
 
     def _submit(self, i: int) -> bool:
         st = self.stages[i]
@@ -204,6 +212,13 @@ class _Executor:
             else:
                 st.timer.set("idle")
         self.peak_total = max(self.peak_total, sum(h.in_flight for h in self.hops))
+        now = time.monotonic()
+        if now - self._gauge_t > 0.5:
+            self._gauge_t = now
+            self.gauges.update(
+                {st.name: len(st.queue) for st in self.stages},
+                {st.name: h.in_flight for st, h in zip(self.stages, self.hops, strict=True)},
+            )
 
     def run(self, mem: MemorySampler) -> float:
         import ray
