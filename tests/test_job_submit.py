@@ -121,10 +121,19 @@ def ray_head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+# The codec's compiled kernel (codec/_kernels*.so) is git-ignored, and Ray's working_dir upload
+# honours .gitignore by default; ship it by ignoring .gitignore and excluding the bulky rest
+# (Ray itself always leaves out .git, .venv and __pycache__).
+UPLOAD_EXCLUDES = ["results", ".cache", ".whl", "build", "*.egg-info", ".pytest_cache",
+                   ".ruff_cache", ".hypothesis"]  # fmt: skip
+
+
 def _submit(head: dict, entrypoint: list[str], job_id: str) -> subprocess.CompletedProcess:
     argv = [RAY_BIN, "job", "submit", "--address", head["dashboard"], "--working-dir", str(REPO),
+            "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES}),
             "--submission-id", job_id, "--no-wait", "--", *entrypoint]  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, env=head["env"], timeout=180)
+    env = dict(head["env"], RAY_RUNTIME_ENV_IGNORE_GITIGNORE="1")
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180)
 
 
 def _wait_job(head: dict, job_id: str, timeout: float = 480) -> tuple[str, str]:
