@@ -75,7 +75,7 @@ def test_slow_link_backpressures_head_with_flat_memory(ray_local):
     assert rep["peak_inflight_total"] <= window * len(hops)
     # the link is the bottleneck ...
     head, link = rep["stages"]["head"], rep["stages"]["transport"]
-    assert link["busy_s"] > 20 * head["busy_s"]
+    assert link["busy_s"] > 10 * head["busy_s"]
     # ... so the head was held back to the link's pace rather than allowed to run ahead
     assert head["throughput_sps"] < 2 * link["throughput_sps"]
     assert head["samples"] / head["busy_s"] > 20 * link["throughput_sps"]
