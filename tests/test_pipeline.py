@@ -101,3 +101,25 @@ def test_link_bound_goodput_matches_configured_bandwidth(ray_local, mbps, sample
     ratio = rep["goodput_mbps"] / mbps
     assert 0.95 <= ratio <= 1.02, (rep["goodput_mbps"], rep["link"])
     assert 0.9 <= rep["link_utilization"] <= 1.02
+
+
+def broken_tail_factory():
+    """Like tiny_factory, but the tail fails on every batch."""
+    from torch import nn
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("tail exploded on purpose")
+
+    head, _ = tiny_factory()
+    return head, Boom()
+
+
+def test_stage_failure_surfaces_as_pipeline_error(ray_local):
+    from pipeline.runner import PipelineError
+
+    cfg = _cfg("samples=20", "codec.kind=fp16", "link.profile=unlimited", "fidelity.reference_samples=0")
+    with pytest.raises(PipelineError, match="tail exploded on purpose"):
+        run_pipeline(cfg, progress=False, factory=broken_tail_factory)
+    # the failed run's actors were torn down: the shared Ray instance is still usable
+    assert ray_local.get(ray_local.put(7)) == 7
