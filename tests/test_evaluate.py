@@ -105,3 +105,39 @@ def test_bad_inputs_are_named():
     assert main(["--model", "nosuchmodel", "--quiet"]) == 2
     with pytest.raises(SystemExit):
         main(["--model", "llama-tiny", "--bits", "8,x"])
+
+
+def test_image_folder_labels_give_top1(tmp_path):
+    """--data with an ImageNet-style folder: labels come from class subdirectories."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a_class", "b_class"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        for i in range(2):
+            arr = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / "val" / cls / f"{i}.png")
+    rows = evaluate("resnet18", splits=["layer2"], bits=[8], samples=4, size=32,
+                    data=str(tmp_path), granularity="tensor", progress=False)
+    (row,) = rows
+    assert row["data"].startswith("imagefolder:") and row["samples"] == 4
+    assert 0.0 <= row["top1"] <= 1.0 and "top1_baseline" in row
+    with pytest.raises(ValueError, match="image folder"):
+        evaluate("resnet18", bits=[8], samples=2, size=32, data=str(tmp_path / "empty"),
+                 progress=False)
+
+
+def test_fidelity_benchmark_writes_outputs(tmp_path):
+    from benchmarks.fidelity import main, run
+
+    doc = run(quick=True, out=tmp_path, models=["llama-tiny"], progress=False)
+    assert doc["meta"]["untrained_models"] == ["llama-tiny"]
+    assert {r["bits"] for r in doc["rows"]} == {8, 4, 2}
+    (s,) = doc["summary"]
+    assert s["model"] == "llama-tiny" and s["ratio"] > 1.0 and s["trained"] is False
+    md = (tmp_path / "fidelity.md").read_text()
+    assert "untrained" in md.lower() and "llama-tiny" in md
+    assert json.loads((tmp_path / "fidelity.json").read_text())["rows"] == doc["rows"]
+    assert (tmp_path / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["--quick", "--out", str(tmp_path), "--models", "nosuch", "--quiet"]) == 2
