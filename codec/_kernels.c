@@ -727,6 +727,57 @@ done:
     return ret;
 }
 
+
+/* ------------------------------------------------------------------------------------------------ */
+/* prediction residuals: r[i] = (q[i] - q[i - d]) & mask for i >= d, r[i] = q[i] before               */
+
+static void delta_fwd_run(const uint8_t *restrict q, uint8_t *restrict r, int64_t n, int64_t d, uint8_t mask) {
+    int64_t head = d < n ? d : n;
+    memcpy(r, q, (size_t)head);
+    for (int64_t i = head; i < n; i++) r[i] = (uint8_t)((q[i] - q[i - d]) & mask);
+}
+
+static void delta_inv_run(const uint8_t *restrict r, uint8_t *restrict q, int64_t n, int64_t d, uint8_t mask) {
+    int64_t head = d < n ? d : n;
+    memcpy(q, r, (size_t)head);
+    if (d >= 16) {
+        /* rows of d are independent of each other's current row: vectorizes */
+        for (int64_t i = head; i < n; i += d) {
+            int64_t end = i + d < n ? i + d : n;
+            const uint8_t *prev = q + i - d;
+            for (int64_t k = 0; k < end - i; k++) q[i + k] = (uint8_t)((r[i + k] + prev[k]) & mask);
+        }
+    } else {
+        for (int64_t i = head; i < n; i++) q[i] = (uint8_t)((r[i] + q[i - d]) & mask);
+    }
+}
+
+/* delta(src u8, dst u8, d, mask, inverse) */
+static PyObject *py_delta(PyObject *self, PyObject *args) {
+    PyObject *so, *dobj;
+    long long d;
+    int mask, inverse;
+    if (!PyArg_ParseTuple(args, "OOLip", &so, &dobj, &d, &mask, &inverse)) return NULL;
+    Buf sb = {0}, db = {0};
+    PyObject *ret = NULL;
+    if (get_buf(so, &sb, 0, "src") < 0 || get_buf(dobj, &db, 1, "dst") < 0) goto done;
+    if (d < 1 || mask < 1 || mask > 255 || db.view.len < sb.view.len) {
+        PyErr_SetString(PyExc_ValueError, "delta: bad arguments");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    if (inverse)
+        delta_inv_run((const uint8_t *)sb.view.buf, (uint8_t *)db.view.buf, sb.view.len, d, (uint8_t)mask);
+    else
+        delta_fwd_run((const uint8_t *)sb.view.buf, (uint8_t *)db.view.buf, sb.view.len, d, (uint8_t)mask);
+    Py_END_ALLOW_THREADS;
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    rel_buf(&sb), rel_buf(&db);
+    return ret;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* frequency tables                                                                                  */
 
@@ -1255,6 +1306,7 @@ static PyMethodDef methods[] = {
     {"csr_stats", py_csr_stats, METH_VARARGS, "Row-occupancy and gap histograms per candidate row width."},
     {"csr_split", py_csr_split, METH_VARARGS, "Split symbols into CSR counts/gaps/values."},
     {"csr_merge", py_csr_merge, METH_VARARGS, "Merge CSR counts/gaps/values back to symbols."},
+    {"delta", py_delta, METH_VARARGS, "Prediction residuals at a distance (or their inverse)."},
     {"pack", py_pack, METH_VARARGS, "Pack 1/2/4-bit symbols into bytes."},
     {"unpack", py_unpack, METH_VARARGS, "Unpack bytes into 1/2/4-bit symbols."},
     {"normalize", py_normalize, METH_VARARGS, "Normalize counts to rANS frequencies."},

@@ -85,7 +85,7 @@ def prepare(x: Any, bits: int = 8, axis: int | None = None) -> Prepared:
 
 def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads: int = 1) -> bytes:
     """Code a prepared tensor with one candidate configuration."""
-    streams = represent.split(p.q, cand.kind, cand.param, p.info.layout)
+    streams = represent.split(p.q, cand.kind, cand.param, p.info.layout, p.params.bits)
     headers = []
     for sym, plan in zip(streams, cand.streams, strict=True):
         if plan.coding == STORED or sym.size == 0:
@@ -147,7 +147,7 @@ def decode_symbols(frame: Frame, threads: int = 1) -> np.ndarray:
         s.ctx.validate(length)
         streams.append(rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads))
     channels, inner = channel_layout(frame.shape, frame.axis)
-    return represent.merge(streams, frame.kind, frame.param, n, Layout(frame.zero, channels, inner))
+    return represent.merge(streams, frame.kind, frame.param, n, Layout(frame.zero, channels, inner), frame.bits)
 
 
 def decode(blob: bytes | bytearray | memoryview, *, threads: int = 1, max_elements: int = MAX_ELEMENTS) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _kernels, rans, tables
 from .contexts import ORDER0, ContextSpec, group_channels
-from .represent import DENSE, KIND_NAMES, MAX_WIDTH, PACKED, SPARSE, Layout, pack_slot
+from .represent import DELTA, DENSE, KIND_NAMES, MAX_WIDTH, PACKED, SPARSE, Layout, pack_slot, residuals
 
 STORED, RANS = 0, 1
 STREAM_HEADER_BYTES = 24  # approximate per-stream header (lengths, coding, context description)
@@ -50,6 +50,8 @@ class Candidate:
             label += f"(w={self.param})"
         elif self.kind == PACKED:
             label += f"({8 // self.param}/byte)"
+        elif self.kind == DELTA:
+            label += f"(d={self.param})"
         ctxs = ",".join(s.ctx.name if s.coding == RANS else "stored" for s in self.streams)
         return f"{label}[{ctxs}]"
 
@@ -109,6 +111,22 @@ def neighbor_distances(shape: tuple[int, ...], block: int, mult: int = 1) -> lis
         if span % mult == 0 and rans.LANES <= span // mult < block // 4 and span // mult not in out:
             out.append(span // mult)
         if len(out) == 2:
+            break
+    return out
+
+
+def delta_distances(shape: tuple[int, ...]) -> list[int]:
+    """Prediction distances: the element to the left, the row above, the same place one channel back."""
+    out: list[int] = []
+    span = 1
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    for k, dim in enumerate(reversed(shape)):
+        if k == 0 and dim > 1:
+            out.append(1)
+        span *= int(dim)
+        if 1 < span < n and span <= 0xFFFF and span not in out:
+            out.append(span)
+        if len(out) == 3:
             break
     return out
 
@@ -200,6 +218,16 @@ def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]
         options = _dense_options(info, packed_sym, level, block_log2, 8 // slot, ref)
         for plan in _distinct(options, packed_sym.size):
             out.append(Candidate(PACKED, slot, [plan], plan.predicted_bytes))
+
+    if level >= 2 and n >= 4096:
+        for d in delta_distances(info.shape):
+            res = residuals(q, d, info.bits)
+            res_hist = np.empty(256, np.uint32)
+            _kernels.histogram(res, res_hist)
+            sub = TensorInfo(res, res_hist, info.shape, info.bits, info.layout, None)
+            options = _dense_options(sub, res, level, block_log2, 1, int(np.argmax(res_hist)))
+            for plan in _distinct(options, n):
+                out.append(Candidate(DELTA, d, [plan], plan.predicted_bytes))
 
     lay = info.layout
     zero_share = float(info.hist[int(lay.zero[0])]) / max(n, 1) if lay.channels == 1 else None

@@ -24,7 +24,7 @@ from . import tables
 from .contexts import MAX_GROUPS, ContextSpec
 from .costmodel import RANS, STORED
 from .errors import CodecError
-from .represent import DENSE, KIND_NAMES, PACKED, SPARSE
+from .represent import DELTA, DENSE, KIND_NAMES, PACKED, SPARSE
 
 MAGIC = b"SPLT"
 VERSION = 1
@@ -161,7 +161,7 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
     if np.any(zero > (1 << bits) - 1):
         raise CodecError("zero point out of range")
     nnz, nstreams = r.unpack("IB")
-    if kind not in (DENSE, PACKED, SPARSE):
+    if kind not in (DENSE, PACKED, SPARSE, DELTA):
         raise CodecError(f"unknown representation {kind}")
     if nstreams != (3 if kind == SPARSE else 1):
         raise CodecError("stream count does not match the representation")

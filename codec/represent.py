@@ -2,6 +2,9 @@
 
 Sparse: the flat symbols are cut into rows of ``width`` (<= 255) columns; three streams carry each row's
 count of non-zero-point symbols, the column gap before each of them (``col - prev_col - 1``) and their values.
+Delta: each symbol minus the one ``param`` positions earlier (the element to the left, the row above or the
+same position in the previous channel), modulo 2^bits; repeated rows (padded tokens) and smooth maps turn
+into runs of zero residuals.
 Packed: 8 // slot symbols share one byte (slot = 1, 2 or 4 bits), first symbol in the low bits, so the
 entropy coder sees (and models) small groups of neighbours jointly.
 """
@@ -15,8 +18,8 @@ import numpy as np
 from . import _kernels
 from .errors import CodecError
 
-DENSE, PACKED, SPARSE = 1, 2, 3
-KIND_NAMES = {DENSE: "dense", PACKED: "packed", SPARSE: "sparse"}
+DENSE, PACKED, SPARSE, DELTA = 1, 2, 3, 4
+KIND_NAMES = {DENSE: "dense", PACKED: "packed", SPARSE: "sparse", DELTA: "delta"}
 MAX_WIDTH = 255
 
 
@@ -34,10 +37,19 @@ class Layout:
     inner: int
 
 
-def split(q: np.ndarray, kind: int, param: int, layout: Layout) -> list[np.ndarray]:
+def residuals(q: np.ndarray, distance: int, bits: int) -> np.ndarray:
+    """Prediction residuals of ``q`` at ``distance`` (the delta representation's stream)."""
+    out = np.empty_like(q)
+    _kernels.delta(q, out, distance, (1 << bits) - 1, False)
+    return out
+
+
+def split(q: np.ndarray, kind: int, param: int, layout: Layout, bits: int = 8) -> list[np.ndarray]:
     """Symbols -> the representation's streams."""
     if kind == DENSE:
         return [q]
+    if kind == DELTA:
+        return [residuals(q, param, bits)]
     if kind == PACKED:
         out = np.empty(-(-q.size // (8 // param)), np.uint8)
         _kernels.pack(q, param, out)
@@ -54,7 +66,7 @@ def split(q: np.ndarray, kind: int, param: int, layout: Layout) -> list[np.ndarr
 
 def stream_lengths(kind: int, param: int, n: int, nnz: int) -> list[int]:
     """Symbol count of each stream of a representation."""
-    if kind == DENSE:
+    if kind in (DENSE, DELTA):
         return [n]
     if kind == PACKED:
         return [-(-n // (8 // param))]
@@ -64,6 +76,10 @@ def stream_lengths(kind: int, param: int, n: int, nnz: int) -> list[int]:
 def validate(kind: int, param: int, bits: int) -> None:
     """Reject representation parameters a decoder must not use (they come from the wire)."""
     if kind == DENSE:
+        return
+    if kind == DELTA:
+        if param < 1:
+            raise CodecError("bad delta distance")
         return
     if kind == PACKED:
         if param not in (1, 2, 4) or bits > param:
@@ -76,10 +92,14 @@ def validate(kind: int, param: int, bits: int) -> None:
     raise CodecError(f"unknown representation {kind}")
 
 
-def merge(streams: list[np.ndarray], kind: int, param: int, n: int, layout: Layout) -> np.ndarray:
+def merge(streams: list[np.ndarray], kind: int, param: int, n: int, layout: Layout, bits: int = 8) -> np.ndarray:
     """The representation's streams -> symbols; raises CodecError if they are inconsistent."""
     if kind == DENSE:
         return streams[0]
+    if kind == DELTA:
+        out = np.empty(n, np.uint8)
+        _kernels.delta(streams[0], out, param, (1 << bits) - 1, True)
+        return out
     if kind == PACKED:
         out = np.empty(n, np.uint8)
         _kernels.unpack(streams[0], param, out)
