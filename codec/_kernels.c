@@ -747,6 +747,12 @@ static void delta_inv_run(const uint8_t *restrict r, uint8_t *restrict q, int64_
             const uint8_t *prev = q + i - d;
             for (int64_t k = 0; k < end - i; k++) q[i + k] = (uint8_t)((r[i + k] + prev[k]) & mask);
         }
+    } else if (d == 1) {
+        uint8_t prev = head ? q[0] : 0; /* running sum kept in a register */
+        for (int64_t i = head; i < n; i++) {
+            prev = (uint8_t)((r[i] + prev) & mask);
+            q[i] = prev;
+        }
     } else {
         for (int64_t i = head; i < n; i++) q[i] = (uint8_t)((r[i] + q[i - d]) & mask);
     }
@@ -1139,20 +1145,35 @@ static void init_avx2(void) {
 }
 
 __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, const uint8_t *w, int64_t nw,
-                                                                  int64_t *wi_io, const uint32_t *tab, int pb,
-                                                                  uint8_t *o, int64_t n) {
+                                                                  int64_t *wi_io, const uint32_t *tabs, int pb,
+                                                                  uint8_t *o, int64_t i, int64_t n, const Ctx *c,
+                                                                  const uint32_t *nb_off, int64_t b0) {
+    /* tabs: ntables x 2^pb packed entries; nb_off[sym] = bucket << pb (or NULL); per step, the channel
+     * group (when present) adds group * nbuckets << pb. Steps start at i (a multiple of 32). */
     __m256i X[4];
     for (int v = 0; v < 4; v++) X[v] = _mm256_loadu_si256((const __m256i *)(st + 8 * v));
     const __m256i maskv = _mm256_set1_epi32((1 << pb) - 1), m12 = _mm256_set1_epi32(0xFFF);
     const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const __m128i pbv = _mm_cvtsi32_si128(pb);
-    int64_t wi = *wi_io, i = 0;
+    const int have_group = c && c->group != NULL && c->channels > 1;
+    const int64_t nbd = c ? c->nb_dist : 0;
+    int64_t wi = *wi_io;
     for (; i + LANES <= n && wi + LANES <= nw; i += LANES) {
         __m256i S[4];
+        __m256i base = zero;
+        if (have_group) {
+            int64_t ch = ((b0 + i) / c->inner) % c->channels;
+            base = _mm256_set1_epi32((int)(((uint32_t)c->group[ch] * (uint32_t)c->nbuckets) << pb));
+        }
         for (int v = 0; v < 4; v++) {
             __m256i x = X[v];
-            __m256i e = _mm256_i32gather_epi32((const int *)tab, _mm256_and_si256(x, maskv), 4);
+            __m256i idx = _mm256_add_epi32(base, _mm256_and_si256(x, maskv));
+            if (nb_off) {
+                __m256i above = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(o + i + 8 * v - nbd)));
+                idx = _mm256_add_epi32(idx, _mm256_i32gather_epi32((const int *)nb_off, above, 4));
+            }
+            __m256i e = _mm256_i32gather_epi32((const int *)tabs, idx, 4);
             S[v] = _mm256_srli_epi32(e, 24);
             __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 12), m12), one);
             x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pbv)), _mm256_and_si256(e, m12));
@@ -1174,9 +1195,11 @@ __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, c
 }
 #endif
 
-/* Decode one order-0 block with the packed table: AVX2 for the bulk where available, scalar for the rest. */
-static int decode_block_packed(const uint8_t *src, int64_t len, const uint32_t *tab, int pb, uint8_t *out,
-                               int64_t b0, int64_t b1) {
+/* Decode one block with packed tables (prob_bits <= 12), any context. The AVX2 kernel takes the bulk when
+ * the context allows it (order-0, neighbor, or channel groups constant over each 32-symbol step); scalar
+ * code does the first steps (before the neighbor distance), the tail, and everything else. */
+static int decode_block_packed(const uint8_t *src, int64_t len, const Ctx *c, const uint32_t *tabs,
+                               const uint32_t *nb_off, int pb, uint8_t *out, int64_t b0, int64_t b1) {
     if (len < STATE_BYTES || ((len - STATE_BYTES) & 1)) return -1;
     int64_t n = b1 - b0, nw = (len - STATE_BYTES) / 2;
     if (nw > n) return -1;
@@ -1191,18 +1214,43 @@ static int decode_block_packed(const uint8_t *src, int64_t len, const uint32_t *
     const uint32_t mask = (1u << pb) - 1;
     uint8_t *o = out + b0;
     int64_t wi = 0, i = 0;
+    const int simple = c->ntables == 1;
+    const int have_group = c->group != NULL && c->channels > 1;
+    const int64_t nbd = c->nb_dist;
+    ChanIter it = {0, 0};
+    /* scalar symbols: [from, to) */
+#define SCALAR_RANGE(from, to)                                                             \
+    do {                                                                                   \
+        if (have_group) chan_init(c, &it, b0 + (from));                                    \
+        for (int64_t k = (from); k < (to); k++) {                                          \
+            uint32_t t = 0;                                                                \
+            if (!simple) {                                                                 \
+                int g = have_group ? c->group[it.ch] : 0;                                  \
+                int bk = (nbd && k >= nbd) ? c->nbmap[o[k - nbd]] : 0;                     \
+                t = (uint32_t)(g * c->nbuckets + bk) << pb;                                \
+                if (have_group) chan_next(c, &it);                                         \
+            }                                                                              \
+            int j = (int)(k & (LANES - 1));                                                \
+            uint32_t x = st[j];                                                            \
+            uint32_t e = tabs[t + (x & mask)];                                             \
+            if (e == 0xFFFFFFFFu) return -1; /* empty context table */                    \
+            o[k] = (uint8_t)(e >> 24);                                                     \
+            x = (((e >> 12) & 0xFFF) + 1) * (x >> pb) + (e & 0xFFF);                       \
+            RENORM(x, w, wi, last);                                                        \
+            st[j] = x;                                                                     \
+        }                                                                                  \
+    } while (0)
 #ifdef HAVE_AVX2_PATH
-    if (cpu_has_avx2 > 0) i = decode_steps_avx2(st, w, nw, &wi, tab, pb, o, n);
-#endif
-    for (; i < n; i++) {
-        int j = (int)(i & (LANES - 1));
-        uint32_t x = st[j];
-        uint32_t e = tab[x & mask];
-        o[i] = (uint8_t)(e >> 24);
-        x = (((e >> 12) & 0xFFF) + 1) * (x >> pb) + (e & 0xFFF);
-        RENORM(x, w, wi, last);
-        st[j] = x;
+    int vector_ok = cpu_has_avx2 > 0 && (!have_group || (c->mult == 1 && c->inner % LANES == 0));
+    if (vector_ok) {
+        int64_t start = nbd ? ((nbd + LANES - 1) / LANES) * LANES : 0;
+        if (start > n) start = n;
+        SCALAR_RANGE(0, start);
+        i = decode_steps_avx2(st, w, nw, &wi, tabs, pb, o, start, n, c, nbd ? nb_off : NULL, b0);
     }
+#endif
+    SCALAR_RANGE(i, n);
+#undef SCALAR_RANGE
     if (wi != nw) return -1;
     for (int j = 0; j < LANES; j++)
         if (st[j] != RANS_L) return -1;
@@ -1269,13 +1317,18 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     uint8_t *out = (uint8_t *)outb.view.buf;
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS;
-    if (c.ntables == 1 && pb <= 12) {
-        uint32_t *packed = (uint32_t *)malloc(sizeof(uint32_t) << pb);
+    if (pb <= 12) {
+        size_t entries = (size_t)c.ntables << pb;
+        uint32_t *packed = (uint32_t *)malloc(sizeof(uint32_t) * entries);
+        uint32_t nb_off[256];
         if (!packed) ok = 0;
-        for (int64_t k = 0; ok && k < ((int64_t)1 << pb); k++) packed[k] = pack_slot(&tabs[k]);
+        for (size_t k = 0; ok && k < entries; k++)
+            packed[k] = tabs[k].freq ? pack_slot(&tabs[k]) : 0xFFFFFFFFu; /* empty tables are flagged */
+        for (int k = 0; k < 256; k++) nb_off[k] = c.nbmap ? (uint32_t)c.nbmap[k] << pb : 0;
         for (int64_t b = bf; b < bl && ok; b++) {
             int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
-            if (decode_block_packed(payload + off[b], (int64_t)(off[b + 1] - off[b]), packed, pb, out, b0, b1) < 0)
+            if (decode_block_packed(payload + off[b], (int64_t)(off[b + 1] - off[b]), &c, packed, nb_off, pb, out, b0,
+                                    b1) < 0)
                 ok = 0;
         }
         free(packed);
