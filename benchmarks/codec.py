@@ -36,8 +36,13 @@ def measure(t: SuiteTensor, bits: int, repeats: int) -> dict[str, Any]:
     q, _, hist = quantize(x, bits)
     sym = q.tobytes()
     row: dict[str, Any] = {
-        "tensor": t.name, "source": t.source, "bits": bits, "shape": list(x.shape), "elements": n,
-        "fp32_bytes": x.nbytes, "h0_bytes": tables.entropy_bits(hist) / 8,
+        "tensor": t.name,
+        "source": t.source,
+        "bits": bits,
+        "shape": list(x.shape),
+        "elements": n,
+        "fp32_bytes": x.nbytes,
+        "h0_bytes": tables.entropy_bits(hist) / 8,
         "zero_fraction": float((x == 0).mean()),
     }
     for level in LEVELS:
@@ -46,14 +51,18 @@ def measure(t: SuiteTensor, bits: int, repeats: int) -> dict[str, Any]:
         row[f"ours_l{level}_bytes"] = len(blob)
         row[f"ours_l{level}_config"] = f"{info.representation}[{','.join(info.streams)}]"
         if level in (1, 3):
-            row[f"ours_l{level}_enc_eps"] = n / median_time(lambda lv=level: codec.encode(x, bits=bits, level=lv), repeats)
+            row[f"ours_l{level}_enc_eps"] = n / median_time(
+                lambda lv=level: codec.encode(x, bits=bits, level=lv), repeats
+            )
             row[f"ours_l{level}_dec_eps"] = n / median_time(lambda b=blob: codec.decode(b), repeats)
     for level in (1, 3, 19):
         comp = zstandard.ZstdCompressor(level=level)
         z = comp.compress(sym)
         row[f"zstd{level}_bytes"] = len(z)
         reps = repeats if level < 19 else 1
-        row[f"zstd{level}_enc_eps"] = n / median_time(lambda c=comp: c.compress(sym), reps, warmup=0 if level == 19 else 1)
+        row[f"zstd{level}_enc_eps"] = n / median_time(
+            lambda c=comp: c.compress(sym), reps, warmup=0 if level == 19 else 1
+        )
         dec = zstandard.ZstdDecompressor()
         row[f"zstd{level}_dec_eps"] = n / median_time(lambda d=dec, zz=z: d.decompress(zz), repeats)
     z = lz4.frame.compress(sym)
@@ -62,8 +71,12 @@ def measure(t: SuiteTensor, bits: int, repeats: int) -> dict[str, Any]:
     row["lz4_dec_eps"] = n / median_time(lambda: lz4.frame.decompress(z), repeats)
     # multi-threaded block coding (same bytes, blocks spread over threads)
     blob = codec.encode(x, bits=bits, level=1)
-    row["ours_l1_enc_eps_mt"] = n / median_time(lambda: codec.encode(x, bits=bits, level=1, threads=THREADS), repeats)
-    row["ours_l1_dec_eps_mt"] = n / median_time(lambda: codec.decode(blob, threads=THREADS), repeats)
+    row["ours_l1_enc_eps_mt"] = n / median_time(
+        lambda: codec.encode(x, bits=bits, level=1, threads=THREADS), repeats
+    )
+    row["ours_l1_dec_eps_mt"] = n / median_time(
+        lambda: codec.decode(blob, threads=THREADS), repeats
+    )
     ours = row["ours_l3_bytes"]
     row["ours_over_h0"] = ours / max(row["h0_bytes"], 1)
     row["ours_over_zstd19"] = ours / row["zstd19_bytes"]
@@ -87,36 +100,65 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "geomean_ours_over_zstd19_all": geomean([r["ours_over_zstd19"] for r in rows]),
         "min_enc_vs_zstd1_8bit": min((r["enc_vs_zstd1"] for r in eight), default=float("nan")),
         "min_dec_vs_zstd1_8bit": min((r["dec_vs_zstd1"] for r in eight), default=float("nan")),
-        "median_enc_vs_zstd1_8bit": float(np.median([r["enc_vs_zstd1"] for r in eight])) if eight else float("nan"),
-        "median_dec_vs_zstd1_8bit": float(np.median([r["dec_vs_zstd1"] for r in eight])) if eight else float("nan"),
+        "median_enc_vs_zstd1_8bit": float(np.median([r["enc_vs_zstd1"] for r in eight]))
+        if eight
+        else float("nan"),
+        "median_dec_vs_zstd1_8bit": float(np.median([r["dec_vs_zstd1"] for r in eight]))
+        if eight
+        else float("nan"),
     }
 
 
 SIZE_COLUMNS = [
-    ("tensor", "tensor"), ("source", "weights"), ("bits", "bits"), ("fp32_bytes", "fp32 B"),
-    ("h0_bytes", "order-0 bound B"), ("ours_l1_bytes", "ours L1"), ("ours_l3_bytes", "ours L3"),
-    ("ours_l9_bytes", "ours L9"), ("zstd1_bytes", "zstd -1"), ("zstd3_bytes", "zstd -3"),
-    ("zstd19_bytes", "zstd -19"), ("lz4_bytes", "lz4"), ("ours_over_h0", "L3/bound"),
-    ("ours_over_zstd19", "L3/zstd-19"), ("ratio_vs_fp32", "fp32/L3"), ("ours_l3_config", "L3 config"),
+    ("tensor", "tensor"),
+    ("source", "weights"),
+    ("bits", "bits"),
+    ("fp32_bytes", "fp32 B"),
+    ("h0_bytes", "order-0 bound B"),
+    ("ours_l1_bytes", "ours L1"),
+    ("ours_l3_bytes", "ours L3"),
+    ("ours_l9_bytes", "ours L9"),
+    ("zstd1_bytes", "zstd -1"),
+    ("zstd3_bytes", "zstd -3"),
+    ("zstd19_bytes", "zstd -19"),
+    ("lz4_bytes", "lz4"),
+    ("ours_over_h0", "L3/bound"),
+    ("ours_over_zstd19", "L3/zstd-19"),
+    ("ratio_vs_fp32", "fp32/L3"),
+    ("ours_l3_config", "L3 config"),
 ]
 SPEED_COLUMNS = [
-    ("tensor", "tensor"), ("bits", "bits"),
-    ("ours_l1_enc_eps", "ours L1 enc"), ("ours_l1_dec_eps", "ours L1 dec"),
-    ("ours_l3_enc_eps", "ours L3 enc"), ("ours_l3_dec_eps", "ours L3 dec"),
-    ("zstd1_enc_eps", "zstd-1 c"), ("zstd1_dec_eps", "zstd-1 d"), ("zstd3_enc_eps", "zstd-3 c"),
-    ("zstd19_enc_eps", "zstd-19 c"), ("lz4_enc_eps", "lz4 c"), ("lz4_dec_eps", "lz4 d"),
-    ("enc_vs_zstd1", "L1 enc / zstd-1"), ("dec_vs_zstd1", "L1 dec / zstd-1"),
+    ("tensor", "tensor"),
+    ("bits", "bits"),
+    ("ours_l1_enc_eps", "ours L1 enc"),
+    ("ours_l1_dec_eps", "ours L1 dec"),
+    ("ours_l3_enc_eps", "ours L3 enc"),
+    ("ours_l3_dec_eps", "ours L3 dec"),
+    ("zstd1_enc_eps", "zstd-1 c"),
+    ("zstd1_dec_eps", "zstd-1 d"),
+    ("zstd3_enc_eps", "zstd-3 c"),
+    ("zstd19_enc_eps", "zstd-19 c"),
+    ("lz4_enc_eps", "lz4 c"),
+    ("lz4_dec_eps", "lz4 d"),
+    ("enc_vs_zstd1", "L1 enc / zstd-1"),
+    ("dec_vs_zstd1", "L1 dec / zstd-1"),
 ]
 MT_COLUMNS = [
-    ("tensor", "tensor"), ("bits", "bits"), ("ours_l1_enc_eps", "enc 1 thread"),
-    ("ours_l1_enc_eps_mt", f"enc {THREADS} threads"), ("ours_l1_dec_eps", "dec 1 thread"),
+    ("tensor", "tensor"),
+    ("bits", "bits"),
+    ("ours_l1_enc_eps", "enc 1 thread"),
+    ("ours_l1_enc_eps_mt", f"enc {THREADS} threads"),
+    ("ours_l1_dec_eps", "dec 1 thread"),
     ("ours_l1_dec_eps_mt", f"dec {THREADS} threads"),
 ]
 
 
 def in_millions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Speeds as millions of elements per second for printing."""
-    return [{k: (v / 1e6 if k.endswith("_eps") or k.endswith("_eps_mt") else v) for k, v in r.items()} for r in rows]
+    return [
+        {k: (v / 1e6 if k.endswith("_eps") or k.endswith("_eps_mt") else v) for k, v in r.items()}
+        for r in rows
+    ]
 
 
 def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
@@ -130,20 +172,35 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     sel = [r for r in rows if r["bits"] in (8, 4)]
     labels = [f"{r['tensor']}\n{r['bits']}b" for r in sel]
     xs = np.arange(len(sel))
-    methods = [("h0_bytes", "order-0 bound"), ("ours_l3_bytes", "ours L3"), ("zstd1_bytes", "zstd -1"),
-               ("zstd19_bytes", "zstd -19"), ("lz4_bytes", "lz4")]
+    methods = [
+        ("h0_bytes", "order-0 bound"),
+        ("ours_l3_bytes", "ours L3"),
+        ("zstd1_bytes", "zstd -1"),
+        ("zstd19_bytes", "zstd -19"),
+        ("lz4_bytes", "lz4"),
+    ]
     width = 0.16
     for i, (key, name) in enumerate(methods):
-        axes[0].bar(xs + (i - 2) * width, [8 * r[key] / r["elements"] for r in sel], width, label=name)
+        axes[0].bar(
+            xs + (i - 2) * width, [8 * r[key] / r["elements"] for r in sel], width, label=name
+        )
     axes[0].set_xticks(xs, labels, rotation=70, fontsize=7)
     axes[0].set_ylabel("bits per element")
     axes[0].set_title("Size on the same quantized symbols")
     axes[0].legend(fontsize=8)
     eight = [r for r in rows if r["bits"] == 8]
-    for key, name, marker in [("ours_l1", "ours L1", "o"), ("ours_l3", "ours L3", "s"), ("zstd1", "zstd -1", "^"),
-                              ("lz4", "lz4", "v")]:
-        axes[1].scatter([r[f"{key}_enc_eps"] / 1e6 for r in eight], [r[f"{key}_dec_eps"] / 1e6 for r in eight],
-                        label=name, marker=marker)
+    for key, name, marker in [
+        ("ours_l1", "ours L1", "o"),
+        ("ours_l3", "ours L3", "s"),
+        ("zstd1", "zstd -1", "^"),
+        ("lz4", "lz4", "v"),
+    ]:
+        axes[1].scatter(
+            [r[f"{key}_enc_eps"] / 1e6 for r in eight],
+            [r[f"{key}_dec_eps"] / 1e6 for r in eight],
+            label=name,
+            marker=marker,
+        )
     axes[1].set_xlabel("encode Melem/s (ours: float->frame)")
     axes[1].set_ylabel("decode Melem/s (ours: frame->float)")
     axes[1].set_title("8-bit speed, single thread")
@@ -155,9 +212,15 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.codec", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small suite, 8 and 4 bits, fewer repeats (< 1 minute)")
-    ap.add_argument("--bits", default=None, help="comma-separated bit widths (default 8,6,4,2; quick 8,4)")
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.codec", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="small suite, 8 and 4 bits, fewer repeats (< 1 minute)"
+    )
+    ap.add_argument(
+        "--bits", default=None, help="comma-separated bit widths (default 8,6,4,2; quick 8,4)"
+    )
     ap.add_argument("--repeats", type=int, default=None, help="timing repeats (median is reported)")
     ap.add_argument("--json", default=None, help="write rows + summary as JSON here")
     ap.add_argument("--plot", default=None, help="write a PNG of size and speed here")
@@ -179,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## Summary\n")
     for k, v in summary.items():
         print(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}")
-    write_json(args.json, {"rows": rows, "summary": summary, "machine": machine(), "quick": args.quick})
+    write_json(
+        args.json, {"rows": rows, "summary": summary, "machine": machine(), "quick": args.quick}
+    )
     if args.plot:
         plot(rows, args.plot)
     return 0

@@ -93,7 +93,17 @@ def build(quick: bool = False) -> Iterator[SuiteTensor]:
     yield SuiteTensor("resnet18/layer1", "untrained", _head_output("resnet18", "layer1", photos))
     if not quick:
         one_photo = (photos[0][:1],)
-        yield SuiteTensor("resnet50/layer1", "untrained", _head_output("resnet50", "layer1", one_photo))
-        yield SuiteTensor("mobilenet_v2/features.6", "untrained", _head_output("mobilenet_v2", "features.6", photos))
+        yield SuiteTensor(
+            "resnet50/layer1", "untrained", _head_output("resnet50", "layer1", one_photo)
+        )
+        yield SuiteTensor(
+            "mobilenet_v2/features.6",
+            "untrained",
+            _head_output("mobilenet_v2", "features.6", photos),
+        )
     rng = np.random.default_rng(0)
-    yield SuiteTensor("gaussian", "synthetic", rng.normal(size=(4, 128, 28, 28) if not quick else (2, 64, 28, 28)).astype(np.float32))
+    yield SuiteTensor(
+        "gaussian",
+        "synthetic",
+        rng.normal(size=(4, 128, 28, 28) if not quick else (2, 64, 28, 28)).astype(np.float32),
+    )

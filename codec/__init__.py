@@ -10,5 +10,15 @@ from .api import FrameInfo, decode, encode, inspect
 from .costmodel import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
 from .errors import CodecError
 
-__all__ = ["arrow", "CodecError", "DEFAULT_LEVEL", "FrameInfo", "MAX_LEVEL", "MIN_LEVEL", "decode", "encode", "inspect"]
+__all__ = [
+    "arrow",
+    "CodecError",
+    "DEFAULT_LEVEL",
+    "FrameInfo",
+    "MAX_LEVEL",
+    "MIN_LEVEL",
+    "decode",
+    "encode",
+    "inspect",
+]
 __version__ = "0.1.0"

@@ -52,7 +52,9 @@ def to_numpy(x: Any) -> tuple[np.ndarray, str]:
         arr = np.asarray(x)
         name = arr.dtype.name
         if name not in DTYPE_CODES:
-            raise CodecError(f"unsupported dtype {name}; encode float32, float16, bfloat16 or float64")
+            raise CodecError(
+                f"unsupported dtype {name}; encode float32, float16, bfloat16 or float64"
+            )
         return np.asarray(arr, dtype=np.float32, order="C"), name
     raise CodecError(f"cannot encode an object of type {type(x).__name__}")
 
@@ -103,8 +105,16 @@ def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads:
         headers.append(StreamHeader(RANS, plan.prob_bits, block_log2, plan.ctx, freqs, payload))
     nnz = streams[1].size if cand.kind == represent.SPARSE else 0
     frame = Frame(
-        p.dtype, p.params.bits, p.shape, p.params.axis, p.params.scale, p.params.zero,
-        cand.kind, cand.param, nnz, headers,
+        p.dtype,
+        p.params.bits,
+        p.shape,
+        p.params.axis,
+        p.params.scale,
+        p.params.zero,
+        cand.kind,
+        cand.param,
+        nnz,
+        headers,
     )
     return write(frame)
 
@@ -145,12 +155,18 @@ def decode_symbols(frame: Frame, threads: int = 1) -> np.ndarray:
             streams.append(np.frombuffer(s.payload, np.uint8))
             continue
         s.ctx.validate(length)
-        streams.append(rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads))
+        streams.append(
+            rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads)
+        )
     channels, inner = channel_layout(frame.shape, frame.axis)
-    return represent.merge(streams, frame.kind, frame.param, n, Layout(frame.zero, channels, inner), frame.bits)
+    return represent.merge(
+        streams, frame.kind, frame.param, n, Layout(frame.zero, channels, inner), frame.bits
+    )
 
 
-def decode(blob: bytes | bytearray | memoryview, *, threads: int = 1, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
+def decode(
+    blob: bytes | bytearray | memoryview, *, threads: int = 1, max_elements: int = MAX_ELEMENTS
+) -> np.ndarray:
     """Decompress a frame to a NumPy array of the original shape (float32 for bfloat16 input).
 
     Raises CodecError for anything malformed, and for frames declaring more than ``max_elements``."""

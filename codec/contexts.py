@@ -63,7 +63,15 @@ class ContextSpec:
         """The tuple the C kernels take."""
         nbmap = neighbor_map(self.nb_ref, self.nbuckets).tobytes() if self.nb_dist else None
         group = None if self.group is None else np.ascontiguousarray(self.group, np.uint8).tobytes()
-        return (self.channels, self.inner, self.mult, group, self.nb_dist, nbmap, self.nbuckets if self.nb_dist else 1)
+        return (
+            self.channels,
+            self.inner,
+            self.mult,
+            group,
+            self.nb_dist,
+            nbmap,
+            self.nbuckets if self.nb_dist else 1,
+        )
 
     def validate(self, n_symbols: int) -> None:
         """Reject specs a decoder must not run with (values come from the wire)."""

@@ -15,7 +15,17 @@ import numpy as np
 
 from . import _kernels, rans, tables
 from .contexts import ORDER0, ContextSpec, group_channels
-from .represent import DELTA, DENSE, KIND_NAMES, MAX_WIDTH, PACKED, SPARSE, Layout, pack_slot, residuals
+from .represent import (
+    DELTA,
+    DENSE,
+    KIND_NAMES,
+    MAX_WIDTH,
+    PACKED,
+    SPARSE,
+    Layout,
+    pack_slot,
+    residuals,
+)
 
 STORED, RANS = 0, 1
 STREAM_HEADER_BYTES = 24  # approximate per-stream header (lengths, coding, context description)
@@ -66,7 +76,9 @@ def stream_cost(counts: np.ndarray, n: int, scale: float, block_log2: int, prob_
         return 0.0
     freqs = tables.normalize(counts, prob_bits)
     bits = tables.coded_bits(counts, freqs, prob_bits) * scale
-    return bits / 8 + tables.table_bytes(freqs) + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
+    return (
+        bits / 8 + tables.table_bytes(freqs) + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
+    )
 
 
 def best_plan(options: list[tuple[StreamPlan, float]], n: int) -> StreamPlan:
@@ -171,7 +183,7 @@ def _dense_options(
         options.append((StreamPlan(RANS, spec, pb), stream_cost(counts, n, scale, block_log2, pb)))
 
     for d in neighbor_distances(info.shape, block, mult)[: 1 if level < 6 else 2]:
-        for nb in (2,) if level < 6 else (2, 4):
+        for nb in (2,) if level < 3 else (4,) if level < 6 else (2, 4):
             measure(ContextSpec(nb_dist=d, nbuckets=nb, nb_ref=zero_ref))
     axis = info.ctx_axis
     if axis is not None and mult == 1:
@@ -192,15 +204,22 @@ def _dense_options(
                     nbs = min(best_nb, key=lambda c: next(v for p, v in options if p.ctx is c))
                     measure(
                         ContextSpec(
-                            channels=channels, inner=inner, group=g.group, nb_dist=nbs.nb_dist,
-                            nbuckets=nbs.nbuckets, nb_ref=zero_ref,
+                            channels=channels,
+                            inner=inner,
+                            group=g.group,
+                            nb_dist=nbs.nb_dist,
+                            nbuckets=nbs.nbuckets,
+                            nb_ref=zero_ref,
                         )
                     )
     return options
 
 
-def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]:
-    """Every candidate the level considers, each with its predicted size."""
+def candidates(
+    info: TensorInfo, level: int, block_log2: int, widths: list[int] | None = None
+) -> list[Candidate]:
+    """Every candidate the level considers, each with its predicted size (``widths`` overrides the sparse
+    row widths, e.g. for an exhaustive check)."""
     q, n = info.q, info.q.size
     zero_ref = int(np.argmax(info.hist))
     out: list[Candidate] = []
@@ -231,8 +250,10 @@ def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]
 
     lay = info.layout
     zero_share = float(info.hist[int(lay.zero[0])]) / max(n, 1) if lay.channels == 1 else None
-    if n >= 64 and (zero_share is None or zero_share > (0.6 if level == 1 else 0.3) or level >= 6):
-        widths = sparse_widths(info.shape, level)
+    if n >= 64 and (
+        zero_share is None or zero_share > (0.6 if level == 1 else 0.3) or level >= 6 or widths
+    ):
+        widths = widths or sparse_widths(info.shape, level)
         sample, row_step = q, 1
         if level < 6 and lay.channels == 1 and n > SAMPLE_CHUNK * 8:
             # every k-th chunk (chunk = a multiple of every width's row structure is not possible in
@@ -240,7 +261,9 @@ def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]
             step = max(1, n // SAMPLE_TARGET)
             idx = np.arange(0, n - SAMPLE_CHUNK + 1, SAMPLE_CHUNK * step)
             sample = np.concatenate([q[i : i + SAMPLE_CHUNK] for i in idx])
-        stats = _kernels.csr_stats(sample, lay.zero, lay.channels, lay.inner, tuple(widths), row_step)
+        stats = _kernels.csr_stats(
+            sample, lay.zero, lay.channels, lay.inner, tuple(widths), row_step
+        )
         sample_scale = n / sample.size
         vals_hist = None
         for w, (count_hist, gap_hist, nnz) in zip(widths, stats, strict=True):
@@ -254,10 +277,32 @@ def candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]
             gh = np.frombuffer(gap_hist, np.uint32)
             pb = tables.DEFAULT_PROB_BITS
             plans = [
-                best_plan([(StreamPlan(RANS, ORDER0, pb), stream_cost(ch, rows, scale, block_log2, pb))], rows),
-                best_plan([(StreamPlan(RANS, ORDER0, pb), stream_cost(gh, nnz_est, scale, block_log2, pb))], nnz_est),
                 best_plan(
-                    [(StreamPlan(RANS, ORDER0, pb), stream_cost(vals_hist, nnz_est, nnz_est / max(vals_hist.sum(), 1), block_log2, pb))],
+                    [(StreamPlan(RANS, ORDER0, pb), stream_cost(ch, rows, scale, block_log2, pb))],
+                    rows,
+                ),
+                best_plan(
+                    [
+                        (
+                            StreamPlan(RANS, ORDER0, pb),
+                            stream_cost(gh, nnz_est, scale, block_log2, pb),
+                        )
+                    ],
+                    nnz_est,
+                ),
+                best_plan(
+                    [
+                        (
+                            StreamPlan(RANS, ORDER0, pb),
+                            stream_cost(
+                                vals_hist,
+                                nnz_est,
+                                nnz_est / max(vals_hist.sum(), 1),
+                                block_log2,
+                                pb,
+                            ),
+                        )
+                    ],
                     nnz_est,
                 ),
             ]
@@ -293,7 +338,9 @@ def speed_margin(level: int) -> float:
 
 def is_fast(c: Candidate) -> bool:
     """Order-0 dense/packed coding: the vectorized decode path."""
-    return c.kind in (DENSE, PACKED) and all(s.coding == STORED or s.ctx.ntables == 1 for s in c.streams)
+    return c.kind in (DENSE, PACKED) and all(
+        s.coding == STORED or s.ctx.ntables == 1 for s in c.streams
+    )
 
 
 def choose(info: TensorInfo, level: int, block_log2: int) -> tuple[Candidate, list[Candidate]]:

@@ -74,8 +74,15 @@ def write(frame: Frame) -> bytes:
     """Serialize a frame (header, payloads, checksum)."""
     head = bytearray(
         _FIXED.pack(
-            MAGIC, VERSION, 0, DTYPE_CODES[frame.dtype], frame.bits, len(frame.shape),
-            -1 if frame.axis is None else frame.axis, frame.kind, frame.param,
+            MAGIC,
+            VERSION,
+            0,
+            DTYPE_CODES[frame.dtype],
+            frame.bits,
+            len(frame.shape),
+            -1 if frame.axis is None else frame.axis,
+            frame.kind,
+            frame.param,
         )
     )
     head += struct.pack(f"<{len(frame.shape)}I", *frame.shape)
@@ -87,7 +94,9 @@ def write(frame: Frame) -> bytes:
         if s.coding == RANS:
             c = s.ctx
             ngroups = c.ngroups
-            head += struct.pack("<BBIIBB", s.prob_bits, s.block_log2, c.channels, c.inner, c.mult, ngroups)
+            head += struct.pack(
+                "<BBIIBB", s.prob_bits, s.block_log2, c.channels, c.inner, c.mult, ngroups
+            )
             if ngroups > 1:
                 head += np.asarray(c.group, np.uint8).tobytes()
             head += struct.pack("<IBB", c.nb_dist, c.nbuckets if c.nb_dist else 0, c.nb_ref)
@@ -128,7 +137,9 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
     if bytes(buf[:4]) != MAGIC:
         raise CodecError("not a splitstream frame (bad magic)")
     if buf[4] != VERSION:
-        raise CodecError(f"unsupported frame version {buf[4]} (this decoder reads version {VERSION})")
+        raise CodecError(
+            f"unsupported frame version {buf[4]} (this decoder reads version {VERSION})"
+        )
     body = buf[:-4]
     (crc,) = struct.unpack("<I", buf[-4:])
     if zlib.crc32(body) != crc:
@@ -186,8 +197,13 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
                     raise CodecError("channel group map does not match its group count")
             nb_dist, nbuckets, nb_ref = r.unpack("IBB")
             ctx = ContextSpec(
-                channels=max(channels, 1), inner=max(inner, 1), mult=mult, group=group,
-                nb_dist=nb_dist, nbuckets=nbuckets if nb_dist else 1, nb_ref=nb_ref,
+                channels=max(channels, 1),
+                inner=max(inner, 1),
+                mult=mult,
+                group=group,
+                nb_dist=nb_dist,
+                nbuckets=nbuckets if nb_dist else 1,
+                nb_ref=nb_ref,
             )
             if channels < 1 or inner < 1:
                 raise CodecError("bad context layout")

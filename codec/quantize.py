@@ -50,7 +50,9 @@ def normalize_axis(axis: int | None, ndim: int) -> int | None:
     return axis % ndim
 
 
-def params_from_range(mins: np.ndarray, maxs: np.ndarray, bits: int, axis: int | None) -> QuantParams:
+def params_from_range(
+    mins: np.ndarray, maxs: np.ndarray, bits: int, axis: int | None
+) -> QuantParams:
     """Scale and zero point from per-channel min/max (both already include 0)."""
     qmax = (1 << bits) - 1
     span = maxs.astype(np.float64) - mins.astype(np.float64)
@@ -59,11 +61,15 @@ def params_from_range(mins: np.ndarray, maxs: np.ndarray, bits: int, axis: int |
         raise CodecError("tensor range is too wide for float32 quantization parameters")
     # an all-zero channel keeps scale 1; tiny ranges are floored so that 1/scale stays finite
     scale = np.where(step > 0, np.maximum(step, MIN_STEP), 1.0).astype(np.float32)
-    zero = np.clip(np.rint(-mins.astype(np.float64) / scale.astype(np.float64)), 0, qmax).astype(np.uint8)
+    zero = np.clip(np.rint(-mins.astype(np.float64) / scale.astype(np.float64)), 0, qmax).astype(
+        np.uint8
+    )
     return QuantParams(bits=bits, axis=axis, scale=scale, zero=zero)
 
 
-def quantize(x: np.ndarray, bits: int, axis: int | None = None) -> tuple[np.ndarray, QuantParams, np.ndarray]:
+def quantize(
+    x: np.ndarray, bits: int, axis: int | None = None
+) -> tuple[np.ndarray, QuantParams, np.ndarray]:
     """Quantize float32 ``x`` to uint8 symbols. Returns (symbols, params, 256-bin histogram)."""
     if not 1 <= bits <= 8:
         raise CodecError(f"bits must be in 1..8, got {bits}")

@@ -95,7 +95,9 @@ def decode(
     freqs = np.ascontiguousarray(freqs, np.uint16)
 
     def run(rng: tuple[int, int]) -> bool:
-        return _kernels.rans_decode(buf, offsets, spec, freqs, prob_bits, block, n, rng[0], rng[1], out)
+        return _kernels.rans_decode(
+            buf, offsets, spec, freqs, prob_bits, block, n, rng[0], rng[1], out
+        )
 
     ranges = _ranges(nblocks, threads)
     oks = list(_pool().map(run, ranges)) if len(ranges) > 1 else [run(r) for r in ranges]

@@ -59,7 +59,9 @@ def split(q: np.ndarray, kind: int, param: int, layout: Layout, bits: int = 8) -
         counts = np.empty(rows, np.uint8)
         gaps = np.empty(q.size, np.uint8)
         vals = np.empty(q.size, np.uint8)
-        nnz = _kernels.csr_split(q, layout.zero, layout.channels, layout.inner, param, counts, gaps, vals)
+        nnz = _kernels.csr_split(
+            q, layout.zero, layout.channels, layout.inner, param, counts, gaps, vals
+        )
         return [counts, gaps[:nnz], vals[:nnz]]
     raise CodecError(f"unknown representation {kind}")
 
@@ -92,7 +94,9 @@ def validate(kind: int, param: int, bits: int) -> None:
     raise CodecError(f"unknown representation {kind}")
 
 
-def merge(streams: list[np.ndarray], kind: int, param: int, n: int, layout: Layout, bits: int = 8) -> np.ndarray:
+def merge(
+    streams: list[np.ndarray], kind: int, param: int, n: int, layout: Layout, bits: int = 8
+) -> np.ndarray:
     """The representation's streams -> symbols; raises CodecError if they are inconsistent."""
     if kind == DENSE:
         return streams[0]
@@ -106,6 +110,8 @@ def merge(streams: list[np.ndarray], kind: int, param: int, n: int, layout: Layo
         return out
     counts, gaps, vals = streams
     out = np.empty(n, np.uint8)
-    if not _kernels.csr_merge(counts, gaps, vals, layout.zero, layout.channels, layout.inner, param, out):
+    if not _kernels.csr_merge(
+        counts, gaps, vals, layout.zero, layout.channels, layout.inner, param, out
+    ):
         raise CodecError("inconsistent sparse streams")
     return out

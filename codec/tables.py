@@ -69,7 +69,9 @@ def deserialize(buf: memoryview, ntables: int, prob_bits: int) -> tuple[np.ndarr
     for t in range(ntables):
         if pos + 32 > len(data):
             raise CodecError("truncated frequency table")
-        present = np.unpackbits(np.frombuffer(data, np.uint8, 32, pos), bitorder="little").astype(bool)
+        present = np.unpackbits(np.frombuffer(data, np.uint8, 32, pos), bitorder="little").astype(
+            bool
+        )
         pos += 32
         syms = np.flatnonzero(present)
         vals = np.empty(syms.size, np.int64)

@@ -40,7 +40,11 @@ elements = st.one_of(st.just(0.0), finite32, st.floats(-4, 4, width=32))
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9), elements=elements),
+    x=hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9),
+        elements=elements,
+    ),
     bits=st.integers(1, 8),
     per_channel=st.booleans(),
     level=st.sampled_from([1, 3, 9]),
@@ -54,8 +58,11 @@ def test_roundtrip_float32(x, bits, per_channel, level, data):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    x=hnp.arrays(np.float16, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12),
-                 elements=st.floats(-6e4, 6e4, allow_nan=False, width=16)),
+    x=hnp.arrays(
+        np.float16,
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12),
+        elements=st.floats(-6e4, 6e4, allow_nan=False, width=16),
+    ),
     bits=st.integers(1, 8),
 )
 def test_roundtrip_float16(x, bits):
@@ -65,8 +72,11 @@ def test_roundtrip_float16(x, bits):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12),
-                 elements=st.floats(-1e6, 1e6, width=32)),
+    x=hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12),
+        elements=st.floats(-1e6, 1e6, width=32),
+    ),
     bits=st.integers(1, 8),
     per_channel=st.booleans(),
 )
@@ -147,7 +157,9 @@ def test_bad_input_is_a_clear_error(bad, match):
         codec.encode(bad)
 
 
-@pytest.mark.parametrize("kw", [{"bits": 0}, {"bits": 9}, {"bits": 2.5}, {"level": 0}, {"level": 10}, {"axis": 3}])
+@pytest.mark.parametrize(
+    "kw", [{"bits": 0}, {"bits": 9}, {"bits": 2.5}, {"level": 0}, {"level": 10}, {"axis": 3}]
+)
 def test_bad_parameters(kw):
     with pytest.raises(codec.CodecError):
         codec.encode(np.ones((2, 2, 2), np.float32), **kw)

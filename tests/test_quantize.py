@@ -29,7 +29,11 @@ def test_zero_exact_and_half_step(bits):
         y = dequantize(q, p, x.shape)
         assert np.all(y[x == 0] == 0)
         assert q.max() <= (1 << bits) - 1
-        step = p.scale if axis is None else np.expand_dims(p.scale, tuple(i for i in range(3) if i != axis))
+        step = (
+            p.scale
+            if axis is None
+            else np.expand_dims(p.scale, tuple(i for i in range(3) if i != axis))
+        )
         assert np.all(np.abs(y - x) <= 0.5 * step * (1 + 1e-5) + 1e-12)
 
 

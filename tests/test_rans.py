@@ -43,7 +43,11 @@ def test_lossless_lengths(n, kind):
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.binary(min_size=0, max_size=5000), prob_bits=st.integers(8, 15), block_log2=st.integers(5, 12))
+@given(
+    data=st.binary(min_size=0, max_size=5000),
+    prob_bits=st.integers(8, 15),
+    block_log2=st.integers(5, 12),
+)
 def test_lossless_any_bytes(data, prob_bits, block_log2):
     roundtrip(np.frombuffer(data, np.uint8), prob_bits=prob_bits, block_log2=block_log2)
 
@@ -54,7 +58,9 @@ def test_lossless_any_bytes(data, prob_bits, block_log2):
         ContextSpec(nb_dist=64, nbuckets=2, nb_ref=0),
         ContextSpec(nb_dist=40, nbuckets=4, nb_ref=7),
         ContextSpec(channels=8, inner=100, group=np.array([0, 1, 2, 3, 0, 1, 2, 3], np.uint8)),
-        ContextSpec(channels=8, inner=100, group=np.arange(8, dtype=np.uint8) % 2, nb_dist=100, nbuckets=2),
+        ContextSpec(
+            channels=8, inner=100, group=np.arange(8, dtype=np.uint8) % 2, nb_dist=100, nbuckets=2
+        ),
         ContextSpec(channels=3, inner=7, mult=4, group=np.array([0, 1, 1], np.uint8)),
     ],
 )
@@ -70,7 +76,9 @@ def test_contexts_pay_on_structured_data():
     n = 1 << 18
     rows = np.empty((n // 64, 64), np.uint8)
     rows[0] = rng.integers(0, 2, 64) * 9
-    for r in range(1, rows.shape[0]):  # each row repeats the one above, with 3% of positions flipped
+    for r in range(
+        1, rows.shape[0]
+    ):  # each row repeats the one above, with 3% of positions flipped
         flip = rng.random(64) < 0.03
         rows[r] = np.where(flip, 9 - rows[r - 1], rows[r - 1])
     sym = rows.reshape(-1)
