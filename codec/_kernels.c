@@ -149,17 +149,29 @@ static int parse_ctx(PyObject *spec, Ctx *c, Buf *gb, Buf *nb) {
     return 0;
 }
 
-/* Context id of every symbol in [b0, b1) (block-local neighbor rule), written to ctx[0 .. b1-b0). */
+/* Context id of every symbol in [b0, b1) (block-local neighbor rule), written to ctx[0 .. b1-b0).
+ * Channel groups are filled run by run (a channel covers inner / mult symbols), then neighbor buckets added. */
 static void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t b1, uint8_t *ctx) {
-    ChanIter it = {0, 0};
-    int have_group = c->group != NULL && c->channels > 1;
-    if (have_group) chan_init(c, &it, b0);
-    for (int64_t i = b0; i < b1; i++) {
-        int g = have_group ? c->group[it.ch] : 0;
-        int b = 0;
-        if (c->nb_dist && i - b0 >= c->nb_dist) b = c->nbmap[sym[i - c->nb_dist]];
-        ctx[i - b0] = (uint8_t)(g * c->nbuckets + b);
-        if (have_group) chan_next(c, &it);
+    int64_t n = b1 - b0;
+    if (c->group != NULL && c->channels > 1) {
+        ChanIter it = {0, 0};
+        chan_init(c, &it, b0);
+        int64_t k = 0;
+        while (k < n) {
+            /* symbols left in this channel: ceil((inner - rem) / mult) */
+            int64_t run = (c->inner - it.rem + c->mult - 1) / c->mult;
+            if (run < 1) run = 1;
+            if (run > n - k) run = n - k;
+            memset(ctx + k, (int)(c->group[it.ch] * c->nbuckets), (size_t)run);
+            for (int64_t t = 0; t < run; t++) chan_next(c, &it);
+            k += run;
+        }
+    } else {
+        memset(ctx, 0, (size_t)n);
+    }
+    if (c->nb_dist) {
+        const uint8_t *above = sym + b0 - c->nb_dist;
+        for (int64_t k = c->nb_dist; k < n; k++) ctx[k] = (uint8_t)(ctx[k] + c->nbmap[above[k]]);
     }
 }
 
@@ -928,12 +940,22 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
     const uint8_t *s = sym + b0;
     (void)pb;
     if (ctx) {
-        for (int64_t i = n - 1; i >= 0; i--) {
+        int64_t i = n - 1;
+        for (; i >= 0 && ((i + 1) & (LANES - 1)); i--) {
             int j = (int)(i & (LANES - 1));
             uint32_t x = st[j];
             const EncSym *e = &tabs[(int)ctx[i] * 256 + s[i]];
             ENC_STEP(x, e, wp);
             st[j] = x;
+        }
+        for (; i >= 0; i -= LANES) {
+            const uint8_t *p = s + i - (LANES - 1), *cp = ctx + i - (LANES - 1);
+            for (int j = LANES - 1; j >= 0; j--) {
+                uint32_t x = st[j];
+                const EncSym *e = &tabs[(int)cp[j] * 256 + p[j]];
+                ENC_STEP(x, e, wp);
+                st[j] = x;
+            }
         }
     } else {
         int64_t i = n - 1;
