@@ -859,6 +859,69 @@ done:
     return ret;
 }
 
+
+/* read_tables(buf, ntables, prob_bits, out u16[ntables*256]) -> bytes consumed, or -1 if malformed.
+ * Per table: a 32-byte presence bitmap, then f-1 of each present symbol in one byte (< 0x80) or two
+ * (0x80 | high bits, low byte). Every non-empty table must sum to 2^prob_bits. */
+static PyObject *py_read_tables(PyObject *self, PyObject *args) {
+    PyObject *bo, *oo;
+    int ntables, pb;
+    if (!PyArg_ParseTuple(args, "OiiO", &bo, &ntables, &pb, &oo)) return NULL;
+    Buf bb = {0}, ob = {0};
+    PyObject *ret = NULL;
+    if (get_buf(bo, &bb, 0, "buf") < 0 || get_buf(oo, &ob, 1, "out") < 0) goto done;
+    if (ntables < 1 || ntables > MAX_TABLES || pb < 8 || pb > 15 || ob.view.len < (Py_ssize_t)ntables * 512) {
+        PyErr_SetString(PyExc_ValueError, "read_tables: bad arguments");
+        goto done;
+    }
+    const uint8_t *p = (const uint8_t *)bb.view.buf;
+    int64_t len = bb.view.len, pos = 0;
+    uint16_t *out = (uint16_t *)ob.view.buf;
+    const uint32_t M = 1u << pb;
+    memset(out, 0, (size_t)ntables * 512);
+    for (int t = 0; t < ntables; t++) {
+        if (pos + 32 > len) {
+            ret = PyLong_FromLong(-1);
+            goto done;
+        }
+        const uint8_t *bm = p + pos;
+        pos += 32;
+        uint32_t sum = 0;
+        int present = 0;
+        for (int sym = 0; sym < 256; sym++) {
+            if (!((bm[sym >> 3] >> (sym & 7)) & 1)) continue;
+            present = 1;
+            if (pos >= len) {
+                ret = PyLong_FromLong(-1);
+                goto done;
+            }
+            uint32_t v = p[pos++];
+            if (v & 0x80) {
+                if (pos >= len) {
+                    ret = PyLong_FromLong(-1);
+                    goto done;
+                }
+                v = ((v & 0x7F) << 8) | p[pos++];
+            }
+            v += 1;
+            if (v > M) {
+                ret = PyLong_FromLong(-1);
+                goto done;
+            }
+            out[t * 256 + sym] = (uint16_t)v;
+            sum += v;
+        }
+        if (present && sum != M) {
+            ret = PyLong_FromLong(-1);
+            goto done;
+        }
+    }
+    ret = PyLong_FromLongLong(pos);
+done:
+    rel_buf(&bb), rel_buf(&ob);
+    return ret;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* rANS                                                                                              */
 
@@ -1384,6 +1447,7 @@ static PyMethodDef methods[] = {
     {"delta", py_delta, METH_VARARGS, "Prediction residuals at a distance (or their inverse)."},
     {"pack", py_pack, METH_VARARGS, "Pack 1/2/4-bit symbols into bytes."},
     {"unpack", py_unpack, METH_VARARGS, "Unpack bytes into 1/2/4-bit symbols."},
+    {"read_tables", py_read_tables, METH_VARARGS, "Parse serialized frequency tables."},
     {"normalize", py_normalize, METH_VARARGS, "Normalize counts to rANS frequencies."},
     {"rans_encode", py_rans_encode, METH_VARARGS, "Interleaved 32-lane rANS encode of a block range."},
     {"rans_decode", py_rans_decode, METH_VARARGS, "Interleaved 32-lane rANS decode of a block range."},

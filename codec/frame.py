@@ -167,9 +167,9 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
         raise CodecError("quantization parameter count does not match the shape")
     scale = np.frombuffer(r.take(4 * nq), "<f4").astype(np.float32)
     zero = np.frombuffer(r.take(nq), np.uint8).copy()
-    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
         raise CodecError("bad quantization scale")
-    if np.any(zero > (1 << bits) - 1):
+    if int(zero.max()) > (1 << bits) - 1:
         raise CodecError("zero point out of range")
     nnz, nstreams = r.unpack("IB")
     if kind not in (DENSE, PACKED, SPARSE, DELTA):
@@ -207,6 +207,8 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
             )
             if channels < 1 or inner < 1:
                 raise CodecError("bad context layout")
+            if nb_dist and nbuckets not in (2, 4):
+                raise CodecError("bad neighbor context")
             s.prob_bits, s.block_log2, s.ctx = pb, blog, ctx
             freqs, used = tables.deserialize(r.buf[r.pos :], ctx.ntables, pb)
             r.take(used)

@@ -31,8 +31,8 @@ def _pool() -> ThreadPoolExecutor:
 
 def _ranges(nblocks: int, threads: int) -> list[tuple[int, int]]:
     parts = max(1, min(threads, nblocks))
-    edges = np.linspace(0, nblocks, parts + 1).astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    edges = [nblocks * k // parts for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
 def nblocks_for(n: int, block_log2: int) -> int:

@@ -62,33 +62,8 @@ def table_bytes(freqs: np.ndarray) -> int:
 
 def deserialize(buf: memoryview, ntables: int, prob_bits: int) -> tuple[np.ndarray, int]:
     """Parse ``ntables`` tables from ``buf``; returns (freqs, bytes consumed). Validates sums."""
-    freqs = np.zeros((ntables, 256), np.uint16)
-    pos = 0
-    total = 1 << prob_bits
-    data = bytes(buf[: min(len(buf), ntables * (32 + 512))])
-    for t in range(ntables):
-        if pos + 32 > len(data):
-            raise CodecError("truncated frequency table")
-        present = np.unpackbits(np.frombuffer(data, np.uint8, 32, pos), bitorder="little").astype(
-            bool
-        )
-        pos += 32
-        syms = np.flatnonzero(present)
-        vals = np.empty(syms.size, np.int64)
-        for k in range(syms.size):
-            if pos >= len(data):
-                raise CodecError("truncated frequency table")
-            b = data[pos]
-            if b & 0x80:
-                if pos + 1 >= len(data):
-                    raise CodecError("truncated frequency table")
-                vals[k] = ((b & 0x7F) << 8) | data[pos + 1]
-                pos += 2
-            else:
-                vals[k] = b
-                pos += 1
-        vals += 1
-        if syms.size and (vals.max() > total or vals.sum() != total):
-            raise CodecError("frequency table does not sum to 2^prob_bits")
-        freqs[t, syms] = vals
-    return freqs, pos
+    freqs = np.empty((ntables, 256), np.uint16)
+    used = _kernels.read_tables(buf, ntables, prob_bits, freqs)
+    if used < 0:
+        raise CodecError("malformed frequency table")
+    return freqs, used
