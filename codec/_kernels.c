@@ -24,6 +24,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+static uint32_t perm_lut[256][8] __attribute__((aligned(32)));
+static uint32_t perm_hi[256][8] __attribute__((aligned(32))); /* needing lanes packed to the top, in order */
+static int cpu_has_avx2 = -1;
+
+static void init_avx2(void) {
+    for (int m = 0; m < 256; m++) {
+        int k = 0;
+        for (int lane = 0; lane < 8; lane++) perm_lut[m][lane] = (m >> lane) & 1 ? (uint32_t)k++ : 0;
+        int c = k, t = 0;
+        for (int lane = 0; lane < 8; lane++) perm_hi[m][lane] = 0;
+        for (int lane = 0; lane < 8; lane++)
+            if ((m >> lane) & 1) perm_hi[m][8 - c + t++] = (uint32_t)lane;
+    }
+    __builtin_cpu_init();
+    cpu_has_avx2 = __builtin_cpu_supports("avx2");
+}
+#endif
+
 #define LANES 32
 #define RANS_L (1u << 16)
 #define MAX_TABLES 256
@@ -993,6 +1014,54 @@ static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
         (x) = (x) + (e)->bias + q_ * (e)->cmpl;                              \
     } while (0)
 
+#ifdef HAVE_AVX2_PATH
+/* AVX2 encoder for whole 32-symbol steps [0, steps*32) of a block, walked backwards like the scalar loop.
+ * Per 8-lane vector: gathers fetch the symbol's (x_max, reciprocal, shifts, bias/complement), lanes at or
+ * above x_max emit their low 16 bits, packed to the top of an 8-word store in lane order (so the words land
+ * exactly where the scalar encoder puts them; the garbage below is overwritten later), then the state is
+ * divided by the frequency with the reciprocal and updated. Integer-only: same bytes as the scalar path. */
+__attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st, const uint8_t *s, const uint8_t *ctx,
+                                                                   int64_t steps, const EncSym *tabs, uint16_t *wp) {
+    __m256i X[4];
+    for (int v = 0; v < 4; v++) X[v] = _mm256_loadu_si256((const __m256i *)(st + 8 * v));
+    const int *base = (const int *)tabs;
+    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+    for (int64_t k = steps - 1; k >= 0; k--) {
+        const uint8_t *p = s + k * LANES;
+        for (int v = 3; v >= 0; v--) {
+            __m256i sym = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * v)));
+            if (ctx) {
+                __m256i cx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ctx + k * LANES + 8 * v)));
+                sym = _mm256_add_epi32(sym, _mm256_slli_epi32(cx, 8));
+            }
+            __m256i off = _mm256_slli_epi32(sym, 2); /* 4 u32 per EncSym */
+            __m256i xmax = _mm256_i32gather_epi32(base, off, 4);
+            __m256i rcp = _mm256_i32gather_epi32(base + 1, off, 4);
+            __m256i shs = _mm256_i32gather_epi32(base + 2, off, 4);
+            __m256i bc = _mm256_i32gather_epi32(base + 3, off, 4);
+            __m256i x = X[v];
+            __m256i need = _mm256_cmpeq_epi32(_mm256_max_epu32(x, xmax), x);
+            int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
+            __m256i words = _mm256_permutevar8x32_epi32(_mm256_and_si256(x, lo16),
+                                                        _mm256_load_si256((const __m256i *)perm_hi[m]));
+            __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(words, words), 0x08);
+            _mm_storeu_si128((__m128i *)(wp - 8), _mm256_castsi256_si128(packed));
+            wp -= __builtin_popcount((unsigned)m);
+            x = _mm256_blendv_epi8(x, _mm256_srli_epi32(x, 16), need);
+            __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(x, rcp), 32);
+            __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(rcp, 32));
+            __m256i t = _mm256_blend_epi32(even, odd, 0xAA);
+            __m256i sh1 = _mm256_and_si256(shs, lo16), sh2 = _mm256_srli_epi32(shs, 16);
+            __m256i q = _mm256_srlv_epi32(_mm256_add_epi32(t, _mm256_srlv_epi32(_mm256_sub_epi32(x, t), sh1)), sh2);
+            __m256i bias = _mm256_and_si256(bc, lo16), cmpl = _mm256_srli_epi32(bc, 16);
+            X[v] = _mm256_add_epi32(_mm256_add_epi32(x, bias), _mm256_mullo_epi32(q, cmpl));
+        }
+    }
+    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(st + 8 * v), X[v]);
+    return wp;
+}
+#endif
+
 /* Encode symbols [b0, b1) into dst (capacity STATE_BYTES + 2*(b1-b0)); returns bytes written. */
 static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const uint8_t *ctx, const EncSym *tabs,
                             int pb, uint8_t *dst, uint16_t *scratch_end) {
@@ -1011,6 +1080,12 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
             ENC_STEP(x, e, wp);
             st[j] = x;
         }
+#ifdef HAVE_AVX2_PATH
+        if (cpu_has_avx2 > 0 && i >= 0) {
+            wp = encode_steps_avx2(st, s, ctx, (i + 1) / LANES, tabs, wp);
+            i = -1;
+        }
+#endif
         for (; i >= 0; i -= LANES) {
             const uint8_t *p = s + i - (LANES - 1), *cp = ctx + i - (LANES - 1);
             for (int j = LANES - 1; j >= 0; j--) {
@@ -1029,6 +1104,12 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
             ENC_STEP(x, e, wp);
             st[j] = x;
         }
+#ifdef HAVE_AVX2_PATH
+        if (cpu_has_avx2 > 0 && i >= 0) {
+            wp = encode_steps_avx2(st, s, NULL, (i + 1) / LANES, tabs, wp);
+            i = -1;
+        }
+#endif
         for (; i >= 0; i -= LANES) {
             const uint8_t *p = s + i - (LANES - 1);
             for (int j = LANES - 1; j >= 0; j--) {
@@ -1076,7 +1157,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
         goto done;
     }
     tabs = (EncSym *)malloc(sizeof(EncSym) * 256 * (size_t)c.ntables);
-    scratch = (uint16_t *)malloc(sizeof(uint16_t) * ((size_t)block + 1));
+    scratch = (uint16_t *)malloc(sizeof(uint16_t) * ((size_t)block + 8)); /* 8 spare slots below the words */
     if (c.ntables > 1) ctx = (uint8_t *)malloc((size_t)block);
     if (!tabs || !scratch || (c.ntables > 1 && !ctx)) {
         PyErr_NoMemory();
@@ -1106,7 +1187,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
                 if (freqs[sym[i]] == 0) missing = 1;
         }
         if (missing) break;
-        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, pb, out + pos, scratch + block + 1);
+        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, pb, out + pos, scratch + block + 8);
         sizes[b - bf] = (uint32_t)sz;
         pos += sz;
     }
@@ -1214,21 +1295,7 @@ static inline uint32_t pack_slot(const DecSlot *d) {
     return ((uint32_t)d->sym << 24) | ((uint32_t)(d->freq - 1) << 12) | d->bias;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_AVX2_PATH 1
-static uint32_t perm_lut[256][8] __attribute__((aligned(32)));
-static int cpu_has_avx2 = -1;
-
-static void init_avx2(void) {
-    for (int m = 0; m < 256; m++) {
-        int k = 0;
-        for (int lane = 0; lane < 8; lane++) perm_lut[m][lane] = (m >> lane) & 1 ? (uint32_t)k++ : 0;
-    }
-    __builtin_cpu_init();
-    cpu_has_avx2 = __builtin_cpu_supports("avx2");
-}
-
+#ifdef HAVE_AVX2_PATH
 __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, const uint8_t *w, int64_t nw,
                                                                   int64_t *wi_io, const uint32_t *tabs, int pb,
                                                                   uint8_t *o, int64_t i, int64_t n, const Ctx *c,
@@ -1434,7 +1501,27 @@ done:
 
 /* ------------------------------------------------------------------------------------------------ */
 
+/* set_simd(enabled) -> previous setting: lets tests compare the vector and scalar paths byte for byte. */
+static PyObject *py_set_simd(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+#ifdef HAVE_AVX2_PATH
+    int prev = cpu_has_avx2 > 0;
+    if (on) {
+        __builtin_cpu_init();
+        cpu_has_avx2 = __builtin_cpu_supports("avx2");
+    } else {
+        cpu_has_avx2 = 0;
+    }
+    return PyBool_FromLong(prev);
+#else
+    (void)on;
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 paths; returns the previous state."},
     {"minmax", py_minmax, METH_VARARGS, "Per-channel min/max (including 0); returns False on NaN/Inf."},
     {"quantize", py_quantize, METH_VARARGS, "Asymmetric per-channel quantization to u8 (+ optional histogram)."},
     {"dequantize", py_dequantize, METH_VARARGS, "u8 symbols back to float32."},

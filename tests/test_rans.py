@@ -121,3 +121,35 @@ def test_normalize_keeps_every_symbol_and_sum():
         for t in range(3):
             assert f[t].sum() == 1 << pb
             assert np.all((f[t] > 0) == (counts[t] > 0))
+
+
+def test_vector_and_scalar_paths_agree_byte_for_byte():
+    from codec import _kernels
+
+    rng = np.random.default_rng(6)
+    cases = [
+        (rng.geometric(0.05, 100_003).clip(0, 255).astype(np.uint8), ContextSpec()),
+        (rng.integers(0, 256, 70_000).astype(np.uint8), ContextSpec()),
+        (
+            np.where(rng.random(90_000) < 0.5, 0, rng.integers(0, 30, 90_000)).astype(np.uint8),
+            ContextSpec(nb_dist=96, nbuckets=4, nb_ref=0),
+        ),
+        (
+            rng.integers(0, 12, 64 * 96 * 5).astype(np.uint8),
+            ContextSpec(channels=64, inner=96, group=(np.arange(64) % 4).astype(np.uint8), nb_dist=96, nbuckets=2),
+        ),
+    ]
+    for sym, ctx in cases:
+        counts = np.zeros((ctx.ntables, 256), np.uint32)
+        _kernels.context_histogram(sym, ctx.kernel_spec(), 1 << 14, counts, 1)
+        freqs = tables.normalize(counts, 12)
+        prev = _kernels.set_simd(False)
+        try:
+            scalar = rans.encode(sym, freqs, 12, 14, ctx)
+            scalar_out = rans.decode(scalar, sym.size, freqs, 12, 14, ctx)
+        finally:
+            _kernels.set_simd(prev)
+        vector = rans.encode(sym, freqs, 12, 14, ctx)
+        assert vector == scalar
+        assert np.array_equal(scalar_out, sym)
+        assert np.array_equal(rans.decode(scalar, sym.size, freqs, 12, 14, ctx), sym)
