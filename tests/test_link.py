@@ -77,14 +77,20 @@ def test_unconstrained_link_only_adds_delay():
 
 
 def test_realtime_transmit_goodput_asyncio():
+    """Real clock: a sender keeping two transmissions outstanding (as the Transport actor does)."""
     mbps = 10.0
     link = EmulatedLink(LinkSpec(bandwidth_mbps=mbps))
     chunk, count = 25_000, 16  # 400 kB = 0.32 s at 10 Mbit/s
 
     async def send() -> float:
+        slots = asyncio.Semaphore(2)
+
+        async def one() -> None:
+            async with slots:
+                await link.transmit(chunk)
+
         t0 = time.monotonic()
-        for _ in range(count):
-            await link.transmit(chunk)
+        await asyncio.gather(*(one() for _ in range(count)))
         return time.monotonic() - t0
 
     elapsed = asyncio.run(send())
