@@ -90,16 +90,24 @@ class ContextSpec:
 ORDER0 = ContextSpec()
 
 
-def group_channels(channel_counts: np.ndarray, ngroups: int) -> np.ndarray:
-    """Assign channels to ``ngroups`` tables: sort by (zero-point share, mean symbol) and cut evenly.
-
-    Cheap and deterministic; channels with similar sparsity and level end up sharing a table.
-    """
+def channel_order(channel_counts: np.ndarray) -> np.ndarray:
+    """Channels sorted by (zero-point share, mean symbol): neighbours in this order share tables well."""
     counts = channel_counts.astype(np.float64)
     totals = np.maximum(counts.sum(axis=1), 1.0)
     mode_share = counts.max(axis=1) / totals
-    mean = (counts * np.arange(256)).sum(axis=1) / totals
-    order = np.lexsort((mean, mode_share))
-    group = np.empty(counts.shape[0], np.uint8)
-    group[order] = (np.arange(counts.shape[0]) * ngroups // counts.shape[0]).astype(np.uint8)
+    mean = counts @ np.arange(256, dtype=np.float64) / totals
+    return np.lexsort((mean, mode_share))
+
+
+def group_channels(order: np.ndarray, ngroups: int) -> np.ndarray:
+    """Cut the channel order into ``ngroups`` equal runs: the group map (uint8 per channel)."""
+    group = np.empty(order.size, np.uint8)
+    group[order] = (np.arange(order.size) * ngroups // order.size).astype(np.uint8)
     return group
+
+
+def group_counts(channel_counts: np.ndarray, group: np.ndarray, ngroups: int) -> np.ndarray:
+    """Per-group symbol counts summed from per-channel counts (no pass over the data)."""
+    out = np.zeros((ngroups, 256), np.uint64)
+    np.add.at(out, group, channel_counts.astype(np.uint64))
+    return out.astype(np.uint32)

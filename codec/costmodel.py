@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kernels, rans, tables
-from .contexts import ORDER0, ContextSpec, group_channels
+from .contexts import ORDER0, ContextSpec, channel_order, group_channels, group_counts
 from .represent import (
     DELTA,
     DENSE,
@@ -31,7 +31,7 @@ STORED, RANS = 0, 1
 STREAM_HEADER_BYTES = 24  # approximate per-stream header (lengths, coding, context description)
 MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 1, 9, 3
 SAMPLE_CHUNK = 255 * 64  # sampled statistics take whole chunks of this many symbols
-SAMPLE_TARGET = 1 << 17
+SAMPLE_TARGET = 1 << 16
 
 
 @dataclass
@@ -155,7 +155,7 @@ def sparse_widths(shape: tuple[int, ...], level: int) -> list[int]:
     for w in grid:
         if w not in widths:
             widths.append(w)
-    return widths[: (3 if level <= 1 else 5 if level < 6 else len(widths))]
+    return widths[: (3 if level < 6 else len(widths))]
 
 
 def _dense_options(
@@ -164,7 +164,7 @@ def _dense_options(
     n = sym.size
     block = 1 << block_log2
     nblocks = rans.nblocks_for(n, block_log2)
-    stride = 1 if level >= 6 or nblocks <= 4 else max(1, nblocks // 4)
+    stride = 1 if level >= 6 or nblocks <= 2 else max(1, nblocks // 2)
     sampled = sum(min(block, n - b * block) for b in range(0, nblocks, stride))
     scale = n / max(sampled, 1)
     pb = tables.DEFAULT_PROB_BITS
@@ -192,10 +192,13 @@ def _dense_options(
         if 4 <= channels <= 4096:
             ch_counts = np.empty((channels, 256), np.uint32)
             _kernels.channel_histogram(sym, channels, inner, ch_counts)
+            order = channel_order(ch_counts)
             for g in (4, 16) if level < 6 else (2, 4, 8, 16, 32):
                 if g < channels:
-                    group = group_channels(ch_counts, g)
-                    measure(ContextSpec(channels=channels, inner=inner, group=group))
+                    group = group_channels(order, g)
+                    spec = ContextSpec(channels=channels, inner=inner, group=group)
+                    counts = group_counts(ch_counts, group, g)
+                    options.append((StreamPlan(RANS, spec, pb), stream_cost(counts, n, 1.0, block_log2, pb)))
             if level >= 6:
                 best_nb = [o[0].ctx for o in options if o[0].ctx.nb_dist]
                 best_g = [o[0].ctx for o in options if o[0].ctx.group is not None]
@@ -247,6 +250,8 @@ def candidates(
             options = _dense_options(sub, res, level, block_log2, 1, int(np.argmax(res_hist)))
             for plan in _distinct(options, n):
                 out.append(Candidate(DELTA, d, [plan], plan.predicted_bytes))
+            if level < 6 and not options[0][1] < 0.97 * min(c.predicted_bytes for c in out):
+                break  # the nearest predictor did not pay: farther ones rarely do at fast levels
 
     lay = info.layout
     zero_share = float(info.hist[int(lay.zero[0])]) / max(n, 1) if lay.channels == 1 else None

@@ -20,10 +20,9 @@ def normalize(counts: np.ndarray, prob_bits: int = DEFAULT_PROB_BITS) -> np.ndar
 
 def coded_bits(counts: np.ndarray, freqs: np.ndarray, prob_bits: int) -> float:
     """Bits rANS spends on symbols with these counts under these frequencies (within a few bits per block)."""
-    counts = counts.reshape(-1).astype(np.float64)
-    f = freqs.reshape(-1).astype(np.float64)
-    used = counts > 0
-    return float(np.sum(counts[used] * (prob_bits - np.log2(f[used]))))
+    return _kernels.coded_bits(
+        np.ascontiguousarray(counts, np.uint32).reshape(-1), np.ascontiguousarray(freqs, np.uint16).reshape(-1), prob_bits
+    )
 
 
 def entropy_bits(counts: np.ndarray) -> float:
