@@ -368,6 +368,8 @@ def _report(
         "compression_ratio": raw / wire if wire else math.nan,
         "goodput_mbps": good["goodput_mbps"],
         "goodput_window_s": good["window_s"],
+        "goodput_window_batches": good.get("window_batches", 0),
+        "link_batches": len(link["tx"]),
         "link_utilization": lstats.get("utilization"),
         "link": lstats,
         "peak_inflight_batches": max(h.peak for h in ex.hops),
