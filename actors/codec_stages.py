@@ -17,7 +17,12 @@ class Encoder(StageBase):
     stage = "encoder"
 
     def __init__(
-        self, kind: str = "ours", bits: int = 8, level: int = 3, axis: int | None = None, replica: int = 0
+        self,
+        kind: str = "ours",
+        bits: int = 8,
+        level: int = 3,
+        axis: int | None = None,
+        replica: int = 0,
     ) -> None:
         super().__init__(replica)
         self.kind, self.bits, self.level, self.axis = kind, bits, level, axis
@@ -29,7 +34,9 @@ class Encoder(StageBase):
         frames = [encode_tensor(f, self.kind, self.bits, self.level, self.axis) for f in feat]
         shapes = [tuple(f.shape) for f in feat]
         rb = pack_batch(batch["ids"], frames, batch["labels"], batch["t_src"], shapes)
-        self.rec.record(start, time.time(), len(frames), int(feat.nbytes), sum(len(f) for f in frames))
+        self.rec.record(
+            start, time.time(), len(frames), int(feat.nbytes), sum(len(f) for f in frames)
+        )
         return rb
 
 

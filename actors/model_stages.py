@@ -50,8 +50,15 @@ class HeadModel(StageBase):
         if feat.dtype == torch.bfloat16:
             feat = feat.float()
         feat_np = feat.detach().cpu().numpy()
-        out = {"ids": batch["ids"], "feat": feat_np, "labels": batch["labels"], "t_src": batch["t_src"]}
-        self.rec.record(start, time.time(), len(batch["ids"]), int(batch["x"].nbytes), int(feat_np.nbytes))
+        out = {
+            "ids": batch["ids"],
+            "feat": feat_np,
+            "labels": batch["labels"],
+            "t_src": batch["t_src"],
+        }
+        self.rec.record(
+            start, time.time(), len(batch["ids"]), int(batch["x"].nbytes), int(feat_np.nbytes)
+        )
         return out
 
 
@@ -77,6 +84,13 @@ class TailModel(StageBase):
         preds = logits.argmax(-1).cpu().numpy().astype(np.int64)
         if preds.ndim > 1:  # sequence models: keep the last position's prediction
             preds = preds[..., -1]
-        out = {"ids": batch["ids"], "preds": preds, "labels": batch["labels"], "t_src": batch["t_src"]}
-        self.rec.record(start, time.time(), len(batch["ids"]), int(batch["feat"].nbytes), int(preds.nbytes))
+        out = {
+            "ids": batch["ids"],
+            "preds": preds,
+            "labels": batch["labels"],
+            "t_src": batch["t_src"],
+        }
+        self.rec.record(
+            start, time.time(), len(batch["ids"]), int(batch["feat"].nbytes), int(preds.nbytes)
+        )
         return out

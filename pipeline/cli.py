@@ -19,11 +19,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the edge-to-cloud stream and print a report")
     run.add_argument("--config", default=None, help="YAML config (defaults only if omitted)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="dotted override, e.g. --set link.bandwidth_mbps=5 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set link.bandwidth_mbps=5 (repeatable)",
+    )
     run.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
-    run.add_argument("--plot", default=None, metavar="PNG",
-                     help="write a PNG summary (default: next to --json, same name)")
+    run.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="write a PNG summary (default: next to --json, same name)",
+    )
     run.add_argument("--address", default=None, help="Ray address (overrides ray.address)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     check = sub.add_parser("check", help="validate a config and print it (starts nothing)")

@@ -60,7 +60,9 @@ class SampleSource:
         return out, None
 
 
-def resolve_source(source: str, model_name: str, shape: list[int] | None, input_size: int | None, seed: int) -> SourceSpec:
+def resolve_source(
+    source: str, model_name: str, shape: list[int] | None, input_size: int | None, seed: int
+) -> SourceSpec:
     """Pick the source for a config: ``auto`` = digits for digits models, synthetic otherwise."""
     kind = source
     if kind == "auto":

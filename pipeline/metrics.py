@@ -66,7 +66,9 @@ class StageRecorder:
         if export:
             self._metrics = _make_ray_metrics(stage, replica)
 
-    def record(self, start: float, end: float, samples: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    def record(
+        self, start: float, end: float, samples: int, bytes_in: int = 0, bytes_out: int = 0
+    ) -> None:
         """Store one call and update the exported counters."""
         self.records.append(CallRecord(start, end, samples, bytes_in, bytes_out))
         if self._metrics is not None:
@@ -125,8 +127,16 @@ class FlowGauges:
                 from ray.util.metrics import Gauge
 
                 self._g = (
-                    Gauge("splitstream_queue_depth", "batches queued before a stage", tag_keys=("stage",)),
-                    Gauge("splitstream_inflight_batches", "batches in flight into a stage", tag_keys=("stage",)),
+                    Gauge(
+                        "splitstream_queue_depth",
+                        "batches queued before a stage",
+                        tag_keys=("stage",),
+                    ),
+                    Gauge(
+                        "splitstream_inflight_batches",
+                        "batches in flight into a stage",
+                        tag_keys=("stage",),
+                    ),
                 )
         except Exception:  # pragma: no cover - metrics unavailable
             self._g = None
@@ -255,7 +265,10 @@ def format_report(report: dict[str, Any]) -> str:
     e2e = [
         ("samples delivered", report.get("delivered")),
         ("throughput (samples/s)", report.get("throughput_sps")),
-        ("latency p50 / p99 (ms)", f"{_fmt(report.get('latency_p50_ms'))} / {_fmt(report.get('latency_p99_ms'))}"),
+        (
+            "latency p50 / p99 (ms)",
+            f"{_fmt(report.get('latency_p50_ms'))} / {_fmt(report.get('latency_p99_ms'))}",
+        ),
         ("raw -> wire bytes", f"{report.get('raw_bytes')} -> {report.get('wire_bytes')}"),
         ("compression ratio", _fmt(report.get("compression_ratio"), 2)),
         ("link goodput (Mbit/s)", _fmt(report.get("goodput_mbps"), 3)),
@@ -268,18 +281,28 @@ def format_report(report: dict[str, Any]) -> str:
         e2e.append(("accuracy (vs labels)", _fmt(100 * fid["accuracy"], 2) + " %"))
     if fid.get("agreement") is not None:
         e2e.append(
-            (f"top-1 agreement (n={fid.get('reference_samples')})", _fmt(100 * fid["agreement"], 2) + " %")
+            (
+                f"top-1 agreement (n={fid.get('reference_samples')})",
+                _fmt(100 * fid["agreement"], 2) + " %",
+            )
         )
     mem = report.get("memory") or {}
     if mem:
-        e2e.append(("RSS first / max / last (MiB)", f"{_fmt(mem.get('rss_mb_first'))} / {_fmt(mem.get('rss_mb_max'))} / {_fmt(mem.get('rss_mb_last'))}"))
+        e2e.append(
+            (
+                "RSS first / max / last (MiB)",
+                f"{_fmt(mem.get('rss_mb_first'))} / {_fmt(mem.get('rss_mb_max'))} / {_fmt(mem.get('rss_mb_last'))}",
+            )
+        )
     width = max(len(k) for k, _ in e2e)
     lines += [f"{k.ljust(width)}  {_fmt(v)}" for k, v in e2e]
     lines.append("-" * 78)
     head = f"{'stage':<10}{'sps':>9}{'p50ms':>9}{'p99ms':>9}{'busy_s':>8}{'bp_s':>7}{'q_mean':>8}{'q_max':>6}{'batch':>7}  node"
     lines.append(head)
     for name, st in (report.get("stages") or {}).items():
-        nodes = ",".join(sorted({str(p.get("ip") or p.get("node_id") or "?") for p in st.get("placement", [])}))
+        nodes = ",".join(
+            sorted({str(p.get("ip") or p.get("node_id") or "?") for p in st.get("placement", [])})
+        )
         lines.append(
             f"{name:<10}{_fmt(st.get('throughput_sps')):>9}{_fmt(st.get('latency_p50_ms'), 2):>9}"
             f"{_fmt(st.get('latency_p99_ms'), 2):>9}{_fmt(st.get('busy_s'), 2):>8}"
@@ -317,7 +340,12 @@ def plot_report(report: dict[str, Any], path: str) -> str:
     store = [m.get("object_store_used_mb") for m in mem]
     if any(s is not None for s in store):
         ax2 = ax[1, 0].twinx()
-        ax2.plot([m["t"] for m in mem], [s or 0.0 for s in store], color="tab:orange", label="object store")
+        ax2.plot(
+            [m["t"] for m in mem],
+            [s or 0.0 for s in store],
+            color="tab:orange",
+            label="object store",
+        )
         ax2.set_ylabel("object store used (MiB)")
     ax[1, 0].set_xlabel("time (s)")
     ax[1, 0].set_ylabel("RSS (MiB)")

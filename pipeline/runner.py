@@ -121,7 +121,9 @@ def _link_spec(cfg: PipelineConfig):
     return resolve_link(cfg.link.profile, **link_spec_kwargs(cfg))
 
 
-def build_graph(cfg: PipelineConfig, factory: Callable[[], tuple[Any, Any]]) -> dict[str, list[Any]]:
+def build_graph(
+    cfg: PipelineConfig, factory: Callable[[], tuple[Any, Any]]
+) -> dict[str, list[Any]]:
     """Create every actor with its placement; returns handles per stage (incl. source)."""
     import ray
 
@@ -139,17 +141,30 @@ def build_graph(cfg: PipelineConfig, factory: Callable[[], tuple[Any, Any]]) -> 
 
     g["source"] = [
         remote(Source, "source").remote(
-            spec, cfg.samples, b.max_batch_size, b.max_wait_ms, b.min_batch_size, b.adaptive, cfg.data.rate_sps
+            spec,
+            cfg.samples,
+            b.max_batch_size,
+            b.max_wait_ms,
+            b.min_batch_size,
+            b.adaptive,
+            cfg.data.rate_sps,
         )
     ]
-    g["head"] = [remote(HeadModel, "head").remote(factory, r, "head" in gpu) for r in range(cfg.replicas.head)]
+    g["head"] = [
+        remote(HeadModel, "head").remote(factory, r, "head" in gpu)
+        for r in range(cfg.replicas.head)
+    ]
     c = cfg.codec
     g["encoder"] = [
-        remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, r) for r in range(cfg.replicas.encoder)
+        remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, r)
+        for r in range(cfg.replicas.encoder)
     ]
     g["transport"] = [remote(Transport, "transport").remote(_link_spec(cfg))]
     g["decoder"] = [remote(Decoder, "decoder").remote(r) for r in range(cfg.replicas.decoder)]
-    g["tail"] = [remote(TailModel, "tail").remote(factory, r, "tail" in gpu) for r in range(cfg.replicas.tail)]
+    g["tail"] = [
+        remote(TailModel, "tail").remote(factory, r, "tail" in gpu)
+        for r in range(cfg.replicas.tail)
+    ]
     ref_n = cfg.fidelity.reference_samples
     g["sink"] = [remote(Sink, "sink").remote(cfg.samples, spec, factory if ref_n > 0 else None)]
     return g
@@ -233,7 +248,11 @@ class _Executor:
                 for i in reversed(range(len(self.stages))):
                     while self._submit(i):
                         pass
-                if not self.source_done and self.source_pending is None and self.hops[0].try_acquire():
+                if (
+                    not self.source_done
+                    and self.source_pending is None
+                    and self.hops[0].try_acquire()
+                ):
                     meta, batch = self.source.next_batch.options(num_returns=2).remote()
                     self.source_pending = (meta, batch)
                 now = time.monotonic()
@@ -375,7 +394,10 @@ def _report(
         "peak_inflight_batches": max(h.peak for h in ex.hops),
         "peak_inflight_total": ex.peak_total,
         "window": cfg.flow.window,
-        "hops": {n: {"peak": h.peak, "refused": h.refused} for n, h in zip(STAGE_ORDER, ex.hops, strict=True)},
+        "hops": {
+            n: {"peak": h.peak, "refused": h.refused}
+            for n, h in zip(STAGE_ORDER, ex.hops, strict=True)
+        },
         "lost": summary["lost"],
         "duplicated": summary["duplicated"],
         "unexpected": summary["unexpected"],

@@ -34,7 +34,9 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"codec.kind: unknown kind {kind!r}; choose from {list(KINDS)}")
 
 
-def encode_tensor(x: Any, kind: str = "ours", bits: int = 8, level: int = 3, axis: int | None = None) -> bytes:
+def encode_tensor(
+    x: Any, kind: str = "ours", bits: int = 8, level: int = 3, axis: int | None = None
+) -> bytes:
     """Serialize one feature tensor (NumPy array or torch tensor) as ``kind``."""
     _check_kind(kind)
     if kind == "ours":
@@ -44,7 +46,9 @@ def encode_tensor(x: Any, kind: str = "ours", bits: int = 8, level: int = 3, axi
     arr = _to_numpy(x)
     if arr.ndim > _MAX_NDIM:
         raise WireError(f"tensor has {arr.ndim} dims, at most {_MAX_NDIM} supported")
-    header = _HEADER.pack(_MAGIC, _KIND_CODE[kind], arr.ndim) + struct.pack(f"<{arr.ndim}Q", *arr.shape)
+    header = _HEADER.pack(_MAGIC, _KIND_CODE[kind], arr.ndim) + struct.pack(
+        f"<{arr.ndim}Q", *arr.shape
+    )
     if kind == "fp16":
         body = arr.astype("<f2", copy=False).tobytes()
     else:
@@ -79,12 +83,16 @@ def decode_tensor(blob: bytes | memoryview) -> np.ndarray:
         import zstandard
 
         try:
-            body = memoryview(zstandard.ZstdDecompressor().decompress(bytes(body), max_output_size=4 * count))
+            body = memoryview(
+                zstandard.ZstdDecompressor().decompress(bytes(body), max_output_size=4 * count)
+            )
         except zstandard.ZstdError as exc:
             raise WireError(f"zstd payload does not decompress: {exc}") from None
     dtype = np.dtype("<f2") if kind == "fp16" else np.dtype("<f4")
     if len(body) != count * dtype.itemsize:
-        raise WireError(f"payload has {len(body)} bytes, shape {shape} needs {count * dtype.itemsize}")
+        raise WireError(
+            f"payload has {len(body)} bytes, shape {shape} needs {count * dtype.itemsize}"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
 
 
@@ -116,12 +124,16 @@ def pack_batch(
 
     batch = frames_to_batch(np.asarray(ids, dtype=np.int64).tolist(), frames, shapes)
     n = batch.num_rows
-    label_arr = pa.nulls(n, pa.int64()) if labels is None else pa.array(np.asarray(labels, dtype=np.int64))
+    label_arr = (
+        pa.nulls(n, pa.int64()) if labels is None else pa.array(np.asarray(labels, dtype=np.int64))
+    )
     batch = batch.append_column("label", label_arr)
     return batch.append_column("t_src", pa.array(np.asarray(t_src, dtype=np.float64)))
 
 
-def unpack_batch(batch: pa.RecordBatch) -> tuple[np.ndarray, list[bytes], np.ndarray | None, np.ndarray]:
+def unpack_batch(
+    batch: pa.RecordBatch,
+) -> tuple[np.ndarray, list[bytes], np.ndarray | None, np.ndarray]:
     """Inverse of :func:`pack_batch`: ``(ids, frames, labels or None, t_src)``."""
     from codec.arrow import batch_to_frames
 
@@ -130,7 +142,9 @@ def unpack_batch(batch: pa.RecordBatch) -> tuple[np.ndarray, list[bytes], np.nda
     if missing:
         raise WireError(f"Arrow batch lacks column(s) {missing}")
     label_col = batch.column("label")
-    labels = None if label_col.null_count == len(label_col) else label_col.to_numpy(zero_copy_only=False)
+    labels = (
+        None if label_col.null_count == len(label_col) else label_col.to_numpy(zero_copy_only=False)
+    )
     t_src = batch.column("t_src").to_numpy()
     ids, frames = batch_to_frames(batch.drop_columns(list(EXTRA_COLUMNS)))
     return np.asarray(ids, dtype=np.int64), list(frames), labels, t_src

@@ -34,8 +34,12 @@ SPEC = SourceSpec("synthetic", (3, 8, 8), seed=1)
 def _feat_batch(n: int = 6, kind_seed: int = 0) -> dict:
     rng = np.random.default_rng(kind_seed)
     feat = np.maximum(rng.standard_normal((n, 4, 8, 8)).astype(np.float32), 0)
-    return {"ids": np.arange(n, dtype=np.int64), "feat": feat, "labels": None,
-            "t_src": np.full(n, time.time())}
+    return {
+        "ids": np.arange(n, dtype=np.int64),
+        "feat": feat,
+        "labels": None,
+        "t_src": np.full(n, time.time()),
+    }
 
 
 def test_source_batches_grow_and_cover_all_ids_once():
@@ -56,7 +60,9 @@ def test_source_batches_grow_and_cover_all_ids_once():
 
 
 def test_paced_source_lingers_at_most_max_wait():
-    src = Source(SPEC, samples=10, max_batch_size=64, max_wait_ms=30, rate_sps=200.0, adaptive=False)
+    src = Source(
+        SPEC, samples=10, max_batch_size=64, max_wait_ms=30, rate_sps=200.0, adaptive=False
+    )
     t0 = time.time()
     meta, batch = src.next_batch()
     took = time.time() - t0
@@ -116,8 +122,11 @@ def test_transport_is_fifo_and_paced_by_the_link():
 def test_sink_counts_loss_duplicates_and_accuracy():
     sink = Sink(expected=5, source_spec=SPEC, factory=tiny_factory)
     mk = lambda ids, preds, labels: {  # noqa: E731
-        "ids": np.asarray(ids), "preds": np.asarray(preds), "labels": np.asarray(labels),
-        "t_src": np.full(len(ids), time.time() - 0.01)}
+        "ids": np.asarray(ids),
+        "preds": np.asarray(preds),
+        "labels": np.asarray(labels),
+        "t_src": np.full(len(ids), time.time() - 0.01),
+    }
     assert sink.receive(mk([0, 1], [3, 4], [3, 0])) == 2
     sink.receive(mk([1, 2], [4, 2], [0, 2]))
     s = sink.summary(reference_samples=3)

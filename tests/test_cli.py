@@ -18,14 +18,27 @@ REPO = Path(__file__).resolve().parents[1]
 def _run(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def test_demo_config_runs_and_writes_json(tmp_path):
     out = tmp_path / "res" / "demo.json"
-    proc = _run("run", "--config", "configs/demo.yaml", "--set", "samples=64",
-                "--set", "fidelity.reference_samples=32", "--json", str(out), "--no-progress")
+    proc = _run(
+        "run",
+        "--config",
+        "configs/demo.yaml",
+        "--set",
+        "samples=64",
+        "--set",
+        "fidelity.reference_samples=32",
+        "--json",
+        str(out),
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "splitstream run report" in proc.stdout and "transport" in proc.stdout
     rep = json.loads(out.read_text())
@@ -59,7 +72,9 @@ def test_bad_config_fails_fast_naming_the_key(override, key, capsys):
 
 
 def test_bad_config_subprocess_never_starts_ray():
-    proc = _run("run", "--config", "configs/demo.yaml", "--set", "link.bandwidth_mbps=-1", timeout=120)
+    proc = _run(
+        "run", "--config", "configs/demo.yaml", "--set", "link.bandwidth_mbps=-1", timeout=120
+    )
     assert proc.returncode == 2
     assert "link.bandwidth_mbps" in proc.stderr
     assert "Started a local Ray instance" not in proc.stdout + proc.stderr

@@ -30,8 +30,16 @@ def test_shipped_configs_exist():
 
 def test_defaults_and_dotted_overrides(tmp_path):
     p = _write(tmp_path, "samples: 10\nlink:\n  profile: 10mbit\n")
-    cfg = load_config(p, ["link.bandwidth_mbps=2.5", "codec.bits=4", "placement.gpu_stages=[head]",
-                          "ray.address=null", "model.weights=none.pt"])
+    cfg = load_config(
+        p,
+        [
+            "link.bandwidth_mbps=2.5",
+            "codec.bits=4",
+            "placement.gpu_stages=[head]",
+            "ray.address=null",
+            "model.weights=none.pt",
+        ],
+    )
     assert cfg.samples == 10
     assert cfg.link.profile == "10mbit" and cfg.link.bandwidth_mbps == 2.5
     assert cfg.codec.bits == 4 and cfg.codec.kind == "ours"

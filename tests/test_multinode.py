@@ -34,11 +34,18 @@ def edge_cloud():
         ray.shutdown()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": False,
-                        "object_store_memory": 128 * 1024 * 1024},
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "object_store_memory": 128 * 1024 * 1024,
+        },
     )
-    edge = cluster.add_node(num_cpus=1, resources={"edge": 100}, object_store_memory=128 * 1024 * 1024)
-    cloud = cluster.add_node(num_cpus=1, resources={"cloud": 100}, object_store_memory=128 * 1024 * 1024)
+    edge = cluster.add_node(
+        num_cpus=1, resources={"edge": 100}, object_store_memory=128 * 1024 * 1024
+    )
+    cloud = cluster.add_node(
+        num_cpus=1, resources={"cloud": 100}, object_store_memory=128 * 1024 * 1024
+    )
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
@@ -51,9 +58,16 @@ def edge_cloud():
 def test_each_stage_runs_on_its_intended_node(edge_cloud):
     cfg = load_config(
         None,
-        ["model.name=tiny", "data.source=synthetic", "data.shape=[3,16,16]", "samples=48",
-         "codec.kind=ours", "link.profile=100mbit", "replicas.decoder=2",
-         "fidelity.reference_samples=16"],
+        [
+            "model.name=tiny",
+            "data.source=synthetic",
+            "data.shape=[3,16,16]",
+            "samples=48",
+            "codec.kind=ours",
+            "link.profile=100mbit",
+            "replicas.decoder=2",
+            "fidelity.reference_samples=16",
+        ],
         check_model=False,
     )
     rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
@@ -69,6 +83,8 @@ def test_each_stage_runs_on_its_intended_node(edge_cloud):
 
 
 def test_missing_placement_resource_fails_before_actors_start(edge_cloud):
-    cfg = load_config(None, ["model.name=tiny", "placement.cloud_resource=gpu_cloud"], check_model=False)
+    cfg = load_config(
+        None, ["model.name=tiny", "placement.cloud_resource=gpu_cloud"], check_model=False
+    )
     with pytest.raises(RuntimeError, match="placement.cloud_resource"):
         run_pipeline(cfg, progress=False, factory=tiny_factory)

@@ -14,13 +14,32 @@ from pipeline.runner import run_pipeline
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 REPORT_KEYS = {
-    "samples", "throughput_sps", "latency_p50_ms", "latency_p99_ms", "raw_bytes", "wire_bytes",
-    "compression_ratio", "link_utilization", "peak_inflight_batches", "lost", "duplicated",
-    "stages", "fidelity", "goodput_mbps", "memory",
+    "samples",
+    "throughput_sps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "raw_bytes",
+    "wire_bytes",
+    "compression_ratio",
+    "link_utilization",
+    "peak_inflight_batches",
+    "lost",
+    "duplicated",
+    "stages",
+    "fidelity",
+    "goodput_mbps",
+    "memory",
 }
 STAGE_KEYS = {
-    "throughput_sps", "latency_p50_ms", "latency_p99_ms", "queue_depth_mean", "queue_depth_max",
-    "busy_s", "backpressured_s", "mean_batch_size", "placement",
+    "throughput_sps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "queue_depth_mean",
+    "queue_depth_max",
+    "busy_s",
+    "backpressured_s",
+    "mean_batch_size",
+    "placement",
 }
 
 
@@ -41,8 +60,14 @@ def _cfg(*overrides: str):
 
 
 def test_every_sample_arrives_exactly_once_with_report(ray_local):
-    cfg = _cfg("samples=150", "codec.kind=ours", "link.profile=100mbit", "flow.window=3",
-               "batching.max_batch_size=16", "fidelity.reference_samples=48")
+    cfg = _cfg(
+        "samples=150",
+        "codec.kind=ours",
+        "link.profile=100mbit",
+        "flow.window=3",
+        "batching.max_batch_size=16",
+        "fidelity.reference_samples=48",
+    )
     rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
     assert rep.keys() >= REPORT_KEYS
     assert rep["delivered"] == 150 and rep["lost"] == 0 and rep["duplicated"] == 0
@@ -66,8 +91,14 @@ def test_slow_link_backpressures_head_with_flat_memory(ray_local):
     # head: thousands of samples/s; link: 1 Mbit/s = ~15 samples/s of 8 KiB fp32 features.
     # 64 samples in batches of 2 = 32 batches, far more than the 6 hops x 2 credits in flight.
     window = 2
-    cfg = _cfg("samples=64", "codec.kind=fp32", "link.bandwidth_mbps=1", f"flow.window={window}",
-               "batching.max_batch_size=2", "fidelity.reference_samples=0")
+    cfg = _cfg(
+        "samples=64",
+        "codec.kind=fp32",
+        "link.bandwidth_mbps=1",
+        f"flow.window={window}",
+        "batching.max_batch_size=2",
+        "fidelity.reference_samples=0",
+    )
     rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
     assert rep["lost"] == 0 and rep["duplicated"] == 0 and rep["delivered"] == 64
     hops = rep["hops"]
@@ -94,9 +125,15 @@ def test_slow_link_backpressures_head_with_flat_memory(ray_local):
 
 @pytest.mark.parametrize(("mbps", "samples", "batch"), [(1.0, 48, 8), (10.0, 400, 16)])
 def test_link_bound_goodput_matches_configured_bandwidth(ray_local, mbps, samples, batch):
-    cfg = _cfg(f"samples={samples}", "codec.kind=fp32", f"link.bandwidth_mbps={mbps}",
-               "flow.window=4", f"batching.max_batch_size={batch}", "batching.adaptive=false",
-               "fidelity.reference_samples=0")
+    cfg = _cfg(
+        f"samples={samples}",
+        "codec.kind=fp32",
+        f"link.bandwidth_mbps={mbps}",
+        "flow.window=4",
+        f"batching.max_batch_size={batch}",
+        "batching.adaptive=false",
+        "fidelity.reference_samples=0",
+    )
     rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
     assert rep["lost"] == 0 and rep["duplicated"] == 0
     assert rep["goodput_window_s"] > 2.0  # a few seconds of link-bound streaming were measured
@@ -122,7 +159,9 @@ def broken_tail_factory():
 def test_stage_failure_surfaces_as_pipeline_error(ray_local):
     from pipeline.runner import PipelineError
 
-    cfg = _cfg("samples=20", "codec.kind=fp16", "link.profile=unlimited", "fidelity.reference_samples=0")
+    cfg = _cfg(
+        "samples=20", "codec.kind=fp16", "link.profile=unlimited", "fidelity.reference_samples=0"
+    )
     with pytest.raises(PipelineError, match="tail exploded on purpose"):
         run_pipeline(cfg, progress=False, factory=broken_tail_factory)
     # the failed run's actors were torn down: the shared Ray instance is still usable
