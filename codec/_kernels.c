@@ -24,6 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
@@ -247,6 +250,23 @@ static PyObject *py_minmax(PyObject *self, PyObject *args) {
             uint32_t bad[8];
             for (int t = 0; t < 8; t++) lo[t] = mins[c], hi[t] = maxs[c], bad[t] = 0;
             int64_t k = 0;
+#if defined(__SSE2__)
+            {
+                __m128 vlo0 = _mm_set1_ps(mins[c]), vlo1 = vlo0, vhi0 = _mm_set1_ps(maxs[c]), vhi1 = vhi0;
+                __m128i vbad = _mm_setzero_si128();
+                const __m128i expm = _mm_set1_epi32(0x7F800000);
+                for (; k + 8 <= inner; k += 8) {
+                    __m128 a = _mm_loadu_ps(p + k), b = _mm_loadu_ps(p + k + 4);
+                    vlo0 = _mm_min_ps(vlo0, a), vlo1 = _mm_min_ps(vlo1, b);
+                    vhi0 = _mm_max_ps(vhi0, a), vhi1 = _mm_max_ps(vhi1, b);
+                    __m128i ea = _mm_and_si128(_mm_castps_si128(a), expm), eb = _mm_and_si128(_mm_castps_si128(b), expm);
+                    vbad = _mm_or_si128(vbad, _mm_or_si128(_mm_cmpeq_epi32(ea, expm), _mm_cmpeq_epi32(eb, expm)));
+                }
+                _mm_storeu_ps(lo, vlo0), _mm_storeu_ps(lo + 4, vlo1), _mm_storeu_ps(hi, vhi0), _mm_storeu_ps(hi + 4, vhi1);
+                _mm_storeu_si128((__m128i *)bad, vbad);
+                for (int t = 0; t < 4; t++) bad[t] &= 1;
+            }
+#endif
             for (; k + 8 <= inner; k += 8)
                 for (int t = 0; t < 8; t++) {
                     float v = p[k + t];

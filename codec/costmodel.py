@@ -243,15 +243,17 @@ def candidates(
 
     if level >= 2 and n >= 4096:
         for d in delta_distances(info.shape):
-            res = residuals(q, d, info.bits)
+            res = residuals(q, d, info.bits) if level >= 6 else _residual_sample(q, d, info.bits)
             res_hist = np.empty(256, np.uint32)
             _kernels.histogram(res, res_hist)
+            # costs of the sample scale to the whole tensor through a TensorInfo of the sample's size
             sub = TensorInfo(res, res_hist, info.shape, info.bits, info.layout, None)
             options = _dense_options(sub, res, level, block_log2, 1, int(np.argmax(res_hist)))
-            for plan in _distinct(options, n):
-                out.append(Candidate(DELTA, d, [plan], plan.predicted_bytes))
-            if level < 6 and not options[0][1] < 0.97 * min(c.predicted_bytes for c in out):
-                break  # the nearest predictor did not pay: farther ones rarely do at fast levels
+            scale = n / res.size
+            for plan in _distinct(options, res.size):
+                cost = plan.predicted_bytes if scale == 1 else _rescale(plan.predicted_bytes, res.size, n, block_log2)
+                plan.predicted_bytes = cost
+                out.append(Candidate(DELTA, d, [plan], cost))
 
     lay = info.layout
     zero_share = float(info.hist[int(lay.zero[0])]) / max(n, 1) if lay.channels == 1 else None
@@ -313,6 +315,24 @@ def candidates(
             ]
             out.append(Candidate(SPARSE, w, plans, sum(p.predicted_bytes for p in plans)))
     return out
+
+
+def _residual_sample(q: np.ndarray, distance: int, bits: int) -> np.ndarray:
+    """Residuals of about SAMPLE_TARGET symbols, taken as whole chunks spread over the tensor."""
+    n = q.size
+    chunk = 1 << 13
+    if n <= SAMPLE_TARGET + distance or n - distance < chunk:
+        return residuals(q, distance, bits)
+    starts = np.linspace(distance, n - chunk, SAMPLE_TARGET // chunk).astype(np.int64)
+    mask = (1 << bits) - 1
+    parts = [(q[s : s + chunk] - q[s - distance : s - distance + chunk]) & mask for s in starts]
+    return np.concatenate(parts).astype(np.uint8)
+
+
+def _rescale(sample_bytes: float, sample_n: int, n: int, block_log2: int) -> float:
+    """A stream cost predicted on a sample, scaled to n symbols (fixed costs kept, per-symbol part scaled)."""
+    fixed = block_overhead(sample_n, block_log2) + STREAM_HEADER_BYTES
+    return (sample_bytes - fixed) * n / sample_n + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
 
 
 def _distinct(options: list[tuple[StreamPlan, float]], n: int) -> list[StreamPlan]:
