@@ -61,7 +61,7 @@ def summary_markdown(summ: Sequence[dict[str, Any]]) -> str:
     for s in summ:
         base = "" if s["baseline"] is None else f"{s['baseline']:.4f}"
         lines.append(f"| {s['model']} | {s['trained']} | {s['best_split']} | {s['bits']} | {s['metric']} "
-                     f"| {s['value']:.4f} | {base} | {s['ratio']:.2f} | {s['ratio_fp16']:.2f} | "
+                     f"| {s['value']:.{6 if s['metric'] == 'cosine' else 4}f} | {base} | {s['ratio']:.2f} | {s['ratio_fp16']:.2f} | "
                      f"per-{s['granularity']} |")
     return "\n".join(lines)
 

@@ -4,8 +4,8 @@ For each split point and bit width, the head's features of a few samples are enc
 sample per frame (as the pipeline sends them), decoded, and fed to the tail. A row reports
 sizes (raw fp32/fp16 vs wire bytes), the compression ratio, codec times, and fidelity
 against labels (``top1``) and against the uncompressed model (``agreement``, ``kl``,
-``cosine`` ...). Quantization is tried per tensor and per channel; the row keeps the
-better one and says which (``granularity``).
+``cosine`` ...). Quantization is tried per tensor and per channel; the row keeps the one
+with better fidelity (to 1e-3; ties go to the smaller frame) and says which (``granularity``).
 """
 
 from __future__ import annotations
@@ -185,8 +185,11 @@ def primary_metric(row: dict[str, Any]) -> str:
     raise KeyError("row has no fidelity metric")
 
 
-def _score(m: dict[str, float]) -> tuple[float, float]:
-    return (m[primary_metric(m)], -m.get("kl", 0.0))
+def _score(result: tuple[dict[str, float], int, float, float, int | None]) -> tuple[float, int]:
+    """Better fidelity first (resolved to 1e-3, finer is noise at these sample counts); a tie
+    goes to the smaller frame."""
+    m, nbytes = result[0], result[1]
+    return (round(m[primary_metric(m)], 3), -nbytes)
 
 
 @torch.no_grad()
@@ -228,7 +231,7 @@ def evaluate(model: str | LoadedModel, splits: Sequence[str] | None = None,
                     nbytes, t_enc, t_dec = nbytes + nb, t_enc + te, t_dec + td
                 results[gran] = (_metrics(loaded, dataset, ref, test), nbytes, t_enc, t_dec, axis)
                 bar.update(1)
-            best = max(results, key=lambda g: _score(results[g][0]))
+            best = max(results, key=lambda g: _score(results[g]))
             metrics, nbytes, t_enc, t_dec, axis = results[best]
             wire = nbytes / n
             row: dict[str, Any] = {
@@ -244,6 +247,7 @@ def evaluate(model: str | LoadedModel, splits: Sequence[str] | None = None,
             key = primary_metric(metrics)
             for gran, res in results.items():
                 row[f"{key}_per_{gran}"] = res[0][key]
+                row[f"wire_bytes_per_{gran}"] = round(res[1] / n, 1)
             rows.append(row)
     bar.close()
     return rows
@@ -264,8 +268,14 @@ def rows_to_markdown(rows: Sequence[dict[str, Any]]) -> str:
         for c in cols:
             v = r.get(c, "")
             if isinstance(v, float):
-                v = f"{v:.4f}" if c in ("kl", "cosine", "agreement", "top1", "top1_baseline",
-                                         "retrieval_top1") else f"{v:.2f}"
+                if c == "kl":
+                    v = f"{v:.2e}"
+                elif c == "cosine":
+                    v = f"{v:.6f}"
+                elif c in ("agreement", "top1", "top1_baseline", "retrieval_top1"):
+                    v = f"{v:.4f}"
+                else:
+                    v = f"{v:.2f}"
             cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ or ``~/.cache/splitstream/``), so later calls just load it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -122,9 +123,10 @@ def train_digits_resnet(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     x_tr, y_tr, x_te, y_te = digits_data(seed=seed)
-    model = DigitsResNet()
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = DigitsResNet()
     steps = epochs * ((len(y_tr) + batch_size - 1) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
@@ -164,20 +166,23 @@ def digits_resnet(
     """
     directory = cache_path(cache_dir)
     path = directory / CHECKPOINT_NAME
-    model = DigitsResNet()
-    if path.exists() and not retrain:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["state_dict"])
-        acc = float(ckpt["test_accuracy"])
-        model.eval()
-    else:
-        t0 = time.perf_counter()
-        model, acc = train_digits_resnet(epochs=epochs, progress=verbose)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": model.state_dict(), "test_accuracy": acc, "epochs": epochs}, tmp)
-        os.replace(tmp, path)
-        if verbose:
-            print(f"trained digits-resnet in {time.perf_counter() - t0:.1f}s -> {path}")
+    # a file lock: parallel processes (e.g. Ray head and tail actors) train only once
+    with open(directory / (CHECKPOINT_NAME + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists() and not retrain:
+            model = DigitsResNet()
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(ckpt["state_dict"])
+            acc = float(ckpt["test_accuracy"])
+            model.eval()
+        else:
+            t0 = time.perf_counter()
+            model, acc = train_digits_resnet(epochs=epochs, progress=verbose)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"state_dict": model.state_dict(), "test_accuracy": acc, "epochs": epochs}, tmp)
+            os.replace(tmp, path)
+            if verbose:
+                print(f"trained digits-resnet in {time.perf_counter() - t0:.1f}s -> {path}")
     model.test_accuracy = acc  # type: ignore[attr-defined]
     if verbose:
         print(f"digits-resnet test accuracy: {100 * acc:.2f}%")
