@@ -366,6 +366,7 @@ def _report(
         d["queue_depth_max"] = st.q_max
         d["backpressured_s"] = totals.get("backpressured", 0.0)
         d["idle_s"] = totals.get("idle", 0.0)
+        d["backpressure_ratio"] = d["backpressured_s"] / wall if wall > 0 else 0.0
         d["inflight_peak"] = ex.hops[i + 1].peak if i + 1 < len(ex.hops) else None
     lat_ms = [x * 1000.0 for x in summary["latency_s"]]
     raw = stages["encoder"]["bytes_in"]
@@ -373,6 +374,9 @@ def _report(
     wire = sum(int(t["bytes"]) for t in link["tx"])
     good = link_goodput(link["tx"])
     lstats = link["link"] or {}
+    if lstats:  # the transport's calls overlap (async): its busy time is the link's busy time
+        stages["transport"]["call_s"] = stages["transport"]["busy_s"]
+        stages["transport"]["busy_s"] = lstats.get("busy_s", 0.0)
     delivered = summary["delivered"]
     return {
         "samples": cfg.samples,
