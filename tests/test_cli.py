@@ -15,7 +15,7 @@ from pipeline.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float = 550) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=REPO,
@@ -26,6 +26,7 @@ def _run(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
 
 
 def test_demo_config_runs_and_writes_json(tmp_path):
+    # On a fresh machine this first trains and caches the digits ResNet (pipeline.train).
     out = tmp_path / "res" / "demo.json"
     proc = _run(
         "run",
