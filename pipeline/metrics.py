@@ -262,7 +262,16 @@ def _fmt(v: Any, nd: int = 1) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """A readable plain-text table of the end-to-end numbers and the per-stage metrics."""
     lines = ["splitstream run report", "=" * 78]
+    model = report.get("model") or {}
+    label = f"{model.get('name')} @ {model.get('split')}"
+    if model.get("trained") is False:
+        label += " (UNTRAINED weights)"
+    elif model.get("weights_source"):
+        label += f" ({model['weights_source']})"
+    codec = (report.get("config") or {}).get("codec") or {}
     e2e = [
+        ("model", label),
+        ("codec", f"{codec.get('kind')} {codec.get('bits')}-bit" if codec else None),
         ("samples delivered", report.get("delivered")),
         ("throughput (samples/s)", report.get("throughput_sps")),
         (

@@ -61,14 +61,38 @@ class _Stage:
         return best if self.load[best] < self.per_replica else None
 
 
+def _model_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
+    return {} if cfg.model.input_size is None else {"input_size": cfg.model.input_size}
+
+
 def model_factory(cfg: PipelineConfig) -> Callable[[], tuple[Any, Any]]:
     """A picklable zero-argument callable building ``(head, tail)`` for ``cfg.model``."""
     from pipeline.models import split_model
 
-    kw: dict[str, Any] = {}
-    if cfg.model.input_size is not None:
-        kw["input_size"] = cfg.model.input_size
-    return functools.partial(split_model, cfg.model.name, cfg.model.split, cfg.model.weights, **kw)
+    m = cfg.model
+    return functools.partial(split_model, m.name, m.split, m.weights, **_model_kwargs(cfg))
+
+
+def prepare_model(cfg: PipelineConfig) -> dict[str, Any]:
+    """Load the registry model once in the driver (trains / caches weights before the actors
+    load them), check it can stream, and describe it for the report."""
+    from pipeline.models import load_model
+
+    loaded = load_model(cfg.model.name, cfg.model.weights, **_model_kwargs(cfg))
+    if loaded.kind not in ("vision", "custom"):
+        raise PipelineError(
+            f"model.name: {cfg.model.name!r} is a {loaded.kind} (text) model; the stream's "
+            "source and head carry image tensors only"
+        )
+    loaded.split(cfg.model.split)
+    return {
+        "name": cfg.model.name,
+        "split": cfg.model.split,
+        "kind": loaded.kind,
+        "trained": bool(loaded.trained),
+        "weights_source": loaded.weights_source,
+        "input_shape": list(loaded.input_shape) or None,
+    }
 
 
 def _init_ray(cfg: PipelineConfig) -> bool:
@@ -122,16 +146,20 @@ def _link_spec(cfg: PipelineConfig):
 
 
 def build_graph(
-    cfg: PipelineConfig, factory: Callable[[], tuple[Any, Any]]
+    cfg: PipelineConfig,
+    factory: Callable[[], tuple[Any, Any]],
+    input_shape: list[int] | None = None,
 ) -> dict[str, list[Any]]:
-    """Create every actor with its placement; returns handles per stage (incl. source)."""
+    """Create every actor with its placement; returns handles per stage (incl. source).
+
+    ``input_shape`` is the model's input shape, used for synthetic data without ``data.shape``.
+    """
     import ray
 
     from actors import Decoder, Encoder, HeadModel, Sink, Source, TailModel, Transport
 
-    spec = resolve_source(
-        cfg.data.source, cfg.model.name, cfg.data.shape, cfg.model.input_size, cfg.seed
-    )
+    shape = cfg.data.shape if cfg.data.shape is not None else input_shape
+    spec = resolve_source(cfg.data.source, cfg.model.name, shape, cfg.model.input_size, cfg.seed)
     b = cfg.batching
     gpu = set(cfg.placement.gpu_stages)
     g: dict[str, list[Any]] = {}
@@ -319,14 +347,19 @@ def run_pipeline(
     """
     import ray
 
+    model_info: dict[str, Any] = {
+        "name": cfg.model.name,
+        "split": cfg.model.split,
+        "kind": "custom",
+    }
     if factory is None:
+        model_info = prepare_model(cfg)
         factory = model_factory(cfg)
-        factory()  # build once here: trains / caches weights before the actors load them
     started = _init_ray(cfg)
     graph: dict[str, list[Any]] = {}
     try:
         _check_resources(cfg)
-        graph = build_graph(cfg, factory)
+        graph = build_graph(cfg, factory, model_info.get("input_shape"))
         handles = [h for hs in graph.values() for h in hs]
         try:
             where = ray.get([h.ready.remote() for h in handles], timeout=300)
@@ -337,7 +370,9 @@ def run_pipeline(
         ex = _Executor(cfg, graph, progress)
         wall = ex.run(mem)
         mem.maybe_sample(force=True)
-        return _report(cfg, ex, graph, wall, mem)
+        report = _report(cfg, ex, graph, wall, mem)
+        report["model"] = model_info
+        return report
     finally:
         for hs in graph.values():
             for h in hs:

@@ -50,6 +50,7 @@ def test_demo_config_runs_and_writes_json(tmp_path):
     assert rep["fidelity"]["accuracy"] > 0.9  # the trained digits ResNet through the 8-bit codec
     assert rep["fidelity"]["agreement"] >= 0.95
     assert rep["config"]["link"]["profile"] == "10mbit"
+    assert rep["model"]["name"] == "digits-resnet" and rep["model"]["trained"] is True
     assert set(rep["stages"]) >= {"head", "encoder", "transport", "decoder", "tail", "sink"}
 
 

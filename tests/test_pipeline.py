@@ -166,3 +166,11 @@ def test_stage_failure_surfaces_as_pipeline_error(ray_local):
         run_pipeline(cfg, progress=False, factory=broken_tail_factory)
     # the failed run's actors were torn down: the shared Ray instance is still usable
     assert ray_local.get(ray_local.put(7)) == 7
+
+
+def test_text_models_are_rejected_before_ray_starts():
+    from pipeline.runner import PipelineError
+
+    cfg = load_config(None, ["model.name=llama-tiny", "model.split=layers.0"])
+    with pytest.raises(PipelineError, match="model.name"):
+        run_pipeline(cfg, progress=False)
