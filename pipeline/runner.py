@@ -310,7 +310,10 @@ class _Executor:
         import ray
 
         if self.source_pending is not None and ref == self.source_pending[0]:
-            meta = ray.get(ref)
+            try:
+                meta = ray.get(ref)
+            except Exception as exc:
+                raise PipelineError(f"the source failed: {exc}") from exc
             batch = self.source_pending[1]
             self.source_pending = None
             if meta["n"] > 0:

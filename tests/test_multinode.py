@@ -64,7 +64,7 @@ def test_each_stage_runs_on_its_intended_node(edge_cloud):
             "data.shape=[3,16,16]",
             "samples=48",
             "codec.kind=ours",
-            "link.profile=100mbit",
+            "link.mode=real",
             "replicas.decoder=2",
             "fidelity.reference_samples=16",
         ],
@@ -80,6 +80,9 @@ def test_each_stage_runs_on_its_intended_node(edge_cloud):
         assert {p["node_id"] for p in placements} == {want}, stage
     assert len(rep["stages"]["decoder"]["placement"]) == 2
     assert rep["stages"]["decoder"]["samples"] == 48
+    assert (
+        rep["link"] == {} and rep["wire_bytes"] > 0
+    )  # real mode: no emulator, bytes still counted
 
 
 def test_missing_placement_resource_fails_before_actors_start(edge_cloud):
