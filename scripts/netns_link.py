@@ -98,6 +98,14 @@ class NetnsLink:
         if self.rate_mbit <= 0:
             raise ValueError(f"rate_mbit must be > 0, got {self.rate_mbit!r}")
         self.down()  # leftovers of an interrupted run
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _build(self) -> None:
         run(["ip", "netns", "add", self.edge])
         run(["ip", "netns", "add", self.cloud])
         run(["ip", "link", "add", self.edge_dev, "netns", self.edge, "type", "veth",
@@ -112,7 +120,6 @@ class NetnsLink:
         self._shape(self.edge, self.edge_dev)
         if self.shape_downlink:
             self._shape(self.cloud, self.cloud_dev)
-        return self
 
     def _shape(self, ns: str, dev: str) -> None:
         rate_bytes = self.rate_mbit * 1e6 / 8
