@@ -71,16 +71,16 @@ def test_minilm_embedding_cosine():
 
 
 def test_untrained_vision_rows_and_granularity():
-    rows = evaluate("mobilenet_v2", splits=["features.3"], bits=[8, 2], samples=4, size=64,
+    rows = evaluate("resnet18", splits=["layer2"], bits=[8, 2], samples=4, size=64,
                     progress=False)
     assert all(not r["trained"] and "top1" not in r for r in rows)
     r8, r2 = rows
     assert r8["granularity"] in ("tensor", "channel")
     assert {"agreement_per_tensor", "agreement_per_channel"} <= set(r8)
     assert r8["axis"] == (1 if r8["granularity"] == "channel" else None)
-    assert r8["kl"] <= r2["kl"] and r2["wire_bytes"] < r8["wire_bytes"]
+    assert r8["kl"] < r2["kl"] and r2["wire_bytes"] < r8["wire_bytes"]
     assert primary_metric(r8) == "agreement"
-    assert "mobilenet_v2" in rows_to_markdown(rows)
+    assert "resnet18" in rows_to_markdown(rows)
 
 
 def test_cli_writes_json_and_plot(tmp_path, capsys):
