@@ -55,8 +55,9 @@ def split_module(model: nn.Module, split: str) -> tuple[fx.GraphModule, fx.Graph
     """
     names = dict(model.named_modules())
     if split not in names or not split:
-        known = ", ".join(module_names(model)[:20])
-        raise ValueError(f"split={split!r} is not a submodule of {type(model).__name__}; e.g. {known}")
+        known = ", ".join([n for n in module_names(model) if n.count(".") <= 1][:24])
+        raise ValueError(f"split={split!r} is not a submodule of {type(model).__name__}; "
+                         f"e.g. {known}")
     tracer = _CutTracer(split)
     try:
         graph = tracer.trace(model)
