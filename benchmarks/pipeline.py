@@ -280,6 +280,28 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def render_markdown(payload: dict[str, Any]) -> str:
+    """The benchmark's tables as one Markdown document (written next to the JSON)."""
+    parts = [
+        "# Pipeline benchmark",
+        "",
+        f"Machine: {payload['machine']['cpu']} ({payload['machine']['cores']} cores); "
+        f"base config `{payload['base_config']}`, {payload['samples_per_run']} samples per run, "
+        f"max batch {payload['max_batch_size']}.",
+        "",
+        "## Throughput and latency vs link bandwidth and codec",
+        "",
+        table(payload["bandwidth_sweep"], BW_COLUMNS),
+    ]
+    if payload.get("scaleout"):
+        parts += ["", "## Scale-out (2 edge + 2 cloud simulated nodes)", ""]
+        parts.append(table(payload["scaleout"], SCALE_COLUMNS))
+    if payload.get("real_link"):
+        parts += ["", "## Real link (network namespaces, veth shaped with tc tbf)", ""]
+        parts.append(table(payload["real_link"], REAL_COLUMNS))
+    return "\n".join(parts) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.pipeline", description=__doc__.split("\n\n")[0]
@@ -353,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": time.time() - t0,
     }
     write_json(args.json, _clean(payload))
+    md = out / "pipeline.md"
+    md.write_text(render_markdown(payload))
+    print(f"wrote {md}")
     return 0
 
 
