@@ -1563,7 +1563,86 @@ done:
     return ret;
 }
 
+/* table_cost(counts u32[ntab*256], prob_bits) -> (ideal bits under the normalized tables, serialized table bytes)
+ * One call per candidate stream for the cost model: normalization, code length and table size together. */
+static PyObject *py_table_cost(PyObject *self, PyObject *args) {
+    PyObject *co;
+    int pb;
+    if (!PyArg_ParseTuple(args, "Oi", &co, &pb)) return NULL;
+    Buf cb = {0};
+    if (get_buf(co, &cb, 0, "counts") < 0) return NULL;
+    if (pb < 8 || pb > 15 || cb.view.len % 1024 != 0) {
+        rel_buf(&cb);
+        PyErr_SetString(PyExc_ValueError, "table_cost: bad sizes");
+        return NULL;
+    }
+    int64_t ntab = cb.view.len / 1024;
+    const uint32_t *counts = (const uint32_t *)cb.view.buf;
+    double bits = 0.0;
+    int64_t tbytes = 0;
+    uint16_t f[256];
+    Py_BEGIN_ALLOW_THREADS;
+    for (int64_t t = 0; t < ntab; t++) {
+        const uint32_t *c = counts + t * 256;
+        normalize_one(c, pb, f);
+        tbytes += 32;
+        for (int k = 0; k < 256; k++) {
+            if (!f[k]) continue;
+            tbytes += f[k] > 0x80 ? 2 : 1;
+            if (c[k]) bits += (double)c[k] * ((double)pb - log2((double)f[k]));
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    rel_buf(&cb);
+    return Py_BuildValue("(dL)", bits, (long long)tbytes);
+}
+
+/* write_tables(freqs u16[ntab*256]) -> bytes: per table a 32-byte presence bitmap, then f-1 of each present
+ * symbol in one byte (< 0x80) or two (0x80 | high bits, low byte). The inverse of read_tables. */
+static PyObject *py_write_tables(PyObject *self, PyObject *args) {
+    PyObject *fo;
+    if (!PyArg_ParseTuple(args, "O", &fo)) return NULL;
+    Buf fb = {0};
+    if (get_buf(fo, &fb, 0, "freqs") < 0) return NULL;
+    if (fb.view.len % 512 != 0) {
+        rel_buf(&fb);
+        PyErr_SetString(PyExc_ValueError, "write_tables: bad sizes");
+        return NULL;
+    }
+    int64_t ntab = fb.view.len / 512;
+    const uint16_t *freqs = (const uint16_t *)fb.view.buf;
+    uint8_t *buf = (uint8_t *)malloc((size_t)ntab * (32 + 512) + 1);
+    if (!buf) {
+        rel_buf(&fb);
+        return PyErr_NoMemory();
+    }
+    int64_t pos = 0;
+    for (int64_t t = 0; t < ntab; t++) {
+        const uint16_t *f = freqs + t * 256;
+        uint8_t *bm = buf + pos;
+        memset(bm, 0, 32);
+        pos += 32;
+        for (int k = 0; k < 256; k++) {
+            if (!f[k]) continue;
+            bm[k >> 3] |= (uint8_t)(1u << (k & 7));
+            uint32_t v = (uint32_t)f[k] - 1;
+            if (v < 0x80) {
+                buf[pos++] = (uint8_t)v;
+            } else {
+                buf[pos++] = (uint8_t)(0x80 | (v >> 8));
+                buf[pos++] = (uint8_t)(v & 0xFF);
+            }
+        }
+    }
+    PyObject *ret = PyBytes_FromStringAndSize((const char *)buf, pos);
+    free(buf);
+    rel_buf(&fb);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
+    {"table_cost", py_table_cost, METH_VARARGS, "Ideal code bits and table bytes of counts."},
+    {"write_tables", py_write_tables, METH_VARARGS, "Serialize frequency tables."},
     {"coded_bits", py_coded_bits, METH_VARARGS, "Ideal rANS code length of counts under frequencies."},
     {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 paths; returns the previous state."},
     {"minmax", py_minmax, METH_VARARGS, "Per-channel min/max (including 0); returns False on NaN/Inf."},

@@ -7,6 +7,7 @@ looks only inside the current block (earlier steps of the interleaved lanes), so
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,12 @@ from .errors import CodecError
 MIN_NEIGHBOR_DISTANCE = 32
 MAX_GROUPS = 64
 MAX_BUCKETS = 4
+
+
+@functools.lru_cache(maxsize=1024)
+def neighbor_map_bytes(ref: int, nbuckets: int) -> bytes:
+    """``neighbor_map`` as bytes, cached (the kernels take it per call)."""
+    return neighbor_map(ref, nbuckets).tobytes()
 
 
 def neighbor_map(ref: int, nbuckets: int) -> np.ndarray:
@@ -61,7 +68,7 @@ class ContextSpec:
 
     def kernel_spec(self) -> tuple:
         """The tuple the C kernels take."""
-        nbmap = neighbor_map(self.nb_ref, self.nbuckets).tobytes() if self.nb_dist else None
+        nbmap = neighbor_map_bytes(int(self.nb_ref), int(self.nbuckets)) if self.nb_dist else None
         group = None if self.group is None else np.ascontiguousarray(self.group, np.uint8).tobytes()
         return (
             self.channels,

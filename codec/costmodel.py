@@ -74,11 +74,8 @@ def stream_cost(counts: np.ndarray, n: int, scale: float, block_log2: int, prob_
     """Predicted bytes of an rANS stream with per-table ``counts`` (sampled, multiplied by ``scale``)."""
     if n == 0:
         return 0.0
-    freqs = tables.normalize(counts, prob_bits)
-    bits = tables.coded_bits(counts, freqs, prob_bits) * scale
-    return (
-        bits / 8 + tables.table_bytes(freqs) + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
-    )
+    bits, table_bytes = tables.cost(counts, prob_bits)
+    return bits * scale / 8 + table_bytes + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
 
 
 def best_plan(options: list[tuple[StreamPlan, float]], n: int) -> StreamPlan:

@@ -37,19 +37,7 @@ def entropy_bits(counts: np.ndarray) -> float:
 
 def serialize(freqs: np.ndarray) -> bytes:
     """Tables -> bytes: per table a 32-byte presence bitmap, then f-1 of each present symbol in 1 or 2 bytes."""
-    out = bytearray()
-    for f in np.asarray(freqs, dtype=np.uint16).reshape(-1, 256):
-        present = f > 0
-        out += np.packbits(present, bitorder="little").tobytes()
-        v = f[present].astype(np.int64) - 1
-        small = v < 0x80
-        enc = np.zeros((v.size, 2), np.uint8)
-        enc[:, 0] = np.where(small, v, 0x80 | (v >> 8))
-        enc[:, 1] = v & 0xFF
-        keep = np.ones((v.size, 2), bool)
-        keep[:, 1] = ~small
-        out += enc[keep].tobytes()
-    return bytes(out)
+    return _kernels.write_tables(np.ascontiguousarray(freqs, np.uint16).reshape(-1))
 
 
 def table_bytes(freqs: np.ndarray) -> int:
@@ -57,6 +45,11 @@ def table_bytes(freqs: np.ndarray) -> int:
     f = np.asarray(freqs).reshape(-1, 256)
     present = f > 0
     return int(32 * f.shape[0] + present.sum() + ((f > 0x80) & present).sum())
+
+
+def cost(counts: np.ndarray, prob_bits: int) -> tuple[float, int]:
+    """(ideal code bits, serialized table bytes) of coding these per-table counts with normalized tables."""
+    return _kernels.table_cost(np.ascontiguousarray(counts, np.uint32).reshape(-1), prob_bits)
 
 
 def deserialize(buf: memoryview, ntables: int, prob_bits: int) -> tuple[np.ndarray, int]:
