@@ -90,7 +90,7 @@ def _stop(proc: subprocess.Popen, marker: str) -> None:
 def ray_head():
     """A private local Ray head with the dashboard (job server) on non-default ports."""
     temp_dir = tempfile.mkdtemp(prefix="ssjob", dir="/tmp")  # short: AF_UNIX path limit
-    gcs, dash, client, nm, om, metrics, agent, agent_grpc, renv, wmin = _free_ports(10)
+    gcs, dash, client, nm, om, metrics, agent, agent_grpc, renv = _free_ports(9)
     argv = [
         RAY_BIN, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
         "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
@@ -98,7 +98,7 @@ def ray_head():
         "--node-manager-port", str(nm), "--object-manager-port", str(om),
         "--metrics-export-port", str(metrics), "--dashboard-agent-listen-port", str(agent),
         "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(renv),
-        "--min-worker-port", str(wmin), "--max-worker-port", str(min(wmin + 200, 65535)),
+        "--min-worker-port", "0", "--max-worker-port", "0",  # workers: random free ports
         "--num-cpus", "2", "--resources", json.dumps({"edge": 100, "cloud": 100}),
         "--object-store-memory", str(200 * 1024 * 1024), "--temp-dir", temp_dir,
         "--disable-usage-stats",
