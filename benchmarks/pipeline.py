@@ -10,7 +10,8 @@
    unconstrained link, where the codec and models (not the link) bound the rate.
 
 Prints Markdown tables, writes JSON (default ``benchmarks/results/pipeline.json``) and PNG plots
-(``pipeline_bandwidth.png``, ``pipeline_scaleout.png``) into ``--out``.
+(``pipeline_bandwidth.png``, ``pipeline_scaleout.png``) and ``pipeline.md`` into ``--out``;
+``--quick`` names them ``pipeline_quick*`` so the committed full results stay untouched.
 """
 
 from __future__ import annotations
@@ -307,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.pipeline", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("--quick", action="store_true", help="fewer samples per run (smoke test)")
-    ap.add_argument("--json", default=str(RESULTS / "pipeline.json"), help="output JSON path")
+    ap.add_argument("--json", default=None, help="output JSON path (default: in --out)")
     ap.add_argument("--out", default=str(RESULTS), help="directory for the PNG plots")
     ap.add_argument("--skip-scaleout", action="store_true", help="only the bandwidth sweep")
     ap.add_argument(
@@ -321,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference = 16 if args.quick else 32
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    stem = "pipeline_quick" if args.quick else "pipeline"
+    json_path = args.json or str(out / f"{stem}.json")
     t0 = time.time()
 
     ray.init(
@@ -336,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.shutdown()
     print("\n## Throughput and latency vs link bandwidth and codec\n")
     print(table(bw_rows, BW_COLUMNS))
-    plot_bandwidth(bw_rows, out / "pipeline_bandwidth.png")
+    plot_bandwidth(bw_rows, out / f"{stem}_bandwidth.png")
 
     scale_rows: list[dict[str, Any]] = []
     if not args.skip_scaleout:
@@ -351,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r["speedup"] = r["throughput_sps"] / scale_rows[0]["throughput_sps"]
         print("\n## Scale-out: encoder/decoder replicas on 2 edge + 2 cloud simulated nodes\n")
         print(table(scale_rows, SCALE_COLUMNS))
-        plot_scaleout(scale_rows, out / "pipeline_scaleout.png")
+        plot_scaleout(scale_rows, out / f"{stem}_scaleout.png")
 
     real_rows: list[dict[str, Any]] = []
     if args.netns:
@@ -370,12 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bandwidth_sweep": bw_rows,
         "scaleout": scale_rows,
         "real_link": real_rows,
-        "plots": [str(out / "pipeline_bandwidth.png")]
-        + ([str(out / "pipeline_scaleout.png")] if scale_rows else []),
+        "plots": [str(out / f"{stem}_bandwidth.png")]
+        + ([str(out / f"{stem}_scaleout.png")] if scale_rows else []),
         "wall_s": time.time() - t0,
     }
-    write_json(args.json, _clean(payload))
-    md = out / "pipeline.md"
+    write_json(json_path, _clean(payload))
+    md = out / f"{stem}.md"
     md.write_text(render_markdown(payload))
     print(f"wrote {md}")
     return 0
