@@ -188,11 +188,14 @@ def link_goodput(tx: Sequence[dict[str, float]]) -> dict[str, float]:
     count against goodput. Without any queued batch it falls back to the span from the
     first to the last ``tx_done``.
     """
-    done = sorted(tx, key=lambda t: t["tx_done"])
+    # the emulated link's own schedule (tx_done_planned) is exact; observed times are a fallback (real
+    # links) and can bunch up when several awaits resume together, which would shrink the window
+    key = "tx_done_planned" if tx and all("tx_done_planned" in t for t in tx) else "tx_done"
+    done = sorted(tx, key=lambda t: t[key])
     first = next((i for i, t in enumerate(done) if t.get("queued") and i > 0), 1)
     if len(done) < 2 or first >= len(done):
         return {"goodput_mbps": math.nan, "window_s": 0.0, "window_bytes": 0}
-    window = done[-1]["tx_done"] - done[first - 1]["tx_done"]
+    window = done[-1][key] - done[first - 1][key]
     nbytes = sum(t["bytes"] for t in done[first:])
     return {
         "goodput_mbps": nbytes * 8 / window / 1e6 if window > 0 else math.nan,
