@@ -77,13 +77,16 @@ def test_saturated_rate_ignores_startup_and_drain():
 def test_ray_pipeline_across_shaped_link(tmp_path):
     rate = 4.0
     link = netns_link.NetnsLink(rate, prefix=_prefix())
-    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--set", "samples=48",
-            "--set", "codec.kind=fp32", "--set", "fidelity.reference_samples=0"]  # fmt: skip
+    # batches of 32 fp32 features (2 MiB objects) keep Ray's per-batch control traffic small
+    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--set", "samples=96",
+            "--set", "codec.kind=fp32", "--set", "fidelity.reference_samples=0",
+            "--set", "batching.max_batch_size=32"]  # fmt: skip
     with link:
         result = netns_link.pipeline_goodput(link, args, str(tmp_path))
     assert link.edge not in _namespaces()
     report = result["report"]
-    assert report["delivered"] == 48 and report["lost"] == 0 and report["duplicated"] == 0
+    assert report["delivered"] == 96 and report["lost"] == 0 and report["duplicated"] == 0
+    assert report["goodput_mbps"] is None  # the runner does not time a real link; tc does
     # edge stages ran in the edge namespace, cloud stages across the veth
     stages = report["stages"]
     for name, ip in (("head", "10.77.0.1"), ("encoder", "10.77.0.1"), ("decoder", "10.77.0.2"),
@@ -93,5 +96,5 @@ def test_ray_pipeline_across_shaped_link(tmp_path):
     assert result["tc_sent_bytes"] >= report["wire_bytes"]
     # ... at the shaping rate: steady throughput through tbf within 10 %
     assert 0.90 * rate <= result["wire_mbps"] <= 1.10 * rate, result
-    # payload goodput after Ray/TCP/IP overhead and control traffic (measured ~89 %)
-    assert 0.80 * rate <= result["goodput_mbps"] <= 1.02 * rate, result
+    # feature-payload goodput after TCP/IP headers and Ray's own traffic: within 10 % too (measured ~91.5 %)
+    assert 0.90 * rate <= result["goodput_mbps"] <= 1.02 * rate, result
