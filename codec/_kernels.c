@@ -1540,29 +1540,6 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
 #endif
 }
 
-/* coded_bits(counts u32[k], freqs u16[k], prob_bits) -> ideal rANS bits: sum count * (prob_bits - log2 freq) */
-static PyObject *py_coded_bits(PyObject *self, PyObject *args) {
-    PyObject *co, *fo;
-    int pb;
-    if (!PyArg_ParseTuple(args, "OOi", &co, &fo, &pb)) return NULL;
-    Buf cb = {0}, fb = {0};
-    PyObject *ret = NULL;
-    if (get_buf(co, &cb, 0, "counts") < 0 || get_buf(fo, &fb, 0, "freqs") < 0) goto done;
-    if (fb.view.len * 2 < cb.view.len) {
-        PyErr_SetString(PyExc_ValueError, "coded_bits: sizes differ");
-        goto done;
-    }
-    const uint32_t *c = (const uint32_t *)cb.view.buf;
-    const uint16_t *f = (const uint16_t *)fb.view.buf;
-    double bits = 0.0;
-    for (Py_ssize_t k = 0; k < cb.view.len / 4; k++)
-        if (c[k]) bits += (double)c[k] * ((double)pb - (f[k] ? log2((double)f[k]) : -64.0));
-    ret = PyFloat_FromDouble(bits);
-done:
-    rel_buf(&cb), rel_buf(&fb);
-    return ret;
-}
-
 /* table_cost(counts u32[ntab*256], prob_bits) -> (ideal bits under the normalized tables, serialized table bytes)
  * One call per candidate stream for the cost model: normalization, code length and table size together. */
 static PyObject *py_table_cost(PyObject *self, PyObject *args) {
@@ -1643,7 +1620,6 @@ static PyObject *py_write_tables(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"table_cost", py_table_cost, METH_VARARGS, "Ideal code bits and table bytes of counts."},
     {"write_tables", py_write_tables, METH_VARARGS, "Serialize frequency tables."},
-    {"coded_bits", py_coded_bits, METH_VARARGS, "Ideal rANS code length of counts under frequencies."},
     {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 paths; returns the previous state."},
     {"minmax", py_minmax, METH_VARARGS, "Per-channel min/max (including 0); returns False on NaN/Inf."},
     {"quantize", py_quantize, METH_VARARGS, "Asymmetric per-channel quantization to u8 (+ optional histogram)."},

@@ -18,13 +18,6 @@ def normalize(counts: np.ndarray, prob_bits: int = DEFAULT_PROB_BITS) -> np.ndar
     return freqs
 
 
-def coded_bits(counts: np.ndarray, freqs: np.ndarray, prob_bits: int) -> float:
-    """Bits rANS spends on symbols with these counts under these frequencies (within a few bits per block)."""
-    return _kernels.coded_bits(
-        np.ascontiguousarray(counts, np.uint32).reshape(-1), np.ascontiguousarray(freqs, np.uint16).reshape(-1), prob_bits
-    )
-
-
 def entropy_bits(counts: np.ndarray) -> float:
     """Empirical order-0 entropy of a histogram times its count (the order-0 bound, in bits)."""
     c = counts.reshape(-1).astype(np.float64)
@@ -38,13 +31,6 @@ def entropy_bits(counts: np.ndarray) -> float:
 def serialize(freqs: np.ndarray) -> bytes:
     """Tables -> bytes: per table a 32-byte presence bitmap, then f-1 of each present symbol in 1 or 2 bytes."""
     return _kernels.write_tables(np.ascontiguousarray(freqs, np.uint16).reshape(-1))
-
-
-def table_bytes(freqs: np.ndarray) -> int:
-    """Serialized size of tables without building them."""
-    f = np.asarray(freqs).reshape(-1, 256)
-    present = f > 0
-    return int(32 * f.shape[0] + present.sum() + ((f > 0x80) & present).sum())
 
 
 def cost(counts: np.ndarray, prob_bits: int) -> tuple[float, int]:
