@@ -9,6 +9,7 @@ levels they are taken on a sample of blocks/rows and scaled up.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,7 +129,7 @@ def delta_distances(shape: tuple[int, ...]) -> list[int]:
     """Prediction distances: the element to the left, the row above, the same place one channel back."""
     out: list[int] = []
     span = 1
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    n = math.prod(shape)
     for k, dim in enumerate(reversed(shape)):
         if k == 0 and dim > 1:
             out.append(1)
@@ -185,7 +186,7 @@ def _dense_options(
     axis = info.ctx_axis
     if axis is not None and mult == 1:
         channels = int(info.shape[axis])
-        inner = int(np.prod(info.shape[axis + 1 :], dtype=np.int64)) or 1
+        inner = math.prod(info.shape[axis + 1 :]) or 1
         if 4 <= channels <= 4096:
             ch_counts = np.empty((channels, 256), np.uint32)
             _kernels.channel_histogram(sym, channels, inner, ch_counts)
@@ -195,7 +196,9 @@ def _dense_options(
                     group = group_channels(order, g)
                     spec = ContextSpec(channels=channels, inner=inner, group=group)
                     counts = group_counts(ch_counts, group, g)
-                    options.append((StreamPlan(RANS, spec, pb), stream_cost(counts, n, 1.0, block_log2, pb)))
+                    options.append(
+                        (StreamPlan(RANS, spec, pb), stream_cost(counts, n, 1.0, block_log2, pb))
+                    )
             if level >= 6:
                 best_nb = [o[0].ctx for o in options if o[0].ctx.nb_dist]
                 best_g = [o[0].ctx for o in options if o[0].ctx.group is not None]
@@ -248,7 +251,11 @@ def candidates(
             options = _dense_options(sub, res, level, block_log2, 1, int(np.argmax(res_hist)))
             scale = n / res.size
             for plan in _distinct(options, res.size):
-                cost = plan.predicted_bytes if scale == 1 else _rescale(plan.predicted_bytes, res.size, n, block_log2)
+                cost = (
+                    plan.predicted_bytes
+                    if scale == 1
+                    else _rescale(plan.predicted_bytes, res.size, n, block_log2)
+                )
                 plan.predicted_bytes = cost
                 out.append(Candidate(DELTA, d, [plan], cost))
 
@@ -329,7 +336,9 @@ def _residual_sample(q: np.ndarray, distance: int, bits: int) -> np.ndarray:
 def _rescale(sample_bytes: float, sample_n: int, n: int, block_log2: int) -> float:
     """A stream cost predicted on a sample, scaled to n symbols (fixed costs kept, per-symbol part scaled)."""
     fixed = block_overhead(sample_n, block_log2) + STREAM_HEADER_BYTES
-    return (sample_bytes - fixed) * n / sample_n + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
+    return (
+        (sample_bytes - fixed) * n / sample_n + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
+    )
 
 
 def _distinct(options: list[tuple[StreamPlan, float]], n: int) -> list[StreamPlan]:

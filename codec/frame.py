@@ -14,6 +14,7 @@ Every length, count and shape read from the wire is bounded before use; anything
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class Frame:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)
 
     @property
     def representation(self) -> str:
@@ -155,7 +156,7 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
     if ndim > MAX_NDIM:
         raise CodecError(f"too many dimensions ({ndim})")
     shape = r.unpack(f"{ndim}I") if ndim else ()
-    numel = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    numel = math.prod(shape)  # exact Python integer: no overflow
     if numel > max_elements:
         raise CodecError(f"frame declares {numel} elements, more than the limit of {max_elements}")
     if axis < -1 or axis >= max(ndim, 0) or (axis >= 0 and ndim == 0):

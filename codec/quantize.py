@@ -7,6 +7,7 @@ The kernels multiply by ``1/s`` in float32 (the same operation on every device) 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,9 @@ class QuantParams:
 def channel_layout(shape: tuple[int, ...], axis: int | None) -> tuple[int, int]:
     """(channels, inner): element i belongs to channel (i // inner) % channels."""
     if axis is None or len(shape) == 0:
-        return 1, max(1, int(np.prod(shape, dtype=np.int64)))
+        return 1, max(1, math.prod(shape))
     channels = int(shape[axis])
-    inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+    inner = math.prod(shape[axis + 1 :])
     return max(channels, 1), max(inner, 1)
 
 
