@@ -1041,11 +1041,18 @@ static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
  * exactly where the scalar encoder puts them; the garbage below is overwritten later), then the state is
  * divided by the frequency with the reciprocal and updated. Integer-only: same bytes as the scalar path. */
 __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st, const uint8_t *s, const uint8_t *ctx,
-                                                                   int64_t steps, const EncSym *tabs, uint16_t *wp) {
+                                                                   int64_t steps, const uint64_t *packed, int pb,
+                                                                   uint16_t *wp) {
+    /* packed[sym] = rcp | (cum | (freq - 1) << 12 | ceil_log2(freq) << 24) << 32, prob_bits <= 12: two 64-bit
+     * gathers per 8 lanes fetch everything; the shifts, complement and renormalization bound are derived. */
     __m256i X[4];
     for (int v = 0; v < 4; v++) X[v] = _mm256_loadu_si256((const __m256i *)(st + 8 * v));
-    const int *base = (const int *)tabs;
-    const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+    const long long *base = (const long long *)packed;
+    const __m256i lo16 = _mm256_set1_epi32(0xFFFF), m12 = _mm256_set1_epi32(0xFFF);
+    const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
+    const __m256i total = _mm256_set1_epi32(1 << pb);
+    const __m256i split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m128i renorm_shift = _mm_cvtsi32_si128(32 - pb);
     for (int64_t k = steps - 1; k >= 0; k--) {
         const uint8_t *p = s + k * LANES;
         for (int v = 3; v >= 0; v--) {
@@ -1054,27 +1061,31 @@ __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st,
                 __m256i cx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ctx + k * LANES + 8 * v)));
                 sym = _mm256_add_epi32(sym, _mm256_slli_epi32(cx, 8));
             }
-            __m256i off = _mm256_slli_epi32(sym, 2); /* 4 u32 per EncSym */
-            __m256i xmax = _mm256_i32gather_epi32(base, off, 4);
-            __m256i rcp = _mm256_i32gather_epi32(base + 1, off, 4);
-            __m256i shs = _mm256_i32gather_epi32(base + 2, off, 4);
-            __m256i bc = _mm256_i32gather_epi32(base + 3, off, 4);
+            __m256i g0 = _mm256_i32gather_epi64(base, _mm256_castsi256_si128(sym), 8);
+            __m256i g1 = _mm256_i32gather_epi64(base, _mm256_extracti128_si256(sym, 1), 8);
+            g0 = _mm256_permutevar8x32_epi32(g0, split); /* r0 r1 r2 r3 | p0 p1 p2 p3 */
+            g1 = _mm256_permutevar8x32_epi32(g1, split);
+            __m256i rcp = _mm256_permute2x128_si256(g0, g1, 0x20);
+            __m256i pk = _mm256_permute2x128_si256(g0, g1, 0x31);
+            __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(pk, 12), m12), one);
+            __m256i bias = _mm256_and_si256(pk, m12);
+            __m256i l = _mm256_srli_epi32(pk, 24);
             __m256i x = X[v];
-            __m256i need = _mm256_cmpeq_epi32(_mm256_max_epu32(x, xmax), x);
+            /* x >= f << (32 - pb)  <=>  (x >> (32 - pb)) > f - 1 (both below 2^13: signed compare is safe) */
+            __m256i need = _mm256_cmpgt_epi32(_mm256_srl_epi32(x, renorm_shift), _mm256_sub_epi32(f, one));
             int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
             __m256i words = _mm256_permutevar8x32_epi32(_mm256_and_si256(x, lo16),
                                                         _mm256_load_si256((const __m256i *)perm_hi[m]));
-            __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(words, words), 0x08);
-            _mm_storeu_si128((__m128i *)(wp - 8), _mm256_castsi256_si128(packed));
+            __m256i pw = _mm256_permute4x64_epi64(_mm256_packus_epi32(words, words), 0x08);
+            _mm_storeu_si128((__m128i *)(wp - 8), _mm256_castsi256_si128(pw));
             wp -= __builtin_popcount((unsigned)m);
             x = _mm256_blendv_epi8(x, _mm256_srli_epi32(x, 16), need);
             __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(x, rcp), 32);
             __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(rcp, 32));
             __m256i t = _mm256_blend_epi32(even, odd, 0xAA);
-            __m256i sh1 = _mm256_and_si256(shs, lo16), sh2 = _mm256_srli_epi32(shs, 16);
+            __m256i sh1 = _mm256_min_epi32(l, one), sh2 = _mm256_max_epi32(_mm256_sub_epi32(l, one), zero);
             __m256i q = _mm256_srlv_epi32(_mm256_add_epi32(t, _mm256_srlv_epi32(_mm256_sub_epi32(x, t), sh1)), sh2);
-            __m256i bias = _mm256_and_si256(bc, lo16), cmpl = _mm256_srli_epi32(bc, 16);
-            X[v] = _mm256_add_epi32(_mm256_add_epi32(x, bias), _mm256_mullo_epi32(q, cmpl));
+            X[v] = _mm256_add_epi32(_mm256_add_epi32(x, bias), _mm256_mullo_epi32(q, _mm256_sub_epi32(total, f)));
         }
     }
     for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(st + 8 * v), X[v]);
@@ -1084,7 +1095,7 @@ __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st,
 
 /* Encode symbols [b0, b1) into dst (capacity STATE_BYTES + 2*(b1-b0)); returns bytes written. */
 static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const uint8_t *ctx, const EncSym *tabs,
-                            int pb, uint8_t *dst, uint16_t *scratch_end) {
+                            const uint64_t *packed, int pb, uint8_t *dst, uint16_t *scratch_end) {
     uint32_t st[LANES];
     for (int j = 0; j < LANES; j++) st[j] = RANS_L;
     uint16_t *wp = scratch_end;
@@ -1101,8 +1112,8 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
             st[j] = x;
         }
 #ifdef HAVE_AVX2_PATH
-        if (cpu_has_avx2 > 0 && i >= 0) {
-            wp = encode_steps_avx2(st, s, ctx, (i + 1) / LANES, tabs, wp);
+        if (cpu_has_avx2 > 0 && packed && i >= 0) {
+            wp = encode_steps_avx2(st, s, ctx, (i + 1) / LANES, packed, pb, wp);
             i = -1;
         }
 #endif
@@ -1125,8 +1136,8 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
             st[j] = x;
         }
 #ifdef HAVE_AVX2_PATH
-        if (cpu_has_avx2 > 0 && i >= 0) {
-            wp = encode_steps_avx2(st, s, NULL, (i + 1) / LANES, tabs, wp);
+        if (cpu_has_avx2 > 0 && packed && i >= 0) {
+            wp = encode_steps_avx2(st, s, NULL, (i + 1) / LANES, packed, pb, wp);
             i = -1;
         }
 #endif
@@ -1158,6 +1169,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
     Ctx c;
     PyObject *ret = NULL;
     EncSym *tabs = NULL;
+    uint64_t *packed = NULL;
     uint16_t *scratch = NULL;
     uint8_t *ctx = NULL;
     if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(fo, &fb, 0, "freqs") < 0 || get_buf(oo, &ob, 1, "out") < 0 ||
@@ -1189,6 +1201,19 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "rans_encode: frequencies do not sum to 2^prob_bits");
             goto done;
         }
+    if (pb <= 12) {
+        packed = (uint64_t *)malloc(sizeof(uint64_t) * 256 * (size_t)c.ntables);
+        if (!packed) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (int k = 0; k < 256 * c.ntables; k++) {
+            uint32_t fr = freqs[k], l = 0;
+            while (fr && (1u << l) < fr) l++;
+            uint32_t hi = fr ? (uint32_t)tabs[k].bias | ((fr - 1) << 12) | (l << 24) : 0;
+            packed[k] = (uint64_t)tabs[k].rcp | ((uint64_t)hi << 32);
+        }
+    }
     const uint8_t *sym = (const uint8_t *)sb.view.buf;
     /* every symbol must have a non-zero frequency in its context */
     int missing = 0;
@@ -1207,7 +1232,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
                 if (freqs[sym[i]] == 0) missing = 1;
         }
         if (missing) break;
-        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, pb, out + pos, scratch + block + 8);
+        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, packed, pb, out + pos, scratch + block + 8);
         sizes[b - bf] = (uint32_t)sz;
         pos += sz;
     }
@@ -1219,6 +1244,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
     ret = PyLong_FromLongLong(pos);
 done:
     free(tabs);
+    free(packed);
     free(scratch);
     free(ctx);
     rel_buf(&sb), rel_buf(&fb), rel_buf(&ob), rel_buf(&zb), rel_buf(&gb), rel_buf(&nb);
