@@ -201,6 +201,8 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
             label=name,
             marker=marker,
         )
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
     axes[1].set_xlabel("encode Melem/s (ours: float->frame)")
     axes[1].set_ylabel("decode Melem/s (ours: frame->float)")
     axes[1].set_title("8-bit speed, single thread")
