@@ -29,6 +29,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture
+def torch_one_thread():
+    """Run a test with one torch thread (small models: threads only add contention on 2 cores)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A local Ray instance shared by one test module (2 CPUs plus edge/cloud resources)."""

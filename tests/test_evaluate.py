@@ -14,12 +14,7 @@ from pipeline.evaluate import evaluate, main, primary_metric, rows_to_markdown
 REQUIRED = {"model", "split", "bits", "raw_bytes", "wire_bytes", "ratio", "trained", "granularity"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_metrics_basic():

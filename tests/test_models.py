@@ -23,12 +23,7 @@ VISION = ["resnet18", "resnet50", "vgg16", "mobilenet_v2", "swin_t", "densenet12
 SIZE = {"digits-resnet": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_registry_covers_required_models():

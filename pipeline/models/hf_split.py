@@ -97,16 +97,10 @@ def parse_layer_split(split: str | int, prefix: str, n_layers: int) -> int:
     return k
 
 
-class CausalLMHead(nn.Module):
-    """Embedding + first k decoder layers of a Llama-style causal LM; returns the wire dict."""
+class _LayerHead(nn.Module):
+    """A truncated transformer body (``self.body``) called on token ids; returns the wire dict."""
 
-    def __init__(self, lm: nn.Module, k: int) -> None:
-        super().__init__()
-        body = _shallow(lm.model)
-        body.layers = nn.ModuleList(list(lm.model.layers)[:k])
-        body.norm = nn.Identity()
-        self.body = body
-        self.k = k
+    body_kwargs: dict[str, Any] = {}
 
     def forward(
         self,
@@ -116,8 +110,22 @@ class CausalLMHead(nn.Module):
     ) -> WireDict:
         mask = _mask(input_ids, attention_mask)
         pos = _positions(input_ids, position_ids)
-        out = self.body(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False)
+        out = self.body(input_ids=input_ids, attention_mask=mask, position_ids=pos, **self.body_kwargs)
         return {FEATURE_KEY: out.last_hidden_state, "attention_mask": mask, "position_ids": pos}
+
+
+class CausalLMHead(_LayerHead):
+    """Embedding + first k decoder layers of a Llama-style causal LM; returns the wire dict."""
+
+    body_kwargs = {"use_cache": False}
+
+    def __init__(self, lm: nn.Module, k: int) -> None:
+        super().__init__()
+        body = _shallow(lm.model)
+        body.layers = nn.ModuleList(list(lm.model.layers)[:k])
+        body.norm = nn.Identity()
+        self.body = body
+        self.k = k
 
 
 class CausalLMTail(nn.Module):
@@ -143,7 +151,7 @@ class CausalLMTail(nn.Module):
         return out.logits
 
 
-class EncoderHead(nn.Module):
+class EncoderHead(_LayerHead):
     """Embeddings + first k layers of a BERT-style encoder; returns the wire dict."""
 
     def __init__(self, enc: nn.Module, k: int) -> None:
@@ -155,17 +163,6 @@ class EncoderHead(nn.Module):
         body.pooler = None
         self.body = body
         self.k = k
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-    ) -> WireDict:
-        mask = _mask(input_ids, attention_mask)
-        pos = _positions(input_ids, position_ids)
-        out = self.body(input_ids=input_ids, attention_mask=mask, position_ids=pos)
-        return {FEATURE_KEY: out.last_hidden_state, "attention_mask": mask, "position_ids": pos}
 
 
 class EncoderTail(nn.Module):
