@@ -326,13 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = args.json or str(out / f"{stem}.json")
     t0 = time.time()
 
-    ray.init(
-        num_cpus=2,
-        resources={"edge": 1000, "cloud": 1000},
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=256 * 1024 * 1024,
-    )
+    from pipeline.runner import start_local_ray
+
+    start_local_ray(num_cpus=2, object_store_mb=256)
     try:
         bw_rows = bandwidth_sweep(samples, batch, reference)
     finally:

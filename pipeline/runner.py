@@ -104,13 +104,26 @@ def _init_ray(cfg: PipelineConfig) -> bool:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, log_to_driver=False)
     else:
-        ray.init(
-            num_cpus=cfg.ray.num_cpus,
-            resources={cfg.placement.edge_resource: 1000, cfg.placement.cloud_resource: 1000},
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        start_local_ray(cfg.ray.num_cpus, (cfg.placement.edge_resource, cfg.placement.cloud_resource))
     return True
+
+
+def start_local_ray(
+    num_cpus: int | None = 2,
+    resources: tuple[str, str] = ("edge", "cloud"),
+    object_store_mb: int | None = None,
+) -> None:
+    """Start a local Ray instance that carries both placement resources, so one machine runs the whole
+    edge/cloud graph (the runner, the benchmarks and the tests all use this)."""
+    import ray
+
+    ray.init(
+        num_cpus=num_cpus,
+        resources={name: 1000 for name in resources},
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=object_store_mb * 1024 * 1024 if object_store_mb else None,
+    )
 
 
 def _check_resources(cfg: PipelineConfig) -> None:

@@ -47,12 +47,8 @@ def ray_local():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(
-        num_cpus=2,
-        resources={"edge": 1000, "cloud": 1000},
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=256 * 1024 * 1024,
-    )
+    from pipeline.runner import start_local_ray
+
+    start_local_ray(num_cpus=2, object_store_mb=256)
     yield ray
     ray.shutdown()
