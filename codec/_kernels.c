@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "csrc/crc32.h"
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -1025,6 +1027,7 @@ static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
  * so there is no branch to mispredict. Division by the frequency uses the precomputed reciprocal. */
 #define ENC_STEP(x, e, wp)                                                   \
     do {                                                                     \
+        missing |= (e)->x_max == 0; /* zero frequency: not codable */         \
         uint32_t need_ = (x) >= (e)->x_max;                                  \
         (wp)[-1] = (uint16_t)((x)&0xFFFF);                                   \
         (wp) -= need_;                                                       \
@@ -1042,9 +1045,11 @@ static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
  * divided by the frequency with the reciprocal and updated. Integer-only: same bytes as the scalar path. */
 __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st, const uint8_t *s, const uint8_t *ctx,
                                                                    int64_t steps, const uint64_t *packed, int pb,
-                                                                   uint16_t *wp) {
-    /* packed[sym] = rcp | (cum | (freq - 1) << 12 | ceil_log2(freq) << 24) << 32, prob_bits <= 12: two 64-bit
-     * gathers per 8 lanes fetch everything; the shifts, complement and renormalization bound are derived. */
+                                                                   uint16_t *wp, int *missing) {
+    /* packed[sym] = rcp | (cum | (freq - 1) << 12 | ceil_log2(freq) << 24 | 1 << 31) << 32, prob_bits <= 12:
+     * two 64-bit gathers per 8 lanes fetch everything; the shifts, complement and renormalization bound are
+     * derived. Bit 63 marks a symbol present in its table: the AND over all entries used proves every symbol
+     * had a non-zero frequency, without a separate pass. */
     __m256i X[4];
     for (int v = 0; v < 4; v++) X[v] = _mm256_loadu_si256((const __m256i *)(st + 8 * v));
     const long long *base = (const long long *)packed;
@@ -1053,6 +1058,8 @@ __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st,
     const __m256i total = _mm256_set1_epi32(1 << pb);
     const __m256i split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m128i renorm_shift = _mm_cvtsi32_si128(32 - pb);
+    const __m256i m4 = _mm256_set1_epi32(0xF);
+    __m256i present = _mm256_set1_epi32(-1);
     for (int64_t k = steps - 1; k >= 0; k--) {
         const uint8_t *p = s + k * LANES;
         for (int v = 3; v >= 0; v--) {
@@ -1067,9 +1074,10 @@ __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st,
             g1 = _mm256_permutevar8x32_epi32(g1, split);
             __m256i rcp = _mm256_permute2x128_si256(g0, g1, 0x20);
             __m256i pk = _mm256_permute2x128_si256(g0, g1, 0x31);
+            present = _mm256_and_si256(present, pk);
             __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(pk, 12), m12), one);
             __m256i bias = _mm256_and_si256(pk, m12);
-            __m256i l = _mm256_srli_epi32(pk, 24);
+            __m256i l = _mm256_and_si256(_mm256_srli_epi32(pk, 24), m4);
             __m256i x = X[v];
             /* x >= f << (32 - pb)  <=>  (x >> (32 - pb)) > f - 1 (both below 2^13: signed compare is safe) */
             __m256i need = _mm256_cmpgt_epi32(_mm256_srl_epi32(x, renorm_shift), _mm256_sub_epi32(f, one));
@@ -1089,13 +1097,15 @@ __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st,
         }
     }
     for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(st + 8 * v), X[v]);
+    if (_mm256_movemask_ps(_mm256_castsi256_ps(present)) != 0xFF) *missing = 1;
     return wp;
 }
 #endif
 
 /* Encode symbols [b0, b1) into dst (capacity STATE_BYTES + 2*(b1-b0)); returns bytes written. */
 static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const uint8_t *ctx, const EncSym *tabs,
-                            const uint64_t *packed, int pb, uint8_t *dst, uint16_t *scratch_end) {
+                            const uint64_t *packed, int pb, uint8_t *dst, uint16_t *scratch_end, int *missing_out) {
+    int missing = 0;
     uint32_t st[LANES];
     for (int j = 0; j < LANES; j++) st[j] = RANS_L;
     uint16_t *wp = scratch_end;
@@ -1113,7 +1123,7 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
         }
 #ifdef HAVE_AVX2_PATH
         if (cpu_has_avx2 > 0 && packed && i >= 0) {
-            wp = encode_steps_avx2(st, s, ctx, (i + 1) / LANES, packed, pb, wp);
+            wp = encode_steps_avx2(st, s, ctx, (i + 1) / LANES, packed, pb, wp, &missing);
             i = -1;
         }
 #endif
@@ -1137,7 +1147,7 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
         }
 #ifdef HAVE_AVX2_PATH
         if (cpu_has_avx2 > 0 && packed && i >= 0) {
-            wp = encode_steps_avx2(st, s, NULL, (i + 1) / LANES, packed, pb, wp);
+            wp = encode_steps_avx2(st, s, NULL, (i + 1) / LANES, packed, pb, wp, &missing);
             i = -1;
         }
 #endif
@@ -1151,6 +1161,7 @@ static int64_t encode_block(const uint8_t *sym, int64_t b0, int64_t b1, const ui
             }
         }
     }
+    if (missing) *missing_out = 1;
     for (int j = 0; j < LANES; j++) wr32(dst + 4 * j, st[j]);
     int64_t nw = scratch_end - wp;
     memcpy(dst + STATE_BYTES, wp, (size_t)nw * 2);
@@ -1210,7 +1221,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
         for (int k = 0; k < 256 * c.ntables; k++) {
             uint32_t fr = freqs[k], l = 0;
             while (fr && (1u << l) < fr) l++;
-            uint32_t hi = fr ? (uint32_t)tabs[k].bias | ((fr - 1) << 12) | (l << 24) : 0;
+            uint32_t hi = fr ? (uint32_t)tabs[k].bias | ((fr - 1) << 12) | (l << 24) | (1u << 31) : 0;
             packed[k] = (uint64_t)tabs[k].rcp | ((uint64_t)hi << 32);
         }
     }
@@ -1223,16 +1234,9 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS;
     for (int64_t b = bf; b < bl && !missing; b++) {
         int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
-        if (ctx) {
-            block_contexts(&c, sym, b0, b1, ctx);
-            for (int64_t i = b0; i < b1; i++)
-                if (freqs[(int)ctx[i - b0] * 256 + sym[i]] == 0) missing = 1;
-        } else {
-            for (int64_t i = b0; i < b1; i++)
-                if (freqs[sym[i]] == 0) missing = 1;
-        }
-        if (missing) break;
-        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, packed, pb, out + pos, scratch + block + 8);
+        if (ctx) block_contexts(&c, sym, b0, b1, ctx);
+        /* a symbol with zero frequency in its table is detected while coding (then the call fails) */
+        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, packed, pb, out + pos, scratch + block + 8, &missing);
         sizes[b - bf] = (uint32_t)sz;
         pos += sz;
     }
@@ -1643,7 +1647,37 @@ static PyObject *py_write_tables(PyObject *self, PyObject *args) {
     return ret;
 }
 
+/* crc32(data, prev=0) -> int: zlib's CRC-32, continued from prev (carry-less multiply when available). */
+static PyObject *py_crc32(PyObject *self, PyObject *args) {
+    PyObject *o;
+    unsigned int prev = 0;
+    if (!PyArg_ParseTuple(args, "O|I", &o, &prev)) return NULL;
+    Buf b = {0};
+    if (get_buf(o, &b, 0, "data") < 0) return NULL;
+    uint32_t c;
+    if (b.view.len >= (1 << 16)) {
+        Py_BEGIN_ALLOW_THREADS;
+        c = crc32_update(prev, (const uint8_t *)b.view.buf, (size_t)b.view.len);
+        Py_END_ALLOW_THREADS;
+    } else {
+        c = crc32_update(prev, (const uint8_t *)b.view.buf, (size_t)b.view.len);
+    }
+    rel_buf(&b);
+    return PyLong_FromUnsignedLong(c);
+}
+
+/* set_clmul(enabled) -> previous setting: lets tests compare the table and carry-less-multiply CRC paths. */
+static PyObject *py_set_clmul(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    int prev = crc32_clmul_active();
+    crc32_use_clmul(on);
+    return PyBool_FromLong(prev);
+}
+
 static PyMethodDef methods[] = {
+    {"crc32", py_crc32, METH_VARARGS, "CRC-32 (zlib's), continued from an optional previous value."},
+    {"set_clmul", py_set_clmul, METH_VARARGS, "Enable/disable the carry-less-multiply CRC path."},
     {"table_cost", py_table_cost, METH_VARARGS, "Ideal code bits and table bytes of counts."},
     {"write_tables", py_write_tables, METH_VARARGS, "Serialize frequency tables."},
     {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 paths; returns the previous state."},

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import tables
+from . import _kernels, tables
 from .contexts import MAX_GROUPS, ContextSpec
 from .costmodel import RANS, STORED
 from .errors import CodecError
@@ -103,9 +102,11 @@ def write(frame: Frame) -> bytes:
             head += struct.pack("<IBB", c.nb_dist, c.nbuckets if c.nb_dist else 0, c.nb_ref)
             head += tables.serialize(s.freqs)
         head += struct.pack("<I", len(s.payload))
-    parts = [bytes(head), *(bytes(s.payload) for s in frame.streams)]
-    body = b"".join(parts)
-    return body + struct.pack("<I", zlib.crc32(body))
+    crc = _kernels.crc32(head)
+    for s in frame.streams:
+        crc = _kernels.crc32(s.payload, crc)
+    # one copy: header, payloads and checksum joined once
+    return b"".join([head, *(s.payload for s in frame.streams), struct.pack("<I", crc)])
 
 
 class _Reader:
@@ -143,7 +144,7 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
         )
     body = buf[:-4]
     (crc,) = struct.unpack("<I", buf[-4:])
-    if zlib.crc32(body) != crc:
+    if _kernels.crc32(body) != crc:
         raise CodecError("frame checksum mismatch (corrupted or truncated)")
     r = _Reader(body)
     _, _, flags, dcode, bits, ndim, axis, kind, param = r.unpack("4sBBBBBbBH")

@@ -8,6 +8,7 @@ Blocks are coded in parallel by Python threads (the kernels release the GIL).
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,6 +21,7 @@ LANES = 32
 STATE_BYTES = 4 * LANES
 DEFAULT_BLOCK_LOG2 = 16
 _POOL: ThreadPoolExecutor | None = None
+_BIG_ENDIAN = sys.byteorder == "big"
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -46,26 +48,40 @@ def encode(
     block_log2: int = DEFAULT_BLOCK_LOG2,
     ctx: ContextSpec = ORDER0,
     threads: int = 1,
-) -> bytes:
-    """Entropy-code uint8 ``symbols`` with the given context tables into a stream payload."""
+) -> memoryview:
+    """Entropy-code uint8 ``symbols`` with the given context tables into a stream payload (a read-only
+    view of the coded bytes; single-range coding writes the block index and the blocks in place)."""
     sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1)
     block = 1 << block_log2
     nblocks = nblocks_for(sym.size, block_log2)
     spec = ctx.kernel_spec()
     freqs = np.ascontiguousarray(freqs, np.uint16)
+    index = 4 * nblocks
 
-    def run(rng: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        b0, b1 = rng
-        count = min(b1 * block, sym.size) - b0 * block
-        out = np.empty((b1 - b0) * STATE_BYTES + 2 * count, np.uint8)
-        sizes = np.empty(b1 - b0, np.uint32)
-        used = _kernels.rans_encode(sym, spec, freqs, prob_bits, block, b0, b1, out, sizes)
-        return out[:used], sizes
+    def run(rng: tuple[int, int], out: np.ndarray, sizes: np.ndarray) -> int:
+        return _kernels.rans_encode(sym, spec, freqs, prob_bits, block, rng[0], rng[1], out, sizes)
+
+    def capacity(rng: tuple[int, int]) -> int:
+        count = min(rng[1] * block, sym.size) - rng[0] * block
+        return (rng[1] - rng[0]) * STATE_BYTES + 2 * count
 
     ranges = _ranges(nblocks, threads)
-    parts = list(_pool().map(run, ranges)) if len(ranges) > 1 else [run(r) for r in ranges]
-    sizes = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.uint32)
-    return b"".join([sizes.astype("<u4").tobytes(), *(p[0].tobytes() for p in parts)])
+    if len(ranges) <= 1:
+        buf = np.empty(index + (capacity(ranges[0]) if ranges else 0), np.uint8)
+        sizes = buf[:index].view(np.uint32)
+        used = run(ranges[0], buf[index:], sizes) if ranges else 0
+        if _BIG_ENDIAN:
+            sizes.byteswap(inplace=True)
+        return memoryview(buf)[: index + used].toreadonly()
+
+    def job(rng: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        out = np.empty(capacity(rng), np.uint8)
+        sizes = np.empty(rng[1] - rng[0], np.uint32)
+        return out[: run(rng, out, sizes)], sizes
+
+    parts = list(_pool().map(job, ranges))
+    sizes = np.concatenate([p[1] for p in parts]).astype("<u4")
+    return memoryview(b"".join([sizes.tobytes(), *(p[0] for p in parts)]))
 
 
 def decode(

@@ -130,3 +130,24 @@ def test_max_elements_is_enforced():
     with pytest.raises(codec.CodecError, match="limit"):
         codec.decode(blob, max_elements=1000)
     assert codec.decode(blob, max_elements=4096).shape == (64, 64)
+
+
+@pytest.mark.parametrize("clmul", [True, False])
+def test_checksum_is_zlib_crc32(clmul):
+    """The frame's CRC-32 kernel gives zlib's value on both paths, for every length around the 16- and
+    64-byte fold boundaries, unaligned starts and chained calls."""
+    from codec import _kernels
+
+    rng = np.random.default_rng(11)
+    data = rng.integers(0, 256, 300_000).astype(np.uint8).tobytes()
+    prev = _kernels.set_clmul(clmul)
+    try:
+        for n in [*range(0, 300), 1023, 1024, 65_535, 65_536, 299_990]:
+            start = int(rng.integers(0, 9))
+            seed = int(rng.integers(0, 2**32))
+            chunk = data[start : start + n]
+            assert _kernels.crc32(chunk, seed) == zlib.crc32(chunk, seed)
+        half = len(data) // 3
+        assert _kernels.crc32(data[half:], _kernels.crc32(data[:half])) == zlib.crc32(data)
+    finally:
+        _kernels.set_clmul(prev)

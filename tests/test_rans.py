@@ -153,3 +153,25 @@ def test_vector_and_scalar_paths_agree_byte_for_byte():
         assert vector == scalar
         assert np.array_equal(scalar_out, sym)
         assert np.array_equal(rans.decode(scalar, sym.size, freqs, 12, 14, ctx), sym)
+
+
+@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("where", [0, 5_000, 99_999])
+@pytest.mark.parametrize("ctx", [ContextSpec(), ContextSpec(nb_dist=64, nbuckets=2, nb_ref=0)])
+def test_symbol_without_frequency_is_refused(simd, where, ctx):
+    """A table that lacks a symbol the data holds cannot code it: the encoder refuses on every path (the
+    check runs inside the coding loop: first symbol, middle of a vector step, the scalar tail)."""
+    from codec import _kernels
+
+    rng = np.random.default_rng(where)
+    sym = rng.integers(0, 8, 100_000).astype(np.uint8)
+    counts = np.zeros((ctx.ntables, 256), np.uint32)
+    _kernels.context_histogram(sym, ctx.kernel_spec(), 1 << 16, counts, 1)
+    freqs = tables.normalize(counts, 12)
+    sym[where] = 200  # absent from every table
+    prev = _kernels.set_simd(simd)
+    try:
+        with pytest.raises(ValueError, match="zero frequency"):
+            rans.encode(sym, freqs, 12, 16, ctx)
+    finally:
+        _kernels.set_simd(prev)
