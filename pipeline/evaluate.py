@@ -74,42 +74,58 @@ def _image_folder_data(root: Path, n: int, size: int) -> tuple[torch.Tensor, tor
     from torchvision import datasets, transforms
 
     if (root / "cifar-100-python").is_dir():
-        tf = transforms.Compose([
-            transforms.Resize(size),
-            transforms.ToTensor(),
-            transforms.Normalize((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-        ])
+        tf = transforms.Compose(
+            [
+                transforms.Resize(size),
+                transforms.ToTensor(),
+                transforms.Normalize((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+            ]
+        )
         ds: Any = datasets.CIFAR100(str(root), train=False, download=False, transform=tf)
         source = f"cifar100:{root}"
     else:
         folder = root / "val" if (root / "val").is_dir() else root
-        tf = transforms.Compose([
-            transforms.Resize(int(size * 256 / 224)),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-        ])
+        tf = transforms.Compose(
+            [
+                transforms.Resize(int(size * 256 / 224)),
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            ]
+        )
         try:
             ds = datasets.ImageFolder(str(folder), transform=tf)
         except (FileNotFoundError, RuntimeError) as exc:
-            raise ValueError(f"--data {root}: neither CIFAR-100 (cifar-100-python/) nor an "
-                             f"image folder of class subdirectories ({exc})") from exc
+            raise ValueError(
+                f"--data {root}: neither CIFAR-100 (cifar-100-python/) nor an "
+                f"image folder of class subdirectories ({exc})"
+            ) from exc
         source = f"imagefolder:{folder}"
     step = max(1, len(ds) // n)  # spread over the set so many classes appear
     items = [ds[i] for i in range(0, len(ds), step)][:n]
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items]), source
 
 
-def load_eval_data(loaded: LoadedModel, samples: int = 32, data: str | None = None,
-                   size: int | None = None, batch: int = 16, seed: int = 0) -> EvalData:
+def load_eval_data(
+    loaded: LoadedModel,
+    samples: int = 32,
+    data: str | None = None,
+    size: int | None = None,
+    batch: int = 16,
+    seed: int = 0,
+) -> EvalData:
     """Pick the evaluation inputs for ``loaded`` (see module docstring for the rules)."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if loaded.kind == "encoder":
         if loaded.tokenizer is None:
-            raise ValueError(f"{loaded.name}: a sentence encoder needs its tokenizer in the model directory")
+            raise ValueError(
+                f"{loaded.name}: a sentence encoder needs its tokenizer in the model directory"
+            )
         enc = loaded.tokenizer(SENTENCES[: max(3, samples)], padding=True, return_tensors="pt")
-        return EvalData(_batches((enc["input_ids"], enc["attention_mask"]), batch), None, "sentences")
+        return EvalData(
+            _batches((enc["input_ids"], enc["attention_mask"]), batch), None, "sentences"
+        )
     if loaded.kind == "decoder":
         seq = 32
         if loaded.tokenizer is not None:
@@ -117,7 +133,9 @@ def load_eval_data(loaded: LoadedModel, samples: int = 32, data: str | None = No
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token or tok.unk_token
             enc = tok(SENTENCES[:samples], padding=True, return_tensors="pt")
-            return EvalData(_batches((enc["input_ids"], enc["attention_mask"]), batch), None, "sentences")
+            return EvalData(
+                _batches((enc["input_ids"], enc["attention_mask"]), batch), None, "sentences"
+            )
         vocab = int(getattr(loaded.raw.config, "vocab_size", 1000))
         g = torch.Generator().manual_seed(seed)
         ids = torch.randint(0, vocab, (samples, seq), generator=g)
@@ -137,8 +155,9 @@ def load_eval_data(loaded: LoadedModel, samples: int = 32, data: str | None = No
     return EvalData(_batches((_synthetic_images(samples, shape, seed),), batch), None, "synthetic")
 
 
-def codec_roundtrip(feat: torch.Tensor, bits: int, axis: int | None, level: int
-                     ) -> tuple[torch.Tensor, int, float, float]:
+def codec_roundtrip(
+    feat: torch.Tensor, bits: int, axis: int | None, level: int
+) -> tuple[torch.Tensor, int, float, float]:
     """Encode/decode ``feat`` one sample per frame; returns (decoded, bytes, enc s, dec s)."""
     import codec
 
@@ -155,7 +174,9 @@ def codec_roundtrip(feat: torch.Tensor, bits: int, axis: int | None, level: int
     return torch.cat(out), nbytes, t_enc, t_dec
 
 
-def _metrics(loaded: LoadedModel, data: EvalData, ref: list[Any], test: list[Any]) -> dict[str, float]:
+def _metrics(
+    loaded: LoadedModel, data: EvalData, ref: list[Any], test: list[Any]
+) -> dict[str, float]:
     """Fidelity of outputs ``test`` vs ``ref`` (lists per batch) for the model kind."""
     r, t = torch.cat(ref), torch.cat(test)
     if loaded.kind == "encoder":
@@ -167,8 +188,13 @@ def _metrics(loaded: LoadedModel, data: EvalData, ref: list[Any], test: list[Any
         ids = torch.cat([b[0] for b in data.batches])
         masks = torch.cat([b[1] for b in data.batches])
         ppl_ref, ppl = fm.perplexity(r, ids, masks), fm.perplexity(t, ids, masks)
-        return {"agreement": fm.agreement(r, t, masks), "kl": fm.kl_divergence(r, t, masks),
-                "ppl_baseline": ppl_ref, "ppl": ppl, "ppl_delta": ppl - ppl_ref}
+        return {
+            "agreement": fm.agreement(r, t, masks),
+            "kl": fm.kl_divergence(r, t, masks),
+            "ppl_baseline": ppl_ref,
+            "ppl": ppl,
+            "ppl_delta": ppl - ppl_ref,
+        }
     out = {"agreement": fm.agreement(r, t), "kl": fm.kl_divergence(r, t)}
     if data.labels is not None:
         out["top1"] = fm.top1(t, data.labels)
@@ -193,10 +219,19 @@ def _score(result: tuple[dict[str, float], int, float, float, int | None]) -> tu
 
 
 @torch.no_grad()
-def evaluate(model: str | LoadedModel, splits: Sequence[str] | None = None,
-             bits: Sequence[int] = DEFAULT_BITS, samples: int = 32, data: str | None = None,
-             size: int | None = None, granularity: str = "auto", level: int = 3,
-             batch: int = 16, weights: Any = None, progress: bool = True) -> list[dict[str, Any]]:
+def evaluate(
+    model: str | LoadedModel,
+    splits: Sequence[str] | None = None,
+    bits: Sequence[int] = DEFAULT_BITS,
+    samples: int = 32,
+    data: str | None = None,
+    size: int | None = None,
+    granularity: str = "auto",
+    level: int = 3,
+    batch: int = 16,
+    weights: Any = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Rows of rate and fidelity, one per (split, bits); see the module docstring."""
     from tqdm import tqdm
 
@@ -211,8 +246,12 @@ def evaluate(model: str | LoadedModel, splits: Sequence[str] | None = None,
     n = sum(b[0].shape[0] for b in dataset.batches)
     rows: list[dict[str, Any]] = []
     grans = ["tensor", "channel"] if granularity == "auto" else [granularity]
-    bar = tqdm(total=len(splits) * len(bits) * len(grans), desc=f"evaluate {loaded.name}",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(splits) * len(bits) * len(grans),
+        desc=f"evaluate {loaded.name}",
+        disable=not progress,
+        leave=False,
+    )
     for split in splits:
         head, tail = loaded.split(split)
         mids = [head(*b) for b in dataset.batches]
@@ -235,14 +274,26 @@ def evaluate(model: str | LoadedModel, splits: Sequence[str] | None = None,
             metrics, nbytes, t_enc, t_dec, axis = results[best]
             wire = nbytes / n
             row: dict[str, Any] = {
-                "model": loaded.name, "kind": loaded.kind, "split": split, "bits": b,
-                "trained": loaded.trained, "weights": loaded.weights_source, "data": dataset.source,
-                "samples": n, "feature_shape": list(feat0.shape[1:]),
-                "raw_bytes": 4 * numel, "raw_fp16_bytes": 2 * numel, "wire_bytes": round(wire, 1),
-                "ratio": round(4 * numel / wire, 3), "ratio_fp16": round(2 * numel / wire, 3),
+                "model": loaded.name,
+                "kind": loaded.kind,
+                "split": split,
+                "bits": b,
+                "trained": loaded.trained,
+                "weights": loaded.weights_source,
+                "data": dataset.source,
+                "samples": n,
+                "feature_shape": list(feat0.shape[1:]),
+                "raw_bytes": 4 * numel,
+                "raw_fp16_bytes": 2 * numel,
+                "wire_bytes": round(wire, 1),
+                "ratio": round(4 * numel / wire, 3),
+                "ratio_fp16": round(2 * numel / wire, 3),
                 "bits_per_element": round(8 * wire / numel, 4),
-                "encode_ms": round(1e3 * t_enc / n, 3), "decode_ms": round(1e3 * t_dec / n, 3),
-                "granularity": best, "axis": axis, **metrics,
+                "encode_ms": round(1e3 * t_enc / n, 3),
+                "decode_ms": round(1e3 * t_dec / n, 3),
+                "granularity": best,
+                "axis": axis,
+                **metrics,
             }
             key = primary_metric(metrics)
             for gran, res in results.items():
@@ -253,15 +304,34 @@ def evaluate(model: str | LoadedModel, splits: Sequence[str] | None = None,
     return rows
 
 
-FIDELITY_COLUMNS = ("top1_baseline", "top1", "agreement", "kl", "cosine", "retrieval_top1",
-                    "ppl_baseline", "ppl")
+FIDELITY_COLUMNS = (
+    "top1_baseline",
+    "top1",
+    "agreement",
+    "kl",
+    "cosine",
+    "retrieval_top1",
+    "ppl_baseline",
+    "ppl",
+)
 
 
 def rows_to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of rows (fidelity columns shown only where some row has them)."""
     fid = [c for c in FIDELITY_COLUMNS if any(c in r for r in rows)]
-    cols = ["model", "trained", "split", "bits", "granularity", "raw_bytes", "wire_bytes", "ratio",
-            "encode_ms", "decode_ms", *fid]
+    cols = [
+        "model",
+        "trained",
+        "split",
+        "bits",
+        "granularity",
+        "raw_bytes",
+        "wire_bytes",
+        "ratio",
+        "encode_ms",
+        "decode_ms",
+        *fid,
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []
@@ -281,7 +351,9 @@ def rows_to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_rate_fidelity(rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+def plot_rate_fidelity(
+    rows: Sequence[dict[str, Any]], path: str | Path, title: str | None = None
+) -> Path:
     """PNG of fidelity vs bits per element, one line per (model, split); one panel per model."""
     import matplotlib
 
@@ -306,7 +378,7 @@ def plot_rate_fidelity(rows: Sequence[dict[str, Any]], path: str | Path, title: 
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(models):]:
+    for ax in list(axes.flat)[len(models) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title)
@@ -322,18 +394,24 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--bits expects comma-separated integers, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"--bits expects comma-separated integers, got {text!r}"
+        ) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--model", required=True, help="registry name or local HF model directory")
     ap.add_argument("--split", default="all", help="split point(s), comma-separated, or 'all'")
     ap.add_argument("--bits", type=_int_list, default=list(DEFAULT_BITS), help="e.g. 8,6,4,2")
     ap.add_argument("--data", default=None, help="CIFAR-100 root or image folder (no downloads)")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--size", type=int, default=None, help="image side for vision models")
-    ap.add_argument("--weights", default=None, help="checkpoint file, torchvision weights name or HF dir")
+    ap.add_argument(
+        "--weights", default=None, help="checkpoint file, torchvision weights name or HF dir"
+    )
     ap.add_argument("--granularity", choices=GRANULARITIES, default="auto")
     ap.add_argument("--level", type=int, default=3, help="codec level")
     ap.add_argument("--batch", type=int, default=16)
@@ -346,17 +424,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; prints a Markdown table and optionally writes JSON / PNG."""
     args = build_parser().parse_args(argv)
-    splits = None if args.split == "all" else [s.strip() for s in args.split.split(",") if s.strip()]
+    splits = (
+        None if args.split == "all" else [s.strip() for s in args.split.split(",") if s.strip()]
+    )
     try:
-        rows = evaluate(args.model, splits, args.bits, args.samples, args.data, args.size,
-                        args.granularity, args.level, args.batch, args.weights, not args.quiet)
+        rows = evaluate(
+            args.model,
+            splits,
+            args.bits,
+            args.samples,
+            args.data,
+            args.size,
+            args.granularity,
+            args.level,
+            args.batch,
+            args.weights,
+            not args.quiet,
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(rows_to_markdown(rows))
     if not rows[0]["trained"]:
-        print(f"note: {rows[0]['model']} is untrained (random weights): fidelity is vs the "
-              "uncompressed model, not a task accuracy")
+        print(
+            f"note: {rows[0]['model']} is untrained (random weights): fidelity is vs the "
+            "uncompressed model, not a task accuracy"
+        )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))

@@ -78,7 +78,9 @@ def retrieval_agreement(ref: torch.Tensor, test: torch.Tensor) -> tuple[float, f
     return nn_agree, float(rho.mean())
 
 
-def perplexity(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> float:
+def perplexity(
+    logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> float:
     """Perplexity of next-token prediction: position t predicts token t+1 (real tokens only)."""
     lp = F.log_softmax(logits[:, :-1].double(), -1)
     target = input_ids[:, 1:]

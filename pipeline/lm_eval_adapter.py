@@ -51,10 +51,19 @@ def register() -> None:
 class SplitStreamLM(LM):
     """A causal LM evaluated through head -> codec -> tail (see module docstring)."""
 
-    def __init__(self, pretrained: str, split: int | str = 1, bits: int = 8,
-                 granularity: str = "channel", level: int = 3, max_length: int | None = None,
-                 max_gen_toks: int = 32, batch_size: Any = 1, device: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pretrained: str,
+        split: int | str = 1,
+        bits: int = 8,
+        granularity: str = "channel",
+        level: int = 3,
+        max_length: int | None = None,
+        max_gen_toks: int = 32,
+        batch_size: Any = 1,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         if not isinstance(bits, int) or not 0 <= bits <= 8:
             raise ValueError(f"bits must be 0 (uncompressed) or 1..8, got {bits!r}")
@@ -62,13 +71,18 @@ class SplitStreamLM(LM):
             raise ValueError(f"granularity must be 'channel' or 'tensor', got {granularity!r}")
         # lm_eval's CLI defaults to cuda:0; use it only where a GPU exists, else the CPU
         dev = str(device or "cpu")
-        self._device = torch.device(dev if dev.startswith("cuda") and torch.cuda.is_available()
-                                    else "cpu")
+        self._device = torch.device(
+            dev if dev.startswith("cuda") and torch.cuda.is_available() else "cpu"
+        )
         loaded = load_model(str(pretrained))
         if loaded.kind != "decoder":
-            raise ValueError(f"pretrained={pretrained!r} is a {loaded.kind} model, need a causal LM")
+            raise ValueError(
+                f"pretrained={pretrained!r} is a {loaded.kind} model, need a causal LM"
+            )
         if loaded.tokenizer is None:
-            raise ValueError(f"pretrained={pretrained!r} has no tokenizer files (tokenizer.json ...)")
+            raise ValueError(
+                f"pretrained={pretrained!r} has no tokenizer files (tokenizer.json ...)"
+            )
         self.tok = loaded.tokenizer
         head, tail = loaded.split(split)
         self.head, self.tail = head.to(self._device), tail.to(self._device)
@@ -78,9 +92,13 @@ class SplitStreamLM(LM):
         self._max_length = int(max_length or getattr(cfg, "max_position_embeddings", 512))
         self.max_gen_toks = int(max_gen_toks)
         self.stats = {"frames": 0, "raw_bytes": 0, "wire_bytes": 0}
-        prefix = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        prefix = (
+            self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        )
         if prefix is None:
-            raise ValueError("the tokenizer needs a bos or eos token to condition the first token on")
+            raise ValueError(
+                "the tokenizer needs a bos or eos token to condition the first token on"
+            )
         self.prefix_token_id = int(prefix)
 
     @property
@@ -106,13 +124,15 @@ class SplitStreamLM(LM):
 
     def _score(self, context: list[int], target: list[int]) -> tuple[float, bool]:
         """Sum log p(target | context) and whether target is the greedy continuation."""
-        ids = (context + target)[-(self.max_length + 1):]
-        lp = self.logprobs(ids[:-1])[-len(target):]
-        tgt = torch.tensor(target[-lp.shape[0]:])
+        ids = (context + target)[-(self.max_length + 1) :]
+        lp = self.logprobs(ids[:-1])[-len(target) :]
+        tgt = torch.tensor(target[-lp.shape[0] :])
         total = float(lp.gather(-1, tgt.unsqueeze(-1)).sum())
         return total, bool((lp.argmax(-1) == tgt).all())
 
-    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+    def loglikelihood(
+        self, requests: list[Any], disable_tqdm: bool = False
+    ) -> list[tuple[float, bool]]:
         out = []
         for req in tqdm(requests, desc="splitstream loglikelihood", disable=disable_tqdm):
             context, continuation = req.args
@@ -129,8 +149,9 @@ class SplitStreamLM(LM):
         for req in tqdm(requests, desc="splitstream rolling", disable=disable_tqdm):
             (text,) = req.args
             total = 0.0
-            windows = get_rolling_token_windows(self._encode(text), self.prefix_token_id,
-                                                self.max_length, 1)
+            windows = get_rolling_token_windows(
+                self._encode(text), self.prefix_token_id, self.max_length, 1
+            )
             for ctx, pred in map(make_disjoint_window, windows):
                 total += self._score(list(ctx), list(pred))[0]
             out.append(total)
@@ -149,7 +170,7 @@ class SplitStreamLM(LM):
             new: list[int] = []
             text = ""
             for _ in range(limit):
-                nxt = int(self.logprobs(ids[-self.max_length:])[-1].argmax())
+                nxt = int(self.logprobs(ids[-self.max_length :])[-1].argmax())
                 if nxt == self.tok.eos_token_id:
                     break
                 ids.append(nxt)

@@ -104,7 +104,9 @@ def _init_ray(cfg: PipelineConfig) -> bool:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, log_to_driver=False)
     else:
-        start_local_ray(cfg.ray.num_cpus, (cfg.placement.edge_resource, cfg.placement.cloud_resource))
+        start_local_ray(
+            cfg.ray.num_cpus, (cfg.placement.edge_resource, cfg.placement.cloud_resource)
+        )
     return True
 
 

@@ -179,7 +179,9 @@ def digits_resnet(
             t0 = time.perf_counter()
             model, acc = train_digits_resnet(epochs=epochs, progress=verbose)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save({"state_dict": model.state_dict(), "test_accuracy": acc, "epochs": epochs}, tmp)
+            torch.save(
+                {"state_dict": model.state_dict(), "test_accuracy": acc, "epochs": epochs}, tmp
+            )
             os.replace(tmp, path)
             if verbose:
                 print(f"trained digits-resnet in {time.perf_counter() - t0:.1f}s -> {path}")

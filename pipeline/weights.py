@@ -31,12 +31,14 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
             return extract_state_dict(inner)
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError("checkpoint holds no tensors (looked for a state dict or keys "
-                         f"{', '.join(_NESTED_KEYS)})")
+        raise ValueError(
+            "checkpoint holds no tensors (looked for a state dict or keys "
+            f"{', '.join(_NESTED_KEYS)})"
+        )
     # strip a DataParallel / Lightning-style prefix shared by every key
     for prefix in ("module.", "model."):
         if all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -65,7 +67,9 @@ def torchvision_cached_weights(arch: str, weights_name: str) -> Path:
         entry = enum[weights_name] if weights_name != "DEFAULT" else enum.DEFAULT
     except KeyError as exc:
         names = ", ".join(["DEFAULT", *[w.name for w in enum]])
-        raise ValueError(f"weights={weights_name!r} unknown for {arch}; choose one of {names}") from exc
+        raise ValueError(
+            f"weights={weights_name!r} unknown for {arch}; choose one of {names}"
+        ) from exc
     filename = os.path.basename(entry.url)
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if not path.is_file():
@@ -101,7 +105,9 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) ->
         missing, unexpected = model.load_state_dict(dict(state), strict=False)
     except RuntimeError as exc:  # shape mismatches
         first = str(exc).strip().splitlines()[1:3]
-        raise ValueError(f"weights do not fit model {name!r}: {' '.join(s.strip() for s in first)}") from exc
+        raise ValueError(
+            f"weights do not fit model {name!r}: {' '.join(s.strip() for s in first)}"
+        ) from exc
     if missing or unexpected:
         raise ValueError(
             f"weights do not fit model {name!r}: missing keys {list(missing)[:5]}"

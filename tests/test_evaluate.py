@@ -40,7 +40,9 @@ def test_metrics_basic():
 
 def test_digits_accuracy_drop_at_best_split():
     """Real labels: top-1 drop <= 0.5 points at 8 bits and <= 1.5 at 4 bits at the best split."""
-    rows = evaluate("digits-resnet", bits=[8, 4], samples=450, granularity="channel", progress=False)
+    rows = evaluate(
+        "digits-resnet", bits=[8, 4], samples=450, granularity="channel", progress=False
+    )
     assert {r["split"] for r in rows} == {"layer1", "layer2", "layer3"}
     assert all(set(r) >= REQUIRED and r["trained"] for r in rows)
     assert all(r["data"] == "digits-test" and r["samples"] == 450 for r in rows)
@@ -66,8 +68,7 @@ def test_minilm_embedding_cosine():
 
 
 def test_untrained_vision_rows_and_granularity():
-    rows = evaluate("resnet18", splits=["layer2"], bits=[8, 2], samples=4, size=64,
-                    progress=False)
+    rows = evaluate("resnet18", splits=["layer2"], bits=[8, 2], samples=4, size=64, progress=False)
     assert all(not r["trained"] and "top1" not in r for r in rows)
     r8, r2 = rows
     assert r8["granularity"] in ("tensor", "channel")
@@ -80,8 +81,23 @@ def test_untrained_vision_rows_and_granularity():
 
 def test_cli_writes_json_and_plot(tmp_path, capsys):
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    rc = main(["--model", "llama-tiny", "--split", "layers.1", "--bits", "8,4", "--samples", "4",
-               "--json", str(out_json), "--plot", str(out_png), "--quiet"])
+    rc = main(
+        [
+            "--model",
+            "llama-tiny",
+            "--split",
+            "layers.1",
+            "--bits",
+            "8,4",
+            "--samples",
+            "4",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_png),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     rows = json.loads(out_json.read_text())["rows"]
     assert [r["bits"] for r in rows] == [8, 4]
@@ -113,14 +129,23 @@ def test_image_folder_labels_give_top1(tmp_path):
         for i in range(2):
             arr = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
             Image.fromarray(arr).save(tmp_path / "val" / cls / f"{i}.png")
-    rows = evaluate("resnet18", splits=["layer2"], bits=[8], samples=4, size=32,
-                    data=str(tmp_path), granularity="tensor", progress=False)
+    rows = evaluate(
+        "resnet18",
+        splits=["layer2"],
+        bits=[8],
+        samples=4,
+        size=32,
+        data=str(tmp_path),
+        granularity="tensor",
+        progress=False,
+    )
     (row,) = rows
     assert row["data"].startswith("imagefolder:") and row["samples"] == 4
     assert 0.0 <= row["top1"] <= 1.0 and "top1_baseline" in row
     with pytest.raises(ValueError, match="image folder"):
-        evaluate("resnet18", bits=[8], samples=2, size=32, data=str(tmp_path / "empty"),
-                 progress=False)
+        evaluate(
+            "resnet18", bits=[8], samples=2, size=32, data=str(tmp_path / "empty"), progress=False
+        )
 
 
 def test_fidelity_benchmark_writes_outputs(tmp_path):

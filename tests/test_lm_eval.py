@@ -9,8 +9,14 @@ import torch
 
 lm_eval = pytest.importorskip("lm_eval")
 
-WORDS = {w for d in ("the sky is blue grass green snow white fire red sea coal black sun",
-                     "yellow what colour of question answer : ? .") for w in d.split()}
+WORDS = {
+    w
+    for d in (
+        "the sky is blue grass green snow white fire red sea coal black sun",
+        "yellow what colour of question answer : ? .",
+    )
+    for w in d.split()
+}
 DOCS = [
     {"question": "what colour is the sky ?", "choices": ["blue", "red", "black"], "label": 0},
     {"question": "what colour is grass ?", "choices": ["white", "green", "red"], "label": 1},
@@ -32,13 +38,27 @@ def _tiny_llama_dir(path):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                   bos_token="<s>", eos_token="</s>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
     fast.save_pretrained(path)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=64, bos_token_id=2, eos_token_id=3, pad_token_id=1)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=1,
+    )
     LlamaForCausalLM(cfg).eval().save_pretrained(path)
     return path
 
@@ -81,8 +101,10 @@ def test_adapter_scores_match_uncompressed_at_8_bits(setup):
     from pipeline.lm_eval_adapter import SplitStreamLM
 
     model_dir, _ = setup
-    reqs = [Instance("loglikelihood", {}, ("question : what colour is grass ? answer :", " green"), 0),
-            Instance("loglikelihood", {}, ("", "the sky is blue"), 1)]
+    reqs = [
+        Instance("loglikelihood", {}, ("question : what colour is grass ? answer :", " green"), 0),
+        Instance("loglikelihood", {}, ("", "the sky is blue"), 1),
+    ]
     plain = SplitStreamLM(str(model_dir), split=1, bits=0)
     coded = SplitStreamLM(str(model_dir), split=1, bits=8)
     coarse = SplitStreamLM(str(model_dir), split=1, bits=2)
@@ -96,11 +118,13 @@ def test_adapter_scores_match_uncompressed_at_8_bits(setup):
         assert abs(a - c) > abs(a - b)  # coarser quantization moves the score more
     rolling = coded.loglikelihood_rolling(
         [Instance("loglikelihood_rolling", {}, ("the sky is blue . snow is white .",), 0)],
-        disable_tqdm=True)
+        disable_tqdm=True,
+    )
     assert rolling[0] < 0
     gen = coded.generate_until(
         [Instance("generate_until", {}, ("the sky is", {"until": ["."], "max_gen_toks": 4}), 0)],
-        disable_tqdm=True)
+        disable_tqdm=True,
+    )
     assert isinstance(gen[0], str) and "." not in gen[0]
     with pytest.raises(ValueError, match="bits"):
         SplitStreamLM(str(model_dir), bits=9)
@@ -115,9 +139,12 @@ def test_simple_evaluate_local_task(setup):
     model_dir, task_dir = setup
     register()
     register()  # idempotent
-    res = simple_evaluate(model="splitstream", model_args=f"pretrained={model_dir},split=2,bits=4",
-                          tasks=[TASK], task_manager=TaskManager(include_path=str(task_dir),
-                                                              include_defaults=False))
+    res = simple_evaluate(
+        model="splitstream",
+        model_args=f"pretrained={model_dir},split=2,bits=4",
+        tasks=[TASK],
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+    )
     acc = res["results"][TASK]["acc,none"]
     assert 0.0 <= acc <= 1.0
     assert len(res["samples"][TASK]) == len(DOCS)
@@ -127,8 +154,20 @@ def test_cli_module_runs_task(setup, tmp_path, capsys):
     from pipeline.lm_eval_adapter import main
 
     model_dir, task_dir = setup
-    main(["--model", "splitstream", "--model_args", f"pretrained={model_dir},split=1,bits=8",
-          "--tasks", TASK, "--include_path", str(task_dir), "--output_path", str(tmp_path / "out")])
+    main(
+        [
+            "--model",
+            "splitstream",
+            "--model_args",
+            f"pretrained={model_dir},split=1,bits=8",
+            "--tasks",
+            TASK,
+            "--include_path",
+            str(task_dir),
+            "--output_path",
+            str(tmp_path / "out"),
+        ]
+    )
     out = capsys.readouterr().out
     assert TASK in out and "acc" in out
     results = list((tmp_path / "out").rglob("results_*.json"))

@@ -11,7 +11,14 @@ def test_goodput_uses_the_links_schedule_when_present():
     for i in range(10):
         planned = 0.1 * (i + 1)
         # observed ends bunch up (several awaits resumed together): they must not shrink the window
-        recs.append({"bytes": 125_000, "tx_done_planned": planned, "tx_done": 1.0 + 0.001 * i, "queued": float(i > 0)})
+        recs.append(
+            {
+                "bytes": 125_000,
+                "tx_done_planned": planned,
+                "tx_done": 1.0 + 0.001 * i,
+                "queued": float(i > 0),
+            }
+        )
     g = link_goodput(recs)
     assert math.isclose(g["goodput_mbps"], 10.0, rel_tol=1e-9)
     assert g["window_batches"] == 9

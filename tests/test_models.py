@@ -18,7 +18,15 @@ from pipeline.models import (
 )
 from pipeline.weights import resolve_vision_weights
 
-VISION = ["resnet18", "resnet50", "vgg16", "mobilenet_v2", "swin_t", "densenet121", "efficientnet_b0"]
+VISION = [
+    "resnet18",
+    "resnet50",
+    "vgg16",
+    "mobilenet_v2",
+    "swin_t",
+    "densenet121",
+    "efficientnet_b0",
+]
 # small inputs keep this file fast; 64x64 still leaves >= 2x2 maps at the deepest split
 SIZE = {"digits-resnet": 32}
 

@@ -136,7 +136,13 @@ def test_vector_and_scalar_paths_agree_byte_for_byte():
         ),
         (
             rng.integers(0, 12, 64 * 96 * 5).astype(np.uint8),
-            ContextSpec(channels=64, inner=96, group=(np.arange(64) % 4).astype(np.uint8), nb_dist=96, nbuckets=2),
+            ContextSpec(
+                channels=64,
+                inner=96,
+                group=(np.arange(64) % 4).astype(np.uint8),
+                nb_dist=96,
+                nbuckets=2,
+            ),
         ),
     ]
     for sym, ctx in cases:

@@ -126,9 +126,21 @@ def _vision(name: str, weights: WeightsArg, **kw: Any) -> LoadedModel:
     state = resolve_vision_weights(name, weights)
     if state is not None:
         load_into(model, state, name)
-    source = "untrained" if state is None else str(weights if not isinstance(weights, dict) else "state_dict")
-    return LoadedModel(name, "vision", model.eval(), state is not None, list(VISION_SPLITS[name]),
-                       (3, 224, 224), raw=model, weights_source=source)
+    source = (
+        "untrained"
+        if state is None
+        else str(weights if not isinstance(weights, dict) else "state_dict")
+    )
+    return LoadedModel(
+        name,
+        "vision",
+        model.eval(),
+        state is not None,
+        list(VISION_SPLITS[name]),
+        (3, 224, 224),
+        raw=model,
+        weights_source=source,
+    )
 
 
 def _digits(name: str, weights: WeightsArg, **kw: Any) -> LoadedModel:
@@ -144,9 +156,17 @@ def _digits(name: str, weights: WeightsArg, **kw: Any) -> LoadedModel:
         load_into(model, resolve_vision_weights(name, weights) or {}, name)
         source = os.fspath(weights) if not isinstance(weights, dict) else "state_dict"
     extra = {"test_accuracy": getattr(model, "test_accuracy", None)}
-    return LoadedModel(name, "vision", model.eval(), source != "untrained",
-                       list(SPLIT_POINTS[name]), (1, 32, 32), raw=model, weights_source=source,
-                       extra=extra)
+    return LoadedModel(
+        name,
+        "vision",
+        model.eval(),
+        source != "untrained",
+        list(SPLIT_POINTS[name]),
+        (1, 32, 32),
+        raw=model,
+        weights_source=source,
+        extra=extra,
+    )
 
 
 def _hf_dir(path: str | os.PathLike, name: str | None = None, **kw: Any) -> LoadedModel:
@@ -163,13 +183,29 @@ def _hf_dir(path: str | os.PathLike, name: str | None = None, **kw: Any) -> Load
     if getattr(config, "is_decoder", False) or _is_causal(config):
         lm = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, **kw).eval()
         splits = [f"layers.{i}" for i in range(len(lm.model.layers) - 1)]
-        return LoadedModel(label, "decoder", CausalLMFull(lm).eval(), True, splits, raw=lm,
-                           tokenizer=tok, weights_source=str(directory))
+        return LoadedModel(
+            label,
+            "decoder",
+            CausalLMFull(lm).eval(),
+            True,
+            splits,
+            raw=lm,
+            tokenizer=tok,
+            weights_source=str(directory),
+        )
     enc = AutoModel.from_pretrained(directory, local_files_only=True, **kw).eval()
     n = len(enc.encoder.layer)
     splits = [f"encoder.layer.{i}" for i in range(n - 1)]
-    return LoadedModel(label, "encoder", EncoderFull(enc).eval(), True, splits, raw=enc,
-                       tokenizer=tok, weights_source=str(directory))
+    return LoadedModel(
+        label,
+        "encoder",
+        EncoderFull(enc).eval(),
+        True,
+        splits,
+        raw=enc,
+        tokenizer=tok,
+        weights_source=str(directory),
+    )
 
 
 def _is_causal(config: Any) -> bool:
@@ -196,14 +232,23 @@ def _llama_tiny(name: str, weights: WeightsArg, seed: int = 0, **kw: Any) -> Loa
     cfg = {**LLAMA_TINY_CONFIG, **kw}
     unknown = [k for k in kw if k not in LLAMA_TINY_CONFIG]
     if unknown:
-        raise ValueError(f"llama-tiny: unknown config keys {unknown}; known: {list(LLAMA_TINY_CONFIG)}")
+        raise ValueError(
+            f"llama-tiny: unknown config keys {unknown}; known: {list(LLAMA_TINY_CONFIG)}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         lm = LlamaForCausalLM(LlamaConfig(**cfg)).eval()
     n = cfg["num_hidden_layers"]
     splits = [f"layers.{i}" for i in range(n - 1)]
-    return LoadedModel(name, "decoder", CausalLMFull(lm).eval(), False, splits, raw=lm,
-                       extra={"vocab_size": cfg["vocab_size"]})
+    return LoadedModel(
+        name,
+        "decoder",
+        CausalLMFull(lm).eval(),
+        False,
+        splits,
+        raw=lm,
+        extra={"vocab_size": cfg["vocab_size"]},
+    )
 
 
 _BUILDERS: dict[str, Callable[..., LoadedModel]] = {
@@ -214,7 +259,9 @@ _BUILDERS: dict[str, Callable[..., LoadedModel]] = {
 }
 
 
-def load_model(name: str | os.PathLike | nn.Module, weights: WeightsArg = None, **kw: Any) -> LoadedModel:
+def load_model(
+    name: str | os.PathLike | nn.Module, weights: WeightsArg = None, **kw: Any
+) -> LoadedModel:
     """Build a registry model (or wrap a local HF directory / user ``nn.Module``), offline.
 
     ``weights``: None (torchvision: untrained; digits-resnet: cached training; minilm: packaged
@@ -237,19 +284,28 @@ def _load(name: str | os.PathLike | nn.Module, weights: WeightsArg, **kw: Any) -
         model = name.eval()
         if weights is not None:
             load_into(model, resolve_vision_weights("custom", weights) or {}, type(model).__name__)
-        return LoadedModel(type(model).__name__, "custom", model, weights is not None,
-                           module_names(model), raw=model)
+        return LoadedModel(
+            type(model).__name__,
+            "custom",
+            model,
+            weights is not None,
+            module_names(model),
+            raw=model,
+        )
     key = os.fspath(name)
     if key in _BUILDERS:
         return _BUILDERS[key](key, weights, **kw)
     if Path(key).expanduser().is_dir():
         return _hf_dir(key, **kw)
-    raise ValueError(f"unknown model {key!r}; registry names: {', '.join(MODEL_NAMES)} "
-                     "(or a local Hugging Face model directory)")
+    raise ValueError(
+        f"unknown model {key!r}; registry names: {', '.join(MODEL_NAMES)} "
+        "(or a local Hugging Face model directory)"
+    )
 
 
-def split_model(name: str | os.PathLike | nn.Module, split: str | int, weights: WeightsArg = None,
-                **kw: Any) -> tuple[nn.Module, nn.Module]:
+def split_model(
+    name: str | os.PathLike | nn.Module, split: str | int, weights: WeightsArg = None, **kw: Any
+) -> tuple[nn.Module, nn.Module]:
     """``(head, tail)`` of model ``name`` cut at ``split`` (see ``SPLIT_POINTS[name]``).
 
     Both are in eval mode and ``tail(head(x))`` reproduces the unsplit model. For transformers
@@ -258,8 +314,9 @@ def split_model(name: str | os.PathLike | nn.Module, split: str | int, weights: 
     return load_model(name, weights, **kw).split(split)
 
 
-def example_input(loaded: LoadedModel, batch: int = 2, size: int | None = None,
-                  seq_len: int = 12, seed: int = 0) -> tuple[Any, ...]:
+def example_input(
+    loaded: LoadedModel, batch: int = 2, size: int | None = None, seq_len: int = 12, seed: int = 0
+) -> tuple[Any, ...]:
     """Deterministic random inputs for ``loaded.module`` / head: ``(images,)`` or
     ``(input_ids, attention_mask)`` (the second sample has two padded positions)."""
     g = torch.Generator().manual_seed(seed)

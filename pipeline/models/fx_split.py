@@ -20,7 +20,9 @@ class _CutTracer(fx.Tracer):
         self.leaf = leaf
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name == self.leaf or super().is_leaf_module(m, module_qualified_name)
+        return module_qualified_name == self.leaf or super().is_leaf_module(
+            m, module_qualified_name
+        )
 
 
 def module_names(model: nn.Module) -> list[str]:
@@ -42,7 +44,8 @@ def _ancestors(node: fx.Node) -> set[fx.Node]:
 def _is_constant(node: fx.Node) -> bool:
     """True for nodes that do not depend on any input (parameters, buffers, constants)."""
     return node.op == "get_attr" or (
-        node.op in ("call_function", "call_method") and all(_is_constant(a) for a in node.all_input_nodes)
+        node.op in ("call_function", "call_method")
+        and all(_is_constant(a) for a in node.all_input_nodes)
     )
 
 
@@ -56,8 +59,9 @@ def split_module(model: nn.Module, split: str) -> tuple[fx.GraphModule, fx.Graph
     names = dict(model.named_modules())
     if split not in names or not split:
         known = ", ".join([n for n in module_names(model) if n.count(".") <= 1][:24])
-        raise ValueError(f"split={split!r} is not a submodule of {type(model).__name__}; "
-                         f"e.g. {known}")
+        raise ValueError(
+            f"split={split!r} is not a submodule of {type(model).__name__}; e.g. {known}"
+        )
     tracer = _CutTracer(split)
     try:
         graph = tracer.trace(model)

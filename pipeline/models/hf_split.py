@@ -31,7 +31,9 @@ def feature_of(out: Any) -> torch.Tensor:
         return out
     if isinstance(out, dict) and isinstance(out.get(FEATURE_KEY), torch.Tensor):
         return out[FEATURE_KEY]
-    raise TypeError(f"head output must be a Tensor or a dict with {FEATURE_KEY!r}, got {type(out).__name__}")
+    raise TypeError(
+        f"head output must be a Tensor or a dict with {FEATURE_KEY!r}, got {type(out).__name__}"
+    )
 
 
 def with_feature(out: Any, feature: torch.Tensor) -> Any:
@@ -88,12 +90,20 @@ def parse_layer_split(split: str | int, prefix: str, n_layers: int) -> int:
         k = split
     elif isinstance(split, str) and split.isdigit():
         k = int(split)
-    elif isinstance(split, str) and split.startswith(prefix + ".") and split[len(prefix) + 1:].isdigit():
-        k = int(split[len(prefix) + 1:]) + 1
+    elif (
+        isinstance(split, str)
+        and split.startswith(prefix + ".")
+        and split[len(prefix) + 1 :].isdigit()
+    ):
+        k = int(split[len(prefix) + 1 :]) + 1
     else:
-        raise ValueError(f"split={split!r}: expected an int k or '{prefix}.<i>' (cut after layer i)")
+        raise ValueError(
+            f"split={split!r}: expected an int k or '{prefix}.<i>' (cut after layer i)"
+        )
     if not 1 <= k <= n_layers:
-        raise ValueError(f"split={split!r} cuts after {k} layers; the model has {n_layers} (1..{n_layers})")
+        raise ValueError(
+            f"split={split!r} cuts after {k} layers; the model has {n_layers} (1..{n_layers})"
+        )
     return k
 
 
@@ -110,7 +120,9 @@ class _LayerHead(nn.Module):
     ) -> WireDict:
         mask = _mask(input_ids, attention_mask)
         pos = _positions(input_ids, position_ids)
-        out = self.body(input_ids=input_ids, attention_mask=mask, position_ids=pos, **self.body_kwargs)
+        out = self.body(
+            input_ids=input_ids, attention_mask=mask, position_ids=pos, **self.body_kwargs
+        )
         return {FEATURE_KEY: out.last_hidden_state, "attention_mask": mask, "position_ids": pos}
 
 
@@ -194,12 +206,17 @@ class CausalLMFull(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         mask = _mask(input_ids, attention_mask)
         pos = _positions(input_ids, position_ids)
-        return self.lm(input_ids=input_ids, attention_mask=mask, position_ids=pos,
-                       use_cache=False).logits
+        return self.lm(
+            input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False
+        ).logits
 
 
 class EncoderFull(nn.Module):
@@ -209,11 +226,17 @@ class EncoderFull(nn.Module):
         super().__init__()
         self.enc = enc
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         mask = _mask(input_ids, attention_mask)
         pos = _positions(input_ids, position_ids)
-        return self.enc(input_ids=input_ids, attention_mask=mask, position_ids=pos).last_hidden_state
+        return self.enc(
+            input_ids=input_ids, attention_mask=mask, position_ids=pos
+        ).last_hidden_state
 
 
 def split_causal_lm(lm: nn.Module, split: str | int) -> tuple[CausalLMHead, CausalLMTail]:
