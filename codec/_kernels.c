@@ -1269,7 +1269,7 @@ done:
     } while (0)
 
 /* Decode one block. Returns 0 on success, -1 if the block is inconsistent. */
-static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const DecSlot *tabs, int pb, uint8_t *out,
+static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const DecSlot *tabs, int pb, uint8_t *o,
                         int64_t b0, int64_t b1) {
     if (len < STATE_BYTES || ((len - STATE_BYTES) & 1)) return -1;
     int64_t n = b1 - b0;
@@ -1285,7 +1285,7 @@ static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const Dec
     const int64_t last = nw ? nw - 1 : 0;
     int64_t wi = 0;
     const uint32_t mask = (1u << pb) - 1;
-    uint8_t *o = out + b0;
+    
     if (c->ntables == 1) {
         const DecSlot *d = tabs;
         int64_t i = 0;
@@ -1401,7 +1401,7 @@ __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, c
  * the context allows it (order-0, neighbor, or channel groups constant over each 32-symbol step); scalar
  * code does the first steps (before the neighbor distance), the tail, and everything else. */
 static int decode_block_packed(const uint8_t *src, int64_t len, const Ctx *c, const uint32_t *tabs,
-                               const uint32_t *nb_off, int pb, uint8_t *out, int64_t b0, int64_t b1) {
+                               const uint32_t *nb_off, int pb, uint8_t *o, int64_t b0, int64_t b1) {
     if (len < STATE_BYTES || ((len - STATE_BYTES) & 1)) return -1;
     int64_t n = b1 - b0, nw = (len - STATE_BYTES) / 2;
     if (nw > n) return -1;
@@ -1414,7 +1414,7 @@ static int decode_block_packed(const uint8_t *src, int64_t len, const Ctx *c, co
     const uint8_t *w = nw ? src + STATE_BYTES : no_words;
     const int64_t last = nw ? nw - 1 : 0;
     const uint32_t mask = (1u << pb) - 1;
-    uint8_t *o = out + b0;
+    
     int64_t wi = 0, i = 0;
     const int simple = c->ntables == 1;
     const int have_group = c->group != NULL && c->channels > 1;
@@ -1459,93 +1459,164 @@ static int decode_block_packed(const uint8_t *src, int64_t len, const Ctx *c, co
     return 0;
 }
 
-/* rans_decode(payload, offsets u64[nb+1] (byte offsets of blocks in payload), ctxspec, freqs, prob_bits,
- *             block_size, n_symbols, block_first, block_last, out u8[n_symbols]) -> bool ok */
+/* Symbols [start, end) to float32: out = (q - zero[ch]) * scale[ch], ch = (i / inner) % channels. q holds
+ * the symbols of [start, end) from q[0]. */
+static void dequantize_range(const uint8_t *q, float *x, int64_t start, int64_t end, const float *scale,
+                             const uint8_t *zero, int64_t channels, int64_t inner) {
+    int64_t i = start;
+    while (i < end) {
+        int64_t ch = (i / inner) % channels;
+        int64_t seg = (i / inner + 1) * inner;
+        if (seg > end) seg = end;
+        dequantize_run(q + (i - start), x + i, seg - i, (int32_t)zero[ch], scale[ch]);
+        i = seg;
+    }
+}
+
+/* Packed decoder entries of one table straight from its frequencies: (sym << 24 | (freq - 1) << 12 | slot -
+ * cumulative). Returns 0, or -1 if the table does not sum to 2^pb (an all-zero table is flagged empty). */
+static int build_packed(const uint16_t *f, int pb, uint32_t *t) {
+    const uint32_t M = 1u << pb;
+    uint32_t cum = 0, any = 0;
+    for (int s = 0; s < 256; s++) any |= f[s];
+    if (!any) {
+        for (uint32_t k = 0; k < M; k++) t[k] = 0xFFFFFFFFu;
+        return 1;
+    }
+    for (int s = 0; s < 256; s++) {
+        uint32_t fr = f[s];
+        if (!fr) continue;
+        if (fr > M - cum) return -1;
+        uint32_t e = ((uint32_t)s << 24) | ((fr - 1) << 12);
+        for (uint32_t k = 0; k < fr; k++) t[cum + k] = e | k;
+        cum += fr;
+    }
+    return cum == M ? 0 : -1;
+}
+
+/* rans_decode(payload, ctxspec, freqs, prob_bits, block_size, n_symbols, block_first, block_last, out, dq)
+ *   -> 0 ok | 1 bad block index | 2 corrupted block
+ * payload: u32 block sizes, then the blocks. out: u8[n_symbols], or None when dq is given.
+ * dq: None, or (x f32[n_symbols], scale f32[C], zero u8[C], channels, inner): the decoded symbols of each block
+ * are dequantized into x right away (they never leave the cache; out may then be None). */
 static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
-    PyObject *po, *oo, *spec, *fo, *outo;
+    PyObject *po, *spec, *fo, *outo, *dqo;
     int pb;
     long long block, n, bf, bl;
-    if (!PyArg_ParseTuple(args, "OOOOiLLLLO", &po, &oo, &spec, &fo, &pb, &block, &n, &bf, &bl, &outo)) return NULL;
-    Buf pbuf = {0}, ob = {0}, fb = {0}, outb = {0}, gb = {0}, nb = {0};
+    if (!PyArg_ParseTuple(args, "OOOiLLLLOO", &po, &spec, &fo, &pb, &block, &n, &bf, &bl, &outo, &dqo)) return NULL;
+    Buf pbuf = {0}, fb = {0}, outb = {0}, gb = {0}, nb = {0}, xb = {0}, sb = {0}, zb = {0};
     Ctx c;
     PyObject *ret = NULL;
     DecSlot *tabs = NULL;
-    if (get_buf(po, &pbuf, 0, "payload") < 0 || get_buf(oo, &ob, 0, "offsets") < 0 || get_buf(fo, &fb, 0, "freqs") < 0 ||
-        get_buf(outo, &outb, 1, "out") < 0)
-        goto done;
+    uint32_t *packed = NULL;
+    uint64_t *off = NULL;
+    uint8_t *scratch = NULL;
+    long long channels = 1, inner = 1;
+    if (get_buf(po, &pbuf, 0, "payload") < 0 || get_buf(fo, &fb, 0, "freqs") < 0) goto done;
+    if (outo != Py_None && get_buf(outo, &outb, 1, "out") < 0) goto done;
+    if (dqo != Py_None) {
+        PyObject *xo, *so, *zo;
+        if (!PyArg_ParseTuple(dqo, "OOOLL", &xo, &so, &zo, &channels, &inner)) goto done;
+        if (get_buf(xo, &xb, 1, "x") < 0 || get_buf(so, &sb, 0, "scale") < 0 || get_buf(zo, &zb, 0, "zero") < 0)
+            goto done;
+    }
     if (parse_ctx(spec, &c, &gb, &nb) < 0) goto done;
     int64_t nblocks = block > 0 ? (n + block - 1) / block : -1;
-    if (pb < 8 || pb > 15 || block < LANES || block > (1 << 24) || n < 0 || outb.view.len < n || bf < 0 ||
-        bl > nblocks || bf > bl || ob.view.len < (nblocks + 1) * 8 || fb.view.len < (Py_ssize_t)c.ntables * 512) {
+    int sizes_ok = outb.held ? outb.view.len >= n : xb.held;
+    if (xb.held && (xb.view.len < n * 4 || channels < 1 || inner < 1 || sb.view.len < channels * 4 ||
+                    zb.view.len < channels || n % (channels * inner) != 0))
+        sizes_ok = 0;
+    if (pb < 8 || pb > 15 || block < LANES || block > (1 << 24) || n < 0 || !sizes_ok || bf < 0 || bl > nblocks ||
+        bf > bl || fb.view.len < (Py_ssize_t)c.ntables * 512) {
         PyErr_SetString(PyExc_ValueError, "rans_decode: bad arguments");
         goto done;
     }
-    const uint64_t *off = (const uint64_t *)ob.view.buf;
-    for (int64_t b = bf; b < bl; b++)
-        if (off[b] > off[b + 1] || off[b + 1] > (uint64_t)pbuf.view.len) {
-            ret = PyBool_FromLong(0);
-            goto done;
-        }
-    tabs = (DecSlot *)malloc(sizeof(DecSlot) * ((size_t)c.ntables << pb));
-    if (!tabs) {
+    /* the block index: sizes must cover the payload exactly */
+    const uint8_t *payload = (const uint8_t *)pbuf.view.buf;
+    const int64_t plen = pbuf.view.len;
+    if (plen < 4 * nblocks) {
+        ret = PyLong_FromLong(1);
+        goto done;
+    }
+    off = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(nblocks + 1));
+    if (!off) {
         PyErr_NoMemory();
         goto done;
     }
+    off[0] = (uint64_t)(4 * nblocks);
+    for (int64_t b = 0; b < nblocks; b++) off[b + 1] = off[b] + rd32(payload + 4 * b);
+    if (off[nblocks] != (uint64_t)plen) {
+        ret = PyLong_FromLong(1);
+        goto done;
+    }
     const uint16_t *freqs = (const uint16_t *)fb.view.buf;
-    for (int t = 0; t < c.ntables; t++) {
-        const uint16_t *f = freqs + t * 256;
-        int empty = 1;
-        for (int s = 0; s < 256; s++)
-            if (f[s]) empty = 0;
-        if (empty) {
-            memset(tabs + ((size_t)t << pb), 0, sizeof(DecSlot) << pb);
-            continue;
+    int bad_table = 0;
+    if (pb <= 12) {
+        packed = (uint32_t *)malloc(sizeof(uint32_t) * ((size_t)c.ntables << pb));
+        if (!packed) {
+            PyErr_NoMemory();
+            goto done;
         }
-        if (build_dec(f, pb, tabs + ((size_t)t << pb)) < 0) {
-            ret = PyBool_FromLong(0);
+        for (int t = 0; t < c.ntables && !bad_table; t++) {
+            int r = build_packed(freqs + t * 256, pb, packed + ((size_t)t << pb));
+            if (r < 0 || (r == 1 && c.ntables == 1 && n > 0)) bad_table = 1;
+        }
+    } else {
+        tabs = (DecSlot *)malloc(sizeof(DecSlot) * ((size_t)c.ntables << pb));
+        if (!tabs) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (int t = 0; t < c.ntables && !bad_table; t++) {
+            const uint16_t *f = freqs + t * 256;
+            int empty = 1;
+            for (int s = 0; s < 256; s++)
+                if (f[s]) empty = 0;
+            if (empty) {
+                if (c.ntables == 1 && n > 0) bad_table = 1;
+                memset(tabs + ((size_t)t << pb), 0, sizeof(DecSlot) << pb);
+            } else if (build_dec(f, pb, tabs + ((size_t)t << pb)) < 0) {
+                bad_table = 1;
+            }
+        }
+    }
+    if (bad_table) {
+        ret = PyLong_FromLong(2);
+        goto done;
+    }
+    if (!outb.held) {
+        scratch = (uint8_t *)malloc((size_t)block);
+        if (!scratch) {
+            PyErr_NoMemory();
             goto done;
         }
     }
-    if (c.ntables == 1) {
-        int empty = 1;
-        for (int s = 0; s < 256; s++)
-            if (freqs[s]) empty = 0;
-        if (empty && n > 0) {
-            ret = PyBool_FromLong(0);
-            goto done;
-        }
-    }
-    const uint8_t *payload = (const uint8_t *)pbuf.view.buf;
-    uint8_t *out = (uint8_t *)outb.view.buf;
+    uint8_t *out = outb.held ? (uint8_t *)outb.view.buf : NULL;
+    float *xf = xb.held ? (float *)xb.view.buf : NULL;
+    const float *scale = xb.held ? (const float *)sb.view.buf : NULL;
+    const uint8_t *zero = xb.held ? (const uint8_t *)zb.view.buf : NULL;
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS;
-    if (pb <= 12) {
-        size_t entries = (size_t)c.ntables << pb;
-        uint32_t *packed = (uint32_t *)malloc(sizeof(uint32_t) * entries);
-        uint32_t nb_off[256];
-        if (!packed) ok = 0;
-        for (size_t k = 0; ok && k < entries; k++)
-            packed[k] = tabs[k].freq ? pack_slot(&tabs[k]) : 0xFFFFFFFFu; /* empty tables are flagged */
-        for (int k = 0; k < 256; k++) nb_off[k] = c.nbmap ? (uint32_t)c.nbmap[k] << pb : 0;
-        for (int64_t b = bf; b < bl && ok; b++) {
-            int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
-            if (decode_block_packed(payload + off[b], (int64_t)(off[b + 1] - off[b]), &c, packed, nb_off, pb, out, b0,
-                                    b1) < 0)
-                ok = 0;
-        }
-        free(packed);
-    } else {
-        for (int64_t b = bf; b < bl && ok; b++) {
-            int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
-            if (decode_block(payload + off[b], (int64_t)(off[b + 1] - off[b]), &c, tabs, pb, out, b0, b1) < 0)
-                ok = 0;
-        }
+    uint32_t nb_off[256];
+    for (int k = 0; k < 256; k++) nb_off[k] = c.nbmap ? (uint32_t)c.nbmap[k] << pb : 0;
+    for (int64_t b = bf; b < bl && ok; b++) {
+        int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
+        uint8_t *o = out ? out + b0 : scratch;
+        const uint8_t *src = payload + off[b];
+        int64_t len = (int64_t)(off[b + 1] - off[b]);
+        int r = pb <= 12 ? decode_block_packed(src, len, &c, packed, nb_off, pb, o, b0, b1)
+                         : decode_block(src, len, &c, tabs, pb, o, b0, b1);
+        if (r < 0) ok = 0;
+        else if (xf) dequantize_range(o, xf, b0, b1, scale, zero, channels, inner);
     }
     Py_END_ALLOW_THREADS;
-    ret = PyBool_FromLong(ok);
+    ret = PyLong_FromLong(ok ? 0 : 2);
 done:
     free(tabs);
-    rel_buf(&pbuf), rel_buf(&ob), rel_buf(&fb), rel_buf(&outb), rel_buf(&gb), rel_buf(&nb);
+    free(packed);
+    free(off);
+    free(scratch);
+    rel_buf(&pbuf), rel_buf(&fb), rel_buf(&outb), rel_buf(&gb), rel_buf(&nb), rel_buf(&xb), rel_buf(&sb), rel_buf(&zb);
     return ret;
 }
 

@@ -171,9 +171,19 @@ def decode(
 
     Raises CodecError for anything malformed, and for frames declaring more than ``max_elements``."""
     frame = read(blob, max_elements)
-    q = decode_symbols(frame, threads)
-    params = QuantParams(frame.bits, frame.axis, frame.scale, frame.zero)
-    out = dequantize(q, params, frame.shape)
+    if frame.kind == represent.DENSE and frame.streams[0].coding == RANS:
+        # the common case in one pass: each decoded block is dequantized while it is in cache
+        s, n = frame.streams[0], frame.numel
+        s.ctx.validate(n)
+        out = np.empty(n, np.float32)
+        channels, inner = channel_layout(frame.shape, frame.axis)
+        dq = (out, frame.scale, frame.zero, channels, inner)
+        rans.decode(s.payload, n, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads, dq)
+        out = out.reshape(frame.shape)
+    else:
+        q = decode_symbols(frame, threads)
+        params = QuantParams(frame.bits, frame.axis, frame.scale, frame.zero)
+        out = dequantize(q, params, frame.shape)
     if frame.dtype == "float16":
         # a dequantized extreme may overshoot float16's range by part of a step; the input never did
         f16max = float(np.finfo(np.float16).max)

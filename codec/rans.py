@@ -92,31 +92,28 @@ def decode(
     block_log2: int = DEFAULT_BLOCK_LOG2,
     ctx: ContextSpec = ORDER0,
     threads: int = 1,
+    dequant: tuple | None = None,
 ) -> np.ndarray:
-    """Decode ``n`` symbols from a stream payload; raises CodecError on any inconsistency."""
-    block = 1 << block_log2
+    """Decode ``n`` symbols from a stream payload; raises CodecError on any inconsistency.
+
+    With ``dequant = (x, scale, zero, channels, inner)`` each decoded block is turned into float32 in ``x``
+    while it is still in cache, and the symbols are not kept (an empty array is returned)."""
     nblocks = nblocks_for(n, block_log2)
-    buf = memoryview(payload)
-    if len(buf) < 4 * nblocks:
-        raise CodecError("stream shorter than its block index")
-    sizes = np.frombuffer(buf[: 4 * nblocks], "<u4").astype(np.uint64)
-    offsets = np.empty(nblocks + 1, np.uint64)
-    offsets[0] = 4 * nblocks
-    np.cumsum(sizes, out=offsets[1:])
-    offsets[1:] += np.uint64(4 * nblocks)
-    if int(offsets[-1]) != len(buf):
-        raise CodecError("stream block sizes do not add up to the stream length")
-    out = np.empty(n, np.uint8)
+    out = None if dequant is not None else np.empty(n, np.uint8)
     spec = ctx.kernel_spec()
     freqs = np.ascontiguousarray(freqs, np.uint16)
+    args = (payload, spec, freqs, prob_bits, 1 << block_log2, n)
 
-    def run(rng: tuple[int, int]) -> bool:
-        return _kernels.rans_decode(
-            buf, offsets, spec, freqs, prob_bits, block, n, rng[0], rng[1], out
-        )
+    def run(rng: tuple[int, int]) -> int:
+        return _kernels.rans_decode(*args, rng[0], rng[1], out, dequant)
 
     ranges = _ranges(nblocks, threads)
-    oks = list(_pool().map(run, ranges)) if len(ranges) > 1 else [run(r) for r in ranges]
-    if not all(oks):
+    if len(ranges) > 1:
+        status = max(_pool().map(run, ranges))
+    else:
+        status = run((0, nblocks))
+    if status == 1:
+        raise CodecError("stream block index does not match the stream length")
+    if status:
         raise CodecError("corrupted rANS block")
-    return out
+    return out if out is not None else np.empty(0, np.uint8)
