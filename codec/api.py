@@ -35,6 +35,8 @@ def _block_log2(level: int, n: int) -> int:
 
 def to_numpy(x: Any) -> tuple[np.ndarray, str]:
     """NumPy float32 view/copy of ``x`` (NumPy array or torch tensor) and its dtype name."""
+    if type(x) is np.ndarray and x.dtype == np.float32:  # the common case, without name lookups
+        return (x if x.flags.c_contiguous else np.ascontiguousarray(x)), "float32"
     mod = type(x).__module__
     if mod.startswith("torch"):
         import torch

@@ -109,6 +109,9 @@ def write(frame: Frame) -> bytes:
     return b"".join([head, *(s.payload for s in frame.streams), struct.pack("<I", crc)])
 
 
+_STRUCTS: dict[str, struct.Struct] = {}
+
+
 class _Reader:
     """Bounds-checked little-endian reader over a memoryview."""
 
@@ -117,15 +120,23 @@ class _Reader:
         self.pos = 0
 
     def take(self, n: int) -> memoryview:
-        if n < 0 or self.pos + n > len(self.buf):
+        end = self.pos + n
+        if n < 0 or end > len(self.buf):
             raise CodecError("truncated frame")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
+        out = self.buf[self.pos : end]
+        self.pos = end
         return out
 
     def unpack(self, fmt: str) -> tuple:
-        st = struct.Struct("<" + fmt)
-        return st.unpack(self.take(st.size))
+        st = _STRUCTS.get(fmt)
+        if st is None:
+            st = _STRUCTS.setdefault(fmt, struct.Struct("<" + fmt))
+        end = self.pos + st.size
+        if end > len(self.buf):
+            raise CodecError("truncated frame")
+        out = st.unpack_from(self.buf, self.pos)
+        self.pos = end
+        return out
 
 
 def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
@@ -169,9 +180,16 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
         raise CodecError("quantization parameter count does not match the shape")
     scale = np.frombuffer(r.take(4 * nq), "<f4").astype(np.float32)
     zero = np.frombuffer(r.take(nq), np.uint8).copy()
-    if not (np.isfinite(scale).all() and (scale > 0).all()):
-        raise CodecError("bad quantization scale")
-    if int(zero.max()) > (1 << bits) - 1:
+    if nq == 1:  # per tensor: plain Python checks are cheaper than array reductions
+        s0 = float(scale[0])
+        if not (math.isfinite(s0) and s0 > 0):
+            raise CodecError("bad quantization scale")
+        zmax = int(zero[0])
+    else:
+        if not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise CodecError("bad quantization scale")
+        zmax = int(zero.max())
+    if zmax > (1 << bits) - 1:
         raise CodecError("zero point out of range")
     nnz, nstreams = r.unpack("IB")
     if kind not in (DENSE, PACKED, SPARSE, DELTA):

@@ -56,6 +56,17 @@ def params_from_range(
 ) -> QuantParams:
     """Scale and zero point from per-channel min/max (both already include 0)."""
     qmax = (1 << bits) - 1
+    if mins.size == 1:
+        # per tensor: the same float64 arithmetic on Python floats (round() is half-to-even like rint)
+        lo, hi = float(mins[0]), float(maxs[0])
+        step = (hi - lo) / qmax
+        if step > MAX_STEP:
+            raise CodecError("tensor range is too wide for float32 quantization parameters")
+        s32 = np.float32(max(step, MIN_STEP)) if step > 0 else np.float32(1.0)
+        z = min(max(round(-lo / float(s32)), 0), qmax)
+        return QuantParams(
+            bits=bits, axis=axis, scale=np.array([s32], np.float32), zero=np.array([z], np.uint8)
+        )
     span = maxs.astype(np.float64) - mins.astype(np.float64)
     step = span / qmax
     if np.any(step > MAX_STEP):

@@ -68,3 +68,17 @@ def test_bits_out_of_range(bits):
 def test_axis_out_of_range():
     with pytest.raises(CodecError, match="axis"):
         quantize(np.ones((2, 3), np.float32), 8, axis=2)
+
+
+def test_per_tensor_parameters_match_the_per_channel_arithmetic():
+    """The per-tensor fast path (Python floats) gives exactly the vectorized per-channel result."""
+    from codec.quantize import params_from_range
+
+    rng = np.random.default_rng(3)
+    lows = np.concatenate([-(10.0 ** rng.uniform(-30, 30, 300)), [0.0, -1.0, -0.5]]).astype(np.float32)
+    highs = np.concatenate([10.0 ** rng.uniform(-30, 30, 300), [0.0, 0.0, 0.5]]).astype(np.float32)
+    for bits in (1, 2, 4, 7, 8):
+        for lo, hi in zip(lows, highs, strict=True):
+            one = params_from_range(np.array([lo]), np.array([hi]), bits, None)
+            two = params_from_range(np.array([lo, lo]), np.array([hi, hi]), bits, 0)
+            assert one.scale[0] == two.scale[0] and one.zero[0] == two.zero[0]
