@@ -82,3 +82,22 @@ def test_per_tensor_parameters_match_the_per_channel_arithmetic():
             one = params_from_range(np.array([lo]), np.array([hi]), bits, None)
             two = params_from_range(np.array([lo, lo]), np.array([hi, hi]), bits, 0)
             assert one.scale[0] == two.scale[0] and one.zero[0] == two.zero[0]
+
+
+@pytest.mark.parametrize("axis", [None, 1])
+def test_vector_and_scalar_quantization_agree(axis):
+    """The AVX2 quantizer gives the scalar loop's symbols and histogram, ties to even included."""
+    from codec import _kernels
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 5, 1001)).astype(np.float32)
+    x[0, 0, :64] = np.arange(64, dtype=np.float32) * 0.5 - 16  # exact halves: round half to even
+    prev = _kernels.set_simd(False)
+    try:
+        q_scalar, _, h_scalar = quantize(x, 8, axis)
+    finally:
+        _kernels.set_simd(prev)
+    q_vector, _, h_vector = quantize(x, 8, axis)
+    assert np.array_equal(q_scalar, q_vector)
+    assert np.array_equal(h_scalar, h_vector)
+    assert np.array_equal(h_vector, np.bincount(q_vector, minlength=256))
