@@ -1471,66 +1471,11 @@ static int block_open(BlockDec *d, const uint8_t *src, int64_t len, uint8_t *o, 
     return 0;
 }
 
-#ifdef HAVE_AVX2_PATH
-/* One order-0 decode step of 8 lanes (see decode_steps_avx2); returns the symbols as 32-bit lanes. */
-__attribute__((target("avx2"), always_inline)) static inline __m256i step8_order0(__m256i *X, const uint8_t *w,
-                                                                                   int64_t *wi, const int *tabs,
-                                                                                   __m256i maskv, __m128i pbv) {
-    const __m256i m12 = _mm256_set1_epi32(0xFFF), zero = _mm256_setzero_si256();
-    __m256i x = *X;
-    __m256i e = _mm256_i32gather_epi32(tabs, _mm256_and_si256(x, maskv), 4);
-    __m256i f = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 12), m12), _mm256_cmpeq_epi32(zero, zero));
-    x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pbv)), _mm256_and_si256(e, m12));
-    __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
-    int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
-    __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * *wi)));
-    __m256i ws = _mm256_permutevar8x32_epi32(words, _mm256_load_si256((const __m256i *)perm_lut[m]));
-    *X = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), ws), need);
-    *wi += __builtin_popcount((unsigned)m);
-    return _mm256_srli_epi32(e, 24);
-}
 
-/* Two order-0 blocks decoded in one loop, their steps interleaved: each block's step is a chain of
- * dependent latencies (gather, multiply, word fetch), and a second independent chain keeps the core busy
- * while the first waits. Stops when either block runs short of whole steps or of 32 words; each block
- * then finishes on its own (block_finish). Same arithmetic as the single-block kernels. */
-__attribute__((target("avx2"))) static void decode_pair_avx2(BlockDec *a, BlockDec *b, const uint32_t *tabs, int pb) {
-    __m256i XA[4], XB[4];
-    for (int v = 0; v < 4; v++) {
-        XA[v] = _mm256_loadu_si256((const __m256i *)(a->st + 8 * v));
-        XB[v] = _mm256_loadu_si256((const __m256i *)(b->st + 8 * v));
-    }
-    const __m256i maskv = _mm256_set1_epi32((1 << pb) - 1);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const __m128i pbv = _mm_cvtsi32_si128(pb);
-    const int *t = (const int *)tabs;
-    int64_t i = a->i, wa = a->wi, wb = b->wi;
-    const int64_t n = a->n < b->n ? a->n : b->n;
-    for (; i + LANES <= n && wa + LANES <= a->nw && wb + LANES <= b->nw; i += LANES) {
-        __m256i SA[4], SB[4];
-        for (int v = 0; v < 4; v++) {
-            SA[v] = step8_order0(&XA[v], a->w, &wa, t, maskv, pbv);
-            SB[v] = step8_order0(&XB[v], b->w, &wb, t, maskv, pbv);
-        }
-        __m256i pa = _mm256_packus_epi16(_mm256_packus_epi32(SA[0], SA[1]), _mm256_packus_epi32(SA[2], SA[3]));
-        __m256i pb2 = _mm256_packus_epi16(_mm256_packus_epi32(SB[0], SB[1]), _mm256_packus_epi32(SB[2], SB[3]));
-        _mm256_storeu_si256((__m256i *)(a->o + i), _mm256_permutevar8x32_epi32(pa, order));
-        _mm256_storeu_si256((__m256i *)(b->o + i), _mm256_permutevar8x32_epi32(pb2, order));
-    }
-    for (int v = 0; v < 4; v++) {
-        _mm256_storeu_si256((__m256i *)(a->st + 8 * v), XA[v]);
-        _mm256_storeu_si256((__m256i *)(b->st + 8 * v), XB[v]);
-    }
-    a->i = b->i = i;
-    a->wi = wa;
-    b->wi = wb;
-}
-#endif
-
-/* Finish a block with packed tables (prob_bits <= 12), any context, from where it stands (d->i is 0 unless
- * the pair kernel advanced an order-0 block). The AVX2 kernel takes the bulk when the context allows it
- * (order-0, neighbor, or channel groups constant over each 32-symbol step); scalar code does the first steps
- * (before the neighbor distance), the tail, and everything else. Checks the end state. */
+/* Decode an opened block with packed tables (prob_bits <= 12), any context, from where it stands. The AVX2
+ * kernel takes the bulk when the context allows it (order-0, neighbor, or channel groups constant over each
+ * 32-symbol step); scalar code does the first steps (before the neighbor distance), the tail, and everything
+ * else. Checks the end state. */
 static int block_finish(BlockDec *d, const Ctx *c, const uint32_t *tabs, const uint32_t *nb_off, int pb) {
     uint32_t *st = d->st;
     const uint8_t *w = d->w;
@@ -1718,7 +1663,7 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
         goto done;
     }
     if (!outb.held) {
-        scratch = (uint8_t *)malloc(2 * (size_t)block);
+        scratch = (uint8_t *)malloc((size_t)block);
         if (!scratch) {
             PyErr_NoMemory();
             goto done;
@@ -1733,26 +1678,6 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     uint32_t nb_off[256];
     for (int k = 0; k < 256; k++) nb_off[k] = c.nbmap ? (uint32_t)c.nbmap[k] << pb : 0;
     int64_t b = bf;
-#ifdef HAVE_AVX2_PATH
-    /* order-0 blocks two at a time (interleaved kernel), then each finishes alone */
-    if (pb <= 12 && c.ntables == 1 && cpu_has_avx2 > 0) {
-        for (; b + 1 < bl && ok; b += 2) {
-            BlockDec d[2];
-            for (int k = 0; k < 2 && ok; k++) {
-                int64_t b0 = (b + k) * block, b1 = b0 + block < n ? b0 + block : n;
-                uint8_t *o = out ? out + b0 : scratch + k * block;
-                if (block_open(&d[k], payload + off[b + k], (int64_t)(off[b + k + 1] - off[b + k]), o, b0, b1) < 0)
-                    ok = 0;
-            }
-            if (!ok) break;
-            decode_pair_avx2(&d[0], &d[1], packed, pb);
-            for (int k = 0; k < 2 && ok; k++) {
-                if (block_finish(&d[k], &c, packed, nb_off, pb) < 0) ok = 0;
-                else if (xf) dequantize_range(d[k].o, xf, d[k].b0, d[k].b0 + d[k].n, scale, zero, channels, inner);
-            }
-        }
-    }
-#endif
     for (; b < bl && ok; b++) {
         int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
         uint8_t *o = out ? out + b0 : scratch;
