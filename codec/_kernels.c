@@ -340,6 +340,16 @@ static void histogram_add(const uint8_t *q, int64_t n, uint32_t (*h)[256]) {
     for (; i < n; i++) h[0][q[i]]++;
 }
 
+/* smallest and largest symbol of q[0..n), folded into *lo / *hi (vectorizes) */
+static void symbol_range(const uint8_t *q, int64_t n, uint8_t *lo, uint8_t *hi) {
+    uint8_t a = *lo, b = *hi;
+    for (int64_t i = 0; i < n; i++) {
+        a = q[i] < a ? q[i] : a;
+        b = q[i] > b ? q[i] : b;
+    }
+    *lo = a, *hi = b;
+}
+
 static void histogram4(const uint8_t *q, int64_t n, uint32_t *hist) {
     uint32_t h[4][256];
     memset(h, 0, sizeof h);
@@ -352,12 +362,15 @@ static void dequantize_run(const uint8_t *restrict q, float *restrict x, int64_t
     for (int64_t k = 0; k < n; k++) x[k] = (float)((int32_t)q[k] - z) * scale;
 }
 
-/* quantize(x f32, out u8, inv_scale f32[C], zero u8[C], channels, inner, qmax, hist u32[256] or None) */
+/* quantize(x f32, out u8, inv_scale f32[C], zero u8[C], channels, inner, qmax, hist u32[256] or None,
+ *          hist_stride=1) -> (smallest symbol, largest symbol, symbols counted)
+ * With hist_stride k > 1 the histogram counts about one chunk of QCHUNK symbols in k (all with k = 1). */
+#define QCHUNK 4096
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     PyObject *xo, *qo, *so, *zo, *ho;
     long long channels, inner;
-    int qmax;
-    if (!PyArg_ParseTuple(args, "OOOOLLiO", &xo, &qo, &so, &zo, &channels, &inner, &qmax, &ho)) return NULL;
+    int qmax, stride = 1;
+    if (!PyArg_ParseTuple(args, "OOOOLLiO|i", &xo, &qo, &so, &zo, &channels, &inner, &qmax, &ho, &stride)) return NULL;
     Buf xb = {0}, qb = {0}, sb = {0}, zb = {0}, hb = {0};
     PyObject *ret = NULL;
     if (get_buf(xo, &xb, 0, "x") < 0 || get_buf(qo, &qb, 1, "out") < 0 || get_buf(so, &sb, 0, "scale") < 0 ||
@@ -366,7 +379,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     if (ho != Py_None && get_buf(ho, &hb, 1, "hist") < 0) goto done;
     int64_t n = xb.view.len / 4;
     if (qb.view.len < n || channels < 1 || inner < 1 || sb.view.len < channels * 4 || zb.view.len < channels ||
-        n % (channels * inner) != 0 || qmax < 1 || qmax > 255 || (hb.held && hb.view.len < 256 * 4)) {
+        n % (channels * inner) != 0 || qmax < 1 || qmax > 255 || (hb.held && hb.view.len < 256 * 4) || stride < 1) {
         PyErr_SetString(PyExc_ValueError, "quantize: inconsistent sizes");
         goto done;
     }
@@ -375,13 +388,15 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     const float *inv = (const float *)sb.view.buf;
     const uint8_t *zero = (const uint8_t *)zb.view.buf;
     uint32_t *hist = hb.held ? (uint32_t *)hb.view.buf : NULL;
+    int64_t counted = 0, nchunk = 0;
+    uint8_t smin = 255, smax = 0;
     Py_BEGIN_ALLOW_THREADS;
     const float fq = (float)qmax;
     /* chunks of whole channel runs (or of one long run) so the histogram reads symbols still in L1 */
-    const int64_t chunk = 8192;
+    const int64_t chunk = QCHUNK;
     uint32_t h[4][256];
     memset(h, 0, sizeof h);
-    int64_t done = 0; /* symbols counted so far */
+    int64_t done = 0; /* symbols already passed to the histogram / range */
     for (int64_t base = 0; base < n; base += inner) {
         int64_t c = (base / inner) % channels;
         for (int64_t k = 0; k < inner; k += chunk) {
@@ -392,19 +407,24 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
             if (cpu_has_avx2 > 0) d = quantize_run_avx2(xs, qs, m, inv[c], (float)zero[c], fq);
 #endif
             quantize_run(xs + d, qs + d, m - d, inv[c], (float)zero[c], fq);
-            if (hist && base + k + m - done >= chunk) {
-                histogram_add(q + done, base + k + m - done, h);
-                done = base + k + m;
+            int64_t end = base + k + m;
+            if (end - done >= chunk || end == n) {
+                symbol_range(q + done, end - done, &smin, &smax);
+                /* chunks picked by a multiplicative (Fibonacci) hash of their index: spread evenly, without
+                 * aliasing with the tensor's own periods (channels, images) as every k-th chunk would */
+                uint32_t pick = (uint32_t)((uint64_t)nchunk++ * 2654435761u);
+                if (hist && (stride == 1 || pick < UINT32_MAX / (uint32_t)stride)) {
+                    histogram_add(q + done, end - done, h);
+                    counted += end - done;
+                }
+                done = end;
             }
         }
     }
-    if (hist) {
-        histogram_add(q + done, n - done, h);
+    if (hist)
         for (int s = 0; s < 256; s++) hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s];
-    }
     Py_END_ALLOW_THREADS;
-    ret = Py_None;
-    Py_INCREF(ret);
+    ret = Py_BuildValue("iiL", n ? (int)smin : 0, n ? (int)smax : 0, (long long)counted);
 done:
     rel_buf(&xb), rel_buf(&qb), rel_buf(&sb), rel_buf(&zb), rel_buf(&hb);
     return ret;

@@ -72,15 +72,23 @@ class Prepared:
     info: TensorInfo
 
 
-def prepare(x: Any, bits: int = 8, axis: int | None = None) -> Prepared:
-    """Quantize and gather the statistics the cost model needs."""
+SAMPLED_HIST_STRIDE = 4  # fast statistics: the histogram of about one chunk in 4 ...
+SAMPLED_HIST_MIN = 1 << 17  # ... for tensors of at least 128 Ki elements
+
+
+def prepare(
+    x: Any, bits: int = 8, axis: int | None = None, *, fast_stats: bool = False
+) -> Prepared:
+    """Quantize and gather the statistics the cost model needs (``fast_stats``: a sampled histogram for
+    large tensors, as level 1 uses; every symbol that occurs still gets a count)."""
     if not isinstance(bits, int | np.integer) or not 1 <= int(bits) <= 8:
         raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
     arr, dtype = to_numpy(x)
     if arr.ndim > 16 or any(d > 0xFFFFFFFF for d in arr.shape):
         raise CodecError("tensor shape is out of the frame's range")
     axis = normalize_axis(axis, arr.ndim)
-    q, params, hist = quantize(arr, int(bits), axis)
+    stride = SAMPLED_HIST_STRIDE if fast_stats and arr.size >= SAMPLED_HIST_MIN else 1
+    q, params, hist = quantize(arr, int(bits), axis, stride)
     channels, inner = channel_layout(arr.shape, axis)
     layout = Layout(params.zero, channels, inner)
     info = TensorInfo(q, hist, tuple(arr.shape), int(bits), layout, context_axis(arr.shape, axis))
@@ -134,7 +142,7 @@ def encode(
     picks, rANS. ``axis`` selects per-channel quantization; ``level`` 1..9 trades speed for size;
     ``threads`` codes blocks in parallel (same bytes for any thread count)."""
     level = check_level(level)
-    p = prepare(x, bits, axis)
+    p = prepare(x, bits, axis, fast_stats=level == 1)
     blog = _block_log2(level, p.q.size)
     best, cands = choose(p.info, level, blog)
     if level >= 8 and len(cands) > 1:

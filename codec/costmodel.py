@@ -94,6 +94,7 @@ class TensorInfo:
     """What the cost model knows about a quantized tensor."""
 
     q: np.ndarray
+    # symbol counts (under fast statistics: of sampled chunks, every occurring symbol at least 1)
     hist: np.ndarray
     shape: tuple[int, ...]
     bits: int
@@ -166,12 +167,14 @@ def _dense_options(
     sampled = sum(min(block, n - b * block) for b in range(0, nblocks, stride))
     scale = n / max(sampled, 1)
     pb = tables.DEFAULT_PROB_BITS
+    hist_scale = 1.0
     if mult == 1:
-        counts0 = info.hist
+        counts0 = info.hist  # (possibly sampled: then scaled to the tensor)
+        hist_scale = n / max(int(counts0.sum()), 1)
     else:
         counts0 = np.empty(256, np.uint32)
         _kernels.histogram(sym, counts0)
-    options = [(StreamPlan(RANS, ORDER0, pb), stream_cost(counts0, n, 1.0, block_log2, pb))]
+    options = [(StreamPlan(RANS, ORDER0, pb), stream_cost(counts0, n, hist_scale, block_log2, pb))]
     if level < 2 or n < 4096:
         return options
 
@@ -260,7 +263,8 @@ def candidates(
                 out.append(Candidate(DELTA, d, [plan], cost))
 
     lay = info.layout
-    zero_share = float(info.hist[int(lay.zero[0])]) / max(n, 1) if lay.channels == 1 else None
+    counted = max(int(info.hist.sum()), 1)
+    zero_share = float(info.hist[int(lay.zero[0])]) / counted if lay.channels == 1 else None
     if n >= 64 and (
         zero_share is None or zero_share > (0.6 if level == 1 else 0.3) or level >= 6 or widths
     ):

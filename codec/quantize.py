@@ -17,6 +17,7 @@ from .errors import CodecError
 
 MIN_STEP = 1e-30
 MAX_STEP = 1e37
+MAX_UNSEEN = 128  # sampled histograms: symbols of the range the sample may miss before counting all
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,15 @@ def params_from_range(
 
 
 def quantize(
-    x: np.ndarray, bits: int, axis: int | None = None
+    x: np.ndarray, bits: int, axis: int | None = None, hist_stride: int = 1
 ) -> tuple[np.ndarray, QuantParams, np.ndarray]:
-    """Quantize float32 ``x`` to uint8 symbols. Returns (symbols, params, 256-bin histogram)."""
+    """Quantize float32 ``x`` to uint8 symbols. Returns (symbols, params, 256-bin histogram).
+
+    With ``hist_stride`` k > 1 the histogram counts about one chunk of 4 Ki symbols in k (picked by a hash
+    of the chunk index, so the sample does not follow the tensor's channel or batch period), and every symbol
+    between the smallest and the largest one that occurs counts at least once (so a table built from it
+    can code every symbol of the tensor). If more than MAX_UNSEEN symbols of that range are missing from
+    the sample, the floors would cost too much probability, and all symbols are counted instead."""
     if not 1 <= bits <= 8:
         raise CodecError(f"bits must be in 1..8, got {bits}")
     x = np.asarray(x, dtype=np.float32, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
@@ -101,7 +108,17 @@ def quantize(
     q = np.empty(flat.size, np.uint8)
     hist = np.zeros(256, np.uint32)
     if flat.size:
-        _kernels.quantize(flat, q, inv, params.zero, channels, inner, params.qmax, hist)
+        lo, hi, _ = _kernels.quantize(
+            flat, q, inv, params.zero, channels, inner, params.qmax, hist, hist_stride
+        )
+        if hist_stride > 1:
+            span = hist[lo : hi + 1]
+            unseen = int(np.count_nonzero(span == 0))
+            if unseen > MAX_UNSEEN:
+                # outliers outside the sample: floors would waste probability, count everything instead
+                _kernels.histogram(q, hist)
+            elif unseen:
+                np.maximum(span, 1, out=span)
     return q, params, hist
 
 

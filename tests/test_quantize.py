@@ -75,7 +75,9 @@ def test_per_tensor_parameters_match_the_per_channel_arithmetic():
     from codec.quantize import params_from_range
 
     rng = np.random.default_rng(3)
-    lows = np.concatenate([-(10.0 ** rng.uniform(-30, 30, 300)), [0.0, -1.0, -0.5]]).astype(np.float32)
+    lows = np.concatenate([-(10.0 ** rng.uniform(-30, 30, 300)), [0.0, -1.0, -0.5]]).astype(
+        np.float32
+    )
     highs = np.concatenate([10.0 ** rng.uniform(-30, 30, 300), [0.0, 0.0, 0.5]]).astype(np.float32)
     for bits in (1, 2, 4, 7, 8):
         for lo, hi in zip(lows, highs, strict=True):
