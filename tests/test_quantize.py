@@ -88,7 +88,8 @@ def test_per_tensor_parameters_match_the_per_channel_arithmetic():
 
 @pytest.mark.parametrize("axis", [None, 1])
 def test_vector_and_scalar_quantization_agree(axis):
-    """The AVX2 quantizer gives the scalar loop's symbols and histogram, ties to even included."""
+    """The AVX2 quantizer and dequantizer give the scalar loops' symbols, histogram and floats (bit for
+    bit), ties to even included."""
     from codec import _kernels
 
     rng = np.random.default_rng(8)
@@ -96,10 +97,13 @@ def test_vector_and_scalar_quantization_agree(axis):
     x[0, 0, :64] = np.arange(64, dtype=np.float32) * 0.5 - 16  # exact halves: round half to even
     prev = _kernels.set_simd(False)
     try:
-        q_scalar, _, h_scalar = quantize(x, 8, axis)
+        q_scalar, params, h_scalar = quantize(x, 8, axis)
+        y_scalar = dequantize(q_scalar, params, x.shape)
     finally:
         _kernels.set_simd(prev)
     q_vector, _, h_vector = quantize(x, 8, axis)
     assert np.array_equal(q_scalar, q_vector)
+    y_vector = dequantize(q_vector, params, x.shape)
+    assert np.array_equal(y_scalar.view(np.uint32), y_vector.view(np.uint32))
     assert np.array_equal(h_scalar, h_vector)
     assert np.array_equal(h_vector, np.bincount(q_vector, minlength=256))
