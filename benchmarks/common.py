@@ -25,6 +25,27 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return float(np.median(times))
 
 
+def paired_times(
+    fn: Callable[[], Any], ref: Callable[[], Any], repeats: int, min_seconds: float = 0.0
+) -> tuple[float, float, float]:
+    """Time ``fn`` and ``ref`` back to back, ``repeats`` pairs or more until ``min_seconds`` have passed
+    (one warm-up pair). Returns (median of the per-pair ratios ref_time / fn_time, median fn time, median
+    ref time): on a shared, noisy machine a slow spell hits both sides of a pair alike."""
+    fn(), ref()
+    ratios, ta, tb = [], [], []
+    deadline = time.perf_counter() + min_seconds
+    while len(ratios) < max(repeats, 1) or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        ref()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+        ratios.append((t2 - t1) / max(t1 - t0, 1e-12))
+    return float(np.median(ratios)), float(np.median(ta)), float(np.median(tb))
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     """A Markdown table of ``rows`` with (key, header) ``columns``."""
 

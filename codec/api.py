@@ -73,7 +73,7 @@ class Prepared:
 
 
 SAMPLED_HIST_STRIDE = 4  # fast statistics: the histogram of about one chunk in 4 ...
-SAMPLED_HIST_MIN = 1 << 17  # ... for tensors of at least 128 Ki elements
+SAMPLED_HIST_MIN = 1 << 16  # ... for tensors of at least 64 Ki elements
 
 
 def prepare(
