@@ -34,6 +34,8 @@
 #define HAVE_AVX2_PATH 1
 static uint32_t perm_lut[256][8] __attribute__((aligned(32)));
 static uint32_t perm_hi[256][8] __attribute__((aligned(32))); /* needing lanes packed to the top, in order */
+static uint32_t perm_hi_enc[256][8] __attribute__((aligned(32))); /* the same for the encoder's lane order */
+static const int ENC_ORDER[8] = {0, 1, 4, 5, 2, 3, 6, 7};
 static int cpu_has_avx2 = -1;
 
 static void init_avx2(void) {
@@ -44,6 +46,14 @@ static void init_avx2(void) {
         for (int lane = 0; lane < 8; lane++) perm_hi[m][lane] = 0;
         for (int lane = 0; lane < 8; lane++)
             if ((m >> lane) & 1) perm_hi[m][8 - c + t++] = (uint32_t)lane;
+    }
+    /* the encoder keeps lanes in the order ENC_ORDER (an involution): mask bit j is lane ENC_ORDER[j], and
+     * lane L sits at position ENC_ORDER[L] */
+    for (int m = 0; m < 256; m++) {
+        int nat = 0;
+        for (int j = 0; j < 8; j++)
+            if ((m >> j) & 1) nat |= 1 << ENC_ORDER[j];
+        for (int k = 0; k < 8; k++) perm_hi_enc[m][k] = (uint32_t)ENC_ORDER[perm_hi[nat][k]];
     }
     __builtin_cpu_init();
     cpu_has_avx2 = __builtin_cpu_supports("avx2");
@@ -1133,26 +1143,26 @@ static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
 
 #ifdef HAVE_AVX2_PATH
 /* AVX2 encoder for whole 32-symbol steps [0, steps*32) of a block, walked backwards like the scalar loop.
- * Per 8-lane vector: gathers fetch the symbol's (x_max, reciprocal, shifts, bias/complement), lanes at or
- * above x_max emit their low 16 bits, packed to the top of an 8-word store in lane order (so the words land
- * exactly where the scalar encoder puts them; the garbage below is overwritten later), then the state is
- * divided by the frequency with the reciprocal and updated. Integer-only: same bytes as the scalar path. */
+ * Per 8-lane vector, two 64-bit gathers fetch each symbol's packed entry:
+ *   packed[sym] = rcp | (cum | (M - freq) << 12 | sh1 << 24 | present << 27 | sh2 << 28) << 32
+ * (prob_bits <= 12). An in-lane shuffle splits reciprocals from the rest, which leaves the lanes in the order
+ * ENC_ORDER (0 1 4 5 2 3 6 7); the states are kept in that order throughout, so no lane-crossing shuffle
+ * is needed. Lanes whose state is at or above freq << (32 - prob_bits) emit their low 16 bits, packed to the
+ * top of an 8-word store in lane order (a permutation table for this order), so the words land exactly where
+ * the scalar encoder puts them; then the state is divided by the frequency with the reciprocal and updated.
+ * The AND of all entries used proves every symbol was present in its table (no separate pass).
+ * Integer-only: same bytes as the scalar path. */
 __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st, const uint8_t *s, const uint8_t *ctx,
                                                                    int64_t steps, const uint64_t *packed, int pb,
                                                                    uint16_t *wp, int *missing) {
-    /* packed[sym] = rcp | (cum | (freq - 1) << 12 | ceil_log2(freq) << 24 | 1 << 31) << 32, prob_bits <= 12:
-     * two 64-bit gathers per 8 lanes fetch everything; the shifts, complement and renormalization bound are
-     * derived. Bit 63 marks a symbol present in its table: the AND over all entries used proves every symbol
-     * had a non-zero frequency, without a separate pass. */
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
     __m256i X[4];
-    for (int v = 0; v < 4; v++) X[v] = _mm256_loadu_si256((const __m256i *)(st + 8 * v));
+    for (int v = 0; v < 4; v++)
+        X[v] = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(st + 8 * v)), order);
     const long long *base = (const long long *)packed;
     const __m256i lo16 = _mm256_set1_epi32(0xFFFF), m12 = _mm256_set1_epi32(0xFFF);
-    const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
-    const __m256i total = _mm256_set1_epi32(1 << pb);
-    const __m256i split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256i one = _mm256_set1_epi32(1), top = _mm256_set1_epi32((1 << pb) - 1);
     const __m128i renorm_shift = _mm_cvtsi32_si128(32 - pb);
-    const __m256i m4 = _mm256_set1_epi32(0xF);
     __m256i present = _mm256_set1_epi32(-1);
     for (int64_t k = steps - 1; k >= 0; k--) {
         const uint8_t *p = s + k * LANES;
@@ -1162,22 +1172,21 @@ __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st,
                 __m256i cx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ctx + k * LANES + 8 * v)));
                 sym = _mm256_add_epi32(sym, _mm256_slli_epi32(cx, 8));
             }
-            __m256i g0 = _mm256_i32gather_epi64(base, _mm256_castsi256_si128(sym), 8);
-            __m256i g1 = _mm256_i32gather_epi64(base, _mm256_extracti128_si256(sym, 1), 8);
-            g0 = _mm256_permutevar8x32_epi32(g0, split); /* r0 r1 r2 r3 | p0 p1 p2 p3 */
-            g1 = _mm256_permutevar8x32_epi32(g1, split);
-            __m256i rcp = _mm256_permute2x128_si256(g0, g1, 0x20);
-            __m256i pk = _mm256_permute2x128_si256(g0, g1, 0x31);
+            __m256 g0 = _mm256_castsi256_ps(_mm256_i32gather_epi64(base, _mm256_castsi256_si128(sym), 8));
+            __m256 g1 = _mm256_castsi256_ps(_mm256_i32gather_epi64(base, _mm256_extracti128_si256(sym, 1), 8));
+            __m256i rcp = _mm256_castps_si256(_mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(2, 0, 2, 0)));
+            __m256i pk = _mm256_castps_si256(_mm256_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 1, 3, 1)));
             present = _mm256_and_si256(present, pk);
-            __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(pk, 12), m12), one);
             __m256i bias = _mm256_and_si256(pk, m12);
-            __m256i l = _mm256_and_si256(_mm256_srli_epi32(pk, 24), m4);
+            __m256i cmpl = _mm256_and_si256(_mm256_srli_epi32(pk, 12), m12);
+            __m256i sh1 = _mm256_and_si256(_mm256_srli_epi32(pk, 24), one);
+            __m256i sh2 = _mm256_srli_epi32(pk, 28);
             __m256i x = X[v];
-            /* x >= f << (32 - pb)  <=>  (x >> (32 - pb)) > f - 1 (both below 2^13: signed compare is safe) */
-            __m256i need = _mm256_cmpgt_epi32(_mm256_srl_epi32(x, renorm_shift), _mm256_sub_epi32(f, one));
+            /* x >= f << (32 - pb)  <=>  (x >> (32 - pb)) + (M - f) > M - 1   (sums below 2^13) */
+            __m256i need = _mm256_cmpgt_epi32(_mm256_add_epi32(_mm256_srl_epi32(x, renorm_shift), cmpl), top);
             int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
             __m256i words = _mm256_permutevar8x32_epi32(_mm256_and_si256(x, lo16),
-                                                        _mm256_load_si256((const __m256i *)perm_hi[m]));
+                                                        _mm256_load_si256((const __m256i *)perm_hi_enc[m]));
             __m256i pw = _mm256_permute4x64_epi64(_mm256_packus_epi32(words, words), 0x08);
             _mm_storeu_si128((__m128i *)(wp - 8), _mm256_castsi256_si128(pw));
             wp -= __builtin_popcount((unsigned)m);
@@ -1185,13 +1194,13 @@ __attribute__((target("avx2"))) static uint16_t *encode_steps_avx2(uint32_t *st,
             __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(x, rcp), 32);
             __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(rcp, 32));
             __m256i t = _mm256_blend_epi32(even, odd, 0xAA);
-            __m256i sh1 = _mm256_min_epi32(l, one), sh2 = _mm256_max_epi32(_mm256_sub_epi32(l, one), zero);
             __m256i q = _mm256_srlv_epi32(_mm256_add_epi32(t, _mm256_srlv_epi32(_mm256_sub_epi32(x, t), sh1)), sh2);
-            X[v] = _mm256_add_epi32(_mm256_add_epi32(x, bias), _mm256_mullo_epi32(q, _mm256_sub_epi32(total, f)));
+            X[v] = _mm256_add_epi32(_mm256_add_epi32(x, bias), _mm256_mullo_epi32(q, cmpl));
         }
     }
-    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(st + 8 * v), X[v]);
-    if (_mm256_movemask_ps(_mm256_castsi256_ps(present)) != 0xFF) *missing = 1;
+    for (int v = 0; v < 4; v++)
+        _mm256_storeu_si256((__m256i *)(st + 8 * v), _mm256_permutevar8x32_epi32(X[v], order));
+    if (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(present, 4))) != 0xFF) *missing = 1;
     return wp;
 }
 #endif
@@ -1313,9 +1322,10 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
             goto done;
         }
         for (int k = 0; k < 256 * c.ntables; k++) {
-            uint32_t fr = freqs[k], l = 0;
-            while (fr && (1u << l) < fr) l++;
-            uint32_t hi = fr ? (uint32_t)tabs[k].bias | ((fr - 1) << 12) | (l << 24) | (1u << 31) : 0;
+            uint32_t fr = freqs[k];
+            uint32_t hi = fr ? (uint32_t)tabs[k].bias | (uint32_t)tabs[k].cmpl << 12 | (uint32_t)tabs[k].sh1 << 24 |
+                                   1u << 27 | (uint32_t)tabs[k].sh2 << 28
+                             : 0;
             packed[k] = (uint64_t)tabs[k].rcp | ((uint64_t)hi << 32);
         }
     }
