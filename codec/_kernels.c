@@ -394,10 +394,111 @@ static void dequantize_run(const uint8_t *restrict q, float *restrict x, int64_t
     for (; k < n; k++) x[k] = (float)((int32_t)q[k] - z) * scale;
 }
 
+/* Add the chunks [i * QCHUNK, ...) of q within [from, to) (chunk-aligned, to may be the end) that the
+ * sample picks: a multiplicative (Fibonacci) hash of the chunk index spreads them evenly, without aliasing
+ * with the tensor's own periods (channels, images) as every k-th chunk would. Returns symbols counted. */
+#define QCHUNK 4096
+static int64_t sampled_histogram(const uint8_t *q, int64_t from, int64_t to, int stride, uint32_t (*h)[256]) {
+    int64_t counted = 0;
+    for (int64_t i = from; i < to; i += QCHUNK) {
+        int64_t m = to - i < QCHUNK ? to - i : QCHUNK;
+        uint32_t pick = (uint32_t)((uint64_t)(i / QCHUNK) * 2654435761u);
+        if (stride == 1 || pick < UINT32_MAX / (uint32_t)stride) {
+            histogram_add(q + i, m, h);
+            counted += m;
+        }
+    }
+    return counted;
+}
+
+/* transpose_u8(src u8[batch*rows*cols], dst u8[batch*cols*rows], batch, rows, cols): each (rows x cols)
+ * matrix to (cols x rows), e.g. channels-last symbols (N, HW, C) to (N, C, HW), in 16 x 16 byte blocks. */
+static PyObject *py_transpose_u8(PyObject *self, PyObject *args) {
+    PyObject *so, *dobj;
+    long long batch, rows, cols;
+    if (!PyArg_ParseTuple(args, "OOLLL", &so, &dobj, &batch, &rows, &cols)) return NULL;
+    Buf sb = {0}, db = {0};
+    if (get_buf(so, &sb, 0, "src") < 0) return NULL;
+    if (get_buf(dobj, &db, 1, "dst") < 0 || batch < 0 || rows < 0 || cols < 0 ||
+        sb.view.len != batch * rows * cols || db.view.len != sb.view.len) {
+        rel_buf(&sb), rel_buf(&db);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "transpose_u8: inconsistent sizes");
+        return NULL;
+    }
+    const uint8_t *src = (const uint8_t *)sb.view.buf;
+    uint8_t *dst = (uint8_t *)db.view.buf;
+    Py_BEGIN_ALLOW_THREADS;
+    for (int64_t b = 0; b < batch; b++) {
+        const uint8_t *s = src + b * rows * cols;
+        uint8_t *d = dst + b * rows * cols;
+        int64_t r0 = 0;
+#if defined(__SSE2__)
+        /* 16 x 16 byte blocks through four rounds of unpacks */
+        for (; r0 + 16 <= rows; r0 += 16) {
+            int64_t c0 = 0;
+            for (; c0 + 16 <= cols; c0 += 16) {
+                __m128i v[16], t[16];
+                for (int k = 0; k < 16; k++) v[k] = _mm_loadu_si128((const __m128i *)(s + (r0 + k) * cols + c0));
+                for (int k = 0; k < 8; k++) {
+                    t[2 * k] = _mm_unpacklo_epi8(v[2 * k], v[2 * k + 1]);
+                    t[2 * k + 1] = _mm_unpackhi_epi8(v[2 * k], v[2 * k + 1]);
+                }
+                for (int k = 0; k < 4; k++)
+                    for (int h = 0; h < 2; h++) {
+                        v[4 * k + 2 * h] = _mm_unpacklo_epi16(t[4 * k + h], t[4 * k + 2 + h]);
+                        v[4 * k + 2 * h + 1] = _mm_unpackhi_epi16(t[4 * k + h], t[4 * k + 2 + h]);
+                    }
+                for (int k = 0; k < 2; k++)
+                    for (int h = 0; h < 4; h++) {
+                        t[8 * k + 2 * h] = _mm_unpacklo_epi32(v[8 * k + h], v[8 * k + 4 + h]);
+                        t[8 * k + 2 * h + 1] = _mm_unpackhi_epi32(v[8 * k + h], v[8 * k + 4 + h]);
+                    }
+                for (int h = 0; h < 8; h++) {
+                    v[2 * h] = _mm_unpacklo_epi64(t[h], t[8 + h]);
+                    v[2 * h + 1] = _mm_unpackhi_epi64(t[h], t[8 + h]);
+                }
+                for (int k = 0; k < 16; k++) _mm_storeu_si128((__m128i *)(d + (c0 + k) * rows + r0), v[k]);
+            }
+            for (int64_t c = c0; c < cols; c++)
+                for (int64_t r = r0; r < r0 + 16; r++) d[c * rows + r] = s[r * cols + c];
+        }
+#endif
+        for (int64_t c = 0; c < cols; c++)
+            for (int64_t r = r0; r < rows; r++) d[c * rows + r] = s[r * cols + c];
+    }
+    Py_END_ALLOW_THREADS;
+    rel_buf(&sb), rel_buf(&db);
+    Py_RETURN_NONE;
+}
+
+/* histogram_sampled(q u8, stride, hist u32[256]) -> symbols counted: the histogram quantize() takes with
+ * the same stride, for symbols produced another way (e.g. reordered after quantizing in memory order). */
+static PyObject *py_histogram_sampled(PyObject *self, PyObject *args) {
+    PyObject *qo, *ho;
+    int stride;
+    if (!PyArg_ParseTuple(args, "OiO", &qo, &stride, &ho)) return NULL;
+    Buf qb = {0}, hb = {0};
+    if (get_buf(qo, &qb, 0, "q") < 0) return NULL;
+    if (get_buf(ho, &hb, 1, "hist") < 0 || hb.view.len < 1024 || stride < 1) {
+        rel_buf(&qb), rel_buf(&hb);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "histogram_sampled: bad arguments");
+        return NULL;
+    }
+    uint32_t h[4][256];
+    memset(h, 0, sizeof h);
+    int64_t counted;
+    Py_BEGIN_ALLOW_THREADS;
+    counted = sampled_histogram((const uint8_t *)qb.view.buf, 0, qb.view.len, stride, h);
+    uint32_t *hist = (uint32_t *)hb.view.buf;
+    for (int s = 0; s < 256; s++) hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s];
+    Py_END_ALLOW_THREADS;
+    rel_buf(&qb), rel_buf(&hb);
+    return PyLong_FromLongLong(counted);
+}
+
 /* quantize(x f32, out u8, inv_scale f32[C], zero u8[C], channels, inner, qmax, hist u32[256] or None,
  *          hist_stride=1) -> (smallest symbol, largest symbol, symbols counted)
  * With hist_stride k > 1 the histogram counts about one chunk of QCHUNK symbols in k (all with k = 1). */
-#define QCHUNK 4096
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     PyObject *xo, *qo, *so, *zo, *ho;
     long long channels, inner;
@@ -420,7 +521,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     const float *inv = (const float *)sb.view.buf;
     const uint8_t *zero = (const uint8_t *)zb.view.buf;
     uint32_t *hist = hb.held ? (uint32_t *)hb.view.buf : NULL;
-    int64_t counted = 0, nchunk = 0;
+    int64_t counted = 0;
     uint8_t smin = 255, smax = 0;
     Py_BEGIN_ALLOW_THREADS;
     const float fq = (float)qmax;
@@ -439,17 +540,13 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
             if (cpu_has_avx2 > 0) d = quantize_run_avx2(xs, qs, m, inv[c], (float)zero[c], fq);
 #endif
             quantize_run(xs + d, qs + d, m - d, inv[c], (float)zero[c], fq);
+            /* every whole chunk [i * QCHUNK, (i + 1) * QCHUNK) of the flat index is counted once done */
             int64_t end = base + k + m;
-            if (end - done >= chunk || end == n) {
-                symbol_range(q + done, end - done, &smin, &smax);
-                /* chunks picked by a multiplicative (Fibonacci) hash of their index: spread evenly, without
-                 * aliasing with the tensor's own periods (channels, images) as every k-th chunk would */
-                uint32_t pick = (uint32_t)((uint64_t)nchunk++ * 2654435761u);
-                if (hist && (stride == 1 || pick < UINT32_MAX / (uint32_t)stride)) {
-                    histogram_add(q + done, end - done, h);
-                    counted += end - done;
-                }
-                done = end;
+            int64_t upto = end == n ? n : end / chunk * chunk;
+            if (upto > done) {
+                symbol_range(q + done, upto - done, &smin, &smax);
+                if (hist) counted += sampled_histogram(q, done, upto, stride, h);
+                done = upto;
             }
         }
     }
@@ -1888,6 +1985,8 @@ static PyMethodDef methods[] = {
     {"dequantize", py_dequantize, METH_VARARGS, "u8 symbols back to float32."},
     {"context_histogram", py_context_histogram, METH_VARARGS, "Symbol counts per context table."},
     {"histogram", py_histogram, METH_VARARGS, "256-bin symbol histogram."},
+    {"transpose_u8", py_transpose_u8, METH_VARARGS, "Batched byte-matrix transpose."},
+    {"histogram_sampled", py_histogram_sampled, METH_VARARGS, "Histogram of hash-picked 4 Ki chunks."},
     {"channel_histogram", py_channel_histogram, METH_VARARGS, "Symbol counts per channel."},
     {"csr_stats", py_csr_stats, METH_VARARGS, "Row-occupancy and gap histograms per candidate row width."},
     {"csr_split", py_csr_split, METH_VARARGS, "Split symbols into CSR counts/gaps/values."},

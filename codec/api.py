@@ -34,9 +34,10 @@ def _block_log2(level: int, n: int) -> int:
 
 
 def to_numpy(x: Any) -> tuple[np.ndarray, str]:
-    """NumPy float32 view/copy of ``x`` (NumPy array or torch tensor) and its dtype name."""
+    """NumPy float32 view/copy of ``x`` (NumPy array or torch tensor) and its dtype name. Strides are kept
+    (quantization reads permuted layouts such as channels-last in memory order)."""
     if type(x) is np.ndarray and x.dtype == np.float32:  # the common case, without name lookups
-        return (x if x.flags.c_contiguous else np.ascontiguousarray(x)), "float32"
+        return x, "float32"
     mod = type(x).__module__
     if mod.startswith("torch"):
         import torch
@@ -49,7 +50,7 @@ def to_numpy(x: Any) -> tuple[np.ndarray, str]:
         t = x.detach()
         if t.device.type != "cpu":
             t = t.cpu()
-        return t.to(torch.float32).contiguous().numpy(), name
+        return t.to(torch.float32).numpy(), name
     if isinstance(x, np.ndarray | np.generic) or hasattr(x, "__array__"):
         arr = np.asarray(x)
         name = arr.dtype.name
@@ -57,7 +58,7 @@ def to_numpy(x: Any) -> tuple[np.ndarray, str]:
             raise CodecError(
                 f"unsupported dtype {name}; encode float32, float16, bfloat16 or float64"
             )
-        return np.asarray(arr, dtype=np.float32, order="C"), name
+        return np.asarray(arr, dtype=np.float32), name
     raise CodecError(f"cannot encode an object of type {type(x).__name__}")
 
 

@@ -92,8 +92,69 @@ def quantize(
     the sample, the floors would cost too much probability, and all symbols are counted instead."""
     if not 1 <= bits <= 8:
         raise CodecError(f"bits must be in 1..8, got {bits}")
-    x = np.asarray(x, dtype=np.float32, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
+    x = np.asarray(x, dtype=np.float32)
     axis = normalize_axis(axis, x.ndim)
+    mem = memory_order(x)
+    if mem is not None:
+        # e.g. a channels-last map: quantize it as it lies in memory, then reorder the 1-byte symbols
+        # (4x less data to move than reordering the floats first); same symbols and statistics
+        perm, view = mem
+        q_mem, p_mem, _, lo, hi = _quantize(
+            view, bits, None if axis is None else perm.index(axis), 0
+        )
+        q = _reorder(q_mem, view.shape, perm)
+        hist = np.zeros(256, np.uint32)
+        _kernels.histogram_sampled(q, hist_stride, hist)
+        if hist_stride > 1:
+            _floor_or_count(q, hist, lo, hi)
+        return q, QuantParams(bits, axis, p_mem.scale, p_mem.zero), hist
+    q, params, hist, _, _ = _quantize(np.asarray(x, order="C"), bits, axis, hist_stride)
+    return q, params, hist
+
+
+def memory_order(x: np.ndarray) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """For a non-contiguous array that is a permutation of a contiguous one (channels-last maps, transposed
+    matrices): the axis order and the C-contiguous view in memory order; None otherwise."""
+    if x.ndim < 2 or x.flags.c_contiguous or x.size == 0:
+        return None
+    perm = tuple(int(i) for i in np.argsort([-abs(st) for st in x.strides], kind="stable"))
+    view = x.transpose(perm)
+    return (perm, view) if view.flags.c_contiguous else None
+
+
+def _reorder(q_mem: np.ndarray, mem_shape: tuple[int, ...], perm: tuple[int, ...]) -> np.ndarray:
+    """Symbols in memory order -> logical C order. One axis moved to the back of memory (channels-last and
+    the like) is a batch of byte-matrix transposes done by a tiled kernel; anything else goes to NumPy."""
+    d = len(perm)
+    for k in range(d - 1):
+        if perm == (*range(k), *range(k + 1, d), k):
+            batch = math.prod(mem_shape[:k])
+            cols = mem_shape[-1]
+            rows = math.prod(mem_shape[k:-1])
+            out = np.empty(q_mem.size, np.uint8)
+            _kernels.transpose_u8(q_mem, out, batch, rows, cols)
+            return out
+    return np.ascontiguousarray(q_mem.reshape(mem_shape).transpose(np.argsort(perm))).reshape(-1)
+
+
+def _floor_or_count(q: np.ndarray, hist: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Give every symbol of [lo, hi] missing from a sampled histogram a count of 1, or count all symbols
+    when too many are missing."""
+    span = hist[lo : hi + 1]
+    unseen = int(np.count_nonzero(span == 0))
+    if unseen > MAX_UNSEEN:
+        # outliers outside the sample: floors would waste probability, count everything instead
+        _kernels.histogram(q, hist)
+    elif unseen:
+        np.maximum(span, 1, out=span)
+    return hist
+
+
+def _quantize(
+    x: np.ndarray, bits: int, axis: int | None, hist_stride: int
+) -> tuple[np.ndarray, QuantParams, np.ndarray, int, int]:
+    """Quantize a C-contiguous array: (symbols, params, histogram (none for hist_stride 0), smallest and
+    largest symbol)."""
     channels, inner = channel_layout(x.shape, axis)
     flat = x.reshape(-1)
     mins = np.empty(channels, np.float32)
@@ -107,19 +168,22 @@ def quantize(
     inv = (np.float32(1.0) / params.scale).astype(np.float32)
     q = np.empty(flat.size, np.uint8)
     hist = np.zeros(256, np.uint32)
+    lo = hi = 0
     if flat.size:
         lo, hi, _ = _kernels.quantize(
-            flat, q, inv, params.zero, channels, inner, params.qmax, hist, hist_stride
+            flat,
+            q,
+            inv,
+            params.zero,
+            channels,
+            inner,
+            params.qmax,
+            hist if hist_stride else None,
+            max(hist_stride, 1),
         )
         if hist_stride > 1:
-            span = hist[lo : hi + 1]
-            unseen = int(np.count_nonzero(span == 0))
-            if unseen > MAX_UNSEEN:
-                # outliers outside the sample: floors would waste probability, count everything instead
-                _kernels.histogram(q, hist)
-            elif unseen:
-                np.maximum(span, 1, out=span)
-    return q, params, hist
+            _floor_or_count(q, hist, lo, hi)
+    return q, params, hist, lo, hi
 
 
 def dequantize(q: np.ndarray, params: QuantParams, shape: tuple[int, ...]) -> np.ndarray:

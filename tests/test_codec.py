@@ -203,3 +203,18 @@ def test_level1_sampled_statistics_still_code_every_symbol(plant):
     p = prepare(x, 8)
     exact = encode_prepared(p, choose(p.info, 1, 16)[0])
     assert len(blob) <= len(exact) * 1.01
+
+
+@pytest.mark.parametrize("level", [1, 3])
+def test_channels_last_tensors_encode_like_contiguous_ones(level):
+    """torch's channels-last maps and transposed NumPy views give the same frame as their contiguous copy."""
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.normal(size=(2, 64, 28, 28)), 0).astype(np.float32)
+    t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    assert not t.is_contiguous()
+    blob = codec.encode(x, bits=8, level=level)
+    assert codec.encode(t, bits=8, level=level) == blob
+    assert codec.encode(t.numpy(), bits=8, level=level, axis=1) == codec.encode(
+        x, bits=8, level=level, axis=1
+    )
+    assert np.array_equal(codec.decode(blob), codec.decode(codec.encode(t, bits=8, level=level)))

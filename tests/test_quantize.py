@@ -107,3 +107,37 @@ def test_vector_and_scalar_quantization_agree(axis):
     assert np.array_equal(y_scalar.view(np.uint32), y_vector.view(np.uint32))
     assert np.array_equal(h_scalar, h_vector)
     assert np.array_equal(h_vector, np.bincount(q_vector, minlength=256))
+
+
+@pytest.mark.parametrize("axis", [None, 1, 3])
+@pytest.mark.parametrize("stride", [1, 4])
+def test_permuted_layouts_quantize_like_their_contiguous_copy(axis, stride):
+    """A channels-last map (and any other axis permutation of contiguous memory) is quantized in memory
+    order and its symbols reordered: the symbols, parameters and (sampled) histogram equal those of a
+    contiguous copy. Strides that are no permutation fall back to a copy."""
+    rng = np.random.default_rng(4)
+    nhwc = np.maximum(rng.normal(size=(2, 24, 40, 48)), 0).astype(np.float32)
+    nchw_view = nhwc.transpose(0, 3, 1, 2)  # logical NCHW, channels-last in memory
+    sliced = rng.normal(size=(2, 48, 24, 80)).astype(np.float32)[..., ::2]
+    for x in (nchw_view, sliced):
+        assert not x.flags.c_contiguous
+        ref = quantize(np.ascontiguousarray(x), 8, axis, stride)
+        got = quantize(x, 8, axis, stride)
+        assert np.array_equal(got[0], ref[0])
+        assert np.array_equal(got[1].scale, ref[1].scale) and np.array_equal(
+            got[1].zero, ref[1].zero
+        )
+        assert got[1].axis == ref[1].axis
+        assert np.array_equal(got[2], ref[2])
+
+
+def test_byte_transpose_kernel_matches_numpy():
+    """The 16 x 16-block byte transpose behind channels-last reordering, on whole and ragged shapes."""
+    from codec import _kernels
+
+    rng = np.random.default_rng(0)
+    for b, r, c in [(1, 16, 16), (2, 784, 32), (3, 17, 33), (1, 5, 100), (1, 100, 7), (0, 4, 4)]:
+        src = rng.integers(0, 256, b * r * c).astype(np.uint8)
+        dst = np.empty_like(src)
+        _kernels.transpose_u8(src, dst, b, r, c)
+        assert np.array_equal(dst.reshape(b, c, r), src.reshape(b, r, c).transpose(0, 2, 1))
