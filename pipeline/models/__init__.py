@@ -25,8 +25,7 @@ from torch import nn
 
 from pipeline.models.fx_split import check_split, module_names, split_module
 from pipeline.models.hf_split import (
-    CausalLMFull,
-    EncoderFull,
+    FullModel,
     feature_of,
     split_causal_lm,
     split_encoder,
@@ -186,7 +185,7 @@ def _hf_dir(path: str | os.PathLike, name: str | None = None, **kw: Any) -> Load
         return LoadedModel(
             label,
             "decoder",
-            CausalLMFull(lm).eval(),
+            FullModel(lm, causal=True).eval(),
             True,
             splits,
             raw=lm,
@@ -199,7 +198,7 @@ def _hf_dir(path: str | os.PathLike, name: str | None = None, **kw: Any) -> Load
     return LoadedModel(
         label,
         "encoder",
-        EncoderFull(enc).eval(),
+        FullModel(enc, causal=False).eval(),
         True,
         splits,
         raw=enc,
@@ -243,7 +242,7 @@ def _llama_tiny(name: str, weights: WeightsArg, seed: int = 0, **kw: Any) -> Loa
     return LoadedModel(
         name,
         "decoder",
-        CausalLMFull(lm).eval(),
+        FullModel(lm, causal=True).eval(),
         False,
         splits,
         raw=lm,

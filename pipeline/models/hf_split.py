@@ -199,12 +199,14 @@ class EncoderTail(nn.Module):
         return out.last_hidden_state
 
 
-class CausalLMFull(nn.Module):
-    """The unsplit causal LM with the same call signature as head: returns logits."""
+class FullModel(nn.Module):
+    """An unsplit Hugging Face model with the head's call signature: returns the logits of a causal LM, or
+    the last hidden state of an encoder."""
 
-    def __init__(self, lm: nn.Module) -> None:
+    def __init__(self, model: nn.Module, causal: bool) -> None:
         super().__init__()
-        self.lm = lm
+        self.model = model
+        self.causal = causal
 
     def forward(
         self,
@@ -214,27 +216,12 @@ class CausalLMFull(nn.Module):
     ) -> torch.Tensor:
         mask = _mask(input_ids, attention_mask)
         pos = _positions(input_ids, position_ids)
-        return self.lm(
-            input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False
-        ).logits
-
-
-class EncoderFull(nn.Module):
-    """The unsplit encoder with the same call signature as head: returns the last hidden state."""
-
-    def __init__(self, enc: nn.Module) -> None:
-        super().__init__()
-        self.enc = enc
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        mask = _mask(input_ids, attention_mask)
-        pos = _positions(input_ids, position_ids)
-        return self.enc(
+        if self.causal:
+            out = self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False
+            )
+            return out.logits
+        return self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=pos
         ).last_hidden_state
 
