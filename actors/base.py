@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipeline.metrics import StageRecorder, where_am_i
+from pipeline.stream.metrics import StageRecorder, where_am_i
 
 
 class StageBase:

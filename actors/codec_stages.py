@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from actors.base import StageBase
-from pipeline.wire import decode_tensor, encode_tensor, pack_batch, unpack_batch
+from pipeline.stream.wire import decode_tensor, encode_tensor, pack_batch, unpack_batch
 
 
 class Encoder(StageBase):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from actors.base import StageBase
-from pipeline.data import SampleSource, SourceSpec
+from pipeline.stream.data import SampleSource, SourceSpec
 
 
 class Sink(StageBase):

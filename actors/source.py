@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from actors.base import StageBase
-from pipeline.data import SampleSource, SourceSpec
-from pipeline.flow import AdaptiveBatcher
+from pipeline.stream.data import SampleSource, SourceSpec
+from pipeline.stream.flow import AdaptiveBatcher
 
 
 class Source(StageBase):

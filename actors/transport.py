@@ -1,7 +1,7 @@
 """Transport actor (async): puts each Arrow batch on the link, FIFO, and releases it on arrival.
 
 In ``emulated`` mode the batch's Arrow IPC size is serialized on a
-:class:`pipeline.link.EmulatedLink` (token bucket / trace, delay, jitter, loss); the call
+:class:`pipeline.stream.link.EmulatedLink` (token bucket / trace, delay, jitter, loss); the call
 returns once the batch has *arrived*, while the next batch may already be transmitting, so
 propagation delay overlaps with serialization. In ``real`` mode the batch passes through and
 Ray moves it between nodes over the real network; only bytes and times are recorded.
@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from actors.base import StageBase
-from pipeline.wire import batch_wire_bytes
+from pipeline.stream.wire import batch_wire_bytes
 
 
 class Transport(StageBase):
@@ -26,7 +26,7 @@ class Transport(StageBase):
         super().__init__(replica)
         self.link = None
         if link_spec is not None:
-            from pipeline.link import EmulatedLink
+            from pipeline.stream.link import EmulatedLink
 
             self.link = EmulatedLink(link_spec)
         self._next_seq = 0

@@ -64,8 +64,8 @@ def _row(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(overrides: Sequence[str]) -> dict[str, Any]:
-    from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
+    from pipeline.stream.config import load_config
+    from splitstream.runner import run_pipeline
 
     cfg = load_config(BASE_CONFIG, list(overrides))
     return run_pipeline(cfg, progress=False)
@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = args.json or str(out / f"{stem}.json")
     t0 = time.time()
 
-    from pipeline.runner import start_local_ray
+    from splitstream.runner import start_local_ray
 
     start_local_ray(num_cpus=2, object_store_mb=256)
     try:

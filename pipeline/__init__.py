@@ -1,21 +1,17 @@
-"""splitstream pipeline: models and split points, config, flow control, graph wiring, CLI.
+"""splitstream's middle layer: models and split points (``pipeline.models``), offline evaluation
+(``pipeline.evaluate``, ``pipeline.fidelity``, ``pipeline.lm_eval_adapter``) and the stream's building
+blocks without any Ray actor (``pipeline.stream``: config, flow control, links, wire format, data,
+metrics).
 
-Import-light on purpose: importing ``pipeline`` pulls in neither torch nor Ray; use the
-submodules (``pipeline.config``, ``pipeline.runner``, ...) directly.
+Import-light on purpose: importing ``pipeline`` pulls in neither torch nor Ray. The Ray actors live one
+layer up in ``actors``, and the wiring and command line one more layer up in ``splitstream``.
 """
 
-__all__ = ["load_config", "run_pipeline"]
+__all__ = ["load_config"]
 
 
 def load_config(*args, **kwargs):
-    """Shortcut for :func:`pipeline.config.load_config`."""
-    from pipeline.config import load_config as _load
+    """Shortcut for :func:`pipeline.stream.config.load_config`."""
+    from pipeline.stream.config import load_config as _load
 
     return _load(*args, **kwargs)
-
-
-def run_pipeline(*args, **kwargs):
-    """Shortcut for :func:`pipeline.runner.run_pipeline`."""
-    from pipeline.runner import run_pipeline as _run
-
-    return _run(*args, **kwargs)

@@ -1,8 +1,11 @@
-"""``python -m pipeline ...`` entry point (see :mod:`pipeline.cli`)."""
+"""``python -m pipeline ...``: the same command line as ``python -m splitstream ...``.
 
+The command line wires Ray actors, which sit above ``pipeline`` in the layering, so this package does
+not import it: it hands the process over to ``python -m splitstream`` with the same arguments.
+"""
+
+import os
 import sys
 
-from pipeline.cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    os.execv(sys.executable, [sys.executable, "-m", "splitstream", *sys.argv[1:]])

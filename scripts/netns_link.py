@@ -3,7 +3,7 @@
 The edge namespace holds 10.77.0.1, the cloud namespace 10.77.0.2 (a /30 on the veth only;
 no other network is touched). The edge side's egress (the uplink that carries the features)
 is shaped with ``tc tbf``. The kernel here lacks ``netem``, so delay and loss stay in the
-application (``pipeline.link``). Root only.
+application (``pipeline.stream.link``). Root only.
 
 Ray nodes started here run in their own PID namespace (``unshare --pid``), so stopping them
 kills exactly the processes we started and never another Ray instance on the machine.

@@ -47,7 +47,7 @@ def ray_local():
 
     if ray.is_initialized():
         ray.shutdown()
-    from pipeline.runner import start_local_ray
+    from splitstream.runner import start_local_ray
 
     start_local_ray(num_cpus=2, object_store_mb=256)
     yield ray

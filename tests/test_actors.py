@@ -12,8 +12,8 @@ import pytest
 import ray.cloudpickle
 
 from actors import Decoder, Encoder, HeadModel, Sink, Source, TailModel, Transport
-from pipeline.data import SourceSpec
-from pipeline.link import resolve_link
+from pipeline.stream.data import SourceSpec
+from pipeline.stream.link import resolve_link
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

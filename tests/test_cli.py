@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from splitstream.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -63,7 +63,7 @@ def test_node_types_carry_edge_and_cloud_resources(cluster):
 
 
 def test_placement_defaults_match_cluster_resources(cluster):
-    from pipeline.config import PipelineConfig
+    from pipeline.stream.config import PipelineConfig
 
     placement = PipelineConfig().placement
     resources = set()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, apply_overrides, load_config, validate_config
+from pipeline.stream.config import ConfigError, apply_overrides, load_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

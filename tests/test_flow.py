@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.flow import AdaptiveBatcher, CreditWindow, StateTimer
+from pipeline.stream.flow import AdaptiveBatcher, CreditWindow, StateTimer
 
 
 def test_credit_window_bounds_in_flight_and_tracks_peak():

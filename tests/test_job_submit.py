@@ -29,7 +29,7 @@ RAY_BIN = str(Path(sys.executable).with_name("ray"))
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (REPO / "pipeline" / "runner.py").exists(), reason="pipeline runner missing"
+        not (REPO / "splitstream" / "runner.py").exists(), reason="pipeline runner missing"
     ),
 ]
 

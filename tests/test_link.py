@@ -1,4 +1,4 @@
-"""Tests for pipeline.link: token bucket goodput, traces, loss, jitter FIFO, profiles."""
+"""Tests for pipeline.stream.link: token bucket goodput, traces, loss, jitter FIFO, profiles."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline.link import (
+from pipeline.stream.link import (
     PROFILES,
     TRACE_PACKET_BYTES,
     EmulatedLink,

@@ -2,7 +2,7 @@
 
 import math
 
-from pipeline.metrics import link_goodput
+from pipeline.stream.metrics import link_goodput
 
 
 def test_goodput_uses_the_links_schedule_when_present():

@@ -9,8 +9,8 @@ import ray
 import ray.cloudpickle
 from ray.cluster_utils import Cluster
 
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.stream.config import load_config
+from splitstream.runner import run_pipeline
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

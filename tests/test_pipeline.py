@@ -7,8 +7,8 @@ import sys
 import pytest
 import ray.cloudpickle
 
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.stream.config import load_config
+from splitstream.runner import run_pipeline
 
 # Ray workers cannot import this test module: ship its functions (the model factory) by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -157,7 +157,7 @@ def broken_tail_factory():
 
 
 def test_stage_failure_surfaces_as_pipeline_error(ray_local):
-    from pipeline.runner import PipelineError
+    from splitstream.runner import PipelineError
 
     cfg = _cfg(
         "samples=20", "codec.kind=fp16", "link.profile=unlimited", "fidelity.reference_samples=0"
@@ -169,7 +169,7 @@ def test_stage_failure_surfaces_as_pipeline_error(ray_local):
 
 
 def test_text_models_are_rejected_before_ray_starts():
-    from pipeline.runner import PipelineError
+    from splitstream.runner import PipelineError
 
     cfg = load_config(None, ["model.name=llama-tiny", "model.split=layers.0"])
     with pytest.raises(PipelineError, match="model.name"):

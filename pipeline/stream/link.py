@@ -51,7 +51,7 @@ class LinkSpec:
     jitter_ms: float = 0.0  # std-dev of extra delay; total delay is clipped at 0
     loss: float = 0.0  # per-packet loss probability (0 <= loss < 1)
     mtu: int = 1500  # packet size used for loss accounting
-    trace: str | None = None  # Mahimahi trace path (absolute, or relative to pipeline/traces/)
+    trace: str | None = None  # Mahimahi trace path (absolute, or relative to pipeline/stream/traces/)
     seed: int = 0  # seed of the jitter and loss random numbers
 
     def __post_init__(self) -> None:
@@ -104,7 +104,7 @@ PROFILES: dict[str, LinkSpec] = {
     "10mbit": LinkSpec(bandwidth_mbps=10.0),
     "100mbit": LinkSpec(bandwidth_mbps=100.0),
     "unlimited": LinkSpec(bandwidth_mbps=None),
-    # Synthetic variable-rate uplink (pipeline/traces/lte_uplink.trace, mean ~7 Mbit/s).
+    # Synthetic variable-rate uplink (pipeline/stream/traces/lte_uplink.trace, mean ~7 Mbit/s).
     "lte-trace": LinkSpec(trace="lte_uplink.trace", delay_ms=25.0, jitter_ms=5.0),
 }
 

@@ -1,6 +1,6 @@
 """Regenerate the small sample Mahimahi traces in this directory (deterministic).
 
-Usage: ``python pipeline/traces/make_traces.py``. Each trace line is the time in ms (since the
+Usage: ``python pipeline/stream/traces/make_traces.py``. Each trace line is the time in ms (since the
 start) of one 1500-byte delivery opportunity; the trace loops with the last timestamp as period.
 """
 

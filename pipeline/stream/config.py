@@ -187,7 +187,7 @@ def _check_link(cfg: PipelineConfig) -> None:
     """The link profile must exist, the spec must be valid and the trace file readable."""
     if cfg.link.mode != "emulated":
         return
-    from pipeline.link import PROFILES, resolve_link, trace_path
+    from pipeline.stream.link import PROFILES, resolve_link, trace_path
 
     if cfg.link.profile is not None and cfg.link.profile not in PROFILES:
         raise ConfigError(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, load_config
+from pipeline.stream.config import ConfigError, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return 0
-    from pipeline.metrics import format_report, plot_report
-    from pipeline.runner import run_pipeline
+    from pipeline.stream.metrics import format_report, plot_report
+    from splitstream.runner import run_pipeline
 
     report = run_pipeline(cfg, progress=not args.no_progress)
     print(format_report(report))

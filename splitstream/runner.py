@@ -3,7 +3,7 @@
 The driver is a small streaming executor (in the spirit of Ray Data's): it never fetches
 batch data, it only passes ``ObjectRef`` s from one stage to the next and watches them with
 ``ray.wait(fetch_local=False)``. Every hop (into head, encoder, transport, decoder, tail,
-sink) has a :class:`~pipeline.flow.CreditWindow`: a stage only starts a batch when the hop
+sink) has a :class:`~pipeline.stream.flow.CreditWindow`: a stage only starts a batch when the hop
 after it has a free credit, so a slow link throttles the source instead of filling memory.
 """
 
@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import PipelineConfig, config_to_dict, link_spec_kwargs
-from pipeline.data import resolve_source
-from pipeline.flow import CreditWindow, StateTimer
-from pipeline.metrics import (
+from pipeline.stream.config import PipelineConfig, config_to_dict, link_spec_kwargs
+from pipeline.stream.data import resolve_source
+from pipeline.stream.flow import CreditWindow, StateTimer
+from pipeline.stream.metrics import (
     FlowGauges,
     MemorySampler,
     link_goodput,
@@ -155,7 +155,7 @@ def _options(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
 def _link_spec(cfg: PipelineConfig):
     if cfg.link.mode != "emulated":
         return None
-    from pipeline.link import resolve_link
+    from pipeline.stream.link import resolve_link
 
     return resolve_link(cfg.link.profile, **link_spec_kwargs(cfg))
 
