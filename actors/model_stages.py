@@ -38,8 +38,8 @@ class HeadModel(StageBase):
         self.device = _device(use_gpu)
         self.model = head.to(self.device).eval()
 
-    def process(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """``{"ids","x","labels","t_src"}`` -> ``{"ids","feat","labels","t_src"}``."""
+    def process(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``{"ids","x","labels","t_src"}`` -> ``(meta, {"ids","feat","labels","t_src"})``."""
         import torch
 
         start = time.time()
@@ -50,16 +50,10 @@ class HeadModel(StageBase):
         if feat.dtype == torch.bfloat16:
             feat = feat.float()
         feat_np = feat.detach().cpu().numpy()
-        out = {
-            "ids": batch["ids"],
-            "feat": feat_np,
-            "labels": batch["labels"],
-            "t_src": batch["t_src"],
-        }
-        self.rec.record(
-            start, time.time(), len(batch["ids"]), int(batch["x"].nbytes), int(feat_np.nbytes)
-        )
-        return out
+        out = {k: batch[k] for k in ("ids", "labels", "t_src")}
+        out["feat"] = feat_np
+        n = len(batch["ids"])
+        return self._meta(start, n, int(batch["x"].nbytes), int(feat_np.nbytes)), out
 
 
 class TailModel(StageBase):
@@ -74,23 +68,21 @@ class TailModel(StageBase):
         self.device = _device(use_gpu)
         self.model = tail.to(self.device).eval()
 
-    def process(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """``{"ids","feat","labels","t_src"}`` -> ``{"ids","preds","labels","t_src"}``."""
+    def process(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``{"ids","feat","labels","t_src"}`` -> ``(meta, {"ids","preds","labels","t_src"})``.
+
+        A batch can arrive empty when the decoder rejected all its frames."""
         import torch
 
         start = time.time()
-        with torch.inference_mode():
-            logits = self.model(_tensor(batch["feat"]).to(self.device))
-        preds = logits.argmax(-1).cpu().numpy().astype(np.int64)
-        if preds.ndim > 1:  # sequence models: keep the last position's prediction
-            preds = preds[..., -1]
-        out = {
-            "ids": batch["ids"],
-            "preds": preds,
-            "labels": batch["labels"],
-            "t_src": batch["t_src"],
-        }
-        self.rec.record(
-            start, time.time(), len(batch["ids"]), int(batch["feat"].nbytes), int(preds.nbytes)
-        )
-        return out
+        preds = np.zeros(0, dtype=np.int64)
+        if len(batch["ids"]):
+            with torch.inference_mode():
+                logits = self.model(_tensor(batch["feat"]).to(self.device))
+            preds = logits.argmax(-1).cpu().numpy().astype(np.int64)
+            if preds.ndim > 1:  # sequence models: keep the last position's prediction
+                preds = preds[..., -1]
+        out = {k: batch[k] for k in ("ids", "labels", "t_src")}
+        out["preds"] = preds
+        n = len(batch["ids"])
+        return self._meta(start, n, int(batch["feat"].nbytes), int(preds.nbytes)), out

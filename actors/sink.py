@@ -1,9 +1,11 @@
-"""Sink actor: collects predictions by sample id, detects loss / duplicates, measures fidelity."""
+"""Sink actor: where results land, on the cloud side. For each batch it measures end-to-end latency,
+checks predictions against labels, and for the first ``reference_samples`` ids against the uncompressed
+model (head then tail on the same inputs, no codec). It keeps no state across batches: deduplication by
+sample id and the aggregates live in the driver's ledger, so a restarted sink loses nothing."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -13,85 +15,48 @@ from pipeline.stream.data import SampleSource, SourceSpec
 
 
 class Sink(StageBase):
-    """Receives ``{"ids","preds","labels","t_src"}`` batches; ``summary()`` gives the results."""
+    """``receive({"ids","preds","labels","t_src"})`` -> the batch's per-sample results."""
 
     stage = "sink"
 
-    def __init__(self, expected: int, source_spec: SourceSpec | None = None, factory=None) -> None:
+    def __init__(
+        self, source_spec: SourceSpec | None = None, factory=None, reference_samples: int = 0
+    ) -> None:
         super().__init__(0)
-        self.expected = expected
-        self.source_spec = source_spec
-        self.factory = factory
-        self.counts: Counter[int] = Counter()
-        self.preds: dict[int, int] = {}
-        self.labels: dict[int, int] = {}
-        self.latency_s: list[float] = []
-        self.first: float | None = None
-        self.last: float | None = None
+        self.reference_samples = reference_samples if factory and source_spec else 0
+        self._ref: tuple[Any, Any, SampleSource] | None = None
+        if self.reference_samples:
+            import torch
 
-    def receive(self, batch: dict[str, Any]) -> int:
-        """Record one batch; returns how many samples it carried (for the driver's progress)."""
-        now = time.time()
-        ids, preds, labels = batch["ids"], batch["preds"], batch["labels"]
-        for j, i in enumerate(ids.tolist()):
-            self.counts[i] += 1
-            self.preds[i] = int(preds[j])
-            if labels is not None:
-                self.labels[i] = int(labels[j])
-        self.latency_s.extend((now - np.asarray(batch["t_src"], dtype=np.float64)).tolist())
-        self.first = now if self.first is None else self.first
-        self.last = now
-        self.rec.record(now, time.time(), len(ids))
-        return len(ids)
+            torch.set_num_threads(1)
+            head, tail = factory()
+            self._ref = (head.eval(), tail.eval(), SampleSource(source_spec))
 
-    def summary(self, reference_samples: int = 0) -> dict[str, Any]:
-        """Delivery accounting, end-to-end latencies and fidelity (accuracy and/or agreement)."""
-        lost = sum(1 for i in range(self.expected) if self.counts[i] == 0)
-        duplicated = sum(c - 1 for c in self.counts.values() if c > 1)
-        unexpected = sum(1 for i in self.counts if not 0 <= i < self.expected)
-        out: dict[str, Any] = {
-            "delivered": len(self.counts),
-            "lost": lost,
-            "duplicated": duplicated,
-            "unexpected": unexpected,
-            "latency_s": self.latency_s,
-            "first_arrival": self.first,
-            "last_arrival": self.last,
-            "fidelity": self._fidelity(reference_samples),
-        }
-        return out
-
-    def _fidelity(self, reference_samples: int) -> dict[str, Any]:
-        fid: dict[str, Any] = {"accuracy": None, "agreement": None, "reference_samples": 0}
-        if self.labels:
-            ids = sorted(self.labels)
-            fid["accuracy"] = float(np.mean([self.preds[i] == self.labels[i] for i in ids]))
-            fid["labelled_samples"] = len(ids)
-        if reference_samples > 0 and self.factory is not None and self.source_spec is not None:
-            ids = np.asarray(sorted(self.preds)[:reference_samples], dtype=np.int64)
-            ref = self._reference_predictions(ids)
-            got = np.asarray([self.preds[int(i)] for i in ids])
-            fid["agreement"] = float(np.mean(ref == got)) if len(ids) else None
-            fid["reference_samples"] = len(ids)
-            if self.labels:
-                fid["reference_accuracy"] = float(
-                    np.mean([ref[k] == self.labels[int(i)] for k, i in enumerate(ids)])
-                )
-        return fid
-
-    def _reference_predictions(self, ids: np.ndarray) -> np.ndarray:
-        """Top-1 of the uncompressed model (head then tail, no codec) on samples ``ids``."""
+    def _reference(self, ids: np.ndarray) -> np.ndarray:
+        """Top-1 of the uncompressed model on samples ``ids``."""
         import torch
 
-        torch.set_num_threads(1)
-        head, tail = self.factory()
-        head.eval()
-        tail.eval()
-        x, _ = SampleSource(self.source_spec).get(ids)
-        preds = []
+        assert self._ref is not None
+        head, tail, src = self._ref
+        x, _ = src.get(ids)
         with torch.inference_mode():
-            for k in range(0, len(ids), 64):
-                logits = tail(head(torch.from_numpy(x[k : k + 64])))
-                p = logits.argmax(-1)
-                preds.append((p[..., -1] if p.ndim > 1 else p).numpy())
-        return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+            p = tail(head(torch.from_numpy(x))).argmax(-1)
+        return (p[..., -1] if p.ndim > 1 else p).numpy()
+
+    def receive(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Results of one batch: ids, latency (s), correct (vs labels, or None) and agree (1/0 with the
+        uncompressed model for reference ids, -1 for the others)."""
+        now = time.time()
+        ids = np.asarray(batch["ids"], dtype=np.int64)
+        preds = np.asarray(batch["preds"])
+        labels = batch["labels"]
+        latency = now - np.asarray(batch["t_src"], dtype=np.float64)
+        correct = None if labels is None else (preds == np.asarray(labels)).tolist()
+        agree = np.full(len(ids), -1, dtype=np.int64)
+        checked = np.flatnonzero(ids < self.reference_samples)
+        if checked.size:
+            agree[checked] = self._reference(ids[checked]) == preds[checked]
+        meta = self._meta(now, len(ids))
+        meta.update(ids=ids.tolist(), latency_s=latency.tolist(), correct=correct)
+        meta["agree"] = agree.tolist()
+        return meta

@@ -1,9 +1,17 @@
-"""Source actor: produces batches of samples, sized by the adaptive batcher, optionally paced."""
+"""Source actor: produces batches of samples, sized by the adaptive batcher, optionally paced.
+
+The driver owns the position in the stream (the next sample id) and the stream's start time, and passes
+both on every call, so a restarted source carries on where the last one stopped. ``rebuild`` makes any
+earlier batch again from its sample ids (the source is deterministic), for replays whose stored inputs
+were lost with a node.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+import numpy as np
 
 from actors.base import StageBase
 from pipeline.stream.data import SampleSource, SourceSpec
@@ -11,11 +19,11 @@ from pipeline.stream.flow import AdaptiveBatcher
 
 
 class Source(StageBase):
-    """Emits ``samples`` ids in order; with ``rate_sps`` samples arrive at that rate.
+    """Emits sample ids ``0 .. samples-1``; with ``rate_sps`` they arrive at that rate.
 
-    ``next_batch()`` returns ``(meta, batch)`` (call with ``num_returns=2`` so the driver only
-    fetches the small ``meta``): ``meta = {"n", "done"}``; ``batch`` is a dict of ids, inputs,
-    labels and source timestamps, or None once exhausted.
+    ``next_batch(start, t0)`` returns ``(meta, batch)`` (call it with ``num_returns=2`` so the driver
+    only fetches the small ``meta``): ``meta = {"n", "start", "done", "t0", "t_created", ...}``;
+    ``batch`` is a dict of ids, inputs, labels and source timestamps, or None once exhausted.
     """
 
     stage = "source"
@@ -35,53 +43,54 @@ class Source(StageBase):
         self.samples = samples
         self.rate_sps = rate_sps
         self.batcher = AdaptiveBatcher(max_batch_size, max_wait_ms, min_batch_size, adaptive)
-        self.next_id = 0
-        self.t0: float | None = None
 
-    def _arrived(self, now: float) -> int:
+    def _arrived(self, now: float, t0: float) -> int:
         """Samples that have arrived by ``now`` (all of them for an unpaced source)."""
-        if self.rate_sps is None or self.t0 is None:
+        if self.rate_sps is None:
             return self.samples
-        return min(self.samples, int((now - self.t0) * self.rate_sps) + 1)
+        return min(self.samples, int((now - t0) * self.rate_sps) + 1)
 
-    def _arrival_time(self, i: int) -> float:
-        if self.rate_sps is None or self.t0 is None:
-            return time.time()
-        return self.t0 + i / self.rate_sps
+    def _arrival_time(self, i: int, t0: float) -> float:
+        return time.time() if self.rate_sps is None else t0 + i / self.rate_sps
 
-    def next_batch(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The next batch (blocks for pacing / linger), or ``({"done": True}, None)``."""
-        if self.t0 is None:
-            self.t0 = time.time()
-        if self.next_id >= self.samples:
-            return {"n": 0, "done": True}, None
+    def _batch(self, start: int, n: int, t0: float, t_created: float) -> dict[str, Any]:
+        ids = np.arange(start, start + n, dtype=np.int64)
+        x, labels = self.src.get(ids)
+        if self.rate_sps is None:
+            t_src = np.full(n, t_created)
+        else:
+            t_src = t0 + ids / self.rate_sps
+        return {"ids": ids, "x": x, "labels": labels, "t_src": t_src}
+
+    def next_batch(self, start: int, t0: float | None = None):
+        """The batch starting at sample ``start`` (blocks for pacing and linger)."""
+        t0 = time.time() if t0 is None else t0
+        if start >= self.samples:
+            return {"n": 0, "start": start, "done": True, "t0": t0}, None
         while True:
             now = time.time()
-            pending = self._arrived(now) - self.next_id
-            oldest_wait = now - self._arrival_time(self.next_id) if pending > 0 else 0.0
+            pending = self._arrived(now, t0) - start
+            oldest_wait = now - self._arrival_time(start, t0) if pending > 0 else 0.0
             # everything that will ever arrive is here: no point lingering for more
             if self.batcher.should_emit(pending, oldest_wait) or (
-                pending > 0 and self._arrived(now) >= self.samples
+                pending > 0 and self._arrived(now, t0) >= self.samples
             ):
                 break
-            nxt = self._arrival_time(self.next_id + max(pending, 0))
-            wait = nxt - now
+            wait = self._arrival_time(start + max(pending, 0), t0) - now
             if pending > 0:
                 wait = min(wait, self.batcher.time_to_deadline(oldest_wait))
             time.sleep(max(0.0005, wait))
-        start = time.time()
+        begin = time.time()
         n = self.batcher.take(pending)
-        ids = list(range(self.next_id, self.next_id + n))
-        self.next_id += n
-        import numpy as np
+        batch = self._batch(start, n, t0, begin)
+        meta = self._meta(begin, n, 0, int(batch["x"].nbytes))
+        meta.update(start=start, done=start + n >= self.samples, t0=t0, t_created=begin)
+        return meta, batch
 
-        id_arr = np.asarray(ids, dtype=np.int64)
-        x, labels = self.src.get(id_arr)
-        t_src = np.asarray([self._arrival_time(i) if self.rate_sps else start for i in ids])
-        batch = {"ids": id_arr, "x": x, "labels": labels, "t_src": t_src}
-        self.rec.record(start, time.time(), n, 0, int(x.nbytes))
-        return {"n": n, "done": self.next_id >= self.samples}, batch
-
-    def batch_sizes(self) -> list[int]:
-        """Sizes the batcher emitted, in order."""
-        return list(self.batcher.history)
+    def rebuild(self, start: int, n: int, t0: float, t_created: float):
+        """The batch of samples ``start .. start+n-1`` again, with its original timestamps."""
+        begin = time.time()
+        batch = self._batch(start, n, t0, t_created)
+        meta = self._meta(begin, n, 0, int(batch["x"].nbytes))
+        meta.update(start=start, done=False, t0=t0, t_created=t_created)
+        return meta, batch

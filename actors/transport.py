@@ -1,10 +1,15 @@
-"""Transport actor (async): puts each Arrow batch on the link, FIFO, and releases it on arrival.
+"""Transport actor (async): puts each Arrow batch on the link in ticket order, and returns it on arrival.
 
 In ``emulated`` mode the batch's Arrow IPC size is serialized on a
-:class:`pipeline.stream.link.EmulatedLink` (token bucket / trace, delay, jitter, loss); the call
-returns once the batch has *arrived*, while the next batch may already be transmitting, so
-propagation delay overlaps with serialization. In ``real`` mode the batch passes through and
-Ray moves it between nodes over the real network; only bytes and times are recorded.
+:class:`pipeline.stream.link.EmulatedLink` (token bucket or trace, delay, jitter, loss); the call
+returns once the batch has *arrived*, while the next batch may already be transmitting, so propagation
+delay overlaps with serialization. With ``link.corrupt`` each frame may get one bit flipped in transit.
+In ``real`` mode the batch passes through and Ray moves it between nodes over the real network.
+
+Ordering survives failures: the driver gives every send a ticket (increasing, a replayed batch gets a
+new one) and the smallest ticket it still has outstanding here (``floor``). A fresh actor (after a
+restart) therefore starts at the right ticket, and a ticket that never comes (its call died with the
+previous incarnation) is skipped after ``reorder_timeout_s`` instead of blocking the link forever.
 """
 
 from __future__ import annotations
@@ -13,60 +18,75 @@ import asyncio
 import time
 from typing import Any
 
+import numpy as np
+
 from actors.base import StageBase
-from pipeline.stream.wire import batch_wire_bytes
+from pipeline.stream.wire import batch_wire_bytes, corrupt_frames
 
 
 class Transport(StageBase):
-    """``send(batch, seq)`` must be called with seq = 0, 1, 2, ...; reservations follow seq order."""
+    """``send(batch, ticket, floor)``: batches enter the link in ticket order."""
 
     stage = "transport"
 
-    def __init__(self, link_spec: Any | None = None, replica: int = 0) -> None:
+    def __init__(
+        self, link_spec: Any | None = None, replica: int = 0, reorder_timeout_s: float = 10.0
+    ) -> None:
         super().__init__(replica)
         self.link = None
+        self.spec = link_spec
         if link_spec is not None:
             from pipeline.stream.link import EmulatedLink
 
-            self.link = EmulatedLink(link_spec)
-        self._next_seq = 0
+            self.link = EmulatedLink(link_spec, clock=time.time)
+        self.reorder_timeout_s = reorder_timeout_s
+        self._next = 0
         self._turn: asyncio.Condition | None = None
-        self.tx: list[dict[str, float]] = []
 
-    async def send(self, rb, seq: int):
-        """Transmit batch number ``seq`` after all earlier ones; return it at its arrival time."""
+    async def _wait_turn(self, ticket: int, floor: int) -> int:
+        """Wait until every ticket before ``ticket`` went on the link; returns 1 if one was skipped."""
+        assert self._turn is not None
+        self._next = max(self._next, floor)
+        self._turn.notify_all()
+        try:
+            await asyncio.wait_for(
+                self._turn.wait_for(lambda: ticket <= self._next), self.reorder_timeout_s
+            )
+            return 0
+        except TimeoutError:
+            self._next = max(self._next, ticket)  # the missing ticket is not coming: go on
+            return 1
+
+    async def send(self, rb, ticket: int, floor: int = 0):
+        """Transmit batch ``ticket`` after all earlier ones; returns ``(meta, batch)`` at arrival."""
         if self._turn is None:
             self._turn = asyncio.Condition()
         start = time.time()
+        nbytes = batch_wire_bytes(rb)
         async with self._turn:
-            await self._turn.wait_for(lambda: self._next_seq == seq)
-            nbytes = batch_wire_bytes(rb)
-            # Created in seq order, so the link books reservations in seq order.
-            reserve_t = time.monotonic()
+            gaps = await self._wait_turn(ticket, floor)
+            # booked while holding the turn, so the link books reservations in ticket order
             task = asyncio.ensure_future(self.link.transmit(nbytes)) if self.link else None
-            self._next_seq += 1
+            self._next = max(self._next, ticket + 1)
             self._turn.notify_all()
-        rec: dict[str, float] = {"seq": seq, "bytes": nbytes, "samples": rb.num_rows}
+        extra: dict[str, Any] = {"ticket": ticket, "reorder_gaps": gaps, "wire_bytes": nbytes}
         if task is not None:
             delivery = await task
-            rec["tx_done"] = time.monotonic()  # observed end of serialization
-            rec["tx_done_planned"] = delivery.tx_done
-            rec["tx_start_planned"] = delivery.tx_start
-            # queued: the link was still busy with an earlier batch when this one was booked
-            rec["queued"] = float(delivery.tx_start > reserve_t + 1e-3)
-            rec["wire_bytes"] = delivery.wire_bytes
-            rec["retransmitted_bytes"] = delivery.retransmitted_bytes
-            wait = delivery.arrival - time.monotonic()
+            extra["tx_start_planned"] = delivery.tx_start
+            extra["tx_done_planned"] = delivery.tx_done
+            extra["busy_s"] = delivery.tx_done - delivery.tx_start
+            extra["wire_bytes"] = delivery.wire_bytes
+            extra["retransmitted_bytes"] = delivery.retransmitted_bytes
+            wait = delivery.arrival - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-        else:
-            rec["tx_done"] = time.monotonic()
-            rec["wire_bytes"] = nbytes
-        rec["arrival"] = time.monotonic()
-        self.tx.append(rec)
-        self.rec.record(start, time.time(), rb.num_rows, nbytes, nbytes)
-        return rb
+            if self.spec.corrupt > 0:
+                rng = np.random.default_rng([self.spec.seed, ticket])
+                rb, hit = corrupt_frames(rb, self.spec.corrupt, rng)
+                extra["corrupted_frames"] = hit
+        meta = self._meta(start, rb.num_rows, nbytes, nbytes, **extra)
+        return meta, rb
 
-    def link_stats(self) -> dict[str, Any]:
-        """Per-batch transmissions plus the link's own counters (None in real mode)."""
-        return {"tx": list(self.tx), "link": self.link.stats() if self.link else None}
+    def configured_mbps(self) -> float | None:
+        """The emulated link's configured rate (a trace's mean), None for a real or unlimited link."""
+        return None if self.link is None else self.link.configured_mbps

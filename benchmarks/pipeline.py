@@ -50,14 +50,16 @@ def _row(report: dict[str, Any]) -> dict[str, Any]:
         "latency_p99_ms": report["latency_p99_ms"],
         "compression_ratio": report["compression_ratio"],
         "wire_bytes": report["wire_bytes"],
-        # emulated link: payload rate from the link's own books (first start .. last end);
-        # real link: the runner's estimate from observed transmission times
-        "link_mbps": (report.get("link") or {}).get("achieved_mbps"),
+        # the emulated link's own schedule (None on a real link) ...
+        "link_mbps": (report.get("link") or {}).get("scheduled_mbps"),
+        # ... and what arrived, measured at the receiver
         "goodput_mbps": report["goodput_mbps"],
         "link_utilization": report["link_utilization"],
         "agreement": fid.get("agreement"),
         "accuracy": fid.get("accuracy"),
         "lost": report["lost"],
+        "rejected": report["rejected"],
+        "restarts": report["restarts"],
         "duplicated": report["duplicated"],
         "elapsed_s": report["elapsed_s"],
     }

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline run --config configs/demo.yaml [--set k=v ...] [--json PATH]``."""
+"""Command line: ``python -m splitstream run --config configs/demo.yaml [--set k=v ...] [--json PATH]``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,24 +64,20 @@ def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry; returns the process exit status (2 for config errors)."""
-    args = _parser().parse_args(argv)
-    overrides = list(args.overrides)
-    if getattr(args, "address", None):
-        overrides.append(f"ray.address={args.address}")
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "check":
-        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
-        return 0
-    from pipeline.stream.metrics import format_report, plot_report
-    from splitstream.runner import run_pipeline
+EXIT_OK = 0
+EXIT_SAMPLES_LOST = 1
+EXIT_CONFIG = 2
+EXIT_STREAM_FAILED = 3
+EXIT_INTERNAL = 4
+"""Exit statuses of ``run``: every sample settled (delivered or rejected) exactly once; some were lost
+or counted twice; a config error (before Ray starts); the stream could not run or finish (a stall, a
+stage that keeps failing or does not come back, a placement the cluster cannot host); an internal
+error (a bug). 3 and 4 still write the partial report."""
 
-    report = run_pipeline(cfg, progress=not args.no_progress)
+
+def _write_outputs(report: dict[str, Any], args: argparse.Namespace) -> None:
+    from pipeline.stream.report import format_report, plot_report
+
     print(format_report(report))
     if args.json:
         print(f"report written to {write_json(report, args.json)}")
@@ -88,4 +85,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     if png:
         Path(png).parent.mkdir(parents=True, exist_ok=True)
         print(f"plot written to {plot_report(report, png)}")
-    return 0 if report["lost"] == 0 and report["duplicated"] == 0 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry; returns the process exit status (see ``EXIT_*``)."""
+    args = _parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if getattr(args, "address", None):
+        overrides.append(f"ray.address={args.address}")
+    try:
+        cfg = load_config(args.config, overrides)
+        from pipeline.stream.preflight import preflight
+
+        checked = preflight(cfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check":
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        print(
+            f"ok: {checked.model['name']} @ {checked.model['split']}, features "
+            f"{list(checked.feature_shape)} per sample, {checked.frame_bytes} B per frame "
+            f"({cfg.codec.kind}), stall timeout {checked.stall_timeout_s:g} s",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    from pipeline.stream.executor import StreamError
+    from splitstream.runner import PlacementError, run_pipeline
+
+    try:
+        report = run_pipeline(cfg, progress=not args.no_progress, checked=checked)
+    except PlacementError as exc:
+        print(f"placement error: {exc}", file=sys.stderr)
+        return EXIT_STREAM_FAILED
+    except StreamError as exc:
+        if exc.report is not None:
+            _write_outputs(exc.report, args)
+        print(f"stream failed ({exc.kind}): {exc}", file=sys.stderr)
+        return EXIT_INTERNAL if exc.kind == "internal" else EXIT_STREAM_FAILED
+    except Exception:  # a bug: say so with its own status, never as "samples lost"
+        traceback.print_exc()
+        print("internal error (see the traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
+    _write_outputs(report, args)
+    ok = report["lost"] == 0 and report["duplicated"] == 0
+    return EXIT_OK if ok else EXIT_SAMPLES_LOST

@@ -44,19 +44,29 @@ def _feat_batch(n: int = 6, kind_seed: int = 0) -> dict:
 
 def test_source_batches_grow_and_cover_all_ids_once():
     src = Source(SPEC, samples=30, max_batch_size=8, max_wait_ms=5)
-    seen, sizes = [], []
+    seen, sizes, start, t0 = [], [], 0, None
     while True:
-        meta, batch = src.next_batch()
+        meta, batch = src.next_batch(start, t0)
         if batch is None:
             break
-        assert batch["x"].shape == (meta["n"], 3, 8, 8)
+        assert batch["x"].shape == (meta["n"], 3, 8, 8) and meta["start"] == start
         seen.extend(batch["ids"].tolist())
         sizes.append(meta["n"])
+        start, t0 = start + meta["n"], meta["t0"]
         if meta["done"]:
             break
     assert seen == list(range(30))
     assert sizes[:4] == [1, 2, 4, 8] and max(sizes) == 8
-    assert src.next_batch() == ({"n": 0, "done": True}, None)
+    meta, batch = src.next_batch(30, t0)
+    assert batch is None and meta["done"] and meta["n"] == 0
+
+
+def test_source_rebuilds_a_batch_with_its_original_inputs_and_stamps():
+    src = Source(SPEC, samples=30, max_batch_size=8, max_wait_ms=5, adaptive=False)
+    meta, batch = src.next_batch(8, None)
+    again_meta, again = Source(SPEC, 30, 8, 5).rebuild(8, meta["n"], meta["t0"], meta["t_created"])
+    assert again["ids"].tolist() == batch["ids"].tolist()
+    assert np.array_equal(again["x"], batch["x"]) and np.array_equal(again["t_src"], batch["t_src"])
 
 
 def test_paced_source_lingers_at_most_max_wait():
@@ -64,7 +74,7 @@ def test_paced_source_lingers_at_most_max_wait():
         SPEC, samples=10, max_batch_size=64, max_wait_ms=30, rate_sps=200.0, adaptive=False
     )
     t0 = time.time()
-    meta, batch = src.next_batch()
+    meta, batch = src.next_batch(0, None)
     took = time.time() - t0
     # 64 samples would need 0.32 s at 200/s: the 30 ms linger flushes a partial batch first
     assert 1 <= meta["n"] < 10 and took < 0.2
@@ -74,15 +84,36 @@ def test_paced_source_lingers_at_most_max_wait():
 @pytest.mark.parametrize("kind", ["ours", "fp32", "fp16", "zstd"])
 def test_encoder_decoder_roundtrip_over_arrow(kind):
     batch = _feat_batch()
-    enc, dec = Encoder(kind=kind, bits=8), Decoder()
-    rb = enc.process(batch)
+    enc, dec = Encoder(kind=kind, bits=8), Decoder((4, 8, 8))
+    meta, rb = enc.process(batch)
     assert isinstance(rb, pa.RecordBatch) and rb.num_rows == 6
-    out = dec.process(rb)
+    assert meta["n"] == 6 and meta["bytes_in"] == batch["feat"].nbytes and meta["rss"] > 0
+    dmeta, out = dec.process(rb)
     assert out["ids"].tolist() == list(range(6)) and out["labels"] is None
+    assert dmeta["rejected_ids"] == [] and dmeta["wire_bytes"] == meta["wire_bytes"]
     err = np.abs(out["feat"] - batch["feat"]).max()
     tol = {"fp32": 0.0, "fp16": 2e-3, "zstd": 0.0, "ours": batch["feat"].max() / 255 + 1e-6}[kind]
     assert err <= tol
-    assert enc.stats()["records"][0]["bytes_in"] == batch["feat"].nbytes
+
+
+def test_decoder_rejects_bad_frames_by_id_and_keeps_the_rest():
+    from pipeline.stream.wire import corrupt_frames, encode_tensor, pack_batch
+
+    batch = _feat_batch(6)
+    _, rb = Encoder(kind="ours").process(batch)
+    rb, hit = corrupt_frames(rb, 0.5, np.random.default_rng(3))
+    assert 0 < hit < 6
+    meta, out = Decoder((4, 8, 8)).process(rb)
+    assert len(meta["rejected_ids"]) == hit and meta["n"] == 6
+    assert sorted(out["ids"].tolist() + meta["rejected_ids"]) == list(range(6))
+    assert out["feat"].shape == (6 - hit, 4, 8, 8)
+    assert all("CodecError" in e for e in meta["errors"])
+    # a well-formed frame of the wrong shape, and one declaring more values than a sample holds
+    frames = [encode_tensor(np.zeros((4, 8, 7), np.float32)), encode_tensor(np.zeros((4, 8, 9)))]
+    rb = pack_batch(np.arange(2), frames, None, np.zeros(2), [(4, 8, 7), (4, 8, 9)])
+    meta, out = Decoder((4, 8, 8)).process(rb)
+    assert meta["rejected_ids"] == [0, 1] and len(out["ids"]) == 0
+    assert "shape" in meta["errors"][0] and "more than" in meta["errors"][1]
 
 
 def test_head_tail_match_the_unsplit_model():
@@ -90,61 +121,81 @@ def test_head_tail_match_the_unsplit_model():
 
     head, tail = HeadModel(tiny_factory), TailModel(tiny_factory)
     x = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
-    h = head.process({"ids": np.arange(5), "x": x, "labels": None, "t_src": np.zeros(5)})
-    t = tail.process(h)
+    _, h = head.process({"ids": np.arange(5), "x": x, "labels": None, "t_src": np.zeros(5)})
+    meta, t = tail.process(h)
     h_ref, t_ref = tiny_factory()
     with torch.no_grad():
         want = t_ref(h_ref(torch.from_numpy(x))).argmax(1).numpy()
-    assert t["preds"].tolist() == want.tolist()
+    assert t["preds"].tolist() == want.tolist() and meta["n"] == 5
+    empty = {"ids": np.zeros(0, np.int64), "feat": np.zeros((0, 4, 8, 8), np.float32)}
+    meta, t = tail.process({**empty, "labels": None, "t_src": np.zeros(0)})
+    assert meta["n"] == 0 and len(t["preds"]) == 0
 
 
-def test_transport_is_fifo_and_paced_by_the_link():
+def test_transport_is_ordered_by_ticket_and_paced_by_the_link():
     spec = resolve_link(None, bandwidth_mbps=8.0, delay_ms=20.0)  # 1 MB/s
     tr = Transport(spec)
-    rbs = [Encoder(kind="fp32").process(_feat_batch(4, s)) for s in range(3)]
+    rbs = [Encoder(kind="fp32").process(_feat_batch(4, s))[1] for s in range(3)]
 
     async def go():
-        # submitted out of order: seq 2 and 1 must wait for seq 0
-        tasks = [asyncio.ensure_future(tr.send(rbs[s], s)) for s in (2, 1, 0)]
+        # submitted out of order: tickets 2 and 1 must wait for ticket 0
+        tasks = [asyncio.ensure_future(tr.send(rbs[s], s, 0)) for s in (2, 1, 0)]
         return await asyncio.gather(*tasks)
 
-    t0 = time.monotonic()
-    asyncio.run(go())
-    elapsed = time.monotonic() - t0
-    tx = tr.link_stats()["tx"]
-    assert [r["seq"] for r in sorted(tx, key=lambda r: r["tx_done"])] == [0, 1, 2]
-    total = sum(r["bytes"] for r in tx)
+    t0 = time.time()
+    metas = [m for m, _ in asyncio.run(go())]
+    elapsed = time.time() - t0
+    order = sorted(metas, key=lambda m: m["tx_start_planned"])
+    assert [m["ticket"] for m in order] == [0, 1, 2]
+    total = sum(m["bytes_in"] for m in metas)
     assert elapsed >= total / 1e6 + 0.02 - 0.005  # serialization of all bytes plus one delay
-    arrivals = [r["arrival"] for r in sorted(tx, key=lambda r: r["seq"])]
-    assert arrivals == sorted(arrivals)
+    assert all(m["reorder_gaps"] == 0 for m in metas)
 
 
-def test_sink_counts_loss_duplicates_and_accuracy():
-    sink = Sink(expected=5, source_spec=SPEC, factory=tiny_factory)
-    mk = lambda ids, preds, labels: {  # noqa: E731
-        "ids": np.asarray(ids),
-        "preds": np.asarray(preds),
-        "labels": np.asarray(labels),
-        "t_src": np.full(len(ids), time.time() - 0.01),
+def test_transport_skips_a_ticket_that_never_comes():
+    tr = Transport(resolve_link(None), reorder_timeout_s=0.2)
+    rb = Encoder(kind="fp32").process(_feat_batch(2))[1]
+
+    async def go():
+        # ticket 0 died with an earlier incarnation; 1 must not wait for it forever
+        return await tr.send(rb, 1, 0)
+
+    t0 = time.time()
+    meta, _ = asyncio.run(go())
+    assert meta["reorder_gaps"] == 1 and 0.2 <= time.time() - t0 < 2.0
+    # a restarted transport is told the smallest outstanding ticket and starts there at once
+    fresh = Transport(resolve_link(None), reorder_timeout_s=5.0)
+    t0 = time.time()
+    meta, _ = asyncio.run(fresh.send(rb, 7, 7))
+    assert meta["reorder_gaps"] == 0 and time.time() - t0 < 1.0
+
+
+def test_sink_reports_per_sample_results_and_reference_agreement():
+    sink = Sink(source_spec=SPEC, factory=tiny_factory, reference_samples=3)
+    batch = {
+        "ids": np.asarray([1, 2, 3, 4]),
+        "preds": np.asarray([3, 4, 0, 1]),
+        "labels": np.asarray([3, 0, 0, 2]),
+        "t_src": np.full(4, time.time() - 0.01),
     }
-    assert sink.receive(mk([0, 1], [3, 4], [3, 0])) == 2
-    sink.receive(mk([1, 2], [4, 2], [0, 2]))
-    s = sink.summary(reference_samples=3)
-    assert s["delivered"] == 3 and s["lost"] == 2 and s["duplicated"] == 1
-    assert s["fidelity"]["accuracy"] == pytest.approx(2 / 3)
-    assert s["fidelity"]["reference_samples"] == 3
-    assert 0.0 <= s["fidelity"]["agreement"] <= 1.0
-    assert min(s["latency_s"]) >= 0.01
+    meta = sink.receive(batch)
+    assert meta["ids"] == [1, 2, 3, 4] and meta["correct"] == [True, False, True, False]
+    assert min(meta["latency_s"]) >= 0.01
+    # ids 1 and 2 are reference samples (< 3): checked against the uncompressed model
+    assert meta["agree"][2:] == [-1, -1] and set(meta["agree"][:2]) <= {0, 1}
 
 
 def test_arrow_batches_cross_ray_between_actors(ray_local):
     enc = ray_local.remote(Encoder).options(num_cpus=0.1, resources={"edge": 0.01}).remote("ours")
-    dec = ray_local.remote(Decoder).options(num_cpus=0.1, resources={"cloud": 0.01}).remote()
+    dec = (
+        ray_local.remote(Decoder).options(num_cpus=0.1, resources={"cloud": 0.01}).remote((4, 8, 8))
+    )
     batch = _feat_batch(5)
-    rb_ref = enc.process.remote(batch)
+    _, rb_ref = enc.process.options(num_returns=2).remote(batch)
     assert isinstance(ray_local.get(rb_ref), pa.RecordBatch)
-    out = ray_local.get(dec.process.remote(rb_ref))
-    assert out["ids"].tolist() == list(range(5))
+    meta_ref, out_ref = dec.process.options(num_returns=2).remote(rb_ref)
+    out = ray_local.get(out_ref)
+    assert out["ids"].tolist() == list(range(5)) and ray_local.get(meta_ref)["n"] == 5
     assert np.abs(out["feat"] - batch["feat"]).max() <= batch["feat"].max() / 255 + 1e-6
     place = ray_local.get(dec.ready.remote())
     assert place["node_id"] and place["pid"] > 0

@@ -62,24 +62,41 @@ def test_demo_config_runs_and_writes_json(tmp_path):
         ("model.name=resnet1000", "model.name"),
         ("model.split=layer9", "model.split"),
         ("link.profile=carrier-pigeon", "link.profile"),
+        ("codec.level=12", "codec.level"),
+        ("batching.min_batch_size=64", "batching.min_batch_size"),
+        ("model.name=resnet18,data.source=auto,codec.axis=5", "codec.axis"),
     ],
 )
 def test_bad_config_fails_fast_naming_the_key(override, key, capsys):
     t0 = time.monotonic()
-    rc = main(["run", "--config", str(REPO / "configs" / "demo.yaml"), "--set", override])
+    sets = [a for o in override.split(",") for a in ("--set", o)]
+    rc = main(["run", "--config", str(REPO / "configs" / "demo.yaml"), *sets])
     err = capsys.readouterr().err
     assert rc == 2
     assert key in err and "config error" in err
-    assert time.monotonic() - t0 < 10  # rejected during validation, no Ray start
+    assert time.monotonic() - t0 < 30  # rejected by validation or the preflight: no Ray start
 
 
-def test_bad_config_subprocess_never_starts_ray():
-    proc = _run(
-        "run", "--config", "configs/demo.yaml", "--set", "link.bandwidth_mbps=-1", timeout=120
-    )
+@pytest.mark.parametrize(
+    ("sets", "key"),
+    [
+        (["link.bandwidth_mbps=-1"], "link.bandwidth_mbps"),
+        (["codec.level=10"], "codec.level"),
+        (["batching.min_batch_size=33"], "batching.min_batch_size"),
+        (["model.name=resnet18", "data.source=auto", "codec.axis=-4"], "codec.axis"),
+    ],
+)
+def test_bad_config_subprocess_never_starts_ray(sets, key):
+    args = [a for s in sets for a in ("--set", s)]
+    proc = _run("run", "--config", "configs/demo.yaml", *args, timeout=120)
     assert proc.returncode == 2
-    assert "link.bandwidth_mbps" in proc.stderr
+    assert key in proc.stderr and "config error" in proc.stderr
     assert "Started a local Ray instance" not in proc.stdout + proc.stderr
+
+
+def test_check_runs_the_same_checks_as_run(capsys):
+    rc = main(["check", "--set", "model.name=resnet18", "--set", "codec.axis=3"])
+    assert rc == 2 and "codec.axis" in capsys.readouterr().err
 
 
 def test_check_prints_the_validated_config(capsys):

@@ -70,6 +70,14 @@ def test_override_creates_missing_sections():
         (["placement.gpu_stages=[gpu_everything]"], "placement.gpu_stages"),
         (["samples"], "samples"),
         (["link.profile.x=1"], "link.profile"),
+        (["codec.level=12"], "codec.level"),  # ours: 1..9
+        (["codec.kind=zstd", "codec.level=23"], "codec.level"),
+        (["batching.min_batch_size=64", "batching.max_batch_size=8"], "batching.min_batch_size"),
+        (["codec.kind=fp16", "codec.axis=0"], "codec.axis"),
+        (["link.corrupt=1.5"], "link.corrupt"),
+        (["link.mode=real", "link.corrupt=0.1"], "link.corrupt"),
+        (["flow.stall_timeout_s=0"], "flow.stall_timeout_s"),
+        (["flow.max_restarts=-1"], "flow.max_restarts"),
     ],
 )
 def test_bad_values_name_the_key(overrides, key):
@@ -97,3 +105,41 @@ def test_file_problems_are_config_errors(tmp_path):
 def test_model_check_can_be_skipped_for_custom_factories():
     cfg = load_config(None, ["model.name=my-tiny-net"], check_model=False)
     assert cfg.model.name == "my-tiny-net"
+
+
+def test_level_range_follows_the_codec_kind():
+    assert load_config(None, ["codec.kind=zstd", "codec.level=19"]).codec.level == 19
+    assert load_config(None, ["codec.kind=fp32", "codec.level=15"]).codec.level == 15  # unused
+
+
+def test_preflight_checks_the_axis_against_the_features_rank():
+    from pipeline.stream.preflight import preflight
+
+    cfg = load_config(None, ["model.name=resnet18", "model.split=layer1", "codec.axis=3"])
+    with pytest.raises(ConfigError, match=r"codec\.axis: 3 is out of range .* 3-d"):
+        preflight(cfg)
+    ok = preflight(
+        load_config(None, ["model.name=resnet18", "model.split=layer1", "codec.axis=-3"])
+    )
+    assert ok.feature_shape == (64, 56, 56) and ok.frame_bytes > 0
+    assert ok.stall_timeout_s >= 60  # unconstrained link: the floor
+
+
+def test_preflight_rejects_inputs_the_head_cannot_take():
+    from pipeline.stream.preflight import preflight
+
+    cfg = load_config(
+        None, ["model.name=resnet18", "data.source=synthetic", "data.shape=[5,32,32]"]
+    )
+    with pytest.raises(ConfigError, match="data.shape"):
+        preflight(cfg)
+
+
+def test_stall_timeout_default_covers_a_full_batch_on_a_slow_link():
+    from pipeline.stream.preflight import default_stall_timeout
+
+    slow = load_config(None, ["link.bandwidth_mbps=0.1", "batching.max_batch_size=64"])
+    # 64 frames of 100 kB at 0.1 Mbit/s: 512 s per batch, the default allows several of them
+    assert default_stall_timeout(slow, 100_000) > 2000
+    fixed = load_config(None, ["flow.stall_timeout_s=7"])
+    assert default_stall_timeout(fixed, 100_000) == 7

@@ -8,6 +8,7 @@ import pytest
 import ray
 import ray.cloudpickle
 from ray.cluster_utils import Cluster
+from tiny_stream import tiny_factory
 
 from pipeline.stream.config import load_config
 from splitstream.runner import run_pipeline
@@ -16,16 +17,6 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 EDGE_SIDE = ("source", "head", "encoder", "transport")
 CLOUD_SIDE = ("decoder", "tail", "sink")
-
-
-def tiny_factory():
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    head = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
-    tail = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
-    return head, tail
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +71,9 @@ def test_each_stage_runs_on_its_intended_node(edge_cloud):
         assert {p["node_id"] for p in placements} == {want}, stage
     assert len(rep["stages"]["decoder"]["placement"]) == 2
     assert rep["stages"]["decoder"]["samples"] == 48
-    assert (
-        rep["link"] == {} and rep["wire_bytes"] > 0
-    )  # real mode: no emulator, bytes still counted
+    # real mode: no emulator books, but bytes are counted and goodput is measured at the receiver
+    assert rep["link"] == {"mode": "real"} and rep["wire_bytes"] > 0
+    assert rep["goodput_mbps"] > 0 and rep["goodput_scope"] == "receiver"
 
 
 def test_missing_placement_resource_fails_before_actors_start(edge_cloud):

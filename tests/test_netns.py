@@ -74,7 +74,7 @@ def test_saturated_rate_ignores_startup_and_drain():
 @needs_netns
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not (REPO / "pipeline" / "runner.py").exists(), reason="pipeline runner missing"
+    not (REPO / "splitstream" / "runner.py").exists(), reason="pipeline runner missing"
 )
 def test_ray_pipeline_across_shaped_link(tmp_path):
     rate = 4.0
@@ -88,7 +88,9 @@ def test_ray_pipeline_across_shaped_link(tmp_path):
     assert link.edge not in _namespaces()
     report = result["report"]
     assert report["delivered"] == 96 and report["lost"] == 0 and report["duplicated"] == 0
-    assert report["goodput_mbps"] is None  # the runner does not time a real link; tc does
+    # the stream's own figure, measured at the receiver (cloud-side arrivals), is under the shaper's rate
+    # and close to the payload goodput that tc's counters give
+    assert 0.80 * rate <= report["goodput_mbps"] <= 1.02 * rate, report["goodput_mbps"]
     # edge stages ran in the edge namespace, cloud stages across the veth
     stages = report["stages"]
     for name, ip in (("head", "10.77.0.1"), ("encoder", "10.77.0.1"), ("decoder", "10.77.0.2"),

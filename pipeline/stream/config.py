@@ -38,6 +38,10 @@ class DataConfig(_Strict):
     shape: list[int] | None = None  # synthetic input shape (C, H, W); default from the model
 
 
+LEVELS = {"ours": (1, 9), "zstd": (1, 22)}
+"""Valid ``codec.level`` per kind (fp32 and fp16 have no level)."""
+
+
 class CodecConfig(_Strict):
     kind: Literal["ours", "fp32", "fp16", "zstd"] = "ours"
     bits: int = Field(default=8, ge=1, le=8)
@@ -54,11 +58,19 @@ class LinkConfig(_Strict):
     loss: float | None = Field(default=None, ge=0, lt=1)
     trace: str | None = None
     mtu: int | None = Field(default=None, ge=64)
+    corrupt: float | None = Field(
+        default=None, ge=0, lt=1
+    )  # fault knob: P(one bit flipped) per frame
 
 
 class FlowConfig(_Strict):
     window: int = Field(default=4, ge=1, le=1024)
     per_replica_inflight: int = Field(default=2, ge=1, le=64)
+    stall_timeout_s: float | None = Field(default=None, gt=0)  # None = derived from the link
+    max_restarts: int = Field(default=5, ge=0, le=1000)  # Ray restarts per stage actor
+    restart_timeout_s: float = Field(default=120.0, gt=0)  # wait for a restarted actor this long
+    max_batch_retries: int = Field(default=2, ge=0, le=100)  # a batch whose stage raises
+    reorder_timeout_s: float = Field(default=10.0, gt=0)  # transport: give up on a missing batch
 
 
 class BatchingConfig(_Strict):
@@ -177,7 +189,7 @@ def _check_model(cfg: PipelineConfig) -> None:
 
 def link_spec_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
     """The ``link.*`` keys that override the profile (None = keep the profile's value)."""
-    keys = ("bandwidth_mbps", "delay_ms", "jitter_ms", "loss", "trace", "mtu")
+    keys = ("bandwidth_mbps", "delay_ms", "jitter_ms", "loss", "trace", "mtu", "corrupt")
     out: dict[str, Any] = {k: getattr(cfg.link, k) for k in keys}
     out["seed"] = cfg.seed
     return out
@@ -186,6 +198,8 @@ def link_spec_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
 def _check_link(cfg: PipelineConfig) -> None:
     """The link profile must exist, the spec must be valid and the trace file readable."""
     if cfg.link.mode != "emulated":
+        if cfg.link.corrupt:
+            raise ConfigError("link.corrupt: only the emulated link can corrupt frames (link.mode)")
         return
     from pipeline.stream.link import PROFILES, resolve_link, trace_path
 
@@ -201,6 +215,26 @@ def _check_link(cfg: PipelineConfig) -> None:
         raise ConfigError(f"link.trace: file not found: {spec.trace!r}")
 
 
+def _check_combinations(cfg: PipelineConfig) -> None:
+    """Rules that tie two keys together, each reported under the key to change."""
+    lo, hi = LEVELS.get(cfg.codec.kind, (cfg.codec.level, cfg.codec.level))
+    if not lo <= cfg.codec.level <= hi:
+        raise ConfigError(
+            f"codec.level: {cfg.codec.level} is out of range for codec.kind={cfg.codec.kind} "
+            f"({lo}..{hi})"
+        )
+    if cfg.codec.axis is not None and cfg.codec.kind != "ours":
+        raise ConfigError(
+            f"codec.axis: per-channel quantization needs codec.kind=ours, not {cfg.codec.kind}"
+        )
+    b = cfg.batching
+    if b.min_batch_size > b.max_batch_size:
+        raise ConfigError(
+            f"batching.min_batch_size: {b.min_batch_size} is larger than "
+            f"batching.max_batch_size ({b.max_batch_size})"
+        )
+
+
 def validate_config(
     data: Mapping[str, Any], check_model: bool = True, check_link: bool = True
 ) -> PipelineConfig:
@@ -211,6 +245,7 @@ def validate_config(
         cfg = PipelineConfig.model_validate(dict(data))
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
+    _check_combinations(cfg)
     if check_model:
         _check_model(cfg)
     if check_link:

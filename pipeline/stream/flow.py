@@ -42,6 +42,13 @@ class CreditWindow:
         self.peak = max(self.peak, self.in_flight)
         return True
 
+    def force_acquire(self) -> None:
+        """Take a credit even when none is free: a replayed batch that lost its place must not wait
+        behind new work. The window is exceeded by one until that batch moves on."""
+        self.in_flight += 1
+        self.granted += 1
+        self.peak = max(self.peak, self.in_flight)
+
     def release(self) -> None:
         """Return one credit; releasing more than were taken is a bug and raises."""
         if self.in_flight <= 0:
@@ -76,7 +83,8 @@ class AdaptiveBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.adaptive = adaptive
         self.target = min_batch_size if adaptive else max_batch_size
-        self.history: list[int] = []
+        self.emitted = 0  # batches taken so far
+        self.emitted_samples = 0
 
     def should_emit(self, pending: int, oldest_wait_s: float) -> bool:
         """Emit now if a full target batch is waiting or the oldest sample lingered too long."""
@@ -91,7 +99,8 @@ class AdaptiveBatcher:
     def take(self, pending: int) -> int:
         """Size of the batch to emit now from ``pending`` samples; adapts the target afterwards."""
         n = min(pending, self.target)
-        self.history.append(n)
+        self.emitted += 1
+        self.emitted_samples += n
         if self.adaptive:
             left = pending - n
             if left >= self.target:  # a queue is building: amortise overheads with bigger batches
@@ -103,7 +112,7 @@ class AdaptiveBatcher:
     @property
     def mean_batch_size(self) -> float:
         """Mean of the batch sizes emitted so far (0 if none)."""
-        return sum(self.history) / len(self.history) if self.history else 0.0
+        return self.emitted_samples / self.emitted if self.emitted else 0.0
 
 
 class StateTimer:

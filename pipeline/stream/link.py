@@ -51,8 +51,11 @@ class LinkSpec:
     jitter_ms: float = 0.0  # std-dev of extra delay; total delay is clipped at 0
     loss: float = 0.0  # per-packet loss probability (0 <= loss < 1)
     mtu: int = 1500  # packet size used for loss accounting
-    trace: str | None = None  # Mahimahi trace path (absolute, or relative to pipeline/stream/traces/)
+    trace: str | None = (
+        None  # Mahimahi trace path (absolute, or relative to pipeline/stream/traces/)
+    )
     seed: int = 0  # seed of the jitter and loss random numbers
+    corrupt: float = 0.0  # fault knob: probability per frame that one bit is flipped in transit
 
     def __post_init__(self) -> None:
         _check_number("bandwidth_mbps", self.bandwidth_mbps, allow_none=True, positive=True)
@@ -61,6 +64,9 @@ class LinkSpec:
         _check_number("loss", self.loss)
         if not self.loss < 1.0:
             raise ValueError(f"link.loss must be in [0, 1), got {self.loss!r}")
+        _check_number("corrupt", self.corrupt)
+        if not self.corrupt < 1.0:
+            raise ValueError(f"link.corrupt must be in [0, 1), got {self.corrupt!r}")
         if (
             isinstance(self.mtu, bool)
             or not isinstance(self.mtu, int)

@@ -1,9 +1,10 @@
-"""Pipeline metrics: per-call records in each stage, summaries, the end-to-end report and its table.
+"""Stream metrics whose memory does not grow with the run: sketches, per-stage and per-link aggregates,
+the receiver's goodput, a decimating timeline, and the exports to ``ray.util.metrics``.
 
-Stages record one :class:`CallRecord` per processed batch with :class:`StageRecorder`, which
-also exports the numbers through ``ray.util.metrics`` (Counter / Gauge / Histogram) when it
-runs inside Ray. The driver combines the records with its own flow-control observations
-(queue depth, backpressured time, in-flight peaks) into the report dict.
+Every stage call returns a small ``meta`` dict (timings, sample and byte counts, RSS); the driver folds
+each one into these aggregates as it arrives and keeps nothing per batch or per sample. Latency
+quantiles come from a DDSketch (relative-error quantiles in a bounded number of bins), so p50/p99 of a
+100k-sample run cost the same memory as those of a 100-sample run.
 """
 
 from __future__ import annotations
@@ -11,33 +12,16 @@ from __future__ import annotations
 import math
 import os
 import socket
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from typing import Any
 
 LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 
+SKETCH_RELATIVE_ACCURACY = 0.01
+"""Quantiles are within 1 % of the true value (DDSketch's guarantee)."""
 
-@dataclass
-class CallRecord:
-    """One batch processed by one stage replica (wall-clock ``time.time()`` seconds)."""
-
-    start: float
-    end: float
-    samples: int
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation; NaN for no values."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+SKETCH_BINS = 1024
+"""At most this many bins per sketch: values spanning 1 us .. 10^4 s at 1 % need about 800."""
 
 
 def where_am_i() -> dict[str, Any]:
@@ -55,194 +39,263 @@ def where_am_i() -> dict[str, Any]:
     return info
 
 
-class StageRecorder:
-    """Collects :class:`CallRecord` s for one stage replica and mirrors them to Ray metrics."""
-
-    def __init__(self, stage: str, replica: int = 0, export: bool = True) -> None:
-        self.stage = stage
-        self.replica = replica
-        self.records: list[CallRecord] = []
-        self._metrics: tuple[Any, Any, Any] | None = None
-        if export:
-            self._metrics = _make_ray_metrics(stage, replica)
-
-    def record(
-        self, start: float, end: float, samples: int, bytes_in: int = 0, bytes_out: int = 0
-    ) -> None:
-        """Store one call and update the exported counters."""
-        self.records.append(CallRecord(start, end, samples, bytes_in, bytes_out))
-        if self._metrics is not None:
-            counter, hist, gauge = self._metrics
-            try:
-                counter.inc(samples)
-                hist.observe((end - start) * 1000.0)
-                gauge.set(samples)
-            except Exception:  # pragma: no cover - metrics export must never break the stream
-                self._metrics = None
-
-    def snapshot(self) -> dict[str, Any]:
-        """Records plus placement info, as plain data for the driver."""
-        return {
-            "stage": self.stage,
-            "replica": self.replica,
-            "where": where_am_i(),
-            "records": [asdict(r) for r in self.records],
-        }
-
-
-def _make_ray_metrics(stage: str, replica: int) -> tuple[Any, Any, Any] | None:
+def process_rss_bytes() -> int:
+    """Resident set size of the calling process (0 if it cannot be read)."""
     try:
-        import ray
-
-        if not ray.is_initialized():
-            return None
-        from ray.util.metrics import Counter, Gauge, Histogram
-
-        tags = {"stage": stage, "replica": str(replica)}
-        keys = ("stage", "replica")
-        counter = Counter("splitstream_samples", "samples processed by a stage", tag_keys=keys)
-        hist = Histogram(
-            "splitstream_batch_latency_ms",
-            "per-batch service time of a stage",
-            boundaries=LATENCY_BOUNDARIES_MS,
-            tag_keys=keys,
-        )
-        gauge = Gauge("splitstream_batch_size", "size of the last batch of a stage", tag_keys=keys)
-        for m in (counter, hist, gauge):
-            m.set_default_tags(tags)
-        return counter, hist, gauge
-    except Exception:  # pragma: no cover - metrics unavailable
-        return None
-
-
-class FlowGauges:
-    """Driver-side Ray gauges: input queue depth and in-flight batches per stage."""
-
-    def __init__(self) -> None:
-        self._g: tuple[Any, Any] | None = None
-        try:
-            import ray
-
-            if ray.is_initialized():
-                from ray.util.metrics import Gauge
-
-                self._g = (
-                    Gauge(
-                        "splitstream_queue_depth",
-                        "batches queued before a stage",
-                        tag_keys=("stage",),
-                    ),
-                    Gauge(
-                        "splitstream_inflight_batches",
-                        "batches in flight into a stage",
-                        tag_keys=("stage",),
-                    ),
-                )
-        except Exception:  # pragma: no cover - metrics unavailable
-            self._g = None
-
-    def update(self, depths: dict[str, int], inflight: dict[str, int]) -> None:
-        """Set both gauges for every stage (no-op outside Ray)."""
-        if self._g is None:
-            return
-        queue, flight = self._g
-        try:
-            for name, d in depths.items():
-                queue.set(d, tags={"stage": name})
-                flight.set(inflight.get(name, 0), tags={"stage": name})
-        except Exception:  # pragma: no cover - metrics export must never break the stream
-            self._g = None
-
-
-def summarize_stage(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Throughput, p50/p99 service latency, busy time, mean batch size and bytes of one stage."""
-    snaps = list(snapshots)
-    recs = [CallRecord(**r) for s in snaps for r in s["records"]]
-    lat_ms = [(r.end - r.start) * 1000.0 for r in recs]
-    samples = sum(r.samples for r in recs)
-    span = (max(r.end for r in recs) - min(r.start for r in recs)) if recs else 0.0
-    return {
-        "replicas": len(snaps),
-        "batches": len(recs),
-        "samples": samples,
-        "throughput_sps": samples / span if span > 0 else 0.0,
-        "latency_p50_ms": percentile(lat_ms, 50),
-        "latency_p99_ms": percentile(lat_ms, 99),
-        "busy_s": sum(r.end - r.start for r in recs),
-        "mean_batch_size": samples / len(recs) if recs else 0.0,
-        "bytes_in": sum(r.bytes_in for r in recs),
-        "bytes_out": sum(r.bytes_out for r in recs),
-        "placement": [
-            {"replica": s["replica"], **{k: s["where"].get(k) for k in ("node_id", "ip", "pid")}}
-            for s in snaps
-        ],
-    }
-
-
-def link_goodput(tx: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Payload goodput of a link from per-batch records ``{"bytes", "tx_done"[, "queued"]}``.
-
-    Measured from the observed end of the batch just before the first batch that found the
-    link busy (the link is backlogged from there on: warm-up excluded) to the observed end of
-    the last transmission (the propagation tail is excluded); idle gaps after that point
-    count against goodput. Without any queued batch it falls back to the span from the
-    first to the last ``tx_done``.
-    """
-    # the emulated link's own schedule (tx_done_planned) is exact; observed times are a fallback (real
-    # links) and can bunch up when several awaits resume together, which would shrink the window
-    key = "tx_done_planned" if tx and all("tx_done_planned" in t for t in tx) else "tx_done"
-    done = sorted(tx, key=lambda t: t[key])
-    first = next((i for i, t in enumerate(done) if t.get("queued") and i > 0), 1)
-    if len(done) < 2 or first >= len(done):
-        return {"goodput_mbps": math.nan, "window_s": 0.0, "window_bytes": 0}
-    window = done[-1][key] - done[first - 1][key]
-    nbytes = sum(t["bytes"] for t in done[first:])
-    return {
-        "goodput_mbps": nbytes * 8 / window / 1e6 if window > 0 else math.nan,
-        "window_s": window,
-        "window_bytes": nbytes,
-        "window_batches": len(done) - first,
-    }
-
-
-class MemorySampler:
-    """Periodic RSS samples of the driver and the stage processes on this host."""
-
-    def __init__(self, pids: Sequence[int] = (), period_s: float = 0.5) -> None:
-        self.pids = sorted(set(pids) | {os.getpid()})
-        self.period_s = period_s
-        self.samples: list[dict[str, float]] = []
-        self._last = -math.inf
-        self._t0 = time.monotonic()
-
-    def maybe_sample(self, force: bool = False) -> None:
-        """Take a sample if ``period_s`` has elapsed (or ``force``)."""
-        now = time.monotonic()
-        if not force and now - self._last < self.period_s:
-            return
-        self._last = now
         import psutil
 
-        rss = 0
-        for pid in self.pids:
-            try:
-                rss += psutil.Process(pid).memory_info().rss
-            except (psutil.Error, OSError):
-                continue
-        self.samples.append({"t": now - self._t0, "rss_mb": rss / 2**20, **object_store_mb()})
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # pragma: no cover - psutil missing or /proc unreadable
+        return 0
 
-    def summary(self) -> dict[str, Any]:
-        """Samples plus first / max / last RSS for quick reading."""
-        rss = [s["rss_mb"] for s in self.samples]
+
+class LatencySketch:
+    """Quantiles of non-negative durations (seconds) in bounded memory, via ``ddsketch``."""
+
+    def __init__(self) -> None:
+        from ddsketch import LogCollapsingLowestDenseDDSketch
+
+        self._sketch = LogCollapsingLowestDenseDDSketch(
+            relative_accuracy=SKETCH_RELATIVE_ACCURACY, bin_limit=SKETCH_BINS
+        )
+
+    def add(self, seconds: float) -> None:
+        """Record one duration (negative values, e.g. from clock skew between nodes, count as 0)."""
+        self._sketch.add(max(0.0, float(seconds)))
+
+    @property
+    def count(self) -> int:
+        """Number of recorded values."""
+        return int(self._sketch.count)
+
+    def quantile_ms(self, q: float) -> float:
+        """The ``q`` quantile (0..1) in milliseconds; NaN when empty."""
+        if self._sketch.count == 0:
+            return math.nan
+        return float(self._sketch.get_quantile_value(q)) * 1000.0
+
+    def summary_ms(self) -> dict[str, float]:
+        """p50, p99 and max in milliseconds."""
+        empty = self._sketch.count == 0
         return {
-            "samples": self.samples,
-            "rss_mb_first": rss[0] if rss else math.nan,
-            "rss_mb_max": max(rss) if rss else math.nan,
-            "rss_mb_last": rss[-1] if rss else math.nan,
+            "p50_ms": self.quantile_ms(0.5),
+            "p99_ms": self.quantile_ms(0.99),
+            "max_ms": math.nan if empty else float(self._sketch._max) * 1000.0,
         }
 
 
-def object_store_mb() -> dict[str, float]:
+class StageStats:
+    """Aggregates of one logical stage over all its replicas, fed one call ``meta`` at a time."""
+
+    def __init__(self, name: str, replicas: int) -> None:
+        self.name = name
+        self.replicas = replicas
+        self.batches = 0
+        self.samples = 0
+        self.busy_s = 0.0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.wire_bytes = 0  # Arrow IPC bytes of the batches it emitted or received, when it says
+        self.first_start = math.inf
+        self.last_end = -math.inf
+        self.service = LatencySketch()
+        self.restarts = 0
+        self.replayed_batches = 0
+        self.retries = 0
+        self.lost_inputs = 0
+        self.rss = [0] * replicas  # latest reported RSS per replica
+        self.placement: list[dict[str, Any]] = [{} for _ in range(replicas)]
+
+    def add(self, replica: int, meta: Mapping[str, Any]) -> None:
+        """Fold in one successful call."""
+        start, end = float(meta["t_start"]), float(meta["t_end"])
+        self.batches += 1
+        self.samples += int(meta["n"])
+        self.busy_s += float(meta.get("busy_s", end - start))
+        self.bytes_in += int(meta.get("bytes_in", 0))
+        self.bytes_out += int(meta.get("bytes_out", 0))
+        self.wire_bytes += int(meta.get("wire_bytes", 0))
+        self.first_start = min(self.first_start, start)
+        self.last_end = max(self.last_end, end)
+        self.service.add(end - start)
+        if meta.get("rss"):
+            self.rss[replica] = int(meta["rss"])
+
+    def place(self, replica: int, where: Mapping[str, Any]) -> None:
+        """Record where a replica runs (again after a restart)."""
+        self.placement[replica] = {k: where.get(k) for k in ("node_id", "ip", "pid")}
+
+    def summary(self) -> dict[str, Any]:
+        """The per-stage block of the report (driver-side flow figures are added by the executor)."""
+        span = self.last_end - self.first_start if self.batches else 0.0
+        lat = self.service.summary_ms()
+        return {
+            "replicas": self.replicas,
+            "batches": self.batches,
+            "samples": self.samples,
+            "throughput_sps": self.samples / span if span > 0 else 0.0,
+            "latency_p50_ms": lat["p50_ms"],
+            "latency_p99_ms": lat["p99_ms"],
+            "busy_s": self.busy_s,
+            "mean_batch_size": self.samples / self.batches if self.batches else 0.0,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "wire_bytes": self.wire_bytes,
+            "restarts": self.restarts,
+            "replayed_batches": self.replayed_batches,
+            "retries": self.retries,
+            "lost_inputs": self.lost_inputs,
+            "rss_mb": sum(self.rss) / 2**20,
+            "placement": [{"replica": r, **p} for r, p in enumerate(self.placement)],
+        }
+
+
+class ReceiverStats:
+    """Goodput measured where the batches arrive (the cloud side, after the link).
+
+    Each batch contributes its arrival time (taken by the receiving stage on its own clock) and its size
+    on the wire. Goodput is the bytes of every batch after the first divided by the time from the first
+    arrival to the last: ``n`` arrivals bound ``n - 1`` intervals, which carry the last ``n - 1`` batches.
+    """
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.bytes = 0
+        self.first_t = math.inf
+        self.first_bytes = 0
+        self.last_t = -math.inf
+
+    def add(self, arrival_t: float, nbytes: int) -> None:
+        """One batch arrived at ``arrival_t`` (seconds) carrying ``nbytes``."""
+        self.batches += 1
+        self.bytes += int(nbytes)
+        if arrival_t < self.first_t:
+            self.first_t, self.first_bytes = arrival_t, int(nbytes)
+        self.last_t = max(self.last_t, arrival_t)
+
+    def summary(self) -> dict[str, Any]:
+        """``goodput_mbps`` and the window it was measured over (NaN with fewer than two arrivals)."""
+        window = self.last_t - self.first_t if self.batches >= 2 else 0.0
+        counted = self.bytes - self.first_bytes
+        return {
+            "goodput_mbps": counted * 8 / window / 1e6 if window > 0 else math.nan,
+            "goodput_window_s": window,
+            "goodput_window_batches": max(0, self.batches - 1),
+            "goodput_bytes": counted if window > 0 else 0,
+            "arrived_batches": self.batches,
+            "arrived_bytes": self.bytes,
+        }
+
+
+class LinkStats:
+    """The emulated link's own schedule, from the transport's per-batch records: what it booked, not
+    what arrived (that is :class:`ReceiverStats`)."""
+
+    def __init__(self, configured_mbps: float | None) -> None:
+        self.configured_mbps = configured_mbps
+        self.deliveries = 0
+        self.payload_bytes = 0
+        self.wire_bytes = 0
+        self.retransmitted_bytes = 0
+        self.busy_s = 0.0
+        self.first_start = math.inf
+        self.last_done = -math.inf
+        self.corrupted_frames = 0
+        self.reorder_gaps = 0
+
+    def add(self, meta: Mapping[str, Any]) -> None:
+        """Fold in one transport call's record."""
+        self.deliveries += 1
+        self.payload_bytes += int(meta.get("bytes_in", 0))
+        self.wire_bytes += int(meta.get("wire_bytes", meta.get("bytes_in", 0)))
+        self.retransmitted_bytes += int(meta.get("retransmitted_bytes", 0))
+        self.corrupted_frames += int(meta.get("corrupted_frames", 0))
+        self.reorder_gaps += int(meta.get("reorder_gaps", 0))
+        if "tx_start_planned" in meta:
+            start, done = float(meta["tx_start_planned"]), float(meta["tx_done_planned"])
+            self.busy_s += done - start
+            self.first_start = min(self.first_start, start)
+            self.last_done = max(self.last_done, done)
+
+    def summary(self) -> dict[str, Any]:
+        """``scheduled_mbps`` (payload over the schedule's span) and ``utilization_scheduled``."""
+        span = self.last_done - self.first_start if self.deliveries else 0.0
+        scheduled = self.payload_bytes * 8 / span / 1e6 if span > 0 else None
+        util = scheduled / self.configured_mbps if scheduled and self.configured_mbps else None
+        return {
+            "configured_mbps": self.configured_mbps,
+            "scheduled_mbps": scheduled,
+            "utilization_scheduled": util,
+            "span_s": span,
+            "busy_s": self.busy_s,
+            "deliveries": self.deliveries,
+            "payload_bytes": self.payload_bytes,
+            "wire_bytes": self.wire_bytes,
+            "retransmitted_bytes": self.retransmitted_bytes,
+            "corrupted_frames": self.corrupted_frames,
+            "reorder_gaps": self.reorder_gaps,
+        }
+
+
+class Timeline:
+    """Samples of a few series over the run, in bounded memory: once ``capacity`` points are held,
+    every other one is dropped and the sampling period doubles. :meth:`resample` gives a fixed number of
+    points, so the report has the same size for a short and a long run."""
+
+    def __init__(self, period_s: float = 0.25, capacity: int = 256) -> None:
+        self.period_s = period_s
+        self.capacity = capacity
+        self.points: list[dict[str, float]] = []
+        self._next_t = 0.0
+
+    def due(self, t: float) -> bool:
+        """True when a new point should be recorded at time ``t`` (seconds since the start)."""
+        return t >= self._next_t
+
+    def record(self, t: float, values: Mapping[str, float]) -> None:
+        """Add a point at ``t``; decimates when full."""
+        self.points.append({"t": t, **values})
+        if len(self.points) >= self.capacity:
+            self.points = self.points[::2]
+            self.period_s *= 2
+        self._next_t = t + self.period_s
+
+    def resample(self, n: int = 40) -> dict[str, list[float | None]]:
+        """``n`` points evenly spaced over the recorded span, each series linearly interpolated."""
+        if not self.points:
+            return {}
+        keys = [k for k in self.points[0] if k != "t"]
+        t0, t1 = self.points[0]["t"], self.points[-1]["t"]
+        grid = [t0 + (t1 - t0) * i / (n - 1) for i in range(n)] if n > 1 else [t1]
+        out: dict[str, list[float | None]] = {"t": [_sig(t) for t in grid]}
+        for k in keys:
+            out[k] = [_sig(_interp(self.points, k, t)) for t in grid]
+        return out
+
+
+def _interp(points: list[dict[str, float]], key: str, t: float) -> float | None:
+    lo = 0
+    while lo + 1 < len(points) and points[lo + 1]["t"] <= t:
+        lo += 1
+    a = points[lo]
+    b = points[min(lo + 1, len(points) - 1)]
+    va, vb = a.get(key), b.get(key)
+    if va is None or vb is None:
+        return va if vb is None else vb
+    if b["t"] <= a["t"]:
+        return va
+    w = (t - a["t"]) / (b["t"] - a["t"])
+    return va + (vb - va) * min(1.0, max(0.0, w))
+
+
+def _sig(v: float | None, digits: int = 4) -> float | None:
+    """Round to ``digits`` significant digits (keeps the JSON short and of stable size)."""
+    if v is None or not math.isfinite(v) or v == 0:
+        return v
+    return round(v, digits - 1 - int(math.floor(math.log10(abs(v)))))
+
+
+def object_store_mb() -> float | None:
     """Used object-store memory in MiB, from the cluster's resource view (best effort)."""
     try:
         import ray
@@ -250,129 +303,99 @@ def object_store_mb() -> dict[str, float]:
         total = ray.cluster_resources().get("object_store_memory")
         free = ray.available_resources().get("object_store_memory")
         if total is None or free is None:
-            return {}
-        return {"object_store_used_mb": (total - free) / 2**20}
+            return None
+        return (total - free) / 2**20
     except Exception:  # pragma: no cover - best effort
-        return {}
+        return None
 
 
-def _fmt(v: Any, nd: int = 1) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{nd}f}"
-    return str(v)
+class StageExporter:
+    """One stage replica's counters in ``ray.util.metrics``: samples, per-batch latency, batch size."""
 
+    def __init__(self, stage: str, replica: int = 0) -> None:
+        self._metrics: tuple[Any, Any, Any] | None = None
+        try:
+            import ray
 
-def format_report(report: dict[str, Any]) -> str:
-    """A readable plain-text table of the end-to-end numbers and the per-stage metrics."""
-    lines = ["splitstream run report", "=" * 78]
-    model = report.get("model") or {}
-    label = f"{model.get('name')} @ {model.get('split')}"
-    if model.get("trained") is False:
-        label += " (UNTRAINED weights)"
-    elif model.get("weights_source"):
-        label += f" ({model['weights_source']})"
-    codec = (report.get("config") or {}).get("codec") or {}
-    e2e = [
-        ("model", label),
-        ("codec", f"{codec.get('kind')} {codec.get('bits')}-bit" if codec else None),
-        ("samples delivered", report.get("delivered")),
-        ("throughput (samples/s)", report.get("throughput_sps")),
-        (
-            "latency p50 / p99 (ms)",
-            f"{_fmt(report.get('latency_p50_ms'))} / {_fmt(report.get('latency_p99_ms'))}",
-        ),
-        ("raw -> wire bytes", f"{report.get('raw_bytes')} -> {report.get('wire_bytes')}"),
-        ("compression ratio", _fmt(report.get("compression_ratio"), 2)),
-        ("link goodput (Mbit/s)", _fmt(report.get("goodput_mbps"), 3)),
-        ("link utilization", _fmt(report.get("link_utilization"), 3)),
-        ("peak in-flight batches", report.get("peak_inflight_batches")),
-        ("lost / duplicated", f"{report.get('lost')} / {report.get('duplicated')}"),
-    ]
-    fid = report.get("fidelity") or {}
-    if fid.get("accuracy") is not None:
-        e2e.append(("accuracy (vs labels)", _fmt(100 * fid["accuracy"], 2) + " %"))
-    if fid.get("agreement") is not None:
-        e2e.append(
-            (
-                f"top-1 agreement (n={fid.get('reference_samples')})",
-                _fmt(100 * fid["agreement"], 2) + " %",
+            if not ray.is_initialized():
+                return
+            from ray.util.metrics import Counter, Gauge, Histogram
+
+            keys = ("stage", "replica")
+            counter = Counter("splitstream_samples", "samples processed by a stage", tag_keys=keys)
+            hist = Histogram(
+                "splitstream_batch_latency_ms",
+                "per-batch service time of a stage",
+                boundaries=LATENCY_BOUNDARIES_MS,
+                tag_keys=keys,
             )
-        )
-    mem = report.get("memory") or {}
-    if mem:
-        e2e.append(
-            (
-                "RSS first / max / last (MiB)",
-                f"{_fmt(mem.get('rss_mb_first'))} / {_fmt(mem.get('rss_mb_max'))} / {_fmt(mem.get('rss_mb_last'))}",
+            gauge = Gauge(
+                "splitstream_batch_size", "size of the last batch of a stage", tag_keys=keys
             )
-        )
-    width = max(len(k) for k, _ in e2e)
-    lines += [f"{k.ljust(width)}  {_fmt(v)}" for k, v in e2e]
-    lines.append("-" * 78)
-    head = f"{'stage':<10}{'sps':>9}{'p50ms':>9}{'p99ms':>9}{'busy_s':>8}{'bp_s':>7}{'q_mean':>8}{'q_max':>6}{'batch':>7}  node"
-    lines.append(head)
-    for name, st in (report.get("stages") or {}).items():
-        nodes = ",".join(
-            sorted({str(p.get("ip") or p.get("node_id") or "?") for p in st.get("placement", [])})
-        )
-        lines.append(
-            f"{name:<10}{_fmt(st.get('throughput_sps')):>9}{_fmt(st.get('latency_p50_ms'), 2):>9}"
-            f"{_fmt(st.get('latency_p99_ms'), 2):>9}{_fmt(st.get('busy_s'), 2):>8}"
-            f"{_fmt(st.get('backpressured_s', 0.0), 2):>7}{_fmt(st.get('queue_depth_mean', 0.0), 2):>8}"
-            f"{_fmt(st.get('queue_depth_max', 0)):>6}{_fmt(st.get('mean_batch_size'), 1):>7}  {nodes}"
-        )
-    return "\n".join(lines)
+            for m in (counter, hist, gauge):
+                m.set_default_tags({"stage": stage, "replica": str(replica)})
+            self._metrics = (counter, hist, gauge)
+        except Exception:  # pragma: no cover - metrics unavailable
+            self._metrics = None
+
+    def observe(self, samples: int, seconds: float) -> None:
+        """Count one batch (never raises: metrics must not break the stream)."""
+        if self._metrics is None:
+            return
+        counter, hist, gauge = self._metrics
+        try:
+            counter.inc(samples)
+            hist.observe(seconds * 1000.0)
+            gauge.set(samples)
+        except Exception:  # pragma: no cover
+            self._metrics = None
 
 
-def plot_report(report: dict[str, Any], path: str) -> str:
-    """Write a 2x2 PNG: stage throughput, stage latency p50/p99, memory over time, batch sizes."""
-    import matplotlib
+class DriverExporter:
+    """The driver's gauges and counters in ``ray.util.metrics``: queue depth and in-flight batches per
+    stage; restarts, replayed batches and rejected samples."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self) -> None:
+        self._m: dict[str, Any] | None = None
+        try:
+            import ray
 
-    stages = report.get("stages") or {}
-    names = list(stages)
-    fig, ax = plt.subplots(2, 2, figsize=(11, 7))
-    ax[0, 0].bar(names, [stages[n].get("throughput_sps", 0.0) for n in names], color="tab:blue")
-    ax[0, 0].set_title("stage throughput (samples/s)")
-    xs = range(len(names))
-    p50 = [stages[n].get("latency_p50_ms", math.nan) for n in names]
-    p99 = [stages[n].get("latency_p99_ms", math.nan) for n in names]
-    ax[0, 1].bar([x - 0.2 for x in xs], p50, width=0.4, label="p50")
-    ax[0, 1].bar([x + 0.2 for x in xs], p99, width=0.4, label="p99")
-    ax[0, 1].set_xticks(list(xs), names)
-    ax[0, 1].set_yscale("log")
-    ax[0, 1].set_title("per-batch service latency (ms)")
-    ax[0, 1].legend()
-    for a in (ax[0, 0], ax[0, 1]):
-        a.tick_params(axis="x", rotation=30)
-    mem = (report.get("memory") or {}).get("samples") or []
-    ax[1, 0].plot([m["t"] for m in mem], [m["rss_mb"] for m in mem], label="RSS of stage processes")
-    store = [m.get("object_store_used_mb") for m in mem]
-    if any(s is not None for s in store):
-        ax2 = ax[1, 0].twinx()
-        ax2.plot(
-            [m["t"] for m in mem],
-            [s or 0.0 for s in store],
-            color="tab:orange",
-            label="object store",
-        )
-        ax2.set_ylabel("object store used (MiB)")
-    ax[1, 0].set_xlabel("time (s)")
-    ax[1, 0].set_ylabel("RSS (MiB)")
-    ax[1, 0].set_title("memory during the run")
-    sizes = report.get("batch_sizes") or []
-    ax[1, 1].step(range(len(sizes)), sizes, where="post")
-    ax[1, 1].set_xlabel("batch #")
-    ax[1, 1].set_ylabel("samples")
-    ax[1, 1].set_title("adaptive batch size")
-    goodput = report.get("goodput_mbps")
-    fig.suptitle(
-        f"{report.get('delivered')} samples, {_fmt(report.get('throughput_sps'))} samples/s, "
-        f"ratio {_fmt(report.get('compression_ratio'), 2)}, goodput {_fmt(goodput, 2)} Mbit/s"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+            if not ray.is_initialized():
+                return
+            from ray.util.metrics import Counter, Gauge
+
+            k = ("stage",)
+            self._m = {
+                "queue": Gauge(
+                    "splitstream_queue_depth", "batches queued before a stage", tag_keys=k
+                ),
+                "inflight": Gauge(
+                    "splitstream_inflight_batches", "batches in flight into a stage", tag_keys=k
+                ),
+                "restarts": Counter("splitstream_restarts", "stage actor restarts", tag_keys=k),
+                "replays": Counter("splitstream_replayed_batches", "batches replayed", tag_keys=k),
+                "rejected": Counter("splitstream_rejected_samples", "samples rejected"),
+            }
+        except Exception:  # pragma: no cover - metrics unavailable
+            self._m = None
+
+    def flow(self, depths: Mapping[str, int], inflight: Mapping[str, int]) -> None:
+        """Set the queue-depth and in-flight gauges of every stage."""
+        if self._m is None:
+            return
+        try:
+            for name, d in depths.items():
+                self._m["queue"].set(d, tags={"stage": name})
+                self._m["inflight"].set(inflight.get(name, 0), tags={"stage": name})
+        except Exception:  # pragma: no cover
+            self._m = None
+
+    def count(self, what: str, stage: str | None = None, n: int = 1) -> None:
+        """Increment ``restarts``, ``replays`` (per stage) or ``rejected``."""
+        if self._m is None or n <= 0:
+            return
+        try:
+            tags = {"stage": stage} if stage is not None else None
+            self._m[what].inc(n, tags=tags)
+        except Exception:  # pragma: no cover
+            self._m = None

@@ -60,13 +60,17 @@ def encode_tensor(
     return header + body
 
 
-def decode_tensor(blob: bytes | memoryview) -> np.ndarray:
-    """Inverse of :func:`encode_tensor` for any kind (dispatches on the frame's magic)."""
+def decode_tensor(blob: bytes | memoryview, max_elements: int = _MAX_ELEMS) -> np.ndarray:
+    """Inverse of :func:`encode_tensor` for any kind (dispatches on the frame's magic).
+
+    A frame declaring more than ``max_elements`` values is refused before anything is allocated for it
+    (a stream passes the expected feature size, so a forged header cannot cost more than one sample).
+    Raises :class:`WireError` or ``codec.CodecError`` (both ``ValueError``) for a bad frame."""
     mv = memoryview(blob)
     if len(mv) < _HEADER.size or bytes(mv[:4]) != _MAGIC:
         import codec
 
-        return codec.decode(bytes(mv))
+        return codec.decode(mv, max_elements=max_elements)
     _, code, ndim = _HEADER.unpack_from(mv, 0)
     if code not in _CODE_KIND or ndim > _MAX_NDIM:
         raise WireError(f"bad baseline frame header (kind code {code}, ndim {ndim})")
@@ -75,8 +79,8 @@ def decode_tensor(blob: bytes | memoryview) -> np.ndarray:
         raise WireError("truncated baseline frame header")
     shape = struct.unpack_from(f"<{ndim}Q", mv, _HEADER.size)
     count = int(np.prod(shape, dtype=np.uint64)) if ndim else 1
-    if count > _MAX_ELEMS:
-        raise WireError(f"frame shape {shape} is too large")
+    if count > min(max_elements, _MAX_ELEMS):
+        raise WireError(f"frame shape {shape} declares {count} elements, more than {max_elements}")
     kind = _CODE_KIND[code]
     body = mv[off:]
     if kind == "zstd":
@@ -153,3 +157,26 @@ def unpack_batch(
 def batch_wire_bytes(batch: pa.RecordBatch) -> int:
     """Bytes the batch occupies as an Arrow IPC message (what the link carries)."""
     return int(pa.ipc.get_record_batch_size(batch))
+
+
+def corrupt_frames(
+    batch: pa.RecordBatch, probability: float, rng: np.random.Generator
+) -> tuple[pa.RecordBatch, int]:
+    """Flip one random bit in each frame with ``probability`` (a fault knob for tests of the stream's
+    quarantine). Returns the batch (a new one if anything changed) and how many frames were hit."""
+    if probability <= 0 or batch.num_rows == 0:
+        return batch, 0
+    hit = np.flatnonzero(rng.random(batch.num_rows) < probability)
+    if hit.size == 0:
+        return batch, 0
+    col = batch.schema.get_field_index("frame")
+    frames = batch.column(col).to_pylist()
+    for i in hit.tolist():
+        if not frames[i]:
+            continue
+        buf = bytearray(frames[i])
+        bit = int(rng.integers(0, 8 * len(buf)))
+        buf[bit // 8] ^= 1 << (bit % 8)
+        frames[i] = bytes(buf)
+    arr = pa.array(frames, type=batch.schema.field(col).type)
+    return batch.set_column(col, batch.schema.field(col), arr), int(hit.size)

@@ -1,0 +1,149 @@
+"""The idempotent end of the stream: one outcome per sample id, in memory that does not grow with the run.
+
+Transport is at-least-once (a failed stage replays its batches), so the same sample can reach the end
+twice. :class:`DeliveryLedger` records the first outcome of each id -- delivered (with its result) or
+rejected (its frame failed to decode) -- and drops every later arrival of that id as a duplicate. Ids
+are kept as a watermark (every id below it is settled) plus the settled ids above it, so the state is
+bounded by what is in flight, not by the length of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.stream.metrics import LatencySketch
+
+REJECTED_IDS_KEPT = 100
+"""How many rejected sample ids the report lists (the count is always exact)."""
+
+REJECT_ERRORS_KEPT = 5
+"""How many distinct error texts of rejected frames the report keeps."""
+
+
+class IdSet:
+    """A set of non-negative ints stored as ``[0, watermark)`` plus the members above it."""
+
+    def __init__(self) -> None:
+        self.watermark = 0
+        self._above: set[int] = set()
+
+    def __contains__(self, i: int) -> bool:
+        return i < self.watermark or i in self._above
+
+    def __len__(self) -> int:
+        return self.watermark + len(self._above)
+
+    def add(self, i: int) -> bool:
+        """Add ``i``; False if it was already a member."""
+        if i in self:
+            return False
+        if i == self.watermark:
+            self.watermark += 1
+            while self.watermark in self._above:
+                self._above.remove(self.watermark)
+                self.watermark += 1
+        else:
+            self._above.add(i)
+        return True
+
+    @property
+    def pending_above(self) -> int:
+        """Members above the watermark (the part of the state that is not a single integer)."""
+        return len(self._above)
+
+
+class DeliveryLedger:
+    """Settles sample ids ``0 .. samples-1`` exactly once and aggregates their results."""
+
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+        self._settled = IdSet()
+        self.delivered = 0
+        self.rejected = 0
+        self.duplicates_dropped = 0
+        self.unexpected = 0
+        self.rejected_ids: list[int] = []
+        self.reject_errors: list[str] = []
+        self.labelled = 0
+        self.correct = 0
+        self.reference = 0
+        self.agree = 0
+        self.latency = LatencySketch()
+
+    def _fresh(self, ids: Iterable[int]) -> list[int]:
+        """Positions of ids that settle now; counts repeats and out-of-range ids."""
+        keep = []
+        for j, i in enumerate(ids):
+            if not 0 <= i < self.samples:
+                self.unexpected += 1
+            elif self._settled.add(i):
+                keep.append(j)
+            else:
+                self.duplicates_dropped += 1
+        return keep
+
+    def deliver(
+        self,
+        ids: Sequence[int],
+        latency_s: Sequence[float],
+        correct: Sequence[bool] | None = None,
+        agree: Sequence[int] | None = None,
+    ) -> int:
+        """Record results of one batch (``agree``: 1/0 per sample, -1 where not checked); returns new ids."""
+        keep = self._fresh(int(i) for i in ids)
+        lat = np.asarray(latency_s, dtype=np.float64)
+        for j in keep:
+            self.latency.add(float(lat[j]))
+            if correct is not None:
+                self.labelled += 1
+                self.correct += bool(correct[j])
+            if agree is not None and agree[j] >= 0:
+                self.reference += 1
+                self.agree += int(agree[j])
+        self.delivered += len(keep)
+        return len(keep)
+
+    def reject(self, ids: Sequence[int], errors: Sequence[str] = ()) -> int:
+        """Record samples whose frames failed to decode; returns how many settle now."""
+        keep = self._fresh(int(i) for i in ids)
+        for j in keep:
+            if len(self.rejected_ids) < REJECTED_IDS_KEPT:
+                self.rejected_ids.append(int(ids[j]))
+        for e in errors:
+            if len(self.reject_errors) < REJECT_ERRORS_KEPT and e not in self.reject_errors:
+                self.reject_errors.append(e)
+        self.rejected += len(keep)
+        return len(keep)
+
+    @property
+    def settled(self) -> int:
+        """Delivered plus rejected."""
+        return len(self._settled)
+
+    @property
+    def lost(self) -> int:
+        """Ids that were never settled."""
+        return self.samples - self.settled
+
+    def summary(self) -> dict[str, Any]:
+        """Delivery accounting and result aggregates for the report."""
+        return {
+            "delivered": self.delivered,
+            "rejected": self.rejected,
+            "lost": self.lost,
+            # results folded into the aggregates beyond one per delivered id: a result counted twice
+            # would show here (the check that the deduplication holds)
+            "duplicated": self.latency.count - self.delivered,
+            "duplicates_dropped": self.duplicates_dropped,
+            "unexpected": self.unexpected,
+            "rejected_ids": list(self.rejected_ids),
+            "rejected_ids_truncated": self.rejected > len(self.rejected_ids),
+            "reject_errors": list(self.reject_errors),
+            "accuracy": self.correct / self.labelled if self.labelled else None,
+            "labelled_samples": self.labelled,
+            "agreement": self.agree / self.reference if self.reference else None,
+            "reference_samples": self.reference,
+        }

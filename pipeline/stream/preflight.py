@@ -1,0 +1,175 @@
+"""Everything a stream checks before Ray starts: the model loads and splits, the source can feed its
+head, and the codec settings fit the head's features.
+
+:func:`preflight` runs the head once on sample 0, in the driver, so settings that depend on the
+features (``codec.axis`` against their rank) fail here as a :class:`ConfigError` naming the key,
+instead of inside an actor after Ray has started. It also measures one sample's frame, which sets the
+stall watchdog's default and the decoders' allocation bound.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.stream.config import ConfigError, PipelineConfig
+from pipeline.stream.data import SampleSource, SourceSpec, resolve_source
+
+ModelFactory = Callable[[], tuple[Any, Any]]
+
+STALL_TIMEOUT_FLOOR_S = 60.0
+"""The watchdog's default never goes below this (model loading, restarts, slow first batches)."""
+
+STALL_TIMEOUT_BATCHES = 5.0
+"""... and is this many times the slowest expected batch on the configured link."""
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the stream learned about its model and data before starting any actor."""
+
+    model: dict[
+        str, Any
+    ]  # name, split, kind, trained, weights_source, input_shape (for the report)
+    factory: ModelFactory  # picklable, builds (head, tail) in each actor
+    source: SourceSpec
+    feature_shape: tuple[int, ...]  # one sample's head output
+    frame_bytes: int  # one sample's feature as a frame of codec.kind
+    stall_timeout_s: float  # flow.stall_timeout_s, or its default for this link and frame size
+
+    @property
+    def feature_elements(self) -> int:
+        """Values in one sample's feature (the decoders' per-frame allocation bound)."""
+        return math.prod(self.feature_shape)
+
+
+def _model_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
+    return {} if cfg.model.input_size is None else {"input_size": cfg.model.input_size}
+
+
+def registry_factory(cfg: PipelineConfig) -> ModelFactory:
+    """A picklable zero-argument callable building ``(head, tail)`` for ``cfg.model``."""
+    from pipeline.models import split_model
+
+    m = cfg.model
+    return functools.partial(split_model, m.name, m.split, m.weights, **_model_kwargs(cfg))
+
+
+def _registry_model(cfg: PipelineConfig) -> dict[str, Any]:
+    """Load the registry model once in the driver (trains or caches weights before the actors load
+    them) and check that the stream can carry it."""
+    from pipeline.models import load_model
+
+    try:
+        loaded = load_model(cfg.model.name, cfg.model.weights, **_model_kwargs(cfg))
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"model.weights: {exc}") from None
+    if loaded.kind not in ("vision", "custom"):
+        raise ConfigError(
+            f"model.name: {cfg.model.name!r} is a {loaded.kind} (text) model; the stream's "
+            "source and head carry image tensors only"
+        )
+    return {
+        "name": cfg.model.name,
+        "split": cfg.model.split,
+        "kind": loaded.kind,
+        "trained": bool(loaded.trained),
+        "weights_source": loaded.weights_source,
+        "input_shape": list(loaded.input_shape) or None,
+    }
+
+
+def default_stall_timeout(cfg: PipelineConfig, frame_bytes: int) -> float:
+    """A few times the slowest expected batch: a full batch of frames on the configured link."""
+    if cfg.flow.stall_timeout_s is not None:
+        return float(cfg.flow.stall_timeout_s)
+    mbps = None
+    if cfg.link.mode == "emulated":
+        from pipeline.stream.config import link_spec_kwargs
+        from pipeline.stream.link import load_trace, resolve_link, trace_mean_mbps
+
+        spec = resolve_link(cfg.link.profile, **link_spec_kwargs(cfg))
+        mbps = spec.bandwidth_mbps
+        if spec.trace is not None:
+            mbps = trace_mean_mbps(load_trace(spec.trace)) / 4  # traces dip well below their mean
+    if not mbps:
+        return STALL_TIMEOUT_FLOOR_S
+    batch_s = cfg.batching.max_batch_size * (frame_bytes + 64) * 8 / (mbps * 1e6)
+    return max(STALL_TIMEOUT_FLOOR_S, STALL_TIMEOUT_BATCHES * batch_s)
+
+
+def _features(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec) -> Any:
+    """Run the head on sample 0 of the source; any failure is the model or data config's fault."""
+    import torch
+
+    try:
+        head, _ = factory()
+    except Exception as exc:
+        raise ConfigError(f"model: the model factory failed: {exc}") from None
+    x, _ = SampleSource(spec).get([0])
+    try:
+        with torch.inference_mode():
+            feat = head.eval()(torch.from_numpy(x))
+    except Exception as exc:
+        raise ConfigError(
+            f"data.shape: the head cannot run on inputs of shape {list(x.shape[1:])}: {exc}"
+        ) from None
+    if not isinstance(feat, torch.Tensor):
+        raise ConfigError(
+            f"model.split: the head returns {type(feat).__name__}; the stream carries one tensor"
+        )
+    return feat[0].float().numpy()
+
+
+def _check_codec(cfg: PipelineConfig, feat: Any) -> int:
+    """``codec.axis`` against the features' rank, then one frame through encode and decode."""
+    from codec import CodecError
+    from pipeline.stream.wire import WireError, decode_tensor, encode_tensor
+
+    c = cfg.codec
+    if c.axis is not None and not -feat.ndim <= c.axis < feat.ndim:
+        raise ConfigError(
+            f"codec.axis: {c.axis} is out of range for the head's {feat.ndim}-d per-sample "
+            f"features (shape {list(feat.shape)})"
+        )
+    try:
+        frame = encode_tensor(feat, c.kind, c.bits, c.level, c.axis)
+        decode_tensor(frame, max_elements=feat.size)
+    except (CodecError, WireError) as exc:
+        raise ConfigError(
+            f"codec: one sample's feature does not code with these settings: {exc}"
+        ) from None
+    return len(frame)
+
+
+def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Preflight:
+    """Check ``cfg`` against its model and data without Ray; raises :class:`ConfigError`.
+
+    ``factory`` replaces the model registry (any picklable zero-argument callable returning
+    ``(head, tail)`` torch modules)."""
+    if factory is None:
+        model = _registry_model(cfg)
+        factory = registry_factory(cfg)
+    else:
+        model = {"name": cfg.model.name, "split": cfg.model.split, "kind": "custom"}
+        model.update(trained=None, weights_source="user factory", input_shape=None)
+    shape = cfg.data.shape if cfg.data.shape is not None else model.get("input_shape")
+    try:
+        spec = resolve_source(
+            cfg.data.source, cfg.model.name, shape, cfg.model.input_size, cfg.seed
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    feat = _features(cfg, factory, spec)
+    frame_bytes = _check_codec(cfg, feat)
+    return Preflight(
+        model=model,
+        factory=factory,
+        source=spec,
+        feature_shape=tuple(int(d) for d in feat.shape),
+        frame_bytes=frame_bytes,
+        stall_timeout_s=default_stall_timeout(cfg, frame_bytes),
+    )

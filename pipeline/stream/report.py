@@ -1,0 +1,252 @@
+"""The run report: one JSON-able dict of constant size, its plain-text table and its PNG summary.
+
+Every figure says where it was measured: ``goodput_mbps`` at the receiver (the decoder's arrival stamps
+and the batches' wire bytes), latencies at the sink, per-stage figures in the stage's own calls; the
+emulated link's own schedule is reported apart, under ``link`` (``scheduled_mbps``,
+``utilization_scheduled``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.stream.config import PipelineConfig, config_to_dict
+from pipeline.stream.ledger import DeliveryLedger
+from pipeline.stream.metrics import LinkStats, ReceiverStats
+
+
+def build_report(
+    cfg: PipelineConfig,
+    *,
+    wall: float,
+    ledger: DeliveryLedger,
+    receiver: ReceiverStats,
+    link: LinkStats,
+    stages: dict[str, dict[str, Any]],
+    hops: dict[str, dict[str, int]],
+    peak_total: int,
+    batch_sizes: Mapping[int, int],
+    memory: dict[str, float],
+    timeline: dict[str, list[float | None]],
+    error: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Assemble the report from the executor's aggregates (sizes do not depend on the run's length)."""
+    led = ledger.summary()
+    lat = ledger.latency.summary_ms()
+    good = receiver.summary()
+    enc, dec = stages["encoder"], stages["decoder"]
+    arrived = dec["samples"]
+    per_sample = good["arrived_bytes"] / arrived if arrived else math.nan
+    delivered = led["delivered"]
+    throughput = delivered / wall if wall > 0 else 0.0
+    real = cfg.link.mode == "real"
+    lk = link.summary()
+    configured = None if real else lk["configured_mbps"]
+    goodput = good["goodput_mbps"]
+    sizes = sorted(batch_sizes.items())
+    count = sum(c for _, c in sizes)
+    return {
+        "status": "failed" if error else "completed",
+        "error": error,
+        "samples": cfg.samples,
+        "delivered": delivered,
+        "rejected": led["rejected"],
+        "lost": led["lost"],
+        "duplicated": led["duplicated"],
+        "duplicates_dropped": led["duplicates_dropped"],
+        "unexpected": led["unexpected"],
+        "rejected_ids": led["rejected_ids"],
+        "rejected_ids_truncated": led["rejected_ids_truncated"],
+        "reject_errors": led["reject_errors"],
+        "restarts": sum(s["restarts"] for s in stages.values()),
+        "replayed_batches": sum(s["replayed_batches"] for s in stages.values()),
+        "elapsed_s": wall,
+        "throughput_sps": throughput,
+        "latency_p50_ms": lat["p50_ms"],
+        "latency_p99_ms": lat["p99_ms"],
+        "latency_max_ms": lat["max_ms"],
+        "raw_bytes": enc["bytes_in"],
+        "payload_bytes": enc["bytes_out"],
+        "wire_bytes": stages["transport"]["bytes_in"],
+        "compression_ratio": enc["bytes_in"] / enc["wire_bytes"] if enc["wire_bytes"] else math.nan,
+        "wire_bytes_per_sample": per_sample,
+        "goodput_mbps": goodput,
+        "goodput_scope": "receiver",
+        "goodput_window_s": good["goodput_window_s"],
+        "goodput_window_batches": good["goodput_window_batches"],
+        "goodput_bytes": good["goodput_bytes"],
+        "payload_rate_mbps": throughput * per_sample * 8 / 1e6 if arrived else math.nan,
+        "link_utilization": goodput / configured if configured and goodput == goodput else None,
+        "link": {"mode": cfg.link.mode, **({} if real else lk)},
+        "peak_inflight_batches": max(h["peak"] for h in hops.values()),
+        "peak_inflight_total": peak_total,
+        "window": cfg.flow.window,
+        "hops": hops,
+        "batch_sizes": {
+            "batches": count,
+            "mean": sum(k * c for k, c in sizes) / count if count else 0.0,
+            "min": sizes[0][0] if sizes else 0,
+            "max": sizes[-1][0] if sizes else 0,
+            "histogram": {str(k): c for k, c in sizes},
+        },
+        "stages": stages,
+        "fidelity": {
+            "accuracy": led["accuracy"],
+            "labelled_samples": led["labelled_samples"],
+            "agreement": led["agreement"],
+            "reference_samples": led["reference_samples"],
+        },
+        "memory": memory,
+        "timeline": timeline,
+        "config": config_to_dict(cfg),
+    }
+
+
+def _fmt(v: Any, nd: int = 1) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{nd}f}"
+    return str(v)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A readable plain-text table of the end-to-end numbers and the per-stage metrics."""
+    lines = ["splitstream run report", "=" * 86]
+    if report.get("status") == "failed":
+        err = report.get("error") or {}
+        lines += [
+            f"FAILED ({err.get('kind')}, stage {err.get('stage')}): {err.get('message')}",
+            "-" * 86,
+        ]
+    model = report.get("model") or {}
+    label = f"{model.get('name')} @ {model.get('split')}"
+    if model.get("trained") is False:
+        label += " (UNTRAINED weights)"
+    elif model.get("weights_source"):
+        label += f" ({model['weights_source']})"
+    codec = (report.get("config") or {}).get("codec") or {}
+    link = report.get("link") or {}
+    sched = link.get("scheduled_mbps")
+    rows = [
+        ("model", label),
+        ("codec", f"{codec.get('kind')} {codec.get('bits')}-bit" if codec else None),
+        (
+            "delivered / rejected / lost",
+            f"{report.get('delivered')} / {report.get('rejected')} / {report.get('lost')}"
+            f" of {report.get('samples')}",
+        ),
+        (
+            "duplicated (dropped repeats)",
+            f"{report.get('duplicated')} ({report.get('duplicates_dropped')})",
+        ),
+        (
+            "restarts / replayed batches",
+            f"{report.get('restarts')} / {report.get('replayed_batches')}",
+        ),
+        ("throughput (samples/s)", report.get("throughput_sps")),
+        (
+            "latency p50 / p99 (ms)",
+            f"{_fmt(report.get('latency_p50_ms'))} / {_fmt(report.get('latency_p99_ms'))}",
+        ),
+        ("raw -> wire bytes", f"{report.get('raw_bytes')} -> {report.get('wire_bytes')}"),
+        ("compression ratio", _fmt(report.get("compression_ratio"), 2)),
+        ("goodput at receiver (Mbit/s)", _fmt(report.get("goodput_mbps"), 3)),
+        ("link utilization (measured)", _fmt(report.get("link_utilization"), 3)),
+        ("link schedule (Mbit/s, emulator)", _fmt(sched, 3) if sched else "n/a"),
+        ("peak in-flight batches", report.get("peak_inflight_batches")),
+    ]
+    fid = report.get("fidelity") or {}
+    if fid.get("accuracy") is not None:
+        rows.append(("accuracy (vs labels)", _fmt(100 * fid["accuracy"], 2) + " %"))
+    if fid.get("agreement") is not None:
+        n = fid.get("reference_samples")
+        rows.append((f"top-1 agreement (n={n})", _fmt(100 * fid["agreement"], 2) + " %"))
+    mem = report.get("memory") or {}
+    if mem:
+        rows.append(
+            (
+                "RSS driver / sink, last (MiB)",
+                f"{_fmt(mem.get('driver_rss_mb_last'))} / {_fmt(mem.get('sink_rss_mb_last'))}",
+            )
+        )
+    if report.get("reject_errors"):
+        rows.append(("first reject error", report["reject_errors"][0][:60]))
+    width = max(len(k) for k, _ in rows)
+    lines += [f"{k.ljust(width)}  {_fmt(v)}" for k, v in rows]
+    lines.append("-" * 86)
+    head = (
+        f"{'stage':<10}{'sps':>9}{'p50ms':>9}{'p99ms':>9}{'busy_s':>8}{'bp_s':>7}{'q_mean':>8}"
+        f"{'q_max':>6}{'batch':>7}{'rst':>4}{'rply':>5}  node"
+    )
+    lines.append(head)
+    for name, st in (report.get("stages") or {}).items():
+        nodes = ",".join(
+            sorted({str(p.get("ip") or p.get("node_id") or "?") for p in st.get("placement", [])})
+        )
+        lines.append(
+            f"{name:<10}{_fmt(st.get('throughput_sps')):>9}{_fmt(st.get('latency_p50_ms'), 2):>9}"
+            f"{_fmt(st.get('latency_p99_ms'), 2):>9}{_fmt(st.get('busy_s'), 2):>8}"
+            f"{_fmt(st.get('backpressured_s', 0.0), 2):>7}{_fmt(st.get('queue_depth_mean', 0.0), 2):>8}"
+            f"{_fmt(st.get('queue_depth_max', 0)):>6}{_fmt(st.get('mean_batch_size'), 1):>7}"
+            f"{st.get('restarts', 0):>4}{st.get('replayed_batches', 0):>5}  {nodes}"
+        )
+    return "\n".join(lines)
+
+
+def plot_report(report: dict[str, Any], path: str) -> str:
+    """Write a 2x2 PNG: stage throughput, stage latency p50/p99, delivery and memory over time, batch
+    sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = report.get("stages") or {}
+    names = list(stages)
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7))
+    ax[0, 0].bar(names, [stages[n].get("throughput_sps", 0.0) for n in names], color="tab:blue")
+    ax[0, 0].set_title("stage throughput while busy (samples/s)")
+    xs = range(len(names))
+    p50 = [stages[n].get("latency_p50_ms", math.nan) for n in names]
+    p99 = [stages[n].get("latency_p99_ms", math.nan) for n in names]
+    ax[0, 1].bar([x - 0.2 for x in xs], p50, width=0.4, label="p50")
+    ax[0, 1].bar([x + 0.2 for x in xs], p99, width=0.4, label="p99")
+    ax[0, 1].set_xticks(list(xs), names)
+    ax[0, 1].set_yscale("log")
+    ax[0, 1].set_title("per-batch service latency (ms)")
+    ax[0, 1].legend()
+    for a in (ax[0, 0], ax[0, 1]):
+        a.tick_params(axis="x", rotation=30)
+    tl = report.get("timeline") or {}
+    t = tl.get("t") or []
+    if t:
+        ax[1, 0].plot(t, tl.get("settled", []), color="tab:green", label="samples settled")
+        ax[1, 0].set_ylabel("samples settled")
+        ax[1, 0].set_xlabel("time (s)")
+        ax2 = ax[1, 0].twinx()
+        for key, label in (
+            ("driver_rss_mb", "driver RSS"),
+            ("sink_rss_mb", "sink RSS"),
+            ("edge_rss_mb", "edge RSS"),
+            ("cloud_rss_mb", "cloud RSS"),
+        ):
+            ax2.plot(t, [v or 0.0 for v in tl.get(key, [])], label=label, linestyle="--")
+        ax2.set_ylabel("RSS (MiB)")
+        ax2.legend(loc="center right", fontsize=7)
+    ax[1, 0].set_title("delivery and memory during the run")
+    hist = (report.get("batch_sizes") or {}).get("histogram") or {}
+    ax[1, 1].bar([str(k) for k in hist], list(hist.values()), color="tab:purple")
+    ax[1, 1].set_xlabel("batch size (samples)")
+    ax[1, 1].set_ylabel("batches")
+    ax[1, 1].set_title("batch sizes (adaptive batcher)")
+    fig.suptitle(
+        f"{report.get('delivered')} delivered, {report.get('rejected')} rejected, "
+        f"{_fmt(report.get('throughput_sps'))} samples/s, ratio "
+        f"{_fmt(report.get('compression_ratio'), 2)}, goodput {_fmt(report.get('goodput_mbps'), 2)}"
+        f" Mbit/s at the receiver"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
