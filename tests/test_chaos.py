@@ -1,0 +1,222 @@
+"""Fault injection on the shared local Ray (`ray_local`): SIGKILLed stage actors, corrupted frames, a
+stage that never returns, and a long run for memory. Select with ``-m chaos``; skip with
+``-m "not chaos"``.
+
+Stage processes are found by their Ray process title (``ray::Encoder.process`` while an Encoder works
+on a call) among this test process's descendants, and killed while they work, so a call is in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+import ray.cloudpickle
+from tiny_stream import tiny_config, tiny_factory
+
+from pipeline.stream.executor import StreamError
+from splitstream.cli import write_json
+from splitstream.runner import run_pipeline
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+pytestmark = pytest.mark.chaos
+
+# stage -> (actor class, the method whose title means "working on a batch")
+TITLES = {
+    "head": ("HeadModel", "process"),
+    "encoder": ("Encoder", "process"),
+    "transport": ("Transport", "send"),
+    "decoder": ("Decoder", "process"),
+    "tail": ("TailModel", "process"),
+    "sink": ("Sink", "receive"),
+}
+
+
+def _stream(samples: int = 600, *overrides: str):
+    """A paced stream of about 4 s, long enough to kill something in the middle of it."""
+    return tiny_config(
+        f"samples={samples}",
+        "data.rate_sps=150",
+        "link.bandwidth_mbps=20",
+        "batching.max_batch_size=16",
+        "fidelity.reference_samples=16",
+        *overrides,
+    )
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the process of each ``(stage, delay_s)`` in turn: the first time, ``delay_s`` after
+    the stage was first seen working, that its title shows it working on a call."""
+
+    def __init__(self, *plan: tuple[str, float], timeout_s: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.plan = plan
+        self.timeout_s = timeout_s
+        self.killed: list[tuple[str, int, str]] = []
+        self.start()
+
+    def _working(self, stage: str) -> psutil.Process | None:
+        cls, method = TITLES[stage]
+        for p in psutil.Process(os.getpid()).children(recursive=True):
+            try:
+                title = (p.cmdline() or [""])[0]
+            except psutil.Error:
+                continue
+            if title == f"ray::{cls}.{method}":
+                return p
+        return None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        for stage, delay in self.plan:
+            seen = None
+            while time.monotonic() < deadline:
+                p = self._working(stage)
+                if p is not None and seen is None:
+                    seen = time.monotonic()
+                if p is not None and seen is not None and time.monotonic() - seen >= delay:
+                    os.kill(p.pid, signal.SIGKILL)
+                    self.killed.append((stage, p.pid, TITLES[stage][0]))
+                    break
+                time.sleep(0.001)
+
+
+def _assert_exactly_once(rep: dict, samples: int) -> None:
+    assert rep["status"] == "completed" and rep["error"] is None
+    assert rep["delivered"] == samples and rep["lost"] == 0 and rep["duplicated"] == 0
+    assert rep["unexpected"] == 0 and rep["rejected"] == 0
+
+
+@pytest.mark.parametrize("stage", ["head", "encoder", "transport", "decoder", "tail", "sink"])
+def test_sigkill_of_a_stage_actor_costs_a_replay_not_the_run(ray_local, stage):
+    killer = Killer((stage, 1.0))
+    rep = run_pipeline(_stream(), progress=False, factory=tiny_factory)
+    killer.join(5)
+    assert [k[0] for k in killer.killed] == [stage], "the stage was never seen working"
+    _assert_exactly_once(rep, 600)
+    st = rep["stages"][stage]
+    assert st["restarts"] == 1 and st["replayed_batches"] >= 1, st
+    assert rep["restarts"] == 1 and rep["replayed_batches"] == st["replayed_batches"]
+    # the replacement runs in a new process, which the report names
+    assert st["placement"][0]["pid"] != killer.killed[0][1]
+    assert rep["fidelity"]["agreement"] == 1.0
+
+
+def test_two_kills_in_one_run(ray_local):
+    killer = Killer(("encoder", 0.8), ("tail", 0.8))
+    rep = run_pipeline(_stream(900), progress=False, factory=tiny_factory)
+    killer.join(5)
+    assert [k[0] for k in killer.killed] == ["encoder", "tail"]
+    _assert_exactly_once(rep, 900)
+    for stage in ("encoder", "tail"):
+        assert rep["stages"][stage]["restarts"] == 1, stage
+        assert rep["stages"][stage]["replayed_batches"] >= 1, stage
+    assert rep["restarts"] == 2
+
+
+def test_corrupted_frames_are_rejected_by_id_and_the_stream_goes_on(ray_local):
+    cfg = tiny_config(
+        "samples=600",
+        "link.bandwidth_mbps=100",
+        "link.corrupt=0.02",
+        "batching.max_batch_size=16",
+        "fidelity.reference_samples=0",
+    )
+    rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
+    assert rep["status"] == "completed"
+    assert rep["delivered"] + rep["rejected"] == 600 and rep["rejected"] > 0
+    assert rep["lost"] == 0 and rep["duplicated"] == 0
+    # one flipped bit in a frame always fails its CRC-32: every hit frame, and only those
+    assert rep["rejected"] == rep["link"]["corrupted_frames"]
+    assert (
+        len(rep["rejected_ids"]) == rep["rejected"]
+        and len(set(rep["rejected_ids"])) == rep["rejected"]
+    )
+    assert all(0 <= i < 600 for i in rep["rejected_ids"])
+    assert rep["reject_errors"] and "CodecError" in rep["reject_errors"][0]
+    assert rep["stages"]["tail"]["samples"] == rep["delivered"]
+
+
+def hanging_tail_factory():
+    """tiny_factory whose tail never returns from its third batch."""
+    from torch import nn
+
+    class Hang(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 3:
+                threading.Event().wait()  # forever
+            return self.inner(x)
+
+    head, tail = tiny_factory()
+    return head, Hang(tail)
+
+
+def test_a_stage_that_never_returns_ends_the_run_with_a_partial_report(ray_local, tmp_path):
+    stall = 4.0
+    cfg = tiny_config(
+        "samples=400",
+        "batching.max_batch_size=8",
+        "batching.adaptive=false",
+        "fidelity.reference_samples=0",
+        f"flow.stall_timeout_s={stall}",
+    )
+    t0 = time.monotonic()
+    with pytest.raises(StreamError) as ei:
+        run_pipeline(cfg, progress=False, factory=hanging_tail_factory)
+    took = time.monotonic() - t0
+    err = ei.value
+    assert err.kind == "stall" and err.stage == "tail" and "stage 'tail'" in str(err)
+    # start-up (preflight, actors) takes a few seconds; the stall itself is cut at the timeout
+    assert took < stall + 20, took
+    rep = err.report
+    assert rep["status"] == "failed" and rep["error"]["stage"] == "tail"
+    assert rep["delivered"] == 16 and rep["lost"] == 400 - 16  # the two batches before the hang
+    path = write_json(rep, tmp_path / "partial.json")
+    assert json.loads(path.read_text())["error"]["kind"] == "stall"
+
+
+@pytest.mark.slow
+def test_memory_and_report_size_do_not_grow_with_the_run(ray_local):
+    def run(samples: int) -> dict:
+        cfg = tiny_config(
+            f"samples={samples}",
+            "data.shape=[3,4,4]",
+            "codec.level=1",
+            "link.profile=unlimited",
+            "batching.max_batch_size=256",
+            "fidelity.reference_samples=0",
+        )
+        return run_pipeline(cfg, progress=False, factory=tiny_factory)
+
+    small, big = run(1_000), run(100_000)
+    for rep, n in ((small, 1_000), (big, 100_000)):
+        _assert_exactly_once(rep, n)
+    mem = big["memory"]
+    assert mem["driver_growth_after_warmup"] < 0.10, mem
+    assert mem["sink_growth_after_warmup"] < 0.10, mem
+    # the same values in both reports (a batch size or two more in the histogram at most), and the
+    # same bytes up to the widths of the numbers
+    assert abs(_leaves(big) - _leaves(small)) <= 4
+    small_json, big_json = json.dumps(small, default=str), json.dumps(big, default=str)
+    assert abs(len(big_json) - len(small_json)) < 0.10 * len(small_json)
+
+
+def _leaves(obj) -> int:
+    """Scalars in a JSON-like value."""
+    if isinstance(obj, dict):
+        return sum(_leaves(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_leaves(v) for v in obj)
+    return 1

@@ -1,0 +1,58 @@
+"""The packages form layers, ``codec`` <- ``pipeline`` <- ``actors`` <- ``splitstream``: each imports
+only the layers below it, counting imports inside functions too, so there is no import circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ("codec", "pipeline", "actors", "splitstream")
+
+
+def imported_packages(package: str, root: Path = REPO) -> dict[str, set[str]]:
+    """For every module of ``package``: which of our packages it imports (anywhere in the file)."""
+    out: dict[str, set[str]] = {}
+    for path in sorted((root / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        out[str(path.relative_to(root))] = names & set(LAYERS)
+    return out
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_each_layer_imports_only_the_layers_below(package):
+    allowed = set(LAYERS[: LAYERS.index(package) + 1])
+    bad = {m: sorted(p - allowed) for m, p in imported_packages(package).items() if p - allowed}
+    assert not bad, f"{package} reaches up the layers: {bad}"
+
+
+def test_the_package_graph_has_no_cycle():
+    edges = {p: set().union(*imported_packages(p).values()) - {p} for p in LAYERS}
+    seen: set[str] = set()
+
+    def visit(p: str, path: tuple[str, ...]) -> None:
+        assert p not in path, f"import cycle: {' -> '.join((*path, p))}"
+        if p in seen:
+            return
+        for q in edges[p]:
+            visit(q, (*path, p))
+        seen.add(p)
+
+    for p in LAYERS:
+        visit(p, ())
+    assert "actors" not in edges["pipeline"] and "pipeline" in edges["actors"]
+
+
+def test_the_scan_sees_imports_inside_functions(tmp_path):
+    # the check itself: a lazy import of a higher layer, inside a function, must be caught
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "x.py").write_text("def f():\n    from actors import Encoder\n")
+    assert imported_packages("pipeline", tmp_path) == {"pipeline/x.py": {"actors"}}
