@@ -248,8 +248,9 @@ BW_COLUMNS = [
     ("latency_p50_ms", "p50 ms"),
     ("latency_p99_ms", "p99 ms"),
     ("compression_ratio", "ratio"),
-    ("link_mbps", "link Mbit/s"),
-    ("link_utilization", "util"),
+    ("goodput_mbps", "goodput Mbit/s (receiver)"),
+    ("link_utilization", "util (measured)"),
+    ("link_mbps", "link schedule Mbit/s"),
     ("agreement", "agreement"),
     ("lost", "lost"),
 ]
@@ -259,7 +260,8 @@ REAL_COLUMNS = [
     ("throughput_sps", "samples/s"),
     ("latency_p99_ms", "p99 ms"),
     ("tc_wire_mbps", "link Mbit/s (tc)"),
-    ("payload_goodput_mbps", "payload Mbit/s"),
+    ("payload_goodput_mbps", "payload Mbit/s (tc)"),
+    ("goodput_mbps", "goodput Mbit/s (receiver)"),
     ("lost", "lost"),
 ]
 SCALE_COLUMNS = [
