@@ -27,9 +27,9 @@ class StageBase:
         torch.set_num_threads(max(1, self._threads))
 
     def ready(self) -> dict[str, Any]:
-        """Placement info once the actor is constructed (node id, ip, pid); also the driver's probe
-        that a restarted actor is back."""
-        return where_am_i()
+        """Placement info once the actor is constructed (node id, ip, pid, RSS); also the driver's
+        probe that a restarted actor is back."""
+        return {**where_am_i(), "rss": process_rss_bytes()}
 
     def _meta(self, start: float, n: int, bytes_in: int = 0, bytes_out: int = 0, **extra: Any):
         """The call's record: start and end (``time.time()``), samples, bytes, this process's RSS."""

@@ -324,8 +324,8 @@ def wait_nodes(link: NetnsLink, address: str, count: int, timeout: float) -> Non
 def run_pipeline_over_link(
     link: NetnsLink, address: str, pipeline_args: list[str], json_path: str, timeout: float = 300
 ) -> dict:
-    """Run ``python -m pipeline run`` as a driver in the edge namespace with ``link.mode=real``."""
-    argv = [sys.executable, "-m", "pipeline", "run", *pipeline_args, "--address", address,
+    """Run ``python -m splitstream run`` as a driver in the edge namespace with ``link.mode=real``."""
+    argv = [sys.executable, "-m", "splitstream", "run", *pipeline_args, "--address", address,
             "--set", "link.mode=real", "--json", json_path, "--no-progress"]  # fmt: skip
     proc = subprocess.run(
         link.exec_argv(link.edge, argv),

@@ -122,8 +122,10 @@ class StageStats:
             self.rss[replica] = int(meta["rss"])
 
     def place(self, replica: int, where: Mapping[str, Any]) -> None:
-        """Record where a replica runs (again after a restart)."""
+        """Record where a replica runs (again after a restart) and its RSS at that point."""
         self.placement[replica] = {k: where.get(k) for k in ("node_id", "ip", "pid")}
+        if where.get("rss"):
+            self.rss[replica] = int(where["rss"])
 
     def summary(self) -> dict[str, Any]:
         """The per-stage block of the report (driver-side flow figures are added by the executor)."""

@@ -206,7 +206,7 @@ def plot_report(report: dict[str, Any], path: str) -> str:
     names = list(stages)
     fig, ax = plt.subplots(2, 2, figsize=(11, 7))
     ax[0, 0].bar(names, [stages[n].get("throughput_sps", 0.0) for n in names], color="tab:blue")
-    ax[0, 0].set_title("stage throughput while busy (samples/s)")
+    ax[0, 0].set_title("stage throughput over its active span (samples/s)")
     xs = range(len(names))
     p50 = [stages[n].get("latency_p50_ms", math.nan) for n in names]
     p99 = [stages[n].get("latency_p99_ms", math.nan) for n in names]
