@@ -104,3 +104,40 @@ def test_check_prints_the_validated_config(capsys):
     assert rc == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["samples"] == 7 and cfg["replicas"]["head"] == 2
+
+
+def test_a_stalled_run_exits_3_and_writes_the_partial_report(tmp_path):
+    # one 8 KB frame on a 0.01 Mbit/s link takes seconds; the watchdog is set to one second
+    out = tmp_path / "partial.json"
+    proc = _run(
+        "run",
+        "--config",
+        "configs/demo.yaml",
+        "--set",
+        "link.bandwidth_mbps=0.01",
+        "--set",
+        "flow.stall_timeout_s=1",
+        "--set",
+        "fidelity.reference_samples=0",
+        "--json",
+        str(out),
+        "--no-progress",
+        timeout=300,
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "stall" in proc.stderr and "stage 'transport'" in proc.stderr
+    rep = json.loads(out.read_text())
+    assert rep["status"] == "failed" and rep["error"]["kind"] == "stall"
+    assert rep["error"]["stage"] == "transport" and rep["lost"] == rep["samples"] - rep["delivered"]
+    assert "FAILED" in proc.stdout  # the partial report's table is printed too
+
+
+def test_an_internal_error_has_its_own_exit_status(monkeypatch, capsys):
+    import splitstream.runner
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(splitstream.runner, "run_pipeline", boom)
+    rc = main(["run", "--set", "model.name=resnet18", "--set", "data.source=auto"])
+    assert rc == 4 and "internal error" in capsys.readouterr().err
