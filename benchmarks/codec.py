@@ -13,6 +13,7 @@ reported separately.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,15 @@ import codec
 from codec import tables
 from codec.quantize import quantize
 
-from .common import geomean, machine, median_time, paired_times, table, write_json
+from .common import (
+    geomean,
+    machine,
+    median_time,
+    paired_times,
+    provenance,
+    table,
+    write_json,
+)
 from .suite import SuiteTensor, build
 
 LEVELS = (1, 3, 9)
@@ -175,6 +184,20 @@ def in_millions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def render_tables(payload: dict[str, Any]) -> dict[str, str]:
+    """The README's Markdown blocks of a results document: sizes, speeds, threads, summary."""
+    shown = in_millions(payload["rows"])
+    lines = []
+    for k, v in payload["summary"].items():
+        lines.append(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}")
+    return {
+        "sizes": table(shown, SIZE_COLUMNS),
+        "speeds": table(shown, SPEED_COLUMNS),
+        "threads": table(shown, MT_COLUMNS),
+        "summary": "\n".join(lines),
+    }
+
+
 def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Bytes per element vs the order-0 bound (8 and 4 bits), and speed vs zstd -1."""
     import matplotlib
@@ -243,24 +266,36 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     bits = [int(b) for b in (args.bits or ("8,4" if args.quick else "8,6,4,2")).split(",")]
     repeats = args.repeats or (3 if args.quick else 9)
+    config = {
+        "quick": args.quick,
+        "bits": bits,
+        "repeats": repeats,
+        "levels": list(LEVELS),
+        "threads": THREADS,
+    }
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prov = provenance(["python", "-m", "benchmarks.codec", *argv], config)
     tensors = list(build(quick=args.quick))
     rows = []
     for t, b in tqdm([(t, b) for t in tensors for b in bits], desc="codec benchmark", unit="case"):
         rows.append(measure(t, b, repeats))
-    shown = in_millions(rows)
+    payload = {
+        "rows": rows,
+        "summary": summarize(rows),
+        "machine": machine(),
+        "quick": args.quick,
+        "provenance": prov,
+    }
+    md = render_tables(payload)
     print("\n## Size (bytes; L3 = default level)\n")
-    print(table(shown, SIZE_COLUMNS))
+    print(md["sizes"])
     print("\n## Speed (million elements per second, single thread, median)\n")
-    print(table(shown, SPEED_COLUMNS))
+    print(md["speeds"])
     print(f"\n## Multi-threaded block coding ({THREADS} threads, level 1, Melem/s)\n")
-    print(table(shown, MT_COLUMNS))
-    summary = summarize(rows)
+    print(md["threads"])
     print("\n## Summary\n")
-    for k, v in summary.items():
-        print(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}")
-    write_json(
-        args.json, {"rows": rows, "summary": summary, "machine": machine(), "quick": args.quick}
-    )
+    print(md["summary"])
+    write_json(args.json, payload)
     if args.plot:
         plot(rows, args.plot)
     return 0

@@ -1,12 +1,15 @@
-"""Small helpers shared by the benchmarks: timing, tables, JSON, machine description."""
+"""Small helpers shared by the benchmarks: timing, tables, JSON, machine and run provenance."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shlex
+import subprocess
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,47 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    """Output of ``git args`` in the repository, or None where git or the repository is missing."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def provenance(command: Sequence[str] | str, config: dict[str, Any]) -> dict[str, Any]:
+    """Where a result came from: commit, whether tracked files differed from it (results and
+    README.md aside: they do not shape a run), the command that produced it, the settings that
+    shaped the run and when (UTC). Without git, commit and dirty are None."""
+    commit = _git("rev-parse", "HEAD") or None
+    outputs = [":(exclude)benchmarks/results", ":(exclude)README.md"]
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *outputs)
+    status = status if commit else None
+    return {
+        "commit": commit,
+        "dirty": None if status is None else bool(status),
+        "command": command if isinstance(command, str) else shlex.join(command),
+        "config": config,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def stamp(prov: dict[str, Any] | None, command: str) -> str:
+    """One Markdown line naming the commit, command and date of a run; ``command`` is what to run
+    where the result carries no provenance yet."""
+    if not prov:
+        return f"_(no provenance stamp: regenerate with `{command}`)_"
+    commit = (prov.get("commit") or "unknown")[:7]
+    dirty = " with uncommitted changes" if prov.get("dirty") else ""
+    return f"_Commit `{commit}`{dirty}, `{prov.get('command')}`, {prov.get('date')}._"
 
 
 def write_json(path: str | Path | None, payload: dict[str, Any]) -> None:

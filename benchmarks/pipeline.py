@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks.common import machine, table, write_json
+from benchmarks.common import machine, provenance, stamp, table, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,6 +35,8 @@ BASE_CONFIG = REPO / "configs" / "demo.yaml"
 BANDWIDTHS: tuple[float | None, ...] = (1.0, 10.0, 100.0, None)  # None = unconstrained
 CODECS = ("fp32", "fp16", "zstd", "ours")
 REPLICAS = (1, 2, 4)
+REAL_RATES = (4.0,)  # tbf Mbit/s of the real shaped link (--netns)
+REAL_CODECS = ("fp32", "ours")
 
 
 def _bw_label(bw: float | None) -> str:
@@ -285,10 +288,26 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def render_tables(payload: dict[str, Any]) -> dict[str, str]:
+    """The README's Markdown blocks of a results document: bandwidth, scaleout, real_link."""
+    return {
+        "bandwidth": table(payload["bandwidth_sweep"], BW_COLUMNS),
+        "scaleout": table(payload["scaleout"], SCALE_COLUMNS)
+        if payload.get("scaleout")
+        else "_Not measured in this run (`--skip-scaleout`)._",
+        "real_link": table(payload["real_link"], REAL_COLUMNS)
+        if payload.get("real_link")
+        else "_Not measured in this run (needs `--netns` and root)._",
+    }
+
+
 def render_markdown(payload: dict[str, Any]) -> str:
     """The benchmark's tables as one Markdown document (written next to the JSON)."""
+    tables = render_tables(payload)
     parts = [
         "# Pipeline benchmark",
+        "",
+        stamp(payload.get("provenance"), "python -m benchmarks.pipeline"),
         "",
         f"Machine: {payload['machine']['cpu']} ({payload['machine']['cores']} cores); "
         f"base config `{payload['base_config']}`, {payload['samples_per_run']} samples per run, "
@@ -296,14 +315,13 @@ def render_markdown(payload: dict[str, Any]) -> str:
         "",
         "## Throughput and latency vs link bandwidth and codec",
         "",
-        table(payload["bandwidth_sweep"], BW_COLUMNS),
+        tables["bandwidth"],
     ]
     if payload.get("scaleout"):
-        parts += ["", "## Scale-out (2 edge + 2 cloud simulated nodes)", ""]
-        parts.append(table(payload["scaleout"], SCALE_COLUMNS))
+        parts += ["", "## Scale-out (2 edge + 2 cloud simulated nodes)", "", tables["scaleout"]]
     if payload.get("real_link"):
         parts += ["", "## Real link (network namespaces, veth shaped with tc tbf)", ""]
-        parts.append(table(payload["real_link"], REAL_COLUMNS))
+        parts.append(tables["real_link"])
     return "\n".join(parts) + "\n"
 
 
@@ -328,6 +346,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = "pipeline_quick" if args.quick else "pipeline"
     json_path = args.json or str(out / f"{stem}.json")
+    config = {
+        "quick": args.quick,
+        "base_config": str(BASE_CONFIG.relative_to(REPO)),
+        "samples_per_run": samples,
+        "max_batch_size": batch,
+        "reference_samples": reference,
+        "bandwidths_mbps": list(BANDWIDTHS),
+        "codecs": list(CODECS),
+        "replicas": [] if args.skip_scaleout else list(REPLICAS),
+        "netns": args.netns,
+        "netns_rates_mbps": list(REAL_RATES) if args.netns else [],
+        "netns_codecs": list(REAL_CODECS) if args.netns else [],
+    }
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prov = provenance(["python", "-m", "benchmarks.pipeline", *argv], config)
     t0 = time.time()
 
     from splitstream.runner import start_local_ray
@@ -358,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     real_rows: list[dict[str, Any]] = []
     if args.netns:
-        real_rows = real_link(samples, batch, rates=(4.0,), codecs=("fp32", "ours"))
+        real_rows = real_link(samples, batch, rates=REAL_RATES, codecs=REAL_CODECS)
         if real_rows:
             print("\n## Real link: two network namespaces, veth shaped with tc tbf\n")
             print(table(real_rows, REAL_COLUMNS))
@@ -367,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "pipeline",
         "quick": args.quick,
         "machine": machine(),
+        "provenance": prov,
         "base_config": str(BASE_CONFIG.relative_to(REPO)),
         "samples_per_run": samples,
         "max_batch_size": batch,

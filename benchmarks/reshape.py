@@ -11,6 +11,7 @@ predicted and measured sizes, the exhaustive best, and the worst prediction erro
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from tqdm import tqdm
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from codec import api, costmodel
 from codec.represent import MAX_WIDTH
 
-from .common import machine, table, write_json
+from .common import machine, provenance, table, write_json
 from .suite import build
 
 BLOCK_LOG2 = 16
@@ -74,6 +75,12 @@ COLUMNS = [
 ]
 
 
+def render_tables(payload: dict[str, Any]) -> dict[str, str]:
+    """The README's Markdown blocks of a results document: choices (table) and summary."""
+    summary = [f"- {k}: {100 * v:.2f}%" for k, v in payload["summary"].items()]
+    return {"choices": table(payload["rows"], COLUMNS), "summary": "\n".join(summary)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.reshape", description=__doc__.splitlines()[0]
@@ -83,22 +90,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     bits = [int(b) for b in args.bits.split(",")]
+    config = {"quick": args.quick, "bits": bits, "block_log2": BLOCK_LOG2}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prov = provenance(["python", "-m", "benchmarks.reshape", *argv], config)
     tensors = list(build(quick=args.quick))
     rows = [
         check(t.name, t.x, b)
         for t, b in tqdm([(t, b) for t in tensors for b in bits], desc="reshape check")
     ]
-    print(table(rows, COLUMNS))
     summary = {
         "max_gap_l9": max(r["gap_l9"] for r in rows),
         "max_gap_default": max(r["gap_default"] for r in rows),
         "max_prediction_error": max(r["prediction_error_max"] for r in rows),
         "max_prediction_error_chosen": max(r["prediction_error_chosen"] for r in rows),
     }
+    payload = {"rows": rows, "summary": summary, "machine": machine(), "provenance": prov}
+    md = render_tables(payload)
+    print(md["choices"])
     print()
-    for k, v in summary.items():
-        print(f"- {k}: {100 * v:.2f}%")
-    write_json(args.json, {"rows": rows, "summary": summary, "machine": machine()})
+    print(md["summary"])
+    write_json(args.json, payload)
     return 0
 
 
