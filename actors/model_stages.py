@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from actors.base import StageBase
+from actors.base import StageBase, limit_threads
 
 ModelFactory = Callable[[], tuple[Any, Any]]
 
@@ -31,9 +30,13 @@ class HeadModel(StageBase):
 
     stage = "head"
 
-    def __init__(self, factory: ModelFactory, replica: int = 0, use_gpu: bool = False) -> None:
-        super().__init__(replica)
-        self._limit_threads()
+    def __init__(
+        self, factory: ModelFactory, replica: int = 0, use_gpu: bool = False, threads: int = 1
+    ) -> None:
+        super().__init__(replica, threads)
+        import torch  # noqa: F401  (loaded before its pools are sized)
+
+        limit_threads(self.threads)
         head, _ = factory()
         self.device = _device(use_gpu)
         self.model = head.to(self.device).eval()
@@ -42,7 +45,7 @@ class HeadModel(StageBase):
         """``{"ids","x","labels","t_src"}`` -> ``(meta, {"ids","feat","labels","t_src"})``."""
         import torch
 
-        start = time.time()
+        start = self._begin()
         with torch.inference_mode():
             feat = self.model(_tensor(batch["x"]).to(self.device))
         if not isinstance(feat, torch.Tensor):
@@ -61,9 +64,13 @@ class TailModel(StageBase):
 
     stage = "tail"
 
-    def __init__(self, factory: ModelFactory, replica: int = 0, use_gpu: bool = False) -> None:
-        super().__init__(replica)
-        self._limit_threads()
+    def __init__(
+        self, factory: ModelFactory, replica: int = 0, use_gpu: bool = False, threads: int = 1
+    ) -> None:
+        super().__init__(replica, threads)
+        import torch  # noqa: F401  (loaded before its pools are sized)
+
+        limit_threads(self.threads)
         _, tail = factory()
         self.device = _device(use_gpu)
         self.model = tail.to(self.device).eval()
@@ -74,7 +81,7 @@ class TailModel(StageBase):
         A batch can arrive empty when the decoder rejected all its frames."""
         import torch
 
-        start = time.time()
+        start = self._begin()
         preds = np.zeros(0, dtype=np.int64)
         if len(batch["ids"]):
             with torch.inference_mode():

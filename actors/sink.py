@@ -5,7 +5,6 @@ sample id and the aggregates live in the driver's ledger, so a restarted sink lo
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -43,10 +42,10 @@ class Sink(StageBase):
             p = tail(head(torch.from_numpy(x))).argmax(-1)
         return (p[..., -1] if p.ndim > 1 else p).numpy()
 
-    def receive(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Results of one batch: ids, latency (s), correct (vs labels, or None) and agree (1/0 with the
-        uncompressed model for reference ids, -1 for the others)."""
-        now = time.time()
+    def receive(self, batch: dict[str, Any]) -> tuple[dict[str, Any], None]:
+        """Results of one batch, as ``(meta, None)``: ids, latency (s), correct (vs labels, or None)
+        and agree (1/0 with the uncompressed model for reference ids, -1 for the others)."""
+        now = self._begin()
         ids = np.asarray(batch["ids"], dtype=np.int64)
         preds = np.asarray(batch["preds"])
         labels = batch["labels"]
@@ -59,4 +58,4 @@ class Sink(StageBase):
         meta = self._meta(now, len(ids))
         meta.update(ids=ids.tolist(), latency_s=latency.tolist(), correct=correct)
         meta["agree"] = agree.tolist()
-        return meta
+        return meta, None

@@ -19,7 +19,8 @@ from pipeline.stream.flow import AdaptiveBatcher
 
 
 class Source(StageBase):
-    """Emits sample ids ``0 .. samples-1``; with ``rate_sps`` they arrive at that rate.
+    """Emits sample ids ``first_id .. first_id+samples-1`` (an edge's range); with ``rate_sps`` they
+    arrive at that rate.
 
     ``next_batch(start, t0)`` returns ``(meta, batch)`` (call it with ``num_returns=2`` so the driver
     only fetches the small ``meta``): ``meta = {"n", "start", "done", "t0", "t_created", ...}``;
@@ -37,21 +38,26 @@ class Source(StageBase):
         min_batch_size: int = 1,
         adaptive: bool = True,
         rate_sps: float | None = None,
+        *,
+        first_id: int = 0,
+        threads: int = 1,
     ) -> None:
-        super().__init__(0)
+        super().__init__(0, threads)
         self.src = SampleSource(spec)
-        self.samples = samples
+        self.first_id = first_id
+        self.end = first_id + samples
         self.rate_sps = rate_sps
         self.batcher = AdaptiveBatcher(max_batch_size, max_wait_ms, min_batch_size, adaptive)
 
     def _arrived(self, now: float, t0: float) -> int:
-        """Samples that have arrived by ``now`` (all of them for an unpaced source)."""
+        """The id after the last sample that has arrived by ``now`` (all for an unpaced source)."""
         if self.rate_sps is None:
-            return self.samples
-        return min(self.samples, int((now - t0) * self.rate_sps) + 1)
+            return self.end
+        return min(self.end, self.first_id + int((now - t0) * self.rate_sps) + 1)
 
     def _arrival_time(self, i: int, t0: float) -> float:
-        return time.time() if self.rate_sps is None else t0 + i / self.rate_sps
+        """When sample ``i`` arrives (its source timestamp)."""
+        return time.time() if self.rate_sps is None else t0 + (i - self.first_id) / self.rate_sps
 
     def _batch(self, start: int, n: int, t0: float, t_created: float) -> dict[str, Any]:
         ids = np.arange(start, start + n, dtype=np.int64)
@@ -59,13 +65,13 @@ class Source(StageBase):
         if self.rate_sps is None:
             t_src = np.full(n, t_created)
         else:
-            t_src = t0 + ids / self.rate_sps
+            t_src = t0 + (ids - self.first_id) / self.rate_sps
         return {"ids": ids, "x": x, "labels": labels, "t_src": t_src}
 
     def next_batch(self, start: int, t0: float | None = None):
         """The batch starting at sample ``start`` (blocks for pacing and linger)."""
         t0 = time.time() if t0 is None else t0
-        if start >= self.samples:
+        if start >= self.end:
             return {"n": 0, "start": start, "done": True, "t0": t0}, None
         while True:
             now = time.time()
@@ -73,23 +79,23 @@ class Source(StageBase):
             oldest_wait = now - self._arrival_time(start, t0) if pending > 0 else 0.0
             # everything that will ever arrive is here: no point lingering for more
             if self.batcher.should_emit(pending, oldest_wait) or (
-                pending > 0 and self._arrived(now, t0) >= self.samples
+                pending > 0 and self._arrived(now, t0) >= self.end
             ):
                 break
             wait = self._arrival_time(start + max(pending, 0), t0) - now
             if pending > 0:
                 wait = min(wait, self.batcher.time_to_deadline(oldest_wait))
             time.sleep(max(0.0005, wait))
-        begin = time.time()
+        begin = self._begin()
         n = self.batcher.take(pending)
         batch = self._batch(start, n, t0, begin)
         meta = self._meta(begin, n, 0, int(batch["x"].nbytes))
-        meta.update(start=start, done=start + n >= self.samples, t0=t0, t_created=begin)
+        meta.update(start=start, done=start + n >= self.end, t0=t0, t_created=begin)
         return meta, batch
 
     def rebuild(self, start: int, n: int, t0: float, t_created: float):
         """The batch of samples ``start .. start+n-1`` again, with its original timestamps."""
-        begin = time.time()
+        begin = self._begin()
         batch = self._batch(start, n, t0, t_created)
         meta = self._meta(begin, n, 0, int(batch["x"].nbytes))
         meta.update(start=start, done=False, t0=t0, t_created=t_created)

@@ -25,7 +25,9 @@ from pipeline.stream.wire import batch_wire_bytes, corrupt_frames
 
 
 class Transport(StageBase):
-    """``send(batch, ticket, floor)``: batches enter the link in ticket order."""
+    """``send(batch, ticket, floor)``: batches enter the link in ticket order. Returns ``(meta,
+    None)`` with ``meta["passthrough"]`` when the batch arrived unchanged (the receiver reads the
+    sender's object), or ``(meta, changed batch)``."""
 
     stage = "transport"
 
@@ -85,6 +87,11 @@ class Transport(StageBase):
                 rb, hit = corrupt_frames(rb, self.spec.corrupt, rng)
                 extra["corrupted_frames"] = hit
         meta = self._meta(start, rb.num_rows, nbytes, nbytes, **extra)
+        if not extra.get("corrupted_frames"):
+            # unchanged in transit: the receiver reads the batch the sender handed over, so it is
+            # not serialized and stored a second time
+            meta["passthrough"] = True
+            return meta, None
         return meta, rb
 
     def configured_mbps(self) -> float | None:

@@ -1,15 +1,33 @@
-"""Builds a stream's Ray actors from a config: placement on the two sides, restart options, and the
-models, data and codec settings each stage needs. The executor (``pipeline.stream.executor``) gets the
-handles and never imports the actor classes."""
+"""Builds a stream's Ray actors from a config: one chain of edge actors per edge of the fleet, the
+shared cloud pool and the sink; placement on the two sides, restart options, and the models, data and
+codec settings each stage needs. The executor (``pipeline.stream.executor``) gets the handles and
+never imports the actor classes.
+
+Placement: every actor asks for its side's custom resource (``placement.edge_resource`` or
+``placement.cloud_resource``). Edge ``i`` is pinned (soft node affinity) to the ``i``-th node that
+offers the edge resource, and cloud replica ``r`` to the ``r``-th node offering the cloud resource,
+wrapping around when there are fewer nodes than edges or replicas; on one machine everything shares its
+node. The affinity is soft, so a restarted actor may move if its node is gone.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
 
-from actors import Decoder, Encoder, HeadModel, Sink, Source, TailModel, Transport
-from pipeline.stream.config import PipelineConfig, link_spec_kwargs
-from pipeline.stream.executor import EDGE_STAGES, StageGraph
+from actors import (
+    CloudNode,
+    Decoder,
+    EdgeNode,
+    Encoder,
+    HeadModel,
+    Sink,
+    Source,
+    TailModel,
+    Transport,
+)
+from pipeline.stream.config import PipelineConfig, edge_link
+from pipeline.stream.executor import EDGE_STAGES, StageGraph, Step
 from pipeline.stream.preflight import Preflight
 
 READY_TIMEOUT_S = 300.0
@@ -34,76 +52,156 @@ def check_resources(cfg: PipelineConfig) -> None:
             )
 
 
-def actor_options(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
-    """Ray options of one stage's actors: side resource, CPUs/GPUs, restarts (replays are the
-    executor's job, so Ray retries no task itself)."""
+def nodes_with(resource: str, amount: float) -> list[str]:
+    """Ids of the alive nodes offering ``resource``, in a stable order."""
+    import ray
+
+    return sorted(
+        n["NodeID"]
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("Resources", {}).get(resource, 0) >= amount
+    )
+
+
+def actor_options(cfg: PipelineConfig, stage: str, node: str | None = None) -> dict[str, Any]:
+    """Ray options of one actor: side resource, CPUs/GPUs, restarts (replays are the executor's
+    job, so Ray retries no task itself), and the node it should run on."""
     p = cfg.placement
-    side = p.edge_resource if stage in EDGE_STAGES else p.cloud_resource
+    side = p.edge_resource if stage in EDGE_STAGES or stage == "edge" else p.cloud_resource
     opts: dict[str, Any] = {
         "num_cpus": p.num_cpus,
         "resources": {side: p.resource_amount},
         "max_restarts": cfg.flow.max_restarts,
         "max_task_retries": 0,
     }
-    if stage in p.gpu_stages and p.num_gpus > 0:
+    gpu = set(p.gpu_stages)
+    if p.num_gpus > 0 and (stage in gpu or (stage in ("edge", "cloud") and gpu)):
         opts["num_gpus"] = p.num_gpus
+    if node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
     return opts
 
 
-def _link_spec(cfg: PipelineConfig):
+def _link_spec(cfg: PipelineConfig, edge: int):
     if cfg.link.mode != "emulated":
         return None
     from pipeline.stream.link import resolve_link
 
-    return resolve_link(cfg.link.profile, **link_spec_kwargs(cfg))
+    profile, kw = edge_link(cfg, edge)
+    return resolve_link(profile, **kw)
+
+
+def _threads(cfg: PipelineConfig) -> int:
+    """Pool sizes of every actor: its CPU request, at least one."""
+    return max(1, round(cfg.placement.num_cpus))
+
+
+def _pick(nodes: list[str], i: int) -> str | None:
+    return nodes[i % len(nodes)] if nodes else None
+
+
+def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -> list[Any]:
+    """Edge ``e``'s actors, as ``(stages, handle)`` in stream order (fused: one actor, two steps)."""
+    import ray
+
+    b, c, gpu, t = cfg.batching, cfg.codec, set(cfg.placement.gpu_stages), _threads(cfg)
+
+    def remote(cls: type, stage: str) -> Any:
+        return ray.remote(cls).options(**actor_options(cfg, stage, node))
+
+    batching = {
+        "max_batch_size": b.max_batch_size,
+        "max_wait_ms": b.max_wait_ms,
+        "min_batch_size": b.min_batch_size,
+        "adaptive": b.adaptive,
+        "rate_sps": cfg.data.rate_sps,
+    }
+    first = e * cfg.samples
+    link = _link_spec(cfg, e)
+    if cfg.placement.fuse:
+        codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
+        edge = remote(EdgeNode, "edge").remote(
+            pre.source, cfg.samples, batching, pre.factory, codec, link,
+            first_id=first, reorder_timeout_s=cfg.flow.reorder_timeout_s,
+            use_gpu="head" in gpu, threads=t,
+        )  # fmt: skip
+        return [(("source", "head", "encoder"), edge), (("transport",), edge)]
+    source = remote(Source, "source").remote(
+        pre.source, cfg.samples, *batching.values(), first_id=first, threads=t
+    )
+    head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
+    enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t)
+    tr = remote(Transport, "transport").remote(link, e, cfg.flow.reorder_timeout_s)
+    return [(("source",), source), (("head",), head), (("encoder",), enc), (("transport",), tr)]
+
+
+def _cloud_steps(cfg: PipelineConfig, pre: Preflight, nodes: list[str]) -> list[Any]:
+    """The shared cloud pool and the sink, as ``(stages, [handles])`` in stream order."""
+    import ray
+
+    gpu, t, f = set(cfg.placement.gpu_stages), _threads(cfg), pre.factory
+
+    def remote(cls: type, stage: str, r: int) -> Any:
+        return ray.remote(cls).options(**actor_options(cfg, stage, _pick(nodes, r)))
+
+    n, refs = cfg.replicas, cfg.fidelity.reference_samples
+    if cfg.placement.fuse:
+        count = max(n.decoder, n.tail)
+        cloud = [
+            remote(CloudNode, "cloud", r).remote(
+                pre.feature_shape, f, pre.source, refs, r, "tail" in gpu, t
+            )
+            for r in range(count)
+        ]
+        return [(("decoder", "tail", "sink"), cloud)]
+    sink = [remote(Sink, "sink", 0).remote(pre.source, f, refs)]
+    dec = [remote(Decoder, "decoder", r).remote(pre.feature_shape, r, t) for r in range(n.decoder)]
+    tail = [remote(TailModel, "tail", r).remote(f, r, "tail" in gpu, t) for r in range(n.tail)]
+    return [(("decoder",), dec), (("tail",), tail), (("sink",), sink)]
 
 
 def build_graph(cfg: PipelineConfig, pre: Preflight) -> StageGraph:
     """Create every actor with its placement and wait until all are constructed."""
     import ray
 
-    b, c, gpu, f = cfg.batching, cfg.codec, set(cfg.placement.gpu_stages), pre.factory
-
-    def remote(cls: type, stage: str) -> Any:
-        return ray.remote(cls).options(**actor_options(cfg, stage))
-
-    n = cfg.replicas
-    spec = pre.source
-    source_args = (spec, cfg.samples, b.max_batch_size, b.max_wait_ms, b.min_batch_size)
-    handles: dict[str, list[Any]] = {
-        "source": [remote(Source, "source").remote(*source_args, b.adaptive, cfg.data.rate_sps)],
-        "head": [remote(HeadModel, "head").remote(f, r, "head" in gpu) for r in range(n.head)],
-        "encoder": [
-            remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, r)
-            for r in range(n.encoder)
-        ],
-        "transport": [
-            remote(Transport, "transport").remote(_link_spec(cfg), 0, cfg.flow.reorder_timeout_s)
-        ],
-        "decoder": [
-            remote(Decoder, "decoder").remote(pre.feature_shape, r) for r in range(n.decoder)
-        ],
-        "tail": [remote(TailModel, "tail").remote(f, r, "tail" in gpu) for r in range(n.tail)],
-        "sink": [remote(Sink, "sink").remote(spec, f, cfg.fidelity.reference_samples)],
-    }
-    names = list(handles)
-    refs = [[h.ready.remote() for h in handles[k]] for k in names]
+    p = cfg.placement
+    edge_nodes = nodes_with(p.edge_resource, p.resource_amount)
+    cloud_nodes = nodes_with(p.cloud_resource, p.resource_amount)
+    edges = [_edge_steps(cfg, pre, e, _pick(edge_nodes, e)) for e in range(cfg.fleet.edges)]
+    cloud = _cloud_steps(cfg, pre, cloud_nodes)
+    handles = {h._actor_id.hex(): h for steps in edges for _, h in steps}
+    handles.update({h._actor_id.hex(): h for _, hs in cloud for h in hs})
+    keys = list(handles)
     try:
-        where = ray.get([r for rs in refs for r in rs], timeout=READY_TIMEOUT_S)
+        answers = ray.get([handles[k].ready.remote() for k in keys], timeout=READY_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError as exc:
-        kill_graph(StageGraph(handles, {}))
+        kill_handles(handles.values())
         raise PlacementError(
             f"actors did not start within {READY_TIMEOUT_S:.0f} s (placement resources?)"
         ) from exc
-    it = iter(where)
-    return StageGraph(handles, {k: [next(it) for _ in handles[k]] for k in names})
+    where = dict(zip(keys, answers, strict=True))
+
+    def step(stages: tuple[str, ...], hs: list[Any]) -> Step:
+        return Step(stages, hs, [where[h._actor_id.hex()] for h in hs])
+
+    return StageGraph(
+        [[step(s, [h]) for s, h in steps] for steps in edges],
+        [step(s, hs) for s, hs in cloud],
+    )
+
+
+def kill_handles(handles: Any) -> None:
+    """Stop actors for good (no restart)."""
+    import ray
+
+    for h in handles:
+        with contextlib.suppress(Exception):  # already gone
+            ray.kill(h, no_restart=True)
 
 
 def kill_graph(graph: StageGraph) -> None:
-    """Stop every actor for good (no restart)."""
-    import ray
-
-    for hs in graph.handles.values():
-        for h in hs:
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(h, no_restart=True)
+    """Stop every actor of a graph for good."""
+    steps = [s for chain in graph.edges for s in chain] + graph.cloud
+    kill_handles({h._actor_id.hex(): h for s in steps for h in s.handles}.values())

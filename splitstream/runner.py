@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.stream.config import PipelineConfig, link_spec_kwargs
+from pipeline.stream.config import PipelineConfig, edge_link
 from pipeline.stream.executor import StreamError, StreamExecutor
 from pipeline.stream.preflight import Preflight, preflight
 from splitstream.graph import PlacementError, build_graph, check_resources, kill_graph
@@ -53,16 +53,22 @@ def _init_ray(cfg: PipelineConfig) -> bool:
     return True
 
 
-def configured_mbps(cfg: PipelineConfig) -> float | None:
-    """The emulated link's configured rate (a trace's mean); None for a real or unlimited link."""
+def configured_mbps(cfg: PipelineConfig) -> list[float | None]:
+    """Each edge's configured link rate (a trace's mean); None for a real or unlimited link."""
     if cfg.link.mode != "emulated":
-        return None
+        return [None] * cfg.fleet.edges
     from pipeline.stream.link import load_trace, resolve_link, trace_mean_mbps
 
-    spec = resolve_link(cfg.link.profile, **link_spec_kwargs(cfg))
-    if spec.trace is not None:
-        return trace_mean_mbps(load_trace(spec.trace))
-    return spec.bandwidth_mbps
+    rates: list[float | None] = []
+    for e in range(cfg.fleet.edges):
+        profile, kw = edge_link(cfg, e)
+        spec = resolve_link(profile, **kw)
+        rates.append(
+            trace_mean_mbps(load_trace(spec.trace))
+            if spec.trace is not None
+            else spec.bandwidth_mbps
+        )
+    return rates
 
 
 def run_pipeline(

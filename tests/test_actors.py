@@ -100,7 +100,7 @@ def test_decoder_rejects_bad_frames_by_id_and_keeps_the_rest():
     from pipeline.stream.wire import corrupt_frames, encode_tensor, pack_batch
 
     batch = _feat_batch(6)
-    _, rb = Encoder(kind="ours").process(batch)
+    _, rb = Encoder(kind="ours", frame="sample").process(batch)
     rb, hit = corrupt_frames(rb, 0.5, np.random.default_rng(3))
     assert 0 < hit < 6
     meta, out = Decoder((4, 8, 8)).process(rb)
@@ -108,12 +108,37 @@ def test_decoder_rejects_bad_frames_by_id_and_keeps_the_rest():
     assert sorted(out["ids"].tolist() + meta["rejected_ids"]) == list(range(6))
     assert out["feat"].shape == (6 - hit, 4, 8, 8)
     assert all("CodecError" in e for e in meta["errors"])
-    # a well-formed frame of the wrong shape, and one declaring more values than a sample holds
-    frames = [encode_tensor(np.zeros((4, 8, 7), np.float32)), encode_tensor(np.zeros((4, 8, 9)))]
-    rb = pack_batch(np.arange(2), frames, None, np.zeros(2), [(4, 8, 7), (4, 8, 9)])
+    # well-formed frames of the wrong shape, and one declaring more values than its samples hold
+    frames = [
+        encode_tensor(np.zeros((1, 4, 8, 7), np.float32)),
+        encode_tensor(np.zeros((2, 4, 8, 9))),
+    ]
+    rb = pack_batch(np.arange(3), frames, None, np.zeros(3), [1, 2])
     meta, out = Decoder((4, 8, 8)).process(rb)
-    assert meta["rejected_ids"] == [0, 1] and len(out["ids"]) == 0
+    assert meta["rejected_ids"] == [0, 1, 2] and len(out["ids"]) == 0
     assert "shape" in meta["errors"][0] and "more than" in meta["errors"][1]
+
+
+def test_a_bad_batch_frame_rejects_all_its_samples():
+    from pipeline.stream.wire import corrupt_frames
+
+    enc = Encoder(kind="ours")  # one frame per batch
+    _, good = enc.process(_feat_batch(5, 1))
+    assert good.column(1).null_count == 4  # one frame, four followers
+    bad, hit = corrupt_frames(good, 1.0, np.random.default_rng(0))
+    meta, out = Decoder((4, 8, 8)).process(bad)
+    assert hit == 1 and meta["rejected_ids"] == [0, 1, 2, 3, 4] and len(out["ids"]) == 0
+    assert meta["errors"][0].startswith("samples 0..4:")
+
+
+def test_batch_frames_are_smaller_and_decode_like_sample_frames():
+    batch = _feat_batch(16, 2)
+    metas = {f: Encoder(kind="ours", frame=f).process(batch) for f in ("batch", "sample")}
+    assert metas["batch"][0]["bytes_out"] < metas["sample"][0]["bytes_out"]
+    for _, rb in metas.values():
+        _, out = Decoder((4, 8, 8)).process(rb)
+        assert out["ids"].tolist() == list(range(16))
+        assert np.abs(out["feat"] - batch["feat"]).max() <= batch["feat"].max() / 255 + 1e-6
 
 
 def test_head_tail_match_the_unsplit_model():
@@ -143,7 +168,9 @@ def test_transport_is_ordered_by_ticket_and_paced_by_the_link():
         return await asyncio.gather(*tasks)
 
     t0 = time.time()
-    metas = [m for m, _ in asyncio.run(go())]
+    results = asyncio.run(go())
+    assert all(d is None and m["passthrough"] for m, d in results)  # unchanged: not copied again
+    metas = [m for m, _ in results]
     elapsed = time.time() - t0
     order = sorted(metas, key=lambda m: m["tx_start_planned"])
     assert [m["ticket"] for m in order] == [0, 1, 2]
@@ -178,7 +205,8 @@ def test_sink_reports_per_sample_results_and_reference_agreement():
         "labels": np.asarray([3, 0, 0, 2]),
         "t_src": np.full(4, time.time() - 0.01),
     }
-    meta = sink.receive(batch)
+    meta, nothing = sink.receive(batch)
+    assert nothing is None
     assert meta["ids"] == [1, 2, 3, 4] and meta["correct"] == [True, False, True, False]
     assert min(meta["latency_s"]) >= 0.01
     # ids 1 and 2 are reference samples (< 3): checked against the uncompressed model
@@ -201,3 +229,15 @@ def test_arrow_batches_cross_ray_between_actors(ray_local):
     assert place["node_id"] and place["pid"] > 0
     for a in (enc, dec):
         ray_local.kill(a)
+
+
+def test_transport_returns_a_corrupted_batch_as_a_new_object():
+    from codec.arrow import batch_to_frames
+
+    spec = resolve_link(None, corrupt=0.999, seed=3)
+    rb = Encoder(kind="ours", frame="sample").process(_feat_batch(4))[1]
+    meta, out = asyncio.run(Transport(spec).send(rb, 0, 0))
+    assert "passthrough" not in meta and meta["corrupted_frames"] == 4
+    sent = [bytes(g.frame) for g in batch_to_frames(rb)[1]]
+    got = [bytes(g.frame) for g in batch_to_frames(out)[1]]
+    assert all(a != b for a, b in zip(sent, got, strict=True))  # one bit differs in each

@@ -28,20 +28,24 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = pytest.mark.chaos
 
-# stage -> (actor class, the method whose title means "working on a batch")
+# actor -> (class, the methods whose titles mean "working on a batch")
 TITLES = {
-    "head": ("HeadModel", "process"),
-    "encoder": ("Encoder", "process"),
-    "transport": ("Transport", "send"),
-    "decoder": ("Decoder", "process"),
-    "tail": ("TailModel", "process"),
-    "sink": ("Sink", "receive"),
+    "head": ("HeadModel", ("process",)),
+    "encoder": ("Encoder", ("process",)),
+    "transport": ("Transport", ("send",)),
+    "decoder": ("Decoder", ("process",)),
+    "tail": ("TailModel", ("process",)),
+    "sink": ("Sink", ("receive",)),
+    "edge": ("EdgeNode", ("next_batch", "send")),
+    "cloud": ("CloudNode", ("process",)),
 }
+FUSED = {"edge": ("source", "head", "encoder", "transport"), "cloud": ("decoder", "tail", "sink")}
 
 
-def _stream(samples: int = 600, *overrides: str):
+def _stream(samples: int = 600, *overrides: str, fuse: bool = False):
     """A paced stream of about 4 s, long enough to kill something in the middle of it."""
     return tiny_config(
+        f"placement.fuse={fuse}",
         f"samples={samples}",
         "data.rate_sps=150",
         "link.bandwidth_mbps=20",
@@ -63,13 +67,14 @@ class Killer(threading.Thread):
         self.start()
 
     def _working(self, stage: str) -> psutil.Process | None:
-        cls, method = TITLES[stage]
+        cls, methods = TITLES[stage]
+        titles = {f"ray::{cls}.{m}" for m in methods}
         for p in psutil.Process(os.getpid()).children(recursive=True):
             try:
                 title = (p.cmdline() or [""])[0]
             except psutil.Error:
                 continue
-            if title == f"ray::{cls}.{method}":
+            if title in titles:
                 return p
         return None
 
@@ -96,6 +101,7 @@ def _assert_exactly_once(rep: dict, samples: int) -> None:
 
 @pytest.mark.parametrize("stage", ["head", "encoder", "transport", "decoder", "tail", "sink"])
 def test_sigkill_of_a_stage_actor_costs_a_replay_not_the_run(ray_local, stage):
+    """One actor per stage (placement.fuse=false), batch frames."""
     killer = Killer((stage, 1.0))
     rep = run_pipeline(_stream(), progress=False, factory=tiny_factory)
     killer.join(5)
@@ -106,6 +112,22 @@ def test_sigkill_of_a_stage_actor_costs_a_replay_not_the_run(ray_local, stage):
     assert rep["restarts"] == 1 and rep["replayed_batches"] == st["replayed_batches"]
     # the replacement runs in a new process, which the report names
     assert st["placement"][0]["pid"] != killer.killed[0][1]
+    assert rep["fidelity"]["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("actor", ["edge", "cloud"])
+def test_sigkill_of_a_fused_actor_costs_a_replay_not_the_run(ray_local, actor):
+    """One actor per edge and one per cloud replica (placement.fuse=true): every stage it hosts
+    shows the restart."""
+    killer = Killer((actor, 1.0))
+    rep = run_pipeline(_stream(fuse=True), progress=False, factory=tiny_factory)
+    killer.join(5)
+    assert [k[0] for k in killer.killed] == [actor], "the actor was never seen working"
+    _assert_exactly_once(rep, 600)
+    assert rep["restarts"] == 1 and rep["replayed_batches"] >= 1
+    for stage in FUSED[actor]:
+        assert rep["stages"][stage]["restarts"] == 1, stage
+        assert rep["stages"][stage]["placement"][0]["pid"] != killer.killed[0][1], stage
     assert rep["fidelity"]["agreement"] == 1.0
 
 
@@ -121,8 +143,19 @@ def test_two_kills_in_one_run(ray_local):
     assert rep["restarts"] == 2
 
 
+def test_two_kills_of_fused_actors_in_one_run(ray_local):
+    killer = Killer(("edge", 0.8), ("cloud", 0.8))
+    rep = run_pipeline(_stream(900, fuse=True), progress=False, factory=tiny_factory)
+    killer.join(5)
+    assert [k[0] for k in killer.killed] == ["edge", "cloud"]
+    _assert_exactly_once(rep, 900)
+    assert rep["restarts"] == 2 and rep["stages"]["head"]["restarts"] == 1
+    assert rep["stages"]["tail"]["restarts"] == 1
+
+
 def test_corrupted_frames_are_rejected_by_id_and_the_stream_goes_on(ray_local):
     cfg = tiny_config(
+        "codec.frame=sample",  # one frame per sample: 600 frames, about 12 of them hit
         "samples=600",
         "link.bandwidth_mbps=100",
         "link.corrupt=0.02",
@@ -144,6 +177,24 @@ def test_corrupted_frames_are_rejected_by_id_and_the_stream_goes_on(ray_local):
     assert rep["stages"]["tail"]["samples"] == rep["delivered"]
 
 
+def test_a_corrupted_batch_frame_rejects_exactly_its_samples(ray_local):
+    cfg = tiny_config(
+        "samples=600",
+        "link.bandwidth_mbps=100",
+        "link.corrupt=0.2",
+        "batching.max_batch_size=20",
+        "batching.adaptive=false",
+        "fidelity.reference_samples=0",
+    )
+    rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
+    hit = rep["link"]["corrupted_frames"]
+    assert rep["status"] == "completed" and hit > 0
+    # 30 batch frames of 20 samples: every hit frame rejects its 20 samples, nothing else is lost
+    assert rep["rejected"] == 20 * hit and rep["delivered"] == 600 - 20 * hit
+    assert rep["lost"] == 0 and rep["duplicated"] == 0
+    assert all(e.startswith("samples ") for e in rep["reject_errors"])
+
+
 def hanging_tail_factory():
     """tiny_factory whose tail never returns from its third batch."""
     from torch import nn
@@ -163,9 +214,11 @@ def hanging_tail_factory():
     return head, Hang(tail)
 
 
-def test_a_stage_that_never_returns_ends_the_run_with_a_partial_report(ray_local, tmp_path):
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "fused"])
+def test_a_stage_that_never_returns_ends_the_run_with_a_partial_report(ray_local, tmp_path, fuse):
     stall = 4.0
     cfg = tiny_config(
+        f"placement.fuse={fuse}",
         "samples=400",
         "batching.max_batch_size=8",
         "batching.adaptive=false",
@@ -177,11 +230,13 @@ def test_a_stage_that_never_returns_ends_the_run_with_a_partial_report(ray_local
         run_pipeline(cfg, progress=False, factory=hanging_tail_factory)
     took = time.monotonic() - t0
     err = ei.value
-    assert err.kind == "stall" and err.stage == "tail" and "stage 'tail'" in str(err)
+    # a fused actor is named with the stages it hosts ("decoder+tail+sink")
+    assert err.kind == "stall" and err.stage == ("decoder+tail+sink" if fuse else "tail")
+    assert f"stage '{err.stage}'" in str(err)
     # start-up (preflight, actors) takes a few seconds; the stall itself is cut at the timeout
     assert took < stall + 20, took
     rep = err.report
-    assert rep["status"] == "failed" and rep["error"]["stage"] == "tail"
+    assert rep["status"] == "failed" and rep["error"]["stage"] == err.stage
     assert rep["delivered"] == 16 and rep["lost"] == 400 - 16  # the two batches before the hang
     path = write_json(rep, tmp_path / "partial.json")
     assert json.loads(path.read_text())["error"]["kind"] == "stall"

@@ -63,7 +63,7 @@ def test_demo_config_runs_and_writes_json(tmp_path):
         ("model.split=layer9", "model.split"),
         ("link.profile=carrier-pigeon", "link.profile"),
         ("codec.level=12", "codec.level"),
-        ("batching.min_batch_size=64", "batching.min_batch_size"),
+        ("batching.min_batch_size=100", "batching.min_batch_size"),
         ("model.name=resnet18,data.source=auto,codec.axis=5", "codec.axis"),
     ],
 )
@@ -82,7 +82,7 @@ def test_bad_config_fails_fast_naming_the_key(override, key, capsys):
     [
         (["link.bandwidth_mbps=-1"], "link.bandwidth_mbps"),
         (["codec.level=10"], "codec.level"),
-        (["batching.min_batch_size=33"], "batching.min_batch_size"),
+        (["batching.min_batch_size=65"], "batching.min_batch_size"),
         (["model.name=resnet18", "data.source=auto", "codec.axis=-4"], "codec.axis"),
     ],
 )

@@ -47,10 +47,13 @@ class CodecConfig(_Strict):
     bits: int = Field(default=8, ge=1, le=8)
     level: int = Field(default=3, ge=1, le=22)
     axis: int | None = None
+    frame: Literal["batch", "sample"] = "batch"  # one frame per batch, or one per sample
 
 
-class LinkConfig(_Strict):
-    mode: Literal["emulated", "real"] = "emulated"
+class LinkOverride(_Strict):
+    """A link's settings over its profile. In ``fleet.links`` (one edge's link), a profile or trace
+    replaces the base link and the other keys override single values of it."""
+
     profile: str | None = None
     bandwidth_mbps: float | None = Field(default=None, gt=0)
     delay_ms: float | None = Field(default=None, ge=0)
@@ -58,9 +61,11 @@ class LinkConfig(_Strict):
     loss: float | None = Field(default=None, ge=0, lt=1)
     trace: str | None = None
     mtu: int | None = Field(default=None, ge=64)
-    corrupt: float | None = Field(
-        default=None, ge=0, lt=1
-    )  # fault knob: P(one bit flipped) per frame
+    corrupt: float | None = Field(default=None, ge=0, lt=1)  # fault knob: P(a bit flips) per frame
+
+
+class LinkConfig(LinkOverride):
+    mode: Literal["emulated", "real"] = "emulated"
 
 
 class FlowConfig(_Strict):
@@ -80,6 +85,11 @@ class BatchingConfig(_Strict):
     adaptive: bool = True
 
 
+class FleetConfig(_Strict):
+    edges: int = Field(default=1, ge=1, le=256)  # independent edge streams, one shared cloud pool
+    links: list[LinkOverride] = Field(default_factory=list)  # per-edge overrides of link.*
+
+
 class ReplicasConfig(_Strict):
     head: int = Field(default=1, ge=1, le=64)
     encoder: int = Field(default=1, ge=1, le=64)
@@ -94,6 +104,7 @@ class PlacementConfig(_Strict):
     num_cpus: float = Field(default=0.1, ge=0)
     gpu_stages: list[str] = Field(default_factory=list)
     num_gpus: float = Field(default=0.0, ge=0)
+    fuse: bool = True  # one actor per edge and one per cloud replica (decoder + tail)
 
     @field_validator("gpu_stages")
     @classmethod
@@ -122,6 +133,7 @@ class PipelineConfig(_Strict):
     link: LinkConfig = Field(default_factory=LinkConfig)
     flow: FlowConfig = Field(default_factory=FlowConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     replicas: ReplicasConfig = Field(default_factory=ReplicasConfig)
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -187,12 +199,29 @@ def _check_model(cfg: PipelineConfig) -> None:
         )
 
 
+LINK_KEYS = ("bandwidth_mbps", "delay_ms", "jitter_ms", "loss", "trace", "mtu", "corrupt")
+
+
 def link_spec_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
     """The ``link.*`` keys that override the profile (None = keep the profile's value)."""
-    keys = ("bandwidth_mbps", "delay_ms", "jitter_ms", "loss", "trace", "mtu", "corrupt")
-    out: dict[str, Any] = {k: getattr(cfg.link, k) for k in keys}
+    out: dict[str, Any] = {k: getattr(cfg.link, k) for k in LINK_KEYS}
     out["seed"] = cfg.seed
     return out
+
+
+def edge_link(cfg: PipelineConfig, edge: int) -> tuple[str | None, dict[str, Any]]:
+    """``(profile, overrides)`` of edge ``edge``'s link: the base ``link.*`` with its entry of
+    ``fleet.links`` applied (a profile or trace there replaces the base link). Each edge's jitter,
+    loss and corruption draw from their own seed."""
+    profile, kw = cfg.link.profile, link_spec_kwargs(cfg)
+    kw["seed"] = cfg.seed + edge
+    if edge < len(cfg.fleet.links):
+        o = cfg.fleet.links[edge]
+        if o.profile is not None or o.trace is not None:
+            profile = o.profile
+            kw.update({k: None for k in LINK_KEYS})
+        kw.update({k: getattr(o, k) for k in LINK_KEYS if getattr(o, k) is not None})
+    return profile, kw
 
 
 def _check_link(cfg: PipelineConfig) -> None:
@@ -207,12 +236,19 @@ def _check_link(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"link.profile: unknown profile {cfg.link.profile!r}; choose from {sorted(PROFILES)}"
         )
-    try:
-        spec = resolve_link(cfg.link.profile, **link_spec_kwargs(cfg))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"link: {exc}") from None
-    if spec.trace is not None and not trace_path(spec.trace).is_file():
-        raise ConfigError(f"link.trace: file not found: {spec.trace!r}")
+    for edge in range(cfg.fleet.edges):
+        where = "link" if edge >= len(cfg.fleet.links) else f"fleet.links.{edge}"
+        profile, kw = edge_link(cfg, edge)
+        if profile is not None and profile not in PROFILES:
+            raise ConfigError(
+                f"{where}.profile: unknown profile {profile!r}; choose from {sorted(PROFILES)}"
+            )
+        try:
+            spec = resolve_link(profile, **kw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if spec.trace is not None and not trace_path(spec.trace).is_file():
+            raise ConfigError(f"{where}.trace: file not found: {spec.trace!r}")
 
 
 def _check_combinations(cfg: PipelineConfig) -> None:
@@ -227,6 +263,12 @@ def _check_combinations(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"codec.axis: per-channel quantization needs codec.kind=ours, not {cfg.codec.kind}"
         )
+    if len(cfg.fleet.links) > cfg.fleet.edges:
+        raise ConfigError(
+            f"fleet.links: {len(cfg.fleet.links)} entries for fleet.edges={cfg.fleet.edges}"
+        )
+    if cfg.fleet.links and cfg.link.mode != "emulated":
+        raise ConfigError("fleet.links: per-edge links need link.mode=emulated")
     b = cfg.batching
     if b.min_batch_size > b.max_batch_size:
         raise ConfigError(

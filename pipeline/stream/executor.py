@@ -1,31 +1,34 @@
-"""The stream's driver: moves batches through the stage actors under credit windows, survives actor
-failures by replaying, and never waits forever.
+"""The stream's driver: moves batches from every edge through the shared cloud pool under credit
+windows, survives actor failures by replaying, and never waits forever.
 
-It works on actor handles it is given (:class:`StageGraph`, built by the layer above) and on their call
-protocol -- ``source.next_batch/rebuild``, ``<stage>.process``, ``transport.send``, ``sink.receive``,
-``<any>.ready`` -- and imports no actor class. Like Ray Data's streaming executor it never fetches batch
-data: every call returns ``(meta, data)``; the driver fetches only the small ``meta`` and passes the
-``data`` ref on to the next stage.
+The graph it runs (:class:`StageGraph`) is built by the layer above: per edge, a chain of
+:class:`Step` s from the source to the transport; then the cloud steps every edge shares, ending with
+the sink. A step is the replicas of one actor class serving one or more consecutive logical stages
+(more than one when they are fused into one process). The executor imports no actor class; it knows
+their calls: the first step of an edge ``next_batch(start, t0)`` / ``rebuild(...)``, a step that
+starts with the transport ``send(batch, ticket, floor)``, one that is only the sink
+``receive(batch)``, every other step ``process(batch)``, and every actor ``ready()``. Like Ray Data's streaming executor it never fetches
+batch data: every call returns ``(meta, data)``; the driver fetches only the small ``meta`` and passes
+the ``data`` ref on.
 
-Flow control: every hop into a stage has a :class:`~pipeline.stream.flow.CreditWindow`. A stage starts a
-batch only when the hop after it grants a credit, so a slow link slows the head instead of filling
-memory.
+Flow control: each edge has a :class:`~pipeline.stream.flow.CreditWindow` on every hop of its chain,
+the shared cloud hops included, so a slow edge holds back only itself and a slow cloud holds back
+every edge.
 
 Failure model (at-least-once transport, idempotent sink, exactly-once results):
 
-* The edge keeps every batch (its source object ref, and enough to rebuild it from the source by
-  sample id) until the sink acknowledges it.
-* Stage actors are created with Ray's restart options. When a call fails because its actor died
-  (``RayActorError``), the batch goes back to that stage's replay queue with the same input, the
-  replica is probed until Ray has restarted it, and the replay is resubmitted. A batch whose input
-  object was lost with a node is replayed from the head, or rebuilt by the source.
-* A call that raises (a bug or bad data in a stage) is retried ``flow.max_batch_retries`` times, then
-  the run fails naming the stage.
-* The driver's :class:`~pipeline.stream.ledger.DeliveryLedger` settles each sample id once (delivered,
-  or rejected by the decoder) and drops repeats.
-* Watchdogs: no progress for ``stall_timeout_s`` (while no replica is restarting), or a replica that
-  does not come back within ``flow.restart_timeout_s``, ends the run with a :class:`StreamError` naming
-  the stage; the error carries the partial report.
+* The edge keeps every batch (the source's object ref, and its sample ids and creation time to
+  rebuild it) until the sink acknowledges it.
+* When a call fails because its actor died (``RayActorError``), the batch goes back to that step's
+  replay queue with the same input, the replica is probed until Ray has restarted it, and the replay
+  is resubmitted first. A batch whose input object was lost with a node starts again from its edge's
+  first step, or is rebuilt by the source from its sample ids.
+* A call that raises is retried ``flow.max_batch_retries`` times, then the run fails naming the stage.
+* Each edge's :class:`~pipeline.stream.ledger.DeliveryLedger` settles every sample id once
+  (delivered, or rejected by the decoder) and drops repeats.
+* Watchdogs: no call finished for ``stall_timeout_s`` (while no replica is restarting), or a replica
+  that does not come back within ``flow.restart_timeout_s``, ends the run with a :class:`StreamError`
+  naming the stage; the error carries the partial report.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pipeline.stream.flow import CreditWindow, StateTimer
 from pipeline.stream.ledger import DeliveryLedger
 from pipeline.stream.metrics import (
     DriverExporter,
+    LatencySketch,
     LinkStats,
     ReceiverStats,
     StageStats,
@@ -49,12 +53,13 @@ from pipeline.stream.metrics import (
     process_rss_bytes,
 )
 
-STAGES = ("head", "encoder", "transport", "decoder", "tail", "sink")
-EDGE_STAGES = ("source", "head", "encoder", "transport")
-CLOUD_STAGES = ("decoder", "tail", "sink")
+STAGES = ("source", "head", "encoder", "transport", "decoder", "tail", "sink")
+"""The logical stages, in stream order; metrics are kept per logical stage however they are fused."""
+EDGE_STAGES = STAGES[:4]
+CLOUD_STAGES = STAGES[4:]
 
 GET_TIMEOUT_S = 30.0
-"""Bound on fetching a ``meta`` that ``ray.wait`` already reported ready."""
+"""Bound on fetching ``meta`` s that ``ray.wait`` already reported ready."""
 
 WAIT_TIMEOUT_S = 0.1
 """Longest the driver sleeps in ``ray.wait`` before it checks its watchdogs again."""
@@ -71,8 +76,8 @@ WARM_FRACTION = 0.1
 
 class StreamError(RuntimeError):
     """The stream could not finish. ``kind`` is ``stall``, ``stage_failed``, ``actor_dead``,
-    ``restart_timeout`` or ``internal``; ``stage`` names the stage at fault (None if unknown);
-    ``report`` is the partial report (set by :meth:`StreamExecutor.run`)."""
+    ``restart_timeout`` or ``internal``; ``stage`` names the stage at fault (``+``-joined for fused
+    stages; None if unknown); ``report`` is the partial report (set by :meth:`StreamExecutor.run`)."""
 
     def __init__(self, message: str, *, stage: str | None = None, kind: str = "stage_failed"):
         super().__init__(message)
@@ -81,74 +86,114 @@ class StreamError(RuntimeError):
         self.report: dict[str, Any] | None = None
 
 
+class StageFailure(RuntimeError):
+    """Raised by a fused actor when one of its logical stages fails, so the driver can name that
+    stage rather than the whole actor."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(stage, message)
+        self.stage = stage
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Step:
+    """The replicas of one actor class serving ``stages`` (consecutive logical stages)."""
+
+    stages: tuple[str, ...]
+    handles: list[Any]
+    where: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.stages)
+
+
 @dataclass
 class StageGraph:
-    """The actors of one stream, as the wiring layer created them.
+    """A stream's actors: per edge the steps from the source through the transport, then the cloud
+    steps shared by every edge, ending with the sink. A fused actor may serve two steps (an edge actor
+    produces a batch in one call and sends it in another): its handles then appear in both."""
 
-    ``handles`` maps ``source`` and every name in :data:`STAGES` to its replicas' handles; ``where``
-    holds each replica's ``ready()`` answer (node id, ip, pid)."""
-
-    handles: dict[str, list[Any]]
-    where: dict[str, list[dict[str, Any]]]
-
-
-@dataclass
-class _Ticket:
-    """One batch of the stream: which samples, when made, and the edge's copy of its inputs."""
-
-    number: int
-    start: int
-    n: int
-    t_created: float
-    source_ref: Any
-    attempts: int = 0  # calls that raised at the current stage
-    rebuild: bool = False  # its stored inputs were lost once: rebuild from the source next time
+    edges: list[list[Step]]
+    cloud: list[Step]
 
 
 @dataclass
 class _Replica:
     handle: Any
     pid: int | None
+    rss: int = 0
     state: str = "up"  # "up" or "recovering"
-    load: int = 0  # calls submitted and not finished
+    load: int = 0  # calls submitted and not finished, over every step it serves
     since: float = 0.0  # when it went down
     probe_failures: int = 0
     error: str = ""
+    where: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+
+
+@dataclass
+class _Ticket:
+    """One batch: which edge and samples, when made, and the edge's copy of its inputs."""
+
+    number: int
+    edge: int
+    start: int
+    n: int
+    t_created: float
+    source_ref: Any
+    pos: int = 0  # index in its edge's chain of the step it is queued for or running at
+    attempts: int = 0  # calls that raised at the current step
+    rebuild: bool = False  # its stored inputs were lost once: rebuild from the source next time
 
 
 @dataclass
 class _Task:
     kind: str  # "stage", "source", "rebuild" or "probe"
-    stage: str
+    step: _Step
     replica: int
     ticket: _Ticket | None = None
     input_ref: Any = None
     data_ref: Any = None
     submitted: float = 0.0
     transport_ticket: int = -1
+    edge: int = 0
 
 
-@dataclass
-class _Stage:
-    """Driver-side state of one stage: replicas, queues, timers and aggregates."""
+@dataclass(eq=False)
+class _Step:
+    """Driver-side state of one step: its replicas, queues, timers and failure counts."""
 
-    name: str
+    stages: tuple[str, ...]
     replicas: list[_Replica]
     per_replica: int
-    stats: StageStats
-    queue: deque = field(default_factory=deque)  # (ticket, input ref), holding the hop *into* it
-    replay: deque = field(default_factory=deque)  # (ticket, input ref), holding the hop *after* it
+    edge: int | None  # None: a cloud step shared by every edge
+    queue: deque = field(default_factory=deque)  # (ticket, input ref), holding the hop into it
+    replay: deque = field(default_factory=deque)  # (ticket, input ref), holding the hop after it
     timer: StateTimer = field(default_factory=StateTimer)
     q_area: float = 0.0
     q_max: int = 0
     blocked: bool = False
+    t_last: float = 0.0
+    running: int = 0  # this step's calls in flight (a fused actor's other step not counted)
+    restarts: int = 0
+    replayed: int = 0
 
     def __post_init__(self) -> None:
         self.timer.set("idle")
 
     @property
-    def load(self) -> int:
-        return sum(r.load for r in self.replicas)
+    def name(self) -> str:
+        return "+".join(self.stages)
+
+    @property
+    def label(self) -> str:
+        """The step's name quoted, with its edge: ``'transport' (edge 3)``."""
+        return f"'{self.name}'" + ("" if self.edge is None else f" (edge {self.edge})")
 
     def free_replica(self) -> int | None:
         """The least-loaded live replica with a free slot, or None."""
@@ -159,16 +204,58 @@ class _Stage:
         return best if self.replicas[best].load < self.per_replica else None
 
 
+@dataclass
+class _Edge:
+    """One edge's position in its stream and its own accounting."""
+
+    index: int
+    first_id: int
+    samples: int
+    chain: list[_Step]
+    hops: list[CreditWindow]  # hops[j]: this edge's batches in flight into chain[j] (j >= 1)
+    ledger: DeliveryLedger
+    receiver: ReceiverStats
+    link: LinkStats
+    next_start: int = 0
+    t0: float | None = None
+    busy: bool = False  # a next_batch call is out
+    done: bool = False
+    source_attempts: int = 0
+    open_tickets: int = 0
+    next_transport_ticket: int = 0
+    transport_pending: set[int] = field(default_factory=set)
+    rebuilds: deque = field(default_factory=deque)
+
+    @property
+    def finished(self) -> bool:
+        return self.done and self.open_tickets == 0 and not self.busy
+
+
 def _short(exc: BaseException) -> str:
     """One line naming an exception (a RayTaskError's cause, not its remote traceback)."""
     cause = getattr(exc, "cause", None)
     err = cause if isinstance(cause, BaseException) else exc
+    if isinstance(err, StageFailure):
+        return err.message[:500]
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
 
 
+def _failed_stage(step: _Step, exc: BaseException) -> str:
+    """The logical stage a failed call names (a fused actor says which of its stages failed)."""
+    cause = getattr(exc, "cause", None)
+    return cause.stage if isinstance(cause, StageFailure) else step.name
+
+
+def _stage_metas(step: _Step, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-logical-stage records of one call (a fused call returns one per stage it covers)."""
+    return meta["stages"] if "stages" in meta else {step.stages[0]: meta}
+
+
 class StreamExecutor:
-    """Runs one stream over ``graph`` and returns its report (see :meth:`run`)."""
+    """Runs one stream over ``graph`` and returns its report (see :meth:`run`).
+
+    ``configured_mbps`` holds each edge's configured link rate (None: unconstrained or real)."""
 
     def __init__(
         self,
@@ -176,47 +263,62 @@ class StreamExecutor:
         graph: StageGraph,
         *,
         stall_timeout_s: float,
-        configured_mbps: float | None = None,
+        configured_mbps: list[float | None] | None = None,
         progress: bool = True,
     ) -> None:
         self.cfg = cfg
         self.stall_timeout_s = stall_timeout_s
         self.progress = progress
-        w = cfg.flow.window
+        w, per = cfg.flow.window, cfg.flow.per_replica_inflight
+        replicas: dict[Any, _Replica] = {}  # by actor id: a fused actor serving two steps is one
 
-        def stage(name: str, per_replica: int) -> _Stage:
-            hs, where = graph.handles[name], graph.where[name]
-            st = _Stage(
-                name,
-                [_Replica(h, wh.get("pid")) for h, wh in zip(hs, where, strict=True)],
-                per_replica,
-                StageStats(name, len(hs)),
+        def replica(handle: Any, where: dict[str, Any]) -> _Replica:
+            key = handle._actor_id.hex()
+            if key not in replicas:
+                replicas[key] = _Replica(handle, where.get("pid"), int(where.get("rss") or 0))
+                replicas[key].where = dict(where)
+            return replicas[key]
+
+        def step(s: Step, edge: int | None) -> _Step:
+            reps = [replica(h, wh) for h, wh in zip(s.handles, s.where, strict=True)]
+            return _Step(s.stages, reps, w if "transport" in s.stages else per, edge)
+
+        self.cloud = [step(s, None) for s in graph.cloud]
+        n_edges = len(graph.edges)
+        configured = configured_mbps or [None] * n_edges
+        samples = cfg.samples
+        self.edges: list[_Edge] = []
+        for e, steps in enumerate(graph.edges):
+            chain = [step(s, e) for s in steps] + self.cloud
+            self.edges.append(
+                _Edge(
+                    e,
+                    e * samples,
+                    samples,
+                    chain,
+                    [CreditWindow(w) for _ in chain],
+                    DeliveryLedger(samples, first_id=e * samples),
+                    ReceiverStats(),
+                    LinkStats(configured[e]),
+                    next_start=e * samples,
+                )
             )
-            for r, wh in enumerate(where):
-                st.stats.place(r, wh)
-            return st
-
-        per = cfg.flow.per_replica_inflight
-        self.source = stage("source", 1)
-        self.stages = [stage(n, w if n == "transport" else per) for n in STAGES]
-        self.by_name = {st.name: st for st in (self.source, *self.stages)}
-        # hops[i]: batches in flight into stages[i] (running at stage i-1 or queued before i)
-        self.hops = [CreditWindow(w) for _ in STAGES]
+        self.steps: list[_Step] = [s for ed in self.edges for s in ed.chain[: -len(self.cloud)]]
+        self.steps += self.cloud
+        self.replicas = list(replicas.values())
+        # logical-stage aggregates: edge stages have one "replica" per edge, cloud stages per replica
+        self.stats: dict[str, StageStats] = {}
+        for name in STAGES:
+            hosts = [s for s in self.steps if name in s.stages]
+            count = n_edges if name in EDGE_STAGES else max(len(s.replicas) for s in hosts)
+            self.stats[name] = StageStats(name, count)
+            for s in hosts:
+                for r, rep in enumerate(s.replicas):
+                    self.stats[name].place(s.edge if s.edge is not None else r, rep.where)
         self.tasks: dict[Any, _Task] = {}
-        self.next_start = 0
-        self.t0: float | None = None
-        self.source_busy = False
-        self.source_done = False
-        self.source_attempts = 0
-        self.rebuilds: deque[_Ticket] = deque()
-        self.reprobes: list[tuple[float, str, int]] = []
-        self.open_tickets = 0
+        self.reprobes: list[tuple[float, _Step, int]] = []
         self.batches = 0
-        self.next_transport_ticket = 0
-        self.transport_pending: set[int] = set()
-        self.ledger = DeliveryLedger(cfg.samples)
-        self.receiver = ReceiverStats()
-        self.link = LinkStats(configured_mbps)
+        self.receiver = ReceiverStats()  # every edge's arrivals: the fleet's goodput
         self.batch_sizes: Counter[int] = Counter()
         self.timeline = Timeline()
         self.exporter = DriverExporter()
@@ -235,10 +337,11 @@ class StreamExecutor:
         holding the partial report) when the stream cannot finish."""
         from tqdm import tqdm
 
-        self._bar = tqdm(
-            total=self.cfg.samples, desc="stream", unit="sample", disable=not self.progress
-        )
+        total = self.cfg.samples * len(self.edges)
+        self._bar = tqdm(total=total, desc="stream", unit="sample", disable=not self.progress)
         self.t_start = self.last_progress = time.monotonic()
+        for s in self.steps:
+            s.t_last = self.t_start
         try:
             self._loop()
         except StreamError as exc:
@@ -249,8 +352,8 @@ class StreamExecutor:
         finally:
             self.wall = time.monotonic() - self.t_start
             self._bar.close()
-            for st in (self.source, *self.stages):
-                st.timer.stop()
+            for s in self.steps:
+                s.timer.stop()
         self._sample(time.monotonic(), force=True)
         report = self.report()
         if self.error is not None:
@@ -258,22 +361,23 @@ class StreamExecutor:
             raise self.error
         return report
 
-    def _finished(self) -> bool:
-        return self.source_done and self.open_tickets == 0 and not self.source_busy
-
     def _loop(self) -> None:
         import ray
 
-        while not self._finished():
+        while not all(e.finished for e in self.edges):
             now = time.monotonic()
             self._watchdogs(now)
             self._fire_reprobes(now)
-            for st in self.stages:
-                st.blocked = False
-            for i in reversed(range(len(self.stages))):
-                while self._submit(i):
+            for s in self.steps:
+                s.blocked = False
+            for s in reversed(self.cloud):
+                while self._submit(s):
                     pass
-            self._feed_source()
+            for ed in self.edges:
+                for s in reversed(ed.chain[1 : -len(self.cloud)]):
+                    while self._submit(s):
+                        pass
+                self._feed(ed)
             self._account(now)
             self._sample(now)
             if not self.tasks:
@@ -287,220 +391,285 @@ class StreamExecutor:
             ready, _ = ray.wait(watch, num_returns=1, timeout=WAIT_TIMEOUT_S, fetch_local=False)
             if ready:
                 ready, _ = ray.wait(watch, num_returns=len(watch), timeout=0, fetch_local=False)
-            for ref in ready:
-                self._complete(ref)
+            self._complete(ready)
 
     # ------------------------------------------------------------------ submitting
-    def _submit(self, i: int) -> bool:
-        """Start one batch at stage ``i`` if a replica and the next hop's credit allow it."""
-        st = self.stages[i]
-        if st.replay:  # replays already hold the next hop's credit and go first
-            r = st.free_replica()
+    def _submit(self, s: _Step) -> bool:
+        """Start one batch at step ``s`` if a replica and the next hop's credit allow it."""
+        if s.replay:  # replays already hold the next hop's credit and go first
+            r = s.free_replica()
             if r is None:
                 return False
-            ticket, ref = st.replay.popleft()
-            self._launch(st, r, ticket, ref)
+            ticket, ref = s.replay.popleft()
+            self._launch(s, r, ticket, ref)
             return True
-        if not st.queue:
+        if not s.queue:
             return False
-        r = st.free_replica()
+        r = s.free_replica()
         if r is None:
             return False
-        if i + 1 < len(self.stages) and not self.hops[i + 1].try_acquire():
-            st.blocked = True
-            return False
-        ticket, ref = st.queue.popleft()
-        self.hops[i].release()
-        self._launch(st, r, ticket, ref)
-        return True
+        for k, (ticket, ref) in enumerate(s.queue):
+            ed = self.edges[ticket.edge]
+            nxt = ticket.pos + 1
+            if nxt < len(ed.chain) and not ed.hops[nxt].try_acquire():
+                if s.edge is not None:  # one edge's FIFO: the head of the line decides
+                    break
+                continue  # a shared step: another edge's batch may go
+            del s.queue[k]
+            ed.hops[ticket.pos].release()
+            self._launch(s, r, ticket, ref)
+            return True
+        s.blocked = True
+        return False
 
-    def _launch(self, st: _Stage, r: int, ticket: _Ticket, ref: Any) -> None:
-        rep = st.replicas[r]
-        task = _Task("stage", st.name, r, ticket, ref, submitted=time.monotonic())
-        if st.name == "transport":
-            task.transport_ticket = tnum = self.next_transport_ticket
-            self.next_transport_ticket += 1
-            self.transport_pending.add(tnum)
-            floor = min(self.transport_pending)
+    def _launch(self, s: _Step, r: int, ticket: _Ticket, ref: Any) -> None:
+        rep = s.replicas[r]
+        ed = self.edges[ticket.edge]
+        task = _Task("stage", s, r, ticket, ref, submitted=time.monotonic(), edge=ticket.edge)
+        first = s.stages[0]
+        if first == "transport":
+            task.transport_ticket = tnum = ed.next_transport_ticket
+            ed.next_transport_ticket += 1
+            ed.transport_pending.add(tnum)
+            floor = min(ed.transport_pending)
             meta, task.data_ref = rep.handle.send.options(num_returns=2).remote(ref, tnum, floor)
-        elif st.name == "sink":
-            meta = rep.handle.receive.remote(ref)
+        elif first == "sink":
+            meta, task.data_ref = rep.handle.receive.options(num_returns=2).remote(ref)
         else:
             meta, task.data_ref = rep.handle.process.options(num_returns=2).remote(ref)
         self.tasks[meta] = task
         rep.load += 1
+        s.running += 1
 
-    def _feed_source(self) -> None:
-        """Ask the source for the next batch (one request at a time), and for rebuilds."""
-        rep = self.source.replicas[0]
+    def _feed(self, ed: _Edge) -> None:
+        """Ask an edge's first step for its next batch (one call at a time), and for rebuilds."""
+        s = ed.chain[0]
+        rep = s.replicas[0]
         if rep.state != "up":
             return
-        while self.rebuilds:
-            t = self.rebuilds.popleft()
+        while ed.rebuilds:
+            t = ed.rebuilds.popleft()
             meta, data = rep.handle.rebuild.options(num_returns=2).remote(
-                t.start, t.n, self.t0, t.t_created
+                t.start, t.n, ed.t0, t.t_created
             )
-            self.tasks[meta] = _Task("rebuild", "source", 0, t, data_ref=data)
+            self.tasks[meta] = _Task("rebuild", s, 0, t, data_ref=data, edge=ed.index)
             rep.load += 1
-        if self.source_done or self.source_busy or not self.hops[0].try_acquire():
+            s.running += 1
+        if ed.done or ed.busy:
             return
-        meta, data = rep.handle.next_batch.options(num_returns=2).remote(self.next_start, self.t0)
-        self.tasks[meta] = _Task("source", "source", 0, data_ref=data, submitted=time.monotonic())
+        if not ed.hops[1].try_acquire():
+            s.blocked = True  # the next hop is full: this edge's source waits (backpressure)
+            return
+        meta, data = rep.handle.next_batch.options(num_returns=2).remote(ed.next_start, ed.t0)
+        self.tasks[meta] = _Task(
+            "source", s, 0, data_ref=data, submitted=time.monotonic(), edge=ed.index
+        )
         rep.load += 1
-        self.source_busy = True
+        s.running += 1
+        ed.busy = True
 
     # ------------------------------------------------------------------ completions
-    def _complete(self, ref: Any) -> None:
+    def _complete(self, refs: list[Any]) -> None:
+        """Fetch the metas of finished calls (one round trip when all succeeded) and handle them."""
+        import ray
+
+        if not refs:
+            return
+        try:
+            metas = ray.get(refs, timeout=GET_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            self._internal_timeout(refs)
+        except Exception:  # at least one failed: sort them out one by one
+            for ref in refs:
+                self._complete_one(ref)
+            return
+        for ref, meta in zip(refs, metas, strict=True):
+            self._succeeded(self.tasks.pop(ref), meta)
+
+    def _internal_timeout(self, refs: list[Any]) -> None:
+        task = self.tasks[refs[0]]
+        raise StreamError(
+            f"internal error: finished calls (stage '{task.step.name}') could not be fetched "
+            f"within {GET_TIMEOUT_S:.0f} s",
+            stage=task.step.name,
+            kind="internal",
+        )
+
+    def _complete_one(self, ref: Any) -> None:
         import ray
         from ray import exceptions as rex
 
-        task = self.tasks.pop(ref)
+        task = self.tasks[ref]
         try:
             meta = ray.get(ref, timeout=GET_TIMEOUT_S)
         except rex.GetTimeoutError:
-            raise StreamError(
-                f"internal error: a finished call of stage '{task.stage}' could not be fetched "
-                f"within {GET_TIMEOUT_S:.0f} s",
-                stage=task.stage,
-                kind="internal",
-            ) from None
+            self._internal_timeout([ref])
         except rex.RayTaskError as exc:
+            del self.tasks[ref]
             if isinstance(getattr(exc, "cause", None), rex.ObjectLostError):
                 self._input_lost(task, exc)
             else:
                 self._raised(task, exc)
             return
         except rex.ObjectLostError as exc:
+            del self.tasks[ref]
             self._input_lost(task, exc)
             return
         except rex.RayError as exc:  # RayActorError and other system failures: the replica's fault
+            del self.tasks[ref]
             self._actor_failed(task, exc)
             return
+        del self.tasks[ref]
         self._succeeded(task, meta)
 
     def _succeeded(self, task: _Task, meta: Any) -> None:
-        now = time.monotonic()
-        self.last_progress = now
-        st = self.by_name[task.stage]
-        rep = st.replicas[task.replica]
+        self.last_progress = time.monotonic()
+        s, rep = task.step, task.step.replicas[task.replica]
         if task.kind == "probe":
-            self._probe_succeeded(st, task.replica, meta)
+            self._probe_succeeded(s, task.replica, meta)
             return
         rep.load -= 1
-        st.stats.add(task.replica, meta)
+        s.running -= 1
+        metas = _stage_metas(s, meta)
+        index = task.edge if s.edge is not None else task.replica
+        for name, m in metas.items():
+            self.stats[name].add(index, m)
+            if m.get("rss"):
+                rep.rss = int(m["rss"])
+        ed = self.edges[task.edge]
         if task.kind == "source":
-            self._source_batch(task, meta)
+            self._source_batch(ed, task, meta)
             return
         ticket = task.ticket
         assert ticket is not None
-        if task.kind == "rebuild":
+        if task.kind == "rebuild":  # first in line before the step after the source
             ticket.source_ref = task.data_ref
-            self.stages[0].replay.append((ticket, task.data_ref))
+            ticket.pos = 1
+            ed.chain[1].queue.appendleft((ticket, task.data_ref))
             return
         ticket.attempts = 0
-        if st.name == "transport":
-            self.transport_pending.discard(task.transport_ticket)
-            self.link.add(meta)
-        elif st.name == "decoder":
-            self.receiver.add(float(meta["arrival"]), int(meta["wire_bytes"]))
-            rejected = self.ledger.reject(meta["rejected_ids"], meta["errors"])
+        if "transport" in metas:
+            ed.transport_pending.discard(task.transport_ticket)
+            ed.link.add(metas["transport"])
+        if "decoder" in metas:
+            d = metas["decoder"]
+            ed.receiver.add(float(d["arrival"]), int(d["wire_bytes"]))
+            self.receiver.add(float(d["arrival"]), int(d["wire_bytes"]))
+            rejected = ed.ledger.reject(d["rejected_ids"], d["errors"])
             self.exporter.count("rejected", n=rejected)
-        if st.name == "sink":
-            self.ledger.deliver(meta["ids"], meta["latency_s"], meta["correct"], meta["agree"])
-            self.open_tickets -= 1  # acknowledged: the edge's copy goes with the ticket
+        if "sink" in metas:
+            m = metas["sink"]
+            ed.ledger.deliver(m["ids"], m["latency_s"], m["correct"], m["agree"])
+            ed.open_tickets -= 1  # acknowledged: the edge's copy goes with the ticket
         else:
-            nxt = self.stages[STAGES.index(st.name) + 1]
-            nxt.queue.append((ticket, task.data_ref))
+            # a step that passed its batch through unchanged hands on its input
+            data = task.input_ref if meta.get("passthrough") else task.data_ref
+            ticket.pos += 1
+            ed.chain[ticket.pos].queue.append((ticket, data))
         self._progress()
 
-    def _source_batch(self, task: _Task, meta: dict[str, Any]) -> None:
-        self.source_busy = False
-        self.source_attempts = 0
-        self.t0 = meta["t0"]
+    def _source_batch(self, ed: _Edge, task: _Task, meta: dict[str, Any]) -> None:
+        ed.busy = False
+        ed.source_attempts = 0
+        ed.t0 = meta["t0"]
         n, start = int(meta["n"]), int(meta["start"])
-        if n > 0 and start == self.next_start:
-            ticket = _Ticket(self.batches, start, n, float(meta["t_created"]), task.data_ref)
+        end = ed.first_id + ed.samples
+        if n > 0 and start == ed.next_start:
+            ticket = _Ticket(
+                self.batches, ed.index, start, n, float(meta["t_created"]), task.data_ref
+            )
             self.batches += 1
-            self.open_tickets += 1
+            ed.open_tickets += 1
             self.batch_sizes[n] += 1
-            self.next_start = start + n
-            self.stages[0].queue.append((ticket, task.data_ref))
+            ed.next_start = start + n
+            ticket.pos = 1  # queued before chain[1], holding the credit of that hop
+            ed.chain[1].queue.append((ticket, task.data_ref))
         else:
-            self.hops[0].release()
-        self.source_done = bool(meta["done"]) or self.next_start >= self.cfg.samples
+            ed.hops[1].release()
+        ed.done = bool(meta["done"]) or ed.next_start >= end
 
-    def _requeue(self, task: _Task) -> _Stage:
-        """Undo a failed call's bookkeeping; returns its stage."""
-        st = self.by_name[task.stage]
-        st.replicas[task.replica].load -= 1
+    def _requeue(self, task: _Task) -> _Step:
+        """Undo a failed call's bookkeeping; returns its step."""
+        s = task.step
+        s.replicas[task.replica].load -= 1
+        s.running -= 1
+        ed = self.edges[task.edge]
         if task.kind == "source":
-            self.source_busy = False
-            self.hops[0].release()
+            ed.busy = False
+            ed.hops[1].release()
         elif task.kind == "rebuild":
             assert task.ticket is not None
-            self.rebuilds.append(task.ticket)
-        if st.name == "transport":
-            self.transport_pending.discard(task.transport_ticket)
-        return st
+            ed.rebuilds.append(task.ticket)
+        if task.transport_ticket >= 0:
+            ed.transport_pending.discard(task.transport_ticket)
+        return s
 
-    def _replay(self, st: _Stage, task: _Task) -> None:
-        """Put a failed stage call's batch back, first in line, with the same input."""
-        st.replay.append((task.ticket, task.input_ref))
-        st.stats.replayed_batches += 1
-        self.exporter.count("replays", st.name)
+    def _replay(self, s: _Step, task: _Task) -> None:
+        """Put a failed call's batch back, first in line, with the same input."""
+        s.replay.append((task.ticket, task.input_ref))
+        s.replayed += 1
+        for name in s.stages:
+            self.stats[name].replayed_batches += 1
+        self.exporter.count("replays", s.name)
 
     def _actor_failed(self, task: _Task, exc: BaseException) -> None:
         """The call's actor died or is unreachable: replay the batch once the replica is back."""
         if task.kind == "probe":
             self._probe_failed(task, exc)
             return
-        st = self._requeue(task)
+        s = self._requeue(task)
         if task.kind == "stage":
-            self._replay(st, task)
-        rep = st.replicas[task.replica]
+            self._replay(s, task)
+        rep = s.replicas[task.replica]
         if rep.state == "up":
             rep.state, rep.since, rep.error = "recovering", time.monotonic(), _short(exc)
             rep.probe_failures = 0
-            self._probe(st, task.replica)
+            self._probe(s, task.replica)
 
     def _input_lost(self, task: _Task, exc: BaseException) -> None:
-        """The call's input object is gone (its node died): start the batch again from the head,
-        rebuilding its inputs from the source if those are gone too."""
+        """The call's input object is gone (its node died): start the batch again from its edge's
+        first step, rebuilding its inputs from the source if those are gone too."""
         if task.kind != "stage":  # the source's and probes' calls take no stored input
             self._actor_failed(task, exc)
             return
-        st = self._requeue(task)
+        s = self._requeue(task)
         ticket = task.ticket
         assert ticket is not None
-        st.stats.lost_inputs += 1
-        st.stats.replayed_batches += 1
-        i = STAGES.index(st.name)
-        if i + 1 < len(self.hops):
-            self.hops[i + 1].release()
-        self.hops[1].force_acquire()  # as if the batch were running at the head
-        if i == 0 or ticket.rebuild:
-            self.rebuilds.append(ticket)
-        else:
+        ed = self.edges[ticket.edge]
+        for name in s.stages:
+            self.stats[name].lost_inputs += 1
+            self.stats[name].replayed_batches += 1
+        s.replayed += 1
+        if ticket.pos + 1 < len(ed.hops):
+            ed.hops[ticket.pos + 1].release()
+        ed.hops[1].force_acquire()  # as if the batch were running at the edge's first step
+        if ticket.pos <= 1 or ticket.rebuild:
+            ed.rebuilds.append(ticket)
+        else:  # first in line before the step after the source, with the edge's copy
             ticket.rebuild = True
-            self.stages[0].replay.append((ticket, ticket.source_ref))
+            ticket.pos = 1
+            ed.chain[1].queue.appendleft((ticket, ticket.source_ref))
 
     def _raised(self, task: _Task, exc: BaseException) -> None:
         """The stage's own code raised: retry the batch a few times, then fail the run."""
-        st = self.by_name[task.stage]
+        s = task.step
         if task.kind == "probe":
             raise StreamError(
-                f"stage '{st.name}' replica {task.replica} fails its readiness call: {_short(exc)}",
-                stage=st.name,
+                f"stage '{s.name}' replica {task.replica} fails its readiness call: {_short(exc)}",
+                stage=s.name,
                 kind="actor_dead",
             )
         self._requeue(task)
         limit = self.cfg.flow.max_batch_retries
         if task.kind != "stage":
-            self.source_attempts += 1
-            if self.source_attempts > limit:
+            ed = self.edges[task.edge]
+            ed.source_attempts += 1
+            if ed.source_attempts > limit:
+                stage = _failed_stage(s, exc)
                 raise StreamError(
-                    f"the source failed {self.source_attempts} times: {_short(exc)}",
-                    stage="source",
+                    f"stage '{stage}' (edge {task.edge}) failed to make a batch "
+                    f"{ed.source_attempts} times: {_short(exc)}",
+                    stage=stage,
                 )
             return
         ticket = task.ticket
@@ -508,62 +677,69 @@ class StreamExecutor:
         ticket.attempts += 1
         if ticket.attempts > limit:
             last = ticket.start + ticket.n - 1
+            stage = _failed_stage(s, exc)
             raise StreamError(
-                f"stage '{st.name}' failed on batch {ticket.number} (samples {ticket.start}..{last}) "
+                f"stage '{stage}' failed on batch {ticket.number} (samples {ticket.start}..{last}) "
                 f"{ticket.attempts} times (flow.max_batch_retries={limit}): {_short(exc)}",
-                stage=st.name,
+                stage=stage,
             )
-        st.stats.retries += 1
-        st.replay.append((ticket, task.input_ref))
+        for name in s.stages:
+            self.stats[name].retries += 1
+        s.replay.append((ticket, task.input_ref))
 
     # ------------------------------------------------------------------ restarts
-    def _probe(self, st: _Stage, r: int) -> None:
-        ref = st.replicas[r].handle.ready.remote()
-        self.tasks[ref] = _Task("probe", st.name, r, submitted=time.monotonic())
+    def _probe(self, s: _Step, r: int) -> None:
+        ref = s.replicas[r].handle.ready.remote()
+        self.tasks[ref] = _Task("probe", s, r, submitted=time.monotonic(), edge=s.edge or 0)
 
-    def _probe_succeeded(self, st: _Stage, r: int, where: dict[str, Any]) -> None:
-        rep = st.replicas[r]
+    def _probe_succeeded(self, s: _Step, r: int, where: dict[str, Any]) -> None:
+        rep = s.replicas[r]
         rep.state, rep.probe_failures = "up", 0
         if where.get("pid") != rep.pid:
-            rep.pid = where.get("pid")
-            st.stats.restarts += 1
-            st.stats.place(r, where)
-            self.exporter.count("restarts", st.name)
+            rep.pid, rep.where, rep.rss = where.get("pid"), dict(where), int(where.get("rss") or 0)
+            rep.restarts += 1
+            for host in self.steps:  # a fused actor serves several steps: count it once each
+                if rep in host.replicas:
+                    host.restarts += 1
+                    for name in host.stages:
+                        self.stats[name].restarts += 1
+                        self.stats[name].place(host.edge if host.edge is not None else r, where)
+            self.exporter.count("restarts", s.name)
 
     def _probe_failed(self, task: _Task, exc: BaseException) -> None:
         from ray.exceptions import ActorDiedError
 
-        st = self.by_name[task.stage]
-        rep = st.replicas[task.replica]
+        s = task.step
+        rep = s.replicas[task.replica]
         rep.probe_failures += 1
         rep.error = _short(exc)
         if isinstance(exc, ActorDiedError) and rep.probe_failures >= DEAD_AFTER_PROBES:
             raise StreamError(
-                f"stage '{st.name}' replica {task.replica} died and Ray will not restart it "
+                f"stage {s.label} replica {task.replica} died and Ray will not restart it "
                 f"(flow.max_restarts={self.cfg.flow.max_restarts}): {rep.error}",
-                stage=st.name,
+                stage=s.name,
                 kind="actor_dead",
             )
-        self.reprobes.append((time.monotonic() + REPROBE_DELAY_S, st.name, task.replica))
+        self.reprobes.append((time.monotonic() + REPROBE_DELAY_S, s, task.replica))
 
     def _fire_reprobes(self, now: float) -> None:
         due = [p for p in self.reprobes if p[0] <= now]
         self.reprobes = [p for p in self.reprobes if p[0] > now]
-        for _, name, r in due:
-            self._probe(self.by_name[name], r)
+        for _, s, r in due:
+            self._probe(s, r)
 
     def _watchdogs(self, now: float) -> None:
         recovering = False
-        for st in (self.source, *self.stages):
-            for r, rep in enumerate(st.replicas):
+        for s in self.steps:
+            for r, rep in enumerate(s.replicas):
                 if rep.state != "recovering":
                     continue
                 recovering = True
                 if now - rep.since > self.cfg.flow.restart_timeout_s:
                     raise StreamError(
-                        f"stage '{st.name}' replica {r} did not come back within "
+                        f"stage {s.label} replica {r} did not come back within "
                         f"flow.restart_timeout_s={self.cfg.flow.restart_timeout_s:g} s ({rep.error})",
-                        stage=st.name,
+                        stage=s.name,
                         kind="restart_timeout",
                     )
         idle = now - self.last_progress
@@ -572,63 +748,69 @@ class StreamExecutor:
         work = [t for t in self.tasks.values() if t.kind != "probe"]
         if not work:
             raise StreamError(
-                f"stall: nothing finished for {idle:.1f} s and nothing is running",
-                kind="stall",
+                f"stall: nothing finished for {idle:.1f} s and nothing is running", kind="stall"
             )
         oldest = min(work, key=lambda t: t.submitted)
-        st = self.by_name[oldest.stage]
+        s = oldest.step
         what = "the next batch"
         if oldest.ticket is not None:
             t = oldest.ticket
             what = f"batch {t.number} (samples {t.start}..{t.start + t.n - 1})"
         raise StreamError(
             f"stall: no call finished for {idle:.1f} s (flow.stall_timeout_s="
-            f"{self.stall_timeout_s:g}); stage '{st.name}' has had {what} for "
+            f"{self.stall_timeout_s:g}); stage {s.label} has had {what} for "
             f"{now - oldest.submitted:.1f} s on replica {oldest.replica} "
-            f"(pid {st.replicas[oldest.replica].pid})",
-            stage=st.name,
+            f"(pid {s.replicas[oldest.replica].pid})",
+            stage=s.name,
             kind="stall",
         )
 
     # ------------------------------------------------------------------ observation
+    def _settled(self) -> int:
+        return sum(e.ledger.settled for e in self.edges)
+
     def _progress(self) -> None:
-        settled = self.ledger.settled
+        settled = self._settled()
         if settled > self._bar_n:
             self._bar.update(settled - self._bar_n)
             self._bar_n = settled
-        if "driver_warm_mb" not in self.memory and settled >= WARM_FRACTION * self.cfg.samples:
+        total = self.cfg.samples * len(self.edges)
+        if "driver_warm_mb" not in self.memory and settled >= WARM_FRACTION * total:
             self.memory["driver_warm_mb"] = process_rss_bytes() / 2**20
-            self.memory["sink_warm_mb"] = self.by_name["sink"].stats.summary()["rss_mb"]
+            self.memory["sink_warm_mb"] = self._rss_mb(("sink",))
 
     def _account(self, now: float) -> None:
-        for st in (self.source, *self.stages):
-            queued = len(st.queue) + len(st.replay)
-            dt = now - getattr(st, "_t_last", now)
-            st._t_last = now  # type: ignore[attr-defined]
-            st.q_area += queued * dt
-            st.q_max = max(st.q_max, queued)
-            if st.load:
-                st.timer.set("busy")
-            elif st.blocked:
-                st.timer.set("backpressured")
+        for s in self.steps:
+            queued = len(s.queue) + len(s.replay)
+            s.q_area += queued * (now - s.t_last)
+            s.t_last = now
+            s.q_max = max(s.q_max, queued)
+            if s.running:
+                s.timer.set("busy")
+            elif s.blocked:
+                s.timer.set("backpressured")
             else:
-                st.timer.set("idle")
-        self.peak_total = max(self.peak_total, sum(h.in_flight for h in self.hops))
+                s.timer.set("idle")
+        self.peak_total = max(
+            self.peak_total, sum(h.in_flight for ed in self.edges for h in ed.hops)
+        )
 
-    def _side_rss_mb(self, names: tuple[str, ...]) -> float:
-        return sum(sum(self.by_name[n].stats.rss) for n in names) / 2**20
+    def _rss_mb(self, stages: tuple[str, ...]) -> float:
+        """RSS of the processes hosting any of ``stages``, each process counted once."""
+        hosts = {id(r): r for s in self.steps if set(s.stages) & set(stages) for r in s.replicas}
+        return sum(r.rss for r in hosts.values()) / 2**20
 
     def _sample(self, now: float, force: bool = False) -> None:
         t = now - self.t_start
         if not force and not self.timeline.due(t):
             return
         values = {
-            "settled": float(self.ledger.settled),
+            "settled": float(self._settled()),
             "arrived_mb": self.receiver.bytes / 2**20,
             "driver_rss_mb": process_rss_bytes() / 2**20,
-            "sink_rss_mb": sum(self.by_name["sink"].stats.rss) / 2**20,
-            "edge_rss_mb": self._side_rss_mb(EDGE_STAGES),
-            "cloud_rss_mb": self._side_rss_mb(CLOUD_STAGES),
+            "sink_rss_mb": self._rss_mb(("sink",)),
+            "edge_rss_mb": self._rss_mb(EDGE_STAGES),
+            "cloud_rss_mb": self._rss_mb(CLOUD_STAGES),
             "object_store_mb": object_store_mb() or 0.0,
         }
         self.timeline.record(t, values)
@@ -636,35 +818,35 @@ class StreamExecutor:
             self.memory[f"{k}_max"] = max(self.memory.get(f"{k}_max", 0.0), v)
             self.memory[f"{k}_last"] = v
         self.exporter.flow(
-            {st.name: len(st.queue) for st in self.stages},
-            {st.name: h.in_flight for st, h in zip(self.stages, self.hops, strict=True)},
+            {s.label.replace("'", ""): len(s.queue) for s in self.steps},
+            {s.label.replace("'", ""): s.running for s in self.steps},
         )
 
     # ------------------------------------------------------------------ report
-    def _stage_summary(self, st: _Stage, i: int | None) -> dict[str, Any]:
-        d = st.stats.summary()
-        totals, wall = st.timer.totals, self.wall
-        d["queue_depth_mean"] = st.q_area / wall if wall > 0 else 0.0
-        d["queue_depth_max"] = st.q_max
-        d["backpressured_s"] = totals.get("backpressured", 0.0)
-        d["idle_s"] = totals.get("idle", 0.0)
-        d["backpressure_ratio"] = d["backpressured_s"] / wall if wall > 0 else 0.0
-        d["inflight_peak"] = (
-            self.hops[i + 1].peak if i is not None and i + 1 < len(self.hops) else None
-        )
+    def _stage_summary(self, name: str) -> dict[str, Any]:
+        d = self.stats[name].summary()
+        hosts = [s for s in self.steps if name in s.stages]
+        wall = self.wall
+        d["fused_with"] = [x for x in hosts[0].stages if x != name]
+        d["queue_depth_mean"] = sum(s.q_area for s in hosts) / wall if wall > 0 else 0.0
+        d["queue_depth_max"] = max(s.q_max for s in hosts)
+        d["backpressured_s"] = sum(s.timer.totals.get("backpressured", 0.0) for s in hosts)
+        d["idle_s"] = sum(s.timer.totals.get("idle", 0.0) for s in hosts)
+        d["backpressure_ratio"] = d["backpressured_s"] / wall / len(hosts) if wall > 0 else 0.0
+        d["rss_mb"] = self._rss_mb((name,))
         return d
 
     def report(self) -> dict[str, Any]:
         """The run's report so far (complete after :meth:`run`; partial if it failed)."""
-        from pipeline.stream.report import build_report
+        from pipeline.stream.report import build_report, edge_summary
 
-        stages = {"source": self._stage_summary(self.source, None)}
-        for i, st in enumerate(self.stages):
-            stages[st.name] = self._stage_summary(st, i)
-        hops = {
-            n: {"peak": h.peak, "refused": h.refused}
-            for n, h in zip(STAGES, self.hops, strict=True)
-        }
+        stages = {name: self._stage_summary(name) for name in STAGES}
+        hops = {}
+        for ed in self.edges:
+            for s, h in zip(ed.chain[1:], ed.hops[1:], strict=True):
+                d = hops.setdefault(s.name, {"peak": 0, "refused": 0})
+                d["peak"] = max(d["peak"], h.peak)
+                d["refused"] += h.refused
         err = None
         if self.error is not None:
             err = {"kind": self.error.kind, "stage": self.error.stage, "message": str(self.error)}
@@ -673,13 +855,22 @@ class StreamExecutor:
             warm, last = memory.get(f"{side}_warm_mb"), memory.get(f"{side}_rss_mb_last")
             growth = (last / warm - 1.0) if warm and last else math.nan
             memory[f"{side}_growth_after_warmup"] = growth
+        latency = LatencySketch.merged([e.ledger.latency for e in self.edges])
+        edges = [
+            edge_summary(e.index, e.ledger, e.receiver, e.link, e.chain[0].replicas[0].where)
+            for e in self.edges
+        ]
         return build_report(
             self.cfg,
             wall=self.wall,
-            ledger=self.ledger,
+            ledgers=[e.ledger for e in self.edges],
+            latency=latency,
+            restarts=sum(r.restarts for r in self.replicas),
+            replayed=sum(s.replayed for s in self.steps),
             receiver=self.receiver,
-            link=self.link,
+            links=[e.link for e in self.edges],
             stages=stages,
+            edges=edges,
             hops=hops,
             peak_total=self.peak_total,
             batch_sizes=self.batch_sizes,

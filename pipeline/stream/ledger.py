@@ -56,10 +56,12 @@ class IdSet:
 
 
 class DeliveryLedger:
-    """Settles sample ids ``0 .. samples-1`` exactly once and aggregates their results."""
+    """Settles sample ids ``first_id .. first_id+samples-1`` exactly once and aggregates their
+    results (one ledger per edge: each edge's ids are its own range)."""
 
-    def __init__(self, samples: int) -> None:
+    def __init__(self, samples: int, first_id: int = 0) -> None:
         self.samples = samples
+        self.first_id = first_id
         self._settled = IdSet()
         self.delivered = 0
         self.rejected = 0
@@ -77,6 +79,7 @@ class DeliveryLedger:
         """Positions of ids that settle now; counts repeats and out-of-range ids."""
         keep = []
         for j, i in enumerate(ids):
+            i -= self.first_id
             if not 0 <= i < self.samples:
                 self.unexpected += 1
             elif self._settled.add(i):

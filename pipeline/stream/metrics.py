@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,12 +40,18 @@ def where_am_i() -> dict[str, Any]:
     return info
 
 
+_PROCESS: Any = None
+
+
 def process_rss_bytes() -> int:
     """Resident set size of the calling process (0 if it cannot be read)."""
+    global _PROCESS
     try:
-        import psutil
+        if _PROCESS is None or _PROCESS.pid != os.getpid():
+            import psutil
 
-        return int(psutil.Process().memory_info().rss)
+            _PROCESS = psutil.Process()
+        return int(_PROCESS.memory_info().rss)
     except Exception:  # pragma: no cover - psutil missing or /proc unreadable
         return 0
 
@@ -62,6 +69,15 @@ class LatencySketch:
     def add(self, seconds: float) -> None:
         """Record one duration (negative values, e.g. from clock skew between nodes, count as 0)."""
         self._sketch.add(max(0.0, float(seconds)))
+
+    @classmethod
+    def merged(cls, sketches: list[LatencySketch]) -> LatencySketch:
+        """One sketch holding the values of all of ``sketches`` (which stay unchanged)."""
+        out = cls()
+        for sk in sketches:
+            if sk.count:
+                out._sketch.merge(sk._sketch)
+        return out
 
     @property
     def count(self) -> int:
@@ -93,6 +109,7 @@ class StageStats:
         self.batches = 0
         self.samples = 0
         self.busy_s = 0.0
+        self.cpu_s = 0.0
         self.bytes_in = 0
         self.bytes_out = 0
         self.wire_bytes = 0  # Arrow IPC bytes of the batches it emitted or received, when it says
@@ -112,6 +129,7 @@ class StageStats:
         self.batches += 1
         self.samples += int(meta["n"])
         self.busy_s += float(meta.get("busy_s", end - start))
+        self.cpu_s += float(meta.get("cpu_s", 0.0))
         self.bytes_in += int(meta.get("bytes_in", 0))
         self.bytes_out += int(meta.get("bytes_out", 0))
         self.wire_bytes += int(meta.get("wire_bytes", 0))
@@ -139,6 +157,7 @@ class StageStats:
             "latency_p50_ms": lat["p50_ms"],
             "latency_p99_ms": lat["p99_ms"],
             "busy_s": self.busy_s,
+            "cpu_s": self.cpu_s,
             "mean_batch_size": self.samples / self.batches if self.batches else 0.0,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
@@ -218,6 +237,26 @@ class LinkStats:
             self.busy_s += done - start
             self.first_start = min(self.first_start, start)
             self.last_done = max(self.last_done, done)
+
+    @classmethod
+    def combined(cls, links: list[LinkStats]) -> LinkStats:
+        """The fleet's links as one: rates and bytes add up, the span covers them all."""
+        rates = [lk.configured_mbps for lk in links]
+        out = cls(None if not rates or None in rates else float(sum(rates)))  # type: ignore[arg-type]
+        for lk in links:
+            for key in (
+                "deliveries",
+                "payload_bytes",
+                "wire_bytes",
+                "retransmitted_bytes",
+                "busy_s",
+                "corrupted_frames",
+                "reorder_gaps",
+            ):
+                setattr(out, key, getattr(out, key) + getattr(lk, key))
+            out.first_start = min(out.first_start, lk.first_start)
+            out.last_done = max(out.last_done, lk.last_done)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """``scheduled_mbps`` (payload over the schedule's span) and ``utilization_scheduled``."""
@@ -314,8 +353,12 @@ def object_store_mb() -> float | None:
 class StageExporter:
     """One stage replica's counters in ``ray.util.metrics``: samples, per-batch latency, batch size."""
 
+    FLUSH_S = 1.0
+
     def __init__(self, stage: str, replica: int = 0) -> None:
         self._metrics: tuple[Any, Any, Any] | None = None
+        self._samples, self._latencies, self._last = 0, [], 0
+        self._flushed = -math.inf
         try:
             import ray
 
@@ -341,16 +384,26 @@ class StageExporter:
             self._metrics = None
 
     def observe(self, samples: int, seconds: float) -> None:
-        """Count one batch (never raises: metrics must not break the stream)."""
+        """Count one batch; the counts reach Ray at most every ``FLUSH_S`` (each export costs a call
+        into Ray's metrics agent). Never raises: metrics must not break the stream."""
         if self._metrics is None:
             return
+        self._samples += samples
+        self._latencies.append(seconds * 1000.0)
+        self._last = samples
+        now = time.monotonic()
+        if now - self._flushed < self.FLUSH_S:
+            return
+        self._flushed = now
         counter, hist, gauge = self._metrics
         try:
-            counter.inc(samples)
-            hist.observe(seconds * 1000.0)
-            gauge.set(samples)
+            counter.inc(self._samples)
+            for ms in self._latencies:
+                hist.observe(ms)
+            gauge.set(self._last)
         except Exception:  # pragma: no cover
             self._metrics = None
+        self._samples, self._latencies = 0, []
 
 
 class DriverExporter:

@@ -83,21 +83,26 @@ def _registry_model(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def default_stall_timeout(cfg: PipelineConfig, frame_bytes: int) -> float:
-    """A few times the slowest expected batch: a full batch of frames on the configured link."""
+    """A few times the slowest expected batch: a full batch of frames on the slowest edge's link
+    (``frame_bytes`` is one sample's frame)."""
     if cfg.flow.stall_timeout_s is not None:
         return float(cfg.flow.stall_timeout_s)
-    mbps = None
-    if cfg.link.mode == "emulated":
-        from pipeline.stream.config import link_spec_kwargs
-        from pipeline.stream.link import load_trace, resolve_link, trace_mean_mbps
-
-        spec = resolve_link(cfg.link.profile, **link_spec_kwargs(cfg))
-        mbps = spec.bandwidth_mbps
-        if spec.trace is not None:
-            mbps = trace_mean_mbps(load_trace(spec.trace)) / 4  # traces dip well below their mean
-    if not mbps:
+    if cfg.link.mode != "emulated":
         return STALL_TIMEOUT_FLOOR_S
-    batch_s = cfg.batching.max_batch_size * (frame_bytes + 64) * 8 / (mbps * 1e6)
+    from pipeline.stream.config import edge_link
+    from pipeline.stream.link import load_trace, resolve_link, trace_mean_mbps
+
+    rates = []
+    for e in range(cfg.fleet.edges):
+        profile, kw = edge_link(cfg, e)
+        spec = resolve_link(profile, **kw)
+        if spec.trace is not None:
+            rates.append(trace_mean_mbps(load_trace(spec.trace)) / 4)  # traces dip below the mean
+        elif spec.bandwidth_mbps is not None:
+            rates.append(spec.bandwidth_mbps)
+    if not rates:
+        return STALL_TIMEOUT_FLOOR_S
+    batch_s = cfg.batching.max_batch_size * (frame_bytes + 64) * 8 / (min(rates) * 1e6)
     return max(STALL_TIMEOUT_FLOOR_S, STALL_TIMEOUT_BATCHES * batch_s)
 
 
@@ -135,8 +140,9 @@ def _check_codec(cfg: PipelineConfig, feat: Any) -> int:
             f"codec.axis: {c.axis} is out of range for the head's {feat.ndim}-d per-sample "
             f"features (shape {list(feat.shape)})"
         )
+    axis = c.axis if c.axis is None or c.axis < 0 else c.axis + 1  # frames hold (n, ...) tensors
     try:
-        frame = encode_tensor(feat, c.kind, c.bits, c.level, c.axis)
+        frame = encode_tensor(feat[None], c.kind, c.bits, c.level, axis)
         decode_tensor(frame, max_elements=feat.size)
     except (CodecError, WireError) as exc:
         raise ConfigError(

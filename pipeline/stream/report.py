@@ -13,18 +13,79 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.stream.config import PipelineConfig, config_to_dict
-from pipeline.stream.ledger import DeliveryLedger
-from pipeline.stream.metrics import LinkStats, ReceiverStats
+from pipeline.stream.ledger import REJECT_ERRORS_KEPT, REJECTED_IDS_KEPT, DeliveryLedger
+from pipeline.stream.metrics import LatencySketch, LinkStats, ReceiverStats
+
+
+def _ledgers(ledgers: list[DeliveryLedger]) -> dict[str, Any]:
+    """The edges' ledgers as one: counts add up, id lists and error texts keep their bounds."""
+    parts = [led.summary() for led in ledgers]
+    out: dict[str, Any] = {
+        k: sum(p[k] for p in parts)
+        for k in ("delivered", "rejected", "lost", "duplicated", "duplicates_dropped", "unexpected")
+    }
+    ids = [i for p in parts for i in p["rejected_ids"]]
+    out["rejected_ids"] = ids[:REJECTED_IDS_KEPT]
+    out["rejected_ids_truncated"] = out["rejected"] > len(out["rejected_ids"])
+    errors: list[str] = []
+    for p in parts:
+        errors += [e for e in p["reject_errors"] if e not in errors]
+    out["reject_errors"] = errors[:REJECT_ERRORS_KEPT]
+    labelled = sum(led.labelled for led in ledgers)
+    reference = sum(led.reference for led in ledgers)
+    out["fidelity"] = {
+        "accuracy": sum(led.correct for led in ledgers) / labelled if labelled else None,
+        "labelled_samples": labelled,
+        "agreement": sum(led.agree for led in ledgers) / reference if reference else None,
+        "reference_samples": reference,
+    }
+    return out
+
+
+def edge_summary(
+    index: int,
+    ledger: DeliveryLedger,
+    receiver: ReceiverStats,
+    link: LinkStats,
+    where: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One edge of the fleet: its samples' fate, its goodput at the receiver, its link, its node."""
+    led = ledger.summary()
+    lat = ledger.latency.summary_ms()
+    lk = link.summary()
+    good = receiver.summary()["goodput_mbps"]
+    return {
+        "edge": index,
+        "samples": ledger.samples,
+        "first_id": ledger.first_id,
+        "delivered": led["delivered"],
+        "rejected": led["rejected"],
+        "lost": led["lost"],
+        "duplicated": led["duplicated"],
+        "goodput_mbps": good,
+        "link_utilization": good / lk["configured_mbps"]
+        if lk["configured_mbps"] and good == good
+        else None,
+        "latency_p50_ms": lat["p50_ms"],
+        "latency_p99_ms": lat["p99_ms"],
+        "configured_mbps": lk["configured_mbps"],
+        "scheduled_mbps": lk["scheduled_mbps"],
+        "node": {k: where.get(k) for k in ("node_id", "ip", "pid")},
+    }
 
 
 def build_report(
     cfg: PipelineConfig,
     *,
     wall: float,
-    ledger: DeliveryLedger,
+    ledgers: list[DeliveryLedger],
+    latency: LatencySketch,
+    restarts: int,
+    replayed: int,
     receiver: ReceiverStats,
-    link: LinkStats,
+    links: list[LinkStats],
     stages: dict[str, dict[str, Any]],
+    edges: list[dict[str, Any]],
     hops: dict[str, dict[str, int]],
     peak_total: int,
     batch_sizes: Mapping[int, int],
@@ -32,9 +93,10 @@ def build_report(
     timeline: dict[str, list[float | None]],
     error: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Assemble the report from the executor's aggregates (sizes do not depend on the run's length)."""
-    led = ledger.summary()
-    lat = ledger.latency.summary_ms()
+    """Assemble the report from the executor's aggregates (its size does not depend on the run's
+    length; the ``edges`` list has one entry per edge of the fleet)."""
+    led = _ledgers(ledgers)
+    lat = latency.summary_ms()
     good = receiver.summary()
     enc, dec = stages["encoder"], stages["decoder"]
     arrived = dec["samples"]
@@ -42,7 +104,7 @@ def build_report(
     delivered = led["delivered"]
     throughput = delivered / wall if wall > 0 else 0.0
     real = cfg.link.mode == "real"
-    lk = link.summary()
+    lk = LinkStats.combined(links).summary()
     configured = None if real else lk["configured_mbps"]
     goodput = good["goodput_mbps"]
     sizes = sorted(batch_sizes.items())
@@ -50,7 +112,7 @@ def build_report(
     return {
         "status": "failed" if error else "completed",
         "error": error,
-        "samples": cfg.samples,
+        "samples": sum(x.samples for x in ledgers),
         "delivered": delivered,
         "rejected": led["rejected"],
         "lost": led["lost"],
@@ -60,8 +122,8 @@ def build_report(
         "rejected_ids": led["rejected_ids"],
         "rejected_ids_truncated": led["rejected_ids_truncated"],
         "reject_errors": led["reject_errors"],
-        "restarts": sum(s["restarts"] for s in stages.values()),
-        "replayed_batches": sum(s["replayed_batches"] for s in stages.values()),
+        "restarts": restarts,
+        "replayed_batches": replayed,
         "elapsed_s": wall,
         "throughput_sps": throughput,
         "latency_p50_ms": lat["p50_ms"],
@@ -80,7 +142,8 @@ def build_report(
         "payload_rate_mbps": throughput * per_sample * 8 / 1e6 if arrived else math.nan,
         "link_utilization": goodput / configured if configured and goodput == goodput else None,
         "link": {"mode": cfg.link.mode, **({} if real else lk)},
-        "peak_inflight_batches": max(h["peak"] for h in hops.values()),
+        "edges": edges,
+        "peak_inflight_batches": max((h["peak"] for h in hops.values()), default=0),
         "peak_inflight_total": peak_total,
         "window": cfg.flow.window,
         "hops": hops,
@@ -92,12 +155,7 @@ def build_report(
             "histogram": {str(k): c for k, c in sizes},
         },
         "stages": stages,
-        "fidelity": {
-            "accuracy": led["accuracy"],
-            "labelled_samples": led["labelled_samples"],
-            "agreement": led["agreement"],
-            "reference_samples": led["reference_samples"],
-        },
+        "fidelity": led["fidelity"],
         "memory": memory,
         "timeline": timeline,
         "config": config_to_dict(cfg),

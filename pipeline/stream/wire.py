@@ -4,7 +4,8 @@ Kinds: ``ours`` (``codec.encode``: quantization + sparse/dense + rANS), and the 
 ``fp32`` / ``fp16`` (raw little-endian values) and ``zstd`` (fp32 bytes compressed with zstd).
 Baseline frames carry a small self-describing header (magic, kind, dtype, shape) so every
 kind decodes without side information. A batch of frames travels as a ``pyarrow.RecordBatch``
-built by ``codec.arrow`` plus two extra columns (``label``, ``t_src``) for bookkeeping.
+built by ``codec.arrow`` (one row per sample, a frame per group of rows) plus two per-sample
+columns (``label``, ``t_src``) for bookkeeping.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ def _check_kind(kind: str) -> None:
 
 
 def encode_tensor(
-    x: Any, kind: str = "ours", bits: int = 8, level: int = 3, axis: int | None = None
+    x: Any,
+    kind: str = "ours",
+    bits: int = 8,
+    level: int = 3,
+    axis: int | None = None,
+    threads: int = 1,
 ) -> bytes:
     """Serialize one feature tensor (NumPy array or torch tensor) as ``kind``."""
     _check_kind(kind)
     if kind == "ours":
         import codec
 
-        return codec.encode(x, bits=bits, axis=axis, level=level)
+        return codec.encode(x, bits=bits, axis=axis, level=level, threads=threads)
     arr = _to_numpy(x)
     if arr.ndim > _MAX_NDIM:
         raise WireError(f"tensor has {arr.ndim} dims, at most {_MAX_NDIM} supported")
@@ -60,7 +66,9 @@ def encode_tensor(
     return header + body
 
 
-def decode_tensor(blob: bytes | memoryview, max_elements: int = _MAX_ELEMS) -> np.ndarray:
+def decode_tensor(
+    blob: bytes | memoryview, max_elements: int = _MAX_ELEMS, threads: int = 1
+) -> np.ndarray:
     """Inverse of :func:`encode_tensor` for any kind (dispatches on the frame's magic).
 
     A frame declaring more than ``max_elements`` values is refused before anything is allocated for it
@@ -70,7 +78,7 @@ def decode_tensor(blob: bytes | memoryview, max_elements: int = _MAX_ELEMS) -> n
     if len(mv) < _HEADER.size or bytes(mv[:4]) != _MAGIC:
         import codec
 
-        return codec.decode(mv, max_elements=max_elements)
+        return codec.decode(mv, max_elements=max_elements, threads=threads)
     _, code, ndim = _HEADER.unpack_from(mv, 0)
     if code not in _CODE_KIND or ndim > _MAX_NDIM:
         raise WireError(f"bad baseline frame header (kind code {code}, ndim {ndim})")
@@ -121,12 +129,13 @@ def pack_batch(
     frames: list[bytes],
     labels: np.ndarray | None,
     t_src: np.ndarray,
-    shapes: list[tuple[int, ...]] | None = None,
+    samples: list[int] | None = None,
 ) -> pa.RecordBatch:
-    """Frames plus per-sample bookkeeping as one Arrow ``RecordBatch`` (``codec.arrow`` layout)."""
+    """Frames plus per-sample bookkeeping as one Arrow ``RecordBatch`` (the ``codec.arrow`` layout:
+    frame ``i`` holds ``samples[i]`` consecutive samples, 1 each by default)."""
     from codec.arrow import frames_to_batch
 
-    batch = frames_to_batch(np.asarray(ids, dtype=np.int64).tolist(), frames, shapes)
+    batch = frames_to_batch(np.asarray(ids, dtype=np.int64).tolist(), frames, samples)
     n = batch.num_rows
     label_arr = (
         pa.nulls(n, pa.int64()) if labels is None else pa.array(np.asarray(labels, dtype=np.int64))
@@ -135,10 +144,9 @@ def pack_batch(
     return batch.append_column("t_src", pa.array(np.asarray(t_src, dtype=np.float64)))
 
 
-def unpack_batch(
-    batch: pa.RecordBatch,
-) -> tuple[np.ndarray, list[bytes], np.ndarray | None, np.ndarray]:
-    """Inverse of :func:`pack_batch`: ``(ids, frames, labels or None, t_src)``."""
+def unpack_batch(batch: pa.RecordBatch) -> tuple[np.ndarray, list, np.ndarray | None, np.ndarray]:
+    """Inverse of :func:`pack_batch`: ``(ids, frame groups, labels or None, t_src)``; each group is a
+    ``codec.arrow.FrameGroup`` (first row, samples, frame bytes)."""
     from codec.arrow import batch_to_frames
 
     names = batch.schema.names
@@ -150,8 +158,8 @@ def unpack_batch(
         None if label_col.null_count == len(label_col) else label_col.to_numpy(zero_copy_only=False)
     )
     t_src = batch.column("t_src").to_numpy()
-    ids, frames = batch_to_frames(batch.drop_columns(list(EXTRA_COLUMNS)))
-    return np.asarray(ids, dtype=np.int64), list(frames), labels, t_src
+    ids, groups = batch_to_frames(batch.drop_columns(list(EXTRA_COLUMNS)))
+    return ids, groups, labels, t_src
 
 
 def batch_wire_bytes(batch: pa.RecordBatch) -> int:
@@ -166,17 +174,16 @@ def corrupt_frames(
     quarantine). Returns the batch (a new one if anything changed) and how many frames were hit."""
     if probability <= 0 or batch.num_rows == 0:
         return batch, 0
-    hit = np.flatnonzero(rng.random(batch.num_rows) < probability)
-    if hit.size == 0:
-        return batch, 0
     col = batch.schema.get_field_index("frame")
     frames = batch.column(col).to_pylist()
-    for i in hit.tolist():
-        if not frames[i]:
-            continue
+    rows = [i for i, f in enumerate(frames) if f]  # rows that start a frame
+    hit = [i for i, u in zip(rows, rng.random(len(rows)), strict=True) if u < probability]
+    if not hit:
+        return batch, 0
+    for i in hit:
         buf = bytearray(frames[i])
         bit = int(rng.integers(0, 8 * len(buf)))
         buf[bit // 8] ^= 1 << (bit % 8)
         frames[i] = bytes(buf)
     arr = pa.array(frames, type=batch.schema.field(col).type)
-    return batch.set_column(col, batch.schema.field(col), arr), int(hit.size)
+    return batch.set_column(col, batch.schema.field(col), arr), len(hit)

@@ -1,0 +1,131 @@
+"""Fused actors: one process per edge (source, head, encoder, transport) and one per cloud replica
+(decoder, tail, sink), as Ray Data fuses map operators. Fewer processes hold less memory and pass features
+between stages in memory instead of through the object store. Each call still reports one record per
+logical stage, so the stream's metrics stay per stage.
+
+The edge actor is asynchronous: a batch's compute (``next_batch``, ``rebuild``) runs on one worker
+thread while earlier batches wait on the link (``send``), so compute and transmission overlap as they
+do with separate actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from actors.base import StageBase
+from actors.codec_stages import Decoder, Encoder
+from actors.model_stages import HeadModel, ModelFactory, TailModel
+from actors.sink import Sink
+from actors.source import Source
+from actors.transport import Transport
+from pipeline.stream.data import SourceSpec
+from pipeline.stream.executor import StageFailure
+
+
+def _stage(stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one logical stage; its failure is reported under its own name."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        raise StageFailure(stage, f"{type(exc).__name__}: {exc}") from exc
+
+
+class EdgeNode(StageBase):
+    """Source, head, encoder and transport of one edge in one process."""
+
+    stage = "edge"
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        samples: int,
+        batching: dict[str, Any],
+        factory: ModelFactory,
+        codec: dict[str, Any],
+        link_spec: Any | None,
+        *,
+        first_id: int = 0,
+        reorder_timeout_s: float = 10.0,
+        use_gpu: bool = False,
+        threads: int = 1,
+    ) -> None:
+        super().__init__(0, threads)
+        self.source = Source(spec, samples, first_id=first_id, threads=threads, **batching)
+        self.head = HeadModel(factory, 0, use_gpu, threads=threads)
+        self.encoder = Encoder(**codec, threads=threads)
+        self.transport = Transport(link_spec, 0, reorder_timeout_s)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
+        self._ahead: tuple[int, Future] | None = None  # (start, the batch being made ahead)
+
+    def _encode(self, made: tuple[dict[str, Any], Any]) -> tuple[dict[str, Any], Any]:
+        meta, batch = made
+        if batch is None:
+            return meta, None
+        head_meta, feat = _stage("head", self.head.process, batch)
+        enc_meta, rb = _stage("encoder", self.encoder.process, feat)
+        stages = {"source": meta, "head": head_meta, "encoder": enc_meta}
+        return {**meta, "stages": stages}, rb
+
+    def _make(self, start: int, t0: float | None) -> tuple[dict[str, Any], Any]:
+        return self._encode(_stage("source", self.source.next_batch, start, t0))
+
+    async def next_batch(self, start: int, t0: float | None = None):
+        """Make the batch starting at sample ``start`` and encode it: ``(meta, Arrow batch)``.
+
+        The batch after it is then made ahead, while the driver hands this one on: the driver asks for
+        it next (unless it replays from elsewhere, when the early batch is dropped), so the compute
+        thread never waits on a round trip through the driver. At most one batch is made ahead."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == start:
+            future = ahead[1]
+        else:
+            future = self._pool.submit(self._make, start, t0)
+        meta, rb = await asyncio.wrap_future(future)
+        if rb is not None and not meta["done"]:
+            nxt = meta["start"] + meta["n"]
+            self._ahead = (nxt, self._pool.submit(self._make, nxt, meta["t0"]))
+        return meta, rb
+
+    async def rebuild(self, start: int, n: int, t0: float, t_created: float):
+        """Make and encode an earlier batch again from its sample ids."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool,
+            lambda: self._encode(_stage("source", self.source.rebuild, start, n, t0, t_created)),
+        )
+
+    async def send(self, rb, ticket: int, floor: int = 0):
+        """Put an encoded batch on this edge's link (see :class:`~actors.transport.Transport`)."""
+        return await self.transport.send(rb, ticket, floor)
+
+
+class CloudNode(StageBase):
+    """Decoder, tail and the sink's per-batch results of one cloud replica in one process (the sink
+    keeps no state, so every replica can be its own)."""
+
+    stage = "cloud"
+
+    def __init__(
+        self,
+        feature_shape: tuple[int, ...] | None,
+        factory: ModelFactory,
+        source_spec: SourceSpec | None = None,
+        reference_samples: int = 0,
+        replica: int = 0,
+        use_gpu: bool = False,
+        threads: int = 1,
+    ) -> None:
+        super().__init__(replica, threads)
+        self.decoder = Decoder(feature_shape, replica, threads=threads)
+        self.tail = TailModel(factory, replica, use_gpu, threads=threads)
+        self.sink = Sink(source_spec, factory, reference_samples)
+
+    def process(self, rb) -> tuple[dict[str, Any], None]:
+        """Decode a batch, run the tail and score the results: ``(meta, None)``."""
+        dec_meta, batch = _stage("decoder", self.decoder.process, rb)
+        tail_meta, out = _stage("tail", self.tail.process, batch)
+        sink_meta, _ = _stage("sink", self.sink.receive, out)
+        return {"stages": {"decoder": dec_meta, "tail": tail_meta, "sink": sink_meta}}, None
