@@ -1,0 +1,115 @@
+"""Fleets: N edge streams, each with its own source, models and link, feeding one shared cloud pool.
+First on one node (`ray_local`), then on a `ray.cluster_utils.Cluster` with a node per edge."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from tiny_stream import tiny_config, tiny_factory
+
+from pipeline.stream.config import ConfigError, load_config
+from splitstream.runner import run_pipeline
+
+
+def test_every_edge_streams_its_own_ids_over_its_own_link(ray_local):
+    cfg = tiny_config(
+        "samples=120",
+        "fleet.edges=3",
+        "link.bandwidth_mbps=4",
+        "fleet.links=[{bandwidth_mbps: 8}, {profile: 100mbit}]",  # edge 2 keeps the base link
+        "batching.max_batch_size=16",
+        "fidelity.reference_samples=8",
+    )
+    rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
+    assert rep["samples"] == 360 and rep["delivered"] == 360
+    assert rep["lost"] == 0 and rep["duplicated"] == 0 and rep["unexpected"] == 0
+    edges = rep["edges"]
+    assert [e["edge"] for e in edges] == [0, 1, 2]
+    assert [e["first_id"] for e in edges] == [0, 120, 240]  # ids unique across the fleet
+    assert all(e["samples"] == 120 and e["delivered"] == 120 and e["lost"] == 0 for e in edges)
+    assert [e["configured_mbps"] for e in edges] == [8.0, 100.0, 4.0]
+    assert rep["link"]["configured_mbps"] == 112.0
+    for e in edges:
+        assert e["goodput_mbps"] > 0 and e["latency_p99_ms"] >= e["latency_p50_ms"] > 0
+        assert e["node"]["pid"] > 0
+    # one edge actor per edge (fused), three distinct processes
+    assert len({e["node"]["pid"] for e in edges}) == 3
+    assert rep["stages"]["head"]["replicas"] == 3 and rep["stages"]["head"]["samples"] == 360
+
+
+def test_fleet_links_are_checked_before_ray_starts():
+    with pytest.raises(ConfigError, match=r"fleet\.links: 3 entries for fleet\.edges=2"):
+        load_config(None, ["fleet.edges=2", "fleet.links=[{}, {}, {}]"])
+    with pytest.raises(ConfigError, match=r"fleet\.links\.1\.profile"):
+        load_config(None, ["fleet.edges=2", "fleet.links=[{}, {profile: 6g}]"])
+    with pytest.raises(ConfigError, match=r"fleet\.links\.0\.trace"):
+        load_config(None, ["fleet.edges=2", "fleet.links=[{trace: /no/such.trace}]"])
+
+
+@pytest.mark.slow
+def test_eight_edges_at_2_mbit_each_fill_their_links(ray_local):
+    cfg = tiny_config(
+        "samples=200",
+        "codec.kind=fp32",  # 8 KiB per sample: the links, not the two cores, are the bottleneck
+        "fleet.edges=8",
+        "link.bandwidth_mbps=2",
+        "batching.max_batch_size=16",
+        "fidelity.reference_samples=0",
+    )
+    rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
+    assert rep["delivered"] == 1600 and rep["lost"] == 0 and rep["duplicated"] == 0
+    aggregate = rep["throughput_sps"] * rep["wire_bytes_per_sample"] * 8 / 1e6
+    assert aggregate >= 0.90 * 16, aggregate
+    for e in rep["edges"]:
+        assert 0.85 <= e["link_utilization"] <= 1.05, e
+
+
+@pytest.fixture(scope="module")
+def fleet_cluster():
+    """A head with no CPUs, three edge nodes and two cloud nodes (one machine)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    mem = 96 * 1024 * 1024
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": mem},
+    )
+    edges = [
+        cluster.add_node(num_cpus=1, resources={"edge": 100}, object_store_memory=mem)
+        for _ in range(3)
+    ]
+    clouds = [
+        cluster.add_node(num_cpus=1, resources={"cloud": 100}, object_store_memory=mem)
+        for _ in range(2)
+    ]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield {"edge": {n.node_id for n in edges}, "cloud": {n.node_id for n in clouds}}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "separate"])
+def test_each_edge_and_cloud_replica_runs_on_its_own_node(fleet_cluster, fuse):
+    cfg = tiny_config(
+        f"placement.fuse={fuse}",
+        "samples=48",
+        "fleet.edges=3",
+        "replicas.decoder=2",
+        "replicas.tail=2",
+        "link.profile=unlimited",
+        "fidelity.reference_samples=0",
+    )
+    rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
+    assert rep["delivered"] == 144 and rep["lost"] == 0
+    edge_nodes = [e["node"]["node_id"] for e in rep["edges"]]
+    assert sorted(edge_nodes) == sorted(fleet_cluster["edge"])  # three edges, three nodes
+    for stage in ("source", "head", "encoder", "transport"):
+        nodes = [p["node_id"] for p in rep["stages"][stage]["placement"]]
+        assert nodes == edge_nodes, stage  # every edge's stages on that edge's node
+    for stage in ("decoder", "tail"):
+        nodes = [p["node_id"] for p in rep["stages"][stage]["placement"]]
+        assert sorted(nodes) == sorted(fleet_cluster["cloud"]), stage  # two replicas, two nodes
