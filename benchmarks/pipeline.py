@@ -1,17 +1,29 @@
-"""Pipeline benchmark: throughput and p99 latency vs link bandwidth and codec, and scale-out.
+"""Pipeline benchmark: the stream against one core, against the link, and scaled out.
 
-    python -m benchmarks.pipeline [--quick] [--json PATH] [--out DIR]
+    python -m benchmarks.pipeline [--quick] [--json PATH] [--out DIR] [--skip-cluster] [--netns]
 
-1. **Bandwidth sweep** -- one local Ray instance; the stream of ``configs/demo.yaml`` over an
-   emulated link of 1, 10, 100 Mbit/s and unconstrained, for each ``codec.kind`` (fp32, fp16,
-   zstd, ours).
-2. **Scale-out** -- a simulated multi-node cluster (``ray.cluster_utils.Cluster``: two edge and
-   two cloud nodes); throughput vs the number of encoder/decoder replicas on an
-   unconstrained link, where the codec and models (not the link) bound the rate.
+1. **Speed vs one core** -- the in-process rate of the demo model on one core (head ->
+   ``codec.encode`` -> ``codec.decode`` -> tail, batches of 32, one torch thread) and the demo stream
+   over an unconstrained link (3,000 samples), fused and with one actor per stage, taken in
+   alternating pairs on one local Ray instance; the ratios are medians of the per-pair ratios. RSS per
+   side comes from the stream's own report.
+2. **Bandwidth x codec** -- the demo stream over emulated links of 1, 10, 50 and 100 Mbit/s and
+   unconstrained, for ``codec.kind`` fp32, fp16, zstd and ours; each run carries about
+   ``LINK_SECONDS`` of link time. ``e2e util`` is delivered samples/s x wire bytes per sample over
+   the configured rate.
+3. **Fleet scale-out** -- a ``ray.cluster_utils.Cluster`` with one node per edge and four cloud
+   nodes; 1, 2, 4 and 8 edges, each over its own 2 Mbit/s emulated link, 200 samples per edge;
+   aggregate goodput (measured at the receiver) and end-to-end rate against N x 2 Mbit/s. Every edge
+   must run on its own node (checked).
+4. **Cloud pool scale-out** -- on the same cluster, two unconstrained edges feeding 1, 2 and 4 cloud
+   replicas, each on its own cloud node (checked).
+5. **Real link** (``--netns``, root) -- the stream across a tc-shaped veth between two network
+   namespaces.
 
-Prints Markdown tables, writes JSON (default ``benchmarks/results/pipeline.json``) and PNG plots
-(``pipeline_bandwidth.png``, ``pipeline_scaleout.png``) and ``pipeline.md`` into ``--out``;
-``--quick`` names them ``pipeline_quick*`` so the committed full results stay untouched.
+All nodes of the cluster share this machine's cores, which the tables say. Prints Markdown tables,
+writes JSON (default ``benchmarks/results/pipeline.json``, stamped with the commit and the settings),
+``pipeline.md`` and PNG plots into ``--out``; ``--quick`` runs a smaller version and names its outputs
+``pipeline_quick*``.
 """
 
 from __future__ import annotations
@@ -19,9 +31,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +45,17 @@ from benchmarks.common import machine, provenance, stamp, table, write_json
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE_CONFIG = REPO / "configs" / "demo.yaml"
-BANDWIDTHS: tuple[float | None, ...] = (1.0, 10.0, 100.0, None)  # None = unconstrained
+BANDWIDTHS: tuple[float | None, ...] = (1.0, 10.0, 50.0, 100.0, None)  # None = unconstrained
 CODECS = ("fp32", "fp16", "zstd", "ours")
-REPLICAS = (1, 2, 4)
+LINK_SECONDS = 6.0  # link time each bandwidth run carries ...
+SWEEP_SAMPLES = (64, 3000)  # ... within these bounds on its sample count
+SPEED_SAMPLES = 3000
+REFERENCE_BATCH = 32
+FLEET_EDGES = (1, 2, 4, 8)
+FLEET_MBPS = 2.0
+FLEET_SAMPLES = 200
+CLOUD_REPLICAS = (1, 2, 4)
+CLOUD_NODES = 4
 REAL_RATES = (4.0,)  # tbf Mbit/s of the real shaped link (--netns)
 REAL_CODECS = ("fp32", "ours")
 
@@ -43,9 +64,11 @@ def _bw_label(bw: float | None) -> str:
     return "unconstrained" if bw is None else f"{bw:g} Mbit/s"
 
 
-def _row(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers one run contributes to the tables."""
+def _row(report: dict[str, Any], mbps: float | None = None) -> dict[str, Any]:
+    """The numbers one run contributes to the tables (``mbps``: the configured aggregate rate)."""
     fid = report.get("fidelity") or {}
+    e2e = report["throughput_sps"] * report["wire_bytes_per_sample"] * 8 / 1e6
+    mem = report.get("memory") or {}
     return {
         "samples": report["delivered"],
         "throughput_sps": report["throughput_sps"],
@@ -53,18 +76,22 @@ def _row(report: dict[str, Any]) -> dict[str, Any]:
         "latency_p99_ms": report["latency_p99_ms"],
         "compression_ratio": report["compression_ratio"],
         "wire_bytes": report["wire_bytes"],
-        # the emulated link's own schedule (None on a real link) ...
-        "link_mbps": (report.get("link") or {}).get("scheduled_mbps"),
-        # ... and what arrived, measured at the receiver
+        # what arrived, measured at the receiver ...
         "goodput_mbps": report["goodput_mbps"],
-        "link_utilization": report["link_utilization"],
+        "e2e_mbps": e2e,
+        "e2e_utilization": e2e / mbps if mbps else None,
+        # ... and the emulated link's own schedule, apart (None on a real link)
+        "link_mbps": (report.get("link") or {}).get("scheduled_mbps"),
         "agreement": fid.get("agreement"),
         "accuracy": fid.get("accuracy"),
         "lost": report["lost"],
+        "duplicated": report["duplicated"],
         "rejected": report["rejected"],
         "restarts": report["restarts"],
-        "duplicated": report["duplicated"],
         "elapsed_s": report["elapsed_s"],
+        "edge_rss_mb": mem.get("edge_rss_mb_max"),
+        "cloud_rss_mb": mem.get("cloud_rss_mb_max"),
+        "driver_rss_mb": mem.get("driver_rss_mb_max"),
     }
 
 
@@ -72,65 +99,177 @@ def _run(overrides: Sequence[str]) -> dict[str, Any]:
     from pipeline.stream.config import load_config
     from splitstream.runner import run_pipeline
 
-    cfg = load_config(BASE_CONFIG, list(overrides))
-    return run_pipeline(cfg, progress=False)
+    return run_pipeline(load_config(BASE_CONFIG, list(overrides)), progress=False)
 
 
-def bandwidth_sweep(
-    samples: int,
-    batch: int,
-    reference: int,
-    bandwidths: Sequence[float | None] = BANDWIDTHS,
-    codecs: Sequence[str] = CODECS,
-    run: Callable[[Sequence[str]], dict[str, Any]] = _run,
-) -> list[dict[str, Any]]:
-    """Every (bandwidth, codec) pair on the already-initialized Ray instance."""
-    rows = []
-    pairs = [(bw, kind) for bw in bandwidths for kind in codecs]
-    for bw, kind in tqdm(pairs, desc="bandwidth x codec", unit="run"):
-        link = ["link.profile=unlimited"] if bw is None else [f"link.bandwidth_mbps={bw}"]
-        overrides = [
-            f"samples={samples}",
-            f"codec.kind={kind}",
-            f"batching.max_batch_size={batch}",
-            f"fidelity.reference_samples={reference}",
-            "link.mode=emulated",
-            *link,
-        ]
-        row = {"bandwidth_mbps": bw, "link": _bw_label(bw), "codec": kind, **_row(run(overrides))}
+def inprocess_rate(samples: int = SPEED_SAMPLES, batch: int = REFERENCE_BATCH) -> float:
+    """Samples/s of the demo model through the codec in this process, on one core: the head, one
+    ``codec.encode`` and ``codec.decode`` per batch (the demo's codec settings), the tail."""
+    import numpy as np
+    import torch
+
+    import codec
+    from pipeline.stream.config import load_config
+    from pipeline.stream.data import SampleSource
+    from pipeline.stream.preflight import preflight
+
+    cfg = load_config(BASE_CONFIG)
+    pre = preflight(cfg)
+    head, tail = pre.factory()
+    head.eval()
+    tail.eval()
+    x, _ = SampleSource(pre.source).get(np.arange(samples))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for k in range(0, samples, batch):
+                feat = head(torch.from_numpy(x[k : k + batch])).numpy()
+                blob = codec.encode(feat, bits=cfg.codec.bits, level=cfg.codec.level)
+                tail(torch.from_numpy(codec.decode(blob))).argmax(-1)
+        return samples / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def speed_vs_one_core(samples: int, rounds: int) -> list[dict[str, Any]]:
+    """The unconstrained demo stream, fused and separate, against the in-process one-core rate."""
+    modes = {"fused": ["placement.fuse=true"], "separate": ["placement.fuse=false"]}
+    base = [f"samples={samples}", "link.profile=unlimited", "fidelity.reference_samples=0"]
+    _run([*base[1:], "samples=300"])  # warm: the digits model is cached, the OS caches are hot
+    refs: list[float] = []
+    runs: dict[str, list[tuple[float, dict[str, Any]]]] = {m: [] for m in modes}
+    for _ in tqdm(range(rounds), desc="speed vs one core", unit="round"):
+        for mode, extra in modes.items():
+            ref = inprocess_rate(samples)
+            rep = _run([*base, *extra])
+            refs.append(ref)
+            runs[mode].append((rep["throughput_sps"] / ref, rep))
+    rows: list[dict[str, Any]] = [
+        {
+            "mode": f"in-process, one core, batches of {REFERENCE_BATCH}",
+            "throughput_sps": statistics.median(refs),
+            "ratio": 1.0,
+            "ratios": [1.0],
+        }
+    ]
+    for mode, pairs in runs.items():
+        ratios = [r for r, _ in pairs]
+        rep = sorted(pairs, key=lambda p: p[0])[len(pairs) // 2][1]  # the median run
+        row = _row(rep)
+        row.update(mode=f"stream, {mode}", ratio=statistics.median(ratios), ratios=ratios)
         rows.append(row)
     return rows
 
 
-def scaleout(
-    samples: int,
-    batch: int,
-    replicas: Sequence[int] = REPLICAS,
-    codec_kind: str = "ours",
-    run: Callable[[Sequence[str]], dict[str, Any]] = _run,
+def _sweep_samples(bw: float | None, frame_bytes: int) -> int:
+    if bw is None:
+        return SWEEP_SAMPLES[1]
+    n = int(LINK_SECONDS * bw * 1e6 / 8 / max(frame_bytes, 1))
+    return max(SWEEP_SAMPLES[0], min(SWEEP_SAMPLES[1], n))
+
+
+def bandwidth_sweep(
+    reference: int,
+    bandwidths: Sequence[float | None] = BANDWIDTHS,
+    codecs: Sequence[str] = CODECS,
+    cap: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Throughput vs encoder/decoder replicas on the connected (multi-node) cluster."""
+    """Every (bandwidth, codec) pair on the already-initialized Ray instance."""
+    from pipeline.stream.config import load_config
+    from pipeline.stream.preflight import preflight
+
+    frame = {
+        k: preflight(load_config(BASE_CONFIG, [f"codec.kind={k}"])).frame_bytes for k in codecs
+    }
     rows = []
-    for n in tqdm(replicas, desc="scale-out", unit="run"):
+    pairs = [(bw, kind) for bw in bandwidths for kind in codecs]
+    for bw, kind in tqdm(pairs, desc="bandwidth x codec", unit="run"):
+        n = _sweep_samples(bw, frame[kind])
+        n = min(n, cap) if cap else n
+        link = ["link.profile=unlimited"] if bw is None else [f"link.bandwidth_mbps={bw}"]
         overrides = [
-            f"samples={samples}",
-            f"codec.kind={codec_kind}",
-            f"batching.max_batch_size={batch}",
-            "fidelity.reference_samples=0",
+            f"samples={n}",
+            f"codec.kind={kind}",
+            f"fidelity.reference_samples={min(reference, n)}",
             "link.mode=emulated",
-            "link.profile=unlimited",
-            f"replicas.encoder={n}",
-            f"replicas.decoder={n}",
-            f"flow.window={max(4, 2 * n)}",
+            *link,
         ]
-        report = run(overrides)
-        nodes = {
-            stage: sorted(
-                {p["ip"] + ":" + p["node_id"][:6] for p in report["stages"][stage]["placement"]}
-            )
-            for stage in ("encoder", "decoder")
+        row = {
+            "bandwidth_mbps": bw,
+            "link": _bw_label(bw),
+            "codec": kind,
+            **_row(_run(overrides), bw),
         }
-        rows.append({"replicas": n, "codec": codec_kind, **_row(report), "nodes": nodes})
+        rows.append(row)
+    return rows
+
+
+def start_cluster(edge_nodes: int, cloud_nodes: int, cpus: int = 1) -> Any:
+    """A simulated multi-node Ray cluster on this machine: a head without CPUs, edge and cloud nodes."""
+    from ray.cluster_utils import Cluster
+
+    mem = 96 * 1024 * 1024
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "object_store_memory": mem, "include_dashboard": False},
+    )
+    for _ in range(edge_nodes):
+        cluster.add_node(num_cpus=cpus, resources={"edge": 100}, object_store_memory=mem)
+    for _ in range(cloud_nodes):
+        cluster.add_node(num_cpus=cpus, resources={"cloud": 100}, object_store_memory=mem)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def _distinct(nodes: Sequence[str | None], what: str) -> None:
+    """The benchmark's placement claim: every one of ``nodes`` is its own node."""
+    if None in nodes or len(set(nodes)) != len(nodes):
+        raise RuntimeError(f"{what} did not run on distinct nodes: {list(nodes)}")
+
+
+def fleet_scaleout(edges: Sequence[int], samples: int, mbps: float) -> list[dict[str, Any]]:
+    """N edges, each over its own ``mbps`` link, on the connected cluster (one node per edge)."""
+    rows = []
+    for n in tqdm(edges, desc="fleet scale-out", unit="run"):
+        rep = _run(
+            [
+                f"samples={samples}",
+                f"fleet.edges={n}",
+                f"link.bandwidth_mbps={mbps}",
+                "fidelity.reference_samples=0",
+            ]
+        )
+        nodes = [e["node"]["node_id"] for e in rep["edges"]]
+        _distinct(nodes, f"the {n} edges")
+        row = {"edges": n, "configured_mbps": n * mbps, **_row(rep, n * mbps)}
+        row["edge_utilization_min"] = min(e["link_utilization"] or 0.0 for e in rep["edges"])
+        row["edge_nodes"] = len(set(nodes))
+        rows.append(row)
+    return rows
+
+
+def cloud_scaleout(replicas: Sequence[int], samples: int) -> list[dict[str, Any]]:
+    """Two unconstrained edges feeding 1, 2, 4 cloud replicas, each on its own cloud node."""
+    rows = []
+    for r in tqdm(replicas, desc="cloud pool scale-out", unit="run"):
+        rep = _run(
+            [
+                f"samples={samples}",
+                "fleet.edges=2",
+                f"replicas.decoder={r}",
+                f"replicas.tail={r}",
+                "link.profile=unlimited",
+                "fidelity.reference_samples=0",
+            ]
+        )
+        nodes = [p["node_id"] for p in rep["stages"]["decoder"]["placement"]]
+        _distinct(nodes, f"the {r} cloud replicas")
+        rows.append({"replicas": r, "cloud_nodes": len(set(nodes)), **_row(rep)})
+    base = rows[0]["throughput_sps"] if rows else 0.0
+    for row in rows:
+        row["speedup"] = row["throughput_sps"] / base if base else None
     return rows
 
 
@@ -138,7 +277,6 @@ def real_link(
     samples: int, batch: int, rates: Sequence[float], codecs: Sequence[str]
 ) -> list[dict[str, Any]]:
     """The same stream across a tc-shaped veth between two network namespaces (root only)."""
-    import sys
     import tempfile
 
     sys.path.insert(0, str(REPO / "scripts"))
@@ -169,23 +307,6 @@ def real_link(
     return rows
 
 
-def start_cluster(edge_nodes: int = 2, cloud_nodes: int = 2, cpus: int = 2) -> Any:
-    """A simulated multi-node Ray cluster on this machine (edge and cloud nodes)."""
-    from ray.cluster_utils import Cluster
-
-    mem = 96 * 1024 * 1024
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "object_store_memory": mem, "include_dashboard": False},
-    )
-    for _ in range(edge_nodes):
-        cluster.add_node(num_cpus=cpus, resources={"edge": 100}, object_store_memory=mem)
-    for _ in range(cloud_nodes):
-        cluster.add_node(num_cpus=cpus, resources={"cloud": 100}, object_store_memory=mem)
-    cluster.wait_for_nodes()
-    return cluster
-
-
 def plot_bandwidth(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Throughput and p99 latency vs bandwidth, one line per codec."""
     import matplotlib
@@ -214,47 +335,91 @@ def plot_bandwidth(rows: Sequence[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(title="codec.kind")
-    fig.suptitle("splitstream pipeline: digits-resnet split at layer1, emulated link")
+    fig.suptitle("splitstream: digits-resnet split at layer1, emulated link (2-core machine)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_scaleout(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Throughput vs encoder/decoder replicas."""
+def plot_scaleout(
+    fleet: Sequence[dict[str, Any]], cloud: Sequence[dict[str, Any]], path: Path
+) -> None:
+    """Fleet: aggregate goodput vs edges (with N x link rate); cloud pool: throughput vs replicas."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    xs = [r["replicas"] for r in rows]
-    ax.plot(xs, [r["throughput_sps"] for r in rows], marker="o", label="measured")
-    if rows:
-        base = rows[0]["throughput_sps"] / rows[0]["replicas"]
-        ax.plot(xs, [base * x for x in xs], ls="--", color="grey", label="linear")
-    ax.set_xticks(xs)
-    ax.set_xlabel("encoder = decoder replicas")
-    ax.set_ylabel("throughput (samples/s)")
-    ax.set_title("scale-out on a simulated 2 edge + 2 cloud node cluster")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    if fleet:
+        xs = [r["edges"] for r in fleet]
+        axes[0].plot(xs, [r["goodput_mbps"] for r in fleet], marker="o", label="goodput (receiver)")
+        axes[0].plot(xs, [r["e2e_mbps"] for r in fleet], marker="s", label="end to end")
+        axes[0].plot(
+            xs, [r["configured_mbps"] for r in fleet], ls="--", color="grey", label="N x link"
+        )
+        axes[0].set_xticks(xs)
+        axes[0].set_xlabel(f"edges (each over its own {FLEET_MBPS:g} Mbit/s link, own node)")
+        axes[0].set_ylabel("aggregate Mbit/s")
+        axes[0].set_title("fleet scale-out")
+        axes[0].legend()
+        axes[0].grid(True, alpha=0.3)
+    if cloud:
+        xs = [r["replicas"] for r in cloud]
+        axes[1].plot(xs, [r["throughput_sps"] for r in cloud], marker="o", label="measured")
+        axes[1].set_xticks(xs)
+        axes[1].set_xlabel("cloud replicas (decoder + tail), one per cloud node")
+        axes[1].set_ylabel("samples/s")
+        axes[1].set_title("cloud pool scale-out (all nodes share 2 cores)")
+        axes[1].grid(True, alpha=0.3)
+        axes[1].set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+SPEED_COLUMNS = [
+    ("mode", "mode"),
+    ("throughput_sps", "samples/s"),
+    ("ratio", "x one core"),
+    ("latency_p99_ms", "p99 ms"),
+    ("edge_rss_mb", "edge RSS MiB"),
+    ("cloud_rss_mb", "cloud RSS MiB"),
+    ("lost", "lost"),
+]
 BW_COLUMNS = [
     ("link", "link"),
     ("codec", "codec"),
+    ("samples", "samples"),
     ("throughput_sps", "samples/s"),
     ("latency_p50_ms", "p50 ms"),
     ("latency_p99_ms", "p99 ms"),
     ("compression_ratio", "ratio"),
     ("goodput_mbps", "goodput Mbit/s (receiver)"),
-    ("link_utilization", "util (measured)"),
+    ("e2e_utilization", "e2e util"),
     ("link_mbps", "link schedule Mbit/s"),
     ("agreement", "agreement"),
+    ("lost", "lost"),
+]
+FLEET_COLUMNS = [
+    ("edges", "edges"),
+    ("edge_nodes", "edge nodes"),
+    ("configured_mbps", "N x link Mbit/s"),
+    ("goodput_mbps", "goodput Mbit/s (receiver)"),
+    ("e2e_mbps", "end-to-end Mbit/s"),
+    ("e2e_utilization", "e2e util"),
+    ("edge_utilization_min", "worst edge util"),
+    ("latency_p99_ms", "p99 ms"),
+    ("edge_rss_mb", "edge RSS MiB"),
+    ("lost", "lost"),
+]
+CLOUD_COLUMNS = [
+    ("replicas", "cloud replicas"),
+    ("cloud_nodes", "cloud nodes"),
+    ("throughput_sps", "samples/s"),
+    ("speedup", "speedup"),
+    ("latency_p99_ms", "p99 ms"),
+    ("cloud_rss_mb", "cloud RSS MiB"),
     ("lost", "lost"),
 ]
 REAL_COLUMNS = [
@@ -265,14 +430,6 @@ REAL_COLUMNS = [
     ("tc_wire_mbps", "link Mbit/s (tc)"),
     ("payload_goodput_mbps", "payload Mbit/s (tc)"),
     ("goodput_mbps", "goodput Mbit/s (receiver)"),
-    ("lost", "lost"),
-]
-SCALE_COLUMNS = [
-    ("replicas", "enc=dec replicas"),
-    ("throughput_sps", "samples/s"),
-    ("latency_p50_ms", "p50 ms"),
-    ("latency_p99_ms", "p99 ms"),
-    ("speedup", "speedup"),
     ("lost", "lost"),
 ]
 
@@ -289,15 +446,21 @@ def _clean(value: Any) -> Any:
 
 
 def render_tables(payload: dict[str, Any]) -> dict[str, str]:
-    """The README's Markdown blocks of a results document: bandwidth, scaleout, real_link."""
+    """The README's Markdown blocks of a results document."""
+
+    def block(key: str, columns: list[tuple[str, str]], missing: str) -> str:
+        return (
+            table(payload[key], columns)
+            if payload.get(key)
+            else f"_Not measured in this run ({missing})._"
+        )
+
     return {
-        "bandwidth": table(payload["bandwidth_sweep"], BW_COLUMNS),
-        "scaleout": table(payload["scaleout"], SCALE_COLUMNS)
-        if payload.get("scaleout")
-        else "_Not measured in this run (`--skip-scaleout`)._",
-        "real_link": table(payload["real_link"], REAL_COLUMNS)
-        if payload.get("real_link")
-        else "_Not measured in this run (needs `--netns` and root)._",
+        "speed": block("speed", SPEED_COLUMNS, "`--skip-speed`"),
+        "bandwidth": block("bandwidth_sweep", BW_COLUMNS, "no sweep"),
+        "fleet": block("fleet", FLEET_COLUMNS, "`--skip-cluster`"),
+        "cloud_pool": block("cloud_pool", CLOUD_COLUMNS, "`--skip-cluster`"),
+        "real_link": block("real_link", REAL_COLUMNS, "needs `--netns` and root"),
     }
 
 
@@ -310,18 +473,16 @@ def render_markdown(payload: dict[str, Any]) -> str:
         stamp(payload.get("provenance"), "python -m benchmarks.pipeline"),
         "",
         f"Machine: {payload['machine']['cpu']} ({payload['machine']['cores']} cores); "
-        f"base config `{payload['base_config']}`, {payload['samples_per_run']} samples per run, "
-        f"max batch {payload['max_batch_size']}.",
-        "",
-        "## Throughput and latency vs link bandwidth and codec",
-        "",
-        tables["bandwidth"],
+        f"base config `{payload['base_config']}`.",
     ]
-    if payload.get("scaleout"):
-        parts += ["", "## Scale-out (2 edge + 2 cloud simulated nodes)", "", tables["scaleout"]]
-    if payload.get("real_link"):
-        parts += ["", "## Real link (network namespaces, veth shaped with tc tbf)", ""]
-        parts.append(tables["real_link"])
+    for key, title in (
+        ("speed", "Speed against one core (unconstrained link)"),
+        ("bandwidth", "Throughput and latency vs link bandwidth and codec"),
+        ("fleet", f"Fleet scale-out ({FLEET_MBPS:g} Mbit/s per edge, one node per edge)"),
+        ("cloud_pool", "Cloud pool scale-out (one node per replica)"),
+        ("real_link", "Real link (network namespaces, veth shaped with tc tbf)"),
+    ):
+        parts += ["", f"## {title}", "", tables[key]]
     return "\n".join(parts) + "\n"
 
 
@@ -329,86 +490,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.pipeline", description=__doc__.split("\n\n")[0]
     )
-    ap.add_argument("--quick", action="store_true", help="fewer samples per run (smoke test)")
+    ap.add_argument("--quick", action="store_true", help="a smaller run (smoke test)")
     ap.add_argument("--json", default=None, help="output JSON path (default: in --out)")
     ap.add_argument("--out", default=str(RESULTS), help="directory for the PNG plots")
-    ap.add_argument("--skip-scaleout", action="store_true", help="only the bandwidth sweep")
+    ap.add_argument("--skip-speed", action="store_true", help="skip the one-core comparison")
+    ap.add_argument("--skip-cluster", action="store_true", help="skip the fleet and cloud pool")
     ap.add_argument(
         "--netns", action="store_true", help="also run across a real tc-shaped veth (root only)"
     )
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    samples, batch = (24, 8) if args.quick else (64, 8)
-    reference = 16 if args.quick else 32
+    quick = args.quick
+    speed_samples, rounds = (600, 1) if quick else (SPEED_SAMPLES, 3)
+    fleet_edges = (1, 2) if quick else FLEET_EDGES
+    cloud_replicas = (1, 2) if quick else CLOUD_REPLICAS
+    fleet_samples = 40 if quick else FLEET_SAMPLES
+    reference = 16 if quick else 32
+    config = {
+        "quick": quick,
+        "base_config": str(BASE_CONFIG.relative_to(REPO)),
+        "speed": {"samples": speed_samples, "rounds": rounds, "reference_batch": REFERENCE_BATCH},
+        "bandwidths": list(BANDWIDTHS),
+        "codecs": list(CODECS),
+        "link_seconds": LINK_SECONDS,
+        "sweep_samples": list(SWEEP_SAMPLES),
+        "fleet": {"edges": list(fleet_edges), "mbps": FLEET_MBPS, "samples": fleet_samples},
+        "cloud_pool": {"replicas": list(cloud_replicas), "nodes": CLOUD_NODES},
+        "real_link": {"rates": list(REAL_RATES), "codecs": list(REAL_CODECS)}
+        if args.netns
+        else None,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "pipeline_quick" if args.quick else "pipeline"
+    stem = "pipeline_quick" if quick else "pipeline"
     json_path = args.json or str(out / f"{stem}.json")
-    config = {
-        "quick": args.quick,
-        "base_config": str(BASE_CONFIG.relative_to(REPO)),
-        "samples_per_run": samples,
-        "max_batch_size": batch,
-        "reference_samples": reference,
-        "bandwidths_mbps": list(BANDWIDTHS),
-        "codecs": list(CODECS),
-        "replicas": [] if args.skip_scaleout else list(REPLICAS),
-        "netns": args.netns,
-        "netns_rates_mbps": list(REAL_RATES) if args.netns else [],
-        "netns_codecs": list(REAL_CODECS) if args.netns else [],
-    }
-    argv = sys.argv[1:] if argv is None else list(argv)
     prov = provenance(["python", "-m", "benchmarks.pipeline", *argv], config)
     t0 = time.time()
 
     from splitstream.runner import start_local_ray
 
+    speed_rows: list[dict[str, Any]] = []
     start_local_ray(num_cpus=2, object_store_mb=256)
     try:
-        bw_rows = bandwidth_sweep(samples, batch, reference)
+        if not args.skip_speed:
+            speed_rows = speed_vs_one_core(speed_samples, rounds)
+            print("\n## Speed against one core\n")
+            print(table(speed_rows, SPEED_COLUMNS))
+        bw_rows = bandwidth_sweep(reference, cap=200 if quick else None)
     finally:
         ray.shutdown()
     print("\n## Throughput and latency vs link bandwidth and codec\n")
     print(table(bw_rows, BW_COLUMNS))
     plot_bandwidth(bw_rows, out / f"{stem}_bandwidth.png")
 
-    scale_rows: list[dict[str, Any]] = []
-    if not args.skip_scaleout:
-        cluster = start_cluster()
+    fleet_rows: list[dict[str, Any]] = []
+    cloud_rows: list[dict[str, Any]] = []
+    if not args.skip_cluster:
+        cluster = start_cluster(max(fleet_edges), CLOUD_NODES)
         try:
             ray.init(address=cluster.address, log_to_driver=False)
-            scale_rows = scaleout(samples * 2, batch)
+            fleet_rows = fleet_scaleout(fleet_edges, fleet_samples, FLEET_MBPS)
+            cloud_rows = cloud_scaleout(cloud_replicas, speed_samples // 2)
         finally:
             ray.shutdown()
             cluster.shutdown()
-        for r in scale_rows:
-            r["speedup"] = r["throughput_sps"] / scale_rows[0]["throughput_sps"]
-        print("\n## Scale-out: encoder/decoder replicas on 2 edge + 2 cloud simulated nodes\n")
-        print(table(scale_rows, SCALE_COLUMNS))
-        plot_scaleout(scale_rows, out / f"{stem}_scaleout.png")
+        print("\n## Fleet scale-out\n")
+        print(table(fleet_rows, FLEET_COLUMNS))
+        print("\n## Cloud pool scale-out\n")
+        print(table(cloud_rows, CLOUD_COLUMNS))
+        plot_scaleout(fleet_rows, cloud_rows, out / f"{stem}_scaleout.png")
 
     real_rows: list[dict[str, Any]] = []
     if args.netns:
-        real_rows = real_link(samples, batch, rates=REAL_RATES, codecs=REAL_CODECS)
+        real_rows = real_link(64, 8, rates=REAL_RATES, codecs=REAL_CODECS)
         if real_rows:
             print("\n## Real link: two network namespaces, veth shaped with tc tbf\n")
             print(table(real_rows, REAL_COLUMNS))
 
     payload = {
         "benchmark": "pipeline",
-        "quick": args.quick,
+        "quick": quick,
         "machine": machine(),
         "provenance": prov,
         "base_config": str(BASE_CONFIG.relative_to(REPO)),
-        "samples_per_run": samples,
-        "max_batch_size": batch,
+        "speed": speed_rows,
         "bandwidth_sweep": bw_rows,
-        "scaleout": scale_rows,
+        "fleet": fleet_rows,
+        "cloud_pool": cloud_rows,
         "real_link": real_rows,
         "plots": [str(out / f"{stem}_bandwidth.png")]
-        + ([str(out / f"{stem}_scaleout.png")] if scale_rows else []),
+        + ([str(out / f"{stem}_scaleout.png")] if fleet_rows else []),
         "wall_s": time.time() - t0,
     }
     write_json(json_path, _clean(payload))
