@@ -86,6 +86,10 @@ def test_every_sample_arrives_exactly_once_with_report(ray_local, fuse):
     assert rep["fidelity"]["agreement"] >= 0.8
     assert rep["latency_p99_ms"] >= rep["latency_p50_ms"] > 0
     assert len(rep["timeline"]["t"]) == 40 and rep["timeline"]["settled"][-1] == 150
+    # RSS per node side; fused, each side is one process with torch, separate it is several
+    mem = rep["memory"]
+    assert mem["edge_rss_mb"] > 100 and mem["cloud_rss_mb"] > 100
+    assert mem["edge_rss_mb"] == mem["edge_rss_mb_max"]
 
 
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "separate"])

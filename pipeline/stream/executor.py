@@ -851,6 +851,9 @@ class StreamExecutor:
         if self.error is not None:
             err = {"kind": self.error.kind, "stage": self.error.stage, "message": str(self.error)}
         memory = dict(self.memory)
+        # RSS per node side: the peak of each side's processes summed, each process counted once
+        memory["edge_rss_mb"] = memory.get("edge_rss_mb_max")
+        memory["cloud_rss_mb"] = memory.get("cloud_rss_mb_max")
         for side in ("driver", "sink"):
             warm, last = memory.get(f"{side}_warm_mb"), memory.get(f"{side}_rss_mb_last")
             growth = (last / warm - 1.0) if warm and last else math.nan
