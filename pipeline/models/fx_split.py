@@ -4,9 +4,16 @@ The model is traced with the split module kept as a leaf. The head is everything
 split module's output depends on; the tail is the rest, reading that one tensor. A cut
 is *clean* only if nothing else computed before it (the input, a skip connection) is
 still needed after it; otherwise ``ValueError`` names the value that would cross.
+
+One kind of value may cross anyway: the batch size read from the input (``x.size(0)``,
+``x.shape[0]``, ``x.size()[0]``), as third-party forwards do to flatten by it at the end. Only an
+integer crosses there, and the feature has the same batch dimension, so the tail recomputes it
+from the feature (``feature.size(0)``) instead of refusing the cut.
 """
 
 from __future__ import annotations
+
+import operator
 
 import torch
 from torch import fx, nn
@@ -49,6 +56,38 @@ def _is_constant(node: fx.Node) -> bool:
     )
 
 
+def _is_input_batch_size(node: fx.Node) -> bool:
+    """True for ``x.size(0)``, ``x.shape[0]`` or ``x.size()[0]`` of a graph input ``x``."""
+    if node.op == "call_method" and node.target == "size" and node.args:
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return node.args[0].op == "placeholder" and dim == 0  # type: ignore[union-attr]
+    if node.op == "call_function" and node.target is operator.getitem and node.args[1] == 0:
+        whole = node.args[0]
+        if not isinstance(whole, fx.Node) or not whole.args:
+            return False
+        src = whole.args[0]
+        shape_of = (
+            whole.op == "call_method" and whole.target == "size" and len(whole.args) == 1
+        ) or (whole.op == "call_function" and whole.target is getattr and whole.args[1] == "shape")
+        return shape_of and isinstance(src, fx.Node) and src.op == "placeholder"
+    return False
+
+
+def _is_input_shape_read(node: fx.Node) -> bool:
+    """True for ``x.size(...)``, ``x.shape`` or ``x.shape[i]`` of a graph input: reads of metadata
+    that the tail never copies (a use that needs one is refused, unless it is the batch size)."""
+    if _is_input_batch_size(node):
+        return True
+    src = node.args[0] if node.args else None
+    if node.op == "call_function" and node.target is operator.getitem:
+        return isinstance(src, fx.Node) and _is_input_shape_read(src)
+    if not isinstance(src, fx.Node) or src.op != "placeholder":
+        return False
+    return (node.op == "call_method" and node.target == "size") or (
+        node.op == "call_function" and node.target is getattr and node.args[1] == "shape"
+    )
+
+
 def split_module(model: nn.Module, split: str) -> tuple[fx.GraphModule, fx.GraphModule]:
     """Split ``model`` right after submodule ``split`` (a name from ``named_modules()``).
 
@@ -87,9 +126,13 @@ def split_module(model: nn.Module, split: str) -> tuple[fx.GraphModule, fx.Graph
     for node in graph.nodes:
         if node is cut or node.op == "placeholder":
             continue
-        if node in head_nodes and not _is_constant(node):
+        if (node in head_nodes and not _is_constant(node)) or _is_input_shape_read(node):
             continue
         for inp in node.all_input_nodes:
+            if inp not in tenv and _is_input_batch_size(inp):
+                # the batch size crosses: the same integer, read from the feature
+                tenv[inp] = tail_graph.call_method("size", (tenv[cut], 0))
+                continue
             if inp not in tenv and (inp.op == "placeholder" or not _is_constant(inp)):
                 raise ValueError(
                     f"split={split!r} is not a clean cut: after it, {node.name!r} still needs "
