@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test bench lint clean
 
-$(STAMP): pyproject.toml setup.py constraints.txt codec/_kernels.c
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard codec/csrc/*.c codec/csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3" "setuptools==84.2.1"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lm-eval]" --no-build-isolation

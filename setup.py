@@ -2,13 +2,34 @@
 
 from setuptools import Extension, setup
 
+# one file per concern (see codec/csrc/internal.h); module.c holds the Python bindings
+SOURCES = [
+    "module.c",
+    "contexts.c",
+    "quantize.c",
+    "stats.c",
+    "represent.c",
+    "tables.c",
+    "rans_encode.c",
+    "rans_decode.c",
+    "crc32.c",
+]
+
 setup(
     ext_modules=[
         Extension(
             "codec._kernels",
-            sources=["codec/_kernels.c", "codec/csrc/crc32.c"],
-            depends=["codec/csrc/crc32.h"],
-            extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off", "-fno-math-errno", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
+            sources=[f"codec/csrc/{name}" for name in SOURCES],
+            depends=["codec/csrc/internal.h"],
+            extra_compile_args=[
+                "-O3",
+                "-std=c11",
+                "-ffp-contract=off",
+                "-fno-math-errno",
+                "-fno-strict-aliasing",
+                "-Wall",
+                "-Wno-unused-function",
+            ],
         )
     ]
 )

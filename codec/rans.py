@@ -1,7 +1,7 @@
 """Static rANS streams over 8-bit symbols: 32 interleaved lanes, independent fixed-size blocks.
 
 Stream payload: ``u32 byte size of each block`` then the blocks back to back; a block is 32 final lane
-states (u32) followed by its 16-bit renormalization words in decoder read order (see ``_kernels.c``).
+states (u32) followed by its 16-bit renormalization words in decoder read order (see ``csrc/rans_encode.c``).
 Blocks are coded in parallel by Python threads (the kernels release the GIL).
 """
 

@@ -11,7 +11,7 @@
  *    floor(x^64 / P). The values were derived with carry-less arithmetic and checked against zlib.
  *  - a slicing-by-8 table for short buffers, tails and machines without the instruction.
  */
-#include "crc32.h"
+#include "internal.h"
 
 #include <string.h>
 

@@ -1,0 +1,60 @@
+/*
+ * Context models (mirrors codec/contexts.py): which frequency table codes each symbol. Symbol i of a block
+ * uses table  group[channel(i)] * nbuckets + bucket(sym[i - nb_dist]),  channel(i) = ((i * mult) / inner)
+ * % channels; the neighbor term is used only when nb_dist > 0 (nb_dist >= 32, so the neighbor was decoded
+ * in an earlier step of the same block; outside the block it counts as bucket 0). Here: the validation of a
+ * context description and the context id of every symbol of a block.
+ */
+#include "internal.h"
+
+/* Validate a context whose fields the bindings filled (group / nbmap may be NULL; their lengths given) and
+ * derive ntables. Returns NULL, or what is wrong. */
+const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len) {
+    if (c->channels < 1 || c->inner < 1 || c->mult < 1 || c->nb_dist < 0 || c->nbuckets < 1 || c->nbuckets > 16)
+        return "bad context spec";
+    int ngroups = 1;
+    if (c->group != NULL) {
+        if (group_len != c->channels) return "group map length != channels";
+        for (int64_t k = 0; k < c->channels; k++)
+            if (c->group[k] + 1 > ngroups) ngroups = c->group[k] + 1;
+    }
+    if (c->nb_dist > 0) {
+        if (c->nb_dist < LANES) return "neighbor distance must be >= 32";
+        if (c->nbmap == NULL) return "neighbor map missing";
+        if (nbmap_len != 256) return "neighbor map must have 256 entries";
+        for (int k = 0; k < 256; k++)
+            if (c->nbmap[k] >= c->nbuckets) return "neighbor bucket out of range";
+    } else {
+        c->nbmap = NULL;
+        c->nbuckets = 1;
+    }
+    c->ntables = ngroups * c->nbuckets;
+    if (c->ntables > MAX_TABLES) return "too many context tables";
+    return NULL;
+}
+
+/* Context id of every symbol in [b0, b1) (block-local neighbor rule), written to ctx[0 .. b1-b0).
+ * Channel groups are filled run by run (a channel covers inner / mult symbols), then neighbor buckets added. */
+void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t b1, uint8_t *ctx) {
+    int64_t n = b1 - b0;
+    if (c->group != NULL && c->channels > 1) {
+        ChanIter it = {0, 0};
+        chan_init(c, &it, b0);
+        int64_t k = 0;
+        while (k < n) {
+            /* symbols left in this channel: ceil((inner - rem) / mult) */
+            int64_t run = (c->inner - it.rem + c->mult - 1) / c->mult;
+            if (run < 1) run = 1;
+            if (run > n - k) run = n - k;
+            memset(ctx + k, (int)(c->group[it.ch] * c->nbuckets), (size_t)run);
+            for (int64_t t = 0; t < run; t++) chan_next(c, &it);
+            k += run;
+        }
+    } else {
+        memset(ctx, 0, (size_t)n);
+    }
+    if (c->nb_dist) {
+        const uint8_t *above = sym + b0 - c->nb_dist;
+        for (int64_t k = c->nb_dist; k < n; k++) ctx[k] = (uint8_t)(ctx[k] + c->nbmap[above[k]]);
+    }
+}

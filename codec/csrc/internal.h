@@ -1,0 +1,149 @@
+/*
+ * Internal header of the codec kernels (the C side of codec._kernels). Holds what the per-concern files
+ * share: the rANS block constants, the context walker, little-endian loads, the allocator, checked size
+ * arithmetic, the run-time AVX2 switch and each file's entry points. Kernels take plain pointers and sizes
+ * that module.c (the Python bindings) has already checked; none of them touches a Python object.
+ */
+#ifndef SPLITSTREAM_INTERNAL_H
+#define SPLITSTREAM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+#endif
+
+#pragma GCC visibility push(hidden)
+
+#define LANES 32
+#define RANS_L (1u << 16)
+#define MAX_TABLES 256
+#define STATE_BYTES (LANES * 4)
+#define QCHUNK 4096 /* quantization and sampled histograms work in chunks of this many symbols */
+
+/* run-time AVX2 switch: CPU support, or 0 when a test asks for the scalar paths */
+extern int cpu_has_avx2;
+
+/* allocations of the kernels (sizes follow the input) */
+#define ss_malloc malloc
+#define ss_free free
+
+static inline uint32_t rd32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+
+/* ---- contexts (contexts.c) ---------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t channels, inner, mult; /* channel(i) = ((i*mult)/inner) % channels */
+    const uint8_t *group;         /* channels entries, or NULL -> group 0 */
+    int64_t nb_dist;              /* 0 -> no neighbor context */
+    const uint8_t *nbmap;         /* 256 entries symbol -> bucket */
+    int nbuckets;
+    int ntables;
+} Ctx;
+
+typedef struct {
+    int64_t ch, rem;
+} ChanIter;
+
+static inline void chan_init(const Ctx *c, ChanIter *it, int64_t i) {
+    int64_t e = i * c->mult;
+    it->ch = (e / c->inner) % c->channels;
+    it->rem = e % c->inner;
+}
+
+static inline void chan_next(const Ctx *c, ChanIter *it) {
+    it->rem += c->mult;
+    while (it->rem >= c->inner) {
+        it->rem -= c->inner;
+        if (++it->ch == c->channels) it->ch = 0;
+    }
+}
+
+const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len);
+void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t b1, uint8_t *ctx);
+
+/* ---- quantization (quantize.c) ------------------------------------------------------------------ */
+
+int minmax(const float *x, int64_t n, int64_t channels, int64_t inner, float *mins, float *maxs);
+void quantize(const float *x, uint8_t *q, int64_t n, const float *inv, const uint8_t *zero, int64_t channels,
+              int64_t inner, int qmax, uint32_t *hist, int stride, uint8_t *smin, uint8_t *smax, int64_t *counted);
+void dequantize(const uint8_t *q, float *x, int64_t n, const float *scale, const uint8_t *zero, int64_t channels,
+                int64_t inner);
+void dequantize_range(const uint8_t *q, float *x, int64_t start, int64_t end, const float *scale,
+                      const uint8_t *zero, int64_t channels, int64_t inner);
+void transpose_u8(const uint8_t *src, uint8_t *dst, int64_t batch, int64_t rows, int64_t cols);
+
+/* ---- statistics (stats.c) ----------------------------------------------------------------------- */
+
+void histogram_fold(uint32_t (*h)[256], uint32_t *hist);
+void histogram4(const uint8_t *q, int64_t n, uint32_t *hist);
+int64_t sampled_histogram(const uint8_t *q, int64_t from, int64_t to, int stride, uint32_t (*h)[256]);
+void channel_histogram(const uint8_t *q, int64_t n, int64_t channels, int64_t inner, uint32_t *counts);
+int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block, int64_t stride,
+                      uint32_t *counts);
+int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
+                      uint32_t *gap_hist);
+
+/* ---- representations (represent.c) -------------------------------------------------------------- */
+
+void nonzero_mask(const uint8_t *q, int64_t n, const uint8_t *zero, int64_t channels, int64_t inner, uint8_t *nz);
+int64_t csr_split(const uint8_t *q, int64_t n, const uint8_t *zero, int64_t channels, int64_t inner,
+                  int64_t width, uint8_t *counts, uint8_t *gaps, uint8_t *vals);
+int csr_merge(const uint8_t *counts, int64_t rows, const uint8_t *gaps, const uint8_t *vals, int64_t nnz,
+              const uint8_t *zero, int64_t channels, int64_t inner, int64_t width, uint8_t *out, int64_t n);
+void pack_bits(const uint8_t *q, int64_t n, int bits, uint8_t *o);
+void unpack_bits(const uint8_t *p, int bits, uint8_t *o, int64_t n);
+void delta(const uint8_t *src, uint8_t *dst, int64_t n, int64_t d, uint8_t mask, int inverse);
+
+/* ---- frequency tables (tables.c) ---------------------------------------------------------------- */
+
+void normalize_tables(const uint32_t *counts, int64_t ntab, int pb, uint16_t *out);
+double table_cost(const uint32_t *counts, int64_t ntab, int pb, int64_t *table_bytes);
+int64_t write_tables(const uint16_t *freqs, int64_t ntab, uint8_t *buf);
+int64_t read_tables(const uint8_t *p, int64_t len, int ntables, int pb, uint16_t *out);
+
+/* ---- rANS (rans_encode.c, rans_decode.c) -------------------------------------------------------- */
+
+#define RANS_ENOMEM (-1)  /* an allocation failed */
+#define RANS_EFREQ (-2)   /* frequencies do not sum to 2^prob_bits */
+#define RANS_EMISSING (-3) /* a symbol has zero frequency in its context */
+
+void rans_encode_init(void);
+int64_t rans_encode(const uint8_t *sym, int64_t n, const Ctx *c, const uint16_t *freqs, int pb, int64_t block,
+                    int64_t bf, int64_t bl, uint8_t *out, uint32_t *sizes);
+
+/* decoded symbols straight to float32: x[i] = (q - zero[ch]) * scale[ch], ch = (i / inner) % channels */
+typedef struct {
+    float *x;
+    const float *scale;
+    const uint8_t *zero;
+    int64_t channels, inner;
+} Dequant;
+
+void rans_decode_init(void);
+int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16_t *freqs, int pb, int64_t block,
+                int64_t n, int64_t bf, int64_t bl, uint8_t *out, const Dequant *dq);
+
+/* ---- CRC-32 (crc32.c) --------------------------------------------------------------------------- */
+
+/* zlib's CRC-32, continued: crc32_update(0, data) is zlib.crc32(data). */
+uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n);
+/* choose the carry-less-multiply path (on) or the table (off); tests compare the two */
+void crc32_use_clmul(int on);
+int crc32_clmul_active(void);
+
+#pragma GCC visibility pop
+
+#endif

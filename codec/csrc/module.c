@@ -1,0 +1,742 @@
+/*
+ * Python bindings of the codec kernels: the module codec._kernels. Each function takes Python buffers and
+ * integers, checks every size against the buffers it was given, releases the GIL, calls the kernel of its
+ * concern (quantize.c, stats.c, represent.c, tables.c, contexts.c, rans_encode.c, rans_decode.c, crc32.c)
+ * and converts the result. No codec logic lives here.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "internal.h"
+
+int cpu_has_avx2 = 0;
+
+/* ------------------------------------------------------------------------------------------------ */
+/* buffers and context specs                                                                         */
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buf;
+
+static int get_buf(PyObject *obj, Buf *b, int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &b->view, flags) != 0) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a contiguous%s buffer", name, writable ? " writable" : "");
+        b->held = 0;
+        return -1;
+    }
+    b->held = 1;
+    return 0;
+}
+
+static void rel_buf(Buf *b) {
+    if (b->held) PyBuffer_Release(&b->view);
+    b->held = 0;
+}
+
+static PyObject *bad(const char *msg) {
+    PyErr_SetString(PyExc_ValueError, msg);
+    return NULL;
+}
+
+/* spec = (channels, inner, mult, group_bytes|None, nb_dist, nbmap_bytes|None, nbuckets) */
+static int parse_ctx(PyObject *spec, Ctx *c, Buf *gb, Buf *nb) {
+    PyObject *gobj, *nobj;
+    long long channels, inner, mult, nbd;
+    int nbuckets;
+    gb->held = nb->held = 0;
+    if (!PyArg_ParseTuple(spec, "LLLOLOi", &channels, &inner, &mult, &gobj, &nbd, &nobj, &nbuckets)) return -1;
+    c->channels = channels;
+    c->inner = inner;
+    c->mult = mult;
+    c->nb_dist = nbd;
+    c->nbuckets = nbuckets;
+    c->group = NULL;
+    c->nbmap = NULL;
+    if (gobj != Py_None) {
+        if (get_buf(gobj, gb, 0, "group map") < 0) return -1;
+        c->group = (const uint8_t *)gb->view.buf;
+    }
+    if (nbd > 0 && nobj != Py_None) {
+        if (get_buf(nobj, nb, 0, "neighbor map") < 0) return -1;
+        c->nbmap = (const uint8_t *)nb->view.buf;
+    }
+    const char *msg = ctx_check(c, gb->held ? gb->view.len : 0, nb->held ? nb->view.len : 0);
+    if (msg) {
+        PyErr_SetString(PyExc_ValueError, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* quantization                                                                                      */
+
+/* minmax(x f32, mins f32[C], maxs f32[C], channels, inner) -> bool all finite.  min/max include 0. */
+static PyObject *py_minmax(PyObject *self, PyObject *args) {
+    PyObject *xo, *mino, *maxo;
+    long long channels, inner;
+    if (!PyArg_ParseTuple(args, "OOOLL", &xo, &mino, &maxo, &channels, &inner)) return NULL;
+    Buf xb = {0}, mnb = {0}, mxb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(xo, &xb, 0, "x") < 0 || get_buf(mino, &mnb, 1, "mins") < 0 || get_buf(maxo, &mxb, 1, "maxs") < 0)
+        goto done;
+    int64_t n = xb.view.len / 4;
+    if (channels < 1 || inner < 1 || mnb.view.len < channels * 4 || mxb.view.len < channels * 4 ||
+        n % (channels * inner) != 0) {
+        bad("minmax: inconsistent sizes");
+        goto done;
+    }
+    int finite;
+    Py_BEGIN_ALLOW_THREADS;
+    finite = minmax((const float *)xb.view.buf, n, channels, inner, (float *)mnb.view.buf, (float *)mxb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = PyBool_FromLong(finite);
+done:
+    rel_buf(&xb), rel_buf(&mnb), rel_buf(&mxb);
+    return ret;
+}
+
+/* quantize(x f32, out u8, inv_scale f32[C], zero u8[C], channels, inner, qmax, hist u32[256] or None,
+ *          hist_stride=1) -> (smallest symbol, largest symbol, symbols counted)
+ * With hist_stride k > 1 the histogram counts about one chunk of QCHUNK symbols in k (all with k = 1). */
+static PyObject *py_quantize(PyObject *self, PyObject *args) {
+    PyObject *xo, *qo, *so, *zo, *ho;
+    long long channels, inner;
+    int qmax, stride = 1;
+    if (!PyArg_ParseTuple(args, "OOOOLLiO|i", &xo, &qo, &so, &zo, &channels, &inner, &qmax, &ho, &stride)) return NULL;
+    Buf xb = {0}, qb = {0}, sb = {0}, zb = {0}, hb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(xo, &xb, 0, "x") < 0 || get_buf(qo, &qb, 1, "out") < 0 || get_buf(so, &sb, 0, "scale") < 0 ||
+        get_buf(zo, &zb, 0, "zero") < 0)
+        goto done;
+    if (ho != Py_None && get_buf(ho, &hb, 1, "hist") < 0) goto done;
+    int64_t n = xb.view.len / 4;
+    if (qb.view.len < n || channels < 1 || inner < 1 || sb.view.len < channels * 4 || zb.view.len < channels ||
+        n % (channels * inner) != 0 || qmax < 1 || qmax > 255 || (hb.held && hb.view.len < 256 * 4) || stride < 1) {
+        bad("quantize: inconsistent sizes");
+        goto done;
+    }
+    int64_t counted;
+    uint8_t smin, smax;
+    Py_BEGIN_ALLOW_THREADS;
+    quantize((const float *)xb.view.buf, (uint8_t *)qb.view.buf, n, (const float *)sb.view.buf,
+             (const uint8_t *)zb.view.buf, channels, inner, qmax, hb.held ? (uint32_t *)hb.view.buf : NULL, stride,
+             &smin, &smax, &counted);
+    Py_END_ALLOW_THREADS;
+    ret = Py_BuildValue("iiL", n ? (int)smin : 0, n ? (int)smax : 0, (long long)counted);
+done:
+    rel_buf(&xb), rel_buf(&qb), rel_buf(&sb), rel_buf(&zb), rel_buf(&hb);
+    return ret;
+}
+
+/* dequantize(q u8, out f32, scale f32[C], zero u8[C], channels, inner) */
+static PyObject *py_dequantize(PyObject *self, PyObject *args) {
+    PyObject *qo, *xo, *so, *zo;
+    long long channels, inner;
+    if (!PyArg_ParseTuple(args, "OOOOLL", &qo, &xo, &so, &zo, &channels, &inner)) return NULL;
+    Buf qb = {0}, xb = {0}, sb = {0}, zb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(xo, &xb, 1, "out") < 0 || get_buf(so, &sb, 0, "scale") < 0 ||
+        get_buf(zo, &zb, 0, "zero") < 0)
+        goto done;
+    int64_t n = qb.view.len;
+    if (xb.view.len < n * 4 || channels < 1 || inner < 1 || sb.view.len < channels * 4 || zb.view.len < channels ||
+        n % (channels * inner) != 0) {
+        bad("dequantize: inconsistent sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    dequantize((const uint8_t *)qb.view.buf, (float *)xb.view.buf, n, (const float *)sb.view.buf,
+               (const uint8_t *)zb.view.buf, channels, inner);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&qb), rel_buf(&xb), rel_buf(&sb), rel_buf(&zb);
+    return ret;
+}
+
+/* transpose_u8(src u8[batch*rows*cols], dst u8[batch*cols*rows], batch, rows, cols): each (rows x cols)
+ * matrix to (cols x rows). */
+static PyObject *py_transpose_u8(PyObject *self, PyObject *args) {
+    PyObject *so, *dobj;
+    long long batch, rows, cols;
+    if (!PyArg_ParseTuple(args, "OOLLL", &so, &dobj, &batch, &rows, &cols)) return NULL;
+    Buf sb = {0}, db = {0};
+    PyObject *ret = NULL;
+    if (get_buf(so, &sb, 0, "src") < 0 || get_buf(dobj, &db, 1, "dst") < 0) goto done;
+    if (batch < 0 || rows < 0 || cols < 0 || sb.view.len != batch * rows * cols || db.view.len != sb.view.len) {
+        bad("transpose_u8: inconsistent sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    transpose_u8((const uint8_t *)sb.view.buf, (uint8_t *)db.view.buf, batch, rows, cols);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&sb), rel_buf(&db);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* statistics                                                                                        */
+
+/* histogram(sym u8, counts u32[256]) */
+static PyObject *py_histogram(PyObject *self, PyObject *args) {
+    PyObject *so, *co;
+    if (!PyArg_ParseTuple(args, "OO", &so, &co)) return NULL;
+    Buf sb = {0}, cb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(co, &cb, 1, "counts") < 0) goto done;
+    if (cb.view.len < 256 * 4) {
+        bad("histogram: counts too small");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    histogram4((const uint8_t *)sb.view.buf, sb.view.len, (uint32_t *)cb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&sb), rel_buf(&cb);
+    return ret;
+}
+
+/* histogram_sampled(q u8, stride, hist u32[256]) -> symbols counted: the histogram quantize() takes with
+ * the same stride, for symbols produced another way (e.g. reordered after quantizing in memory order). */
+static PyObject *py_histogram_sampled(PyObject *self, PyObject *args) {
+    PyObject *qo, *ho;
+    int stride;
+    if (!PyArg_ParseTuple(args, "OiO", &qo, &stride, &ho)) return NULL;
+    Buf qb = {0}, hb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(ho, &hb, 1, "hist") < 0) goto done;
+    if (hb.view.len < 1024 || stride < 1) {
+        bad("histogram_sampled: bad arguments");
+        goto done;
+    }
+    uint32_t h[4][256];
+    memset(h, 0, sizeof h);
+    int64_t counted;
+    Py_BEGIN_ALLOW_THREADS;
+    counted = sampled_histogram((const uint8_t *)qb.view.buf, 0, qb.view.len, stride, h);
+    histogram_fold(h, (uint32_t *)hb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = PyLong_FromLongLong(counted);
+done:
+    rel_buf(&qb), rel_buf(&hb);
+    return ret;
+}
+
+/* channel_histogram(q u8, channels, inner, counts u32[channels*256]) */
+static PyObject *py_channel_histogram(PyObject *self, PyObject *args) {
+    PyObject *qo, *co;
+    long long channels, inner;
+    if (!PyArg_ParseTuple(args, "OLLO", &qo, &channels, &inner, &co)) return NULL;
+    Buf qb = {0}, cb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(co, &cb, 1, "counts") < 0) goto done;
+    int64_t n = qb.view.len;
+    if (channels < 1 || inner < 1 || n % (channels * inner) != 0 || cb.view.len < channels * 256 * 4) {
+        bad("channel_histogram: bad sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    channel_histogram((const uint8_t *)qb.view.buf, n, channels, inner, (uint32_t *)cb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&qb), rel_buf(&cb);
+    return ret;
+}
+
+/* context_histogram(sym u8, ctxspec, block_size, counts u32[ntables*256], stride) -> None
+ * Counts every stride-th block (stride >= 1) so a cost model can sample cheaply. */
+static PyObject *py_context_histogram(PyObject *self, PyObject *args) {
+    PyObject *so, *spec, *co;
+    long long block, stride;
+    if (!PyArg_ParseTuple(args, "OOLOL", &so, &spec, &block, &co, &stride)) return NULL;
+    Buf sb = {0}, cb = {0}, gb = {0}, nb = {0};
+    Ctx c;
+    PyObject *ret = NULL;
+    if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(co, &cb, 1, "counts") < 0) goto done;
+    if (parse_ctx(spec, &c, &gb, &nb) < 0) goto done;
+    if (block < LANES || stride < 1 || cb.view.len < (Py_ssize_t)c.ntables * 256 * 4) {
+        bad("context_histogram: bad sizes");
+        goto done;
+    }
+    int r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = context_histogram((const uint8_t *)sb.view.buf, sb.view.len, &c, block, stride, (uint32_t *)cb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = r < 0 ? PyErr_NoMemory() : Py_NewRef(Py_None);
+done:
+    rel_buf(&sb), rel_buf(&cb), rel_buf(&gb), rel_buf(&nb);
+    return ret;
+}
+
+/* csr_stats(q u8, zero u8[C], channels, inner, widths tuple, row_step) -> list of (count_hist, gap_hist, nnz)
+ * Histograms (u32[256] as bytes) of row occupancy and column gaps for each candidate row width, over every
+ * row_step-th row (row_step >= 1). Zero symbol of element i is zero[channel(i)]. */
+static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
+    PyObject *qo, *zo, *wo;
+    long long channels, inner, row_step;
+    if (!PyArg_ParseTuple(args, "OOLLOL", &qo, &zo, &channels, &inner, &wo, &row_step)) return NULL;
+    Buf qb = {0}, zb = {0};
+    PyObject *ret = NULL;
+    uint8_t *nz = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(zo, &zb, 0, "zero") < 0) goto done;
+    if (!PyTuple_Check(wo) || channels < 1 || inner < 1 || zb.view.len < channels || row_step < 1) {
+        bad("csr_stats: bad arguments");
+        goto done;
+    }
+    int64_t n = qb.view.len;
+    Py_ssize_t nw = PyTuple_GET_SIZE(wo);
+    ret = PyList_New(nw);
+    if (!ret) goto done;
+    /* one nonzero mask for all widths */
+    nz = (uint8_t *)ss_malloc((size_t)(n ? n : 1));
+    if (!nz) {
+        Py_CLEAR(ret);
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    nonzero_mask((const uint8_t *)qb.view.buf, n, (const uint8_t *)zb.view.buf, channels, inner, nz);
+    Py_END_ALLOW_THREADS;
+    for (Py_ssize_t w = 0; w < nw; w++) {
+        long long width = PyLong_AsLongLong(PyTuple_GET_ITEM(wo, w));
+        if (width < 1 || width > 255) {
+            Py_CLEAR(ret);
+            if (!PyErr_Occurred()) bad("csr_stats: width out of range");
+            goto done;
+        }
+        uint32_t ch[256], gh[256];
+        int64_t nnz;
+        Py_BEGIN_ALLOW_THREADS;
+        nnz = csr_row_stats(nz, n, width, row_step, ch, gh);
+        Py_END_ALLOW_THREADS;
+        PyObject *t = Py_BuildValue("(y#y#L)", (const char *)ch, (Py_ssize_t)sizeof ch, (const char *)gh,
+                                    (Py_ssize_t)sizeof gh, (long long)nnz);
+        if (!t) {
+            Py_CLEAR(ret);
+            goto done;
+        }
+        PyList_SET_ITEM(ret, w, t);
+    }
+done:
+    ss_free(nz);
+    rel_buf(&qb), rel_buf(&zb);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* representations                                                                                   */
+
+/* csr_split(q, zero u8[C], channels, inner, width, counts_out u8[rows], gaps_out u8[n], vals_out u8[n]) -> nnz */
+static PyObject *py_csr_split(PyObject *self, PyObject *args) {
+    PyObject *qo, *zo, *co, *go, *vo;
+    long long channels, inner, width;
+    if (!PyArg_ParseTuple(args, "OOLLLOOO", &qo, &zo, &channels, &inner, &width, &co, &go, &vo)) return NULL;
+    Buf qb = {0}, zb = {0}, cb = {0}, gb = {0}, vb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(zo, &zb, 0, "zero") < 0 || get_buf(co, &cb, 1, "counts") < 0 ||
+        get_buf(go, &gb, 1, "gaps") < 0 || get_buf(vo, &vb, 1, "vals") < 0)
+        goto done;
+    int64_t n = qb.view.len;
+    int64_t rows = width > 0 ? (n + width - 1) / width : 0;
+    if (width < 1 || width > 255 || channels < 1 || inner < 1 || n % (channels * inner) != 0 ||
+        zb.view.len < channels || cb.view.len < rows || gb.view.len < n || vb.view.len < n) {
+        bad("csr_split: bad sizes");
+        goto done;
+    }
+    int64_t nnz;
+    Py_BEGIN_ALLOW_THREADS;
+    nnz = csr_split((const uint8_t *)qb.view.buf, n, (const uint8_t *)zb.view.buf, channels, inner, width,
+                    (uint8_t *)cb.view.buf, (uint8_t *)gb.view.buf, (uint8_t *)vb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = nnz < 0 ? PyErr_NoMemory() : PyLong_FromLongLong(nnz);
+done:
+    rel_buf(&qb), rel_buf(&zb), rel_buf(&cb), rel_buf(&gb), rel_buf(&vb);
+    return ret;
+}
+
+/* csr_merge(counts u8[rows], gaps u8[nnz], vals u8[nnz], zero u8[C], channels, inner, width, out u8[n]) -> bool ok */
+static PyObject *py_csr_merge(PyObject *self, PyObject *args) {
+    PyObject *co, *go, *vo, *zo, *oo;
+    long long channels, inner, width;
+    if (!PyArg_ParseTuple(args, "OOOOLLLO", &co, &go, &vo, &zo, &channels, &inner, &width, &oo)) return NULL;
+    Buf cb = {0}, gb = {0}, vb = {0}, zb = {0}, ob = {0};
+    PyObject *ret = NULL;
+    if (get_buf(co, &cb, 0, "counts") < 0 || get_buf(go, &gb, 0, "gaps") < 0 || get_buf(vo, &vb, 0, "vals") < 0 ||
+        get_buf(zo, &zb, 0, "zero") < 0 || get_buf(oo, &ob, 1, "out") < 0)
+        goto done;
+    int64_t n = ob.view.len, nnz = gb.view.len;
+    int64_t rows = width > 0 ? (n + width - 1) / width : 0;
+    if (width < 1 || width > 255 || channels < 1 || inner < 1 || n % (channels * inner) != 0 ||
+        zb.view.len < channels || cb.view.len != rows || vb.view.len != nnz) {
+        bad("csr_merge: bad sizes");
+        goto done;
+    }
+    int ok;
+    Py_BEGIN_ALLOW_THREADS;
+    ok = csr_merge((const uint8_t *)cb.view.buf, rows, (const uint8_t *)gb.view.buf, (const uint8_t *)vb.view.buf,
+                   nnz, (const uint8_t *)zb.view.buf, channels, inner, width, (uint8_t *)ob.view.buf, n);
+    Py_END_ALLOW_THREADS;
+    ret = PyBool_FromLong(ok);
+done:
+    rel_buf(&cb), rel_buf(&gb), rel_buf(&vb), rel_buf(&zb), rel_buf(&ob);
+    return ret;
+}
+
+/* pack(q u8, bits, out u8[ceil(n * bits / 8)]): 8 / bits symbols per byte, first in the low bits */
+static PyObject *py_pack(PyObject *self, PyObject *args) {
+    PyObject *qo, *oo;
+    int bits;
+    if (!PyArg_ParseTuple(args, "OiO", &qo, &bits, &oo)) return NULL;
+    Buf qb = {0}, ob = {0};
+    PyObject *ret = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(oo, &ob, 1, "out") < 0) goto done;
+    if (bits != 1 && bits != 2 && bits != 4) {
+        bad("pack: bits must be 1, 2 or 4");
+        goto done;
+    }
+    int k = 8 / bits;
+    int64_t n = qb.view.len, m = (n + k - 1) / k;
+    if (ob.view.len < m) {
+        bad("pack: output too small");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    pack_bits((const uint8_t *)qb.view.buf, n, bits, (uint8_t *)ob.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&qb), rel_buf(&ob);
+    return ret;
+}
+
+/* unpack(packed u8, bits, out u8[n]): the inverse of pack */
+static PyObject *py_unpack(PyObject *self, PyObject *args) {
+    PyObject *po, *oo;
+    int bits;
+    if (!PyArg_ParseTuple(args, "OiO", &po, &bits, &oo)) return NULL;
+    Buf pb = {0}, ob = {0};
+    PyObject *ret = NULL;
+    if (get_buf(po, &pb, 0, "packed") < 0 || get_buf(oo, &ob, 1, "out") < 0) goto done;
+    if (bits != 1 && bits != 2 && bits != 4) {
+        bad("unpack: bits must be 1, 2 or 4");
+        goto done;
+    }
+    int k = 8 / bits;
+    int64_t n = ob.view.len;
+    if (pb.view.len < (n + k - 1) / k) {
+        bad("unpack: input too small");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    unpack_bits((const uint8_t *)pb.view.buf, bits, (uint8_t *)ob.view.buf, n);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&pb), rel_buf(&ob);
+    return ret;
+}
+
+/* delta(src u8, dst u8, d, mask, inverse): residuals at distance d (or their inverse) */
+static PyObject *py_delta(PyObject *self, PyObject *args) {
+    PyObject *so, *dobj;
+    long long d;
+    int mask, inverse;
+    if (!PyArg_ParseTuple(args, "OOLip", &so, &dobj, &d, &mask, &inverse)) return NULL;
+    Buf sb = {0}, db = {0};
+    PyObject *ret = NULL;
+    if (get_buf(so, &sb, 0, "src") < 0 || get_buf(dobj, &db, 1, "dst") < 0) goto done;
+    if (d < 1 || mask < 1 || mask > 255 || db.view.len < sb.view.len) {
+        bad("delta: bad arguments");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    delta((const uint8_t *)sb.view.buf, (uint8_t *)db.view.buf, sb.view.len, d, (uint8_t)mask, inverse);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&sb), rel_buf(&db);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* frequency tables                                                                                  */
+
+/* normalize(counts u32[ntab*256], prob_bits, out u16[ntab*256]) */
+static PyObject *py_normalize(PyObject *self, PyObject *args) {
+    PyObject *co, *oo;
+    int pb;
+    if (!PyArg_ParseTuple(args, "OiO", &co, &pb, &oo)) return NULL;
+    Buf cb = {0}, ob = {0};
+    PyObject *ret = NULL;
+    if (get_buf(co, &cb, 0, "counts") < 0 || get_buf(oo, &ob, 1, "out") < 0) goto done;
+    if (pb < 8 || pb > 15 || cb.view.len % 1024 != 0 || ob.view.len < cb.view.len / 2) {
+        bad("normalize: bad sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    normalize_tables((const uint32_t *)cb.view.buf, cb.view.len / 1024, pb, (uint16_t *)ob.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&cb), rel_buf(&ob);
+    return ret;
+}
+
+/* table_cost(counts u32[ntab*256], prob_bits) -> (ideal bits under the normalized tables, serialized table bytes)
+ * One call per candidate stream for the cost model: normalization, code length and table size together. */
+static PyObject *py_table_cost(PyObject *self, PyObject *args) {
+    PyObject *co;
+    int pb;
+    if (!PyArg_ParseTuple(args, "Oi", &co, &pb)) return NULL;
+    Buf cb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(co, &cb, 0, "counts") < 0) goto done;
+    if (pb < 8 || pb > 15 || cb.view.len % 1024 != 0) {
+        bad("table_cost: bad sizes");
+        goto done;
+    }
+    double bits;
+    int64_t tbytes;
+    Py_BEGIN_ALLOW_THREADS;
+    bits = table_cost((const uint32_t *)cb.view.buf, cb.view.len / 1024, pb, &tbytes);
+    Py_END_ALLOW_THREADS;
+    ret = Py_BuildValue("(dL)", bits, (long long)tbytes);
+done:
+    rel_buf(&cb);
+    return ret;
+}
+
+/* write_tables(freqs u16[ntab*256]) -> bytes (the inverse of read_tables) */
+static PyObject *py_write_tables(PyObject *self, PyObject *args) {
+    PyObject *fo;
+    if (!PyArg_ParseTuple(args, "O", &fo)) return NULL;
+    Buf fb = {0};
+    PyObject *ret = NULL;
+    uint8_t *buf = NULL;
+    if (get_buf(fo, &fb, 0, "freqs") < 0) goto done;
+    if (fb.view.len % 512 != 0) {
+        bad("write_tables: bad sizes");
+        goto done;
+    }
+    int64_t ntab = fb.view.len / 512;
+    buf = (uint8_t *)ss_malloc((size_t)ntab * (32 + 512) + 1);
+    if (!buf) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t len = write_tables((const uint16_t *)fb.view.buf, ntab, buf);
+    ret = PyBytes_FromStringAndSize((const char *)buf, len);
+done:
+    ss_free(buf);
+    rel_buf(&fb);
+    return ret;
+}
+
+/* read_tables(buf, ntables, prob_bits, out u16[ntables*256]) -> bytes consumed, or -1 if malformed.
+ * Every non-empty table must sum to 2^prob_bits. */
+static PyObject *py_read_tables(PyObject *self, PyObject *args) {
+    PyObject *bo, *oo;
+    int ntables, pb;
+    if (!PyArg_ParseTuple(args, "OiiO", &bo, &ntables, &pb, &oo)) return NULL;
+    Buf bb = {0}, ob = {0};
+    PyObject *ret = NULL;
+    if (get_buf(bo, &bb, 0, "buf") < 0 || get_buf(oo, &ob, 1, "out") < 0) goto done;
+    if (ntables < 1 || ntables > MAX_TABLES || pb < 8 || pb > 15 || ob.view.len < (Py_ssize_t)ntables * 512) {
+        bad("read_tables: bad arguments");
+        goto done;
+    }
+    int64_t used = read_tables((const uint8_t *)bb.view.buf, bb.view.len, ntables, pb, (uint16_t *)ob.view.buf);
+    ret = PyLong_FromLongLong(used);
+done:
+    rel_buf(&bb), rel_buf(&ob);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* rANS                                                                                              */
+
+/* rans_encode(sym u8, ctxspec, freqs u16[ntab*256], prob_bits, block_size, block_first, block_last,
+ *             out writable, sizes u32[nb]) -> bytes written into out (blocks back to back)
+ * out must hold (block_last - block_first) * STATE_BYTES + 2 * symbols in those blocks. */
+static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
+    PyObject *so, *spec, *fo, *oo, *zo;
+    int pb;
+    long long block, bf, bl;
+    if (!PyArg_ParseTuple(args, "OOOiLLLOO", &so, &spec, &fo, &pb, &block, &bf, &bl, &oo, &zo)) return NULL;
+    Buf sb = {0}, fb = {0}, ob = {0}, zb = {0}, gb = {0}, nb = {0};
+    Ctx c;
+    PyObject *ret = NULL;
+    if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(fo, &fb, 0, "freqs") < 0 || get_buf(oo, &ob, 1, "out") < 0 ||
+        get_buf(zo, &zb, 1, "sizes") < 0)
+        goto done;
+    if (parse_ctx(spec, &c, &gb, &nb) < 0) goto done;
+    int64_t n = sb.view.len;
+    int64_t nblocks = (n + block - 1) / (block > 0 ? block : 1);
+    if (pb < 8 || pb > 15 || block < LANES || block > (1 << 24) || bf < 0 || bl > nblocks || bf > bl ||
+        fb.view.len < (Py_ssize_t)c.ntables * 512 || zb.view.len < (bl - bf) * 4) {
+        bad("rans_encode: bad arguments");
+        goto done;
+    }
+    int64_t first = bf * block, last = bl * block < n ? bl * block : n;
+    if (ob.view.len < (bl - bf) * STATE_BYTES + 2 * (last - first)) {
+        bad("rans_encode: output too small");
+        goto done;
+    }
+    int64_t r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = rans_encode((const uint8_t *)sb.view.buf, n, &c, (const uint16_t *)fb.view.buf, pb, block, bf, bl,
+                    (uint8_t *)ob.view.buf, (uint32_t *)zb.view.buf);
+    Py_END_ALLOW_THREADS;
+    if (r == RANS_ENOMEM)
+        PyErr_NoMemory();
+    else if (r == RANS_EFREQ)
+        bad("rans_encode: frequencies do not sum to 2^prob_bits");
+    else if (r == RANS_EMISSING)
+        bad("rans_encode: a symbol has zero frequency in its context");
+    else
+        ret = PyLong_FromLongLong(r);
+done:
+    rel_buf(&sb), rel_buf(&fb), rel_buf(&ob), rel_buf(&zb), rel_buf(&gb), rel_buf(&nb);
+    return ret;
+}
+
+/* rans_decode(payload, ctxspec, freqs, prob_bits, block_size, n_symbols, block_first, block_last, out, dq)
+ *   -> 0 ok | 1 bad block index | 2 corrupted block
+ * payload: u32 block sizes, then the blocks. out: u8[n_symbols], or None when dq is given.
+ * dq: None, or (x f32[n_symbols], scale f32[C], zero u8[C], channels, inner): the decoded symbols of each block
+ * are dequantized into x right away (they never leave the cache; out may then be None). */
+static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
+    PyObject *po, *spec, *fo, *outo, *dqo;
+    int pb;
+    long long block, n, bf, bl;
+    if (!PyArg_ParseTuple(args, "OOOiLLLLOO", &po, &spec, &fo, &pb, &block, &n, &bf, &bl, &outo, &dqo)) return NULL;
+    Buf pbuf = {0}, fb = {0}, outb = {0}, gb = {0}, nb = {0}, xb = {0}, sb = {0}, zb = {0};
+    Ctx c;
+    PyObject *ret = NULL;
+    long long channels = 1, inner = 1;
+    if (get_buf(po, &pbuf, 0, "payload") < 0 || get_buf(fo, &fb, 0, "freqs") < 0) goto done;
+    if (outo != Py_None && get_buf(outo, &outb, 1, "out") < 0) goto done;
+    if (dqo != Py_None) {
+        PyObject *xo, *so, *zo;
+        if (!PyArg_ParseTuple(dqo, "OOOLL", &xo, &so, &zo, &channels, &inner)) goto done;
+        if (get_buf(xo, &xb, 1, "x") < 0 || get_buf(so, &sb, 0, "scale") < 0 || get_buf(zo, &zb, 0, "zero") < 0)
+            goto done;
+    }
+    if (parse_ctx(spec, &c, &gb, &nb) < 0) goto done;
+    int64_t nblocks = block > 0 ? (n + block - 1) / block : -1;
+    int sizes_ok = outb.held ? outb.view.len >= n : xb.held;
+    if (xb.held && (xb.view.len < n * 4 || channels < 1 || inner < 1 || sb.view.len < channels * 4 ||
+                    zb.view.len < channels || n % (channels * inner) != 0))
+        sizes_ok = 0;
+    if (pb < 8 || pb > 15 || block < LANES || block > (1 << 24) || n < 0 || !sizes_ok || bf < 0 || bl > nblocks ||
+        bf > bl || fb.view.len < (Py_ssize_t)c.ntables * 512) {
+        bad("rans_decode: bad arguments");
+        goto done;
+    }
+    Dequant dq = {xb.held ? (float *)xb.view.buf : NULL, xb.held ? (const float *)sb.view.buf : NULL,
+                  xb.held ? (const uint8_t *)zb.view.buf : NULL, channels, inner};
+    int r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = rans_decode((const uint8_t *)pbuf.view.buf, pbuf.view.len, &c, (const uint16_t *)fb.view.buf, pb, block, n,
+                    bf, bl, outb.held ? (uint8_t *)outb.view.buf : NULL, xb.held ? &dq : NULL);
+    Py_END_ALLOW_THREADS;
+    ret = r == RANS_ENOMEM ? PyErr_NoMemory() : PyLong_FromLong(r);
+done:
+    rel_buf(&pbuf), rel_buf(&fb), rel_buf(&outb), rel_buf(&gb), rel_buf(&nb), rel_buf(&xb), rel_buf(&sb), rel_buf(&zb);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* CRC-32 and the SIMD switches                                                                      */
+
+/* crc32(data, prev=0) -> int: zlib's CRC-32, continued from prev (carry-less multiply when available). */
+static PyObject *py_crc32(PyObject *self, PyObject *args) {
+    PyObject *o;
+    unsigned int prev = 0;
+    if (!PyArg_ParseTuple(args, "O|I", &o, &prev)) return NULL;
+    Buf b = {0};
+    if (get_buf(o, &b, 0, "data") < 0) return NULL;
+    uint32_t c;
+    if (b.view.len >= (1 << 16)) {
+        Py_BEGIN_ALLOW_THREADS;
+        c = crc32_update(prev, (const uint8_t *)b.view.buf, (size_t)b.view.len);
+        Py_END_ALLOW_THREADS;
+    } else {
+        c = crc32_update(prev, (const uint8_t *)b.view.buf, (size_t)b.view.len);
+    }
+    rel_buf(&b);
+    return PyLong_FromUnsignedLong(c);
+}
+
+/* set_clmul(enabled) -> previous setting: lets tests compare the table and carry-less-multiply CRC paths. */
+static PyObject *py_set_clmul(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    int prev = crc32_clmul_active();
+    crc32_use_clmul(on);
+    return PyBool_FromLong(prev);
+}
+
+/* the CPU's AVX2 support (0 where the AVX2 paths are not compiled) */
+static int detect_avx2(void) {
+#ifdef HAVE_AVX2_PATH
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+/* set_simd(enabled) -> previous setting: lets tests compare the vector and scalar paths byte for byte. */
+static PyObject *py_set_simd(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    int prev = cpu_has_avx2 > 0;
+    cpu_has_avx2 = on ? detect_avx2() : 0;
+    return PyBool_FromLong(prev);
+}
+
+static PyMethodDef methods[] = {
+    {"crc32", py_crc32, METH_VARARGS, "CRC-32 (zlib's), continued from an optional previous value."},
+    {"set_clmul", py_set_clmul, METH_VARARGS, "Enable/disable the carry-less-multiply CRC path."},
+    {"table_cost", py_table_cost, METH_VARARGS, "Ideal code bits and table bytes of counts."},
+    {"write_tables", py_write_tables, METH_VARARGS, "Serialize frequency tables."},
+    {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 paths; returns the previous state."},
+    {"minmax", py_minmax, METH_VARARGS, "Per-channel min/max (including 0); returns False on NaN/Inf."},
+    {"quantize", py_quantize, METH_VARARGS, "Asymmetric per-channel quantization to u8 (+ optional histogram)."},
+    {"dequantize", py_dequantize, METH_VARARGS, "u8 symbols back to float32."},
+    {"context_histogram", py_context_histogram, METH_VARARGS, "Symbol counts per context table."},
+    {"histogram", py_histogram, METH_VARARGS, "256-bin symbol histogram."},
+    {"transpose_u8", py_transpose_u8, METH_VARARGS, "Batched byte-matrix transpose."},
+    {"histogram_sampled", py_histogram_sampled, METH_VARARGS, "Histogram of hash-picked 4 Ki chunks."},
+    {"channel_histogram", py_channel_histogram, METH_VARARGS, "Symbol counts per channel."},
+    {"csr_stats", py_csr_stats, METH_VARARGS, "Row-occupancy and gap histograms per candidate row width."},
+    {"csr_split", py_csr_split, METH_VARARGS, "Split symbols into CSR counts/gaps/values."},
+    {"csr_merge", py_csr_merge, METH_VARARGS, "Merge CSR counts/gaps/values back to symbols."},
+    {"delta", py_delta, METH_VARARGS, "Prediction residuals at a distance (or their inverse)."},
+    {"pack", py_pack, METH_VARARGS, "Pack 1/2/4-bit symbols into bytes."},
+    {"unpack", py_unpack, METH_VARARGS, "Unpack bytes into 1/2/4-bit symbols."},
+    {"read_tables", py_read_tables, METH_VARARGS, "Parse serialized frequency tables."},
+    {"normalize", py_normalize, METH_VARARGS, "Normalize counts to rANS frequencies."},
+    {"rans_encode", py_rans_encode, METH_VARARGS, "Interleaved 32-lane rANS encode of a block range."},
+    {"rans_decode", py_rans_decode, METH_VARARGS, "Interleaved 32-lane rANS decode of a block range."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_kernels", "splitstream codec kernels", -1, methods};
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    rans_encode_init();
+    rans_decode_init();
+    cpu_has_avx2 = detect_avx2();
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m && PyModule_AddIntConstant(m, "AVX2", cpu_has_avx2 > 0) < 0) Py_CLEAR(m);
+    return m;
+}

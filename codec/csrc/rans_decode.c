@@ -1,0 +1,376 @@
+/*
+ * rANS decoder (the decode half of codec/rans.py): reads the block index of a stream payload, builds the
+ * slot tables of every context from the frequencies, and decodes blocks [first, last) of 32 interleaved
+ * lanes (bitstream described in rans_encode.c), optionally dequantizing each block while it is in cache.
+ * Every block is checked: final states at least L, word count within bounds, all words consumed and every
+ * lane back at L at the end. Packed 32-bit slot entries (prob_bits <= 12) feed both the scalar loop and the
+ * AVX2 loop beside it; wider tables use 8-byte slots and scalar code.
+ */
+#include "internal.h"
+
+typedef struct {
+    uint16_t freq;
+    uint16_t bias; /* slot - cumulative */
+    uint8_t sym;
+    uint8_t pad[3];
+} DecSlot;
+
+
+static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
+    const uint32_t M = 1u << pb;
+    uint32_t cum = 0;
+    for (int s = 0; s < 256; s++) {
+        uint32_t fr = f[s];
+        if (cum + fr > M) return -1;
+        for (uint32_t k = 0; k < fr; k++) {
+            d[cum + k].freq = (uint16_t)fr;
+            d[cum + k].bias = (uint16_t)k;
+            d[cum + k].sym = (uint8_t)s;
+        }
+        cum += fr;
+    }
+    return cum == M ? 0 : -1;
+}
+
+
+/* Branch-free renormalization of local state x with local word index wi: read the next word when the
+ * state fell below L. Reads are clamped to the block's last word; the caller checks afterwards that exactly
+ * all words were consumed. */
+#define RENORM(x, w, wi, last)                                               \
+    do {                                                                     \
+        int64_t idx_ = (wi) < (last) ? (wi) : (last);                        \
+        uint16_t v_;                                                         \
+        memcpy(&v_, (w) + 2 * idx_, 2);                                      \
+        uint32_t need_ = (x) < RANS_L;                                       \
+        (wi) += need_;                                                       \
+        (x) = ((x) << (need_ << 4)) | ((uint32_t)v_ & (0u - need_));         \
+    } while (0)
+
+/* Decode one block. Returns 0 on success, -1 if the block is inconsistent. */
+static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const DecSlot *tabs, int pb, uint8_t *o,
+                        int64_t b0, int64_t b1) {
+    if (len < STATE_BYTES || ((len - STATE_BYTES) & 1)) return -1;
+    int64_t n = b1 - b0;
+    int64_t nw = (len - STATE_BYTES) / 2;
+    if (nw > n) return -1;
+    uint32_t st[LANES];
+    for (int j = 0; j < LANES; j++) {
+        st[j] = rd32(src + 4 * j);
+        if (st[j] < RANS_L) return -1;
+    }
+    static const uint8_t no_words[2] = {0, 0};
+    const uint8_t *w = nw ? src + STATE_BYTES : no_words;
+    const int64_t last = nw ? nw - 1 : 0;
+    int64_t wi = 0;
+    const uint32_t mask = (1u << pb) - 1;
+    
+    if (c->ntables == 1) {
+        const DecSlot *d = tabs;
+        int64_t i = 0;
+        for (; i + LANES <= n; i += LANES) {
+            for (int j = 0; j < LANES; j++) {
+                uint32_t x = st[j];
+                const DecSlot e = d[x & mask];
+                o[i + j] = e.sym;
+                x = (uint32_t)e.freq * (x >> pb) + e.bias;
+                RENORM(x, w, wi, last);
+                st[j] = x;
+            }
+        }
+        for (int j = 0; i < n; i++, j++) {
+            uint32_t x = st[j];
+            const DecSlot e = d[x & mask];
+            o[i] = e.sym;
+            x = (uint32_t)e.freq * (x >> pb) + e.bias;
+            RENORM(x, w, wi, last);
+            st[j] = x;
+        }
+    } else {
+        ChanIter it = {0, 0};
+        int have_group = c->group != NULL && c->channels > 1;
+        if (have_group) chan_init(c, &it, b0);
+        const int64_t nbd = c->nb_dist;
+        for (int64_t i = 0; i < n; i++) {
+            int g = have_group ? c->group[it.ch] : 0;
+            int bk = (nbd && i >= nbd) ? c->nbmap[o[i - nbd]] : 0;
+            const DecSlot *d = tabs + ((size_t)(g * c->nbuckets + bk) << pb);
+            int j = (int)(i & (LANES - 1));
+            uint32_t x = st[j];
+            const DecSlot e = d[x & mask];
+            if (e.freq == 0) return -1; /* empty context table */
+            o[i] = e.sym;
+            x = (uint32_t)e.freq * (x >> pb) + e.bias;
+            RENORM(x, w, wi, last);
+            st[j] = x;
+            if (have_group) chan_next(c, &it);
+        }
+    }
+    if (wi != nw) return -1;
+    for (int j = 0; j < LANES; j++)
+        if (st[j] != RANS_L) return -1;
+    return 0;
+}
+
+
+#ifdef HAVE_AVX2_PATH
+static uint32_t perm_lut[256][8] __attribute__((aligned(32))); /* lanes set in m take the next words */
+#endif
+
+/* The word-distribution permutations of the AVX2 decoder (called once at import). */
+void rans_decode_init(void) {
+#ifdef HAVE_AVX2_PATH
+    for (int m = 0; m < 256; m++) {
+        int k = 0;
+        for (int lane = 0; lane < 8; lane++) perm_lut[m][lane] = (m >> lane) & 1 ? (uint32_t)k++ : 0;
+    }
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* AVX2 order-0 decoder (x86-64, chosen at run time). Integer-only, so it produces exactly the scalar
+ * decoder's output. Four 8-lane vectors hold the 32 states; per vector, a gather looks up the packed slot
+ * entry (sym << 24 | (freq - 1) << 12 | bias, prob_bits <= 12), and the lanes that need a word take the
+ * next ones in lane order through a permutation chosen by the lane mask. The last steps of a block, where
+ * fewer than 32 words remain, finish in scalar code.                                                   */
+
+#ifdef HAVE_AVX2_PATH
+__attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, const uint8_t *w, int64_t nw,
+                                                                  int64_t *wi_io, const uint32_t *tabs, int pb,
+                                                                  uint8_t *o, int64_t i, int64_t n, const Ctx *c,
+                                                                  const uint32_t *nb_off, int64_t b0) {
+    /* tabs: ntables x 2^pb packed entries; nb_off[sym] = bucket << pb (or NULL); per step, the channel
+     * group (when present) adds group * nbuckets << pb. Steps start at i (a multiple of 32). */
+    __m256i X[4];
+    for (int v = 0; v < 4; v++) X[v] = _mm256_loadu_si256((const __m256i *)(st + 8 * v));
+    const __m256i maskv = _mm256_set1_epi32((1 << pb) - 1), m12 = _mm256_set1_epi32(0xFFF);
+    const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m128i pbv = _mm_cvtsi32_si128(pb);
+    const int have_group = c && c->group != NULL && c->channels > 1;
+    const int64_t nbd = c ? c->nb_dist : 0;
+    int64_t wi = *wi_io;
+    for (; i + LANES <= n && wi + LANES <= nw; i += LANES) {
+        __m256i S[4];
+        __m256i base = zero;
+        if (have_group) {
+            int64_t ch = ((b0 + i) / c->inner) % c->channels;
+            base = _mm256_set1_epi32((int)(((uint32_t)c->group[ch] * (uint32_t)c->nbuckets) << pb));
+        }
+        for (int v = 0; v < 4; v++) {
+            __m256i x = X[v];
+            __m256i idx = _mm256_add_epi32(base, _mm256_and_si256(x, maskv));
+            if (nb_off) {
+                __m256i above = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(o + i + 8 * v - nbd)));
+                idx = _mm256_add_epi32(idx, _mm256_i32gather_epi32((const int *)nb_off, above, 4));
+            }
+            __m256i e = _mm256_i32gather_epi32((const int *)tabs, idx, 4);
+            S[v] = _mm256_srli_epi32(e, 24);
+            __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 12), m12), one);
+            x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pbv)), _mm256_and_si256(e, m12));
+            __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
+            int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
+            __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * wi)));
+            __m256i ws = _mm256_permutevar8x32_epi32(words, _mm256_load_si256((const __m256i *)perm_lut[m]));
+            X[v] = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), ws), need);
+            wi += __builtin_popcount((unsigned)m);
+        }
+        __m256i ab = _mm256_packus_epi32(S[0], S[1]);
+        __m256i cd = _mm256_packus_epi32(S[2], S[3]);
+        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+        _mm256_storeu_si256((__m256i *)(o + i), bytes);
+    }
+    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(st + 8 * v), X[v]);
+    *wi_io = wi;
+    return i;
+}
+#endif
+
+/* One block being decoded with packed tables: lane states, its words, and how far it got. */
+typedef struct {
+    uint32_t st[LANES];
+    const uint8_t *w;
+    int64_t nw, wi, i, n, b0;
+    uint8_t *o;
+} BlockDec;
+
+/* Read a block's final states; -1 if the block cannot be valid. */
+static int block_open(BlockDec *d, const uint8_t *src, int64_t len, uint8_t *o, int64_t b0, int64_t b1) {
+    static const uint8_t no_words[2] = {0, 0};
+    if (len < STATE_BYTES || ((len - STATE_BYTES) & 1)) return -1;
+    d->n = b1 - b0;
+    d->nw = (len - STATE_BYTES) / 2;
+    if (d->nw > d->n) return -1;
+    for (int j = 0; j < LANES; j++) {
+        d->st[j] = rd32(src + 4 * j);
+        if (d->st[j] < RANS_L) return -1;
+    }
+    d->w = d->nw ? src + STATE_BYTES : no_words;
+    d->wi = d->i = 0;
+    d->b0 = b0;
+    d->o = o;
+    return 0;
+}
+
+
+/* Decode an opened block with packed tables (prob_bits <= 12), any context, from where it stands. The AVX2
+ * kernel takes the bulk when the context allows it (order-0, neighbor, or channel groups constant over each
+ * 32-symbol step); scalar code does the first steps (before the neighbor distance), the tail, and everything
+ * else. Checks the end state. */
+static int block_finish(BlockDec *d, const Ctx *c, const uint32_t *tabs, const uint32_t *nb_off, int pb) {
+    uint32_t *st = d->st;
+    const uint8_t *w = d->w;
+    uint8_t *o = d->o;
+    const int64_t n = d->n, nw = d->nw, b0 = d->b0;
+    const int64_t last = nw ? nw - 1 : 0;
+    const uint32_t mask = (1u << pb) - 1;
+    int64_t wi = d->wi, i = d->i;
+    const int simple = c->ntables == 1;
+    const int have_group = c->group != NULL && c->channels > 1;
+    const int64_t nbd = c->nb_dist;
+    ChanIter it = {0, 0};
+    /* scalar symbols: [from, to) */
+#define SCALAR_RANGE(from, to)                                                             \
+    do {                                                                                   \
+        if (have_group) chan_init(c, &it, b0 + (from));                                    \
+        for (int64_t k = (from); k < (to); k++) {                                          \
+            uint32_t t = 0;                                                                \
+            if (!simple) {                                                                 \
+                int g = have_group ? c->group[it.ch] : 0;                                  \
+                int bk = (nbd && k >= nbd) ? c->nbmap[o[k - nbd]] : 0;                     \
+                t = (uint32_t)(g * c->nbuckets + bk) << pb;                                \
+                if (have_group) chan_next(c, &it);                                         \
+            }                                                                              \
+            int j = (int)(k & (LANES - 1));                                                \
+            uint32_t x = st[j];                                                            \
+            uint32_t e = tabs[t + (x & mask)];                                             \
+            if (e == 0xFFFFFFFFu) return -1; /* empty context table */                    \
+            o[k] = (uint8_t)(e >> 24);                                                     \
+            x = (((e >> 12) & 0xFFF) + 1) * (x >> pb) + (e & 0xFFF);                       \
+            RENORM(x, w, wi, last);                                                        \
+            st[j] = x;                                                                     \
+        }                                                                                  \
+    } while (0)
+#ifdef HAVE_AVX2_PATH
+    int vector_ok = cpu_has_avx2 > 0 && (!have_group || (c->mult == 1 && c->inner % LANES == 0));
+    if (vector_ok) {
+        int64_t start = nbd ? ((nbd + LANES - 1) / LANES) * LANES : 0;
+        if (start > n) start = n;
+        if (start > i) {
+            SCALAR_RANGE(i, start);
+            i = start;
+        }
+        i = decode_steps_avx2(st, w, nw, &wi, tabs, pb, o, i, n, c, nbd ? nb_off : NULL, b0);
+    }
+#endif
+    SCALAR_RANGE(i, n);
+#undef SCALAR_RANGE
+    if (wi != nw) return -1;
+    for (int j = 0; j < LANES; j++)
+        if (st[j] != RANS_L) return -1;
+    return 0;
+}
+
+static int decode_block_packed(const uint8_t *src, int64_t len, const Ctx *c, const uint32_t *tabs,
+                               const uint32_t *nb_off, int pb, uint8_t *o, int64_t b0, int64_t b1) {
+    BlockDec d;
+    if (block_open(&d, src, len, o, b0, b1) < 0) return -1;
+    return block_finish(&d, c, tabs, nb_off, pb);
+}
+
+/* Packed decoder entries of one table straight from its frequencies: (sym << 24 | (freq - 1) << 12 | slot -
+ * cumulative). Returns 0, or -1 if the table does not sum to 2^pb (an all-zero table is flagged empty). */
+static int build_packed(const uint16_t *f, int pb, uint32_t *t) {
+    const uint32_t M = 1u << pb;
+    uint32_t cum = 0, any = 0;
+    for (int s = 0; s < 256; s++) any |= f[s];
+    if (!any) {
+        for (uint32_t k = 0; k < M; k++) t[k] = 0xFFFFFFFFu;
+        return 1;
+    }
+    for (int s = 0; s < 256; s++) {
+        uint32_t fr = f[s];
+        if (!fr) continue;
+        if (fr > M - cum) return -1;
+        uint32_t e = ((uint32_t)s << 24) | ((fr - 1) << 12);
+        for (uint32_t k = 0; k < fr; k++) t[cum + k] = e | k;
+        cum += fr;
+    }
+    return cum == M ? 0 : -1;
+}
+
+/* Decode blocks [bf, bl) of a stream of n symbols (blocks of block symbols) from payload (u32 block sizes,
+ * then the blocks) with the context tables freqs (ntables x 256). Symbols go to out (n symbols), or, when
+ * out is NULL, are dequantized into dq->x. Returns 0, 1 if the block index does not match the payload,
+ * 2 if a table or block is corrupted, or RANS_ENOMEM. */
+int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16_t *freqs, int pb, int64_t block,
+                int64_t n, int64_t bf, int64_t bl, uint8_t *out, const Dequant *dq) {
+    int64_t nblocks = (n + block - 1) / block;
+    if (plen < 4 * nblocks) return 1;
+    int ret = RANS_ENOMEM;
+    DecSlot *tabs = NULL;
+    uint32_t *packed = NULL;
+    uint8_t *scratch = NULL;
+    /* the block index: sizes must cover the payload exactly */
+    uint64_t *off = (uint64_t *)ss_malloc(sizeof(uint64_t) * (size_t)(nblocks + 1));
+    if (!off) goto done;
+    off[0] = (uint64_t)(4 * nblocks);
+    for (int64_t b = 0; b < nblocks; b++) off[b + 1] = off[b] + rd32(payload + 4 * b);
+    if (off[nblocks] != (uint64_t)plen) {
+        ret = 1;
+        goto done;
+    }
+    int bad_table = 0;
+    if (pb <= 12) {
+        packed = (uint32_t *)ss_malloc(sizeof(uint32_t) * ((size_t)c->ntables << pb));
+        if (!packed) goto done;
+        for (int t = 0; t < c->ntables && !bad_table; t++) {
+            int r = build_packed(freqs + t * 256, pb, packed + ((size_t)t << pb));
+            if (r < 0 || (r == 1 && c->ntables == 1 && n > 0)) bad_table = 1;
+        }
+    } else {
+        tabs = (DecSlot *)ss_malloc(sizeof(DecSlot) * ((size_t)c->ntables << pb));
+        if (!tabs) goto done;
+        for (int t = 0; t < c->ntables && !bad_table; t++) {
+            const uint16_t *f = freqs + t * 256;
+            int empty = 1;
+            for (int s = 0; s < 256; s++)
+                if (f[s]) empty = 0;
+            if (empty) {
+                if (c->ntables == 1 && n > 0) bad_table = 1;
+                memset(tabs + ((size_t)t << pb), 0, sizeof(DecSlot) << pb);
+            } else if (build_dec(f, pb, tabs + ((size_t)t << pb)) < 0) {
+                bad_table = 1;
+            }
+        }
+    }
+    if (bad_table) {
+        ret = 2;
+        goto done;
+    }
+    if (!out) {
+        scratch = (uint8_t *)ss_malloc((size_t)block);
+        if (!scratch) goto done;
+    }
+    uint32_t nb_off[256];
+    for (int k = 0; k < 256; k++) nb_off[k] = c->nbmap ? (uint32_t)c->nbmap[k] << pb : 0;
+    int ok = 1;
+    for (int64_t b = bf; b < bl && ok; b++) {
+        int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
+        uint8_t *o = out ? out + b0 : scratch;
+        const uint8_t *src = payload + off[b];
+        int64_t len = (int64_t)(off[b + 1] - off[b]);
+        int r = pb <= 12 ? decode_block_packed(src, len, c, packed, nb_off, pb, o, b0, b1)
+                         : decode_block(src, len, c, tabs, pb, o, b0, b1);
+        if (r < 0)
+            ok = 0;
+        else if (dq)
+            dequantize_range(o, dq->x, b0, b1, dq->scale, dq->zero, dq->channels, dq->inner);
+    }
+    ret = ok ? 0 : 2;
+done:
+    ss_free(tabs);
+    ss_free(packed);
+    ss_free(off);
+    ss_free(scratch);
+    return ret;
+}

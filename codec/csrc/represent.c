@@ -1,0 +1,153 @@
+/*
+ * Symbol representations (mirrors codec/represent.py): CSR-style sparse rows (split into row counts, column
+ * gaps and values, and merged back with every count and gap checked), bit packing of 1/2/4-bit symbols
+ * (first symbol in the low bits) and prediction residuals at a distance with their inverse.
+ */
+#include "internal.h"
+
+/* nz[i] = q[i] != zero[channel(i)] over outer x channels x inner symbols */
+void nonzero_mask(const uint8_t *q, int64_t n, const uint8_t *zero, int64_t channels, int64_t inner, uint8_t *nz) {
+    if (channels == 1) {
+        const uint8_t z = zero[0];
+        for (int64_t i = 0; i < n; i++) nz[i] = q[i] != z;
+        return;
+    }
+    int64_t outer = n / (channels * inner);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t ch = 0; ch < channels; ch++) {
+            int64_t base = (o * channels + ch) * inner;
+            const uint8_t z = zero[ch];
+            for (int64_t k = 0; k < inner; k++) nz[base + k] = q[base + k] != z;
+        }
+}
+
+/* Rows of width: counts[row] = non-zero-point symbols in the row; gaps / vals (capacity n) get the column
+ * gap before each of them and its value. Returns nnz, or -1 if the mask could not be allocated. */
+int64_t csr_split(const uint8_t *q, int64_t n, const uint8_t *zero, int64_t channels, int64_t inner,
+                  int64_t width, uint8_t *counts, uint8_t *gaps, uint8_t *vals) {
+    int64_t rows = (n + width - 1) / width, nnz = 0;
+    uint8_t *mask = NULL;
+    if (channels > 1) {
+        /* per-channel zero points: one pass builds the non-zero mask run by run */
+        mask = (uint8_t *)ss_malloc((size_t)(n ? n : 1));
+        if (!mask) return -1;
+        nonzero_mask(q, n, zero, channels, inner, mask);
+    }
+    const uint8_t z0 = zero[0];
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t r0 = r * width, r1 = r0 + width < n ? r0 + width : n;
+        int cnt = 0, prev = -1;
+        for (int64_t i = r0; i < r1; i++) {
+            /* branch-free: always write (nnz <= i < n), advance only for non-zero-point symbols */
+            int col = (int)(i - r0);
+            int m = mask ? mask[i] : q[i] != z0;
+            gaps[nnz] = (uint8_t)(col - prev - 1);
+            vals[nnz] = q[i];
+            nnz += m;
+            prev = m ? col : prev;
+            cnt += m;
+        }
+        counts[r] = (uint8_t)cnt;
+    }
+    ss_free(mask);
+    return nnz;
+}
+
+/* The inverse of csr_split into out (n symbols). Returns 1, or 0 if counts, gaps and nnz disagree. */
+int csr_merge(const uint8_t *counts, int64_t rows, const uint8_t *gaps, const uint8_t *vals, int64_t nnz,
+              const uint8_t *zero, int64_t channels, int64_t inner, int64_t width, uint8_t *out, int64_t n) {
+    int ok = 1;
+    /* fill zeros */
+    if (channels == 1)
+        memset(out, zero[0], (size_t)n);
+    else {
+        int64_t outer = n / (channels * inner);
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t ch = 0; ch < channels; ch++) memset(out + (o * channels + ch) * inner, zero[ch], (size_t)inner);
+    }
+    int64_t k = 0;
+    for (int64_t r = 0; r < rows && ok; r++) {
+        int64_t r0 = r * width, len = r0 + width < n ? width : n - r0;
+        int64_t col = -1;
+        int cnt = counts[r];
+        if (cnt > len || k + cnt > nnz) {
+            ok = 0;
+            break;
+        }
+        for (int j = 0; j < cnt; j++, k++) {
+            col += (int64_t)gaps[k] + 1;
+            if (col >= len) {
+                ok = 0;
+                break;
+            }
+            out[r0 + col] = vals[k];
+        }
+    }
+    if (k != nnz) ok = 0;
+    return ok;
+}
+
+/* k = 8 / bits symbols per byte (bits 1, 2 or 4), first symbol in the low bits; o holds ceil(n / k) bytes */
+void pack_bits(const uint8_t *q, int64_t n, int bits, uint8_t *o) {
+    int k = 8 / bits;
+    int64_t m = (n + k - 1) / k;
+    const uint8_t mask = (uint8_t)((1u << bits) - 1);
+    int64_t full = n / k;
+    for (int64_t j = 0; j < full; j++) {
+        uint8_t v = 0;
+        for (int t = 0; t < k; t++) v |= (uint8_t)((q[j * k + t] & mask) << (t * bits));
+        o[j] = v;
+    }
+    if (m > full) {
+        uint8_t v = 0;
+        for (int64_t i = full * k; i < n; i++) v |= (uint8_t)((q[i] & mask) << ((i - full * k) * bits));
+        o[full] = v;
+    }
+}
+
+/* the inverse of pack_bits: n symbols from ceil(n / k) bytes */
+void unpack_bits(const uint8_t *p, int bits, uint8_t *o, int64_t n) {
+    int k = 8 / bits;
+    const uint8_t mask = (uint8_t)((1u << bits) - 1);
+    int64_t full = n / k;
+    for (int64_t j = 0; j < full; j++) {
+        uint8_t v = p[j];
+        for (int t = 0; t < k; t++) o[j * k + t] = (uint8_t)((v >> (t * bits)) & mask);
+    }
+    for (int64_t i = full * k; i < n; i++) o[i] = (uint8_t)((p[i / k] >> ((i % k) * bits)) & mask);
+}
+
+/* prediction residuals: r[i] = (q[i] - q[i - d]) & mask for i >= d, r[i] = q[i] before */
+static void delta_fwd_run(const uint8_t *restrict q, uint8_t *restrict r, int64_t n, int64_t d, uint8_t mask) {
+    int64_t head = d < n ? d : n;
+    memcpy(r, q, (size_t)head);
+    for (int64_t i = head; i < n; i++) r[i] = (uint8_t)((q[i] - q[i - d]) & mask);
+}
+
+static void delta_inv_run(const uint8_t *restrict r, uint8_t *restrict q, int64_t n, int64_t d, uint8_t mask) {
+    int64_t head = d < n ? d : n;
+    memcpy(q, r, (size_t)head);
+    if (d >= 16) {
+        /* rows of d are independent of each other's current row: vectorizes */
+        for (int64_t i = head; i < n; i += d) {
+            int64_t end = i + d < n ? i + d : n;
+            const uint8_t *prev = q + i - d;
+            for (int64_t k = 0; k < end - i; k++) q[i + k] = (uint8_t)((r[i + k] + prev[k]) & mask);
+        }
+    } else if (d == 1) {
+        uint8_t prev = head ? q[0] : 0; /* running sum kept in a register */
+        for (int64_t i = head; i < n; i++) {
+            prev = (uint8_t)((r[i] + prev) & mask);
+            q[i] = prev;
+        }
+    } else {
+        for (int64_t i = head; i < n; i++) q[i] = (uint8_t)((r[i] + q[i - d]) & mask);
+    }
+}
+
+void delta(const uint8_t *src, uint8_t *dst, int64_t n, int64_t d, uint8_t mask, int inverse) {
+    if (inverse)
+        delta_inv_run(src, dst, n, d, mask);
+    else
+        delta_fwd_run(src, dst, n, d, mask);
+}

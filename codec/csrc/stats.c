@@ -1,0 +1,114 @@
+/*
+ * Symbol statistics (what codec/costmodel.py measures): plain, sampled, per-channel and per-context
+ * histograms, and the row-occupancy / column-gap histograms of the sparse representation for candidate
+ * row widths. Histograms spread consecutive symbols over four tables so that repeated symbols do not
+ * serialize on one counter.
+ */
+#include "internal.h"
+
+/* 256-bin histogram added into h, eight symbols per 64-bit load spread over four tables. */
+static void histogram_add(const uint8_t *q, int64_t n, uint32_t (*h)[256]) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, q + i, 8);
+        h[0][w & 0xFF]++;
+        h[1][(w >> 8) & 0xFF]++;
+        h[2][(w >> 16) & 0xFF]++;
+        h[3][(w >> 24) & 0xFF]++;
+        h[0][(w >> 32) & 0xFF]++;
+        h[1][(w >> 40) & 0xFF]++;
+        h[2][(w >> 48) & 0xFF]++;
+        h[3][w >> 56]++;
+    }
+    for (; i < n; i++) h[0][q[i]]++;
+}
+
+/* the four tables summed into hist */
+void histogram_fold(uint32_t (*h)[256], uint32_t *hist) {
+    for (int s = 0; s < 256; s++) hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s];
+}
+
+void histogram4(const uint8_t *q, int64_t n, uint32_t *hist) {
+    uint32_t h[4][256];
+    memset(h, 0, sizeof h);
+    histogram_add(q, n, h);
+    histogram_fold(h, hist);
+}
+
+/* Add the chunks [i * QCHUNK, ...) of q within [from, to) (chunk-aligned, to may be the end) that the
+ * sample picks: a multiplicative (Fibonacci) hash of the chunk index spreads them evenly, without aliasing
+ * with the tensor's own periods (channels, images) as every k-th chunk would. Returns symbols counted. */
+int64_t sampled_histogram(const uint8_t *q, int64_t from, int64_t to, int stride, uint32_t (*h)[256]) {
+    int64_t counted = 0;
+    for (int64_t i = from; i < to; i += QCHUNK) {
+        int64_t m = to - i < QCHUNK ? to - i : QCHUNK;
+        uint32_t pick = (uint32_t)((uint64_t)(i / QCHUNK) * 2654435761u);
+        if (stride == 1 || pick < UINT32_MAX / (uint32_t)stride) {
+            histogram_add(q + i, m, h);
+            counted += m;
+        }
+    }
+    return counted;
+}
+
+/* counts[ch * 256 + s]: symbol counts per channel of q (outer x channels x inner) */
+void channel_histogram(const uint8_t *q, int64_t n, int64_t channels, int64_t inner, uint32_t *counts) {
+    memset(counts, 0, (size_t)channels * 256 * 4);
+    int64_t outer = n / (channels * inner);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t ch = 0; ch < channels; ch++) {
+            const uint8_t *p = q + (o * channels + ch) * inner;
+            uint32_t *h = counts + ch * 256;
+            for (int64_t k = 0; k < inner; k++) h[p[k]]++;
+        }
+}
+
+/* counts[table * 256 + s] over every stride-th block (so a cost model can sample cheaply). Returns 0, or
+ * -1 if the context scratch could not be allocated. */
+int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block, int64_t stride,
+                      uint32_t *counts) {
+    memset(counts, 0, (size_t)c->ntables * 256 * 4);
+    if (c->ntables == 1) {
+        for (int64_t b0 = 0; b0 < n; b0 += block * stride) {
+            int64_t b1 = b0 + block < n ? b0 + block : n;
+            for (int64_t i = b0; i < b1; i++) counts[sym[i]]++;
+        }
+        return 0;
+    }
+    uint8_t *ctx = (uint8_t *)ss_malloc((size_t)block);
+    if (!ctx) return -1;
+    for (int64_t b0 = 0; b0 < n; b0 += block * stride) {
+        int64_t b1 = b0 + block < n ? b0 + block : n;
+        block_contexts(c, sym, b0, b1, ctx);
+        for (int64_t i = b0; i < b1; i++) counts[(int)ctx[i - b0] * 256 + sym[i]]++;
+    }
+    ss_free(ctx);
+    return 0;
+}
+
+/* Sparse rows of width (1..255) over the non-zero mask nz: histograms of the non-zero count per row and of
+ * the column gap before each non-zero, over every row_step-th row. Returns the non-zeros seen. */
+int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
+                      uint32_t *gap_hist) {
+    int64_t nnz = 0, rows = (n + width - 1) / width;
+    uint32_t ch[256], gh_ext[257];
+    memset(ch, 0, sizeof ch);
+    memset(gh_ext, 0, sizeof gh_ext);
+    for (int64_t r = 0; r < rows; r += row_step) {
+        int64_t r0 = r * width, r1 = r0 + width < n ? r0 + width : n;
+        int cnt = 0, prev = -1;
+        for (int64_t i = r0; i < r1; i++) {
+            /* branch-free: zero-point symbols count into the spare bin 256 */
+            int col = (int)(i - r0), m = nz[i];
+            gh_ext[m ? col - prev - 1 : 256]++;
+            prev = m ? col : prev;
+            cnt += m;
+        }
+        ch[cnt]++;
+        nnz += cnt;
+    }
+    memcpy(count_hist, ch, sizeof ch);
+    memcpy(gap_hist, gh_ext, 256 * sizeof(uint32_t));
+    return nnz;
+}
