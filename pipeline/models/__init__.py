@@ -31,7 +31,14 @@ from pipeline.models.hf_split import (
     split_encoder,
     with_feature,
 )
-from pipeline.weights import WeightsArg, hf_local_dir, load_into, resolve_vision_weights
+from pipeline.weights import (
+    WeightsArg,
+    hf_local_dir,
+    load_into,
+    load_state_dict_file,
+    resolve_vision_weights,
+    vision_weights_file,
+)
 
 __all__ = [
     "SPLIT_POINTS",
@@ -122,14 +129,18 @@ def _vision(name: str, weights: WeightsArg, **kw: Any) -> LoadedModel:
     import torchvision
 
     model = torchvision.models.get_model(name, weights=None, **kw)  # never downloads
-    state = resolve_vision_weights(name, weights)
+    path = vision_weights_file(name, weights)  # None: untrained, or a state dict was passed
+    state = resolve_vision_weights(name, weights) if path is None else load_state_dict_file(path)
     if state is not None:
         load_into(model, state, name)
-    source = (
-        "untrained"
-        if state is None
-        else str(weights if not isinstance(weights, dict) else "state_dict")
-    )
+    if state is None:
+        source = "untrained"
+    elif path is None:
+        source = "state_dict"
+    elif Path(os.fspath(weights)).expanduser() == path:
+        source = str(path)
+    else:  # a torchvision weights name: say which file it resolved to
+        source = f"{weights}: {path}"
     return LoadedModel(
         name,
         "vision",
