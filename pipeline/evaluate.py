@@ -6,6 +6,13 @@ sizes (raw fp32/fp16 vs wire bytes), the compression ratio, codec times, and fid
 against labels (``top1``) and against the uncompressed model (``agreement``, ``kl``,
 ``cosine`` ...). Quantization is tried per tensor and per channel; the row keeps the one
 with better fidelity (to 1e-3; ties go to the smaller frame) and says which (``granularity``).
+
+Inputs: the digits test set, MiniLM's built-in sentences, random tokens for a tokenizer-less
+LM, a CIFAR-100 root or ImageNet-style folder (``data=ROOT``), ``data="photos"`` (crops of
+real photographs bundled with scikit-learn and scikit-image, ``pipeline.photos``), or else
+smooth synthetic images. With ``halves=True`` every row also carries its metrics on two
+disjoint halves of the samples (``row["halves"]``), so a caller can choose a split on one
+half and report it on the other.
 """
 
 from __future__ import annotations
@@ -54,6 +61,18 @@ class EvalData:
     batches: list[tuple[torch.Tensor, ...]]
     labels: torch.Tensor | None
     source: str
+    groups: torch.Tensor | None = None  # samples that belong together (one photo, a sentence pair)
+
+    def halves(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of two disjoint halves: samples of even-numbered groups, then odd ones
+        (a group is a photograph, a sentence pair, or else one sample)."""
+        n = sum(b[0].shape[0] for b in self.batches)
+        groups = self.groups if self.groups is not None else torch.arange(n)
+        odd = groups % 2 == 1
+        select, report = (~odd).nonzero().flatten(), odd.nonzero().flatten()
+        if len(select) == 0 or len(report) == 0:
+            raise ValueError(f"halves need samples from at least two groups, got {n} sample(s)")
+        return select, report
 
 
 def _batches(tensors: tuple[torch.Tensor, ...], batch: int) -> list[tuple[torch.Tensor, ...]]:
@@ -123,8 +142,9 @@ def load_eval_data(
                 f"{loaded.name}: a sentence encoder needs its tokenizer in the model directory"
             )
         enc = loaded.tokenizer(SENTENCES[: max(3, samples)], padding=True, return_tensors="pt")
+        pairs = torch.arange(enc["input_ids"].shape[0]) // 2  # SENTENCES come in paraphrase pairs
         return EvalData(
-            _batches((enc["input_ids"], enc["attention_mask"]), batch), None, "sentences"
+            _batches((enc["input_ids"], enc["attention_mask"]), batch), None, "sentences", pairs
         )
     if loaded.kind == "decoder":
         seq = 32
@@ -149,19 +169,33 @@ def load_eval_data(
     shape = tuple(loaded.input_shape or (3, 224, 224))
     if size is not None:
         shape = (shape[0], size, size)
+    if data == "photos":
+        from pipeline.photos import photo_crops
+
+        crops = photo_crops(samples, shape[-1])
+        return EvalData(_batches((crops.images,), batch), None, crops.source, crops.photo)
     if data is not None:
         x, y, source = _image_folder_data(Path(data).expanduser(), samples, shape[-1])
         return EvalData(_batches((x,), batch), y, source)
-    return EvalData(_batches((_synthetic_images(samples, shape, seed),), batch), None, "synthetic")
+    images = _synthetic_images(samples, shape, seed)
+    return EvalData(_batches((images,), batch), None, f"synthetic {shape[1]}x{shape[2]}")
 
 
 def codec_roundtrip(
     feat: torch.Tensor, bits: int, axis: int | None, level: int
 ) -> tuple[torch.Tensor, int, float, float]:
     """Encode/decode ``feat`` one sample per frame; returns (decoded, bytes, enc s, dec s)."""
+    out, sizes, t_enc, t_dec = _roundtrip_frames(feat, bits, axis, level)
+    return out, sum(sizes), t_enc, t_dec
+
+
+def _roundtrip_frames(
+    feat: torch.Tensor, bits: int, axis: int | None, level: int
+) -> tuple[torch.Tensor, list[int], float, float]:
+    """``codec_roundtrip`` with the size of each sample's frame."""
     import codec
 
-    out, nbytes, t_enc, t_dec = [], 0, 0.0, 0.0
+    out, sizes, t_enc, t_dec = [], [], 0.0, 0.0
     for i in range(feat.shape[0]):
         x = feat[i : i + 1]
         t0 = time.perf_counter()
@@ -169,36 +203,55 @@ def codec_roundtrip(
         t1 = time.perf_counter()
         y = codec.decode(blob)
         t2 = time.perf_counter()
-        t_enc, t_dec, nbytes = t_enc + t1 - t0, t_dec + t2 - t1, nbytes + len(blob)
+        t_enc, t_dec = t_enc + t1 - t0, t_dec + t2 - t1
+        sizes.append(len(blob))
         out.append(torch.from_numpy(y).to(feat.dtype).reshape(x.shape))
-    return torch.cat(out), nbytes, t_enc, t_dec
+    return torch.cat(out), sizes, t_enc, t_dec
 
 
 def _metrics(
-    loaded: LoadedModel, data: EvalData, ref: list[Any], test: list[Any]
+    loaded: LoadedModel,
+    data: EvalData,
+    ref: list[Any],
+    test: list[Any],
+    idx: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Fidelity of outputs ``test`` vs ``ref`` (lists per batch) for the model kind."""
+    """Fidelity of outputs ``test`` vs ``ref`` (lists per batch) for the model kind, over all
+    samples or those in ``idx``. ``ref_classes`` counts the distinct arg-max outputs of the
+    uncompressed model: agreement over inputs that all land in one class says little."""
     r, t = torch.cat(ref), torch.cat(test)
+    inputs = [torch.cat(col) for col in zip(*data.batches, strict=True)]
+    labels = data.labels
+    if idx is not None:
+        r, t, inputs = r[idx], t[idx], [x[idx] for x in inputs]
+        labels = None if labels is None else labels[idx]
     if loaded.kind == "encoder":
-        masks = torch.cat([b[1] for b in data.batches])
+        masks = inputs[1]
         er, et = fm.mean_pool(r, masks), fm.mean_pool(t, masks)
-        nn_agree, rho = fm.retrieval_agreement(er, et)
-        return {"cosine": fm.cosine(er, et), "retrieval_top1": nn_agree, "retrieval_spearman": rho}
+        out = {"cosine": fm.cosine(er, et)}
+        if er.shape[0] >= 3:
+            nn_agree, rho = fm.retrieval_agreement(er, et)
+            out |= {"retrieval_top1": nn_agree, "retrieval_spearman": rho}
+        return out
     if loaded.kind == "decoder":
-        ids = torch.cat([b[0] for b in data.batches])
-        masks = torch.cat([b[1] for b in data.batches])
+        ids, masks = inputs[0], inputs[1]
         ppl_ref, ppl = fm.perplexity(r, ids, masks), fm.perplexity(t, ids, masks)
         return {
             "agreement": fm.agreement(r, t, masks),
             "kl": fm.kl_divergence(r, t, masks),
+            "ref_classes": int(r[masks.bool()].argmax(-1).unique().numel()),
             "ppl_baseline": ppl_ref,
             "ppl": ppl,
             "ppl_delta": ppl - ppl_ref,
         }
-    out = {"agreement": fm.agreement(r, t), "kl": fm.kl_divergence(r, t)}
-    if data.labels is not None:
-        out["top1"] = fm.top1(t, data.labels)
-        out["top1_baseline"] = fm.top1(r, data.labels)
+    out = {
+        "agreement": fm.agreement(r, t),
+        "kl": fm.kl_divergence(r, t),
+        "ref_classes": int(r.argmax(-1).unique().numel()),
+    }
+    if labels is not None:
+        out["top1"] = fm.top1(t, labels)
+        out["top1_baseline"] = fm.top1(r, labels)
         out["top1_drop"] = out["top1_baseline"] - out["top1"]
     return out
 
@@ -231,8 +284,14 @@ def evaluate(
     batch: int = 16,
     weights: Any = None,
     progress: bool = True,
+    halves: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rows of rate and fidelity, one per (split, bits); see the module docstring."""
+    """Rows of rate and fidelity, one per (split, bits); see the module docstring.
+
+    ``halves=True`` adds ``row["halves"]``: for ``"select"`` and ``"report"`` (disjoint
+    halves, ``EvalData.halves``) the sample count and, per granularity, the metrics and mean
+    wire bytes on that half alone.
+    """
     from tqdm import tqdm
 
     if granularity not in GRANULARITIES:
@@ -244,6 +303,7 @@ def evaluate(
     splits = list(splits) if splits else list(loaded.split_points)
     dataset = load_eval_data(loaded, samples, data, size, batch)
     n = sum(b[0].shape[0] for b in dataset.batches)
+    parts = dict(zip(("select", "report"), dataset.halves(), strict=True)) if halves else {}
     rows: list[dict[str, Any]] = []
     grans = ["tensor", "channel"] if granularity == "auto" else [granularity]
     bar = tqdm(
@@ -261,14 +321,20 @@ def evaluate(
         axis_c = loaded.channel_axis(split)
         for b in bits:
             results = {}
+            by_part: dict[str, dict[str, Any]] = {}
             for gran in grans:
                 axis = axis_c if gran == "channel" else None
-                test, nbytes, t_enc, t_dec = [], 0, 0.0, 0.0
+                test, sizes, t_enc, t_dec = [], [], 0.0, 0.0
                 for m in mids:
-                    dec, nb, te, td = codec_roundtrip(feature_of(m), b, axis, level)
+                    dec, sz, te, td = _roundtrip_frames(feature_of(m), b, axis, level)
                     test.append(tail(with_feature(m, dec)))
-                    nbytes, t_enc, t_dec = nbytes + nb, t_enc + te, t_dec + td
-                results[gran] = (_metrics(loaded, dataset, ref, test), nbytes, t_enc, t_dec, axis)
+                    sizes, t_enc, t_dec = sizes + sz, t_enc + te, t_dec + td
+                metrics = _metrics(loaded, dataset, ref, test)
+                results[gran] = (metrics, sum(sizes), t_enc, t_dec, axis)
+                for part, idx in parts.items():
+                    on_part = _metrics(loaded, dataset, ref, test, idx)
+                    on_part["wire_bytes"] = round(sum(sizes[i] for i in idx.tolist()) / len(idx), 1)
+                    by_part.setdefault(part, {"samples": len(idx)})[gran] = on_part
                 bar.update(1)
             best = max(results, key=lambda g: _score(results[g]))
             metrics, nbytes, t_enc, t_dec, axis = results[best]
@@ -299,6 +365,8 @@ def evaluate(
             for gran, res in results.items():
                 row[f"{key}_per_{gran}"] = res[0][key]
                 row[f"wire_bytes_per_{gran}"] = round(res[1] / n, 1)
+            if by_part:
+                row["halves"] = by_part
             rows.append(row)
     bar.close()
     return rows
@@ -309,6 +377,7 @@ FIDELITY_COLUMNS = (
     "top1",
     "agreement",
     "kl",
+    "ref_classes",
     "cosine",
     "retrieval_top1",
     "ppl_baseline",
@@ -324,6 +393,7 @@ def rows_to_markdown(rows: Sequence[dict[str, Any]]) -> str:
         "trained",
         "split",
         "bits",
+        "samples",
         "granularity",
         "raw_bytes",
         "wire_bytes",
@@ -373,7 +443,7 @@ def plot_rate_fidelity(
         if key == "top1" and "top1_baseline" in mrows[0]:
             ax.axhline(mrows[0]["top1_baseline"], color="grey", ls="--", lw=1, label="uncompressed")
         state = "trained" if mrows[0]["trained"] else "untrained"
-        ax.set_title(f"{name} ({state})")
+        ax.set_title(f"{name} ({state}, n={mrows[0]['samples']})", fontsize=10)
         ax.set_xlabel("wire bits per feature element")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
@@ -406,7 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", required=True, help="registry name or local HF model directory")
     ap.add_argument("--split", default="all", help="split point(s), comma-separated, or 'all'")
     ap.add_argument("--bits", type=_int_list, default=list(DEFAULT_BITS), help="e.g. 8,6,4,2")
-    ap.add_argument("--data", default=None, help="CIFAR-100 root or image folder (no downloads)")
+    ap.add_argument(
+        "--data",
+        default=None,
+        help="CIFAR-100 root, image folder, or 'photos' (bundled photographs); no downloads",
+    )
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--size", type=int, default=None, help="image side for vision models")
     ap.add_argument(

@@ -1,0 +1,135 @@
+"""Real photographs for ImageNet-trained vision models, read offline from installed packages.
+
+The photographs are scikit-learn's two sample images (``china.jpg``, ``flower.jpg``) and 16
+of the images in scikit-image's wheel (``skimage/data``): 18 photographs in all, read from
+disk with PIL (nothing is fetched). scikit-image's synthetic test patterns (chessboards,
+colour wheel, logo, phantom, horse silhouette), its artificially blurred clock, its tiny
+images and the right view of its stereo pair are left out. Grey photographs are repeated
+over the three channels.
+
+Each photograph gives up to ``len(CROPS)`` = 20 crops of ``size`` x ``size`` (224 by default),
+ImageNet-normalized as torchvision's weights expect: the photo is resized so its short side
+is 256 (or 320) x ``size`` / 224, then cut at the centre or one of the four corners, and
+flipped left-right or not. ``photo_crops(n)`` takes the first ``n`` crops of a fixed order
+that goes through every photograph before it takes a second crop of any, so at most
+18 x 20 = 360 crops exist. Crops of one photograph are correlated: the effective sample
+size of a figure lies between the photograph count and the crop count.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+SKIMAGE_PHOTOS = (
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "page.png",
+    "retina.jpg",
+    "rocket.jpg",
+    "text.png",
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# (short side at size 224, (vertical, horizontal) position of the crop in 0..1, flipped)
+CROPS: tuple[tuple[int, tuple[float, float], bool], ...] = tuple(
+    (short, pos, flip)
+    for pos in ((0.5, 0.5), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0))
+    for short in (256, 320)
+    for flip in (False, True)
+)
+
+
+@dataclass
+class PhotoCrops:
+    """Normalized crops (N, 3, size, size), the photograph index of each, and the photo names."""
+
+    images: torch.Tensor
+    photo: torch.Tensor
+    names: tuple[str, ...]
+
+    @property
+    def source(self) -> str:
+        """One line naming the data and its counts (for result rows)."""
+        used = len(set(self.photo.tolist()))
+        return f"photos: {self.images.shape[0]} crops of {used} photographs"
+
+
+def _package_dir(name: str) -> Path:
+    """Directory of an installed package, located without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {name!r} (which carries the photographs) is not installed"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def photo_paths() -> list[Path]:
+    """Files of the 18 photographs, scikit-learn's first (``FileNotFoundError`` if one is missing)."""
+    sk = _package_dir("sklearn") / "datasets" / "images"
+    ski = _package_dir("skimage") / "data"
+    paths = [sk / n for n in SKLEARN_PHOTOS] + [ski / n for n in SKIMAGE_PHOTOS]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"bundled photographs missing: {', '.join(missing)}")
+    return paths
+
+
+def _resized(path: Path, short: int) -> np.ndarray:
+    """RGB photo resized (bilinear, antialiased) so its short side is ``short``, the long side
+    truncated as torchvision's ``Resize(short)`` does; float32 0..1."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    w, h = rgb.size
+    size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    return np.asarray(rgb.resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+
+
+def max_crops() -> int:
+    """How many distinct crops ``photo_crops`` can give."""
+    return len(SKLEARN_PHOTOS + SKIMAGE_PHOTOS) * len(CROPS)
+
+
+def photo_crops(n: int, size: int = 224) -> PhotoCrops:
+    """The first ``n`` crops (see the module docstring); deterministic, no randomness."""
+    paths = photo_paths()
+    if not 1 <= n <= max_crops():
+        raise ValueError(f"photo crops: n must be in 1..{max_crops()}, got {n}")
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    out = np.empty((n, 3, size, size), dtype=np.float32)
+    photo = torch.arange(n) % len(paths)
+    for k, path in enumerate(paths):
+        for short in sorted({c[0] for c in CROPS}):
+            mine = [i for i in range(k, n, len(paths)) if CROPS[i // len(paths)][0] == short]
+            if not mine:
+                continue
+            img = _resized(path, round(short * size / 224))
+            for i in mine:
+                _, (fy, fx), flip = CROPS[i // len(paths)]
+                y0 = round(fy * (img.shape[0] - size))
+                x0 = round(fx * (img.shape[1] - size))
+                crop = img[y0 : y0 + size, x0 : x0 + size]
+                if flip:
+                    crop = crop[:, ::-1]
+                out[i] = ((crop - mean) / std).transpose(2, 0, 1)
+    return PhotoCrops(torch.from_numpy(out), photo, tuple(p.name for p in paths))
