@@ -154,10 +154,40 @@ def test_fidelity_benchmark_writes_outputs(tmp_path):
     doc = run(quick=True, out=tmp_path, models=["llama-tiny"], progress=False)
     assert doc["meta"]["untrained_models"] == ["llama-tiny"]
     assert {r["bits"] for r in doc["rows"]} == {8, 4, 2}
+    assert all(r["samples"] >= 64 for r in doc["rows"])  # untrained rows rest on >= 64 inputs
     (s,) = doc["summary"]
     assert s["model"] == "llama-tiny" and s["ratio"] > 1.0 and s["trained"] is False
+    assert s["select_samples"] == s["samples"] == 32  # chosen on one half, reported on the other
     md = (tmp_path / "fidelity.md").read_text()
     assert "untrained" in md.lower() and "llama-tiny" in md
+    assert "samples (choose / report)" in md and "| 32 / 32 |" in md
     assert json.loads((tmp_path / "fidelity.json").read_text())["rows"] == doc["rows"]
     assert (tmp_path / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["--quick", "--out", str(tmp_path), "--models", "nosuch", "--quiet"]) == 2
+
+
+def test_summary_chooses_on_one_half_and_reports_the_other():
+    from benchmarks.fidelity import summary
+
+    def row(split, select, report):
+        halves = {
+            part: {"samples": 10, "tensor": {"agreement": v, "wire_bytes": 100.0}}
+            for part, v in (("select", select), ("report", report))
+        }
+        return {
+            "model": "m",
+            "trained": False,
+            "weights": "untrained",
+            "data": "synthetic 8x8",
+            "split": split,
+            "bits": 8,
+            "agreement": (select + report) / 2,
+            "raw_bytes": 400,
+            "raw_fp16_bytes": 200,
+            "halves": halves,
+        }
+
+    # "b" is better on all samples and on the report half, but "a" wins on the select half
+    (s,) = summary([row("a", 0.9, 0.5), row("b", 0.8, 1.0)])
+    assert s["best_split"] == "a" and s["select_value"] == 0.9 and s["value"] == 0.5
+    assert s["samples"] == s["select_samples"] == 10 and s["ratio"] == 4.0
