@@ -208,6 +208,8 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
                 raise CodecError("bad rANS parameters")
             if ngroups > MAX_GROUPS:
                 raise CodecError("too many channel groups")
+            if channels < 1 or inner < 1:
+                raise CodecError("bad context layout")
             group = None
             if ngroups > 1:
                 if channels > numel * 8:
@@ -217,16 +219,14 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
                     raise CodecError("channel group map does not match its group count")
             nb_dist, nbuckets, nb_ref = r.unpack("IBB")
             ctx = ContextSpec(
-                channels=max(channels, 1),
-                inner=max(inner, 1),
+                channels=channels,
+                inner=inner,
                 mult=mult,
                 group=group,
                 nb_dist=nb_dist,
                 nbuckets=nbuckets if nb_dist else 1,
                 nb_ref=nb_ref,
             )
-            if channels < 1 or inner < 1:
-                raise CodecError("bad context layout")
             if nb_dist and nbuckets not in (2, 4):
                 raise CodecError("bad neighbor context")
             s.prob_bits, s.block_log2, s.ctx = pb, blog, ctx

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 import codec
-from codec import frame
+from codec import _kernels, frame
+from codec.contexts import ContextSpec
+from codec.costmodel import RANS
+from codec.represent import DENSE
 
 
 def reseal(body: bytes) -> bytes:
@@ -91,8 +94,68 @@ def test_fuzz_ten_thousand_mutations():
     tracemalloc.stop()
     assert rejected > 9_000  # nearly every mutation is detected
     assert slowest < 1.0
-    assert peak < 64 * 2**20  # bounded memory: no allocation driven by a lying header
+    # bounded memory: no allocation driven by a lying header (tracemalloc sees NumPy's allocations and
+    # the C kernels', which go through PyMem_RawMalloc: see test_kernel_allocations_are_traced)
+    assert peak < 64 * 2**20
     assert time.perf_counter() - start < 120
+
+
+def test_kernel_allocations_are_traced():
+    """The C kernels allocate through PyMem_RawMalloc, so the memory bounds above count them: the
+    sparse statistics take a mask as large as their input, and tracemalloc sees it."""
+    q = np.zeros(16 * 2**20, np.uint8)
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        _kernels.csr_stats(q, np.zeros(1, np.uint8), 1, q.size, (16,), 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - base >= q.size
+
+
+def forge_rans_frame(ctx: ContextSpec, prob_bits: int, freqs: np.ndarray) -> bytes:
+    """A well-checksummed dense 64 x 32 frame with one rANS stream of the given context and tables,
+    whose single block is all zero (an invalid block)."""
+    payload = struct.pack("<I", 128) + bytes(128)
+    stream = frame.StreamHeader(RANS, prob_bits, 16, ctx, freqs, payload)
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.uint8)
+    return frame.write(frame.Frame("float32", 8, (64, 32), None, one, zero, DENSE, 0, 0, [stream]))
+
+
+def test_forged_zero_channel_count_with_groups_is_a_codec_error():
+    """A context with channel groups but zero channels (an empty group map) is refused as malformed
+    (it used to surface as NumPy's ValueError from the empty map)."""
+    ctx = ContextSpec(channels=2, inner=1024, group=np.array([0, 1], np.uint8))
+    body = bytearray(forge_rans_frame(ctx, 12, np.full((2, 256), 16, np.uint16))[:-4])
+    # the stream's context channel count: after the 13-byte fixed header, 2 shape words, nq, one scale,
+    # one zero point, nnz, the stream count, then coding, prob_bits and block_log2
+    at = 13 + 8 + 4 + 4 + 1 + 4 + 1 + 3
+    assert struct.unpack_from("<I", body, at)[0] == 2
+    body[at : at + 4] = struct.pack("<I", 0)
+    with pytest.raises(codec.CodecError, match="context layout") as err:
+        codec.decode(reseal(bytes(body)))
+    assert type(err.value) is codec.CodecError
+
+
+def test_widest_forged_tables_stay_small():
+    """The largest context a header can declare (64 groups x 4 neighbor buckets = 256 tables) at the
+    widest probabilities (15 bits) costs the decoder one byte per slot, not an 8-byte slot entry: a few
+    megabytes for a frame of a few kilobytes, and the bad block is still a CodecError."""
+    group = np.arange(64, dtype=np.uint8)
+    ctx = ContextSpec(channels=64, inner=32, group=group, nb_dist=32, nbuckets=4)
+    freqs = np.zeros((ctx.ntables, 256), np.uint16)
+    freqs[:, 7] = 1 << 15
+    blob = forge_rans_frame(ctx, 15, freqs)
+    assert len(blob) < 16 * 2**10
+    tracemalloc.start()
+    try:
+        with pytest.raises(codec.CodecError, match="corrupted"):
+            codec.decode(blob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 8 * 2**20 <= peak < 12 * 2**20
 
 
 def test_oversized_shape_rejected_before_allocation():
@@ -132,12 +195,21 @@ def test_max_elements_is_enforced():
     assert codec.decode(blob, max_elements=4096).shape == (64, 64)
 
 
-@pytest.mark.parametrize("clmul", [True, False])
+@pytest.mark.parametrize(
+    "clmul",
+    [
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not _kernels.CLMUL, reason="no carry-less multiply on this CPU: only the table path"
+            ),
+        ),
+        False,
+    ],
+)
 def test_checksum_is_zlib_crc32(clmul):
     """The frame's CRC-32 kernel gives zlib's value on both paths, for every length around the 16- and
     64-byte fold boundaries, unaligned starts and chained calls."""
-    from codec import _kernels
-
     rng = np.random.default_rng(11)
     data = rng.integers(0, 256, 300_000).astype(np.uint8).tobytes()
     prev = _kernels.set_clmul(clmul)

@@ -7,11 +7,14 @@
  */
 #include "internal.h"
 
-/* Validate a context whose fields the bindings filled (group / nbmap may be NULL; their lengths given) and
- * derive ntables. Returns NULL, or what is wrong. */
-const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len) {
+/* Validate a context for n symbols whose fields the bindings filled (group / nbmap may be NULL; their
+ * lengths given) and derive ntables. Returns NULL, or what is wrong. */
+const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len, int64_t n) {
+    int64_t tmp;
     if (c->channels < 1 || c->inner < 1 || c->mult < 1 || c->nb_dist < 0 || c->nbuckets < 1 || c->nbuckets > 16)
         return "bad context spec";
+    /* the channel walk computes i * mult (i < n) and rem + mult (rem < inner) */
+    if (!size_mul(n, c->mult, &tmp) || !size_add(c->inner, c->mult, &tmp)) return "bad context spec";
     int ngroups = 1;
     if (c->group != NULL) {
         if (group_len != c->channels) return "group map length != channels";
@@ -54,7 +57,7 @@ void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t b1, ui
         memset(ctx, 0, (size_t)n);
     }
     if (c->nb_dist) {
-        const uint8_t *above = sym + b0 - c->nb_dist;
-        for (int64_t k = c->nb_dist; k < n; k++) ctx[k] = (uint8_t)(ctx[k] + c->nbmap[above[k]]);
+        const uint8_t *cur = sym + b0;
+        for (int64_t k = c->nb_dist; k < n; k++) ctx[k] = (uint8_t)(ctx[k] + c->nbmap[cur[k - c->nb_dist]]);
     }
 }

@@ -31,9 +31,34 @@
 /* run-time AVX2 switch: CPU support, or 0 when a test asks for the scalar paths */
 extern int cpu_has_avx2;
 
-/* allocations of the kernels (sizes follow the input) */
-#define ss_malloc malloc
-#define ss_free free
+/* Allocations of the kernels (their sizes follow the input): PyMem_RawMalloc / PyMem_RawFree, so that
+ * tracemalloc sees them; callable without the GIL. */
+void *ss_malloc(size_t n);
+void ss_free(void *p);
+
+/* ---- checked size arithmetic: every size from a caller or a frame goes through these -------------- */
+
+/* 1 if count items of size bytes fit in len bytes (count, size >= 0; no overflow) */
+static inline int fits(int64_t len, int64_t count, int64_t size) {
+    int64_t need;
+    return count >= 0 && size >= 0 && !__builtin_mul_overflow(count, size, &need) && need <= len;
+}
+
+/* 1 if n elements are whole runs of channels x inner (both >= 1; no overflow) */
+static inline int whole_runs(int64_t n, int64_t channels, int64_t inner) {
+    int64_t run;
+    return channels >= 1 && inner >= 1 && !__builtin_mul_overflow(channels, inner, &run) && n % run == 0;
+}
+
+/* *out = a * b or a + b for non-negative sizes; 1 if it fits in int64, 0 on overflow */
+static inline int size_mul(int64_t a, int64_t b, int64_t *out) {
+    return a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, out);
+}
+static inline int size_add(int64_t a, int64_t b, int64_t *out) {
+    return a >= 0 && b >= 0 && !__builtin_add_overflow(a, b, out);
+}
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 static inline uint32_t rd32(const uint8_t *p) {
     uint32_t v;
@@ -71,7 +96,7 @@ static inline void chan_next(const Ctx *c, ChanIter *it) {
     }
 }
 
-const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len);
+const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len, int64_t n);
 void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t b1, uint8_t *ctx);
 
 /* ---- quantization (quantize.c) ------------------------------------------------------------------ */

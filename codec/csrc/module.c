@@ -1,8 +1,9 @@
 /*
  * Python bindings of the codec kernels: the module codec._kernels. Each function takes Python buffers and
- * integers, checks every size against the buffers it was given, releases the GIL, calls the kernel of its
- * concern (quantize.c, stats.c, represent.c, tables.c, contexts.c, rans_encode.c, rans_decode.c, crc32.c)
- * and converts the result. No codec logic lives here.
+ * integers, checks every size against the buffers it was given (overflow-safe, see internal.h), releases the
+ * GIL, calls the kernel of its concern (quantize.c, stats.c, represent.c, tables.c, contexts.c,
+ * rans_encode.c, rans_decode.c, crc32.c) and converts the result. A refused argument or size raises
+ * codec.errors.CodecError (a ValueError); a buffer of the wrong kind raises TypeError. No codec logic here.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -10,6 +11,10 @@
 #include "internal.h"
 
 int cpu_has_avx2 = 0;
+static PyObject *codec_error; /* codec.errors.CodecError */
+
+void *ss_malloc(size_t n) { return PyMem_RawMalloc(n); }
+void ss_free(void *p) { PyMem_RawFree(p); }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* buffers and context specs                                                                         */
@@ -36,12 +41,12 @@ static void rel_buf(Buf *b) {
 }
 
 static PyObject *bad(const char *msg) {
-    PyErr_SetString(PyExc_ValueError, msg);
+    PyErr_SetString(codec_error, msg);
     return NULL;
 }
 
-/* spec = (channels, inner, mult, group_bytes|None, nb_dist, nbmap_bytes|None, nbuckets) */
-static int parse_ctx(PyObject *spec, Ctx *c, Buf *gb, Buf *nb) {
+/* spec = (channels, inner, mult, group_bytes|None, nb_dist, nbmap_bytes|None, nbuckets), for n symbols */
+static int parse_ctx(PyObject *spec, Ctx *c, Buf *gb, Buf *nb, int64_t n) {
     PyObject *gobj, *nobj;
     long long channels, inner, mult, nbd;
     int nbuckets;
@@ -62,9 +67,9 @@ static int parse_ctx(PyObject *spec, Ctx *c, Buf *gb, Buf *nb) {
         if (get_buf(nobj, nb, 0, "neighbor map") < 0) return -1;
         c->nbmap = (const uint8_t *)nb->view.buf;
     }
-    const char *msg = ctx_check(c, gb->held ? gb->view.len : 0, nb->held ? nb->view.len : 0);
+    const char *msg = ctx_check(c, gb->held ? gb->view.len : 0, nb->held ? nb->view.len : 0, n);
     if (msg) {
-        PyErr_SetString(PyExc_ValueError, msg);
+        bad(msg);
         return -1;
     }
     return 0;
@@ -83,8 +88,7 @@ static PyObject *py_minmax(PyObject *self, PyObject *args) {
     if (get_buf(xo, &xb, 0, "x") < 0 || get_buf(mino, &mnb, 1, "mins") < 0 || get_buf(maxo, &mxb, 1, "maxs") < 0)
         goto done;
     int64_t n = xb.view.len / 4;
-    if (channels < 1 || inner < 1 || mnb.view.len < channels * 4 || mxb.view.len < channels * 4 ||
-        n % (channels * inner) != 0) {
+    if (!whole_runs(n, channels, inner) || !fits(mnb.view.len, channels, 4) || !fits(mxb.view.len, channels, 4)) {
         bad("minmax: inconsistent sizes");
         goto done;
     }
@@ -113,8 +117,9 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         goto done;
     if (ho != Py_None && get_buf(ho, &hb, 1, "hist") < 0) goto done;
     int64_t n = xb.view.len / 4;
-    if (qb.view.len < n || channels < 1 || inner < 1 || sb.view.len < channels * 4 || zb.view.len < channels ||
-        n % (channels * inner) != 0 || qmax < 1 || qmax > 255 || (hb.held && hb.view.len < 256 * 4) || stride < 1) {
+    if (qb.view.len < n || !whole_runs(n, channels, inner) || !fits(sb.view.len, channels, 4) ||
+        !fits(zb.view.len, channels, 1) || qmax < 1 || qmax > 255 || (hb.held && !fits(hb.view.len, 256, 4)) ||
+        stride < 1) {
         bad("quantize: inconsistent sizes");
         goto done;
     }
@@ -142,8 +147,8 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
         get_buf(zo, &zb, 0, "zero") < 0)
         goto done;
     int64_t n = qb.view.len;
-    if (xb.view.len < n * 4 || channels < 1 || inner < 1 || sb.view.len < channels * 4 || zb.view.len < channels ||
-        n % (channels * inner) != 0) {
+    if (!fits(xb.view.len, n, 4) || !whole_runs(n, channels, inner) || !fits(sb.view.len, channels, 4) ||
+        !fits(zb.view.len, channels, 1)) {
         bad("dequantize: inconsistent sizes");
         goto done;
     }
@@ -166,7 +171,9 @@ static PyObject *py_transpose_u8(PyObject *self, PyObject *args) {
     Buf sb = {0}, db = {0};
     PyObject *ret = NULL;
     if (get_buf(so, &sb, 0, "src") < 0 || get_buf(dobj, &db, 1, "dst") < 0) goto done;
-    if (batch < 0 || rows < 0 || cols < 0 || sb.view.len != batch * rows * cols || db.view.len != sb.view.len) {
+    int64_t plane, total;
+    if (!size_mul(rows, cols, &plane) || !size_mul(batch, plane, &total) || sb.view.len != total ||
+        db.view.len != total) {
         bad("transpose_u8: inconsistent sizes");
         goto done;
     }
@@ -211,7 +218,7 @@ static PyObject *py_histogram_sampled(PyObject *self, PyObject *args) {
     Buf qb = {0}, hb = {0};
     PyObject *ret = NULL;
     if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(ho, &hb, 1, "hist") < 0) goto done;
-    if (hb.view.len < 1024 || stride < 1) {
+    if (!fits(hb.view.len, 256, 4) || stride < 1) {
         bad("histogram_sampled: bad arguments");
         goto done;
     }
@@ -237,7 +244,7 @@ static PyObject *py_channel_histogram(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(co, &cb, 1, "counts") < 0) goto done;
     int64_t n = qb.view.len;
-    if (channels < 1 || inner < 1 || n % (channels * inner) != 0 || cb.view.len < channels * 256 * 4) {
+    if (!whole_runs(n, channels, inner) || !fits(cb.view.len, channels, 256 * 4)) {
         bad("channel_histogram: bad sizes");
         goto done;
     }
@@ -260,8 +267,10 @@ static PyObject *py_context_histogram(PyObject *self, PyObject *args) {
     Ctx c;
     PyObject *ret = NULL;
     if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(co, &cb, 1, "counts") < 0) goto done;
-    if (parse_ctx(spec, &c, &gb, &nb) < 0) goto done;
-    if (block < LANES || stride < 1 || cb.view.len < (Py_ssize_t)c.ntables * 256 * 4) {
+    if (parse_ctx(spec, &c, &gb, &nb, sb.view.len) < 0) goto done;
+    int64_t step, end;
+    if (block < LANES || !size_mul(block, stride, &step) || !size_add(step, sb.view.len, &end) || stride < 1 ||
+        !fits(cb.view.len, c.ntables, 256 * 4)) {
         bad("context_histogram: bad sizes");
         goto done;
     }
@@ -286,11 +295,13 @@ static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     uint8_t *nz = NULL;
     if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(zo, &zb, 0, "zero") < 0) goto done;
-    if (!PyTuple_Check(wo) || channels < 1 || inner < 1 || zb.view.len < channels || row_step < 1) {
+    int64_t n = qb.view.len;
+    /* one channel: inner is not used (q may be a sample of the tensor) */
+    if (!PyTuple_Check(wo) || channels < 1 || inner < 1 || (channels > 1 && !whole_runs(n, channels, inner)) ||
+        !fits(zb.view.len, channels, 1) || row_step < 1) {
         bad("csr_stats: bad arguments");
         goto done;
     }
-    int64_t n = qb.view.len;
     Py_ssize_t nw = PyTuple_GET_SIZE(wo);
     ret = PyList_New(nw);
     if (!ret) goto done;
@@ -344,9 +355,9 @@ static PyObject *py_csr_split(PyObject *self, PyObject *args) {
         get_buf(go, &gb, 1, "gaps") < 0 || get_buf(vo, &vb, 1, "vals") < 0)
         goto done;
     int64_t n = qb.view.len;
-    int64_t rows = width > 0 ? (n + width - 1) / width : 0;
-    if (width < 1 || width > 255 || channels < 1 || inner < 1 || n % (channels * inner) != 0 ||
-        zb.view.len < channels || cb.view.len < rows || gb.view.len < n || vb.view.len < n) {
+    int64_t rows = width >= 1 && width <= 255 ? (n + width - 1) / width : 0;
+    if (width < 1 || width > 255 || !whole_runs(n, channels, inner) || !fits(zb.view.len, channels, 1) ||
+        cb.view.len < rows || gb.view.len < n || vb.view.len < n) {
         bad("csr_split: bad sizes");
         goto done;
     }
@@ -372,9 +383,9 @@ static PyObject *py_csr_merge(PyObject *self, PyObject *args) {
         get_buf(zo, &zb, 0, "zero") < 0 || get_buf(oo, &ob, 1, "out") < 0)
         goto done;
     int64_t n = ob.view.len, nnz = gb.view.len;
-    int64_t rows = width > 0 ? (n + width - 1) / width : 0;
-    if (width < 1 || width > 255 || channels < 1 || inner < 1 || n % (channels * inner) != 0 ||
-        zb.view.len < channels || cb.view.len != rows || vb.view.len != nnz) {
+    int64_t rows = width >= 1 && width <= 255 ? (n + width - 1) / width : 0;
+    if (width < 1 || width > 255 || !whole_runs(n, channels, inner) || !fits(zb.view.len, channels, 1) ||
+        cb.view.len != rows || vb.view.len != nnz) {
         bad("csr_merge: bad sizes");
         goto done;
     }
@@ -548,7 +559,7 @@ static PyObject *py_read_tables(PyObject *self, PyObject *args) {
     Buf bb = {0}, ob = {0};
     PyObject *ret = NULL;
     if (get_buf(bo, &bb, 0, "buf") < 0 || get_buf(oo, &ob, 1, "out") < 0) goto done;
-    if (ntables < 1 || ntables > MAX_TABLES || pb < 8 || pb > 15 || ob.view.len < (Py_ssize_t)ntables * 512) {
+    if (ntables < 1 || ntables > MAX_TABLES || pb < 8 || pb > 15 || !fits(ob.view.len, ntables, 512)) {
         bad("read_tables: bad arguments");
         goto done;
     }
@@ -576,16 +587,21 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
     if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(fo, &fb, 0, "freqs") < 0 || get_buf(oo, &ob, 1, "out") < 0 ||
         get_buf(zo, &zb, 1, "sizes") < 0)
         goto done;
-    if (parse_ctx(spec, &c, &gb, &nb) < 0) goto done;
     int64_t n = sb.view.len;
-    int64_t nblocks = (n + block - 1) / (block > 0 ? block : 1);
-    if (pb < 8 || pb > 15 || block < LANES || block > (1 << 24) || bf < 0 || bl > nblocks || bf > bl ||
-        fb.view.len < (Py_ssize_t)c.ntables * 512 || zb.view.len < (bl - bf) * 4) {
+    if (parse_ctx(spec, &c, &gb, &nb, n) < 0) goto done;
+    if (pb < 8 || pb > 15 || block < LANES || block > (1 << 24)) {
         bad("rans_encode: bad arguments");
         goto done;
     }
-    int64_t first = bf * block, last = bl * block < n ? bl * block : n;
-    if (ob.view.len < (bl - bf) * STATE_BYTES + 2 * (last - first)) {
+    int64_t nblocks = (n + block - 1) / block;
+    if (bf < 0 || bl > nblocks || bf > bl || !fits(fb.view.len, c.ntables, 512) || !fits(zb.view.len, bl - bf, 4)) {
+        bad("rans_encode: bad arguments");
+        goto done;
+    }
+    /* blocks [bf, bl) hold symbols [bf * block, min(bl * block, n)): bl * block <= n + block */
+    int64_t first = bf * block, last = min64(bl * block, n), states, need;
+    if (!size_mul(bl - bf, STATE_BYTES, &states) || !size_add(states, 2 * (last - first), &need) ||
+        ob.view.len < need) {
         bad("rans_encode: output too small");
         goto done;
     }
@@ -629,14 +645,18 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
         if (get_buf(xo, &xb, 1, "x") < 0 || get_buf(so, &sb, 0, "scale") < 0 || get_buf(zo, &zb, 0, "zero") < 0)
             goto done;
     }
-    if (parse_ctx(spec, &c, &gb, &nb) < 0) goto done;
-    int64_t nblocks = block > 0 ? (n + block - 1) / block : -1;
-    int sizes_ok = outb.held ? outb.view.len >= n : xb.held;
-    if (xb.held && (xb.view.len < n * 4 || channels < 1 || inner < 1 || sb.view.len < channels * 4 ||
-                    zb.view.len < channels || n % (channels * inner) != 0))
+    /* n is bounded by the output buffers before anything is computed from it */
+    int sizes_ok = n >= 0 && (outb.held ? outb.view.len >= n : xb.held);
+    if (xb.held && (!fits(xb.view.len, n, 4) || !whole_runs(n, channels, inner) || !fits(sb.view.len, channels, 4) ||
+                    !fits(zb.view.len, channels, 1)))
         sizes_ok = 0;
-    if (pb < 8 || pb > 15 || block < LANES || block > (1 << 24) || n < 0 || !sizes_ok || bf < 0 || bl > nblocks ||
-        bf > bl || fb.view.len < (Py_ssize_t)c.ntables * 512) {
+    if (!sizes_ok || pb < 8 || pb > 15 || block < LANES || block > (1 << 24)) {
+        bad("rans_decode: bad arguments");
+        goto done;
+    }
+    if (parse_ctx(spec, &c, &gb, &nb, n) < 0) goto done;
+    int64_t nblocks = (n + block - 1) / block;
+    if (bf < 0 || bl > nblocks || bf > bl || !fits(fb.view.len, c.ntables, 512)) {
         bad("rans_decode: bad arguments");
         goto done;
     }
@@ -736,7 +756,16 @@ PyMODINIT_FUNC PyInit__kernels(void) {
     rans_encode_init();
     rans_decode_init();
     cpu_has_avx2 = detect_avx2();
+    if (!codec_error) {
+        PyObject *errors = PyImport_ImportModule("codec.errors");
+        if (!errors) return NULL;
+        codec_error = PyObject_GetAttrString(errors, "CodecError");
+        Py_DECREF(errors);
+        if (!codec_error) return NULL;
+    }
     PyObject *m = PyModule_Create(&moduledef);
-    if (m && PyModule_AddIntConstant(m, "AVX2", cpu_has_avx2 > 0) < 0) Py_CLEAR(m);
+    if (m && (PyModule_AddIntConstant(m, "AVX2", cpu_has_avx2 > 0) < 0 ||
+              PyModule_AddIntConstant(m, "CLMUL", crc32_clmul_active()) < 0))
+        Py_CLEAR(m);
     return m;
 }

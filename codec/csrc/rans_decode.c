@@ -4,34 +4,32 @@
  * lanes (bitstream described in rans_encode.c), optionally dequantizing each block while it is in cache.
  * Every block is checked: final states at least L, word count within bounds, all words consumed and every
  * lane back at L at the end. Packed 32-bit slot entries (prob_bits <= 12) feed both the scalar loop and the
- * AVX2 loop beside it; wider tables use 8-byte slots and scalar code.
+ * AVX2 loop beside it; wider tables use a slot-to-symbol map and scalar code.
  */
 #include "internal.h"
 
+/* Tables for prob_bits > 12 (this encoder never writes them; the wire allows them): the symbol of each slot
+ * (2^prob_bits bytes per table) and the cumulative frequency of each symbol; the frequencies themselves are
+ * the caller's. A quarter of the memory of full 8-byte slot entries: 256 tables at prob_bits 15 take 8 MiB. */
 typedef struct {
-    uint16_t freq;
-    uint16_t bias; /* slot - cumulative */
-    uint8_t sym;
-    uint8_t pad[3];
-} DecSlot;
+    uint8_t *sym;         /* ntables << pb */
+    uint16_t *cum;        /* ntables x 256 */
+    const uint16_t *freq; /* ntables x 256 */
+} WideTabs;
 
-
-static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
+/* One table's slots and cumulative frequencies. Returns 0, or -1 if the table does not sum to 2^pb. */
+static int build_wide(const uint16_t *f, int pb, uint8_t *sym, uint16_t *cum) {
     const uint32_t M = 1u << pb;
-    uint32_t cum = 0;
+    uint32_t acc = 0;
     for (int s = 0; s < 256; s++) {
         uint32_t fr = f[s];
-        if (cum + fr > M) return -1;
-        for (uint32_t k = 0; k < fr; k++) {
-            d[cum + k].freq = (uint16_t)fr;
-            d[cum + k].bias = (uint16_t)k;
-            d[cum + k].sym = (uint8_t)s;
-        }
-        cum += fr;
+        if (acc + fr > M) return -1;
+        cum[s] = (uint16_t)acc;
+        memset(sym + acc, s, fr);
+        acc += fr;
     }
-    return cum == M ? 0 : -1;
+    return acc == M ? 0 : -1;
 }
-
 
 /* Branch-free renormalization of local state x with local word index wi: read the next word when the
  * state fell below L. Reads are clamped to the block's last word; the caller checks afterwards that exactly
@@ -46,8 +44,18 @@ static int build_dec(const uint16_t *f, int pb, DecSlot *d) {
         (x) = ((x) << (need_ << 4)) | ((uint32_t)v_ & (0u - need_));         \
     } while (0)
 
-/* Decode one block. Returns 0 on success, -1 if the block is inconsistent. */
-static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const DecSlot *tabs, int pb, uint8_t *o,
+/* One decode step with wide tables: the slot's symbol to o, the state advanced and renormalized. */
+#define WIDE_STEP(x, sy, f, cm, o)                                           \
+    do {                                                                     \
+        const uint32_t slot_ = (x) & mask;                                   \
+        const int s_ = (sy)[slot_];                                          \
+        (o) = (uint8_t)s_;                                                   \
+        (x) = (uint32_t)(f)[s_] * ((x) >> pb) + slot_ - (cm)[s_];            \
+        RENORM(x, w, wi, last);                                              \
+    } while (0)
+
+/* Decode one block with wide tables. Returns 0 on success, -1 if the block is inconsistent. */
+static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const WideTabs *tabs, int pb, uint8_t *o,
                         int64_t b0, int64_t b1) {
     if (len < STATE_BYTES || ((len - STATE_BYTES) & 1)) return -1;
     int64_t n = b1 - b0;
@@ -63,26 +71,20 @@ static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const Dec
     const int64_t last = nw ? nw - 1 : 0;
     int64_t wi = 0;
     const uint32_t mask = (1u << pb) - 1;
-    
     if (c->ntables == 1) {
-        const DecSlot *d = tabs;
+        const uint8_t *sy = tabs->sym;
+        const uint16_t *f = tabs->freq, *cm = tabs->cum;
         int64_t i = 0;
         for (; i + LANES <= n; i += LANES) {
             for (int j = 0; j < LANES; j++) {
                 uint32_t x = st[j];
-                const DecSlot e = d[x & mask];
-                o[i + j] = e.sym;
-                x = (uint32_t)e.freq * (x >> pb) + e.bias;
-                RENORM(x, w, wi, last);
+                WIDE_STEP(x, sy, f, cm, o[i + j]);
                 st[j] = x;
             }
         }
         for (int j = 0; i < n; i++, j++) {
             uint32_t x = st[j];
-            const DecSlot e = d[x & mask];
-            o[i] = e.sym;
-            x = (uint32_t)e.freq * (x >> pb) + e.bias;
-            RENORM(x, w, wi, last);
+            WIDE_STEP(x, sy, f, cm, o[i]);
             st[j] = x;
         }
     } else {
@@ -93,14 +95,12 @@ static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const Dec
         for (int64_t i = 0; i < n; i++) {
             int g = have_group ? c->group[it.ch] : 0;
             int bk = (nbd && i >= nbd) ? c->nbmap[o[i - nbd]] : 0;
-            const DecSlot *d = tabs + ((size_t)(g * c->nbuckets + bk) << pb);
+            size_t t = (size_t)(g * c->nbuckets + bk);
+            const uint16_t *f = tabs->freq + t * 256;
             int j = (int)(i & (LANES - 1));
             uint32_t x = st[j];
-            const DecSlot e = d[x & mask];
-            if (e.freq == 0) return -1; /* empty context table */
-            o[i] = e.sym;
-            x = (uint32_t)e.freq * (x >> pb) + e.bias;
-            RENORM(x, w, wi, last);
+            if (f[tabs->sym[(t << pb) + (x & mask)]] == 0) return -1; /* empty context table */
+            WIDE_STEP(x, tabs->sym + (t << pb), f, tabs->cum + t * 256, o[i]);
             st[j] = x;
             if (have_group) chan_next(c, &it);
         }
@@ -110,7 +110,6 @@ static int decode_block(const uint8_t *src, int64_t len, const Ctx *c, const Dec
         if (st[j] != RANS_L) return -1;
     return 0;
 }
-
 
 #ifdef HAVE_AVX2_PATH
 static uint32_t perm_lut[256][8] __attribute__((aligned(32))); /* lanes set in m take the next words */
@@ -307,7 +306,7 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
     int64_t nblocks = (n + block - 1) / block;
     if (plen < 4 * nblocks) return 1;
     int ret = RANS_ENOMEM;
-    DecSlot *tabs = NULL;
+    WideTabs wide = {NULL, NULL, NULL};
     uint32_t *packed = NULL;
     uint8_t *scratch = NULL;
     /* the block index: sizes must cover the payload exactly */
@@ -328,8 +327,10 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
             if (r < 0 || (r == 1 && c->ntables == 1 && n > 0)) bad_table = 1;
         }
     } else {
-        tabs = (DecSlot *)ss_malloc(sizeof(DecSlot) * ((size_t)c->ntables << pb));
-        if (!tabs) goto done;
+        wide.freq = freqs;
+        wide.sym = (uint8_t *)ss_malloc((size_t)c->ntables << pb);
+        wide.cum = (uint16_t *)ss_malloc((size_t)c->ntables * 256 * sizeof(uint16_t));
+        if (!wide.sym || !wide.cum) goto done;
         for (int t = 0; t < c->ntables && !bad_table; t++) {
             const uint16_t *f = freqs + t * 256;
             int empty = 1;
@@ -337,8 +338,9 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
                 if (f[s]) empty = 0;
             if (empty) {
                 if (c->ntables == 1 && n > 0) bad_table = 1;
-                memset(tabs + ((size_t)t << pb), 0, sizeof(DecSlot) << pb);
-            } else if (build_dec(f, pb, tabs + ((size_t)t << pb)) < 0) {
+                memset(wide.sym + ((size_t)t << pb), 0, (size_t)1 << pb);
+                memset(wide.cum + (size_t)t * 256, 0, 256 * sizeof(uint16_t));
+            } else if (build_wide(f, pb, wide.sym + ((size_t)t << pb), wide.cum + (size_t)t * 256) < 0) {
                 bad_table = 1;
             }
         }
@@ -348,7 +350,7 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
         goto done;
     }
     if (!out) {
-        scratch = (uint8_t *)ss_malloc((size_t)block);
+        scratch = (uint8_t *)ss_malloc((size_t)min64(block, n) + 1); /* a block holds at most n symbols */
         if (!scratch) goto done;
     }
     uint32_t nb_off[256];
@@ -360,7 +362,7 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
         const uint8_t *src = payload + off[b];
         int64_t len = (int64_t)(off[b + 1] - off[b]);
         int r = pb <= 12 ? decode_block_packed(src, len, c, packed, nb_off, pb, o, b0, b1)
-                         : decode_block(src, len, c, tabs, pb, o, b0, b1);
+                         : decode_block(src, len, c, &wide, pb, o, b0, b1);
         if (r < 0)
             ok = 0;
         else if (dq)
@@ -368,7 +370,8 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
     }
     ret = ok ? 0 : 2;
 done:
-    ss_free(tabs);
+    ss_free(wide.sym);
+    ss_free(wide.cum);
     ss_free(packed);
     ss_free(off);
     ss_free(scratch);

@@ -227,9 +227,10 @@ int64_t rans_encode(const uint8_t *sym, int64_t n, const Ctx *c, const uint16_t 
     int64_t ret = RANS_ENOMEM;
     uint64_t *packed = NULL;
     uint8_t *ctx = NULL;
+    const int64_t most = min64(block, n); /* symbols (and so words) in a block at most */
     EncSym *tabs = (EncSym *)ss_malloc(sizeof(EncSym) * 256 * (size_t)c->ntables);
-    uint16_t *scratch = (uint16_t *)ss_malloc(sizeof(uint16_t) * ((size_t)block + 8)); /* 8 spare slots below */
-    if (c->ntables > 1) ctx = (uint8_t *)ss_malloc((size_t)block);
+    uint16_t *scratch = (uint16_t *)ss_malloc(sizeof(uint16_t) * ((size_t)most + 8)); /* 8 spare slots below */
+    if (c->ntables > 1) ctx = (uint8_t *)ss_malloc((size_t)most + 1);
     if (!tabs || !scratch || (c->ntables > 1 && !ctx)) goto done;
     ret = RANS_EFREQ;
     for (int t = 0; t < c->ntables; t++)
@@ -252,7 +253,7 @@ int64_t rans_encode(const uint8_t *sym, int64_t n, const Ctx *c, const uint16_t 
     for (int64_t b = bf; b < bl && !missing; b++) {
         int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
         if (ctx) block_contexts(c, sym, b0, b1, ctx);
-        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, packed, pb, out + pos, scratch + block + 8, &missing);
+        int64_t sz = encode_block(sym, b0, b1, ctx, tabs, packed, pb, out + pos, scratch + most + 8, &missing);
         sizes[b - bf] = (uint32_t)sz;
         pos += sz;
     }

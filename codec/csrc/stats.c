@@ -76,7 +76,7 @@ int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block
         }
         return 0;
     }
-    uint8_t *ctx = (uint8_t *)ss_malloc((size_t)block);
+    uint8_t *ctx = (uint8_t *)ss_malloc((size_t)min64(block, n)); /* a block holds at most n symbols */
     if (!ctx) return -1;
     for (int64_t b0 = 0; b0 < n; b0 += block * stride) {
         int64_t b1 = b0 + block < n ? b0 + block : n;

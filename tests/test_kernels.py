@@ -1,0 +1,99 @@
+"""The C entry points check every size they are given against their buffers, with overflow-safe
+arithmetic: a size that lies, overflows or does not divide the buffer is a CodecError, never a crash, a
+hang or a huge allocation."""
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from codec import CodecError, _kernels
+from codec.contexts import ContextSpec
+
+BIG = 2**62  # overflows int64 once multiplied by almost anything
+x = np.ones(64, np.float32)
+q = np.zeros(64, np.uint8)
+f32 = np.ones(4, np.float32)
+u8 = np.zeros(4, np.uint8)
+out = np.empty(64, np.uint8)
+counts = np.zeros(256, np.uint32)
+freqs = np.full(256, 16, np.uint16)
+order0 = ContextSpec().kernel_spec()
+
+
+def spec(**kw) -> tuple:
+    """A context spec tuple with fields overridden (by position names of ContextSpec.kernel_spec)."""
+    names = ["channels", "inner", "mult", "group", "nb_dist", "nbmap", "nbuckets"]
+    fields = dict(zip(names, order0, strict=True)) | kw
+    return tuple(fields[n] for n in names)
+
+
+CALLS: dict[str, Callable[[], object]] = {
+    "minmax channels x 4 overflows": lambda: _kernels.minmax(x, f32, f32, BIG, 1),
+    "minmax channels x inner overflows": lambda: _kernels.minmax(x, f32, f32, 4, BIG),
+    "quantize channels x inner overflows": lambda: _kernels.quantize(
+        x, out, f32, u8, 1 << 40, 1 << 40, 255, None
+    ),
+    "dequantize channels x inner overflows": lambda: _kernels.dequantize(
+        q, np.empty(64, np.float32), f32, u8, 4, BIG
+    ),
+    "transpose batch x rows x cols overflows": lambda: _kernels.transpose_u8(
+        q, out, 1 << 22, 1 << 22, 1 << 22
+    ),
+    "transpose negative": lambda: _kernels.transpose_u8(q, out, -1, -8, 8),
+    "channel_histogram channels x 1024 overflows": lambda: _kernels.channel_histogram(
+        q, BIG, 1, counts
+    ),
+    "context_histogram block x stride overflows": lambda: _kernels.context_histogram(
+        q, order0, 64, counts, BIG
+    ),
+    "context mult x n overflows": lambda: _kernels.context_histogram(
+        q, spec(mult=BIG), 64, counts, 1
+    ),
+    "context inner + mult overflows": lambda: _kernels.context_histogram(
+        q, spec(inner=2**63 - 1), 64, counts, 1
+    ),
+    "csr_stats runs do not divide the symbols": lambda: _kernels.csr_stats(
+        q[:63], u8, 2, 4, (8,), 1
+    ),
+    "csr_stats channels x inner overflows": lambda: _kernels.csr_stats(q, u8, 4, BIG, (8,), 1),
+    "csr_split width overflows rows": lambda: _kernels.csr_split(
+        q, u8, 1, 64, 2**63 - 1, out, out, out
+    ),
+    "csr_merge channels x inner overflows": lambda: _kernels.csr_merge(
+        out[:1], q, q, u8, 4, BIG, 64, out
+    ),
+    "rans_encode block overflows": lambda: _kernels.rans_encode(
+        q, order0, freqs, 12, BIG, 0, 1, out, counts
+    ),
+    "rans_decode n x 4 overflows": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, BIG, 0, 1, None, (x, f32, u8, 1, 1)
+    ),
+    "rans_decode n beyond the output": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 65, 0, 1, out, None
+    ),
+    "rans_decode negative n": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, -1, 0, 0, out, None
+    ),
+    "read_tables too many tables": lambda: _kernels.read_tables(q, 100_000, 12, out),
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_lying_sizes_are_codec_errors(name):
+    with pytest.raises(CodecError):
+        CALLS[name]()
+
+
+def test_sizes_that_fit_still_work():
+    """The same entry points with consistent sizes (the checks refuse only what does not fit)."""
+    mins, maxs = np.empty(4, np.float32), np.empty(4, np.float32)
+    assert _kernels.minmax(x, mins, maxs, 4, 16)
+    assert _kernels.quantize(x, out, f32, u8, 4, 16, 255, counts)[2] == 64
+    dst = np.empty(64, np.uint8)
+    _kernels.transpose_u8(np.arange(64, dtype=np.uint8), dst, 1, 8, 8)
+    assert dst[1] == 8
+    stats = _kernels.csr_stats(q, u8, 4, 16, (8,), 1)
+    assert stats[0][2] == 0
+    # one channel: inner is not used (the cost model passes a sample of the tensor)
+    assert len(_kernels.csr_stats(q[:40], u8, 1, 64, (8, 16), 1)) == 2
