@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean fuzz-tools
 
 $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard codec/csrc/*.c codec/csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ demo: $(STAMP)
 	$(PY) -m pipeline run --config configs/demo.yaml --json results/demo.json
 
 ## Tests (CI runs exactly this).
-test: $(STAMP)
+test: $(STAMP) fuzz-tools
 	$(PY) -m pytest -q -ra
+
+## The fuzz tests (pytest -m fuzz) build the codec with clang's sanitizers: install clang where it is
+## missing and apt-get can (root); without it they skip (CI sets SPLITSTREAM_FUZZ_REQUIRED=1: they fail).
+fuzz-tools:
+	@command -v clang >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null; } || \
+		echo "clang is not installed: the fuzz tests will be skipped"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.codec --quick --json results/codec_quick.json
