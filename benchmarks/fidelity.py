@@ -189,9 +189,31 @@ def intro(doc: dict[str, Any]) -> str:
     )
 
 
+def model_markdown(rows: Sequence[dict[str, Any]], model: str) -> str:
+    """One model's rows (every split and bit width, over all its samples) as a Markdown table."""
+    lines = [
+        "| split | bits | samples | agreement | KL | distinct top-1 | wire bytes | ratio vs fp32 "
+        "| quantization |",
+        "|" + "---|" * 9,
+    ]
+    for r in rows:
+        if r["model"] == model:
+            lines.append(
+                f"| {r['split']} | {r['bits']} | {r['samples']} | {r['agreement']:.4f} "
+                f"| {r['kl']:.2e} | {r['ref_classes']} | {r['wire_bytes']:,.0f} "
+                f"| {r['ratio']:.2f} | per-{r['granularity']} |"
+            )
+    return "\n".join(lines)
+
+
 def render_tables(doc: dict[str, Any]) -> dict[str, str]:
-    """The README's Markdown blocks of a results document: models (which are trained), best_split."""
-    return {"models": intro(doc), "best_split": summary_markdown(doc["summary"])}
+    """The README's Markdown blocks of a results document: models (weights, data and sample
+    counts), best_split, and imagenet (the real MobileNetV2 on photographs, every row)."""
+    return {
+        "models": intro(doc),
+        "best_split": summary_markdown(doc["summary"]),
+        "imagenet": model_markdown(doc["rows"], IMAGENET_MOBILENET["label"]),
+    }
 
 
 def run(

@@ -149,7 +149,7 @@ def test_image_folder_labels_give_top1(tmp_path):
 
 
 def test_fidelity_benchmark_writes_outputs(tmp_path):
-    from benchmarks.fidelity import main, run
+    from benchmarks.fidelity import main, render_tables, run
 
     doc = run(quick=True, out=tmp_path, models=["llama-tiny"], progress=False)
     assert doc["meta"]["untrained_models"] == ["llama-tiny"]
@@ -161,6 +161,9 @@ def test_fidelity_benchmark_writes_outputs(tmp_path):
     md = (tmp_path / "fidelity.md").read_text()
     assert "untrained" in md.lower() and "llama-tiny" in md
     assert "samples (choose / report)" in md and "| 32 / 32 |" in md
+    blocks = render_tables(doc)
+    assert set(blocks) == {"models", "best_split", "imagenet"}
+    assert "llama-tiny (64 random token sequences)" in blocks["models"]
     assert json.loads((tmp_path / "fidelity.json").read_text())["rows"] == doc["rows"]
     assert (tmp_path / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["--quick", "--out", str(tmp_path), "--models", "nosuch", "--quiet"]) == 2
