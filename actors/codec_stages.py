@@ -64,18 +64,25 @@ class Encoder(StageBase):
         self.axis = axis if axis is None or axis < 0 else axis + 1  # of the (n, ...) tensors coded
         _warm_up()
 
-    def process(self, batch: dict[str, Any]):
-        """``{"ids","feat","labels","t_src"}`` -> ``(meta, pyarrow.RecordBatch of frames)``."""
+    def process(self, batch: dict[str, Any], setting: dict[str, Any] | None = None):
+        """``{"ids","feat","labels","t_src"}`` -> ``(meta, pyarrow.RecordBatch of frames)``.
+
+        ``setting`` (``{"bits", "level", "axis"}``, from a rate controller) overrides the codec
+        settings for this batch; each frame names its own, so decoders need nothing."""
         start = self._begin()
         feat = batch["feat"]
         n = len(feat)
+        bits, level, axis = self.bits, self.level, self.axis
+        if setting is not None:
+            bits, level, axis = setting["bits"], setting["level"], setting.get("axis")
+            axis = axis if axis is None or axis < 0 else axis + 1
         groups = [feat] if self.frame == "batch" else [feat[i : i + 1] for i in range(n)]
-        c = (self.kind, self.bits, self.level, self.axis, self.threads)
-        frames = [encode_tensor(g, *c) for g in groups]
+        frames = [encode_tensor(g, self.kind, bits, level, axis, self.threads) for g in groups]
         sizes = [len(g) for g in groups]
         rb = pack_batch(batch["ids"], frames, batch["labels"], batch["t_src"], sizes)
         payload = sum(len(f) for f in frames)
         meta = self._meta(start, n, int(feat.nbytes), payload, wire_bytes=batch_wire_bytes(rb))
+        meta["setting"] = setting
         return meta, rb
 
 

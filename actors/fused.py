@@ -48,54 +48,70 @@ class EdgeNode(StageBase):
         link_spec: Any | None,
         *,
         first_id: int = 0,
+        arrival: dict[str, Any] | None = None,
         reorder_timeout_s: float = 10.0,
         use_gpu: bool = False,
         threads: int = 1,
     ) -> None:
         super().__init__(0, threads)
-        self.source = Source(spec, samples, first_id=first_id, threads=threads, **batching)
+        self.source = Source(
+            spec, samples, first_id=first_id, arrival=arrival, threads=threads, **batching
+        )
         self.head = HeadModel(factory, 0, use_gpu, threads=threads)
         self.encoder = Encoder(**codec, threads=threads)
         self.transport = Transport(link_spec, 0, reorder_timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
         self._ahead: tuple[int, Future] | None = None  # (start, the batch being made ahead)
 
-    def _encode(self, made: tuple[dict[str, Any], Any]) -> tuple[dict[str, Any], Any]:
-        meta, batch = made
+    def _make(self, start: int, t0: float | None, setting: dict[str, Any] | None):
+        """Source, head and encoder for the batch at ``start``; keeps the features, so a batch made
+        ahead can be coded again if the driver asks for another setting."""
+        meta, batch = _stage("source", self.source.next_batch, start, t0)
         if batch is None:
-            return meta, None
+            return meta, None, None
         head_meta, feat = _stage("head", self.head.process, batch)
-        enc_meta, rb = _stage("encoder", self.encoder.process, feat)
+        return self._encode(meta, head_meta, feat, setting)
+
+    def _encode(self, meta, head_meta, feat, setting):
+        enc_meta, rb = _stage("encoder", self.encoder.process, feat, setting)
         stages = {"source": meta, "head": head_meta, "encoder": enc_meta}
-        return {**meta, "stages": stages}, rb
+        return {**meta, "stages": stages}, rb, (meta, head_meta, feat, setting)
 
-    def _make(self, start: int, t0: float | None) -> tuple[dict[str, Any], Any]:
-        return self._encode(_stage("source", self.source.next_batch, start, t0))
-
-    async def next_batch(self, start: int, t0: float | None = None):
-        """Make the batch starting at sample ``start`` and encode it: ``(meta, Arrow batch)``.
+    async def next_batch(
+        self, start: int, t0: float | None = None, setting: dict[str, Any] | None = None
+    ):
+        """Make the batch starting at sample ``start`` and encode it (with ``setting`` if given):
+        ``(meta, Arrow batch)``.
 
         The batch after it is then made ahead, while the driver hands this one on: the driver asks for
         it next (unless it replays from elsewhere, when the early batch is dropped), so the compute
-        thread never waits on a round trip through the driver. At most one batch is made ahead."""
+        thread never waits on a round trip through the driver. It is coded with the same setting; if
+        the driver asks for another, only the encoder runs again. At most one batch is made ahead."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == start:
-            future = ahead[1]
+            meta, rb, parts = await asyncio.wrap_future(ahead[1])
+            if parts is not None and parts[3] != setting:
+                meta, rb, parts = await asyncio.wrap_future(
+                    self._pool.submit(self._encode, *parts[:3], setting)
+                )
         else:
-            future = self._pool.submit(self._make, start, t0)
-        meta, rb = await asyncio.wrap_future(future)
+            meta, rb, parts = await asyncio.wrap_future(
+                self._pool.submit(self._make, start, t0, setting)
+            )
         if rb is not None and not meta["done"]:
             nxt = meta["start"] + meta["n"]
-            self._ahead = (nxt, self._pool.submit(self._make, nxt, meta["t0"]))
+            self._ahead = (nxt, self._pool.submit(self._make, nxt, meta["t0"], setting))
         return meta, rb
 
     async def rebuild(self, start: int, n: int, t0: float, t_created: float):
         """Make and encode an earlier batch again from its sample ids."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool,
-            lambda: self._encode(_stage("source", self.source.rebuild, start, n, t0, t_created)),
-        )
+
+        def make():
+            meta, batch = _stage("source", self.source.rebuild, start, n, t0, t_created)
+            head_meta, feat = _stage("head", self.head.process, batch)
+            return self._encode(meta, head_meta, feat, None)[:2]
+
+        return await asyncio.wrap_future(self._pool.submit(make))
 
     async def send(self, rb, ticket: int, floor: int = 0):
         """Put an encoded batch on this edge's link (see :class:`~actors.transport.Transport`)."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from actors.base import StageBase
-from pipeline.stream.data import SampleSource, SourceSpec
+from pipeline.stream.data import SampleSource, SourceSpec, arrival_offsets
 from pipeline.stream.flow import AdaptiveBatcher
 
 
@@ -40,6 +40,7 @@ class Source(StageBase):
         rate_sps: float | None = None,
         *,
         first_id: int = 0,
+        arrival: dict[str, Any] | None = None,
         threads: int = 1,
     ) -> None:
         super().__init__(0, threads)
@@ -48,24 +49,35 @@ class Source(StageBase):
         self.end = first_id + samples
         self.rate_sps = rate_sps
         self.batcher = AdaptiveBatcher(max_batch_size, max_wait_ms, min_batch_size, adaptive)
+        # paced: when each sample arrives after t0 (steady, poisson or bursty; see arrival_offsets)
+        self.offsets = None
+        if rate_sps is not None:
+            a = arrival or {}
+            self.offsets = arrival_offsets(
+                samples, rate_sps, a.get("pattern", "steady"), a.get("period_s", 2.0),
+                a.get("duty", 0.5), seed=spec.seed + first_id,
+            )  # fmt: skip
 
     def _arrived(self, now: float, t0: float) -> int:
         """The id after the last sample that has arrived by ``now`` (all for an unpaced source)."""
-        if self.rate_sps is None:
+        if self.offsets is None:
             return self.end
-        return min(self.end, self.first_id + int((now - t0) * self.rate_sps) + 1)
+        return self.first_id + int(np.searchsorted(self.offsets, now - t0, side="right"))
 
     def _arrival_time(self, i: int, t0: float) -> float:
         """When sample ``i`` arrives (its source timestamp)."""
-        return time.time() if self.rate_sps is None else t0 + (i - self.first_id) / self.rate_sps
+        if self.offsets is None:
+            return time.time()
+        k = min(i - self.first_id, len(self.offsets) - 1)
+        return t0 + float(self.offsets[k])
 
     def _batch(self, start: int, n: int, t0: float, t_created: float) -> dict[str, Any]:
         ids = np.arange(start, start + n, dtype=np.int64)
         x, labels = self.src.get(ids)
-        if self.rate_sps is None:
+        if self.offsets is None:
             t_src = np.full(n, t_created)
         else:
-            t_src = t0 + (ids - self.first_id) / self.rate_sps
+            t_src = t0 + self.offsets[ids - self.first_id]
         return {"ids": ids, "x": x, "labels": labels, "t_src": t_src}
 
     def next_batch(self, start: int, t0: float | None = None):

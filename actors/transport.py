@@ -68,12 +68,16 @@ class Transport(StageBase):
         async with self._turn:
             gaps = await self._wait_turn(ticket, floor)
             # booked while holding the turn, so the link books reservations in ticket order
+            booked = time.time()
             task = asyncio.ensure_future(self.link.transmit(nbytes)) if self.link else None
             self._next = max(self._next, ticket + 1)
             self._turn.notify_all()
         extra: dict[str, Any] = {"ticket": ticket, "reorder_gaps": gaps, "wire_bytes": nbytes}
         if task is not None:
             delivery = await task
+            # the link was still busy with an earlier batch when this one was handed to it (what a
+            # sender sees as a non-empty send queue)
+            extra["queued"] = delivery.tx_start > booked + 1e-3
             extra["tx_start_planned"] = delivery.tx_start
             extra["tx_done_planned"] = delivery.tx_done
             extra["busy_s"] = delivery.tx_done - delivery.tx_start

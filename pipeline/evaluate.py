@@ -372,6 +372,66 @@ def evaluate(
     return rows
 
 
+@torch.no_grad()
+def profile_model(
+    model: str | LoadedModel,
+    splits: Sequence[str] | None = None,
+    bits: Sequence[int] = (8, 6, 4, 3, 2),
+    samples: int = 32,
+    data: str | None = None,
+    size: int | None = None,
+    level: int = 3,
+    batch: int = 16,
+    weights: Any = None,
+    progress: bool = True,
+) -> list[Any]:
+    """Rate-fidelity profiles (``pipeline.stream.rate.RateProfile``), one per split, for the
+    stream's adaptive rate control (``rate.profile``).
+
+    Unlike :func:`evaluate`, each batch is coded as one frame, as the stream sends it, so the bytes
+    per sample are the stream's. Every bit width is tried per tensor and per channel; fidelity is
+    agreement with the uncompressed model (``cosine`` for encoders) and the finer error is the mean
+    KL divergence (``1 - cosine`` for encoders)."""
+    from tqdm import tqdm
+
+    from pipeline.stream.rate import ProfileEntry, RateProfile, Setting
+    from pipeline.stream.wire import decode_tensor, encode_tensor
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, weights)
+    splits = list(splits) if splits else list(loaded.split_points)
+    dataset = load_eval_data(loaded, samples, data, size, batch)
+    n = sum(b[0].shape[0] for b in dataset.batches)
+    bar = tqdm(total=len(splits) * len(bits) * 2, desc=f"profile {loaded.name}",
+               disable=not progress, leave=False)  # fmt: skip
+    profiles = []
+    for split in splits:
+        head, tail = loaded.split(split)
+        mids = [head(*b) for b in dataset.batches]
+        ref = [tail(m) for m in mids]
+        channel = loaded.channel_axis(split)  # in batch coordinates
+        entries = []
+        for b in bits:
+            for axis in (None, channel):
+                nbytes, test = 0, []
+                for m in mids:
+                    feat = feature_of(m)
+                    frame = encode_tensor(feat.float().numpy(), "ours", b, level, axis)
+                    nbytes += len(frame)
+                    dec = torch.from_numpy(decode_tensor(frame)).to(feat.dtype)
+                    test.append(tail(with_feature(m, dec)))
+                met = _metrics(loaded, dataset, ref, test)
+                fid = met["cosine"] if "cosine" in met else met["agreement"]
+                err = met.get("kl", 1.0 - fid)
+                setting = Setting(int(b), int(level), None if axis is None else axis - 1)
+                entries.append(ProfileEntry(setting, nbytes / n, float(fid), float(err)))
+                bar.update(1)
+        metric = "cosine" if loaded.kind == "encoder" else "agreement"
+        source = f"offline: python -m pipeline.evaluate, {n} samples of {dataset.source}"
+        profiles.append(RateProfile(loaded.name, split, metric, n, source, entries))
+    bar.close()
+    return profiles
+
+
 FIDELITY_COLUMNS = (
     "top1_baseline",
     "top1",
@@ -491,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--json", default=None, help="write rows as JSON here")
     ap.add_argument("--plot", default=None, help="write the rate-fidelity PNG here")
+    ap.add_argument(
+        "--profile",
+        default=None,
+        help="write rate-fidelity profiles (one per split, batch frames) for rate.profile here",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -502,8 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         None if args.split == "all" else [s.strip() for s in args.split.split(",") if s.strip()]
     )
     try:
+        loaded = load_model(args.model, args.weights)
         rows = evaluate(
-            args.model,
+            loaded,
             splits,
             args.bits,
             args.samples,
@@ -529,6 +595,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
     if args.plot:
         plot_rate_fidelity(rows, args.plot)
+    if args.profile:
+        from pipeline.stream.rate import save_profiles
+
+        profiles = profile_model(
+            loaded, splits, args.bits, args.samples, args.data, args.size, args.level, args.batch,
+            progress=not args.quiet,
+        )  # fmt: skip
+        out = save_profiles(profiles, args.profile)
+        print(f"rate-fidelity profiles of {len(profiles)} split(s) written to {out}")
     return 0
 
 

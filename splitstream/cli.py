@@ -76,7 +76,7 @@ error (a bug). 3 and 4 still write the partial report."""
 
 
 def _write_outputs(report: dict[str, Any], args: argparse.Namespace) -> None:
-    from pipeline.stream.report import format_report, plot_report
+    from pipeline.stream.report import format_report, plot_rate_timeline, plot_report
 
     print(format_report(report))
     if args.json:
@@ -85,6 +85,9 @@ def _write_outputs(report: dict[str, Any], args: argparse.Namespace) -> None:
     if png:
         Path(png).parent.mkdir(parents=True, exist_ok=True)
         print(f"plot written to {plot_report(report, png)}")
+        if (report.get("rate") or {}).get("mode") == "adaptive":
+            timeline = str(Path(png).with_name(Path(png).stem + "_rate.png"))
+            print(f"rate timeline written to {plot_rate_timeline(report, timeline)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,16 +120,18 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
     }
     first = e * cfg.samples
     link = _link_spec(cfg, e)
+    d = cfg.data
+    arrival = {"pattern": d.arrival, "period_s": d.burst_period_s, "duty": d.burst_duty}
     if cfg.placement.fuse:
         codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
         edge = remote(EdgeNode, "edge").remote(
             pre.source, cfg.samples, batching, pre.factory, codec, link,
-            first_id=first, reorder_timeout_s=cfg.flow.reorder_timeout_s,
+            first_id=first, arrival=arrival, reorder_timeout_s=cfg.flow.reorder_timeout_s,
             use_gpu="head" in gpu, threads=t,
         )  # fmt: skip
         return [(("source", "head", "encoder"), edge), (("transport",), edge)]
     source = remote(Source, "source").remote(
-        pre.source, cfg.samples, *batching.values(), first_id=first, threads=t
+        pre.source, cfg.samples, *batching.values(), first_id=first, arrival=arrival, threads=t
     )
     head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
     enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t)

@@ -96,6 +96,7 @@ def run_pipeline(
             graph,
             stall_timeout_s=pre.stall_timeout_s,
             configured_mbps=configured_mbps(cfg),
+            profile=pre.profile,
             progress=progress,
         )
         try:

@@ -36,6 +36,9 @@ class DataConfig(_Strict):
     source: Literal["auto", "digits", "synthetic"] = "auto"
     rate_sps: float | None = Field(default=None, gt=0)  # None = as fast as the pipeline pulls
     shape: list[int] | None = None  # synthetic input shape (C, H, W); default from the model
+    arrival: Literal["steady", "poisson", "bursty"] = "steady"  # how paced samples arrive
+    burst_period_s: float = Field(default=2.0, gt=0)  # bursty: one burst per period ...
+    burst_duty: float = Field(default=0.5, gt=0, le=1)  # ... lasting this share of it
 
 
 LEVELS = {"ours": (1, 9), "zstd": (1, 22)}
@@ -120,6 +123,23 @@ class RayConfig(_Strict):
     num_cpus: int | None = Field(default=None, ge=1)
 
 
+class RateConfig(_Strict):
+    mode: Literal["fixed", "adaptive"] = "fixed"
+    latency_slo_ms: float | None = Field(default=None, gt=0)  # adaptive: required
+    bits: list[int] = Field(default_factory=lambda: [8, 6, 4, 3, 2])  # the settings allowed
+    profile: str | None = None  # a profile file; None = measured at start-up
+    profile_samples: int = Field(default=64, ge=4, le=4096)  # inputs of a start-up profile
+    per_channel: bool = True  # profile per-channel settings too
+    hysteresis: int = Field(default=3, ge=1, le=100)  # batches a higher setting must fit first
+
+    @field_validator("bits")
+    @classmethod
+    def _bit_widths(cls, v: list[int]) -> list[int]:
+        if not v or any(not 1 <= b <= 8 for b in v):
+            raise ValueError(f"must be a non-empty list of bit widths in 1..8, got {v}")
+        return sorted(set(v), reverse=True)
+
+
 class FidelityConfig(_Strict):
     reference_samples: int = Field(default=64, ge=0)
 
@@ -138,6 +158,7 @@ class PipelineConfig(_Strict):
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
+    rate: RateConfig = Field(default_factory=RateConfig)
 
 
 def _parse_value(text: str) -> Any:
@@ -269,6 +290,14 @@ def _check_combinations(cfg: PipelineConfig) -> None:
         )
     if cfg.fleet.links and cfg.link.mode != "emulated":
         raise ConfigError("fleet.links: per-edge links need link.mode=emulated")
+    r = cfg.rate
+    if r.mode == "adaptive":
+        if r.latency_slo_ms is None:
+            raise ConfigError("rate.latency_slo_ms: an adaptive stream needs a latency target")
+        if cfg.codec.kind != "ours":
+            raise ConfigError(f"rate.mode: adaptive needs codec.kind=ours, not {cfg.codec.kind}")
+    if r.profile is not None and not Path(r.profile).is_file():
+        raise ConfigError(f"rate.profile: file not found: {r.profile!r}")
     b = cfg.batching
     if b.min_batch_size > b.max_batch_size:
         raise ConfigError(

@@ -73,3 +73,30 @@ def resolve_source(
     if any(int(s) <= 0 for s in shape):
         raise ValueError(f"data.shape: dimensions must be positive, got {shape}")
     return SourceSpec(kind=kind, shape=tuple(int(s) for s in shape), seed=seed)
+
+
+def arrival_offsets(
+    n: int,
+    rate_sps: float,
+    pattern: str = "steady",
+    period_s: float = 2.0,
+    duty: float = 0.5,
+    seed: int = 0,
+) -> np.ndarray:
+    """When each of ``n`` samples arrives, in seconds after the first, at a mean of ``rate_sps``.
+
+    ``steady``: evenly spaced. ``poisson``: exponential gaps (seeded). ``bursty``: a camera that
+    fires in bursts, one per ``period_s``, each ``duty`` of the period long, at ``rate_sps / duty``
+    within the burst and silent in between (the same mean rate)."""
+    k = np.arange(n, dtype=np.float64)
+    if pattern == "steady":
+        return k / rate_sps
+    if pattern == "poisson":
+        gaps = np.random.default_rng([seed, 7]).exponential(1.0 / rate_sps, size=n)
+        gaps[0] = 0.0
+        return np.cumsum(gaps)
+    if pattern == "bursty":
+        per_period = rate_sps * period_s  # samples in one burst
+        burst, within = np.divmod(k, per_period)
+        return burst * period_s + within / per_period * duty * period_s
+    raise ValueError(f"data.arrival: unknown pattern {pattern!r}")

@@ -52,6 +52,7 @@ from pipeline.stream.metrics import (
     object_store_mb,
     process_rss_bytes,
 )
+from pipeline.stream.rate import RateController, RateProfile, Setting
 
 STAGES = ("source", "head", "encoder", "transport", "decoder", "tail", "sink")
 """The logical stages, in stream order; metrics are kept per logical stage however they are fused."""
@@ -69,6 +70,14 @@ REPROBE_DELAY_S = 0.25
 
 DEAD_AFTER_PROBES = 3
 """A replica whose probe fails with ``ActorDiedError`` this many times in a row is dead for good."""
+
+BUSY_RUN = 3
+"""A rate sample spans this many deliveries of a busy run (the first one only marks its start)."""
+
+STALL_AGE_S = 0.1
+"""A batch on the link longer than this, and twice as long as the rate estimate predicts, bounds the
+link's rate by its bytes over its age (shorter waits are propagation delay, scheduling and a big
+batch's own transmission, not a slower link)."""
 
 WARM_FRACTION = 0.1
 """RSS growth is measured from the moment this fraction of the samples has settled."""
@@ -149,6 +158,7 @@ class _Ticket:
     pos: int = 0  # index in its edge's chain of the step it is queued for or running at
     attempts: int = 0  # calls that raised at the current step
     rebuild: bool = False  # its stored inputs were lost once: rebuild from the source next time
+    wire_bytes: int = 0  # its encoded size, while it counts in its edge's backlog (0 otherwise)
 
 
 @dataclass
@@ -225,6 +235,12 @@ class _Edge:
     next_transport_ticket: int = 0
     transport_pending: set[int] = field(default_factory=set)
     rebuilds: deque = field(default_factory=deque)
+    rate: RateController | None = None  # rate.mode=adaptive: this edge's controller
+    backlog_bytes: int = 0  # encoded and not yet arrived at the receiver
+    busy_run: deque = field(default_factory=lambda: deque(maxlen=BUSY_RUN))  # (delivered, bytes)
+    on_link: dict[int, tuple[float, int]] = field(default_factory=dict)  # ticket: (handed, bytes)
+    last_n: int = 1  # samples in this edge's latest batch
+    recent_latency_s: float = 0.0  # worst latency delivered since the timeline's last point
 
     @property
     def finished(self) -> bool:
@@ -264,6 +280,7 @@ class StreamExecutor:
         *,
         stall_timeout_s: float,
         configured_mbps: list[float | None] | None = None,
+        profile: RateProfile | None = None,
         progress: bool = True,
     ) -> None:
         self.cfg = cfg
@@ -287,6 +304,11 @@ class StreamExecutor:
         n_edges = len(graph.edges)
         configured = configured_mbps or [None] * n_edges
         samples = cfg.samples
+        self.profile = profile
+        r = cfg.rate
+        slo_s = None if r.latency_slo_ms is None else r.latency_slo_ms / 1000.0
+        if r.mode == "adaptive" and (profile is None or slo_s is None):
+            raise StreamError("internal error: an adaptive stream needs a profile and an SLO")
         self.edges: list[_Edge] = []
         for e, steps in enumerate(graph.edges):
             chain = [step(s, e) for s in steps] + self.cloud
@@ -297,12 +319,17 @@ class StreamExecutor:
                     samples,
                     chain,
                     [CreditWindow(w) for _ in chain],
-                    DeliveryLedger(samples, first_id=e * samples),
+                    DeliveryLedger(samples, first_id=e * samples, slo_s=slo_s),
                     ReceiverStats(),
                     LinkStats(configured[e]),
                     next_start=e * samples,
                 )
             )
+            if r.mode == "adaptive":
+                assert profile is not None and slo_s is not None
+                self.edges[-1].rate = RateController(
+                    profile, slo_s, r.bits, hysteresis=r.hysteresis
+                )
         self.steps: list[_Step] = [s for ed in self.edges for s in ed.chain[: -len(self.cloud)]]
         self.steps += self.cloud
         self.replicas = list(replicas.values())
@@ -320,7 +347,11 @@ class StreamExecutor:
         self.batches = 0
         self.receiver = ReceiverStats()  # every edge's arrivals: the fleet's goodput
         self.batch_sizes: Counter[int] = Counter()
-        self.timeline = Timeline()
+        self.settings: Counter[str] = Counter()  # samples coded with each rate-control setting
+        c = cfg.codec
+        fixed = {"ours": Setting(c.bits, c.level, c.axis).label(), "zstd": f"zstd/L{c.level}"}
+        self._fixed_label = fixed.get(c.kind, c.kind)
+        self.timeline = Timeline(period_s=0.1, steps=("bits",))
         self.exporter = DriverExporter()
         self.peak_total = 0
         self.memory: dict[str, float] = {}
@@ -431,15 +462,33 @@ class StreamExecutor:
             task.transport_ticket = tnum = ed.next_transport_ticket
             ed.next_transport_ticket += 1
             ed.transport_pending.add(tnum)
+            ed.on_link[tnum] = (time.monotonic(), ticket.wire_bytes)
             floor = min(ed.transport_pending)
             meta, task.data_ref = rep.handle.send.options(num_returns=2).remote(ref, tnum, floor)
         elif first == "sink":
             meta, task.data_ref = rep.handle.receive.options(num_returns=2).remote(ref)
+        elif "encoder" in s.stages and ed.rate is not None:
+            setting = self._choose(ed, ticket.n)
+            meta, task.data_ref = rep.handle.process.options(num_returns=2).remote(ref, setting)
         else:
             meta, task.data_ref = rep.handle.process.options(num_returns=2).remote(ref)
         self.tasks[meta] = task
         rep.load += 1
         s.running += 1
+
+    def _choose(self, ed: _Edge, samples: int) -> dict[str, Any]:
+        """The edge's rate controller picks the next batch's setting from what the driver sees of the
+        link: the backlog, and how long the oldest batch on it has been waiting (a bound on the
+        link's rate once that is clearly longer than expected, see ``STALL_AGE_S``)."""
+        assert ed.rate is not None
+        now, cap = time.monotonic(), None
+        if ed.on_link:
+            handed, nbytes = min(ed.on_link.values())
+            age, rate = now - handed, ed.rate.rate_bps
+            expected = nbytes / rate if rate else 0.0  # what the current estimate says it takes
+            if nbytes > 0 and age >= max(STALL_AGE_S, 2.0 * expected):
+                cap = nbytes / age
+        return ed.rate.choose(samples, ed.backlog_bytes, now, cap).as_dict()
 
     def _feed(self, ed: _Edge) -> None:
         """Ask an edge's first step for its next batch (one call at a time), and for rebuilds."""
@@ -460,7 +509,10 @@ class StreamExecutor:
         if not ed.hops[1].try_acquire():
             s.blocked = True  # the next hop is full: this edge's source waits (backpressure)
             return
-        meta, data = rep.handle.next_batch.options(num_returns=2).remote(ed.next_start, ed.t0)
+        args: tuple[Any, ...] = (ed.next_start, ed.t0)
+        if "encoder" in s.stages and ed.rate is not None:  # a fused edge encodes as it makes
+            args += (self._choose(ed, ed.last_n),)
+        meta, data = rep.handle.next_batch.options(num_returns=2).remote(*args)
         self.tasks[meta] = _Task(
             "source", s, 0, data_ref=data, submitted=time.monotonic(), edge=ed.index
         )
@@ -538,7 +590,9 @@ class StreamExecutor:
                 rep.rss = int(m["rss"])
         ed = self.edges[task.edge]
         if task.kind == "source":
-            self._source_batch(ed, task, meta)
+            ticket = self._source_batch(ed, task, meta)
+            if ticket is not None and "encoder" in metas:
+                self._encoded(ed, ticket, metas["encoder"])
             return
         ticket = task.ticket
         assert ticket is not None
@@ -548,11 +602,20 @@ class StreamExecutor:
             ed.chain[1].queue.appendleft((ticket, task.data_ref))
             return
         ticket.attempts = 0
+        if "encoder" in metas:
+            self._encoded(ed, ticket, metas["encoder"])
         if "transport" in metas:
             ed.transport_pending.discard(task.transport_ticket)
+            ed.on_link.pop(task.transport_ticket, None)
             ed.link.add(metas["transport"])
+            m = metas["transport"]
+            if "tx_start_planned" in m:  # an emulated link: its delivery is the transport's return
+                self._delivered(ed, float(m["t_end"]), int(m["wire_bytes"]), bool(m.get("queued")))
         if "decoder" in metas:
             d = metas["decoder"]
+            self._arrived(ed, ticket)
+            if self.cfg.link.mode == "real":  # the real network delivers as the decoder fetches it
+                self._delivered(ed, float(d["arrival"]), int(d["wire_bytes"]), True)
             ed.receiver.add(float(d["arrival"]), int(d["wire_bytes"]))
             self.receiver.add(float(d["arrival"]), int(d["wire_bytes"]))
             rejected = ed.ledger.reject(d["rejected_ids"], d["errors"])
@@ -560,6 +623,12 @@ class StreamExecutor:
         if "sink" in metas:
             m = metas["sink"]
             ed.ledger.deliver(m["ids"], m["latency_s"], m["correct"], m["agree"])
+            if m["latency_s"]:
+                worst = max(m["latency_s"])
+                ed.recent_latency_s = max(ed.recent_latency_s, worst)
+                if ed.rate is not None:
+                    rate = ed.rate.rate_bps
+                    ed.rate.observe_latency(worst, ticket.wire_bytes / rate if rate else 0.0)
             ed.open_tickets -= 1  # acknowledged: the edge's copy goes with the ticket
         else:
             # a step that passed its batch through unchanged hands on its input
@@ -568,7 +637,7 @@ class StreamExecutor:
             ed.chain[ticket.pos].queue.append((ticket, data))
         self._progress()
 
-    def _source_batch(self, ed: _Edge, task: _Task, meta: dict[str, Any]) -> None:
+    def _source_batch(self, ed: _Edge, task: _Task, meta: dict[str, Any]) -> _Ticket | None:
         ed.busy = False
         ed.source_attempts = 0
         ed.t0 = meta["t0"]
@@ -584,9 +653,46 @@ class StreamExecutor:
             ed.next_start = start + n
             ticket.pos = 1  # queued before chain[1], holding the credit of that hop
             ed.chain[1].queue.append((ticket, task.data_ref))
+            ed.last_n = n
         else:
             ed.hops[1].release()
+            ticket = None
         ed.done = bool(meta["done"]) or ed.next_start >= end
+        return ticket
+
+    def _encoded(self, ed: _Edge, ticket: _Ticket, meta: dict[str, Any]) -> None:
+        """A batch was coded: it joins its edge's backlog until the receiver has it."""
+        ed.backlog_bytes += int(meta.get("wire_bytes", 0)) - ticket.wire_bytes
+        ticket.wire_bytes = int(meta.get("wire_bytes", 0))
+        setting = meta.get("setting")
+        if setting is None:  # rate.mode=fixed: codec.* as configured
+            self.settings[self._fixed_label] += int(meta["n"])
+            return
+        used = Setting(setting["bits"], setting["level"], setting.get("axis"))
+        self.settings[used.label()] += int(meta["n"])
+        if ed.rate is not None:
+            ed.rate.observe_batch(used, int(meta["n"]), ticket.wire_bytes)
+
+    def _arrived(self, ed: _Edge, ticket: _Ticket) -> None:
+        """A batch reached the receiver: it leaves its edge's backlog."""
+        ed.backlog_bytes -= ticket.wire_bytes
+        ticket.wire_bytes = 0
+
+    def _delivered(self, ed: _Edge, delivered: float, nbytes: int, queued: bool) -> None:
+        """The link delivered a batch: perhaps a sample of its rate.
+
+        A batch that went on the link while the link was still busy with the one before it
+        (``queued``) extends a busy run: between the run's deliveries the link did nothing but
+        transmit, so the bytes delivered after the run's first batch, over the time from its first
+        delivery to its last, are the link's rate; the jitter of the deliveries in between cancels.
+        A batch that found the link idle starts a new run. Only differences of one clock are used (the
+        transport's, or on a real link the receiver's)."""
+        if not queued:
+            ed.busy_run.clear()
+        ed.busy_run.append((delivered, nbytes))
+        if ed.rate is not None and len(ed.busy_run) == ed.busy_run.maxlen:
+            span = ed.busy_run[-1][0] - ed.busy_run[0][0]
+            ed.rate.observe_rate(sum(b for _, b in list(ed.busy_run)[1:]), span, time.monotonic())
 
     def _requeue(self, task: _Task) -> _Step:
         """Undo a failed call's bookkeeping; returns its step."""
@@ -602,6 +708,7 @@ class StreamExecutor:
             ed.rebuilds.append(task.ticket)
         if task.transport_ticket >= 0:
             ed.transport_pending.discard(task.transport_ticket)
+            ed.on_link.pop(task.transport_ticket, None)
         return s
 
     def _replay(self, s: _Step, task: _Task) -> None:
@@ -804,7 +911,8 @@ class StreamExecutor:
         t = now - self.t_start
         if not force and not self.timeline.due(t):
             return
-        values = {
+        values = self._rate_values() if self.cfg.rate.mode == "adaptive" else {}
+        values |= {
             "settled": float(self._settled()),
             "arrived_mb": self.receiver.bytes / 2**20,
             "driver_rss_mb": process_rss_bytes() / 2**20,
@@ -821,6 +929,21 @@ class StreamExecutor:
             {s.label.replace("'", ""): len(s.queue) for s in self.steps},
             {s.label.replace("'", ""): s.running for s in self.steps},
         )
+
+    def _rate_values(self) -> dict[str, float]:
+        """The rate controllers' view for the timeline: chosen bits (mean over edges), backlog,
+        their link-rate estimates (measured at the receiver) and the worst recent latency."""
+        ctls = [ed.rate for ed in self.edges if ed.rate is not None]
+        rates = [c.rate_bps for c in ctls if c.rate_bps is not None]
+        latency = max(ed.recent_latency_s for ed in self.edges)
+        for ed in self.edges:
+            ed.recent_latency_s = 0.0
+        return {
+            "bits": sum(c.setting.bits for c in ctls) / max(1, len(ctls)),
+            "backlog_kb": sum(ed.backlog_bytes for ed in self.edges) / 1e3,
+            "rate_estimate_mbps": sum(rates) * 8 / 1e6 if rates else 0.0,
+            "latency_ms": latency * 1000.0,
+        }
 
     # ------------------------------------------------------------------ report
     def _stage_summary(self, name: str) -> dict[str, Any]:
@@ -878,6 +1001,19 @@ class StreamExecutor:
             peak_total=self.peak_total,
             batch_sizes=self.batch_sizes,
             memory=memory,
-            timeline=self.timeline.resample(),
+            timeline=self.timeline.resample(120 if self.cfg.rate.mode == "adaptive" else 40),
             error=err,
+            settings=dict(self.settings),
+            rate=self._rate_summary(),
         )
+
+    def _rate_summary(self) -> dict[str, Any]:
+        r = self.cfg.rate
+        out: dict[str, Any] = {"mode": r.mode, "latency_slo_ms": r.latency_slo_ms}
+        if r.mode == "fixed":
+            return out
+        if self.profile is not None:
+            out["profile_source"] = self.profile.source
+            out["profile"] = self.profile.to_dict()
+        out["edges"] = [ed.rate.summary() for ed in self.edges if ed.rate is not None]
+        return out

@@ -59,9 +59,11 @@ class DeliveryLedger:
     """Settles sample ids ``first_id .. first_id+samples-1`` exactly once and aggregates their
     results (one ledger per edge: each edge's ids are its own range)."""
 
-    def __init__(self, samples: int, first_id: int = 0) -> None:
+    def __init__(self, samples: int, first_id: int = 0, slo_s: float | None = None) -> None:
         self.samples = samples
         self.first_id = first_id
+        self.slo_s = slo_s  # with a latency target, delivered samples within it are counted
+        self.within_slo = 0
         self._settled = IdSet()
         self.delivered = 0
         self.rejected = 0
@@ -100,6 +102,8 @@ class DeliveryLedger:
         lat = np.asarray(latency_s, dtype=np.float64)
         for j in keep:
             self.latency.add(float(lat[j]))
+            if self.slo_s is not None and lat[j] <= self.slo_s:
+                self.within_slo += 1
             if correct is not None:
                 self.labelled += 1
                 self.correct += bool(correct[j])
@@ -145,6 +149,7 @@ class DeliveryLedger:
             "rejected_ids": list(self.rejected_ids),
             "rejected_ids_truncated": self.rejected > len(self.rejected_ids),
             "reject_errors": list(self.reject_errors),
+            "within_slo": self.within_slo,
             "accuracy": self.correct / self.labelled if self.labelled else None,
             "labelled_samples": self.labelled,
             "agreement": self.agree / self.reference if self.reference else None,

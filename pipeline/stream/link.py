@@ -112,6 +112,8 @@ PROFILES: dict[str, LinkSpec] = {
     "unlimited": LinkSpec(bandwidth_mbps=None),
     # Synthetic variable-rate uplink (pipeline/stream/traces/lte_uplink.trace, mean ~7 Mbit/s).
     "lte-trace": LinkSpec(trace="lte_uplink.trace", delay_ms=25.0, jitter_ms=5.0),
+    # Step changes every 3 s: 10, 3, 6, 1.5, 12 Mbit/s (pipeline/stream/traces/steps_uplink.trace).
+    "steps-trace": LinkSpec(trace="steps_uplink.trace", delay_ms=25.0, jitter_ms=5.0),
 }
 
 _SPEC_KEYS = tuple(f.name for f in dataclasses.fields(LinkSpec))

@@ -13,7 +13,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
@@ -281,11 +281,15 @@ class LinkStats:
 class Timeline:
     """Samples of a few series over the run, in bounded memory: once ``capacity`` points are held,
     every other one is dropped and the sampling period doubles. :meth:`resample` gives a fixed number of
-    points, so the report has the same size for a short and a long run."""
+    points, so the report has the same size for a short and a long run. Series named in ``steps``
+    (a chosen setting, say) hold their last value between points instead of being interpolated."""
 
-    def __init__(self, period_s: float = 0.25, capacity: int = 256) -> None:
+    def __init__(
+        self, period_s: float = 0.25, capacity: int = 256, steps: Sequence[str] = ()
+    ) -> None:
         self.period_s = period_s
         self.capacity = capacity
+        self.steps = frozenset(steps)
         self.points: list[dict[str, float]] = []
         self._next_t = 0.0
 
@@ -302,7 +306,8 @@ class Timeline:
         self._next_t = t + self.period_s
 
     def resample(self, n: int = 40) -> dict[str, list[float | None]]:
-        """``n`` points evenly spaced over the recorded span, each series linearly interpolated."""
+        """``n`` points evenly spaced over the recorded span, each series linearly interpolated
+        (or held, for ``steps``)."""
         if not self.points:
             return {}
         keys = [k for k in self.points[0] if k != "t"]
@@ -310,17 +315,21 @@ class Timeline:
         grid = [t0 + (t1 - t0) * i / (n - 1) for i in range(n)] if n > 1 else [t1]
         out: dict[str, list[float | None]] = {"t": [_sig(t) for t in grid]}
         for k in keys:
-            out[k] = [_sig(_interp(self.points, k, t)) for t in grid]
+            out[k] = [_sig(_interp(self.points, k, t, k in self.steps)) for t in grid]
         return out
 
 
-def _interp(points: list[dict[str, float]], key: str, t: float) -> float | None:
+def _interp(
+    points: list[dict[str, float]], key: str, t: float, hold: bool = False
+) -> float | None:
     lo = 0
     while lo + 1 < len(points) and points[lo + 1]["t"] <= t:
         lo += 1
     a = points[lo]
     b = points[min(lo + 1, len(points) - 1)]
     va, vb = a.get(key), b.get(key)
+    if hold:
+        return va
     if va is None or vb is None:
         return va if vb is None else vb
     if b["t"] <= a["t"]:

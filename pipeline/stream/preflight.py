@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.stream.config import ConfigError, PipelineConfig
 from pipeline.stream.data import SampleSource, SourceSpec, resolve_source
+from pipeline.stream.rate import RateProfile
 
 ModelFactory = Callable[[], tuple[Any, Any]]
 
@@ -39,6 +40,7 @@ class Preflight:
     feature_shape: tuple[int, ...]  # one sample's head output
     frame_bytes: int  # one sample's feature as a frame of codec.kind
     stall_timeout_s: float  # flow.stall_timeout_s, or its default for this link and frame size
+    profile: RateProfile | None = None  # rate.mode=adaptive: the rate-fidelity profile in use
 
     @property
     def feature_elements(self) -> int:
@@ -151,6 +153,37 @@ def _check_codec(cfg: PipelineConfig, feat: Any) -> int:
     return len(frame)
 
 
+def _rate_profile(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec, feat: Any):
+    """The adaptive stream's profile: from ``rate.profile``, or measured now on the stream's first
+    ``rate.profile_samples`` inputs."""
+    from pipeline.stream.rate import load_profile
+
+    r = cfg.rate
+    if r.profile is not None:
+        try:
+            return load_profile(r.profile, cfg.model.name, cfg.model.split)
+        except (ValueError, KeyError, OSError) as exc:
+            raise ConfigError(f"rate.profile: {exc}") from None
+    import torch
+
+    from pipeline.stream.profiling import build_profile, profile_settings
+
+    head, tail = factory()
+    x, _ = SampleSource(spec).get(list(range(r.profile_samples)))
+    channel = 0 if r.per_channel and feat.ndim >= 2 else None
+    settings = profile_settings(r.bits, cfg.codec.level, channel)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_profile(
+            head.eval(), tail.eval(), x, settings,
+            model=cfg.model.name, split=cfg.model.split,
+            source=f"start-up: the stream's first {r.profile_samples} samples",
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+
 def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Preflight:
     """Check ``cfg`` against its model and data without Ray; raises :class:`ConfigError`.
 
@@ -171,6 +204,7 @@ def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Prefl
         raise ConfigError(str(exc)) from None
     feat = _features(cfg, factory, spec)
     frame_bytes = _check_codec(cfg, feat)
+    profile = _rate_profile(cfg, factory, spec, feat) if cfg.rate.mode == "adaptive" else None
     return Preflight(
         model=model,
         factory=factory,
@@ -178,4 +212,5 @@ def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Prefl
         feature_shape=tuple(int(d) for d in feat.shape),
         frame_bytes=frame_bytes,
         stall_timeout_s=default_stall_timeout(cfg, frame_bytes),
+        profile=profile,
     )

@@ -92,6 +92,8 @@ def build_report(
     memory: dict[str, float],
     timeline: dict[str, list[float | None]],
     error: dict[str, Any] | None,
+    settings: Mapping[str, int] | None = None,
+    rate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the report from the executor's aggregates (its size does not depend on the run's
     length; the ``edges`` list has one entry per edge of the fleet)."""
@@ -109,6 +111,8 @@ def build_report(
     goodput = good["goodput_mbps"]
     sizes = sorted(batch_sizes.items())
     count = sum(c for _, c in sizes)
+    within = sum(x.within_slo for x in ledgers)
+    slo = cfg.rate.latency_slo_ms
     return {
         "status": "failed" if error else "completed",
         "error": error,
@@ -129,6 +133,8 @@ def build_report(
         "latency_p50_ms": lat["p50_ms"],
         "latency_p99_ms": lat["p99_ms"],
         "latency_max_ms": lat["max_ms"],
+        # delivered samples whose end-to-end latency met rate.latency_slo_ms (None without one)
+        "slo_met_ratio": within / delivered if slo is not None and delivered else None,
         "raw_bytes": enc["bytes_in"],
         "payload_bytes": enc["bytes_out"],
         "wire_bytes": stages["transport"]["bytes_in"],
@@ -155,6 +161,8 @@ def build_report(
             "histogram": {str(k): c for k, c in sizes},
         },
         "stages": stages,
+        "settings_histogram": dict(sorted((settings or {}).items())),
+        "rate": rate or {"mode": cfg.rate.mode},
         "fidelity": led["fidelity"],
         "memory": memory,
         "timeline": timeline,
@@ -214,6 +222,12 @@ def format_report(report: dict[str, Any]) -> str:
         ("link schedule (Mbit/s, emulator)", _fmt(sched, 3) if sched else "n/a"),
         ("peak in-flight batches", report.get("peak_inflight_batches")),
     ]
+    if report.get("slo_met_ratio") is not None:
+        slo = ((report.get("rate") or {}).get("latency_slo_ms")) or 0
+        rows.append((f"within the {slo:g} ms SLO", _fmt(100 * report["slo_met_ratio"], 2) + " %"))
+    if report.get("settings_histogram"):
+        hist = report["settings_histogram"]
+        rows.append(("settings (samples)", ", ".join(f"{k}: {v}" for k, v in hist.items())))
     fid = report.get("fidelity") or {}
     if fid.get("accuracy") is not None:
         rows.append(("accuracy (vs labels)", _fmt(100 * fid["accuracy"], 2) + " %"))
@@ -304,7 +318,70 @@ def plot_report(report: dict[str, Any], path: str) -> str:
         f"{_fmt(report.get('compression_ratio'), 2)}, goodput {_fmt(report.get('goodput_mbps'), 2)}"
         f" Mbit/s at the receiver"
     )
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str) -> str:
+    """Lay out, write and close a figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_rate_timeline(report: dict[str, Any], path: str, link: Any = None) -> str:
+    """Write the rate controller's timeline as a PNG: the link's rate (measured at the receiver, and
+    the controller's estimate; ``link`` optionally overlays the emulator's configured schedule as
+    ``(t_s, mbps)``), the chosen bits, the backlog on the link, and latency against the SLO."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tl = report.get("timeline") or {}
+    t = [v or 0.0 for v in tl.get("t", [])]
+    slo = (report.get("rate") or {}).get("latency_slo_ms")
+    fig, ax = plt.subplots(4, 1, figsize=(10, 9), sharex=True)
+    arrived = tl.get("arrived_mb", [])
+    measured = [  # Mbit/s between consecutive points, from the MiB arrived by each
+        (arrived[i + 1] - arrived[i]) * 8 * 2**20 / 1e6 / (t[i + 1] - t[i])
+        if t[i + 1] > t[i] and arrived[i + 1] is not None and arrived[i] is not None
+        else 0.0
+        for i in range(min(len(t), len(arrived)) - 1)
+    ]
+    ax[0].step(t[1:], measured, where="post", label="goodput at the receiver")
+    ax[0].plot(t, [v or 0.0 for v in tl.get("rate_estimate_mbps", [])], label="controller estimate")
+    if link is not None:
+        ax[0].step(
+            link[0],
+            link[1],
+            where="post",
+            color="grey",
+            alpha=0.5,
+            label="link (emulator schedule)",
+        )
+    ax[0].set_ylabel("Mbit/s")
+    ax[0].legend(fontsize=7, loc="upper right")
+    ax[1].step(t, [v or 0.0 for v in tl.get("bits", [])], where="post", color="tab:purple")
+    ax[1].set_ylabel("bits chosen")
+    ax[2].plot(t, [v or 0.0 for v in tl.get("backlog_kb", [])], color="tab:orange")
+    ax[2].set_ylabel("backlog on the link (kB)")
+    ax[3].plot(
+        t, [v or 0.0 for v in tl.get("latency_ms", [])], color="tab:red", label="worst latency"
+    )
+    if slo:
+        ax[3].axhline(slo, color="black", ls="--", lw=1, label=f"SLO {slo:g} ms")
+    ax[3].set_ylabel("latency (ms)")
+    ax[3].set_xlabel("time (s)")
+    ax[3].legend(fontsize=7, loc="upper right")
+    for a in ax:
+        a.grid(alpha=0.3)
+    ratio = report.get("slo_met_ratio")
+    agree = (report.get("fidelity") or {}).get("agreement")
+    fig.suptitle(
+        f"rate control: {_fmt(100 * ratio, 1) if ratio is not None else 'n/a'} % within the SLO, "
+        f"agreement {_fmt(agree, 4) if agree is not None else 'n/a'}"
+    )
+    return _save(fig, path)

@@ -42,6 +42,14 @@ def random_walk(
     return times
 
 
+def steps(levels_mbps: list[float], step_ms: int) -> list[int]:
+    """A rate that holds each of ``levels_mbps`` for ``step_ms``, one after the other."""
+    times: list[int] = []
+    for k, mbps in enumerate(levels_mbps):
+        times += [k * step_ms + t for t in constant(mbps, step_ms)]
+    return times
+
+
 def write(name: str, times: list[int]) -> None:
     (HERE / name).write_text("".join(f"{t}\n" for t in times))
     mbps = len(times) * PACKET_BITS / (times[-1] / 1e3) / 1e6
@@ -52,6 +60,7 @@ def main() -> None:
     write("constant_12mbps.trace", constant(12.0, 1000))
     write("constant_1200kbps.trace", constant(1.2, 1000))
     write("lte_uplink.trace", random_walk(8.0, 1.5, 16.0, 10_000, 100, seed=7))
+    write("steps_uplink.trace", steps([10.0, 3.0, 6.0, 1.5, 12.0], 3_000))
 
 
 if __name__ == "__main__":
