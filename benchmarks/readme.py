@@ -40,6 +40,10 @@ SOURCES: dict[str, tuple[str, str]] = {
         "benchmarks.reshape",
         "python -m benchmarks.reshape --json benchmarks/results/reshape.json",
     ),
+    "benchmarks/results/rate_control.json": (
+        "benchmarks.rate_control",
+        "python -m benchmarks.rate_control",
+    ),
     "benchmarks/results/fidelity.json": (
         "benchmarks.fidelity",
         "python -m benchmarks.fidelity --out benchmarks/results",

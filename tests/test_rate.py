@@ -59,11 +59,12 @@ def test_a_rate_drop_moves_it_down_within_one_batch_of_the_measurement():
     ctl, clock = RateController(profile(), slo_s=1.0), Clock()
     feed(ctl, 50.0, 5)
     assert decide(ctl, clock, times=3) == [8, 8, 8]
-    # one slow arrival: 8 bits at 100 samples/s (0.8 MB/s) no longer fits the link
-    feed(ctl, 1.0, 1)
+    # one slow arrival: the harmonic mean lets it weigh, the estimate falls to a fraction ...
+    feed(ctl, 0.5, 1)
+    assert ctl.rate_bps < 0.1 * 50e6 / 8
+    # ... where 8 bits at 100 samples/s (0.8 MB/s) no longer fits even with an empty queue
+    assert ctl.rate_bps * (1 + ctl.gain) < 100 * 8000
     assert decide(ctl, clock)[0] < 8
-    # the harmonic mean lets one slow sample weigh: the estimate fell to a fraction
-    assert ctl.rate_bps < 0.25 * 50e6 / 8
 
 
 def test_a_backlog_beyond_the_budget_lowers_the_setting_before_latency_shows_it():

@@ -239,6 +239,7 @@ class _Edge:
     backlog_bytes: int = 0  # encoded and not yet arrived at the receiver
     busy_run: deque = field(default_factory=lambda: deque(maxlen=BUSY_RUN))  # (delivered, bytes)
     on_link: dict[int, tuple[float, int]] = field(default_factory=dict)  # ticket: (handed, bytes)
+    left_link: float = 0.0  # monotonic time the link last finished a batch
     last_n: int = 1  # samples in this edge's latest batch
     recent_latency_s: float = 0.0  # worst latency delivered since the timeline's last point
 
@@ -478,13 +479,15 @@ class StreamExecutor:
 
     def _choose(self, ed: _Edge, samples: int) -> dict[str, Any]:
         """The edge's rate controller picks the next batch's setting from what the driver sees of the
-        link: the backlog, and how long the oldest batch on it has been waiting (a bound on the
-        link's rate once that is clearly longer than expected, see ``STALL_AGE_S``)."""
+        link: the backlog, and how long the oldest batch on it has been at the head of the line
+        (since it was handed over, or since the link finished the batch before it): once that is
+        clearly longer than expected (``STALL_AGE_S``), its bytes over that time bound the link's
+        rate."""
         assert ed.rate is not None
         now, cap = time.monotonic(), None
         if ed.on_link:
             handed, nbytes = min(ed.on_link.values())
-            age, rate = now - handed, ed.rate.rate_bps
+            age, rate = now - max(handed, ed.left_link), ed.rate.rate_bps
             expected = nbytes / rate if rate else 0.0  # what the current estimate says it takes
             if nbytes > 0 and age >= max(STALL_AGE_S, 2.0 * expected):
                 cap = nbytes / age
@@ -607,6 +610,7 @@ class StreamExecutor:
         if "transport" in metas:
             ed.transport_pending.discard(task.transport_ticket)
             ed.on_link.pop(task.transport_ticket, None)
+            ed.left_link = time.monotonic()
             ed.link.add(metas["transport"])
             m = metas["transport"]
             if "tx_start_planned" in m:  # an emulated link: its delivery is the transport's return
@@ -911,8 +915,7 @@ class StreamExecutor:
         t = now - self.t_start
         if not force and not self.timeline.due(t):
             return
-        values = self._rate_values() if self.cfg.rate.mode == "adaptive" else {}
-        values |= {
+        values = self._flow_values() | {
             "settled": float(self._settled()),
             "arrived_mb": self.receiver.bytes / 2**20,
             "driver_rss_mb": process_rss_bytes() / 2**20,
@@ -930,20 +933,24 @@ class StreamExecutor:
             {s.label.replace("'", ""): s.running for s in self.steps},
         )
 
-    def _rate_values(self) -> dict[str, float]:
-        """The rate controllers' view for the timeline: chosen bits (mean over edges), backlog,
-        their link-rate estimates (measured at the receiver) and the worst recent latency."""
+    def _flow_values(self) -> dict[str, float]:
+        """The link's side of the timeline: bits in use (the rate controllers' choice, mean over
+        edges, or ``codec.bits``), the backlog on the links, the worst latency delivered since the
+        last point, and (adaptive) the controllers' link-rate estimates (measured at the receiver)."""
         ctls = [ed.rate for ed in self.edges if ed.rate is not None]
-        rates = [c.rate_bps for c in ctls if c.rate_bps is not None]
         latency = max(ed.recent_latency_s for ed in self.edges)
         for ed in self.edges:
             ed.recent_latency_s = 0.0
-        return {
-            "bits": sum(c.setting.bits for c in ctls) / max(1, len(ctls)),
+        bits = sum(c.setting.bits for c in ctls) / len(ctls) if ctls else self.cfg.codec.bits
+        out = {
+            "bits": float(bits),
             "backlog_kb": sum(ed.backlog_bytes for ed in self.edges) / 1e3,
-            "rate_estimate_mbps": sum(rates) * 8 / 1e6 if rates else 0.0,
             "latency_ms": latency * 1000.0,
         }
+        if ctls:
+            rates = [c.rate_bps for c in ctls if c.rate_bps is not None]
+            out["rate_estimate_mbps"] = sum(rates) * 8 / 1e6 if rates else 0.0
+        return out
 
     # ------------------------------------------------------------------ report
     def _stage_summary(self, name: str) -> dict[str, Any]:
@@ -1001,7 +1008,7 @@ class StreamExecutor:
             peak_total=self.peak_total,
             batch_sizes=self.batch_sizes,
             memory=memory,
-            timeline=self.timeline.resample(120 if self.cfg.rate.mode == "adaptive" else 40),
+            timeline=self.timeline.resample(40 if self.cfg.rate.latency_slo_ms is None else 120),
             error=err,
             settings=dict(self.settings),
             rate=self._rate_summary(),

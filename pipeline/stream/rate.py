@@ -10,9 +10,11 @@ The algorithm borrows from adaptive-bitrate video streaming:
 * *throughput-based* selection, as in FESTIVE and in MPC's predictor: the link rate is the harmonic
   mean of the last few per-batch rates measured at the receiver, which discounts a single fast
   sample;
-* a *buffer* term, as in BOLA: the bytes already waiting on the link (the backlog) beyond what the
-  latency budget allows must drain within that budget, which lowers the allowed rate, so a building
-  queue lowers the setting before latency shows it;
+* a *buffer* term, as in BOLA, steered to a target queueing delay as LEDBAT (RFC 6817) and Copa
+  do: the bytes already waiting on the link (the backlog), in seconds at the measured rate, set how
+  much of the link the next batches may use. An empty queue lets them send above the rate for a
+  while (the latency budget absorbs it), a queue past the target makes them send below it, so a
+  building queue lowers the setting before latency shows it;
 * *latency feedback*: when the recent end-to-end latency nears the SLO anyway, the setting is capped
   one step below the current one;
 * *hysteresis*, as in practical ABR players: a setting goes down at once, but up only one step, after
@@ -135,10 +137,11 @@ def load_profile(path: str | Path, model: str, split: str) -> RateProfile:
 class RateController:
     """Chooses a :class:`Setting` per batch; see the module docstring for the idea.
 
-    Each decision compares a setting's bit rate at the measured input rate with an *allowance*: a
-    share ``utilization`` of the link's estimated rate, minus what it takes to drain the backlog that
-    exceeds the queueing budget within that budget. The budget is ``safety`` of the SLO, less the
-    latency that is not the link's (linger, compute, propagation: the recent minimum). The best
+    Each decision compares a setting's bit rate at the measured input rate with an *allowance*: the
+    link's estimated rate times ``utilization + gain * (target_delay - queue_delay) / target_delay``
+    (between 0.05 and ``1 + gain``), where the queue delay is the backlog over the rate and the
+    target delay is ``target`` of the SLO less the latency that is not the link's (linger, compute,
+    propagation: the recent minimum). The best
     setting that fits is chosen; a setting goes down at once, and up one step only after the next
     better one has fit with ``margin`` to spare for ``hysteresis`` consecutive decisions.
     ``allowed_bits`` bounds the choice: a setting outside it is never picked.
@@ -150,7 +153,8 @@ class RateController:
         slo_s: float,
         allowed_bits: Sequence[int] = DEFAULT_BITS,
         *,
-        safety: float = 0.7,
+        target: float = 0.4,
+        gain: float = 0.5,
         utilization: float = 0.95,
         margin: float = 0.9,
         hysteresis: int = 3,
@@ -169,7 +173,8 @@ class RateController:
             if all(e.bytes_per_sample < k.bytes_per_sample for k in self.ladder):
                 self.ladder.append(e)
         self.slo_s = slo_s
-        self.safety, self.utilization, self.margin = safety, utilization, margin
+        self.target, self.gain = target, gain
+        self.utilization, self.margin = utilization, margin
         self.hysteresis = hysteresis
         self.overhead_bytes = overhead_bytes  # Arrow bytes a batch adds beyond its frame payload
         self.rates: deque[tuple[float, float]] = deque(maxlen=window)  # (when, bytes/s)
@@ -228,17 +233,26 @@ class RateController:
 
     # -------------------------------------------------------------- decision
     def _allowance(self, backlog_bytes: float, cap_bps: float | None) -> float | None:
-        """Bytes/s the next batches may add: ``utilization`` of the link, less what drains the
-        backlog beyond the queueing budget within that budget (None: nothing measured yet).
-        ``cap_bps`` bounds the link's rate from a batch still on it (see :meth:`choose`)."""
+        """Bytes/s the next batches may add (None: nothing measured yet): the link's rate, scaled
+        by how far the queue is from its target delay. An empty queue allows up to ``1 + gain``
+        times the rate (the latency budget absorbs a short excess); a queue at the target allows
+        ``utilization`` of it; a longer one allows less, so the queue drains. ``cap_bps`` bounds
+        the link's rate from a batch still on it (see :meth:`choose`)."""
         rate = self.rate_bps
         if cap_bps is not None:
             rate = cap_bps if rate is None else min(rate, cap_bps)
         if rate is None or self.input_sps is None:
             return None
-        budget = max(0.1 * self.slo_s, self.safety * self.slo_s - self.base_s)
-        excess = max(0.0, backlog_bytes - rate * budget)
-        return self.utilization * rate - excess / budget
+        target = self.target_delay_s
+        queue_s = backlog_bytes / rate
+        scale = self.utilization + self.gain * (target - queue_s) / target
+        return rate * max(0.05, min(1.0 + self.gain, scale))
+
+    @property
+    def target_delay_s(self) -> float:
+        """The queueing delay the controller steers toward: ``target`` of the SLO less the latency
+        outside the link, at least 5 % of the SLO."""
+        return max(0.05 * self.slo_s, self.target * self.slo_s - self.base_s)
 
     def _cost(self, e: ProfileEntry, samples: int) -> float:
         """Bytes/s a setting adds at the current input rate, per-batch overhead included."""
