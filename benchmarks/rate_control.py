@@ -146,7 +146,7 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
             mt = rep["timeline"]
             ax[2][j].plot(
                 [v or 0.0 for v in mt["t"]],
-                [v or 0.0 for v in mt["latency_ms"]],
+                [v if v else float("nan") for v in mt["latency_ms"]],  # gap: nothing arrived
                 color=colors.get(mode, "tab:red"),
                 lw=2 if mode == "adaptive" else 1,
                 label=f"{mode}: {100 * rep['slo_met_ratio']:.1f} % within SLO",
