@@ -2,7 +2,9 @@
 
 Every forward pass runs the head (embedding + first k decoder layers), encodes the hidden
 states with ``codec.encode`` (one frame per sequence), decodes them and runs the tail, so
-task scores show what the codec costs. Usage (lm_eval 0.4.13 has no plugin entry point for
+task scores show what the codec costs. ``generate_until`` generates through the split with a KV
+cache on each side (``pipeline.generate``): the prompt's hidden states are coded once, then one
+hidden vector per new token. Usage (lm_eval 0.4.13 has no plugin entry point for
 models, so this module registers the model and then runs lm_eval's own CLI)::
 
     python -m pipeline.lm_eval_adapter --model splitstream \\
@@ -30,6 +32,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from pipeline.evaluate import codec_roundtrip
+from pipeline.generate import Generation, SplitGenerator
 from pipeline.models import feature_of, load_model, with_feature
 
 MODEL_NAME = "splitstream"
@@ -91,7 +94,11 @@ class SplitStreamLM(LM):
         cfg = loaded.raw.config
         self._max_length = int(max_length or getattr(cfg, "max_position_embeddings", 512))
         self.max_gen_toks = int(max_gen_toks)
-        self.stats = {"frames": 0, "raw_bytes": 0, "wire_bytes": 0}
+        self.stats = {"frames": 0, "raw_bytes": 0, "wire_bytes": 0, "generated_tokens": 0}
+        self.generator = SplitGenerator(
+            loaded.raw, split, bits, granularity, self.level, device=self._device
+        )
+        self.last_generation: Generation | None = None
         prefix = (
             self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
         )
@@ -158,6 +165,9 @@ class SplitStreamLM(LM):
         return out
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        """Greedy generation through the split with a KV cache on each side
+        (``pipeline.generate``): the prompt's hidden states cross the codec once, then one hidden
+        vector per new token."""
         out = []
         for req in tqdm(requests, desc="splitstream generate", disable=disable_tqdm):
             context, gen_kwargs = req.args
@@ -165,19 +175,24 @@ class SplitStreamLM(LM):
             until = gen_kwargs.get("until") or []
             if isinstance(until, str):
                 until = [until]
-            limit = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
-            ids = [self.prefix_token_id, *self._encode(context)]
-            new: list[int] = []
-            text = ""
-            for _ in range(limit):
-                nxt = int(self.logprobs(ids[-self.max_length :])[-1].argmax())
-                if nxt == self.tok.eos_token_id:
-                    break
-                ids.append(nxt)
-                new.append(nxt)
-                text = self.tok.decode(new, skip_special_tokens=True)
-                if any(u in text for u in until):
-                    break
+            limit = min(int(gen_kwargs.get("max_gen_toks", self.max_gen_toks)), self.max_length - 1)
+            ids = [self.prefix_token_id, *self._encode(context)][-(self.max_length - limit) :]
+
+            def stop(new: list[int], until: list[str] = until) -> bool:
+                return any(u in self.tok.decode(new, skip_special_tokens=True) for u in until)
+
+            eos = self.tok.eos_token_id
+            gen = self.generator.generate(
+                ids, limit, stop_ids=() if eos is None else (eos,), stop=stop, reference=False
+            )
+            self.last_generation = gen
+            new = gen.tokens[:-1] if gen.finish == "eos" else gen.tokens
+            self.stats["generated_tokens"] += len(gen.tokens)
+            if self.bits:
+                self.stats["frames"] += len(gen.steps)
+                self.stats["raw_bytes"] += sum(s.raw_bytes for s in gen.steps)
+                self.stats["wire_bytes"] += sum(s.up_bytes for s in gen.steps)
+            text = self.tok.decode(new, skip_special_tokens=True)
             for u in until:
                 text = text.split(u)[0]
             out.append(text)

@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and print it (starts nothing)")
     check.add_argument("--config", default=None)
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    from pipeline.generate import add_arguments as generate_arguments
+
+    generate = sub.add_parser(
+        "generate", help="greedy generation through a split causal LM, a KV cache on each side"
+    )
+    generate_arguments(generate)
     return ap
 
 
@@ -93,6 +99,10 @@ def _write_outputs(report: dict[str, Any], args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry; returns the process exit status (see ``EXIT_*``)."""
     args = _parser().parse_args(argv)
+    if args.command == "generate":
+        from pipeline.generate import run_cli
+
+        return run_cli(args)
     overrides = list(args.overrides)
     if getattr(args, "address", None):
         overrides.append(f"ray.address={args.address}")

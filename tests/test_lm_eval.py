@@ -175,3 +175,31 @@ def test_cli_module_runs_task(setup, tmp_path, capsys):
     data = json.loads(results[0].read_text())
     assert 0.0 <= data["results"][TASK]["acc,none"] <= 1.0
     assert "splitstream" in json.dumps(data["config"])
+
+
+def test_generate_until_runs_the_cached_split_path(setup):
+    from lm_eval.api.instance import Instance
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.lm_eval_adapter import SplitStreamLM
+
+    model_dir, _ = setup
+    plain = SplitStreamLM(str(model_dir), split=1, bits=0, max_gen_toks=6)
+    coded = SplitStreamLM(str(model_dir), split=1, bits=8, granularity="tensor", max_gen_toks=6)
+    req = Instance("generate_until", {}, ("the sky is", {"until": ["never"]}), 0)
+    text = plain.generate_until([req], disable_tqdm=True)[0]
+    gen = plain.last_generation
+    prompt = len(gen.prompt_ids)
+    assert len(gen.steps) >= 3  # (this prompt ends in </s> after three tokens)
+    # the prompt's hidden states cross once, then one vector per new token
+    assert [s.rows for s in gen.steps] == [prompt] + [1] * (len(gen.steps) - 1)
+    lm = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
+    ref = lm.generate(torch.tensor([gen.prompt_ids]), max_new_tokens=6, do_sample=False)
+    new = ref[0, prompt:].tolist()
+    if new and new[-1] == plain.tok.eos_token_id:
+        new = new[:-1]
+    assert text == plain.tok.decode(new, skip_special_tokens=True)  # HF's own greedy decoding
+    coded.generate_until([req], disable_tqdm=True)
+    assert coded.stats["frames"] == len(coded.last_generation.steps) > 0
+    assert coded.stats["generated_tokens"] == len(coded.last_generation.tokens)
+    assert 0 < coded.stats["wire_bytes"] < coded.stats["raw_bytes"]
