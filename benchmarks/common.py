@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -122,6 +123,56 @@ def stamp(prov: dict[str, Any] | None, command: str) -> str:
     commit = (prov.get("commit") or "unknown")[:7]
     dirty = " with uncommitted changes" if prov.get("dirty") else ""
     return f"_Commit `{commit}`{dirty}, `{prov.get('command')}`, {prov.get('date')}._"
+
+
+def results_parser(prog: str, doc: str, quick: str) -> argparse.ArgumentParser:
+    """The options every results-writing benchmark has: ``--quick`` (``quick`` says what it does),
+    ``--out DIR`` (default ``benchmarks/results``) and ``--json PATH``; the description is the first
+    paragraph of ``doc``."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="output directory")
+    ap.add_argument("--json", default=None, help="output JSON path (default: in --out)")
+    return ap
+
+
+def results_markdown(
+    title: str, payload: dict[str, Any], command: str, setup: str, body: str
+) -> str:
+    """A results document: title, provenance stamp, the machine (then ``setup``) and ``body``."""
+    m = payload["machine"]
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            stamp(payload.get("provenance"), command),
+            "",
+            f"Machine: {m['cpu']} ({m['cores']} cores){setup}",
+            "",
+            body,
+            "",
+        ]
+    )
+
+
+def write_results(
+    out: Path, stem: str, payload: dict[str, Any], markdown: str, json_path: str | None = None
+) -> None:
+    """Print ``markdown`` and write ``<out>/<stem>.json`` (or ``json_path``) and ``<stem>.md``."""
+    print()
+    print(markdown)
+    write_json(json_path or out / f"{stem}.json", payload)
+    (out / f"{stem}.md").write_text(markdown)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 90) -> None:
+    """Lay out, write and close a Matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def write_json(path: str | Path | None, payload: dict[str, Any]) -> None:

@@ -20,7 +20,6 @@ Prints Markdown tables and writes ``rate_control.json`` (stamped with the commit
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -30,10 +29,17 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks.common import machine, provenance, stamp, table, write_json
+from benchmarks.common import (
+    machine,
+    provenance,
+    results_markdown,
+    results_parser,
+    save_figure,
+    table,
+    write_results,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 BASE_CONFIG = REPO / "configs" / "demo.yaml"
 TRACES = ("lte-trace", "steps-trace")
 RATE_SPS = 100.0
@@ -117,14 +123,18 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     links = sorted({k.split("|")[0] for k in reports}, key=TRACES.index)
-    fig, ax = plt.subplots(3, len(links), figsize=(6 * len(links), 8.5), sharex="col", squeeze=False)
+    fig, ax = plt.subplots(
+        3, len(links), figsize=(6 * len(links), 8.5), sharex="col", squeeze=False
+    )
     colors = {"fixed 8": "tab:blue", "fixed 4": "tab:green", "fixed 2": "tab:grey"}
     for j, link in enumerate(links):
         adaptive = reports[f"{link}|adaptive"]
         tl = adaptive["timeline"]
         t = [v or 0.0 for v in tl["t"]]
         st, sm = link_schedule(link, max(t) if t else 1.0)
-        ax[0][j].step(st, sm, where="post", color="grey", alpha=0.6, label="link (emulator schedule)")
+        ax[0][j].step(
+            st, sm, where="post", color="grey", alpha=0.6, label="link (emulator schedule)"
+        )
         arrived = tl.get("arrived_mb", [])
         good = [
             (arrived[i + 1] - arrived[i]) * 8 * 2**20 / 1e6 / (t[i + 1] - t[i])
@@ -132,7 +142,9 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
             else 0.0
             for i in range(len(arrived) - 1)
         ]
-        ax[0][j].step(t[1:], good, where="post", color="tab:red", label="adaptive: goodput at receiver")
+        ax[0][j].step(
+            t[1:], good, where="post", color="tab:red", label="adaptive: goodput at receiver"
+        )
         ax[0][j].set_ylabel("Mbit/s")
         ax[0][j].set_title(f"{link}, {RATE_SPS:g} samples/s, SLO {SLO_MS:g} ms")
         ax[0][j].legend(fontsize=7, loc="upper right")
@@ -158,10 +170,7 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> None:
         ax[2][j].legend(fontsize=7, loc="upper left")
     for a in ax.flat:
         a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def render_tables(payload: dict[str, Any]) -> dict[str, str]:
@@ -170,27 +179,19 @@ def render_tables(payload: dict[str, Any]) -> dict[str, str]:
 
 
 def render_markdown(payload: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            "# Rate control benchmark",
-            "",
-            stamp(payload.get("provenance"), "python -m benchmarks.rate_control"),
-            "",
-            f"Machine: {payload['machine']['cpu']} ({payload['machine']['cores']} cores).",
-            "",
-            render_tables(payload)["rate_control"],
-            "",
-        ]
+    return results_markdown(
+        "Rate control benchmark",
+        payload,
+        "python -m benchmarks.rate_control",
+        ".",
+        render_tables(payload)["rate_control"],
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.rate_control", description=__doc__.split("\n\n")[0]
+    ap = results_parser(
+        "python -m benchmarks.rate_control", __doc__, "300 samples per run (smoke test)"
     )
-    ap.add_argument("--quick", action="store_true", help="300 samples per run (smoke test)")
-    ap.add_argument("--out", default=str(RESULTS), help="output directory")
-    ap.add_argument("--json", default=None, help="output JSON path (default: in --out)")
     ap.add_argument("--links", default=",".join(TRACES), help="comma-separated link profiles")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
@@ -239,10 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "seconds": round(time.time() - t0, 1),
     }
-    print()
-    print(render_markdown(payload))
-    write_json(args.json or out / f"{stem}.json", payload)
-    (out / f"{stem}.md").write_text(render_markdown(payload))
+    write_results(out, stem, payload, render_markdown(payload), args.json)
     plot(reports, out / f"{stem}.png")
     return 0
 

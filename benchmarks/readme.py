@@ -52,6 +52,7 @@ SOURCES: dict[str, tuple[str, str]] = {
         "benchmarks.pipeline",
         "python -m benchmarks.pipeline --json benchmarks/results/pipeline.json --netns",
     ),
+    "benchmarks/results/generate.json": ("benchmarks.generate", "python -m benchmarks.generate"),
 }
 
 # markers start a line; the same text quoted inside a line is left alone
