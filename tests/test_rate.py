@@ -120,6 +120,17 @@ def test_a_setting_that_costs_more_for_less_fidelity_is_never_on_the_ladder():
     assert [e.setting.bits for e in ctl.ladder] == [8, 6, 4, 3, 2]
 
 
+def test_settings_below_the_fidelity_floor_are_never_on_the_ladder():
+    ctl = RateController(profile(), slo_s=1.0, min_fidelity=0.9)
+    assert [e.setting.bits for e in ctl.ladder] == [8, 6, 4, 3]  # 2 bits keeps 0.87
+    clock = Clock()
+    decide(ctl, clock)  # the first decision, before any rate is known, stays at the top
+    feed(ctl, 0.05, 5)  # far too slow for anything: the floor still holds
+    assert decide(ctl, clock, backlog=1e6, times=3) == [3, 3, 3]
+    # a floor above every setting keeps the best one
+    assert [e.setting.bits for e in RateController(profile(), 1.0, min_fidelity=1.1).ladder] == [8]
+
+
 def test_profiles_round_trip_through_json(tmp_path):
     p = profile()
     path = save_profiles(

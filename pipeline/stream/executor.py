@@ -329,7 +329,7 @@ class StreamExecutor:
             if r.mode == "adaptive":
                 assert profile is not None and slo_s is not None
                 self.edges[-1].rate = RateController(
-                    profile, slo_s, r.bits, hysteresis=r.hysteresis
+                    profile, slo_s, r.bits, hysteresis=r.hysteresis, min_fidelity=r.min_fidelity
                 )
         self.steps: list[_Step] = [s for ed in self.edges for s in ed.chain[: -len(self.cloud)]]
         self.steps += self.cloud

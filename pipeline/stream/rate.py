@@ -144,7 +144,8 @@ class RateController:
     propagation: the recent minimum). The best
     setting that fits is chosen; a setting goes down at once, and up one step only after the next
     better one has fit with ``margin`` to spare for ``hysteresis`` consecutive decisions.
-    ``allowed_bits`` bounds the choice: a setting outside it is never picked.
+    ``allowed_bits`` bounds the choice: a setting outside it is never picked, nor one whose profiled
+    fidelity is below ``min_fidelity`` (unless none reaches it: then the best ones stay).
     """
 
     def __init__(
@@ -161,10 +162,14 @@ class RateController:
         window: int = 5,
         overhead_bytes: float = 600.0,
         stale_s: float = 0.5,
+        min_fidelity: float = 0.0,
     ) -> None:
-        usable = [e for e in profile.entries if e.setting.bits in set(allowed_bits)]
-        if not usable:
+        allowed = [e for e in profile.entries if e.setting.bits in set(allowed_bits)]
+        if not allowed:
             raise ValueError(f"the profile has no setting with bits in {list(allowed_bits)}")
+        # a setting that keeps too little is never worth its bytes; the best one is kept regardless
+        best = max(e.fidelity for e in allowed)
+        usable = [e for e in allowed if e.fidelity >= min(min_fidelity, best)]
         # best fidelity first; among equals, the smaller error, then the fewer bytes
         ladder = sorted(usable, key=lambda e: (-e.fidelity, e.error, e.bytes_per_sample))
         # drop settings that cost more than a better one (never worth choosing)
