@@ -78,10 +78,16 @@ SAMPLED_HIST_MIN = 1 << 16  # ... for tensors of at least 64 Ki elements
 
 
 def prepare(
-    x: Any, bits: int = 8, axis: int | None = None, *, fast_stats: bool = False
+    x: Any,
+    bits: int = 8,
+    axis: int | None = None,
+    *,
+    fast_stats: bool = False,
+    clip: str | None = None,
 ) -> Prepared:
     """Quantize and gather the statistics the cost model needs (``fast_stats``: a sampled histogram for
-    large tensors, as level 1 uses; every symbol that occurs still gets a count)."""
+    large tensors, as level 1 uses; every symbol that occurs still gets a count; ``clip``: see
+    :func:`encode`)."""
     if not isinstance(bits, int | np.integer) or not 1 <= int(bits) <= 8:
         raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
     arr, dtype = to_numpy(x)
@@ -89,7 +95,7 @@ def prepare(
         raise CodecError("tensor shape is out of the frame's range")
     axis = normalize_axis(axis, arr.ndim)
     stride = SAMPLED_HIST_STRIDE if fast_stats and arr.size >= SAMPLED_HIST_MIN else 1
-    q, params, hist = quantize(arr, int(bits), axis, stride)
+    q, params, hist = quantize(arr, int(bits), axis, stride, clip)
     channels, inner = channel_layout(arr.shape, axis)
     layout = Layout(params.zero, channels, inner)
     info = TensorInfo(q, hist, tuple(arr.shape), int(bits), layout, context_axis(arr.shape, axis))
@@ -137,13 +143,21 @@ def check_level(level: int) -> int:
 
 
 def encode(
-    x: Any, bits: int = 8, axis: int | None = None, level: int = DEFAULT_LEVEL, *, threads: int = 1
+    x: Any,
+    bits: int = 8,
+    axis: int | None = None,
+    level: int = DEFAULT_LEVEL,
+    *,
+    clip: str | None = None,
+    threads: int = 1,
 ) -> bytes:
     """Compress a tensor: b-bit asymmetric quantization, the representation and contexts the cost model
     picks, rANS. ``axis`` selects per-channel quantization; ``level`` 1..9 trades speed for size;
-    ``threads`` codes blocks in parallel (same bytes for any thread count)."""
+    ``clip="mse"`` narrows each quantization range to the candidate with the least squared error (worth it
+    at 4 bits and below; None: the full range, every element within half a step); ``threads`` codes blocks
+    in parallel (same bytes for any thread count)."""
     level = check_level(level)
-    p = prepare(x, bits, axis, fast_stats=level == 1)
+    p = prepare(x, bits, axis, fast_stats=level == 1, clip=clip)
     blog = _block_log2(level, p.q.size)
     best, cands = choose(p.info, level, blog)
     if level >= 8 and len(cands) > 1:

@@ -182,15 +182,15 @@ def load_eval_data(
 
 
 def codec_roundtrip(
-    feat: torch.Tensor, bits: int, axis: int | None, level: int
+    feat: torch.Tensor, bits: int, axis: int | None, level: int, clip: str | None = None
 ) -> tuple[torch.Tensor, int, float, float]:
     """Encode/decode ``feat`` one sample per frame; returns (decoded, bytes, enc s, dec s)."""
-    out, sizes, t_enc, t_dec = _roundtrip_frames(feat, bits, axis, level)
+    out, sizes, t_enc, t_dec = _roundtrip_frames(feat, bits, axis, level, clip)
     return out, sum(sizes), t_enc, t_dec
 
 
 def _roundtrip_frames(
-    feat: torch.Tensor, bits: int, axis: int | None, level: int
+    feat: torch.Tensor, bits: int, axis: int | None, level: int, clip: str | None = None
 ) -> tuple[torch.Tensor, list[int], float, float]:
     """``codec_roundtrip`` with the size of each sample's frame."""
     import codec
@@ -199,7 +199,7 @@ def _roundtrip_frames(
     for i in range(feat.shape[0]):
         x = feat[i : i + 1]
         t0 = time.perf_counter()
-        blob = codec.encode(x, bits=bits, axis=axis, level=level)
+        blob = codec.encode(x, bits=bits, axis=axis, level=level, clip=clip)
         t1 = time.perf_counter()
         y = codec.decode(blob)
         t2 = time.perf_counter()
@@ -285,6 +285,7 @@ def evaluate(
     weights: Any = None,
     progress: bool = True,
     halves: bool = False,
+    clip: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of rate and fidelity, one per (split, bits); see the module docstring.
 
@@ -326,7 +327,7 @@ def evaluate(
                 axis = axis_c if gran == "channel" else None
                 test, sizes, t_enc, t_dec = [], [], 0.0, 0.0
                 for m in mids:
-                    dec, sz, te, td = _roundtrip_frames(feature_of(m), b, axis, level)
+                    dec, sz, te, td = _roundtrip_frames(feature_of(m), b, axis, level, clip)
                     test.append(tail(with_feature(m, dec)))
                     sizes, t_enc, t_dec = sizes + sz, t_enc + te, t_dec + td
                 metrics = _metrics(loaded, dataset, ref, test)
@@ -358,6 +359,7 @@ def evaluate(
                 "encode_ms": round(1e3 * t_enc / n, 3),
                 "decode_ms": round(1e3 * t_dec / n, 3),
                 "granularity": best,
+                "clip": clip,
                 "axis": axis,
                 **metrics,
             }
@@ -548,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--granularity", choices=GRANULARITIES, default="auto")
     ap.add_argument("--level", type=int, default=3, help="codec level")
+    ap.add_argument(
+        "--clip", choices=["mse"], default=None, help="quantization range: least squared error"
+    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--json", default=None, help="write rows as JSON here")
     ap.add_argument("--plot", default=None, help="write the rate-fidelity PNG here")
@@ -580,6 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.batch,
             args.weights,
             not args.quiet,
+            clip=args.clip,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -145,3 +145,52 @@ def test_byte_transpose_kernel_matches_numpy():
         dst = np.empty_like(src)
         _kernels.transpose_u8(src, dst, b, r, c)
         assert np.array_equal(dst.reshape(b, c, r), src.reshape(b, r, c).transpose(0, 2, 1))
+
+
+def _heavy_tailed(shape=(4, 16, 12, 12), seed=0):
+    """Laplace-distributed features with a few large outliers, as activations often are."""
+    rng = np.random.default_rng(seed)
+    x = rng.laplace(size=shape).astype(np.float32)
+    x.reshape(-1)[rng.choice(x.size, 8, replace=False)] *= 12
+    return x
+
+
+@pytest.mark.parametrize("axis", [None, 1])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_mse_clip_lowers_the_error_at_low_bits_and_keeps_zeros(bits, axis):
+    x = _heavy_tailed()
+    x[:, :, :3] = 0.0
+    errs = {}
+    for clip in (None, "mse"):
+        q, p, _ = quantize(x, bits, axis, clip=clip)
+        y = dequantize(q, p, x.shape)
+        assert np.all(y[x == 0] == 0)  # zeros stay exact either way
+        errs[clip] = float(np.square(y - x).mean())
+    assert errs["mse"] < 0.85 * errs[None]
+    # the clipped range is narrower, so the largest elements saturate
+    q, p, _ = quantize(x, bits, axis, clip="mse")
+    assert np.max(np.abs(dequantize(q, p, x.shape) - x)) > p.scale.max()
+
+
+def test_mse_clip_keeps_the_full_range_at_8_bits_and_is_deterministic():
+    x = _heavy_tailed()
+    for axis in (None, 1):
+        full, clipped = quantize(x, 8, axis), quantize(x, 8, axis, clip="mse")
+        assert np.array_equal(full[0], clipped[0]) and np.array_equal(full[1].scale, clipped[1].scale)
+    a, b = quantize(x, 4, 1, clip="mse"), quantize(x.copy(), 4, 1, clip="mse")
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1].scale, b[1].scale)
+
+
+def test_mse_clip_through_the_codec_and_bad_clip_values():
+    import codec
+
+    x = _heavy_tailed()
+    y = codec.decode(codec.encode(x, bits=4, axis=1, clip="mse", level=1))
+    full = codec.decode(codec.encode(x, bits=4, axis=1, level=1))
+    assert np.square(y - x).mean() < np.square(full - x).mean()
+    # the permuted-layout path (channels last in memory) clips the same way
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    assert np.array_equal(codec.decode(codec.encode(nhwc, bits=4, axis=1, clip="mse")), y)
+    for bad in ("max", "MSE", 1):
+        with pytest.raises(CodecError, match="clip"):
+            codec.encode(x, bits=4, clip=bad)
