@@ -33,7 +33,8 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    source: Literal["auto", "digits", "synthetic"] = "auto"
+    source: Literal["auto", "digits", "synthetic", "text"] = "auto"
+    path: str | None = None  # text: one sentence per line, or JSONL with "text"; None = built-in
     rate_sps: float | None = Field(default=None, gt=0)  # None = as fast as the pipeline pulls
     shape: list[int] | None = None  # synthetic input shape (C, H, W); default from the model
     arrival: Literal["steady", "poisson", "bursty"] = "steady"  # how paced samples arrive
@@ -299,6 +300,11 @@ def _check_combinations(cfg: PipelineConfig) -> None:
             raise ConfigError(f"rate.mode: adaptive needs codec.kind=ours, not {cfg.codec.kind}")
     if r.profile is not None and not Path(r.profile).is_file():
         raise ConfigError(f"rate.profile: file not found: {r.profile!r}")
+    d = cfg.data
+    if d.path is not None and d.source not in ("auto", "text"):
+        raise ConfigError(f"data.path: sentences are read by data.source=text, not {d.source}")
+    if d.path is not None and not Path(d.path).is_file():
+        raise ConfigError(f"data.path: file not found: {d.path!r}")
     b = cfg.batching
     if b.min_batch_size > b.max_batch_size:
         raise ConfigError(

@@ -2,33 +2,175 @@
 
 ``digits``: the held-out split of scikit-learn's digits (labels known, accuracy is real).
 ``synthetic``: seeded Gaussian tensors of a fixed shape (no labels; fidelity = agreement).
+``text``: sentences or prompts (``data.path``: one per line, or JSONL with a ``text`` field; else
+:data:`DEFAULT_TEXTS`), tokenized where the source runs (the edge) with the model's own tokenizer and
+padded to the longest sequence of each batch.
 Sample id ``i`` maps to item ``i % len(dataset)``, so streams can be longer than the set.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+DEFAULT_TEXTS = (
+    "Rain again.",
+    "The ferry leaves at noon.",
+    "She tuned the old piano before the concert started.",
+    "Two hikers reached the summit just as the clouds lifted and the valley below came into view.",
+    "Bread rises faster in a warm kitchen.",
+    "Where did I leave my keys?",
+    "The committee postponed its decision until the auditors had checked every invoice from the "
+    "last three years, line by line.",
+    "A fox crossed the snowy field at dawn.",
+    "Prices for fresh vegetables climbed sharply after the late frost damaged most of the harvest.",
+    "He fixed the bicycle chain with a borrowed tool.",
+    "Quiet, please.",
+    "The museum's new wing shows sculptures made from recycled ship parts.",
+    "Our train was delayed by a signal failure outside the city.",
+    "Children built a sandcastle that the evening tide slowly carried away.",
+    "The software update changed how the camera stores its photographs, so older viewers can no "
+    "longer open them without a converter.",
+    "Lanterns lit the narrow street.",
+    "Bees visit the lavender every morning.",
+    "After the storm the power stayed off for two days in the northern districts.",
+    "I think the soup needs more salt.",
+    "The astronomer measured the faint star's brightness on twelve nights in a row.",
+    "Close the window.",
+    "A small bakery on the corner sells the best cinnamon rolls in town.",
+    "The river flooded the meadow, and by morning ducks were swimming where cows had grazed the "
+    "day before.",
+    "Her essay argued that public libraries are the most democratic buildings a city has.",
+)
+"""The text source's built-in sentences when ``data.path`` is not given: short and long ones, so
+every batch has padding to skip."""
+
+TEXT_KINDS = ("encoder", "decoder")
+"""Model kinds (``pipeline.models.LoadedModel.kind``) whose stream carries text."""
+
+BYTE_TOKENIZER = "bytes"
+"""The ``TextSpec.tokenizer`` of a model that has no tokenizer of its own (``llama-tiny``'s random
+weights): ``pipeline.models.byte_tokenizer``, a BOS id followed by the text's UTF-8 bytes."""
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """A text source: its sentences (by value, so no node needs the file), the tokenizer to load where
+    the source runs (a local Hugging Face directory, or :data:`BYTE_TOKENIZER`), the longest sequence
+    the model takes, and its vocabulary size (for the byte tokenizer)."""
+
+    texts: tuple[str, ...]
+    tokenizer: str = BYTE_TOKENIZER
+    max_tokens: int = 512
+    vocab_size: int = 1000
+    origin: str = "built-in"
 
 
 @dataclass(frozen=True)
 class SourceSpec:
     """What a source produces; small and picklable so actors can rebuild the source."""
 
-    kind: str  # "digits" | "synthetic"
+    kind: str  # "digits" | "synthetic" | "text"
     shape: tuple[int, ...] = (3, 32, 32)
     seed: int = 0
+    text: TextSpec | None = None  # kind "text": the sentences and how to tokenize them
+
+
+def load_texts(path: str | os.PathLike[str] | None) -> tuple[str, ...]:
+    """The sentences of ``data.path``: JSONL (a ``.jsonl`` file, or one whose first line is a JSON
+    object) takes each line's ``text`` field, any other file each non-blank line; None gives
+    :data:`DEFAULT_TEXTS`. Raises ``ValueError`` naming the key, the file and the line."""
+    if path is None:
+        return DEFAULT_TEXTS
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"data.path: cannot read {str(p)!r}: {exc}") from None
+    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    jsonl = p.suffix == ".jsonl" or (bool(numbered) and numbered[0][1].startswith("{"))
+    texts = []
+    for no, line in numbered:
+        if not jsonl:
+            texts.append(line)
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"data.path: {p}:{no}: not a JSON object: {exc}") from None
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise ValueError(f"data.path: {p}:{no}: a JSONL line needs a string field 'text'")
+        if item["text"].strip():
+            texts.append(item["text"])
+    if not texts:
+        raise ValueError(f"data.path: {str(p)!r} holds no sentences")
+    return tuple(texts)
+
+
+def load_tokenizer(spec: TextSpec) -> Any:
+    """The tokenizer named by ``spec``, offline: a Hugging Face tokenizer padding on the right (so a
+    token's position does not depend on its batch), or the byte tokenizer. Raises ``ValueError``."""
+    if spec.tokenizer == BYTE_TOKENIZER:
+        from pipeline.models.byte_tokenizer import ByteTokenizer
+
+        return ByteTokenizer(spec.vocab_size)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread, like every stage's pools
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec.tokenizer, local_files_only=True)
+    tok.padding_side = "right"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if tok.pad_token is None:
+        raise ValueError(f"the tokenizer of {spec.tokenizer!r} has no pad, eos or unk token")
+    return tok
+
+
+def tokenize(tok: Any, texts: Sequence[str], max_tokens: int) -> dict[str, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64, ``(n, T)``) of ``texts``, truncated to
+    ``max_tokens`` and right-padded to the longest of them (not to a global maximum)."""
+    if not callable(tok):  # the byte tokenizer: padded with id 0 (masked out)
+        seqs = [tok.encode(t)[:max_tokens] for t in texts]
+        width = max((len(s) for s in seqs), default=0)
+        ids = np.zeros((len(seqs), width), dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)], mask[i, : len(s)] = s, 1
+        return {"input_ids": ids, "attention_mask": mask}
+    enc = tok(
+        list(texts), padding="longest", truncation=True, max_length=max_tokens, return_tensors="np"
+    )
+    return {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
+
+
+def nbytes(x: Any) -> int:
+    """Bytes of an array, or of every array in a dict of them (a text batch, a transformer's
+    features)."""
+    if isinstance(x, dict):
+        return sum(int(v.nbytes) for v in x.values())
+    return int(x.nbytes)
 
 
 class SampleSource:
-    """Indexable samples: ``get(ids) -> (x float32 [n, *shape], labels int64 [n] or None)``."""
+    """Indexable samples: ``get(ids) -> (x, labels int64 [n] or None)``; ``x`` is float32
+    ``[n, *shape]``, or for text a dict of ``input_ids`` and ``attention_mask`` (see :func:`tokenize`)."""
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
-        if spec.kind == "digits":
+        self._tok: Any = None
+        if spec.kind == "text":
+            if spec.text is None or not spec.text.texts:
+                raise ValueError("data.source: a text source needs sentences")
+            self._tok = load_tokenizer(spec.text)
+        elif spec.kind == "digits":
             from pipeline.train import digits_data
 
             _, _, x_te, y_te = digits_data()
@@ -45,11 +187,17 @@ class SampleSource:
     @property
     def size(self) -> int | None:
         """Number of distinct samples (None for an unbounded synthetic source)."""
+        if self.spec.text is not None:
+            return len(self.spec.text.texts)
         return None if self._x is None else len(self._x)
 
-    def get(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def get(self, ids: Sequence[int] | np.ndarray) -> tuple[Any, np.ndarray | None]:
         """Inputs and labels (or None) for sample ``ids``."""
         ids = np.asarray(ids, dtype=np.int64)
+        if self._tok is not None:
+            t = self.spec.text
+            assert t is not None
+            return tokenize(self._tok, [t.texts[i % len(t.texts)] for i in ids], t.max_tokens), None
         if self._x is not None and self._y is not None:
             idx = ids % len(self._x)
             return self._x[idx], self._y[idx]
@@ -73,6 +221,26 @@ def resolve_source(
     if any(int(s) <= 0 for s in shape):
         raise ValueError(f"data.shape: dimensions must be positive, got {shape}")
     return SourceSpec(kind=kind, shape=tuple(int(s) for s in shape), seed=seed)
+
+
+def resolve_text_source(
+    source: str, path: str | None, shape: list[int] | None, seed: int, text: dict[str, Any]
+) -> SourceSpec:
+    """The source of a text model: ``auto`` or ``text``, sentences from ``path`` (or the built-in
+    ones); ``text`` holds the :class:`TextSpec` fields the model decides (tokenizer, max_tokens,
+    vocab_size). Raises ``ValueError`` naming the key at fault."""
+    if source not in ("auto", "text"):
+        raise ValueError(f"data.source: a text model reads text (auto or text), not {source!r}")
+    if shape is not None:
+        raise ValueError("data.shape: text inputs have no fixed shape (each batch is padded to its "
+                         "longest sequence)")  # fmt: skip
+    origin = "built-in" if path is None else str(path)
+    spec = TextSpec(load_texts(path), origin=origin, **text)
+    try:
+        load_tokenizer(spec)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"model.name: the model's tokenizer does not load: {exc}") from None
+    return SourceSpec("text", (), seed, spec)
 
 
 def arrival_offsets(
