@@ -21,7 +21,7 @@ from actors.model_stages import HeadModel, ModelFactory, TailModel
 from actors.sink import Sink
 from actors.source import Source
 from actors.transport import Transport
-from pipeline.stream.data import SourceSpec
+from pipeline.stream.data import TEXT_KINDS, SourceSpec
 from pipeline.stream.executor import StageFailure
 
 
@@ -120,7 +120,8 @@ class EdgeNode(StageBase):
 
 class CloudNode(StageBase):
     """Decoder, tail and the sink's per-batch results of one cloud replica in one process (the sink
-    keeps no state, so every replica can be its own)."""
+    keeps no state, so every replica can be its own). ``kind`` is the model's: a text model's
+    (``encoder``, ``decoder``) features arrive as hidden rows of valid tokens with their masks."""
 
     stage = "cloud"
 
@@ -133,10 +134,20 @@ class CloudNode(StageBase):
         replica: int = 0,
         use_gpu: bool = False,
         threads: int = 1,
+        *,
+        kind: str = "vision",
     ) -> None:
         super().__init__(replica, threads)
-        self.decoder = Decoder(feature_shape, replica, threads=threads)
-        self.tail = TailModel(factory, replica, use_gpu, threads=threads)
+        text = kind in TEXT_KINDS
+        self.decoder = Decoder(feature_shape, replica, threads=threads, text=text)
+        self.tail = TailModel(
+            factory,
+            replica,
+            use_gpu,
+            threads=threads,
+            kind=kind,
+            reference_samples=reference_samples,
+        )
         self.sink = Sink(source_spec, factory, reference_samples)
 
     def process(self, rb) -> tuple[dict[str, Any], None]:

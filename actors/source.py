@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from actors.base import StageBase
-from pipeline.stream.data import SampleSource, SourceSpec, arrival_offsets
+from pipeline.stream.data import SampleSource, SourceSpec, arrival_offsets, nbytes
 from pipeline.stream.flow import AdaptiveBatcher
 
 
@@ -101,7 +101,7 @@ class Source(StageBase):
         begin = self._begin()
         n = self.batcher.take(pending)
         batch = self._batch(start, n, t0, begin)
-        meta = self._meta(begin, n, 0, int(batch["x"].nbytes))
+        meta = self._meta(begin, n, 0, nbytes(batch["x"]))
         meta.update(start=start, done=start + n >= self.end, t0=t0, t_created=begin)
         return meta, batch
 
@@ -109,6 +109,6 @@ class Source(StageBase):
         """The batch of samples ``start .. start+n-1`` again, with its original timestamps."""
         begin = self._begin()
         batch = self._batch(start, n, t0, t_created)
-        meta = self._meta(begin, n, 0, int(batch["x"].nbytes))
+        meta = self._meta(begin, n, 0, nbytes(batch["x"]))
         meta.update(start=start, done=False, t0=t0, t_created=t_created)
         return meta, batch

@@ -46,7 +46,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 def cosine(ref: torch.Tensor, test: torch.Tensor) -> float:
     """Mean cosine similarity between matching rows of ``ref`` and ``test`` (N, D)."""
-    return float(F.cosine_similarity(ref.double(), test.double(), dim=-1).mean())
+    return float(cosine_per_sample(ref, test).mean())
 
 
 def _rankdata(x: torch.Tensor) -> torch.Tensor:
@@ -89,3 +89,31 @@ def perplexity(
     if nll.numel() == 0:
         raise ValueError("perplexity needs at least two real tokens in some sequence")
     return float(math.exp(float(nll.mean())))
+
+
+def cosine_per_sample(ref: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each row of ``test`` with the same row of ``ref`` (N, D) -> (N,)."""
+    return F.cosine_similarity(ref.double(), test.double(), dim=-1)
+
+
+def token_fidelity(
+    ref: torch.Tensor, test: torch.Tensor, input_ids: torch.Tensor
+) -> dict[str, float | int]:
+    """One sequence's next-token fidelity: ``ref`` and ``test`` are its logits at its valid positions
+    (L, V), ``input_ids`` its L tokens. ``positions`` (L) and ``agree`` (positions whose arg-max
+    matches), ``transitions`` (L - 1 next tokens known) and ``loglik_delta``: the sequence's
+    log-likelihood of its own tokens under ``test`` minus under ``ref``, in nats (summed)."""
+    if ref.shape != test.shape or ref.shape[0] != input_ids.shape[0]:
+        raise ValueError(
+            f"logits {tuple(ref.shape)} / {tuple(test.shape)} for {input_ids.shape[0]} tokens"
+        )
+    agree = int((ref.argmax(-1) == test.argmax(-1)).sum())
+    target = input_ids[1:].long().unsqueeze(-1)
+    lr = F.log_softmax(ref[:-1].double(), -1).gather(-1, target)
+    lt = F.log_softmax(test[:-1].double(), -1).gather(-1, target)
+    return {
+        "positions": int(ref.shape[0]),
+        "agree": agree,
+        "transitions": int(target.shape[0]),
+        "loglik_delta": float((lt - lr).sum()),
+    }

@@ -148,19 +148,27 @@ def _cloud_steps(cfg: PipelineConfig, pre: Preflight, nodes: list[str]) -> list[
     def remote(cls: type, stage: str, r: int) -> Any:
         return ray.remote(cls).options(**actor_options(cfg, stage, _pick(nodes, r)))
 
-    n, refs = cfg.replicas, cfg.fidelity.reference_samples
+    n, refs, kind = cfg.replicas, cfg.fidelity.reference_samples, pre.model["kind"]
     if cfg.placement.fuse:
         count = max(n.decoder, n.tail)
         cloud = [
             remote(CloudNode, "cloud", r).remote(
-                pre.feature_shape, f, pre.source, refs, r, "tail" in gpu, t
+                pre.feature_shape, f, pre.source, refs, r, "tail" in gpu, t, kind=kind
             )
             for r in range(count)
         ]
         return [(("decoder", "tail", "sink"), cloud)]
     sink = [remote(Sink, "sink", 0).remote(pre.source, f, refs)]
-    dec = [remote(Decoder, "decoder", r).remote(pre.feature_shape, r, t) for r in range(n.decoder)]
-    tail = [remote(TailModel, "tail", r).remote(f, r, "tail" in gpu, t) for r in range(n.tail)]
+    dec = [
+        remote(Decoder, "decoder", r).remote(pre.feature_shape, r, t, text=pre.text)
+        for r in range(n.decoder)
+    ]
+    tail = [
+        remote(TailModel, "tail", r).remote(
+            f, r, "tail" in gpu, t, kind=kind, reference_samples=refs
+        )
+        for r in range(n.tail)
+    ]
     return [(("decoder",), dec), (("tail",), tail), (("sink",), sink)]
 
 

@@ -349,6 +349,7 @@ class StreamExecutor:
         self.receiver = ReceiverStats()  # every edge's arrivals: the fleet's goodput
         self.batch_sizes: Counter[int] = Counter()
         self.settings: Counter[str] = Counter()  # samples coded with each rate-control setting
+        self.tokens = [0, 0]  # text streams: valid tokens coded, positions of the padded batches
         c = cfg.codec
         fixed = {"ours": Setting(c.bits, c.level, c.axis).label(), "zstd": f"zstd/L{c.level}"}
         self._fixed_label = fixed.get(c.kind, c.kind)
@@ -626,7 +627,7 @@ class StreamExecutor:
             self.exporter.count("rejected", n=rejected)
         if "sink" in metas:
             m = metas["sink"]
-            ed.ledger.deliver(m["ids"], m["latency_s"], m["correct"], m["agree"])
+            ed.ledger.deliver(m["ids"], m["latency_s"], m["correct"], m["agree"], m.get("text"))
             if m["latency_s"]:
                 worst = max(m["latency_s"])
                 ed.recent_latency_s = max(ed.recent_latency_s, worst)
@@ -668,6 +669,9 @@ class StreamExecutor:
         """A batch was coded: it joins its edge's backlog until the receiver has it."""
         ed.backlog_bytes += int(meta.get("wire_bytes", 0)) - ticket.wire_bytes
         ticket.wire_bytes = int(meta.get("wire_bytes", 0))
+        if "tokens" in meta:
+            self.tokens[0] += int(meta["tokens"])
+            self.tokens[1] += int(meta["positions"])
         setting = meta.get("setting")
         if setting is None:  # rate.mode=fixed: codec.* as configured
             self.settings[self._fixed_label] += int(meta["n"])
@@ -1012,6 +1016,7 @@ class StreamExecutor:
             error=err,
             settings=dict(self.settings),
             rate=self._rate_summary(),
+            tokens=(self.tokens[0], self.tokens[1]),
         )
 
     def _rate_summary(self) -> dict[str, Any]:

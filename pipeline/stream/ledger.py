@@ -9,6 +9,7 @@ bounded by what is in flight, not by the length of the run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -55,6 +56,71 @@ class IdSet:
         return len(self._above)
 
 
+class TextFidelity:
+    """A text model's fidelity against the uncompressed model, folded one sample at a time in constant
+    memory: embedding cosine (sentence encoders: mean and minimum), and for decoder LMs next-token
+    agreement over every valid position and the log-likelihood difference per next token."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.cosine_sum = 0.0
+        self.cosine_n = 0
+        self.cosine_min = math.inf
+        self.positions = 0
+        self.agree = 0
+        self.transitions = 0
+        self.loglik_delta = 0.0
+        self.loglik_delta_min = math.inf  # the worst sample's mean difference per next token
+
+    def add(self, record: dict[str, Any], j: int) -> None:
+        """Fold in sample ``j`` of a sink's per-sample record (a no-op if it was not checked)."""
+        cos, positions = record["cosine"][j], record["positions"][j]
+        if cos is None and positions is None:
+            return
+        self.samples += 1
+        if cos is not None:
+            self.cosine_sum += float(cos)
+            self.cosine_n += 1
+            self.cosine_min = min(self.cosine_min, float(cos))
+        if positions is not None:
+            self.positions += int(positions)
+            self.agree += int(record["agree"][j])
+            steps, delta = int(record["transitions"][j]), float(record["loglik_delta"][j])
+            self.transitions += steps
+            self.loglik_delta += delta
+            if steps:
+                self.loglik_delta_min = min(self.loglik_delta_min, delta / steps)
+
+    @classmethod
+    def merged(cls, parts: Iterable[TextFidelity]) -> TextFidelity:
+        """One aggregate of several (the fleet's edges)."""
+        out = cls()
+        for p in parts:
+            for k in ("samples", "cosine_sum", "cosine_n", "positions", "agree", "transitions"):
+                setattr(out, k, getattr(out, k) + getattr(p, k))
+            out.loglik_delta += p.loglik_delta
+            out.cosine_min = min(out.cosine_min, p.cosine_min)
+            out.loglik_delta_min = min(out.loglik_delta_min, p.loglik_delta_min)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The report's text fidelity keys: ``cosine`` (mean) and ``cosine_min`` for encoders;
+        ``next_token_agreement``, ``loglik_delta`` (nats per next token, compressed minus
+        uncompressed: negative = the codec made the text less likely), ``loglik_delta_min`` (the worst
+        sample's) and ``next_tokens`` for decoder LMs. Empty when nothing was checked."""
+        out: dict[str, Any] = {}
+        if self.cosine_n:
+            out["cosine"] = self.cosine_sum / self.cosine_n
+            out["cosine_min"] = self.cosine_min
+        if self.positions:
+            out["next_token_agreement"] = self.agree / self.positions
+            out["next_tokens"] = self.transitions
+            if self.transitions:
+                out["loglik_delta"] = self.loglik_delta / self.transitions
+                out["loglik_delta_min"] = self.loglik_delta_min
+        return out
+
+
 class DeliveryLedger:
     """Settles sample ids ``first_id .. first_id+samples-1`` exactly once and aggregates their
     results (one ledger per edge: each edge's ids are its own range)."""
@@ -73,8 +139,10 @@ class DeliveryLedger:
         self.reject_errors: list[str] = []
         self.labelled = 0
         self.correct = 0
-        self.reference = 0
+        self.reference = 0  # samples checked against the uncompressed model
+        self.agree_checked = 0  # ... of which their top-1 prediction
         self.agree = 0
+        self.text = TextFidelity()
         self.latency = LatencySketch()
 
     def _fresh(self, ids: Iterable[int]) -> list[int]:
@@ -96,8 +164,10 @@ class DeliveryLedger:
         latency_s: Sequence[float],
         correct: Sequence[bool] | None = None,
         agree: Sequence[int] | None = None,
+        text: dict[str, Any] | None = None,
     ) -> int:
-        """Record results of one batch (``agree``: 1/0 per sample, -1 where not checked); returns new ids."""
+        """Record results of one batch (``agree``: 1/0 per sample, -1 where not checked; ``text``: a
+        text model's per-sample fidelity record from the sink, or None); returns new ids."""
         keep = self._fresh(int(i) for i in ids)
         lat = np.asarray(latency_s, dtype=np.float64)
         for j in keep:
@@ -107,9 +177,15 @@ class DeliveryLedger:
             if correct is not None:
                 self.labelled += 1
                 self.correct += bool(correct[j])
+            checked = agree is not None and agree[j] >= 0
+            if text is not None:
+                before = self.text.samples
+                self.text.add(text, j)
+                checked = checked or self.text.samples > before
             if agree is not None and agree[j] >= 0:
-                self.reference += 1
+                self.agree_checked += 1
                 self.agree += int(agree[j])
+            self.reference += checked
         self.delivered += len(keep)
         return len(keep)
 
@@ -152,6 +228,6 @@ class DeliveryLedger:
             "within_slo": self.within_slo,
             "accuracy": self.correct / self.labelled if self.labelled else None,
             "labelled_samples": self.labelled,
-            "agreement": self.agree / self.reference if self.reference else None,
+            "agreement": self.agree / self.agree_checked if self.agree_checked else None,
             "reference_samples": self.reference,
         }

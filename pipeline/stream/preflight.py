@@ -1,5 +1,6 @@
 """Everything a stream checks before Ray starts: the model loads and splits, the source can feed its
-head, and the codec settings fit the head's features.
+head, and the codec settings fit the head's features. A text model (a sentence encoder or a decoder LM)
+gets a text source, tokenized with its own tokenizer (or bytes, for a model without one).
 
 :func:`preflight` runs the head once on sample 0, in the driver, so settings that depend on the
 features (``codec.axis`` against their rank) fail here as a :class:`ConfigError` naming the key,
@@ -16,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.stream.config import ConfigError, PipelineConfig
-from pipeline.stream.data import SampleSource, SourceSpec, resolve_source
+from pipeline.stream.data import (
+    BYTE_TOKENIZER,
+    TEXT_KINDS,
+    SampleSource,
+    SourceSpec,
+    resolve_source,
+    resolve_text_source,
+)
 from pipeline.stream.rate import RateProfile
 
 ModelFactory = Callable[[], tuple[Any, Any]]
@@ -37,7 +45,7 @@ class Preflight:
     ]  # name, split, kind, trained, weights_source, input_shape (for the report)
     factory: ModelFactory  # picklable, builds (head, tail) in each actor
     source: SourceSpec
-    feature_shape: tuple[int, ...]  # one sample's head output
+    feature_shape: tuple[int, ...]  # one sample's head output; text: (max_tokens, hidden size)
     frame_bytes: int  # one sample's feature as a frame of codec.kind
     stall_timeout_s: float  # flow.stall_timeout_s, or its default for this link and frame size
     profile: RateProfile | None = None  # rate.mode=adaptive: the rate-fidelity profile in use
@@ -46,6 +54,11 @@ class Preflight:
     def feature_elements(self) -> int:
         """Values in one sample's feature (the decoders' per-frame allocation bound)."""
         return math.prod(self.feature_shape)
+
+    @property
+    def text(self) -> bool:
+        """True when the stream carries a text model's features (hidden states and their masks)."""
+        return self.model.get("kind") in TEXT_KINDS
 
 
 def _model_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -60,21 +73,16 @@ def registry_factory(cfg: PipelineConfig) -> ModelFactory:
     return functools.partial(split_model, m.name, m.split, m.weights, **_model_kwargs(cfg))
 
 
-def _registry_model(cfg: PipelineConfig) -> dict[str, Any]:
+def _registry_model(cfg: PipelineConfig) -> tuple[dict[str, Any], Any]:
     """Load the registry model once in the driver (trains or caches weights before the actors load
-    them) and check that the stream can carry it."""
+    them): the report's model block, and the loaded model."""
     from pipeline.models import load_model
 
     try:
         loaded = load_model(cfg.model.name, cfg.model.weights, **_model_kwargs(cfg))
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"model.weights: {exc}") from None
-    if loaded.kind not in ("vision", "custom"):
-        raise ConfigError(
-            f"model.name: {cfg.model.name!r} is a {loaded.kind} (text) model; the stream's "
-            "source and head carry image tensors only"
-        )
-    return {
+    model = {
         "name": cfg.model.name,
         "split": cfg.model.split,
         "kind": loaded.kind,
@@ -82,6 +90,49 @@ def _registry_model(cfg: PipelineConfig) -> dict[str, Any]:
         "weights_source": loaded.weights_source,
         "input_shape": list(loaded.input_shape) or None,
     }
+    return model, loaded
+
+
+def _tokenizer_fields(loaded: Any) -> dict[str, Any]:
+    """How a text model's source tokenizes: its tokenizer's local directory (or bytes when it has
+    none), the longest sequence it takes and its vocabulary size."""
+    config = loaded.raw.config
+    max_tokens = int(getattr(config, "max_position_embeddings", None) or 512)
+    vocab = int(getattr(config, "vocab_size", None) or 1000)
+    tok = loaded.tokenizer
+    if tok is None:
+        return {"tokenizer": BYTE_TOKENIZER, "max_tokens": max_tokens, "vocab_size": vocab}
+    from pathlib import Path
+
+    where = str(getattr(tok, "name_or_path", "") or "")
+    if not Path(where).is_dir():
+        raise ConfigError(
+            f"model.name: the tokenizer of {loaded.name!r} is not in a local directory"
+        )
+    limit = getattr(tok, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < max_tokens:
+        max_tokens = limit
+    return {"tokenizer": where, "max_tokens": max_tokens, "vocab_size": vocab}
+
+
+def _source(cfg: PipelineConfig, model: dict[str, Any], loaded: Any) -> SourceSpec:
+    """The source for the model: text for text models (``data.source`` auto or text), digits or
+    synthetic images otherwise."""
+    d = cfg.data
+    try:
+        if model["kind"] in TEXT_KINDS:
+            fields = _tokenizer_fields(loaded)
+            return resolve_text_source(d.source, d.path, d.shape, cfg.seed, fields)
+        if d.source == "text" or d.path is not None:
+            key = "data.source" if d.source == "text" else "data.path"
+            raise ConfigError(
+                f"{key}: text needs a text model (minilm, llama-tiny or a Hugging Face directory); "
+                f"{cfg.model.name!r} is a {model['kind']} model"
+            )
+        shape = d.shape if d.shape is not None else model.get("input_shape")
+        return resolve_source(d.source, cfg.model.name, shape, cfg.model.input_size, cfg.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def default_stall_timeout(cfg: PipelineConfig, frame_bytes: int) -> float:
@@ -109,7 +160,8 @@ def default_stall_timeout(cfg: PipelineConfig, frame_bytes: int) -> float:
 
 
 def _features(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec) -> Any:
-    """Run the head on sample 0 of the source; any failure is the model or data config's fault."""
+    """Run the head on sample 0 of the source; any failure is the model or data config's fault.
+    Returns one sample's feature: a text model's is its valid tokens' hidden rows ``(tokens, H)``."""
     import torch
 
     try:
@@ -119,11 +171,22 @@ def _features(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec) -> A
     x, _ = SampleSource(spec).get([0])
     try:
         with torch.inference_mode():
-            feat = head.eval()(torch.from_numpy(x))
+            if isinstance(x, dict):
+                feat = head.eval()(**{k: torch.from_numpy(v) for k, v in x.items()})
+            else:
+                feat = head.eval()(torch.from_numpy(x))
     except Exception as exc:
-        raise ConfigError(
-            f"data.shape: the head cannot run on inputs of shape {list(x.shape[1:])}: {exc}"
-        ) from None
+        what = (
+            "the tokenized text" if isinstance(x, dict) else f"inputs of shape {list(x.shape[1:])}"
+        )
+        raise ConfigError(f"data.shape: the head cannot run on {what}: {exc}") from None
+    if spec.kind == "text":
+        keys = ("hidden", "attention_mask", "position_ids")
+        if not isinstance(feat, dict) or not all(
+            isinstance(feat.get(k), torch.Tensor) for k in keys
+        ):
+            raise ConfigError(f"model.split: a text model's head must return a dict of {keys}")
+        return feat["hidden"][0][feat["attention_mask"][0] != 0].float().numpy()
     if not isinstance(feat, torch.Tensor):
         raise ConfigError(
             f"model.split: the head returns {type(feat).__name__}; the stream carries one tensor"
@@ -131,8 +194,9 @@ def _features(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec) -> A
     return feat[0].float().numpy()
 
 
-def _check_codec(cfg: PipelineConfig, feat: Any) -> int:
-    """``codec.axis`` against the features' rank, then one frame through encode and decode."""
+def _check_codec(cfg: PipelineConfig, feat: Any, text: bool = False) -> int:
+    """``codec.axis`` against the features' rank, then one frame through encode and decode. A text
+    model's frames hold valid tokens' rows ``(tokens, H)``, whose axes are a sample's own."""
     from codec import CodecError
     from pipeline.stream.wire import WireError, decode_tensor, encode_tensor
 
@@ -143,8 +207,9 @@ def _check_codec(cfg: PipelineConfig, feat: Any) -> int:
             f"features (shape {list(feat.shape)})"
         )
     axis = c.axis if c.axis is None or c.axis < 0 else c.axis + 1  # frames hold (n, ...) tensors
+    x = feat if text else feat[None]
     try:
-        frame = encode_tensor(feat[None], c.kind, c.bits, c.level, axis)
+        frame = encode_tensor(x, c.kind, c.bits, c.level, c.axis if text else axis)
         decode_tensor(frame, max_elements=feat.size)
     except (CodecError, WireError) as exc:
         raise ConfigError(
@@ -189,27 +254,31 @@ def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Prefl
 
     ``factory`` replaces the model registry (any picklable zero-argument callable returning
     ``(head, tail)`` torch modules)."""
+    loaded = None
     if factory is None:
-        model = _registry_model(cfg)
+        model, loaded = _registry_model(cfg)
         factory = registry_factory(cfg)
     else:
         model = {"name": cfg.model.name, "split": cfg.model.split, "kind": "custom"}
         model.update(trained=None, weights_source="user factory", input_shape=None)
-    shape = cfg.data.shape if cfg.data.shape is not None else model.get("input_shape")
-    try:
-        spec = resolve_source(
-            cfg.data.source, cfg.model.name, shape, cfg.model.input_size, cfg.seed
+    spec = _source(cfg, model, loaded)
+    text = spec.text is not None
+    if text and cfg.rate.mode == "adaptive":
+        raise ConfigError(
+            f"rate.mode: adaptive rate control profiles image models only; {cfg.model.name!r} is a "
+            "text model (use rate.mode=fixed and choose codec.bits)"
         )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    if text:
+        model["tokenizer"] = spec.text.tokenizer  # type: ignore[union-attr]
     feat = _features(cfg, factory, spec)
-    frame_bytes = _check_codec(cfg, feat)
+    frame_bytes = _check_codec(cfg, feat, text)
     profile = _rate_profile(cfg, factory, spec, feat) if cfg.rate.mode == "adaptive" else None
+    shape = (spec.text.max_tokens, feat.shape[-1]) if spec.text is not None else feat.shape
     return Preflight(
         model=model,
         factory=factory,
         source=spec,
-        feature_shape=tuple(int(d) for d in feat.shape),
+        feature_shape=tuple(int(d) for d in shape),
         frame_bytes=frame_bytes,
         stall_timeout_s=default_stall_timeout(cfg, frame_bytes),
         profile=profile,

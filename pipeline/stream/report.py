@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.stream.config import PipelineConfig, config_to_dict
-from pipeline.stream.ledger import REJECT_ERRORS_KEPT, REJECTED_IDS_KEPT, DeliveryLedger
+from pipeline.stream.ledger import (
+    REJECT_ERRORS_KEPT,
+    REJECTED_IDS_KEPT,
+    DeliveryLedger,
+    TextFidelity,
+)
 from pipeline.stream.metrics import LatencySketch, LinkStats, ReceiverStats
 
 
@@ -32,12 +37,13 @@ def _ledgers(ledgers: list[DeliveryLedger]) -> dict[str, Any]:
         errors += [e for e in p["reject_errors"] if e not in errors]
     out["reject_errors"] = errors[:REJECT_ERRORS_KEPT]
     labelled = sum(led.labelled for led in ledgers)
-    reference = sum(led.reference for led in ledgers)
+    checked = sum(led.agree_checked for led in ledgers)
     out["fidelity"] = {
         "accuracy": sum(led.correct for led in ledgers) / labelled if labelled else None,
         "labelled_samples": labelled,
-        "agreement": sum(led.agree for led in ledgers) / reference if reference else None,
-        "reference_samples": reference,
+        "agreement": sum(led.agree for led in ledgers) / checked if checked else None,
+        "reference_samples": sum(led.reference for led in ledgers),
+        **TextFidelity.merged(led.text for led in ledgers).summary(),
     }
     return out
 
@@ -94,9 +100,11 @@ def build_report(
     error: dict[str, Any] | None,
     settings: Mapping[str, int] | None = None,
     rate: dict[str, Any] | None = None,
+    tokens: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """Assemble the report from the executor's aggregates (its size does not depend on the run's
-    length; the ``edges`` list has one entry per edge of the fleet)."""
+    length; the ``edges`` list has one entry per edge of the fleet). ``tokens``: a text stream's
+    valid tokens coded and padded positions its heads produced (adds the ``text`` block)."""
     led = _ledgers(ledgers)
     lat = latency.summary_ms()
     good = receiver.summary()
@@ -113,6 +121,10 @@ def build_report(
     count = sum(c for _, c in sizes)
     within = sum(x.within_slo for x in ledgers)
     slo = cfg.rate.latency_slo_ms
+    text = {}
+    if tokens[1]:
+        text = {"text": {"tokens": tokens[0], "positions": tokens[1],
+                         "padding_skipped": 1.0 - tokens[0] / tokens[1]}}  # fmt: skip
     return {
         "status": "failed" if error else "completed",
         "error": error,
@@ -167,6 +179,7 @@ def build_report(
         "memory": memory,
         "timeline": timeline,
         "config": config_to_dict(cfg),
+        **text,
     }
 
 
@@ -231,9 +244,27 @@ def format_report(report: dict[str, Any]) -> str:
     fid = report.get("fidelity") or {}
     if fid.get("accuracy") is not None:
         rows.append(("accuracy (vs labels)", _fmt(100 * fid["accuracy"], 2) + " %"))
+    n = fid.get("reference_samples")
     if fid.get("agreement") is not None:
-        n = fid.get("reference_samples")
         rows.append((f"top-1 agreement (n={n})", _fmt(100 * fid["agreement"], 2) + " %"))
+    if fid.get("cosine") is not None:
+        cos = f"{fid['cosine']:.6f} / {fid['cosine_min']:.6f}"
+        rows.append((f"embedding cosine mean / min (n={n})", cos))
+    if fid.get("next_token_agreement") is not None:
+        agree = _fmt(100 * fid["next_token_agreement"], 2) + " %"
+        rows.append((f"next-token agreement ({fid['next_tokens']} tokens)", agree))
+    if fid.get("loglik_delta") is not None:
+        delta = f"{fid['loglik_delta']:+.5f} / {fid['loglik_delta_min']:+.5f}"
+        rows.append(("log-lik. delta mean / worst (nats/token)", delta))
+    if report.get("text"):
+        t = report["text"]
+        share = _fmt(100 * t["padding_skipped"], 1)
+        rows.append(
+            (
+                "tokens coded / positions",
+                f"{t['tokens']} / {t['positions']} ({share} % padding skipped)",
+            )
+        )
     mem = report.get("memory") or {}
     if mem:
         rows.append(

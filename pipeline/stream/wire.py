@@ -6,6 +6,13 @@ Baseline frames carry a small self-describing header (magic, kind, dtype, shape)
 kind decodes without side information. A batch of frames travels as a ``pyarrow.RecordBatch``
 built by ``codec.arrow`` (one row per sample, a frame per group of rows) plus two per-sample
 columns (``label``, ``t_src``) for bookkeeping.
+
+A transformer head's output (``pipeline.models.hf_split``: ``hidden`` ``(n, T, H)``,
+``attention_mask`` ``(n, T)``, ``position_ids`` ``(1 or n, T)``) travels in the same batch: only
+the hidden rows of valid tokens (mask != 0) are coded, as a ``(tokens, H)`` tensor, so padding costs
+no codec bytes; the mask and the positions go as their own per-sample columns
+(:data:`TEXT_COLUMNS`), each row packed losslessly (:func:`pack_ints`), and the receiver rebuilds
+the padded tensor with zeros where the mask is 0.
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ _HEADER = struct.Struct("<4sBB")  # magic, kind code, ndim
 _MAX_NDIM = 8
 _MAX_ELEMS = 1 << 31
 EXTRA_COLUMNS = ("label", "t_src")
+TEXT_COLUMNS = ("attention_mask", "position_ids")
+_SHARED_POSITIONS = b"splitstream.position_ids"
+"""Schema metadata of a text batch: ``shared`` when the head gave one row of positions for the
+whole batch (then only the first sample's row carries it), ``per-sample`` otherwise."""
+_ROW = struct.Struct("<BI")  # form, values
+_RAW, _ARANGE, _RUNS, _ZSTD = 0, 1, 2, 3
+_WIDTHS = (1, 2, 4, 8)
 
 
 class WireError(ValueError):
@@ -124,6 +138,137 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _narrow(values: np.ndarray) -> tuple[int, bytes]:
+    """The narrowest signed width that holds ``values`` and their little-endian bytes."""
+    lo, hi = (int(values.min()), int(values.max())) if len(values) else (0, 0)
+    w = next(w for w in _WIDTHS if np.iinfo(f"i{w}").min <= lo and hi <= np.iinfo(f"i{w}").max)
+    return w, values.astype(f"<i{w}").tobytes()
+
+
+def _count_dtype(n: int) -> str:
+    """Run lengths of a row of ``n`` values: 16-bit where they fit."""
+    return "<u2" if n <= 0xFFFF else "<u4"
+
+
+def pack_ints(row: Any) -> bytes:
+    """One row of integers (an attention mask, position ids) as the smallest of: raw values at the
+    narrowest width, ``start + arange(n)``, runs of equal values, or zstd of the raw form. Lossless:
+    :func:`unpack_ints` returns the same int64 values."""
+    v = np.asarray(row, dtype=np.int64).ravel()
+    n = len(v)
+    w, raw = _narrow(v)
+    forms = [(_RAW, bytes([w]) + raw)]
+    if n and np.array_equal(v, v[0] + np.arange(n)):
+        forms.append((_ARANGE, struct.pack("<q", int(v[0]))))
+    if n:
+        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+        counts = np.diff(np.r_[starts, n]).astype(_count_dtype(n))
+        wv, values = _narrow(v[starts])
+        forms.append((_RUNS, struct.pack("<BI", wv, len(starts)) + values + counts.tobytes()))
+    if len(raw) > 64:
+        import zstandard
+
+        forms.append((_ZSTD, zstandard.ZstdCompressor(level=3).compress(bytes([w]) + raw)))
+    form, body = min(forms, key=lambda f: len(f[1]))
+    return _ROW.pack(form, n) + body
+
+
+def _raw_ints(body: memoryview, n: int) -> np.ndarray:
+    if len(body) < 1 or body[0] not in _WIDTHS or len(body) != 1 + n * body[0]:
+        raise WireError("integer row: bad raw body")
+    return np.frombuffer(body[1:], dtype=f"<i{body[0]}").astype(np.int64)
+
+
+def unpack_ints(blob: bytes | memoryview, max_values: int) -> np.ndarray:
+    """Inverse of :func:`pack_ints`; a row declaring more than ``max_values`` values, or whose body
+    does not match its header, raises :class:`WireError` before anything that size is allocated."""
+    mv = memoryview(blob)
+    if len(mv) < _ROW.size:
+        raise WireError("integer row: truncated header")
+    form, n = _ROW.unpack_from(mv, 0)
+    if n > max_values:
+        raise WireError(f"integer row declares {n} values, more than {max_values}")
+    body = mv[_ROW.size :]
+    if form == _RAW:
+        return _raw_ints(body, n)
+    if form == _ARANGE and len(body) == 8:
+        return struct.unpack("<q", body)[0] + np.arange(n, dtype=np.int64)
+    if form == _RUNS and len(body) >= 5:
+        w, k = struct.unpack_from("<BI", body, 0)
+        cw = np.dtype(_count_dtype(n))
+        if w in _WIDTHS and 1 <= k <= n and len(body) == 5 + k * (w + cw.itemsize):
+            values = np.frombuffer(body[5 : 5 + k * w], dtype=f"<i{w}").astype(np.int64)
+            counts = np.frombuffer(body[5 + k * w :], dtype=cw).astype(np.int64)
+            if counts.min() >= 1 and int(counts.sum()) == n:
+                return np.repeat(values, counts)
+    if form == _ZSTD:
+        import zstandard
+
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(bytes(body), max_output_size=1 + 8 * n)
+        except zstandard.ZstdError as exc:
+            raise WireError(f"integer row: zstd body does not decompress: {exc}") from None
+        return _raw_ints(memoryview(raw), n)
+    raise WireError(f"integer row: bad form {form} or body of {len(body)} bytes")
+
+
+def valid_rows(feat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The hidden rows of a transformer feature's valid tokens, ``(tokens, H)`` float32 in sample
+    order, and each sample's count of them: what the codec codes (padding is never coded)."""
+    mask = np.asarray(feat["attention_mask"]) != 0
+    rows = np.ascontiguousarray(np.asarray(feat["hidden"])[mask], dtype=np.float32)
+    return rows, mask.sum(1)
+
+
+def add_text_columns(batch: pa.RecordBatch, feat: dict[str, np.ndarray]) -> pa.RecordBatch:
+    """A frame batch with the feature's attention mask and position ids as per-sample columns."""
+    mask, pos = np.asarray(feat["attention_mask"]), np.asarray(feat["position_ids"])
+    n = batch.num_rows
+    shared = pos.shape[0] == 1
+    if mask.shape[0] != n or (not shared and pos.shape[0] != n):
+        raise WireError(f"mask {mask.shape} / positions {pos.shape} do not match {n} samples")
+    rows = [pack_ints(pos[0])] + [None] * (n - 1) if shared else [pack_ints(r) for r in pos]
+    batch = batch.append_column(
+        "attention_mask", pa.array([pack_ints(r) for r in mask], pa.binary())
+    )
+    batch = batch.append_column("position_ids", pa.array(rows, pa.binary()))
+    meta = dict(batch.schema.metadata or {})
+    meta[_SHARED_POSITIONS] = b"shared" if shared else b"per-sample"
+    return batch.replace_schema_metadata(meta)
+
+
+def is_text_batch(batch: pa.RecordBatch) -> bool:
+    """True when the batch carries a transformer feature's mask and positions."""
+    return all(c in batch.schema.names for c in TEXT_COLUMNS)
+
+
+def text_columns(batch: pa.RecordBatch, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """The attention mask ``(n, T)`` and position ids ``(1 or n, T)`` (int64) of a text batch, checked:
+    every row ``T <= max_tokens`` values long, the mask 0/1, the positions shared or per sample as
+    the schema says. Raises :class:`WireError`."""
+    if not is_text_batch(batch):
+        raise WireError(f"not a text batch: columns {batch.schema.names}")
+    shared = (batch.schema.metadata or {}).get(_SHARED_POSITIONS)
+    if shared not in (b"shared", b"per-sample"):
+        raise WireError("text batch: its schema does not say how positions are laid out")
+    masks = batch.column("attention_mask").to_pylist()
+    pos = batch.column("position_ids").to_pylist()
+    if any(m is None for m in masks) or (shared == b"per-sample" and any(p is None for p in pos)):
+        raise WireError("text batch: a sample lacks its mask or positions")
+    if shared == b"shared" and (not pos or pos[0] is None or any(p is not None for p in pos[1:])):
+        raise WireError("text batch: shared positions must sit on the first row alone")
+    mask_rows = [unpack_ints(m, max_tokens) for m in masks]
+    pos_rows = [unpack_ints(p, max_tokens) for p in pos if p is not None]
+    width = {len(r) for r in mask_rows + pos_rows}
+    if len(width) > 1:
+        raise WireError(f"text batch: rows of different lengths {sorted(width)}")
+    mask = np.stack(mask_rows) if mask_rows else np.zeros((0, 0), np.int64)
+    if ((mask != 0) & (mask != 1)).any():
+        raise WireError("text batch: an attention mask holds values other than 0 and 1")
+    t = mask.shape[1]
+    return mask, np.stack(pos_rows) if pos_rows else np.zeros((0, t), np.int64)
+
+
 def pack_batch(
     ids: np.ndarray,
     frames: list[bytes],
@@ -158,7 +303,8 @@ def unpack_batch(batch: pa.RecordBatch) -> tuple[np.ndarray, list, np.ndarray | 
         None if label_col.null_count == len(label_col) else label_col.to_numpy(zero_copy_only=False)
     )
     t_src = batch.column("t_src").to_numpy()
-    ids, groups = batch_to_frames(batch.drop_columns(list(EXTRA_COLUMNS)))
+    extra = [c for c in (*EXTRA_COLUMNS, *TEXT_COLUMNS) if c in names]
+    ids, groups = batch_to_frames(batch.drop_columns(extra))
     return ids, groups, labels, t_src
 
 
