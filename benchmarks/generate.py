@@ -7,7 +7,8 @@ through the split at ``BITS`` bits twice, back to back in one process: with a KV
 (one coded hidden vector up per token) and without (both sides recompute the whole prefix and the edge
 sends every position's hidden state again, as the lm-eval adapter did before). The two runs alternate
 which goes first, ``--repeats`` times; a figure is the median over repeats of the mean over a run's
-decode steps (every step after the prefill). Each step's time is measured in parts: compute (head and
+decode steps (every step after the prefill), and the speed-up is the median of the pairs' ratios, so
+a slow spell of a shared machine hits both sides of a pair alike. The load average is recorded. Each step's time is measured in parts: compute (head and
 tail), codec (encode and decode) and link (the sender waits for the emulated uplink and downlink), and
 its bytes are the real message sizes. Agreement is the share of steps at which the unsplit model, given
 the same prefix, picks the same token (first repeat). Models: ``llama-tiny`` (the registry's random
@@ -22,6 +23,7 @@ and ``generate.png`` into ``--out`` (``generate_quick*`` with ``--quick``).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -141,7 +143,8 @@ def measure(
         row[f"{mode}_bytes_per_token"] = runs[mode][0]["bytes_per_token"]
         row[f"{mode}_agreement"] = runs[mode][0]["agreement"]
         row[f"{mode}_sequence_agreement"] = runs[mode][0]["sequence_agreement"]
-    row["speedup"] = row["recompute_ms"] / row["cache_ms"]
+    pairs = zip(runs["cache"], runs["recompute"], strict=True)
+    row["speedup"] = float(np.median([b["ms"]["total"] / a["ms"]["total"] for a, b in pairs]))
     row["unsplit_ms_per_token"] = runs["cache"][0]["unsplit_ms_per_token"]
     row["same_tokens"] = runs["cache"][0]["tokens"] == runs["recompute"][0]["tokens"]
     return {"row": row, "runs": runs}
@@ -216,7 +219,9 @@ def render_markdown(payload: dict[str, Any]) -> str:
     cfg = payload["provenance"]["config"]
     setup = (
         f", {cfg['threads']} torch thread; {cfg['bits']} bits, {cfg['new_tokens']} new tokens, "
-        f"median of {cfg['repeats']} paired runs."
+        f"median of {cfg['repeats']} paired runs (speed-up: median of the pairs' ratios); load "
+        f"average {payload['load_average'][0]:.1f} at the start, {payload['load_average'][1]:.1f} "
+        "at the end."
     )
     return results_markdown(
         "Split generation: KV caches against recomputing the prefix",
@@ -252,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = "generate_quick" if args.quick else "generate"
     prov = provenance(["python", "-m", "benchmarks.generate", *argv], config)
-    t0 = time.time()
+    t0, load0 = time.time(), os.getloadavg()[0]
     rows, runs = [], {}
     for model, spec in models.items():
         for link in LINKS:
@@ -272,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "runs": runs,
         "seconds": round(time.time() - t0, 1),
+        "load_average": [load0, os.getloadavg()[0]],  # 1-minute, start and end: a shared machine
     }
     write_results(out, stem, payload, render_markdown(payload), args.json)
     plot(rows, out / f"{stem}.png")
