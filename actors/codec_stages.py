@@ -67,12 +67,13 @@ class Encoder(StageBase):
         replica: int = 0,
         frame: str = "batch",
         threads: int = 1,
+        clip: str | None = None,
     ) -> None:
         super().__init__(replica, threads)
         if frame not in ("batch", "sample"):
             raise ValueError(f"codec.frame must be batch or sample, got {frame!r}")
         self.kind, self.bits, self.level, self.frame = kind, bits, level, frame
-        self.setting = {"bits": bits, "level": level, "axis": axis}
+        self.setting = {"bits": bits, "level": level, "axis": axis, "clip": clip}
         _warm_up()
 
     def process(self, batch: dict[str, Any], setting: dict[str, Any] | None = None):
@@ -96,7 +97,8 @@ class Encoder(StageBase):
             groups = [feat] if self.frame == "batch" else [feat[i : i + 1] for i in range(n)]
             raw = int(feat.nbytes)
         frames = [
-            encode_tensor(g, self.kind, s["bits"], s["level"], axis, self.threads) for g in groups
+            encode_tensor(g, self.kind, s["bits"], s["level"], axis, self.threads, s.get("clip"))
+            for g in groups
         ]
         sizes = [n] if self.frame == "batch" else [1] * n
         rb = pack_batch(batch["ids"], frames, batch["labels"], batch["t_src"], sizes)

@@ -391,42 +391,41 @@ def profile_model(
     stream's adaptive rate control (``rate.profile``).
 
     Unlike :func:`evaluate`, each batch is coded as one frame, as the stream sends it, so the bytes
-    per sample are the stream's. Every bit width is tried per tensor and per channel; fidelity is
+    per sample are the stream's. Every bit width is tried per tensor and per channel, and below 8 bits
+    also with ``clip="mse"``; fidelity is
     agreement with the uncompressed model (``cosine`` for encoders) and the finer error is the mean
     KL divergence (``1 - cosine`` for encoders)."""
     from tqdm import tqdm
 
-    from pipeline.stream.rate import ProfileEntry, RateProfile, Setting
+    from pipeline.stream.profiling import profile_settings
+    from pipeline.stream.rate import ProfileEntry, RateProfile
     from pipeline.stream.wire import decode_tensor, encode_tensor
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights)
     splits = list(splits) if splits else list(loaded.split_points)
     dataset = load_eval_data(loaded, samples, data, size, batch)
     n = sum(b[0].shape[0] for b in dataset.batches)
-    bar = tqdm(total=len(splits) * len(bits) * 2, desc=f"profile {loaded.name}",
-               disable=not progress, leave=False)  # fmt: skip
     profiles = []
+    bar = tqdm(total=len(splits), desc=f"profile {loaded.name}", disable=not progress, leave=False)
     for split in splits:
         head, tail = loaded.split(split)
         mids = [head(*b) for b in dataset.batches]
         ref = [tail(m) for m in mids]
-        channel = loaded.channel_axis(split)  # in batch coordinates
         entries = []
-        for b in bits:
-            for axis in (None, channel):
-                nbytes, test = 0, []
-                for m in mids:
-                    feat = feature_of(m)
-                    frame = encode_tensor(feat.float().numpy(), "ours", b, level, axis)
-                    nbytes += len(frame)
-                    dec = torch.from_numpy(decode_tensor(frame)).to(feat.dtype)
-                    test.append(tail(with_feature(m, dec)))
-                met = _metrics(loaded, dataset, ref, test)
-                fid = met["cosine"] if "cosine" in met else met["agreement"]
-                err = met.get("kl", 1.0 - fid)
-                setting = Setting(int(b), int(level), None if axis is None else axis - 1)
-                entries.append(ProfileEntry(setting, nbytes / n, float(fid), float(err)))
-                bar.update(1)
+        # settings name the per-sample channel axis; frames hold batches, one axis further in
+        for s in profile_settings(bits, level, loaded.channel_axis(split) - 1):
+            axis = None if s.axis is None else s.axis + 1
+            nbytes, test = 0, []
+            for m in mids:
+                feat = feature_of(m)
+                frame = encode_tensor(feat.float().numpy(), "ours", s.bits, level, axis, clip=s.clip)
+                nbytes += len(frame)
+                dec = torch.from_numpy(decode_tensor(frame)).to(feat.dtype)
+                test.append(tail(with_feature(m, dec)))
+            met = _metrics(loaded, dataset, ref, test)
+            fid = met["cosine"] if "cosine" in met else met["agreement"]
+            entries.append(ProfileEntry(s, nbytes / n, float(fid), float(met.get("kl", 1.0 - fid))))
+        bar.update(1)
         metric = "cosine" if loaded.kind == "encoder" else "agreement"
         source = f"offline: python -m pipeline.evaluate, {n} samples of {dataset.source}"
         profiles.append(RateProfile(loaded.name, split, metric, n, source, entries))

@@ -124,6 +124,7 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
     arrival = {"pattern": d.arrival, "period_s": d.burst_period_s, "duty": d.burst_duty}
     if cfg.placement.fuse:
         codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
+        codec["clip"] = c.clip
         edge = remote(EdgeNode, "edge").remote(
             pre.source, cfg.samples, batching, pre.factory, codec, link,
             first_id=first, arrival=arrival, reorder_timeout_s=cfg.flow.reorder_timeout_s,
@@ -134,7 +135,7 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
         pre.source, cfg.samples, *batching.values(), first_id=first, arrival=arrival, threads=t
     )
     head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
-    enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t)
+    enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t, c.clip)
     tr = remote(Transport, "transport").remote(link, e, cfg.flow.reorder_timeout_s)
     return [(("source",), source), (("head",), head), (("encoder",), enc), (("transport",), tr)]
 

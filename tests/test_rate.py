@@ -177,10 +177,14 @@ def test_evaluate_writes_a_profile_the_stream_loads(tmp_path, torch_one_thread):
     assert main([*argv, "--quiet", "--profile", str(out)]) == 0
     prof = load_profile(out, "digits-resnet", "layer1")
     assert prof.samples == 32 and prof.metric == "agreement" and prof.source.startswith("offline")
-    assert {(e.setting.bits, e.setting.axis) for e in prof.entries} == {
-        (b, a) for b in (8, 4, 2) for a in (None, 0)
+    assert {(e.setting.bits, e.setting.axis, e.setting.clip) for e in prof.entries} == {
+        (b, a, c) for b in (8, 4, 2) for a in (None, 0) for c in (None, "mse") if b < 8 or c is None
     }
-    per_tensor = {e.setting.bits: e for e in prof.entries if e.setting.axis is None}
+    per_tensor = {
+        e.setting.bits: e for e in prof.entries if e.setting.axis is None and e.setting.clip is None
+    }
+    clipped = {e.setting.bits: e for e in prof.entries if e.setting.clip and e.setting.axis is None}
+    assert clipped[2].error < per_tensor[2].error  # at 2 bits the clipped range keeps more
     assert per_tensor[8].bytes_per_sample > per_tensor[4].bytes_per_sample
     assert per_tensor[4].bytes_per_sample > per_tensor[2].bytes_per_sample
     assert per_tensor[8].fidelity >= per_tensor[2].fidelity and per_tensor[8].error < 0.01
@@ -203,7 +207,8 @@ def _inputs_and_features(cfg, ids):
         return x, head(torch.from_numpy(x)).numpy(), tail
 
 
-def test_fixed_mode_codes_exactly_as_before(ray_local):
+@pytest.mark.parametrize("clip", [None, "mse"])
+def test_fixed_mode_codes_exactly_as_before(ray_local, clip):
     """rate.mode=fixed (the default): every batch is coded with codec.* as the stream always did:
     the same payload bytes and agreement as coding the same batches in-process."""
     import torch
@@ -215,17 +220,18 @@ def test_fixed_mode_codes_exactly_as_before(ray_local):
     cfg = tiny_config(
         "samples=96", "codec.kind=ours", "codec.bits=4", "link.profile=100mbit",
         "batching.min_batch_size=16", "batching.max_batch_size=16",
-        "fidelity.reference_samples=96",
+        "fidelity.reference_samples=96", f"codec.clip={'null' if clip is None else clip}",
     )  # fmt: skip
     assert cfg.rate.mode == "fixed"
     rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
-    assert rep["delivered"] == 96 and rep["settings_histogram"] == {"4b/L3/tensor": 96}
+    label = "4b/L3/tensor" + ("" if clip is None else "/mse")
+    assert rep["delivered"] == 96 and rep["settings_histogram"] == {label: 96}
     assert rep["slo_met_ratio"] is None and rep["rate"]["mode"] == "fixed"
     _, feats, tail = _inputs_and_features(cfg, range(96))
     payload, same = 0, 0
     with torch.inference_mode():
         for k in range(0, 96, 16):
-            frame = encode_tensor(feats[k : k + 16], "ours", 4, 3, None)
+            frame = encode_tensor(feats[k : k + 16], "ours", 4, 3, None, clip=clip)
             payload += len(frame)
             ref = tail(torch.from_numpy(feats[k : k + 16])).argmax(-1)
             out = tail(torch.from_numpy(decode_tensor(frame))).argmax(-1)

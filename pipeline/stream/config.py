@@ -52,6 +52,7 @@ class CodecConfig(_Strict):
     level: int = Field(default=3, ge=1, le=22)
     axis: int | None = None
     frame: Literal["batch", "sample"] = "batch"  # one frame per batch, or one per sample
+    clip: Literal["mse"] | None = None  # quantization range: None = min..max, mse = least error
 
 
 class LinkOverride(_Strict):
@@ -286,6 +287,8 @@ def _check_combinations(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"codec.axis: per-channel quantization needs codec.kind=ours, not {cfg.codec.kind}"
         )
+    if cfg.codec.clip is not None and cfg.codec.kind != "ours":
+        raise ConfigError(f"codec.clip: clipping needs codec.kind=ours, not {cfg.codec.kind}")
     if len(cfg.fleet.links) > cfg.fleet.edges:
         raise ConfigError(
             f"fleet.links: {len(cfg.fleet.links)} entries for fleet.edges={cfg.fleet.edges}"

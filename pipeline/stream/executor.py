@@ -351,7 +351,7 @@ class StreamExecutor:
         self.settings: Counter[str] = Counter()  # samples coded with each rate-control setting
         self.tokens = [0, 0]  # text streams: valid tokens coded, positions of the padded batches
         c = cfg.codec
-        fixed = {"ours": Setting(c.bits, c.level, c.axis).label(), "zstd": f"zstd/L{c.level}"}
+        fixed = {"ours": Setting(c.bits, c.level, c.axis, c.clip).label(), "zstd": f"zstd/L{c.level}"}
         self._fixed_label = fixed.get(c.kind, c.kind)
         self.timeline = Timeline(period_s=0.1, steps=("bits",))
         self.exporter = DriverExporter()
@@ -676,7 +676,7 @@ class StreamExecutor:
         if setting is None:  # rate.mode=fixed: codec.* as configured
             self.settings[self._fixed_label] += int(meta["n"])
             return
-        used = Setting(setting["bits"], setting["level"], setting.get("axis"))
+        used = Setting(setting["bits"], setting["level"], setting.get("axis"), setting.get("clip"))
         self.settings[used.label()] += int(meta["n"])
         if ed.rate is not None:
             ed.rate.observe_batch(used, int(meta["n"]), ticket.wire_bytes)

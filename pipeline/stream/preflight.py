@@ -209,7 +209,7 @@ def _check_codec(cfg: PipelineConfig, feat: Any, text: bool = False) -> int:
     axis = c.axis if c.axis is None or c.axis < 0 else c.axis + 1  # frames hold (n, ...) tensors
     x = feat if text else feat[None]
     try:
-        frame = encode_tensor(x, c.kind, c.bits, c.level, c.axis if text else axis)
+        frame = encode_tensor(x, c.kind, c.bits, c.level, c.axis if text else axis, clip=c.clip)
         decode_tensor(frame, max_elements=feat.size)
     except (CodecError, WireError) as exc:
         raise ConfigError(

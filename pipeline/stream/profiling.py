@@ -18,10 +18,19 @@ import numpy as np
 from pipeline.stream.rate import ProfileEntry, RateProfile, Setting
 
 
-def profile_settings(bits: Sequence[int], level: int, channel_axis: int | None) -> list[Setting]:
-    """Every bit width, per tensor and (when the features have a channel axis) per channel."""
+def profile_settings(
+    bits: Sequence[int], level: int, channel_axis: int | None, clip: bool = True
+) -> list[Setting]:
+    """Every bit width, per tensor and (when the features have a channel axis) per channel, each
+    with the full range and, below 8 bits (where it changes anything), ``clip="mse"``."""
     axes = [None] if channel_axis is None else [None, channel_axis]
-    return [Setting(int(b), int(level), axis) for b in bits for axis in axes]
+    out = []
+    for b in bits:
+        for axis in axes:
+            out.append(Setting(int(b), int(level), axis))
+            if clip and b < 8:
+                out.append(Setting(int(b), int(level), axis, "mse"))
+    return out
 
 
 def _last(logits: Any) -> Any:
@@ -67,7 +76,7 @@ def build_profile(
         nbytes, same, kl = 0, 0, 0.0
         with torch.inference_mode():
             for f, ref in zip(feats, refs, strict=True):
-                frame = encode_tensor(f, "ours", s.bits, s.level, axis)
+                frame = encode_tensor(f, "ours", s.bits, s.level, axis, clip=s.clip)
                 nbytes += len(frame)
                 out = _last(tail(torch.from_numpy(decode_tensor(frame))))
                 same += int((out.argmax(-1) == ref.argmax(-1)).sum())

@@ -46,15 +46,17 @@ DEFAULT_BITS = (8, 6, 4, 3, 2)
 
 @dataclass(frozen=True, order=True)
 class Setting:
-    """One codec setting a batch can be coded with (``axis`` None: per tensor)."""
+    """One codec setting a batch can be coded with (``axis`` None: per tensor; ``clip`` as in
+    ``codec.encode``)."""
 
     bits: int
     level: int = 3
     axis: int | None = None
+    clip: str | None = None
 
     def label(self) -> str:
         gran = "tensor" if self.axis is None else f"axis{self.axis}"
-        return f"{self.bits}b/L{self.level}/{gran}"
+        return f"{self.bits}b/L{self.level}/{gran}" + ("" if self.clip is None else f"/{self.clip}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +107,7 @@ class RateProfile:
     def from_dict(cls, d: Mapping[str, Any]) -> RateProfile:
         entries = [
             ProfileEntry(
-                Setting(int(s["bits"]), int(s.get("level", 3)), s.get("axis")),
+                Setting(int(s["bits"]), int(s.get("level", 3)), s.get("axis"), s.get("clip")),
                 float(s["bytes_per_sample"]),
                 float(s["fidelity"]),
                 float(s.get("error", 0.0)),

@@ -56,13 +56,15 @@ def encode_tensor(
     level: int = 3,
     axis: int | None = None,
     threads: int = 1,
+    clip: str | None = None,
 ) -> bytes:
-    """Serialize one feature tensor (NumPy array or torch tensor) as ``kind``."""
+    """Serialize one feature tensor (NumPy array or torch tensor) as ``kind`` (``clip``: ours only,
+    see ``codec.encode``)."""
     _check_kind(kind)
     if kind == "ours":
         import codec
 
-        return codec.encode(x, bits=bits, axis=axis, level=level, threads=threads)
+        return codec.encode(x, bits=bits, axis=axis, level=level, clip=clip, threads=threads)
     arr = _to_numpy(x)
     if arr.ndim > _MAX_NDIM:
         raise WireError(f"tensor has {arr.ndim} dims, at most {_MAX_NDIM} supported")
