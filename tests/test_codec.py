@@ -218,3 +218,27 @@ def test_channels_last_tensors_encode_like_contiguous_ones(level):
         x, bits=8, level=level, axis=1
     )
     assert np.array_equal(codec.decode(blob), codec.decode(codec.encode(t, bits=8, level=level)))
+
+
+def _small_tensors():
+    """Single-sample features of the kinds a stream sends one at a time: incompressible noise, a
+    sparse ReLU map, a constant, a short sentence's hidden states, and tiny ones."""
+    rng = np.random.default_rng(3)
+    yield "uniform noise", rng.uniform(-1, 1, (1, 64, 8, 8)).astype(np.float32)
+    relu = np.maximum(rng.normal(size=(1, 32, 16, 16)), 1.2).astype(np.float32) - 1.2
+    yield "sparse relu", relu
+    yield "constant", np.full((1, 8, 8, 8), 0.5, np.float32)
+    yield "sentence", rng.normal(size=(1, 7, 384)).astype(np.float32)
+    yield "tiny", rng.normal(size=(1, 3)).astype(np.float32)
+    yield "one value", np.array([[2.0]], np.float32)
+
+
+@pytest.mark.parametrize("level", [1, 3, 9])
+def test_a_single_sample_frame_never_costs_more_than_its_raw_symbols_plus_64_bytes(level):
+    for name, x in _small_tensors():
+        for bits in (8, 4):
+            blob = codec.encode(x, bits=bits, level=level)
+            raw = x.size if bits == 8 else -(-x.size * bits // 8)  # the symbols stored raw
+            assert len(blob) <= raw + 64, (name, bits, len(blob), raw)
+            y = codec.decode(blob)
+            assert y.shape == x.shape

@@ -163,6 +163,7 @@ def test_fidelity_benchmark_writes_outputs(tmp_path):
     assert "samples (choose / report)" in md and "| 32 / 32 |" in md
     blocks = render_tables(doc)
     assert set(blocks) == {"models", "best_split", "imagenet"}
+    assert doc["clip_mse_rows"] == []  # only the real MobileNetV2 is also run with clip="mse"
     assert "llama-tiny (64 random token sequences)" in blocks["models"]
     assert json.loads((tmp_path / "fidelity.json").read_text())["rows"] == doc["rows"]
     assert (tmp_path / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
@@ -194,3 +195,14 @@ def test_summary_chooses_on_one_half_and_reports_the_other():
     (s,) = summary([row("a", 0.9, 0.5), row("b", 0.8, 1.0)])
     assert s["best_split"] == "a" and s["select_value"] == 0.9 and s["value"] == 0.5
     assert s["samples"] == s["select_samples"] == 10 and s["ratio"] == 4.0
+
+
+def test_imagenet_table_sets_clipped_rows_beside_the_full_range_ones():
+    from benchmarks.fidelity import model_markdown
+
+    row = {"model": "m", "split": "s1", "bits": 4, "samples": 360, "agreement": 0.92, "kl": 0.02,
+           "ref_classes": 55, "wire_bytes": 27000.0, "ratio": 11.0, "granularity": "channel"}  # fmt: skip
+    clipped = [{**row, "agreement": 0.9333, "kl": 0.0143, "wire_bytes": 31000.0}]
+    md = model_markdown([row, {**row, "model": "other"}], "m", clipped).splitlines()
+    assert len(md) == 3 and "clip=mse" in md[0]
+    assert md[2].startswith("| s1 | 4 | 360 | 0.9200 |") and "| 0.9333 | 1.43e-02 | 31,000 |" in md[2]
