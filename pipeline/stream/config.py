@@ -133,7 +133,7 @@ class RateConfig(_Strict):
     profile_samples: int = Field(default=64, ge=4, le=4096)  # inputs of a start-up profile
     per_channel: bool = True  # profile per-channel settings too
     hysteresis: int = Field(default=3, ge=1, le=100)  # batches a higher setting must fit first
-    min_fidelity: float = Field(default=0.5, ge=0, le=1)  # settings profiled below it are not used
+    min_fidelity: float = Field(default=0.9, ge=0, le=1)  # settings profiled below it are not used
 
     @field_validator("bits")
     @classmethod
