@@ -212,16 +212,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def render_tables(payload: dict[str, Any]) -> dict[str, str]:
     """The README's Markdown block of a results document."""
-    return {"generate": table(payload["rows"], COLUMNS)}
+    load = payload.get("load_average")
+    note = (
+        f"\n\nLoad average (1 minute) {load[0]:.1f} at the start and {load[1]:.1f} at the end, on "
+        f"{payload['machine']['cores']} cores."
+        if load
+        else ""
+    )
+    return {"generate": table(payload["rows"], COLUMNS) + note}
 
 
 def render_markdown(payload: dict[str, Any]) -> str:
     cfg = payload["provenance"]["config"]
     setup = (
         f", {cfg['threads']} torch thread; {cfg['bits']} bits, {cfg['new_tokens']} new tokens, "
-        f"median of {cfg['repeats']} paired runs (speed-up: median of the pairs' ratios); load "
-        f"average {payload['load_average'][0]:.1f} at the start, {payload['load_average'][1]:.1f} "
-        "at the end."
+        f"median of {cfg['repeats']} paired runs (speed-up: median of the pairs' ratios)."
     )
     return results_markdown(
         "Split generation: KV caches against recomputing the prefix",
