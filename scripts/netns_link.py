@@ -5,6 +5,10 @@ no other network is touched). The edge side's egress (the uplink that carries th
 is shaped with ``tc tbf``. The kernel here lacks ``netem``, so delay and loss stay in the
 application (``pipeline.stream.link``). Root only.
 
+With ``--secure`` (``pipeline``) or ``secrets=`` (:func:`start_ray`) both Ray nodes start in secure
+mode (README, "Security"): token authentication, and TLS on Ray's gRPC with a certificate per side
+(10.77.0.1 and 10.77.0.2) from a throwaway CA. :meth:`NetnsLink.capture` records the veth with tcpdump.
+
 Ray nodes started here run in their own PID namespace (``unshare --pid``), so stopping them
 kills exactly the processes we started and never another Ray instance on the machine.
 
@@ -12,6 +16,7 @@ CLI (root)::
 
     python scripts/netns_link.py tcp --rate 10          # prove the shaping with plain TCP
     python scripts/netns_link.py pipeline --rate 5 -- --config configs/demo.yaml --set samples=64
+    python scripts/netns_link.py pipeline --rate 4 --secure tls -- --config configs/demo.yaml
     python scripts/netns_link.py up --rate 10           # leave the namespaces up (manual use)
     python scripts/netns_link.py down                   # tear them down
 """
@@ -132,7 +137,7 @@ class NetnsLink:
     def down(self) -> None:
         """Stop everything started here and delete both namespaces (idempotent)."""
         for proc in reversed(self.procs):
-            stop_process(proc)
+            stop_process(proc, grace=3.0)  # Ray nodes: their PID namespace dies with them
         self.procs.clear()
         for path in self.scratch:
             shutil.rmtree(path, ignore_errors=True)
@@ -164,6 +169,10 @@ class NetnsLink:
         self.procs.append(proc)
         return proc
 
+    def capture(self, pcap: str | os.PathLike[str]) -> PacketCapture:
+        """A ``tcpdump`` of every packet on the edge's veth (both directions), for ``with``."""
+        return PacketCapture(self, str(pcap))
+
     def tc_sent_bytes(self) -> int:
         """Bytes the edge shaper has sent so far (from ``tc -s qdisc``)."""
         out = run(["ip", "netns", "exec", self.edge, "tc", "-s", "qdisc", "show", "dev",
@@ -189,6 +198,44 @@ class NetnsLink:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{ip}:{port} in namespace {ns} did not open within {timeout}s")
+
+
+class PacketCapture:
+    """``tcpdump -w`` on the edge's veth while the ``with`` block runs; full packets, no name lookups.
+
+    Entering waits until tcpdump listens; leaving stops it (SIGINT: it flushes the file) and
+    ``data()`` then returns the capture file's bytes.
+    """
+
+    def __init__(self, link: NetnsLink, pcap: str):
+        self.link, self.pcap = link, pcap
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> PacketCapture:
+        tcpdump = shutil.which("tcpdump")
+        if tcpdump is None:
+            raise RuntimeError("tcpdump is not installed (apt-get install tcpdump)")
+        argv = [tcpdump, "-i", self.link.edge_dev, "-n", "-s", "0", "-U", "-w", self.pcap]
+        self.proc = self.link.spawn(
+            self.link.edge, argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        line = self.proc.stderr.readline() if self.proc.stderr else ""
+        if "listening on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"tcpdump did not start: {line.strip()}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def data(self) -> bytes:
+        return Path(self.pcap).read_bytes()
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -254,16 +301,62 @@ def tcp_goodput(link: NetnsLink, seconds: float = 3.0, port: int = 5201) -> dict
 
 
 # ---------------------------------------------------------------------- Ray across the link
-def ray_env() -> dict[str, str]:
-    """Environment for Ray processes and drivers: the repo on PYTHONPATH, no usage stats."""
-    env = dict(os.environ)
+SECURE_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_USE_TLS",
+               "RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")  # fmt: skip
+SECURE_MODES = ("off", "token", "tls")
+"""Secure mode of the link's Ray nodes: none; token authentication only; token and TLS."""
+
+
+def ray_env(secure: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for Ray processes and drivers: the repo on PYTHONPATH, no usage stats.
+
+    Secure-mode variables inherited from the caller are dropped; ``secure`` (from
+    :func:`secure_env`) sets them for one side.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in SECURE_VARS}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(secure or {})
     return env
 
 
-def start_ray(link: NetnsLink, temp_dir: str, cpus: int = 2, object_store_mb: int = 200) -> str:
-    """Start a Ray head (resource ``edge``) and worker (``cloud``); return the GCS address."""
+def make_secrets(directory: str | os.PathLike[str]) -> str:
+    """A secrets directory for the link: a throwaway CA, the token, and certificates ``edge``
+    (10.77.0.1) and ``cloud`` (10.77.0.2), made as ``python -m pipeline certs`` makes them."""
+    from splitstream.security import NodeSpec, write_secrets
+
+    nodes = [NodeSpec.parse(f"edge={EDGE_IP}"), NodeSpec.parse(f"cloud={CLOUD_IP}")]
+    return str(write_secrets(directory, nodes)["directory"])
+
+
+def secure_env(secrets: str | None, side: str, tls: bool = True) -> dict[str, str]:
+    """Ray's token (and, with ``tls``, TLS) variables for ``side`` (``edge`` or ``cloud``) of a
+    secrets directory; empty when ``secrets`` is None (secure mode off)."""
+    if secrets is None:
+        return {}
+    from splitstream.security import node_env
+
+    return node_env(secrets, side if tls else None)
+
+
+def start_ray(
+    link: NetnsLink,
+    temp_dir: str,
+    cpus: int = 2,
+    object_store_mb: int = 200,
+    secrets: str | None = None,
+    tls: bool = True,
+    dashboard_port: int | None = None,
+) -> str:
+    """Start a Ray head (resource ``edge``) and worker (``cloud``); return the GCS address.
+
+    With ``secrets`` (a directory from :func:`make_secrets`) both nodes start in secure mode: token
+    authentication and (``tls``) TLS on every gRPC channel, each side with its own certificate.
+    With ``dashboard_port`` the head serves the dashboard (and the job API): on the edge address,
+    or, in secure mode, on the edge's loopback only. Ray's dashboard speaks plain HTTP even with
+    TLS on, and other nodes' agents post their events to it with the token in a header, so in secure
+    mode it must not be reachable across the link (README, "Security").
+    """
     ray_bin = str(Path(sys.executable).with_name("ray"))
     common = ["--block", "--num-cpus", str(cpus), "--disable-usage-stats",
               "--object-store-memory", str(object_store_mb * 1024 * 1024)]  # fmt: skip
@@ -273,11 +366,16 @@ def start_ray(link: NetnsLink, temp_dir: str, cpus: int = 2, object_store_mb: in
     # Ray's AF_UNIX socket paths must stay under 108 bytes: keep its temp dir short
     ray_tmp = tempfile.mkdtemp(prefix="ssray", dir="/tmp")
     link.scratch.append(ray_tmp)
+    dashboard_host = "127.0.0.1" if secrets else EDGE_IP
+    dashboard = (["--include-dashboard", "true", "--dashboard-host", dashboard_host,
+                  "--dashboard-port", str(dashboard_port)] if dashboard_port
+                 else ["--include-dashboard", "false"])  # fmt: skip
     head_argv = [ray_bin, "start", "--head", "--node-ip-address", EDGE_IP, "--port", str(RAY_PORT),
-                 "--include-dashboard", "false", "--temp-dir", ray_tmp,
+                 *dashboard, "--temp-dir", ray_tmp,
                  "--resources", json.dumps({"edge": 100}), *common]  # fmt: skip
     with open(logs / "head.log", "w") as head_log:
-        head = link.spawn(link.edge, head_argv, pid_namespace=True, env=ray_env(),
+        head = link.spawn(link.edge, head_argv, pid_namespace=True,
+                          env=ray_env(secure_env(secrets, "edge", tls)),
                           stdout=head_log, stderr=subprocess.STDOUT)  # fmt: skip
     deadline = time.monotonic() + 90
     while True:
@@ -293,9 +391,10 @@ def start_ray(link: NetnsLink, temp_dir: str, cpus: int = 2, object_store_mb: in
     worker_argv = [ray_bin, "start", "--address", address, "--node-ip-address", CLOUD_IP,
                    "--resources", json.dumps({"cloud": 100}), *common]  # fmt: skip
     with open(logs / "worker.log", "w") as worker_log:
-        link.spawn(link.cloud, worker_argv, pid_namespace=True, env=ray_env(),
+        link.spawn(link.cloud, worker_argv, pid_namespace=True,
+                   env=ray_env(secure_env(secrets, "cloud", tls)),
                    stdout=worker_log, stderr=subprocess.STDOUT)  # fmt: skip
-    wait_nodes(link, address, 2, timeout=120)
+    wait_nodes(link, address, 2, timeout=120, secure=secure_env(secrets, "edge", tls))
     return address
 
 
@@ -312,26 +411,36 @@ sys.exit(1)
 """
 
 
-def wait_nodes(link: NetnsLink, address: str, count: int, timeout: float) -> None:
+def wait_nodes(
+    link: NetnsLink, address: str, count: int, timeout: float, secure: dict[str, str] | None = None
+) -> None:
     """Wait until ``count`` Ray nodes are alive (checked by a driver in the edge namespace)."""
     argv = link.exec_argv(link.edge, [sys.executable, "-c", _COUNT_NODES, address, str(count),
                                       str(timeout)])  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ray_env(), timeout=timeout + 60)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=ray_env(secure), timeout=timeout + 60
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"Ray cluster did not reach {count} nodes: {proc.stderr[-2000:]}")
 
 
 def run_pipeline_over_link(
-    link: NetnsLink, address: str, pipeline_args: list[str], json_path: str, timeout: float = 300
+    link: NetnsLink,
+    address: str,
+    pipeline_args: list[str],
+    json_path: str,
+    timeout: float = 300,
+    secure: dict[str, str] | None = None,
 ) -> dict:
-    """Run ``python -m splitstream run`` as a driver in the edge namespace with ``link.mode=real``."""
+    """Run ``python -m splitstream run`` as a driver in the edge namespace with ``link.mode=real``
+    (``secure``: the driver's secure-mode variables, see :func:`secure_env`)."""
     argv = [sys.executable, "-m", "splitstream", "run", *pipeline_args, "--address", address,
             "--set", "link.mode=real", "--json", json_path, "--no-progress"]  # fmt: skip
     proc = subprocess.run(
         link.exec_argv(link.edge, argv),
         capture_output=True,
         text=True,
-        env=ray_env(),
+        env=ray_env(secure),
         cwd=str(REPO),
         timeout=timeout,
     )
@@ -385,21 +494,29 @@ def saturated_rate(samples: list[tuple[float, int]], lo: float = 0.1, hi: float 
             "duration_s": samples[-1][0] - t0}  # fmt: skip
 
 
-def pipeline_goodput(link: NetnsLink, pipeline_args: list[str], workdir: str) -> dict:
+def pipeline_goodput(
+    link: NetnsLink, pipeline_args: list[str], workdir: str, secure: str = "off"
+) -> dict:
     """Start Ray on both sides, run the pipeline across the shaped link and measure goodput.
 
     ``wire_mbps`` is the shaper's steady throughput (all bytes: payload, Ray and TCP/IP
     headers); ``goodput_mbps`` scales it by the payload share, i.e. encoded feature bytes per
-    second through the link.
+    second through the link. ``secure`` is one of :data:`SECURE_MODES` (throwaway secrets are
+    made in ``workdir``).
     """
-    address = start_ray(link, workdir)
+    if secure not in SECURE_MODES:
+        raise ValueError(f"secure must be one of {SECURE_MODES}, got {secure!r}")
+    secrets = make_secrets(Path(workdir) / "secrets") if secure != "off" else None
+    tls = secure == "tls"
+    address = start_ray(link, workdir, secrets=secrets, tls=tls)
     sampler = TcSampler(link)
     sampler.start()
     t0 = time.monotonic()
     try:
         report = run_pipeline_over_link(
-            link, address, pipeline_args, str(Path(workdir) / "report.json")
-        )
+            link, address, pipeline_args, str(Path(workdir) / "report.json"),
+            secure=secure_env(secrets, "edge", tls),
+        )  # fmt: skip
     finally:
         samples = sampler.stop()
     rate = saturated_rate(samples)
@@ -407,6 +524,7 @@ def pipeline_goodput(link: NetnsLink, pipeline_args: list[str], workdir: str) ->
     share = payload / rate["total_bytes"]
     return {
         "rate_mbps": link.rate_mbit,
+        "secure": secure,
         "wire_mbps": rate["mbps"],
         "payload_share": share,
         "goodput_mbps": rate["mbps"] * min(1.0, share),
@@ -430,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "tcp":
             p.add_argument("--seconds", type=float, default=3.0)
         if name == "pipeline":
+            p.add_argument(
+                "--secure", choices=SECURE_MODES, default="off",
+                help="start both Ray nodes in secure mode: token authentication (token), or token "
+                "and TLS on Ray's gRPC (tls), with throwaway secrets (python -m pipeline certs)",
+            )  # fmt: skip
             p.add_argument("pipeline_args", nargs=argparse.REMAINDER, help="args after --")
     down = sub.add_parser("down")
     down.add_argument("--prefix", default="ss")
@@ -452,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             extra = [a for a in args.pipeline_args if a != "--"]
             with tempfile.TemporaryDirectory(prefix="ss_netns_") as tmp:
-                result = pipeline_goodput(link, extra, tmp)
+                result = pipeline_goodput(link, extra, tmp, secure=args.secure)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

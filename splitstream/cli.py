@@ -1,4 +1,8 @@
-"""Command line: ``python -m splitstream run --config configs/demo.yaml [--set k=v ...] [--json PATH]``."""
+"""Command line: ``python -m splitstream run --config configs/demo.yaml [--set k=v ...] [--json PATH]``.
+
+Also ``check`` (validate a config), ``certs DIR`` (a secrets directory for secure mode:
+:mod:`splitstream.security`) and ``submit`` (a job for a cluster's job server: :mod:`splitstream.submit`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.stream.config import ConfigError, load_config
+from splitstream.cluster_access import ClusterAccessError, probe_cluster
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--address", default=None, help="Ray address (overrides ray.address)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _token_option(run)
     check = sub.add_parser("check", help="validate a config and print it (starts nothing)")
     check.add_argument("--config", default=None)
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -46,7 +52,52 @@ def _parser() -> argparse.ArgumentParser:
         "generate", help="greedy generation through a split causal LM, a KV cache on each side"
     )
     generate_arguments(generate)
+    _security_commands(sub)
     return ap
+
+
+def _security_commands(sub: Any) -> None:
+    """``certs`` and ``submit`` (secure mode, README "Security")."""
+    certs = sub.add_parser(
+        "certs",
+        help="make a secrets directory for secure mode: CA, node certificates, token, env files",
+        description="Writes DIR/ca.crt (+ ca.key for a new CA), DIR/NODE.crt, NODE.key and NODE.env "
+        "per --node, and DIR/token. Keys and the token are owner-only; nothing is sent anywhere.",
+    )
+    certs.add_argument("directory", metavar="DIR")
+    certs.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="NAME=ADDR[,ADDR...]",
+        help="a node certificate valid for these IPs / DNS names (localhost and 127.0.0.1 are "
+        "always added); repeatable; without it only the CA and the token are made",
+    )
+    certs.add_argument("--ca-cert", default=None, help="issue from your CA: its certificate (PEM)")
+    certs.add_argument("--ca-key", default=None, help="issue from your CA: its private key (PEM)")
+    certs.add_argument("--days", type=int, default=365, help="validity of new certificates")
+    certs.add_argument("--no-token", action="store_true", help="do not write DIR/token")
+    submit = sub.add_parser(
+        "submit",
+        help="submit a job to a cluster's job server (like `ray job submit`, with clear errors)",
+    )
+    submit.add_argument("--address", required=True, help="job server, e.g. http://HEAD:8265")
+    _token_option(submit)
+    submit.add_argument("--no-wait", action="store_true", help="return once submitted")
+    submit.add_argument("--submission-id", default=None)
+    submit.add_argument("--working-dir", default=None, help="upload this directory for the job")
+    submit.add_argument("--timeout", type=float, default=None, help="stop the job after SECONDS")
+    submit.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- COMMAND ...")
+
+
+def _token_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="the Ray cluster's token (secure mode): sets RAY_AUTH_MODE=token and "
+        "RAY_AUTH_TOKEN_PATH for this process",
+    )
 
 
 def _jsonable(obj: Any) -> Any:
@@ -96,9 +147,75 @@ def _write_outputs(report: dict[str, Any], args: argparse.Namespace) -> None:
             print(f"rate timeline written to {plot_rate_timeline(report, timeline)}")
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from splitstream.security import NodeSpec, SecurityError, env_lines, node_env, write_secrets
+
+    try:
+        nodes = [NodeSpec.parse(spec) for spec in args.node]
+        done = write_secrets(
+            args.directory,
+            nodes,
+            ca_cert=args.ca_cert,
+            ca_key=args.ca_key,
+            days=args.days,
+            token=not args.no_token,
+        )
+    except SecurityError as exc:
+        print(f"certs: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    out = Path(str(done["directory"]))
+    print(f"{out}: CA {done['ca']}; wrote {', '.join(map(str, done['written'])) or 'nothing'}")
+    for node in nodes:
+        print(f"\n# node {node.name} ({', '.join(node.sans)}): source {out / node.name}.env, or")
+        print(env_lines(node_env(out, node.name, token=(out / "token").exists())), end="")
+    return EXIT_OK
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from splitstream.cluster_access import ClusterAccessError
+    from splitstream.submit import submit
+
+    entry = list(args.entrypoint)
+    if entry[:1] == ["--"]:
+        entry = entry[1:]
+    try:
+        return submit(
+            args.address,
+            entry,
+            wait=not args.no_wait,
+            submission_id=args.submission_id,
+            working_dir=args.working_dir,
+            timeout_s=args.timeout,
+        )
+    except ClusterAccessError as exc:
+        print(f"submit: {exc}", file=sys.stderr)
+        return EXIT_STREAM_FAILED
+
+
+def _use_token(args: argparse.Namespace) -> int | None:
+    """Apply ``--token-file`` before Ray is imported; an exit status when the file is unusable."""
+    if not getattr(args, "token_file", None):
+        return None
+    from splitstream.security import SecurityError, use_token_file
+
+    try:
+        use_token_file(args.token_file)
+    except SecurityError as exc:
+        print(f"--token-file: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry; returns the process exit status (see ``EXIT_*``)."""
     args = _parser().parse_args(argv)
+    if args.command == "certs":
+        return _certs(args)
+    failed = _use_token(args)
+    if failed is not None:
+        return failed
+    if args.command == "submit":
+        return _submit(args)
     if args.command == "generate":
         from pipeline.generate import run_cli
 
@@ -110,10 +227,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)
         from pipeline.stream.preflight import preflight
 
+        if args.command == "run" and cfg.ray.address:
+            probe_cluster(cfg.ray.address)  # a cluster this process cannot join: say so at once
         checked = preflight(cfg)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except ClusterAccessError as exc:
+        print(f"cluster error: {exc}", file=sys.stderr)
+        return EXIT_STREAM_FAILED
     if args.command == "check":
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         print(
@@ -128,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         report = run_pipeline(cfg, progress=not args.no_progress, checked=checked)
+    except ClusterAccessError as exc:
+        print(f"cluster error: {exc}", file=sys.stderr)
+        return EXIT_STREAM_FAILED
     except PlacementError as exc:
         print(f"placement error: {exc}", file=sys.stderr)
         return EXIT_STREAM_FAILED

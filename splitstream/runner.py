@@ -2,6 +2,8 @@
 actor graph, execute, report.
 
 Errors, in the order they can happen: :class:`~pipeline.stream.config.ConfigError` (before Ray starts),
+:class:`~splitstream.cluster_access.ClusterAccessError` (the cluster at ``ray.address`` cannot be joined:
+unreachable, or a token or TLS setting that does not fit it),
 :class:`~splitstream.graph.PlacementError` (the cluster cannot host the graph),
 :class:`~pipeline.stream.executor.StreamError` (the stream could not finish; ``.report`` holds the
 partial report).
@@ -15,9 +17,17 @@ from typing import Any
 from pipeline.stream.config import PipelineConfig, edge_link
 from pipeline.stream.executor import StreamError, StreamExecutor
 from pipeline.stream.preflight import Preflight, preflight
+from splitstream.cluster_access import ClusterAccessError, probe_cluster
 from splitstream.graph import PlacementError, build_graph, check_resources, kill_graph
 
-__all__ = ["PlacementError", "StreamError", "run_pipeline", "start_local_ray"]
+__all__ = [
+    "ClusterAccessError",
+    "PlacementError",
+    "StreamError",
+    "join_cluster",
+    "run_pipeline",
+    "start_local_ray",
+]
 
 
 def start_local_ray(
@@ -38,6 +48,20 @@ def start_local_ray(
     )
 
 
+def join_cluster(address: str) -> None:
+    """``ray.init(address=...)`` with a clear :class:`ClusterAccessError` instead of Ray's retries
+    and chained tracebacks when the cluster cannot be joined (see :mod:`splitstream.cluster_access`)."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    probe_cluster(address)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (AuthenticationError, ConnectionError) as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, AuthenticationError) else exc
+        raise ClusterAccessError(f"cannot join the Ray cluster at {address}: {cause}") from None
+
+
 def _init_ray(cfg: PipelineConfig) -> bool:
     """Connect to or start Ray; True when this call started it (so it also shuts it down)."""
     import ray
@@ -45,7 +69,7 @@ def _init_ray(cfg: PipelineConfig) -> bool:
     if ray.is_initialized():
         return False
     if cfg.ray.address:
-        ray.init(address=cfg.ray.address, log_to_driver=False)
+        join_cluster(cfg.ray.address)
     else:
         start_local_ray(
             cfg.ray.num_cpus, (cfg.placement.edge_resource, cfg.placement.cloud_resource)
