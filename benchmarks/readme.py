@@ -53,6 +53,7 @@ SOURCES: dict[str, tuple[str, str]] = {
         "python -m benchmarks.pipeline --json benchmarks/results/pipeline.json --netns",
     ),
     "benchmarks/results/generate.json": ("benchmarks.generate", "python -m benchmarks.generate"),
+    "benchmarks/results/security.json": ("benchmarks.security", "python -m benchmarks.security"),
 }
 
 # markers start a line; the same text quoted inside a line is left alone

@@ -494,29 +494,38 @@ def saturated_rate(samples: list[tuple[float, int]], lo: float = 0.1, hi: float 
             "duration_s": samples[-1][0] - t0}  # fmt: skip
 
 
-def pipeline_goodput(
-    link: NetnsLink, pipeline_args: list[str], workdir: str, secure: str = "off"
-) -> dict:
-    """Start Ray on both sides, run the pipeline across the shaped link and measure goodput.
-
-    ``wire_mbps`` is the shaper's steady throughput (all bytes: payload, Ray and TCP/IP
-    headers); ``goodput_mbps`` scales it by the payload share, i.e. encoded feature bytes per
-    second through the link. ``secure`` is one of :data:`SECURE_MODES` (throwaway secrets are
-    made in ``workdir``).
-    """
+def start_ray_secure(link: NetnsLink, workdir: str, secure: str = "off") -> tuple[str, dict[str, str]]:
+    """:func:`start_ray` in secure mode ``secure`` (one of :data:`SECURE_MODES`; throwaway secrets
+    are made in ``workdir``); returns the GCS address and the edge-side driver's variables."""
     if secure not in SECURE_MODES:
         raise ValueError(f"secure must be one of {SECURE_MODES}, got {secure!r}")
     secrets = make_secrets(Path(workdir) / "secrets") if secure != "off" else None
     tls = secure == "tls"
     address = start_ray(link, workdir, secrets=secrets, tls=tls)
+    return address, secure_env(secrets, "edge", tls)
+
+
+def stream_goodput(
+    link: NetnsLink,
+    address: str,
+    pipeline_args: list[str],
+    workdir: str,
+    secure: dict[str, str] | None = None,
+) -> dict:
+    """Run the pipeline across the shaped link on the Ray cluster at ``address`` (a driver with
+    the variables ``secure``) and measure goodput.
+
+    ``wire_mbps`` is the shaper's steady throughput (all bytes: payload, Ray, TLS and TCP/IP
+    headers); ``goodput_mbps`` scales it by the payload share, i.e. encoded feature bytes per
+    second through the link.
+    """
     sampler = TcSampler(link)
     sampler.start()
     t0 = time.monotonic()
     try:
         report = run_pipeline_over_link(
-            link, address, pipeline_args, str(Path(workdir) / "report.json"),
-            secure=secure_env(secrets, "edge", tls),
-        )  # fmt: skip
+            link, address, pipeline_args, str(Path(workdir) / "report.json"), secure=secure
+        )
     finally:
         samples = sampler.stop()
     rate = saturated_rate(samples)
@@ -524,7 +533,6 @@ def pipeline_goodput(
     share = payload / rate["total_bytes"]
     return {
         "rate_mbps": link.rate_mbit,
-        "secure": secure,
         "wire_mbps": rate["mbps"],
         "payload_share": share,
         "goodput_mbps": rate["mbps"] * min(1.0, share),
@@ -535,6 +543,15 @@ def pipeline_goodput(
         "tc_samples": [(round(t - samples[0][0], 3), b - samples[0][1]) for t, b in samples],
         "report": report,
     }
+
+
+def pipeline_goodput(
+    link: NetnsLink, pipeline_args: list[str], workdir: str, secure: str = "off"
+) -> dict:
+    """Start Ray on both sides (secure mode ``secure``, see :func:`start_ray_secure`), run the
+    pipeline across the shaped link and measure goodput (:func:`stream_goodput`)."""
+    address, driver_env = start_ray_secure(link, workdir, secure)
+    return {"secure": secure, **stream_goodput(link, address, pipeline_args, workdir, driver_env)}
 
 
 # ---------------------------------------------------------------------- CLI

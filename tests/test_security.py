@@ -393,3 +393,22 @@ def test_secure_mode_runs_the_demo_with_the_token_and_hides_it_on_the_wire(secur
     assert seen["magic"] == 0, seen  # ... and none of it is readable
     assert seen["runs_found"] == 0, seen
     assert not seen["token_seen"], seen
+
+
+def test_cost_benchmark_summary_pairs_each_round_with_mode_off():
+    from benchmarks import security as bench
+
+    def run(rnd: int, secure: str, payload: float) -> dict:
+        return {"round": rnd, "codec": "fp32", "secure": secure, "throughput_sps": 7.0,
+                "latency_p50_ms": 1.0, "latency_p99_ms": 2.0, "tc_wire_mbps": 4.0,
+                "payload_share": payload / 4.0, "payload_goodput_mbps": payload,
+                "goodput_mbps": payload, "lost": 0, "duplicated": 0}  # fmt: skip
+
+    # round 1 ran slower for every mode: per-round ratios cancel it
+    runs = [run(0, "off", 3.8), run(0, "tls", 3.7), run(1, "off", 1.9), run(1, "tls", 1.85)]
+    rows = {r["secure"]: r for r in bench.summarize(runs)}
+    assert rows["off"]["payload_vs_off"] == 1.0 and rows["off"]["runs"] == 2
+    assert rows["tls"]["payload_vs_off"] == pytest.approx(3.7 / 3.8, rel=1e-3)
+    assert rows["tls"]["payload_goodput_mbps"] == pytest.approx((3.7 + 1.85) / 2)
+    text = bench.render_tables({"rows": list(rows.values())})["security"]
+    assert "| fp32 | tls | 2 |" in text and "payload vs off" in text
