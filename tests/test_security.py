@@ -3,8 +3,8 @@ across the tc-shaped veth with token authentication and TLS (marked ``root``, sk
 
 Across the link:
 
-- authentication: without the token (or without TLS) a driver connection is refused with one clear
-  line; so are ``ray job submit`` (Ray's own message) and ``python -m pipeline submit`` (one line).
+- authentication: without the token, with a wrong one, without TLS or with a certificate from
+  another CA, a driver connection is refused with one clear line; so are ``ray job submit`` (Ray's own message) and ``python -m pipeline submit`` (one line).
   With the token, ``python -m pipeline run --token-file`` and a job from ``ray job submit`` each run
   the demo stream to completion. The dashboard (plain HTTP) listens on the edge's loopback only, as
   secure mode requires, so jobs are submitted from the edge namespace;
@@ -345,11 +345,17 @@ def test_secure_mode_refuses_strangers(secured, tmp_path):
     token_file = str(Path(secrets) / "token")
     (tmp_path / "wrong").write_text("0" * 64)
 
-    # a driver without the token, with a wrong one, or without TLS: refused in one line
+    # a certificate for the right address from another CA
+    stranger = netns_link.secure_env(netns_link.make_secrets(tmp_path / "other"), "edge")
+    stranger = {k: v for k, v in stranger.items() if not k.startswith("RAY_AUTH")}
+
+    # a driver without the token, with a wrong one, without TLS or with a certificate the cluster
+    # does not trust: refused in one line
     for env, extra, message in (
         (tls_only, [], "requires token authentication"),
         (tls_only, ["--token-file", str(tmp_path / "wrong")], "refused this process's token"),
         ({}, ["--token-file", token_file], "requires TLS and this process has no TLS"),
+        (stranger, ["--token-file", token_file], "the TLS handshake with the Ray cluster at"),
     ):
         proc = _ns_run(link, link.edge, _driver(address, tmp_path / "x.json", *extra), env)
         assert proc.returncode == 3, proc.stderr[-3000:]
