@@ -9,6 +9,7 @@ from . import arrow
 from .api import FrameInfo, decode, encode, inspect
 from .costmodel import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
 from .errors import CodecError
+from .session import Session
 
 __all__ = [
     "arrow",
@@ -17,6 +18,7 @@ __all__ = [
     "FrameInfo",
     "MAX_LEVEL",
     "MIN_LEVEL",
+    "Session",
     "decode",
     "encode",
     "inspect",
