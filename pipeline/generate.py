@@ -61,26 +61,50 @@ class HiddenCoder:
     """How hidden states cross the uplink: a codec frame at ``bits`` 1..8, or raw fp32 at ``bits=0``.
 
     A raw message is the fp32 values and nothing else: both sides know the hidden size, so the row count
-    follows from the length."""
+    follows from the length. With ``session`` each sequence's frames go through a pair of
+    ``codec.Session`` ends (see :meth:`sessions`): the prompt's frame carries the quantization grid and
+    table, and each later one-row frame only its symbols."""
 
-    def __init__(self, bits: int, granularity: str = "tensor", level: int = 3) -> None:
+    def __init__(
+        self, bits: int, granularity: str = "tensor", level: int = 3, session: bool = False
+    ) -> None:
         if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 8:
             raise ValueError(f"bits must be 0 (raw fp32, no codec) or 1..8, got {bits!r}")
         if granularity not in ("tensor", "channel"):
             raise ValueError(f"granularity must be 'tensor' or 'channel', got {granularity!r}")
+        if session and not bits:
+            raise ValueError("a codec session needs bits 1..8 (bits=0 sends raw fp32)")
         self.bits, self.granularity, self.level = bits, granularity, int(level)
+        self.session = bool(session)
 
-    def encode(self, hidden: torch.Tensor) -> bytes:
-        if not self.bits:
-            return hidden.detach().float().cpu().numpy().tobytes()
+    @property
+    def axis(self) -> int | None:
+        return 2 if self.granularity == "channel" else None
+
+    def sessions(self) -> tuple[Any, Any]:
+        """A fresh (sending, receiving) pair of codec sessions for one sequence, or (None, None)."""
+        if not self.session:
+            return None, None
         import codec
 
-        axis = 2 if self.granularity == "channel" else None
-        return codec.encode(hidden.detach(), bits=self.bits, axis=axis, level=self.level)
+        return codec.Session(self.bits, self.axis), codec.Session(self.bits, self.axis)
 
-    def decode(self, blob: bytes, hidden_size: int, like: torch.Tensor) -> torch.Tensor:
+    def encode(self, hidden: torch.Tensor, session: Any = None) -> bytes:
+        if not self.bits:
+            return hidden.detach().float().cpu().numpy().tobytes()
+        if session is not None:
+            return session.encode(hidden.detach())
+        import codec
+
+        return codec.encode(hidden.detach(), bits=self.bits, axis=self.axis, level=self.level)
+
+    def decode(
+        self, blob: bytes, hidden_size: int, like: torch.Tensor, session: Any = None
+    ) -> torch.Tensor:
         """The (1, T, H) hidden states in ``blob``, on ``like``'s device and in its dtype."""
-        if self.bits:
+        if session is not None:
+            arr = session.decode(blob)
+        elif self.bits:
             import codec
 
             arr = codec.decode(blob)
@@ -174,8 +198,9 @@ class SplitGenerator:
         device: str | torch.device | None = None,
         tokenizer: Any = None,
         name: str = "model",
+        session: bool = False,
     ) -> None:
-        self.coder = HiddenCoder(bits, granularity, level)
+        self.coder = HiddenCoder(bits, granularity, level, session)
         self.lm = lm.eval()
         self.device = torch.device(device) if device else next(lm.parameters()).device
         self.head, self.tail = (m.to(self.device) for m in split_cached(lm, split))
@@ -244,6 +269,7 @@ class SplitGenerator:
         prompt = [int(i) for i in prompt_ids]
         self._check(prompt, max_new_tokens)
         dev, links = self.device, Links(self.uplink, self.downlink)
+        tx, rx = self.coder.sessions()
         head_cache = new_cache() if self.cache else None
         tail_cache = new_cache() if self.cache else None
         stops = {int(i) for i in stop_ids}
@@ -257,11 +283,11 @@ class SplitGenerator:
             hidden = self.head(send, start, head_cache)
             _sync(dev)
             t.append(time.perf_counter())
-            blob = self.coder.encode(hidden)
+            blob = self.coder.encode(hidden, tx)
             t.append(time.perf_counter())
             links.send_up(len(blob))
             t.append(time.perf_counter())
-            received = self.coder.decode(blob, self.hidden_size, hidden)
+            received = self.coder.decode(blob, self.hidden_size, hidden, rx)
             t.append(time.perf_counter())
             token = int(self.tail(received, start, tail_cache)[0].argmax())
             t.append(time.perf_counter())
@@ -354,6 +380,7 @@ class SplitGenerator:
             "bits": self.coder.bits,
             "codec": "none (raw fp32)" if not self.coder.bits else "splitstream",
             "granularity": self.coder.granularity,
+            "session": self.coder.session,
             "level": self.coder.level,
             "cache": self.cache,
             "device": str(self.device),
@@ -520,6 +547,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bits", type=int, default=8, help="1..8, or 0 for raw fp32 (default 8)")
     ap.add_argument("--granularity", choices=("tensor", "channel"), default="tensor")
     ap.add_argument("--level", type=int, default=3, help="codec level 1..9 (default 3)")
+    ap.add_argument(
+        "--session",
+        action="store_true",
+        help="one codec session per sequence: grid and table sent once, not with every token",
+    )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt")
     src.add_argument("--prompts", metavar="FILE", help="one prompt per line, or JSONL with 'text'")
@@ -565,6 +597,7 @@ def run_cli(args: argparse.Namespace) -> int:
             bits=args.bits,
             granularity=args.granularity,
             level=args.level,
+            session=args.session,
             uplink=uplink,
             downlink=downlink,
             cache=not args.no_cache,

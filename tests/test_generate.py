@@ -43,9 +43,9 @@ def _count_messages(monkeypatch):
         seen["down"].append(nbytes)
         return send_down(self, nbytes)
 
-    def dec(self, blob, hidden_size, like):
+    def dec(self, blob, hidden_size, like, session=None):
         seen["shapes"].append(codec.inspect(blob).shape if self.bits else None)
-        return decode(self, blob, hidden_size, like)
+        return decode(self, blob, hidden_size, like, session)
 
     monkeypatch.setattr(Links, "send_up", up)
     monkeypatch.setattr(Links, "send_down", down)
@@ -87,6 +87,17 @@ def test_each_decode_step_sends_one_vector_and_receives_one_token_id(tiny8, monk
     t = report["ms_per_token"]
     assert t["compute"] > 0 and t["codec"] > 0 and t["link"] >= 0
     assert t["total"] == pytest.approx(t["compute"] + t["codec"] + t["link"])
+
+
+def test_a_session_per_sequence_sends_the_grid_once(tiny8):
+    gen = load_generator("llama-tiny", 2, bits=8, session=True)
+    report = gen.run(PROMPTS, max_new_tokens=16, stop_at_eos=False)
+    plain = tiny8.run(PROMPTS, max_new_tokens=16, stop_at_eos=False)
+    assert report["session"] is True and plain["session"] is False
+    assert report["uplink_bytes_per_token"] < plain["uplink_bytes_per_token"]
+    assert report["agreement"] >= 0.9
+    with pytest.raises(ValueError, match="session"):
+        load_generator("llama-tiny", 2, bits=0, session=True)
 
 
 def test_raw_fp32_agrees_with_unsplit_greedy_everywhere():
