@@ -54,6 +54,7 @@ SOURCES: dict[str, tuple[str, str]] = {
     ),
     "benchmarks/results/generate.json": ("benchmarks.generate", "python -m benchmarks.generate"),
     "benchmarks/results/security.json": ("benchmarks.security", "python -m benchmarks.security"),
+    "benchmarks/results/session.json": ("benchmarks.session", "python -m benchmarks.session"),
 }
 
 # markers start a line; the same text quoted inside a line is left alone
