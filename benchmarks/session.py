@@ -174,20 +174,21 @@ def plot(payload: dict[str, Any], path: Path) -> None:
 
     rows = payload["rows"]
     labels = [
-        f"{r['split'].split('.')[-1]} {r['granularity']}\nheadroom {r['headroom']}" for r in rows
+        f"{r['split'].removeprefix('encoder.')} {r['granularity']} h={r['headroom']:g}"
+        for r in rows
     ]
     x = np.arange(len(rows))
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
     a.bar(x - 0.2, [r["independent_bytes"] for r in rows], 0.4, label="independent frames")
     a.bar(x + 0.2, [r["session_bytes"] for r in rows], 0.4, label="session")
-    a.set_xticks(x, labels, fontsize=7)
+    a.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
     a.set_ylabel("bytes per frame (measured)")
     a.set_title("MiniLM layer output, one sentence per frame, 8 bits")
     a.legend(fontsize=8)
     b.bar(x - 0.2, [r["independent_error"] for r in rows], 0.4, label="independent frames")
     b.bar(x + 0.2, [r["session_error"] for r in rows], 0.4, label="session")
     b.set_yscale("log")
-    b.set_xticks(x, labels, fontsize=7)
+    b.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
     b.set_ylabel("relative squared error")
     b.set_title("error of the same frames")
     b.legend(fontsize=8)
