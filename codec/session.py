@@ -7,7 +7,7 @@ keeps the state while the frames fit it:
 
 - the parameters stay while every element of the new frame is within half a step of the state's grid
   (the guarantee of ``codec.encode`` with ``clip=None``); a frame beyond the range gets a keyframe whose
-  per-channel ranges are the union of the old ones and the frame's;
+  per-channel ranges are the union of the old ones and the frame's, widened by ``headroom``;
 - the table stays while coding the frame with it costs at most ``drift`` more than a table rebuilt from
   every frame seen since the parameters were set; then a keyframe carries the rebuilt table.
 
@@ -114,7 +114,8 @@ class Session:
     >>> y = rx.decode(tx.encode(x))          # frames in order, as over one connection
 
     ``axis`` picks per-channel parameters (sent once per keyframe instead of once per frame); ``drift`` is
-    the extra cost of the current table, over a rebuilt one, that triggers a keyframe. The sending end
+    the extra cost of the current table, over a rebuilt one, that triggers a keyframe; ``headroom``
+    widens a grown grid by that fraction (fewer keyframes, a coarser step). The sending end
     uses :meth:`encode`, the receiving end :meth:`decode`; each keeps its own state."""
 
     def __init__(
@@ -130,6 +131,8 @@ class Session:
             raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
         if not drift >= 0:
             raise CodecError(f"drift must be >= 0, got {drift!r}")
+        if not headroom >= 0:
+            raise CodecError(f"headroom must be >= 0, got {headroom!r}")
         if not 1 <= max_states <= 64:
             raise CodecError(f"max_states must be in 1..64, got {max_states!r}")
         self.bits = int(bits)

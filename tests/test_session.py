@@ -152,6 +152,8 @@ def test_dtypes_round_trip(dtype: type) -> None:
 def test_bad_input_raises_codec_error() -> None:
     with pytest.raises(codec.CodecError, match="bits"):
         codec.Session(bits=9)
+    with pytest.raises(codec.CodecError, match="headroom"):
+        codec.Session(headroom=-0.5)
     with pytest.raises(codec.CodecError, match="NaN"):
         codec.Session().encode(np.array([1.0, np.nan], np.float32))
     with pytest.raises(codec.CodecError, match="session frame"):
