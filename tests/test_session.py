@@ -160,3 +160,17 @@ def test_bad_input_raises_codec_error() -> None:
         codec.Session().decode(codec.encode(np.ones(10, np.float32)))
     with pytest.raises(codec.CodecError):
         codec.Session().decode(b"SPLS")
+
+
+def test_session_benchmark_quick_run_writes_its_results(tmp_path) -> None:
+    import json
+
+    from benchmarks import session as bench
+
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "session_quick.json").read_text())
+    tensor = [r for r in payload["rows"] if r["granularity"] == "tensor"]
+    assert tensor and all(r["session_bytes"] < r["independent_bytes"] for r in tensor)
+    off, on = payload["generation"]
+    assert on["uplink_bytes_per_token"] < off["uplink_bytes_per_token"]
+    assert (tmp_path / "session_quick.png").stat().st_size > 0
