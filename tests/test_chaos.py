@@ -99,14 +99,27 @@ def _assert_exactly_once(rep: dict, samples: int) -> None:
     assert rep["unexpected"] == 0 and rep["rejected"] == 0
 
 
+def _kill_during_a_call(target: str, fuse: bool, attempts: int = 3) -> tuple[Killer, dict]:
+    """Run the stream and SIGKILL ``target`` once while its title shows a call. On a loaded machine
+    the kill has landed after the call's reply was already in (seen once in CI: one restart, nothing
+    to replay). Such a run must still be exactly-once with one restart; the stream then runs again,
+    at most ``attempts`` times, until a kill lands inside a call."""
+    for _ in range(attempts):
+        killer = Killer((target, 1.0))
+        rep = run_pipeline(_stream(fuse=fuse), progress=False, factory=tiny_factory)
+        killer.join(5)
+        assert [k[0] for k in killer.killed] == [target], f"{target} was never seen working"
+        _assert_exactly_once(rep, 600)
+        assert rep["restarts"] == 1
+        if rep["replayed_batches"]:
+            break
+    return killer, rep
+
+
 @pytest.mark.parametrize("stage", ["head", "encoder", "transport", "decoder", "tail", "sink"])
 def test_sigkill_of_a_stage_actor_costs_a_replay_not_the_run(ray_local, stage):
     """One actor per stage (placement.fuse=false), batch frames."""
-    killer = Killer((stage, 1.0))
-    rep = run_pipeline(_stream(), progress=False, factory=tiny_factory)
-    killer.join(5)
-    assert [k[0] for k in killer.killed] == [stage], "the stage was never seen working"
-    _assert_exactly_once(rep, 600)
+    killer, rep = _kill_during_a_call(stage, fuse=False)
     st = rep["stages"][stage]
     assert st["restarts"] == 1 and st["replayed_batches"] >= 1, st
     assert rep["restarts"] == 1 and rep["replayed_batches"] == st["replayed_batches"]
@@ -119,11 +132,7 @@ def test_sigkill_of_a_stage_actor_costs_a_replay_not_the_run(ray_local, stage):
 def test_sigkill_of_a_fused_actor_costs_a_replay_not_the_run(ray_local, actor):
     """One actor per edge and one per cloud replica (placement.fuse=true): every stage it hosts
     shows the restart."""
-    killer = Killer((actor, 1.0))
-    rep = run_pipeline(_stream(fuse=True), progress=False, factory=tiny_factory)
-    killer.join(5)
-    assert [k[0] for k in killer.killed] == [actor], "the actor was never seen working"
-    _assert_exactly_once(rep, 600)
+    killer, rep = _kill_during_a_call(actor, fuse=True)
     assert rep["restarts"] == 1 and rep["replayed_batches"] >= 1
     for stage in FUSED[actor]:
         assert rep["stages"][stage]["restarts"] == 1, stage
