@@ -29,6 +29,7 @@ states.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -42,7 +43,7 @@ from . import _kernels, rans, tables
 from .api import MAX_ELEMENTS, to_numpy
 from .contexts import ORDER0
 from .errors import CodecError
-from .frame import DTYPE_CODES, DTYPES, MAX_NDIM
+from .frame import DTYPE_CODES, DTYPES, MAX_NDIM, _Reader
 from .quantize import QuantParams, channel_layout, dequantize, normalize_axis, params_from_range
 
 MAGIC = b"SPLS"
@@ -63,7 +64,9 @@ class SessionState:
     freqs: np.ndarray  # uint16 (1, 256), every symbol of the alphabet non-zero
     prob_bits: int = PROB_BITS
 
-    def to_bytes(self) -> bytes:
+    @functools.cached_property
+    def encoded(self) -> bytes:
+        """The state as a keyframe carries it."""
         p = self.params
         axis = -1 if p.axis is None else p.axis
         return b"".join(
@@ -76,9 +79,9 @@ class SessionState:
             ]
         )
 
-    @property
+    @functools.cached_property
     def ident(self) -> bytes:
-        return hashlib.blake2b(self.to_bytes(), digest_size=ID_BYTES).digest()
+        return hashlib.blake2b(self.encoded, digest_size=ID_BYTES).digest()
 
     @property
     def channels(self) -> int:
@@ -210,7 +213,7 @@ class Session:
         head += struct.pack(f"<{len(shape)}I", *shape)
         head += state.ident
         if keyframe:
-            head += state.to_bytes()
+            head += state.encoded
         payload: bytes | memoryview = q.tobytes()
         coding = STORED
         if q.size:
@@ -253,7 +256,8 @@ class Session:
             raise CodecError(f"unknown dtype code {dcode}")
         if ndim > MAX_NDIM:
             raise CodecError(f"too many dimensions ({ndim})")
-        r = _Cursor(body, _HEAD.size)
+        r = _Reader(body)
+        r.pos = _HEAD.size
         shape = r.unpack(f"{ndim}I") if ndim else ()
         n = math.prod(shape)
         if n > max_elements:
@@ -318,25 +322,7 @@ def _rans_bytes(state: SessionState, hist: np.ndarray) -> float:
     return state.code_bits(hist) / 8 + blocks * (rans.STATE_BYTES + 4)
 
 
-class _Cursor:
-    """Bounds-checked little-endian reads from a memoryview."""
-
-    def __init__(self, buf: memoryview, pos: int) -> None:
-        self.buf, self.pos = buf, pos
-
-    def take(self, n: int) -> memoryview:
-        end = self.pos + n
-        if n < 0 or end > len(self.buf):
-            raise CodecError("truncated session frame")
-        out, self.pos = self.buf[self.pos : end], end
-        return out
-
-    def unpack(self, fmt: str) -> tuple:
-        st = struct.Struct("<" + fmt)
-        return st.unpack(self.take(st.size))
-
-
-def _read_state(r: _Cursor) -> SessionState:
+def _read_state(r: _Reader) -> SessionState:
     bits, axis, nq = r.unpack("BbI")
     if not 1 <= bits <= 8:
         raise CodecError(f"bad bit width {bits}")
