@@ -154,8 +154,9 @@ def encode(
     """Compress a tensor: b-bit asymmetric quantization, the representation and contexts the cost model
     picks, rANS. ``axis`` selects per-channel quantization; ``level`` 1..9 trades speed for size;
     ``clip="mse"`` narrows each quantization range to the candidate with the least squared error (worth it
-    at 4 bits and below; None: the full range, every element within half a step); ``threads`` codes blocks
-    in parallel (same bytes for any thread count)."""
+    at 4 bits and below; None: the full range, every element within half a step), ``clip="wmse"`` to the
+    one whose error counts saturated elements twice (it clips less); ``threads`` codes blocks in parallel
+    (same bytes for any thread count)."""
     level = check_level(level)
     p = prepare(x, bits, axis, fast_stats=level == 1, clip=clip)
     blog = _block_log2(level, p.q.size)

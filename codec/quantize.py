@@ -6,8 +6,10 @@ The kernels multiply by ``1/s`` in float32 (the same operation on every device) 
 
 By default the range spans min to max, so every element is within half a step of its value. With
 ``clip="mse"`` the range is shrunk, per tensor or per channel, to the one of a few candidates that gives the
-smallest squared error, scored on a 256-bin histogram of the tensor: at low bit widths a few outliers no longer stretch the
-step for everything else. Elements beyond the clipped range saturate; zeros stay exact either way.
+smallest squared error, scored on a 256-bin histogram of the tensor: at low bit widths a few outliers no longer
+stretch the step for everything else. ``clip="wmse"`` weighs the error of saturated elements twice, over a finer
+set of candidates: it clips less, keeping more of the large activations that the next layers act on. Elements
+beyond the clipped range saturate; zeros stay exact either way.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from .errors import CodecError
 MIN_STEP = 1e-30
 MAX_STEP = 1e37
 MAX_UNSEEN = 128  # sampled histograms: symbols of the range the sample may miss before counting all
-CLIPS = (None, "mse")
+CLIPS = (None, "mse", "wmse")
 CLIP_FACTORS = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2, 0.15], np.float64)
 """clip="mse": the candidate ranges, as fractions of the full [min, max] range."""
+WMSE_FACTORS = np.geomspace(1.0, 0.1, 40)
+"""clip="wmse": 40 candidate ranges, geometric from the full range down to a tenth of it."""
+WMSE_CLIPPED_WEIGHT = 2.0
+"""clip="wmse": how much more the squared error of a saturated element counts than a rounded one's."""
 
 
 @dataclass(frozen=True)
@@ -131,15 +137,26 @@ def check_clip(clip: str | None) -> None:
 
 
 def mse_range(
-    flat: np.ndarray, mins: np.ndarray, maxs: np.ndarray, channels: int, inner: int, bits: int
+    flat: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    channels: int,
+    inner: int,
+    bits: int,
+    factors: np.ndarray = CLIP_FACTORS,
+    clipped_weight: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """clip="mse": per channel, the candidate range (``CLIP_FACTORS`` of [min, max], which both contain 0)
-    whose ``bits``-bit quantization has the least squared error.
+    """Per channel, the candidate range (``factors`` of [min, max], which both contain 0) whose
+    ``bits``-bit quantization has the least squared error, the error of saturated elements weighted by
+    ``clipped_weight`` (1, the default, is plain squared error: clip="mse").
 
     The error is scored on each channel's 256-bin histogram of the whole tensor (an 8-bit quantization
     over the full range, one pass in C), every bin standing for its centre: the tails count as often as
-    they occur, which a sample of the elements would miss. At 8 bits the full range scores zero and is
-    kept; below, the bins are finer than a step."""
+    they occur, which a sample of the elements would miss. Each candidate is scored in O(2^bits) from
+    prefix sums of the counts, sums and squares of the bins that round to each level. At 8 bits the
+    full range is kept."""
+    if bits == 8:
+        return mins, maxs
     full = params_from_range(mins, maxs, 8, None if channels == 1 else 0)
     q8 = np.empty(flat.size, np.uint8)
     inv = (np.float32(1.0) / full.scale).astype(np.float32)
@@ -151,16 +168,35 @@ def mse_range(
         lanes = q8.reshape(-1, channels, inner).astype(np.int32)
         lanes += (np.arange(channels, dtype=np.int32) * 256)[None, :, None]
         hist = np.bincount(lanes.reshape(-1), minlength=channels * 256).reshape(channels, 256)
-    centre = (np.arange(256)[None, :] - full.zero.astype(np.float64)[:, None]) * full.scale[:, None]
+    s8 = full.scale.astype(np.float64)[:, None, None]
+    z8 = full.zero.astype(np.float64)[:, None, None]
+    centre = (np.arange(256)[None, :] - z8[:, :, 0]) * s8[:, :, 0]
+    prefix = np.zeros((3, channels, 257))
+    for p, w in enumerate((hist, hist * centre, hist * np.square(centre))):
+        np.cumsum(w, axis=1, out=prefix[p, :, 1:])
     qmax = (1 << bits) - 1
-    err = np.empty((channels, len(CLIP_FACTORS)))
-    for k, f in enumerate(CLIP_FACTORS):
-        lo, hi = mins.astype(np.float64) * f, maxs.astype(np.float64) * f
-        step = np.where(hi > lo, (hi - lo) / qmax, 1.0)[:, None]
-        zero = np.clip(np.rint(-lo / step[:, 0]), 0, qmax)[:, None]
-        back = (np.clip(np.rint(centre / step) + zero, 0, qmax) - zero) * step
-        err[:, k] = (hist * np.square(back - centre)).sum(axis=1)
-    best = CLIP_FACTORS[np.argmin(err, axis=1)]  # ties go to the wider range (the first candidate)
+    lo = mins.astype(np.float64)[:, None] * factors[None]  # (channels, candidates)
+    hi = maxs.astype(np.float64)[:, None] * factors[None]
+    step = np.where(hi > lo, (hi - lo) / qmax, 1.0)[:, :, None]
+    zero = np.clip(np.rint(-lo[:, :, None] / step), 0, qmax)
+    # first bin of each level j (its centre >= (j - zero - 1/2) step), plus the two saturated cells
+    j = np.arange(qmax + 2)
+    first = np.clip(np.ceil(z8 + (j - zero - 0.5) * step / s8), 0, 256).astype(np.intp)
+    n_cand = len(factors)
+    edges = np.concatenate(
+        [np.zeros((channels, n_cand, 1), np.intp), first, np.full((channels, n_cand, 1), 256, np.intp)],
+        axis=2,
+    ).reshape(channels, -1)
+    count, total, square = (
+        np.diff(np.take_along_axis(prefix[p], edges, 1).reshape(channels, n_cand, -1), axis=2)
+        for p in range(3)
+    )
+    level = np.concatenate([[0], np.arange(qmax + 1), [qmax]])
+    value = (level - zero) * step
+    err = square - 2 * value * total + np.square(value) * count
+    err[:, :, 0] *= clipped_weight  # below the range
+    err[:, :, -1] *= clipped_weight  # above it
+    best = factors[np.argmin(err.sum(axis=2), axis=1)]  # ties go to the wider range (the first candidate)
     return (mins * best).astype(np.float32), (maxs * best).astype(np.float32)
 
 
@@ -218,6 +254,8 @@ def _quantize(
         maxs[:] = 0
     elif clip == "mse":
         mins, maxs = mse_range(flat, mins, maxs, channels, inner, bits)
+    elif clip == "wmse":
+        mins, maxs = mse_range(flat, mins, maxs, channels, inner, bits, WMSE_FACTORS, WMSE_CLIPPED_WEIGHT)
     params = params_from_range(mins, maxs, bits, axis)
     inv = (np.float32(1.0) / params.scale).astype(np.float32)
     q = np.empty(flat.size, np.uint8)

@@ -160,16 +160,57 @@ def _heavy_tailed(shape=(4, 16, 12, 12), seed=0):
 def test_mse_clip_lowers_the_error_at_low_bits_and_keeps_zeros(bits, axis):
     x = _heavy_tailed()
     x[:, :, :3] = 0.0
-    errs = {}
-    for clip in (None, "mse"):
+    errs, widths = {}, {}
+    for clip in (None, "mse", "wmse"):
         q, p, _ = quantize(x, bits, axis, clip=clip)
         y = dequantize(q, p, x.shape)
         assert np.all(y[x == 0] == 0)  # zeros stay exact either way
         errs[clip] = float(np.square(y - x).mean())
-    assert errs["mse"] < 0.85 * errs[None]
+        widths[clip] = p.scale
+    assert errs["mse"] < 0.85 * errs[None] and errs["wmse"] < 0.85 * errs[None]
+    # weighing saturation more never picks a narrower range than the least-error one does by much
+    assert np.all(widths["wmse"] >= widths["mse"] * 0.8)
     # the clipped range is narrower, so the largest elements saturate
     q, p, _ = quantize(x, bits, axis, clip="mse")
     assert np.max(np.abs(dequantize(q, p, x.shape) - x)) > p.scale.max()
+
+
+def _bin_by_bin_errors(x, bits, factors, weight):
+    """Reference for mse_range: every candidate scored on every bin of the same 256-bin histogram (the
+    tensor's own 8-bit symbols over the full per-channel range). Returns (mins, maxs, errors)."""
+    q8, full, _ = quantize(x, 8, 1)
+    channels = x.shape[1]
+    per_channel = q8.reshape(x.shape[0], channels, -1).transpose(1, 0, 2).reshape(channels, -1)
+    hist = np.stack([np.bincount(row, minlength=256) for row in per_channel])
+    centre = (np.arange(256)[None, :] - full.zero.astype(np.float64)[:, None]) * full.scale[:, None]
+    mins = np.minimum(x.min(axis=(0, 2, 3)), 0)
+    maxs = np.maximum(x.max(axis=(0, 2, 3)), 0)
+    qmax = (1 << bits) - 1
+    err = np.empty((channels, len(factors)))
+    for k, f in enumerate(factors):
+        lo, hi = mins.astype(np.float64) * f, maxs.astype(np.float64) * f
+        step = np.where(hi > lo, (hi - lo) / qmax, 1.0)[:, None]
+        zero = np.clip(np.rint(-lo / step[:, 0]), 0, qmax)[:, None]
+        level = np.rint(centre / step) + zero
+        e = np.square((np.clip(level, 0, qmax) - zero) * step - centre)
+        err[:, k] = (hist * np.where((level < 0) | (level > qmax), weight * e, e)).sum(axis=1)
+    return mins, maxs, err
+
+
+@pytest.mark.parametrize("weight", [1.0, 2.0])
+@pytest.mark.parametrize("bits", [2, 4, 6])
+def test_mse_range_picks_the_least_error_candidate_of_the_bin_by_bin_sum(bits, weight):
+    from codec.quantize import CLIP_FACTORS, WMSE_FACTORS, mse_range
+
+    factors = CLIP_FACTORS if weight == 1.0 else WMSE_FACTORS
+    for seed in range(4):
+        x = _heavy_tailed(seed=seed)
+        mins, maxs, err = _bin_by_bin_errors(x, bits, factors, weight)
+        _, hi = mse_range(x.reshape(-1), mins, maxs, 16, 144, bits, factors, weight)
+        picked = np.argmin(np.abs(hi[:, None] - maxs[:, None] * factors[None]), axis=1)
+        rows = np.arange(len(picked))
+        assert np.all(err[rows, picked] <= err.min(axis=1) * (1 + 1e-9))
+        assert bits > 4 or np.any(picked > 0)  # at low bits, some channel is clipped at all
 
 
 def test_mse_clip_keeps_the_full_range_at_8_bits_and_is_deterministic():
@@ -191,6 +232,8 @@ def test_mse_clip_through_the_codec_and_bad_clip_values():
     # the permuted-layout path (channels last in memory) clips the same way
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     assert np.array_equal(codec.decode(codec.encode(nhwc, bits=4, axis=1, clip="mse")), y)
+    w = codec.decode(codec.encode(x, bits=4, axis=1, clip="wmse", level=1))
+    assert np.square(w - x).mean() < np.square(full - x).mean()
     for bad in ("max", "MSE", 1):
         with pytest.raises(CodecError, match="clip"):
             codec.encode(x, bits=4, clip=bad)
