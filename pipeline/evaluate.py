@@ -550,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--granularity", choices=GRANULARITIES, default="auto")
     ap.add_argument("--level", type=int, default=3, help="codec level")
     ap.add_argument(
-        "--clip", choices=["mse"], default=None, help="quantization range: least squared error"
+        "--clip",
+        choices=["mse", "wmse"],
+        default=None,
+        help="quantization range: least squared error (mse), saturation weighted twice (wmse)",
     )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--json", default=None, help="write rows as JSON here")

@@ -163,7 +163,7 @@ def test_fidelity_benchmark_writes_outputs(tmp_path):
     assert "samples (choose / report)" in md and "| 32 / 32 |" in md
     blocks = render_tables(doc)
     assert set(blocks) == {"models", "best_split", "imagenet"}
-    assert doc["clip_mse_rows"] == []  # only the real MobileNetV2 is also run with clip="mse"
+    assert doc["clip_rows"] == {}  # only the real MobileNetV2 is also run with the clip modes
     assert "llama-tiny (64 random token sequences)" in blocks["models"]
     assert json.loads((tmp_path / "fidelity.json").read_text())["rows"] == doc["rows"]
     assert (tmp_path / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
@@ -202,7 +202,13 @@ def test_imagenet_table_sets_clipped_rows_beside_the_full_range_ones():
 
     row = {"model": "m", "split": "s1", "bits": 4, "samples": 360, "agreement": 0.92, "kl": 0.02,
            "ref_classes": 55, "wire_bytes": 27000.0, "ratio": 11.0, "granularity": "channel"}  # fmt: skip
-    clipped = [{**row, "agreement": 0.9333, "kl": 0.0143, "wire_bytes": 31000.0}]
+    clipped = {
+        "mse": [{**row, "agreement": 0.9333, "kl": 0.0143, "wire_bytes": 31000.0}],
+        "wmse": [{**row, "agreement": 0.9556, "kl": 0.0104, "wire_bytes": 30000.0}],
+    }
     md = model_markdown([row, {**row, "model": "other"}], "m", clipped).splitlines()
-    assert len(md) == 3 and "clip=mse" in md[0]
-    assert md[2].startswith("| s1 | 4 | 360 | 0.9200 |") and "| 0.9333 | 1.43e-02 | 31,000 |" in md[2]
+    assert len(md) == 3 and "clip=mse" in md[0] and "clip=wmse" in md[0]
+    assert md[2].startswith("| s1 | 4 | 360 | 0.9200 |")
+    assert md[2].endswith("| 0.9333 | 1.43e-02 | 31,000 | 0.9556 | 1.04e-02 | 30,000 |")
+    assert md[0].count("|") == md[1].count("|") == md[2].count("|")  # every row has every column
+    assert model_markdown([row], "m").splitlines()[2].endswith("| per-channel |")

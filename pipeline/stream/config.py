@@ -52,7 +52,7 @@ class CodecConfig(_Strict):
     level: int = Field(default=3, ge=1, le=22)
     axis: int | None = None
     frame: Literal["batch", "sample"] = "batch"  # one frame per batch, or one per sample
-    clip: Literal["mse"] | None = None  # quantization range: None = min..max, mse = least error
+    clip: Literal["mse", "wmse"] | None = None  # range: None = min..max, mse = least error, wmse: see codec
 
 
 class LinkOverride(_Strict):
