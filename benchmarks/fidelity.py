@@ -198,20 +198,24 @@ def model_markdown(
     """One model's rows (every split and bit width, over all its samples) as a Markdown table, with
     the same rows quantized with each ``clip`` mode of ``clipped`` ({mode: rows}) beside them."""
     modes = {m: {(r["split"], r["bits"]): r for r in rs} for m, rs in (clipped or {}).items()}
-    head = "| split | bits | samples | agreement | KL | distinct top-1 | wire bytes | ratio vs fp32 "
-    head += "| quantization |" + "".join(
-        f" agreement, clip={m} | KL, clip={m} | wire bytes, clip={m} |" for m in modes
+    head = (
+        "| split | bits | samples | agreement | KL | distinct top-1 | wire bytes | ratio vs fp32 "
     )
-    lines = [head, "|" + "---|" * (9 + 3 * len(modes))]
+    head += "| quantization |" + "".join(
+        f" agreement, clip={m} | KL, clip={m} | wire bytes, clip={m} | quantization, clip={m} |"
+        for m in modes
+    )
+    lines = [head, "|" + "---|" * (9 + 4 * len(modes))]
     for r in rows:
         if r["model"] == model:
             tail = ""
             for by_key in modes.values():
                 c = by_key.get((r["split"], r["bits"]))
                 tail += (
-                    f" {c['agreement']:.4f} | {c['kl']:.2e} | {c['wire_bytes']:,.0f} |"
+                    f" {c['agreement']:.4f} | {c['kl']:.2e} | {c['wire_bytes']:,.0f} "
+                    f"| per-{c['granularity']} |"
                     if c
-                    else "  |  |  |"
+                    else "  |  |  |  |"
                 )
             lines.append(
                 f"| {r['split']} | {r['bits']} | {r['samples']} | {r['agreement']:.4f} "
@@ -277,7 +281,7 @@ def run(
             for mode in CLIP_MODES:
                 clipped[mode] = evaluate(
                     loaded, splits, p["bits"], job["samples"], data=job["data"],
-                    progress=progress, clip=mode,
+                    progress=progress, clip=mode, halves=True,
                 )  # fmt: skip
         per_model[_name(job)] = round(time.perf_counter() - t_job, 1)
     doc = {

@@ -209,6 +209,8 @@ def test_imagenet_table_sets_clipped_rows_beside_the_full_range_ones():
     md = model_markdown([row, {**row, "model": "other"}], "m", clipped).splitlines()
     assert len(md) == 3 and "clip=mse" in md[0] and "clip=wmse" in md[0]
     assert md[2].startswith("| s1 | 4 | 360 | 0.9200 |")
-    assert md[2].endswith("| 0.9333 | 1.43e-02 | 31,000 | 0.9556 | 1.04e-02 | 30,000 |")
+    assert md[2].endswith(
+        "| 0.9333 | 1.43e-02 | 31,000 | per-channel | 0.9556 | 1.04e-02 | 30,000 | per-channel |"
+    )
     assert md[0].count("|") == md[1].count("|") == md[2].count("|")  # every row has every column
     assert model_markdown([row], "m").splitlines()[2].endswith("| per-channel |")
