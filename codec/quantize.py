@@ -152,52 +152,29 @@ def mse_range(
 
     The error is scored on each channel's 256-bin histogram of the whole tensor (an 8-bit quantization
     over the full range, one pass in C), every bin standing for its centre: the tails count as often as
-    they occur, which a sample of the elements would miss. Each candidate is scored in O(2^bits) from
-    prefix sums of the counts, sums and squares of the bins that round to each level. At 8 bits the
-    full range is kept."""
+    they occur, which a sample of the elements would miss. The C kernel scores each candidate in
+    O(2^bits) from prefix sums of the counts, sums and squares of the bins. At 8 bits the full range is
+    kept."""
     if bits == 8:
         return mins, maxs
     full = params_from_range(mins, maxs, 8, None if channels == 1 else 0)
     q8 = np.empty(flat.size, np.uint8)
     inv = (np.float32(1.0) / full.scale).astype(np.float32)
     _kernels.quantize(flat, q8, inv, full.zero, channels, inner, 255, None, 1)
+    hist = np.zeros((channels, 256), np.uint32)
     if channels == 1:
-        hist = np.zeros((1, 256), np.uint32)
         _kernels.histogram(q8, hist[0])
     else:
-        lanes = q8.reshape(-1, channels, inner).astype(np.int32)
-        lanes += (np.arange(channels, dtype=np.int32) * 256)[None, :, None]
-        hist = np.bincount(lanes.reshape(-1), minlength=channels * 256).reshape(channels, 256)
-    s8 = full.scale.astype(np.float64)[:, None, None]
-    z8 = full.zero.astype(np.float64)[:, None, None]
-    centre = (np.arange(256)[None, :] - z8[:, :, 0]) * s8[:, :, 0]
-    prefix = np.zeros((3, channels, 257))
-    for p, w in enumerate((hist, hist * centre, hist * np.square(centre))):
-        np.cumsum(w, axis=1, out=prefix[p, :, 1:])
-    qmax = (1 << bits) - 1
-    lo = mins.astype(np.float64)[:, None] * factors[None]  # (channels, candidates)
-    hi = maxs.astype(np.float64)[:, None] * factors[None]
-    step = np.where(hi > lo, (hi - lo) / qmax, 1.0)[:, :, None]
-    zero = np.clip(np.rint(-lo[:, :, None] / step), 0, qmax)
-    # first bin of each level j (its centre >= (j - zero - 1/2) step), plus the two saturated cells
-    j = np.arange(qmax + 2)
-    first = np.clip(np.ceil(z8 + (j - zero - 0.5) * step / s8), 0, 256).astype(np.intp)
-    n_cand = len(factors)
-    edges = np.concatenate(
-        [np.zeros((channels, n_cand, 1), np.intp), first, np.full((channels, n_cand, 1), 256, np.intp)],
-        axis=2,
-    ).reshape(channels, -1)
-    count, total, square = (
-        np.diff(np.take_along_axis(prefix[p], edges, 1).reshape(channels, n_cand, -1), axis=2)
-        for p in range(3)
+        _kernels.channel_histogram(q8, channels, inner, hist)
+    best = np.empty(channels, np.int32)
+    factors = np.ascontiguousarray(factors, np.float64)
+    scale8 = np.ascontiguousarray(full.scale, np.float32)
+    zero8 = np.ascontiguousarray(full.zero, np.uint8)
+    _kernels.clip_choice(
+        hist, scale8, zero8, mins, maxs, factors, (1 << bits) - 1, float(clipped_weight), best
     )
-    level = np.concatenate([[0], np.arange(qmax + 1), [qmax]])
-    value = (level - zero) * step
-    err = square - 2 * value * total + np.square(value) * count
-    err[:, :, 0] *= clipped_weight  # below the range
-    err[:, :, -1] *= clipped_weight  # above it
-    best = factors[np.argmin(err.sum(axis=2), axis=1)]  # ties go to the wider range (the first candidate)
-    return (mins * best).astype(np.float32), (maxs * best).astype(np.float32)
+    f = factors[best]  # ties go to the wider range (the first candidate)
+    return (mins * f).astype(np.float32), (maxs * f).astype(np.float32)
 
 
 def memory_order(x: np.ndarray) -> tuple[tuple[int, ...], np.ndarray] | None:

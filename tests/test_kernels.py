@@ -76,6 +76,18 @@ CALLS: dict[str, Callable[[], object]] = {
         q, order0, freqs, 12, 1 << 16, -1, 0, 0, out, None
     ),
     "read_tables too many tables": lambda: _kernels.read_tables(q, 100_000, 12, out),
+    "clip_choice histogram shorter than the channels": lambda: _kernels.clip_choice(
+        counts, f32, u8, f32, f32, np.ones(3), 15, 1.0, np.empty(4, np.int32)
+    ),
+    "clip_choice no candidates": lambda: _kernels.clip_choice(
+        counts, f32[:1], u8[:1], f32[:1], f32[:1], np.ones(0), 15, 1.0, np.empty(1, np.int32)
+    ),
+    "clip_choice qmax beyond 8 bits": lambda: _kernels.clip_choice(
+        counts, f32[:1], u8[:1], f32[:1], f32[:1], np.ones(3), 256, 1.0, np.empty(1, np.int32)
+    ),
+    "clip_choice NaN weight": lambda: _kernels.clip_choice(
+        counts, f32[:1], u8[:1], f32[:1], f32[:1], np.ones(3), 15, np.nan, np.empty(1, np.int32)
+    ),
 }
 
 
@@ -95,5 +107,12 @@ def test_sizes_that_fit_still_work():
     assert dst[1] == 8
     stats = _kernels.csr_stats(q, u8, 4, 16, (8,), 1)
     assert stats[0][2] == 0
+    best = np.full(1, -1, np.int32)
+    hist = np.zeros(256, np.uint32)
+    hist[[0, 255]] = [1, 1000]  # one far outlier below, the mass at the top
+    _kernels.clip_choice(
+        hist, f32[:1], u8[:1], -f32[:1] * 255, f32[:1], np.array([1.0, 0.5]), 3, 1.0, best
+    )
+    assert best[0] in (0, 1)
     # one channel: inner is not used (the cost model passes a sample of the tensor)
     assert len(_kernels.csr_stats(q[:40], u8, 1, 64, (8, 16), 1)) == 2

@@ -109,6 +109,9 @@ void dequantize(const uint8_t *q, float *x, int64_t n, const float *scale, const
 void dequantize_range(const uint8_t *q, float *x, int64_t start, int64_t end, const float *scale,
                       const uint8_t *zero, int64_t channels, int64_t inner);
 void transpose_u8(const uint8_t *src, uint8_t *dst, int64_t batch, int64_t rows, int64_t cols);
+void clip_choice(const uint32_t *hist, const float *scale8, const uint8_t *zero8, const float *mins,
+                 const float *maxs, int64_t channels, const double *factors, int64_t nf, int qmax, double weight,
+                 int32_t *best);
 
 /* ---- statistics (stats.c) ----------------------------------------------------------------------- */
 

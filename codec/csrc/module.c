@@ -235,6 +235,37 @@ done:
     return ret;
 }
 
+/* clip_choice(hist u32[C*256], scale8 f32[C], zero8 u8[C], mins f32[C], maxs f32[C], factors f64[K], qmax,
+ *             weight, best i32[C]) -> None: best[c] = the candidate range with the least (weighted) error */
+static PyObject *py_clip_choice(PyObject *self, PyObject *args) {
+    PyObject *ho, *so, *zo, *mno, *mxo, *fo, *bo;
+    int qmax;
+    double weight;
+    if (!PyArg_ParseTuple(args, "OOOOOOidO", &ho, &so, &zo, &mno, &mxo, &fo, &qmax, &weight, &bo)) return NULL;
+    Buf hb = {0}, sb = {0}, zb = {0}, mnb = {0}, mxb = {0}, fb = {0}, bb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(ho, &hb, 0, "hist") < 0 || get_buf(so, &sb, 0, "scale8") < 0 || get_buf(zo, &zb, 0, "zero8") < 0 ||
+        get_buf(mno, &mnb, 0, "mins") < 0 || get_buf(mxo, &mxb, 0, "maxs") < 0 ||
+        get_buf(fo, &fb, 0, "factors") < 0 || get_buf(bo, &bb, 1, "best") < 0)
+        goto done;
+    int64_t channels = bb.view.len / 4, nf = fb.view.len / 8;
+    if (channels < 1 || nf < 1 || nf > INT32_MAX || !fits(hb.view.len, channels, 256 * 4) ||
+        !fits(sb.view.len, channels, 4) || !fits(zb.view.len, channels, 1) || !fits(mnb.view.len, channels, 4) ||
+        !fits(mxb.view.len, channels, 4) || qmax < 1 || qmax > 255 || !(weight >= 0 && weight <= 1e6)) {
+        bad("clip_choice: bad sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    clip_choice((const uint32_t *)hb.view.buf, (const float *)sb.view.buf, (const uint8_t *)zb.view.buf,
+                (const float *)mnb.view.buf, (const float *)mxb.view.buf, channels, (const double *)fb.view.buf, nf,
+                qmax, weight, (int32_t *)bb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&hb), rel_buf(&sb), rel_buf(&zb), rel_buf(&mnb), rel_buf(&mxb), rel_buf(&fb), rel_buf(&bb);
+    return ret;
+}
+
 /* channel_histogram(q u8, channels, inner, counts u32[channels*256]) */
 static PyObject *py_channel_histogram(PyObject *self, PyObject *args) {
     PyObject *qo, *co;
@@ -736,6 +767,7 @@ static PyMethodDef methods[] = {
     {"histogram", py_histogram, METH_VARARGS, "256-bin symbol histogram."},
     {"transpose_u8", py_transpose_u8, METH_VARARGS, "Batched byte-matrix transpose."},
     {"histogram_sampled", py_histogram_sampled, METH_VARARGS, "Histogram of hash-picked 4 Ki chunks."},
+    {"clip_choice", py_clip_choice, METH_VARARGS, "Per channel, the clip candidate with the least error."},
     {"channel_histogram", py_channel_histogram, METH_VARARGS, "Symbol counts per channel."},
     {"csr_stats", py_csr_stats, METH_VARARGS, "Row-occupancy and gap histograms per candidate row width."},
     {"csr_split", py_csr_split, METH_VARARGS, "Split symbols into CSR counts/gaps/values."},

@@ -7,6 +7,8 @@
  */
 #include "internal.h"
 
+#include <math.h>
+
 /* Per-channel min/max of x (both include 0) over outer x channels x inner floats; returns 1 if all finite. */
 int minmax(const float *x, int64_t n, int64_t channels, int64_t inner, float *mins, float *maxs) {
     for (int64_t c = 0; c < channels; c++) mins[c] = maxs[c] = 0.0f;
@@ -240,5 +242,54 @@ void transpose_u8(const uint8_t *src, uint8_t *dst, int64_t batch, int64_t rows,
 #endif
         for (int64_t c = 0; c < cols; c++)
             for (int64_t r = r0; r < rows; r++) d[c * rows + r] = s[r * cols + c];
+    }
+}
+
+/* clip="mse" / "wmse": for each channel, the index of the candidate range factors[k] * [min, max] whose
+ * (qmax + 1)-level quantization has the least squared error over the channel's 256-bin histogram (bin b
+ * standing for (b - zero8) * scale8), the error of saturated bins multiplied by weight. Each candidate is
+ * scored in O(qmax) from prefix sums of the counts, sums and squares: the bins of one level are a run.
+ * Ties go to the lower index. The arithmetic is that of the NumPy reference in tests/test_quantize.py. */
+void clip_choice(const uint32_t *hist, const float *scale8, const uint8_t *zero8, const float *mins,
+                 const float *maxs, int64_t channels, const double *factors, int64_t nf, int qmax, double weight,
+                 int32_t *best) {
+    double p0[257], p1[257], p2[257];
+    for (int64_t c = 0; c < channels; c++) {
+        const uint32_t *h = hist + c * 256;
+        const double s8 = scale8[c], z8 = zero8[c];
+        p0[0] = p1[0] = p2[0] = 0.0;
+        for (int b = 0; b < 256; b++) {
+            const double centre = ((double)b - z8) * s8, n = h[b];
+            p0[b + 1] = p0[b] + n;
+            p1[b + 1] = p1[b] + n * centre;
+            p2[b + 1] = p2[b] + n * (centre * centre);
+        }
+        double least = 0.0;
+        int32_t pick = 0;
+        for (int64_t k = 0; k < nf; k++) {
+            const double lo = (double)mins[c] * factors[k], hi = (double)maxs[c] * factors[k];
+            const double step = hi > lo ? (hi - lo) / qmax : 1.0;
+            double zero = nearbyint(-lo / step);
+            zero = zero < 0 ? 0 : (zero > qmax ? qmax : zero);
+            /* cells: below the range (saturates to level 0), levels 0..qmax, above it (level qmax) */
+            int from = 0;
+            double err = 0.0;
+            for (int cell = 0; cell <= qmax + 2; cell++) {
+                int to = 256;
+                if (cell <= qmax + 1) {
+                    const double first = ceil(z8 + (((double)cell - zero) - 0.5) * step / s8);
+                    to = first < 0 ? 0 : (first > 256 ? 256 : (int)first);
+                }
+                if (to < from) to = from;
+                const int level = cell == 0 ? 0 : (cell == qmax + 2 ? qmax : cell - 1);
+                const double v = ((double)level - zero) * step;
+                const double n = p0[to] - p0[from], t = p1[to] - p1[from], s = p2[to] - p2[from];
+                const double e = (s - (2.0 * v) * t) + (v * v) * n;
+                err += (cell == 0 || cell == qmax + 2) ? weight * e : e;
+                from = to;
+            }
+            if (k == 0 || err < least) least = err, pick = (int32_t)k;
+        }
+        best[c] = pick;
     }
 }
