@@ -25,13 +25,15 @@ from .errors import CodecError
 MIN_STEP = 1e-30
 MAX_STEP = 1e37
 MAX_UNSEEN = 128  # sampled histograms: symbols of the range the sample may miss before counting all
-CLIPS = (None, "mse", "wmse")
 CLIP_FACTORS = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2, 0.15], np.float64)
 """clip="mse": the candidate ranges, as fractions of the full [min, max] range."""
 WMSE_FACTORS = np.geomspace(1.0, 0.1, 40)
 """clip="wmse": 40 candidate ranges, geometric from the full range down to a tenth of it."""
 WMSE_CLIPPED_WEIGHT = 2.0
 """clip="wmse": how much more the squared error of a saturated element counts than a rounded one's."""
+CLIP_MODES = {"mse": (CLIP_FACTORS, 1.0), "wmse": (WMSE_FACTORS, WMSE_CLIPPED_WEIGHT)}
+"""clip mode -> (candidate factors, weight of saturated elements' error) for mse_range."""
+CLIPS = (None, *CLIP_MODES)
 
 
 @dataclass(frozen=True)
@@ -229,10 +231,8 @@ def _quantize(
     if not flat.size:
         mins[:] = 0
         maxs[:] = 0
-    elif clip == "mse":
-        mins, maxs = mse_range(flat, mins, maxs, channels, inner, bits)
-    elif clip == "wmse":
-        mins, maxs = mse_range(flat, mins, maxs, channels, inner, bits, WMSE_FACTORS, WMSE_CLIPPED_WEIGHT)
+    elif clip is not None:
+        mins, maxs = mse_range(flat, mins, maxs, channels, inner, bits, *CLIP_MODES[clip])
     params = params_from_range(mins, maxs, bits, axis)
     inv = (np.float32(1.0) / params.scale).astype(np.float32)
     q = np.empty(flat.size, np.uint8)
