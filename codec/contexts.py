@@ -3,11 +3,13 @@
 Symbol i of a stream is coded with table ``group[channel(i)] * nbuckets + bucket(sym[i - nb_dist])``.
 ``channel(i) = ((i * mult) // inner) % channels``; the neighbor term is used when ``nb_dist >= 32`` and
 looks only inside the current block (earlier steps of the interleaved lanes), so blocks stay independent.
+The bucket of a neighbor symbol s is its distance from the reference symbol ``nb_ref`` (the most common
+one), d = |s - nb_ref|: with 2 buckets, d > 0; with 4, 0 for d = 0, 1 for d <= 2, 2 for d <= 8, else 3.
+The kernels build that map (``ctx_check`` in ``csrc/contexts.c``).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,24 +19,6 @@ from .errors import CodecError
 MIN_NEIGHBOR_DISTANCE = 32
 MAX_GROUPS = 64
 MAX_BUCKETS = 4
-
-
-@functools.lru_cache(maxsize=1024)
-def neighbor_map_bytes(ref: int, nbuckets: int) -> bytes:
-    """``neighbor_map`` as bytes, cached (the kernels take it per call)."""
-    return neighbor_map(ref, nbuckets).tobytes()
-
-
-def neighbor_map(ref: int, nbuckets: int) -> np.ndarray:
-    """Bucket of a neighbor symbol by its distance from the reference (most common) symbol."""
-    d = np.abs(np.arange(256, dtype=np.int64) - int(ref))
-    if nbuckets == 1:
-        return np.zeros(256, np.uint8)
-    if nbuckets == 2:
-        return (d > 0).astype(np.uint8)
-    if nbuckets == 4:
-        return np.select([d == 0, d <= 2, d <= 8], [0, 1, 2], 3).astype(np.uint8)
-    raise CodecError(f"unsupported neighbor bucket count {nbuckets}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +51,7 @@ class ContextSpec:
         return "+".join(parts) or "order0"
 
     def kernel_spec(self) -> tuple:
-        """The tuple the C kernels take."""
-        nbmap = neighbor_map_bytes(int(self.nb_ref), int(self.nbuckets)) if self.nb_dist else None
+        """The tuple the C kernels take (they build the neighbor map from ``nb_ref`` and ``nbuckets``)."""
         group = None if self.group is None else np.ascontiguousarray(self.group, np.uint8).tobytes()
         return (
             self.channels,
@@ -76,7 +59,7 @@ class ContextSpec:
             self.mult,
             group,
             self.nb_dist,
-            nbmap,
+            int(self.nb_ref) if self.nb_dist else 0,
             self.nbuckets if self.nb_dist else 1,
         )
 

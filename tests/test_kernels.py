@@ -23,7 +23,7 @@ order0 = ContextSpec().kernel_spec()
 
 def spec(**kw) -> tuple:
     """A context spec tuple with fields overridden (by position names of ContextSpec.kernel_spec)."""
-    names = ["channels", "inner", "mult", "group", "nb_dist", "nbmap", "nbuckets"]
+    names = ["channels", "inner", "mult", "group", "nb_dist", "nb_ref", "nbuckets"]
     fields = dict(zip(names, order0, strict=True)) | kw
     return tuple(fields[n] for n in names)
 
@@ -52,6 +52,12 @@ CALLS: dict[str, Callable[[], object]] = {
     ),
     "context inner + mult overflows": lambda: _kernels.context_histogram(
         q, spec(inner=2**63 - 1), 64, counts, 1
+    ),
+    "context neighbor reference beyond a symbol": lambda: _kernels.context_histogram(
+        q, spec(nb_dist=32, nb_ref=256, nbuckets=2), 64, np.zeros(4 * 256, np.uint32), 1
+    ),
+    "context neighbor bucket count 3": lambda: _kernels.context_histogram(
+        q, spec(nb_dist=32, nb_ref=0, nbuckets=3), 64, np.zeros(4 * 256, np.uint32), 1
     ),
     "csr_stats runs do not divide the symbols": lambda: _kernels.csr_stats(
         q[:63], u8, 2, 4, (8,), 1

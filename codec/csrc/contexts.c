@@ -7,9 +7,9 @@
  */
 #include "internal.h"
 
-/* Validate a context for n symbols whose fields the bindings filled (group / nbmap may be NULL; their
- * lengths given) and derive ntables. Returns NULL, or what is wrong. */
-const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len, int64_t n) {
+/* Validate a context for n symbols whose fields the bindings filled (group may be NULL; its length given),
+ * derive ntables and build the neighbor map. Returns NULL, or what is wrong. */
+const char *ctx_check(Ctx *c, int64_t group_len, int64_t n) {
     int64_t tmp;
     if (c->channels < 1 || c->inner < 1 || c->mult < 1 || c->nb_dist < 0 || c->nbuckets < 1 || c->nbuckets > 16)
         return "bad context spec";
@@ -23,18 +23,37 @@ const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len, int64_t n) {
     }
     if (c->nb_dist > 0) {
         if (c->nb_dist < LANES) return "neighbor distance must be >= 32";
-        if (c->nbmap == NULL) return "neighbor map missing";
-        if (nbmap_len != 256) return "neighbor map must have 256 entries";
-        for (int k = 0; k < 256; k++)
-            if (c->nbmap[k] >= c->nbuckets) return "neighbor bucket out of range";
+        if (c->nbuckets != 2 && c->nbuckets != 4) return "neighbor bucket count must be 2 or 4";
+        if (c->nb_ref < 0 || c->nb_ref > 255) return "neighbor reference must be a symbol (0..255)";
+        /* the bucket of a neighbor by its distance from the reference; nb_buckets32 is the vector form */
+        for (int k = 0; k < 256; k++) {
+            int d = abs(k - c->nb_ref);
+            c->nbmap[k] = (uint8_t)(c->nbuckets == 2 ? d > 0 : (d > 0) + (d > 2) + (d > 8));
+        }
     } else {
-        c->nbmap = NULL;
+        memset(c->nbmap, 0, sizeof c->nbmap);
         c->nbuckets = 1;
     }
     c->ntables = ngroups * c->nbuckets;
     if (c->ntables > MAX_TABLES) return "too many context tables";
     return NULL;
 }
+
+#ifdef HAVE_AVX2_PATH
+/* ctx[k] += bucket(cur[k - nb_dist]) for k in [from, n), 32 at a time; returns where it stopped. */
+__attribute__((target("avx2"))) static int64_t add_buckets_avx2(const Ctx *c, const uint8_t *cur, uint8_t *ctx,
+                                                                 int64_t from, int64_t n) {
+    const __m256i ref = _mm256_set1_epi8((char)c->nb_ref);
+    int64_t k = from;
+    for (; k + 32 <= n; k += 32) {
+        __m256i above = _mm256_loadu_si256((const __m256i *)(cur + k - c->nb_dist));
+        __m256i id = _mm256_loadu_si256((const __m256i *)(ctx + k));
+        id = _mm256_add_epi8(id, nb_buckets32(above, ref, c->nbuckets));
+        _mm256_storeu_si256((__m256i *)(ctx + k), id);
+    }
+    return k;
+}
+#endif
 
 /* Context id of every symbol in [b0, b1) (block-local neighbor rule), written to ctx[0 .. b1-b0).
  * Channel groups are filled run by run (a channel covers inner / mult symbols), then neighbor buckets added. */
@@ -58,6 +77,10 @@ void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t b1, ui
     }
     if (c->nb_dist) {
         const uint8_t *cur = sym + b0;
-        for (int64_t k = c->nb_dist; k < n; k++) ctx[k] = (uint8_t)(ctx[k] + c->nbmap[cur[k - c->nb_dist]]);
+        int64_t k = c->nb_dist;
+#ifdef HAVE_AVX2_PATH
+        if (cpu_has_avx2 > 0) k = add_buckets_avx2(c, cur, ctx, k, n);
+#endif
+        for (; k < n; k++) ctx[k] = (uint8_t)(ctx[k] + c->nbmap[cur[k - c->nb_dist]]);
     }
 }

@@ -73,8 +73,9 @@ typedef struct {
     int64_t channels, inner, mult; /* channel(i) = ((i*mult)/inner) % channels */
     const uint8_t *group;         /* channels entries, or NULL -> group 0 */
     int64_t nb_dist;              /* 0 -> no neighbor context */
-    const uint8_t *nbmap;         /* 256 entries symbol -> bucket */
-    int nbuckets;
+    int nb_ref;                   /* the reference symbol of the neighbor buckets */
+    int nbuckets;                 /* 2 or 4 with a neighbor context, else 1 */
+    uint8_t nbmap[256];           /* symbol -> bucket, built by ctx_check from nb_ref and nbuckets */
     int ntables;
 } Ctx;
 
@@ -96,7 +97,22 @@ static inline void chan_next(const Ctx *c, ChanIter *it) {
     }
 }
 
-const char *ctx_check(Ctx *c, int64_t group_len, int64_t nbmap_len, int64_t n);
+const char *ctx_check(Ctx *c, int64_t group_len, int64_t n);
+
+#ifdef HAVE_AVX2_PATH
+/* The neighbor bucket of 32 symbols at once: the vector form of ctx_check's map (same thresholds on the
+ * distance from the reference symbol, d = |s - ref|: bucket 0 at d = 0, then d <= 2, d <= 8, beyond). */
+__attribute__((target("avx2"))) static inline __m256i nb_buckets32(__m256i s, __m256i ref, int nbuckets) {
+    const __m256i one = _mm256_set1_epi8(1);
+    __m256i d = _mm256_or_si256(_mm256_subs_epu8(s, ref), _mm256_subs_epu8(ref, s));
+    __m256i b = _mm256_min_epu8(d, one);
+    if (nbuckets == 4) {
+        b = _mm256_add_epi8(b, _mm256_min_epu8(_mm256_subs_epu8(d, _mm256_set1_epi8(2)), one));
+        b = _mm256_add_epi8(b, _mm256_min_epu8(_mm256_subs_epu8(d, _mm256_set1_epi8(8)), one));
+    }
+    return b;
+}
+#endif
 void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t b1, uint8_t *ctx);
 
 /* ---- quantization (quantize.c) ------------------------------------------------------------------ */

@@ -45,29 +45,25 @@ static PyObject *bad(const char *msg) {
     return NULL;
 }
 
-/* spec = (channels, inner, mult, group_bytes|None, nb_dist, nbmap_bytes|None, nbuckets), for n symbols */
-static int parse_ctx(PyObject *spec, Ctx *c, Buf *gb, Buf *nb, int64_t n) {
-    PyObject *gobj, *nobj;
+/* spec = (channels, inner, mult, group_bytes|None, nb_dist, nb_ref, nbuckets), for n symbols */
+static int parse_ctx(PyObject *spec, Ctx *c, Buf *gb, int64_t n) {
+    PyObject *gobj;
     long long channels, inner, mult, nbd;
-    int nbuckets;
-    gb->held = nb->held = 0;
-    if (!PyArg_ParseTuple(spec, "LLLOLOi", &channels, &inner, &mult, &gobj, &nbd, &nobj, &nbuckets)) return -1;
+    int nbuckets, nb_ref;
+    gb->held = 0;
+    if (!PyArg_ParseTuple(spec, "LLLOLii", &channels, &inner, &mult, &gobj, &nbd, &nb_ref, &nbuckets)) return -1;
     c->channels = channels;
     c->inner = inner;
     c->mult = mult;
     c->nb_dist = nbd;
     c->nbuckets = nbuckets;
+    c->nb_ref = nb_ref;
     c->group = NULL;
-    c->nbmap = NULL;
     if (gobj != Py_None) {
         if (get_buf(gobj, gb, 0, "group map") < 0) return -1;
         c->group = (const uint8_t *)gb->view.buf;
     }
-    if (nbd > 0 && nobj != Py_None) {
-        if (get_buf(nobj, nb, 0, "neighbor map") < 0) return -1;
-        c->nbmap = (const uint8_t *)nb->view.buf;
-    }
-    const char *msg = ctx_check(c, gb->held ? gb->view.len : 0, nb->held ? nb->view.len : 0, n);
+    const char *msg = ctx_check(c, gb->held ? gb->view.len : 0, n);
     if (msg) {
         bad(msg);
         return -1;
@@ -294,11 +290,11 @@ static PyObject *py_context_histogram(PyObject *self, PyObject *args) {
     PyObject *so, *spec, *co;
     long long block, stride;
     if (!PyArg_ParseTuple(args, "OOLOL", &so, &spec, &block, &co, &stride)) return NULL;
-    Buf sb = {0}, cb = {0}, gb = {0}, nb = {0};
+    Buf sb = {0}, cb = {0}, gb = {0};
     Ctx c;
     PyObject *ret = NULL;
     if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(co, &cb, 1, "counts") < 0) goto done;
-    if (parse_ctx(spec, &c, &gb, &nb, sb.view.len) < 0) goto done;
+    if (parse_ctx(spec, &c, &gb, sb.view.len) < 0) goto done;
     int64_t step, end;
     if (block < LANES || !size_mul(block, stride, &step) || !size_add(step, sb.view.len, &end) || stride < 1 ||
         !fits(cb.view.len, c.ntables, 256 * 4)) {
@@ -311,7 +307,7 @@ static PyObject *py_context_histogram(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS;
     ret = r < 0 ? PyErr_NoMemory() : Py_NewRef(Py_None);
 done:
-    rel_buf(&sb), rel_buf(&cb), rel_buf(&gb), rel_buf(&nb);
+    rel_buf(&sb), rel_buf(&cb), rel_buf(&gb);
     return ret;
 }
 
@@ -612,14 +608,14 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
     int pb;
     long long block, bf, bl;
     if (!PyArg_ParseTuple(args, "OOOiLLLOO", &so, &spec, &fo, &pb, &block, &bf, &bl, &oo, &zo)) return NULL;
-    Buf sb = {0}, fb = {0}, ob = {0}, zb = {0}, gb = {0}, nb = {0};
+    Buf sb = {0}, fb = {0}, ob = {0}, zb = {0}, gb = {0};
     Ctx c;
     PyObject *ret = NULL;
     if (get_buf(so, &sb, 0, "symbols") < 0 || get_buf(fo, &fb, 0, "freqs") < 0 || get_buf(oo, &ob, 1, "out") < 0 ||
         get_buf(zo, &zb, 1, "sizes") < 0)
         goto done;
     int64_t n = sb.view.len;
-    if (parse_ctx(spec, &c, &gb, &nb, n) < 0) goto done;
+    if (parse_ctx(spec, &c, &gb, n) < 0) goto done;
     if (pb < 8 || pb > 15 || block < LANES || block > (1 << 24)) {
         bad("rans_encode: bad arguments");
         goto done;
@@ -650,7 +646,7 @@ static PyObject *py_rans_encode(PyObject *self, PyObject *args) {
     else
         ret = PyLong_FromLongLong(r);
 done:
-    rel_buf(&sb), rel_buf(&fb), rel_buf(&ob), rel_buf(&zb), rel_buf(&gb), rel_buf(&nb);
+    rel_buf(&sb), rel_buf(&fb), rel_buf(&ob), rel_buf(&zb), rel_buf(&gb);
     return ret;
 }
 
@@ -664,7 +660,7 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     int pb;
     long long block, n, bf, bl;
     if (!PyArg_ParseTuple(args, "OOOiLLLLOO", &po, &spec, &fo, &pb, &block, &n, &bf, &bl, &outo, &dqo)) return NULL;
-    Buf pbuf = {0}, fb = {0}, outb = {0}, gb = {0}, nb = {0}, xb = {0}, sb = {0}, zb = {0};
+    Buf pbuf = {0}, fb = {0}, outb = {0}, gb = {0}, xb = {0}, sb = {0}, zb = {0};
     Ctx c;
     PyObject *ret = NULL;
     long long channels = 1, inner = 1;
@@ -685,7 +681,7 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
         bad("rans_decode: bad arguments");
         goto done;
     }
-    if (parse_ctx(spec, &c, &gb, &nb, n) < 0) goto done;
+    if (parse_ctx(spec, &c, &gb, n) < 0) goto done;
     int64_t nblocks = (n + block - 1) / block;
     if (bf < 0 || bl > nblocks || bf > bl || !fits(fb.view.len, c.ntables, 512)) {
         bad("rans_decode: bad arguments");
@@ -700,7 +696,7 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS;
     ret = r == RANS_ENOMEM ? PyErr_NoMemory() : PyLong_FromLong(r);
 done:
-    rel_buf(&pbuf), rel_buf(&fb), rel_buf(&outb), rel_buf(&gb), rel_buf(&nb), rel_buf(&xb), rel_buf(&sb), rel_buf(&zb);
+    rel_buf(&pbuf), rel_buf(&fb), rel_buf(&outb), rel_buf(&gb), rel_buf(&xb), rel_buf(&sb), rel_buf(&zb);
     return ret;
 }
 

@@ -136,17 +136,41 @@ void rans_decode_init(void) {
 __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, const uint8_t *w, int64_t nw,
                                                                   int64_t *wi_io, const uint32_t *tabs, int pb,
                                                                   uint8_t *o, int64_t i, int64_t n, const Ctx *c,
-                                                                  const uint32_t *nb_off, int64_t b0) {
-    /* tabs: ntables x 2^pb packed entries; nb_off[sym] = bucket << pb (or NULL); per step, the channel
-     * group (when present) adds group * nbuckets << pb. Steps start at i (a multiple of 32). */
+                                                                  int64_t b0) {
+    /* tabs: ntables x 2^pb packed entries; per step, the neighbor buckets of the 32 symbols one distance
+     * back add bucket << pb and the channel group (when present) group * nbuckets << pb. Steps start at i
+     * (a multiple of 32, at least the neighbor distance). */
     __m256i X[4];
     for (int v = 0; v < 4; v++) X[v] = _mm256_loadu_si256((const __m256i *)(st + 8 * v));
     const __m256i maskv = _mm256_set1_epi32((1 << pb) - 1), m12 = _mm256_set1_epi32(0xFFF);
     const __m256i one = _mm256_set1_epi32(1), zero = _mm256_setzero_si256();
+    const __m128i zero128 = _mm_setzero_si128();
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const __m128i pbv = _mm_cvtsi32_si128(pb);
     const int have_group = c && c->group != NULL && c->channels > 1;
     const int64_t nbd = c ? c->nb_dist : 0;
+    const __m256i nb_ref = _mm256_set1_epi8((char)(c ? c->nb_ref : 0));
+    /* A neighbor 33..63 symbols back lies in the last two steps' output. Loading it from memory would read
+     * across the last step's store before it reaches the cache (a store-forwarding stall in the chain of
+     * dependent steps), so it is shifted out of the two steps' registers instead: within each 128-bit lane,
+     * byte j comes from `lo` at 16 - r + j (j < r) or from `hi` at j - r, r = (nbd - 32) % 16. */
+    __m256i prev1 = zero, prev2 = zero, funnel_lo = zero, funnel_hi = zero;
+    int far = 0;
+    if (nbd > LANES && nbd < 2 * LANES) {
+        int r = (int)(nbd - LANES) % 16;
+        far = nbd - LANES >= 16;
+        uint8_t lo_idx[32], hi_idx[32];
+        for (int j = 0; j < 32; j++) {
+            int k = j % 16;
+            lo_idx[j] = k < r ? (uint8_t)(16 - r + k) : 0x80;
+            hi_idx[j] = k < r ? 0x80 : (uint8_t)(k - r);
+        }
+        funnel_lo = _mm256_loadu_si256((const __m256i *)lo_idx);
+        funnel_hi = _mm256_loadu_si256((const __m256i *)hi_idx);
+    }
+    /* i is at least nbd rounded up to a whole step here (the scalar code decoded the first steps) */
+    if (nbd && nbd < 2 * LANES) prev1 = _mm256_loadu_si256((const __m256i *)(o + i - LANES));
+    if (nbd > LANES && nbd < 2 * LANES) prev2 = _mm256_loadu_si256((const __m256i *)(o + i - 2 * LANES));
     int64_t wi = *wi_io;
     for (; i + LANES <= n && wi + LANES <= nw; i += LANES) {
         __m256i S[4];
@@ -155,13 +179,28 @@ __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, c
             int64_t ch = ((b0 + i) / c->inner) % c->channels;
             base = _mm256_set1_epi32((int)(((uint32_t)c->group[ch] * (uint32_t)c->nbuckets) << pb));
         }
+        __m128i bk[4] = {zero128, zero128, zero128, zero128}; /* the buckets of lanes 8v .. 8v+7 */
+        if (nbd) {
+            __m256i above;
+            if (nbd >= 2 * LANES) {
+                above = _mm256_loadu_si256((const __m256i *)(o + i - nbd));
+            } else if (nbd == LANES) {
+                above = prev1;
+            } else { /* the last nbd - 32 bytes of the step before last, then the last step's first ones */
+                __m256i lo = far ? prev2 : _mm256_permute2x128_si256(prev2, prev1, 0x21);
+                __m256i hi = far ? _mm256_permute2x128_si256(prev2, prev1, 0x21) : prev1;
+                above = _mm256_or_si256(_mm256_shuffle_epi8(lo, funnel_lo), _mm256_shuffle_epi8(hi, funnel_hi));
+            }
+            __m256i b = nb_buckets32(above, nb_ref, c->nbuckets);
+            bk[0] = _mm256_castsi256_si128(b);
+            bk[2] = _mm256_extracti128_si256(b, 1);
+            bk[1] = _mm_srli_si128(bk[0], 8);
+            bk[3] = _mm_srli_si128(bk[2], 8);
+        }
         for (int v = 0; v < 4; v++) {
             __m256i x = X[v];
             __m256i idx = _mm256_add_epi32(base, _mm256_and_si256(x, maskv));
-            if (nb_off) {
-                __m256i above = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(o + i + 8 * v - nbd)));
-                idx = _mm256_add_epi32(idx, _mm256_i32gather_epi32((const int *)nb_off, above, 4));
-            }
+            if (nbd) idx = _mm256_add_epi32(idx, _mm256_sll_epi32(_mm256_cvtepu8_epi32(bk[v]), pbv));
             __m256i e = _mm256_i32gather_epi32((const int *)tabs, idx, 4);
             S[v] = _mm256_srli_epi32(e, 24);
             __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 12), m12), one);
@@ -177,6 +216,8 @@ __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, c
         __m256i cd = _mm256_packus_epi32(S[2], S[3]);
         __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
         _mm256_storeu_si256((__m256i *)(o + i), bytes);
+        prev2 = prev1;
+        prev1 = bytes;
     }
     for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(st + 8 * v), X[v]);
     *wi_io = wi;
@@ -215,7 +256,7 @@ static int block_open(BlockDec *d, const uint8_t *src, int64_t len, uint8_t *o, 
  * kernel takes the bulk when the context allows it (order-0, neighbor, or channel groups constant over each
  * 32-symbol step); scalar code does the first steps (before the neighbor distance), the tail, and everything
  * else. Checks the end state. */
-static int block_finish(BlockDec *d, const Ctx *c, const uint32_t *tabs, const uint32_t *nb_off, int pb) {
+static int block_finish(BlockDec *d, const Ctx *c, const uint32_t *tabs, int pb) {
     uint32_t *st = d->st;
     const uint8_t *w = d->w;
     uint8_t *o = d->o;
@@ -258,7 +299,7 @@ static int block_finish(BlockDec *d, const Ctx *c, const uint32_t *tabs, const u
             SCALAR_RANGE(i, start);
             i = start;
         }
-        i = decode_steps_avx2(st, w, nw, &wi, tabs, pb, o, i, n, c, nbd ? nb_off : NULL, b0);
+        i = decode_steps_avx2(st, w, nw, &wi, tabs, pb, o, i, n, c, b0);
     }
 #endif
     SCALAR_RANGE(i, n);
@@ -269,11 +310,11 @@ static int block_finish(BlockDec *d, const Ctx *c, const uint32_t *tabs, const u
     return 0;
 }
 
-static int decode_block_packed(const uint8_t *src, int64_t len, const Ctx *c, const uint32_t *tabs,
-                               const uint32_t *nb_off, int pb, uint8_t *o, int64_t b0, int64_t b1) {
+static int decode_block_packed(const uint8_t *src, int64_t len, const Ctx *c, const uint32_t *tabs, int pb,
+                               uint8_t *o, int64_t b0, int64_t b1) {
     BlockDec d;
     if (block_open(&d, src, len, o, b0, b1) < 0) return -1;
-    return block_finish(&d, c, tabs, nb_off, pb);
+    return block_finish(&d, c, tabs, pb);
 }
 
 /* Packed decoder entries of one table straight from its frequencies: (sym << 24 | (freq - 1) << 12 | slot -
@@ -353,15 +394,13 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
         scratch = (uint8_t *)ss_malloc((size_t)min64(block, n) + 1); /* a block holds at most n symbols */
         if (!scratch) goto done;
     }
-    uint32_t nb_off[256];
-    for (int k = 0; k < 256; k++) nb_off[k] = c->nbmap ? (uint32_t)c->nbmap[k] << pb : 0;
     int ok = 1;
     for (int64_t b = bf; b < bl && ok; b++) {
         int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
         uint8_t *o = out ? out + b0 : scratch;
         const uint8_t *src = payload + off[b];
         int64_t len = (int64_t)(off[b + 1] - off[b]);
-        int r = pb <= 12 ? decode_block_packed(src, len, c, packed, nb_off, pb, o, b0, b1)
+        int r = pb <= 12 ? decode_block_packed(src, len, c, packed, pb, o, b0, b1)
                          : decode_block(src, len, c, &wide, pb, o, b0, b1);
         if (r < 0)
             ok = 0;
