@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _kernels
 from .errors import CodecError
 
 MIN_NEIGHBOR_DISTANCE = 32
@@ -98,6 +99,8 @@ def group_channels(order: np.ndarray, ngroups: int) -> np.ndarray:
 
 def group_counts(channel_counts: np.ndarray, group: np.ndarray, ngroups: int) -> np.ndarray:
     """Per-group symbol counts summed from per-channel counts (no pass over the data)."""
-    out = np.zeros((ngroups, 256), np.uint64)
-    np.add.at(out, group, channel_counts.astype(np.uint64))
-    return out.astype(np.uint32)
+    out = np.empty((ngroups, 256), np.uint32)
+    _kernels.group_sum(
+        np.ascontiguousarray(channel_counts, np.uint32), np.ascontiguousarray(group, np.uint8), out
+    )
+    return out

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from codec import api, costmodel
+from codec import _kernels, api, costmodel
+from codec.contexts import channel_order, group_channels, group_counts
 
 
 def tensors():
@@ -54,3 +55,21 @@ def test_low_levels_prefer_fast_paths():
     best9, _ = costmodel.choose(p.info, 9, 16)
     assert best9.predicted_bytes <= best1.predicted_bytes
     assert costmodel.speed_margin(1) > costmodel.speed_margin(9) == 0
+
+
+@pytest.mark.parametrize("inner", [1, 7, 1024, 3000])
+def test_channel_and_group_counts_match_numpy(inner):
+    """Per-channel histograms (short runs counted directly, long ones through four tables) and the
+    per-group sums the group tables are priced from equal NumPy's counts."""
+    rng = np.random.default_rng(inner)
+    channels, outer = 24, 3
+    q = np.where(rng.random((outer, channels, inner)) < 0.5, 9, rng.integers(0, 256, inner))
+    q = q.astype(np.uint8)
+    counts = np.empty((channels, 256), np.uint32)
+    _kernels.channel_histogram(q.ravel(), channels, inner, counts)
+    expected = np.stack([np.bincount(q[:, c].ravel(), minlength=256) for c in range(channels)])
+    assert np.array_equal(counts, expected)
+    for ngroups in (2, 5, 16):
+        group = group_channels(channel_order(counts), ngroups)
+        by_group = np.stack([expected[group == g].sum(axis=0) for g in range(ngroups)])
+        assert np.array_equal(group_counts(counts, group, ngroups), by_group)

@@ -59,6 +59,15 @@ CALLS: dict[str, Callable[[], object]] = {
     "context neighbor bucket count 3": lambda: _kernels.context_histogram(
         q, spec(nb_dist=32, nb_ref=0, nbuckets=3), 64, np.zeros(4 * 256, np.uint32), 1
     ),
+    "group_sum group index beyond the output": lambda: _kernels.group_sum(
+        np.zeros(4 * 256, np.uint32), np.array([0, 1, 2, 4], np.uint8), np.empty(4 * 256, np.uint32)
+    ),
+    "group_sum counts shorter than the group map": lambda: _kernels.group_sum(
+        np.zeros(3 * 256, np.uint32), u8, np.empty(256, np.uint32)
+    ),
+    "group_sum output not whole tables": lambda: _kernels.group_sum(
+        np.zeros(4 * 256, np.uint32), u8, np.empty(300, np.uint32)
+    ),
     "csr_stats runs do not divide the symbols": lambda: _kernels.csr_stats(
         q[:63], u8, 2, 4, (8,), 1
     ),
@@ -120,5 +129,8 @@ def test_sizes_that_fit_still_work():
         hist, f32[:1], u8[:1], -f32[:1] * 255, f32[:1], np.array([1.0, 0.5]), 3, 1.0, best
     )
     assert best[0] in (0, 1)
+    sums = np.empty((2, 256), np.uint32)
+    _kernels.group_sum(np.ones((4, 256), np.uint32), np.array([1, 0, 1, 1], np.uint8), sums)
+    assert sums[0, 7] == 1 and sums[1, 7] == 3
     # one channel: inner is not used (the cost model passes a sample of the tensor)
     assert len(_kernels.csr_stats(q[:40], u8, 1, 64, (8, 16), 1)) == 2

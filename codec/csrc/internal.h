@@ -135,6 +135,7 @@ void histogram_fold(uint32_t (*h)[256], uint32_t *hist);
 void histogram4(const uint8_t *q, int64_t n, uint32_t *hist);
 int64_t sampled_histogram(const uint8_t *q, int64_t from, int64_t to, int stride, uint32_t (*h)[256]);
 void channel_histogram(const uint8_t *q, int64_t n, int64_t channels, int64_t inner, uint32_t *counts);
+void group_sum(const uint32_t *counts, const uint8_t *group, int64_t channels, int ngroups, uint32_t *out);
 int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block, int64_t stride,
                       uint32_t *counts);
 int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,

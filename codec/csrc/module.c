@@ -284,6 +284,35 @@ done:
     return ret;
 }
 
+/* group_sum(counts u32[channels*256], group u8[channels], out u32[ngroups*256]): per-group sums of the
+ * per-channel counts (the channel count is the group map's length; ngroups from out's length) */
+static PyObject *py_group_sum(PyObject *self, PyObject *args) {
+    PyObject *co, *go, *oo;
+    if (!PyArg_ParseTuple(args, "OOO", &co, &go, &oo)) return NULL;
+    Buf cb = {0}, gb = {0}, ob = {0};
+    PyObject *ret = NULL;
+    if (get_buf(co, &cb, 0, "counts") < 0 || get_buf(go, &gb, 0, "group") < 0 || get_buf(oo, &ob, 1, "out") < 0)
+        goto done;
+    int64_t channels = gb.view.len, ngroups = ob.view.len / (256 * 4);
+    const uint8_t *group = (const uint8_t *)gb.view.buf;
+    if (ob.view.len % (256 * 4) || ngroups > 256 || !fits(cb.view.len, channels, 256 * 4)) {
+        bad("group_sum: bad sizes");
+        goto done;
+    }
+    for (int64_t ch = 0; ch < channels; ch++)
+        if (group[ch] >= ngroups) {
+            bad("group_sum: group index beyond the output");
+            goto done;
+        }
+    Py_BEGIN_ALLOW_THREADS;
+    group_sum((const uint32_t *)cb.view.buf, group, channels, (int)ngroups, (uint32_t *)ob.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&cb), rel_buf(&gb), rel_buf(&ob);
+    return ret;
+}
+
 /* context_histogram(sym u8, ctxspec, block_size, counts u32[ntables*256], stride) -> None
  * Counts every stride-th block (stride >= 1) so a cost model can sample cheaply. */
 static PyObject *py_context_histogram(PyObject *self, PyObject *args) {
@@ -765,6 +794,7 @@ static PyMethodDef methods[] = {
     {"histogram_sampled", py_histogram_sampled, METH_VARARGS, "Histogram of hash-picked 4 Ki chunks."},
     {"clip_choice", py_clip_choice, METH_VARARGS, "Per channel, the clip candidate with the least error."},
     {"channel_histogram", py_channel_histogram, METH_VARARGS, "Symbol counts per channel."},
+    {"group_sum", py_group_sum, METH_VARARGS, "Per-group sums of per-channel symbol counts."},
     {"csr_stats", py_csr_stats, METH_VARARGS, "Row-occupancy and gap histograms per candidate row width."},
     {"csr_split", py_csr_split, METH_VARARGS, "Split symbols into CSR counts/gaps/values."},
     {"csr_merge", py_csr_merge, METH_VARARGS, "Merge CSR counts/gaps/values back to symbols."},

@@ -52,16 +52,35 @@ int64_t sampled_histogram(const uint8_t *q, int64_t from, int64_t to, int stride
     return counted;
 }
 
-/* counts[ch * 256 + s]: symbol counts per channel of q (outer x channels x inner) */
+/* counts[ch * 256 + s]: symbol counts per channel of q (outer x channels x inner). Long runs go through the
+ * four-table histogram (a run of one repeated symbol would otherwise serialize on one counter). */
 void channel_histogram(const uint8_t *q, int64_t n, int64_t channels, int64_t inner, uint32_t *counts) {
     memset(counts, 0, (size_t)channels * 256 * 4);
     int64_t outer = n / (channels * inner);
+    uint32_t h[4][256];
     for (int64_t o = 0; o < outer; o++)
         for (int64_t ch = 0; ch < channels; ch++) {
             const uint8_t *p = q + (o * channels + ch) * inner;
-            uint32_t *h = counts + ch * 256;
-            for (int64_t k = 0; k < inner; k++) h[p[k]]++;
+            uint32_t *row = counts + ch * 256;
+            if (inner >= 1024) {
+                memset(h, 0, sizeof h);
+                histogram_add(p, inner, h);
+                for (int s = 0; s < 256; s++) row[s] += h[0][s] + h[1][s] + h[2][s] + h[3][s];
+            } else {
+                for (int64_t k = 0; k < inner; k++) row[p[k]]++;
+            }
         }
+}
+
+/* out[g * 256 + s] = sum of counts[ch * 256 + s] over the channels ch with group[ch] == g (every group
+ * index below ngroups, checked by the caller) */
+void group_sum(const uint32_t *counts, const uint8_t *group, int64_t channels, int ngroups, uint32_t *out) {
+    memset(out, 0, (size_t)ngroups * 256 * 4);
+    for (int64_t ch = 0; ch < channels; ch++) {
+        uint32_t *o = out + (size_t)group[ch] * 256;
+        const uint32_t *c = counts + ch * 256;
+        for (int s = 0; s < 256; s++) o[s] += c[s];
+    }
 }
 
 /* counts[table * 256 + s] over every stride-th block (so a cost model can sample cheaply). Returns 0, or
