@@ -124,6 +124,33 @@ static void delta_fwd_run(const uint8_t *restrict q, uint8_t *restrict r, int64_
     for (int64_t i = head; i < n; i++) r[i] = (uint8_t)((q[i] - q[i - d]) & mask);
 }
 
+#ifdef HAVE_AVX2_PATH
+/* The running sum of the distance-1 inverse, 32 symbols at a time: a prefix sum within each 128-bit lane in
+ * four shifted adds (modulo 256, which the mask then reduces to 2^bits), the low lane's total added to the
+ * high lane, and the running sum before the vector added to all. Returns where it stopped; *prev is the
+ * last symbol written. */
+__attribute__((target("avx2"))) static int64_t prefix_sum_avx2(const uint8_t *r, uint8_t *q, int64_t i, int64_t n,
+                                                                uint8_t mask, uint8_t *prev) {
+    const __m256i last = _mm256_set1_epi8(15), maskv = _mm256_set1_epi8((char)mask);
+    __m256i carry = _mm256_set1_epi8((char)*prev);
+    for (; i + 32 <= n; i += 32) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(r + i));
+        x = _mm256_add_epi8(x, _mm256_slli_si256(x, 1));
+        x = _mm256_add_epi8(x, _mm256_slli_si256(x, 2));
+        x = _mm256_add_epi8(x, _mm256_slli_si256(x, 4));
+        x = _mm256_add_epi8(x, _mm256_slli_si256(x, 8));
+        __m256i totals = _mm256_shuffle_epi8(x, last); /* each lane's total in all its bytes */
+        x = _mm256_add_epi8(x, _mm256_permute2x128_si256(totals, totals, 0x08)); /* high lane += low total */
+        x = _mm256_and_si256(_mm256_add_epi8(x, carry), maskv);
+        _mm256_storeu_si256((__m256i *)(q + i), x);
+        __m256i t = _mm256_shuffle_epi8(x, last);
+        carry = _mm256_permute2x128_si256(t, t, 0x11); /* the high lane's last byte everywhere */
+    }
+    *prev = i > 0 ? q[i - 1] : *prev;
+    return i;
+}
+#endif
+
 static void delta_inv_run(const uint8_t *restrict r, uint8_t *restrict q, int64_t n, int64_t d, uint8_t mask) {
     int64_t head = d < n ? d : n;
     memcpy(q, r, (size_t)head);
@@ -136,7 +163,11 @@ static void delta_inv_run(const uint8_t *restrict r, uint8_t *restrict q, int64_
         }
     } else if (d == 1) {
         uint8_t prev = head ? q[0] : 0; /* running sum kept in a register */
-        for (int64_t i = head; i < n; i++) {
+        int64_t i = head;
+#ifdef HAVE_AVX2_PATH
+        if (cpu_has_avx2 > 0) i = prefix_sum_avx2(r, q, i, n, mask, &prev);
+#endif
+        for (; i < n; i++) {
             prev = (uint8_t)((r[i] + prev) & mask);
             q[i] = prev;
         }
