@@ -90,6 +90,25 @@ def test_contexts_pay_on_structured_data():
     assert len(with_ctx) < 0.7 * len(flat)
 
 
+def assert_vector_matches_scalar(sym: np.ndarray, ctx: ContextSpec) -> None:
+    """The vector and scalar encoders write the same bytes, and both decoders give the symbols back."""
+    counts = np.zeros((ctx.ntables, 256), np.uint32)
+    _kernels.context_histogram(sym, ctx.kernel_spec(), 1 << 14, counts, 1)
+    freqs = tables.normalize(counts, 12)
+    prev = _kernels.set_simd(False)
+    try:
+        scalar = rans.encode(sym, freqs, 12, 14, ctx)
+        scalar_out = rans.decode(scalar, sym.size, freqs, 12, 14, ctx)
+        _kernels.set_simd(True)
+        vector = rans.encode(sym, freqs, 12, 14, ctx)
+        vector_out = rans.decode(scalar, sym.size, freqs, 12, 14, ctx)
+    finally:
+        _kernels.set_simd(prev)
+    assert vector == scalar
+    assert np.array_equal(scalar_out, sym)
+    assert np.array_equal(vector_out, sym)
+
+
 def reference_buckets(sym: np.ndarray, ref: int, nbuckets: int) -> np.ndarray:
     """The neighbor bucket of each symbol, written from the rule in codec/contexts.py's docstring."""
     d = np.abs(sym.astype(np.int64) - ref)
@@ -135,21 +154,7 @@ def test_vector_neighbor_decode_agrees_at_every_distance(dist, nbuckets):
     base = rng.integers(0, 20, dist)
     sym = (np.resize(base, n) + rng.integers(0, 3, n) * (rng.random(n) < 0.2)).astype(np.uint8)
     ctx = ContextSpec(nb_dist=dist, nbuckets=nbuckets, nb_ref=int(np.bincount(sym).argmax()))
-    counts = np.zeros((ctx.ntables, 256), np.uint32)
-    _kernels.context_histogram(sym, ctx.kernel_spec(), 1 << 14, counts, 1)
-    freqs = tables.normalize(counts, 12)
-    prev = _kernels.set_simd(False)
-    try:
-        scalar = rans.encode(sym, freqs, 12, 14, ctx)
-        scalar_out = rans.decode(scalar, n, freqs, 12, 14, ctx)
-        _kernels.set_simd(True)
-        vector = rans.encode(sym, freqs, 12, 14, ctx)
-        vector_out = rans.decode(scalar, n, freqs, 12, 14, ctx)
-    finally:
-        _kernels.set_simd(prev)
-    assert vector == scalar
-    assert np.array_equal(scalar_out, sym)
-    assert np.array_equal(vector_out, sym)
+    assert_vector_matches_scalar(sym, ctx)
 
 
 @pytest.mark.parametrize("threads", [2, 3, 8])
@@ -208,21 +213,7 @@ def test_vector_and_scalar_paths_agree_byte_for_byte():
         ),
     ]
     for sym, ctx in cases:
-        counts = np.zeros((ctx.ntables, 256), np.uint32)
-        _kernels.context_histogram(sym, ctx.kernel_spec(), 1 << 14, counts, 1)
-        freqs = tables.normalize(counts, 12)
-        prev = _kernels.set_simd(False)
-        try:
-            scalar = rans.encode(sym, freqs, 12, 14, ctx)
-            scalar_out = rans.decode(scalar, sym.size, freqs, 12, 14, ctx)
-            _kernels.set_simd(True)
-            vector = rans.encode(sym, freqs, 12, 14, ctx)
-            vector_out = rans.decode(scalar, sym.size, freqs, 12, 14, ctx)
-        finally:
-            _kernels.set_simd(prev)
-        assert vector == scalar
-        assert np.array_equal(scalar_out, sym)
-        assert np.array_equal(vector_out, sym)
+        assert_vector_matches_scalar(sym, ctx)
 
 
 @pytest.mark.parametrize("simd", [pytest.param(True, marks=needs_avx2), False])
