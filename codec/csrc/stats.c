@@ -111,16 +111,17 @@ int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block
 int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
                       uint32_t *gap_hist) {
     int64_t nnz = 0, rows = (n + width - 1) / width;
-    uint32_t ch[256], gh_ext[257];
+    uint32_t ch[256], gh_ext[256 + 4];
     memset(ch, 0, sizeof ch);
     memset(gh_ext, 0, sizeof gh_ext);
     for (int64_t r = 0; r < rows; r += row_step) {
         int64_t r0 = r * width, r1 = r0 + width < n ? r0 + width : n;
         int cnt = 0, prev = -1;
         for (int64_t i = r0; i < r1; i++) {
-            /* branch-free: zero-point symbols count into the spare bin 256 */
+            /* branch-free: zero-point symbols count into four spare bins in turn (one bin would chain
+             * every increment on the last one through memory) */
             int col = (int)(i - r0), m = nz[i];
-            gh_ext[m ? col - prev - 1 : 256]++;
+            gh_ext[m ? col - prev - 1 : 256 + (col & 3)]++;
             prev = m ? col : prev;
             cnt += m;
         }
