@@ -3,8 +3,10 @@ from cheap statistics and pick the smallest.
 
 A stream's predicted size is the ideal rANS code length under the normalized tables that would be written
 (sum of count * (prob_bits - log2 freq)), plus the serialized tables, plus per-block overhead (final lane
-states and the block size). Statistics come from the C kernels in one pass per candidate family; at low
-levels they are taken on a sample of blocks/rows and scaled up.
+states and the block size). Statistics come from the C kernels in one pass per candidate family. Level 1
+takes order-0 costs from a sampled histogram; levels 2-5 take every representation's order-0 cost from a
+sample of about 64 Ki symbols and measure a neighbor context only for the two cheapest (the choice costs a
+fraction of the coding); levels 6+ measure every context on every symbol.
 """
 
 from __future__ import annotations
@@ -157,15 +159,40 @@ def sparse_widths(shape: tuple[int, ...], level: int) -> list[int]:
     return widths[: (3 if level < 6 else len(widths))]
 
 
+def _group_options(
+    info: TensorInfo, sym: np.ndarray, level: int, block_log2: int
+) -> list[tuple[StreamPlan, float]]:
+    """Per-channel table groups (channels ordered by their mean symbol, cut into g runs): exact counts."""
+    axis = info.ctx_axis
+    if axis is None:
+        return []
+    channels = int(info.shape[axis])
+    inner = math.prod(info.shape[axis + 1 :]) or 1
+    if not 4 <= channels <= 4096:
+        return []
+    ch_counts = np.empty((channels, 256), np.uint32)
+    _kernels.channel_histogram(sym, channels, inner, ch_counts)
+    order = channel_order(ch_counts)
+    pb = tables.DEFAULT_PROB_BITS
+    options = []
+    for g in (4, 16) if level < 6 else (2, 4, 8, 16, 32):
+        if g < channels:
+            group = group_channels(order, g)
+            spec = ContextSpec(channels=channels, inner=inner, group=group)
+            counts = group_counts(ch_counts, group, g)
+            options.append(
+                (StreamPlan(RANS, spec, pb), stream_cost(counts, sym.size, 1.0, block_log2, pb))
+            )
+    return options
+
+
 def _dense_options(
     info: TensorInfo, sym: np.ndarray, level: int, block_log2: int, mult: int, zero_ref: int
 ) -> list[tuple[StreamPlan, float]]:
+    """Levels 1 and 6+ (and tensors too small to sample): order-0 from the histogram; at 6+, every
+    neighbor context and channel grouping measured on all of ``sym``."""
     n = sym.size
     block = 1 << block_log2
-    nblocks = rans.nblocks_for(n, block_log2)
-    stride = 1 if level >= 6 or nblocks <= 2 else max(1, nblocks // 2)
-    sampled = sum(min(block, n - b * block) for b in range(0, nblocks, stride))
-    scale = n / max(sampled, 1)
     pb = tables.DEFAULT_PROB_BITS
     hist_scale = 1.0
     if mult == 1:
@@ -180,44 +207,29 @@ def _dense_options(
 
     def measure(spec: ContextSpec) -> None:
         counts = np.empty((spec.ntables, 256), np.uint32)
-        _kernels.context_histogram(sym, spec.kernel_spec(), block, counts, stride)
-        options.append((StreamPlan(RANS, spec, pb), stream_cost(counts, n, scale, block_log2, pb)))
+        _kernels.context_histogram(sym, spec.kernel_spec(), block, counts, 1)
+        options.append((StreamPlan(RANS, spec, pb), stream_cost(counts, n, 1.0, block_log2, pb)))
 
-    for d in neighbor_distances(info.shape, block, mult)[: 1 if level < 6 else 2]:
-        for nb in (2,) if level < 3 else (4,) if level < 6 else (2, 4):
+    for d in neighbor_distances(info.shape, block, mult)[:2]:
+        for nb in (2, 4):
             measure(ContextSpec(nb_dist=d, nbuckets=nb, nb_ref=zero_ref))
-    axis = info.ctx_axis
-    if axis is not None and mult == 1:
-        channels = int(info.shape[axis])
-        inner = math.prod(info.shape[axis + 1 :]) or 1
-        if 4 <= channels <= 4096:
-            ch_counts = np.empty((channels, 256), np.uint32)
-            _kernels.channel_histogram(sym, channels, inner, ch_counts)
-            order = channel_order(ch_counts)
-            for g in (4, 16) if level < 6 else (2, 4, 8, 16, 32):
-                if g < channels:
-                    group = group_channels(order, g)
-                    spec = ContextSpec(channels=channels, inner=inner, group=group)
-                    counts = group_counts(ch_counts, group, g)
-                    options.append(
-                        (StreamPlan(RANS, spec, pb), stream_cost(counts, n, 1.0, block_log2, pb))
-                    )
-            if level >= 6:
-                best_nb = [o[0].ctx for o in options if o[0].ctx.nb_dist]
-                best_g = [o[0].ctx for o in options if o[0].ctx.group is not None]
-                if best_nb and best_g:
-                    g = min(best_g, key=lambda c: next(v for p, v in options if p.ctx is c))
-                    nbs = min(best_nb, key=lambda c: next(v for p, v in options if p.ctx is c))
-                    measure(
-                        ContextSpec(
-                            channels=channels,
-                            inner=inner,
-                            group=g.group,
-                            nb_dist=nbs.nb_dist,
-                            nbuckets=nbs.nbuckets,
-                            nb_ref=zero_ref,
-                        )
-                    )
+    groups = _group_options(info, sym, level, block_log2) if mult == 1 else []
+    options += groups
+    if groups:
+        best_nb = [o for o in options if o[0].ctx.nb_dist]
+        if best_nb:
+            g = min(groups, key=lambda o: o[1])[0].ctx
+            nbs = min(best_nb, key=lambda o: o[1])[0].ctx
+            measure(
+                ContextSpec(
+                    channels=g.channels,
+                    inner=g.inner,
+                    group=g.group,
+                    nb_dist=nbs.nb_dist,
+                    nbuckets=nbs.nbuckets,
+                    nb_ref=zero_ref,
+                )
+            )
     return options
 
 
@@ -227,6 +239,10 @@ def candidates(
     """Every candidate the level considers, each with its predicted size (``widths`` overrides the sparse
     row widths, e.g. for an exhaustive check)."""
     q, n = info.q, info.q.size
+    if 2 <= level < 6 and n >= 4096:
+        return _lean_candidates(info, level, block_log2) + _sparse_candidates(
+            info, level, block_log2, widths
+        )
     zero_ref = int(np.argmax(info.hist))
     out: list[Candidate] = []
     options = _dense_options(info, q, level, block_log2, 1, zero_ref)
@@ -246,22 +262,22 @@ def candidates(
 
     if level >= 2 and n >= 4096:
         for d in delta_distances(info.shape):
-            res = residuals(q, d, info.bits) if level >= 6 else _residual_sample(q, d, info.bits)
+            res = residuals(q, d, info.bits)
             res_hist = np.empty(256, np.uint32)
             _kernels.histogram(res, res_hist)
-            # costs of the sample scale to the whole tensor through a TensorInfo of the sample's size
             sub = TensorInfo(res, res_hist, info.shape, info.bits, info.layout, None)
             options = _dense_options(sub, res, level, block_log2, 1, int(np.argmax(res_hist)))
-            scale = n / res.size
-            for plan in _distinct(options, res.size):
-                cost = (
-                    plan.predicted_bytes
-                    if scale == 1
-                    else _rescale(plan.predicted_bytes, res.size, n, block_log2)
-                )
-                plan.predicted_bytes = cost
-                out.append(Candidate(DELTA, d, [plan], cost))
+            for plan in _distinct(options, n):
+                out.append(Candidate(DELTA, d, [plan], plan.predicted_bytes))
 
+    return out + _sparse_candidates(info, level, block_log2, widths)
+
+
+def _sparse_candidates(
+    info: TensorInfo, level: int, block_log2: int, widths: list[int] | None
+) -> list[Candidate]:
+    q, n = info.q, info.q.size
+    out: list[Candidate] = []
     lay = info.layout
     counted = max(int(info.hist.sum()), 1)
     zero_share = float(info.hist[int(lay.zero[0])]) / counted if lay.channels == 1 else None
@@ -325,24 +341,67 @@ def candidates(
     return out
 
 
-def _residual_sample(q: np.ndarray, distance: int, bits: int) -> np.ndarray:
-    """Residuals of about SAMPLE_TARGET symbols, taken as whole chunks spread over the tensor."""
+def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]:
+    """Levels 2-5 on tensors of 4096 symbols or more: each representation's order-0 and neighbor-context
+    costs from a sample (dense: two or three whole blocks; packed and delta: about SAMPLE_TARGET symbols
+    in whole chunks), channel groups from level 4."""
+    q, n = info.q, info.q.size
+    pb = tables.DEFAULT_PROB_BITS
+    block = 1 << block_log2
+    families = [(DENSE, 0, 1)]
+    slot = pack_slot(info.bits)
+    if slot is not None and slot < 8:
+        families.append((PACKED, slot, 8 // slot))
+    families += [(DELTA, d, 1) for d in delta_distances(info.shape)]
+    out: list[Candidate] = []
+    for kind, param, mult in families:
+        length = -(-n // mult)
+        stride = 1
+        if kind == DENSE:
+            sample, hist = q, info.hist
+            scale = n / max(int(info.hist.sum()), 1)
+            stride = max(1, rans.nblocks_for(n, block_log2) // 2)  # two or three whole blocks
+        else:
+            sample = _sample(q, param if kind == DELTA else 0, info.bits)
+            if kind == PACKED:
+                packed = np.empty(-(-sample.size // mult), np.uint8)
+                _kernels.pack(sample, slot, packed)
+                sample = packed
+            hist = np.empty(256, np.uint32)
+            _kernels.histogram(sample, hist)
+            scale = length / sample.size
+        options = [(StreamPlan(RANS, ORDER0, pb), stream_cost(hist, length, scale, block_log2, pb))]
+        for d in neighbor_distances(info.shape, block, mult)[:1]:
+            spec = ContextSpec(
+                nb_dist=d, nbuckets=2 if level < 3 else 4, nb_ref=int(np.argmax(hist))
+            )
+            counts = np.empty((spec.ntables, 256), np.uint32)
+            _kernels.context_histogram(sample, spec.kernel_spec(), block, counts, stride)
+            counted = sum(
+                min(block, sample.size - b) for b in range(0, sample.size, block * stride)
+            )
+            cost = stream_cost(counts, length, length / counted, block_log2, pb)
+            options.append((StreamPlan(RANS, spec, pb), cost))
+        if kind == DENSE and level >= 4:
+            options += _group_options(info, q, level, block_log2)
+        for plan in _distinct(options, length):
+            out.append(Candidate(kind, param, [plan], plan.predicted_bytes))
+    return out
+
+
+def _sample(q: np.ndarray, distance: int, bits: int) -> np.ndarray:
+    """About SAMPLE_TARGET symbols in whole chunks spread over the tensor: of ``q`` itself (distance 0),
+    or of its residuals at ``distance``; all of it when the tensor is small."""
     n = q.size
     chunk = 1 << 13
     if n <= SAMPLE_TARGET + distance or n - distance < chunk:
-        return residuals(q, distance, bits)
+        return residuals(q, distance, bits) if distance else q
     starts = np.linspace(distance, n - chunk, SAMPLE_TARGET // chunk).astype(np.int64)
+    if not distance:
+        return np.concatenate([q[s : s + chunk] for s in starts])
     mask = (1 << bits) - 1
     parts = [(q[s : s + chunk] - q[s - distance : s - distance + chunk]) & mask for s in starts]
     return np.concatenate(parts).astype(np.uint8)
-
-
-def _rescale(sample_bytes: float, sample_n: int, n: int, block_log2: int) -> float:
-    """A stream cost predicted on a sample, scaled to n symbols (fixed costs kept, per-symbol part scaled)."""
-    fixed = block_overhead(sample_n, block_log2) + STREAM_HEADER_BYTES
-    return (
-        (sample_bytes - fixed) * n / sample_n + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
-    )
 
 
 def _distinct(options: list[tuple[StreamPlan, float]], n: int) -> list[StreamPlan]:

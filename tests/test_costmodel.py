@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from codec import _kernels, api, costmodel
+from codec import _kernels, api, costmodel, represent
 from codec.contexts import channel_order, group_channels, group_counts
 
 
@@ -35,6 +35,24 @@ def test_choice_close_to_exhaustive(name, bits):
     best, cands = costmodel.choose(p.info, 9, 16)
     sizes = {c.name: len(api.encode_prepared(p, c, 16)) for c in cands}
     assert sizes[best.name] <= min(sizes.values()) * 1.02
+
+
+@pytest.mark.parametrize("level", [2, 3, 5])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_sampled_levels_predict_their_candidates(level, bits):
+    """Levels 2-5 cost the representations from samples; on a tensor large enough to be sampled the
+    predictions still track the coded sizes, and the choice is close to the best of the same candidates."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 64, 64, 64)).astype(np.float32)
+    x = np.maximum((x + np.roll(x, 1, -1) + np.roll(x, 1, -2)) / 3 - 0.2, 0)
+    p = api.prepare(x, bits)
+    best, cands = costmodel.choose(p.info, level, 16)
+    assert {c.kind for c in cands} >= {represent.DENSE, represent.DELTA}
+    sizes = {}
+    for c in cands:
+        sizes[c.name] = len(api.encode_prepared(p, c, 16))
+        assert abs(c.predicted_bytes - sizes[c.name]) <= 0.05 * sizes[c.name] + 64, c.name
+    assert sizes[best.name] <= min(sizes.values()) * 1.03
 
 
 def test_sparse_wins_on_padded_rows_and_packing_on_low_bits():
