@@ -5,11 +5,13 @@
 - one real sentence per frame: all-MiniLM-L6-v2 (packaged weights) hidden states of every sentence
   the repository ships (the evaluation's, the text source's and the Zen of Python), in order, per tensor
   and per channel, each as ``codec.encode`` frames (default level) and through one ``codec.Session``
-  (``headroom`` 0 and 0.25);
+  (per tensor with ``headroom`` 0 and 0.25; per channel each frame keeps its own ranges, and headroom
+  does not apply);
 - split generation on llama-tiny (random weights: the figures speak of frame overheads, not of a
   trained model's features): uplink bytes per generated token with and without ``--session``.
 
-Bytes are the frames' own lengths; error is the summed squared error over the summed squared values.
+Bytes are the frames' own lengths; error is the summed squared error over the summed squared values,
+and the error ratio is the session's over the independent frames'.
 Writes ``session.json``, ``session.md`` and ``session.png`` under ``--out`` and prints the tables.
 """
 
@@ -133,6 +135,7 @@ STREAM_COLUMNS = [
     ("keyframes", "keyframes"),
     ("independent_error", "error, independent"),
     ("session_error", "error, session"),
+    ("error_ratio", "error ratio"),
 ]
 GEN_COLUMNS = [
     ("session", "session"),
@@ -151,7 +154,8 @@ def render_tables(payload: dict[str, Any]) -> dict[str, str]:
     )
     head = (
         f"One MiniLM sentence per frame ({n} sentences, {BITS} bits, default level); error: summed "
-        "squared error over summed squared values.\n\n"
+        "squared error over summed squared values; error ratio: session over independent. Headroom "
+        "applies per tensor only: per channel, each session frame keeps its own ranges.\n\n"
     )
     return {"session": head + table(payload["rows"], STREAM_COLUMNS) + gen}
 
@@ -174,7 +178,8 @@ def plot(payload: dict[str, Any], path: Path) -> None:
 
     rows = payload["rows"]
     labels = [
-        f"{r['split'].removeprefix('encoder.')} {r['granularity']} h={r['headroom']:g}"
+        f"{r['split'].removeprefix('encoder.')} {r['granularity']}"
+        + (f" h={r['headroom']:g}" if r["granularity"] == "tensor" else "")
         for r in rows
     ]
     x = np.arange(len(rows))
@@ -226,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for split in splits:
         xs = minilm_features(split, texts)
         for gran, axis in GRANULARITY.items():
-            for h in headrooms:
+            for h in headrooms if axis is None else headrooms[:1]:
                 r = {
                     "split": split,
                     "granularity": gran,
