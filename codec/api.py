@@ -190,6 +190,10 @@ def decode_symbols(frame: Frame, threads: int = 1) -> np.ndarray:
     )
 
 
+# representation -> how the C decoder turns a block of its stream into floats (Dequant's rep)
+_FUSED = {represent.DENSE: 0, represent.DELTA: 1, represent.PACKED: 2}
+
+
 def decode(
     blob: bytes | bytearray | memoryview, *, threads: int = 1, max_elements: int = MAX_ELEMENTS
 ) -> np.ndarray:
@@ -197,14 +201,20 @@ def decode(
 
     Raises CodecError for anything malformed, and for frames declaring more than ``max_elements``."""
     frame = read(blob, max_elements)
-    if frame.kind == represent.DENSE and frame.streams[0].coding == RANS:
-        # the common case in one pass: each decoded block is dequantized while it is in cache
-        s, n = frame.streams[0], frame.numel
-        s.ctx.validate(n)
+    fused = _FUSED.get(frame.kind)
+    s = frame.streams[0]
+    if fused is not None and s.coding == RANS and (threads == 1 or frame.kind != represent.DELTA):
+        # one pass: each decoded block is turned into floats (through the representation's inverse) while
+        # it is in cache; the residuals' inverse reads back across blocks, so it runs on one thread
+        represent.validate(frame.kind, frame.param, frame.bits)
+        n = frame.numel
+        length = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz)[0]
+        s.ctx.validate(length)
         out = np.empty(n, np.float32)
         channels, inner = channel_layout(frame.shape, frame.axis)
-        dq = (out, frame.scale, frame.zero, channels, inner)
-        rans.decode(s.payload, n, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads, dq)
+        q = np.empty(n, np.uint8) if frame.kind == represent.DELTA else None
+        dq = (out, frame.scale, frame.zero, channels, inner, fused, frame.param, frame.bits, n, q)
+        rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads, dq)
         out = out.reshape(frame.shape)
     else:
         q = decode_symbols(frame, threads)

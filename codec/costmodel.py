@@ -3,10 +3,10 @@ from cheap statistics and pick the smallest.
 
 A stream's predicted size is the ideal rANS code length under the normalized tables that would be written
 (sum of count * (prob_bits - log2 freq)), plus the serialized tables, plus per-block overhead (final lane
-states and the block size). Statistics come from the C kernels in one pass per candidate family. Level 1
-takes order-0 costs from a sampled histogram; levels 2-5 take every representation's order-0 cost from a
-sample of about 64 Ki symbols and measure a neighbor context only for the two cheapest (the choice costs a
-fraction of the coding); levels 6+ measure every context on every symbol.
+states and the block size). Levels 1-5 cost every representation order-0 from samples: the dense stream
+from the quantizer's histogram (sampled at level 1), the bit-packed stream and the residuals at every
+prediction distance from one pass over 16-64 Ki symbols in 1 Ki chunks (``LEVEL_PLANS``); from level 4 a
+neighbor context, from level 5 channel groups. Levels 6+ measure every context on every symbol.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _kernels, rans, tables
+from . import _kernels, rans, represent, tables
 from .contexts import ORDER0, ContextSpec, channel_order, group_channels, group_counts
 from .represent import (
     DELTA,
@@ -239,7 +239,7 @@ def candidates(
     """Every candidate the level considers, each with its predicted size (``widths`` overrides the sparse
     row widths, e.g. for an exhaustive check)."""
     q, n = info.q, info.q.size
-    if 2 <= level < 6 and n >= 4096:
+    if level < 6 and n >= 4096:
         return _lean_candidates(info, level, block_log2) + _sparse_candidates(
             info, level, block_log2, widths
         )
@@ -341,67 +341,108 @@ def _sparse_candidates(
     return out
 
 
+@dataclass(frozen=True)
+class LevelPlan:
+    """What a sampled level (1-5) measures: symbols per representation sample, the neighbor context's
+    buckets (0: order-0 only), whether channel groups are costed, and the margin a slower candidate must
+    win by."""
+
+    sample: int
+    nbuckets: int
+    groups: bool
+    margin: float
+
+
+LEVEL_PLANS = {
+    1: LevelPlan(1 << 14, 0, False, 0.03),
+    2: LevelPlan(1 << 15, 0, False, 0.02),
+    3: LevelPlan(1 << 16, 0, False, 0.01),
+    4: LevelPlan(1 << 16, 4, False, 0.005),
+    5: LevelPlan(1 << 16, 4, True, 0.0025),
+}
+
+
 def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]:
-    """Levels 2-5 on tensors of 4096 symbols or more: each representation's order-0 and neighbor-context
-    costs from a sample (dense: two or three whole blocks; packed and delta: about SAMPLE_TARGET symbols
-    in whole chunks), channel groups from level 4."""
+    """Levels 1-5 on tensors of 4096 symbols or more: each representation (dense, bit-packed, residuals at
+    each prediction distance) costed order-0 (dense from its histogram, sampled at level 1; the others from
+    one pass over sampled chunks); from level 4 a neighbor context on two or three whole blocks, at 5
+    channel groups."""
     q, n = info.q, info.q.size
+    plan = LEVEL_PLANS[level]
     pb = tables.DEFAULT_PROB_BITS
-    block = 1 << block_log2
-    families = [(DENSE, 0, 1)]
     slot = pack_slot(info.bits)
-    if slot is not None and slot < 8:
-        families.append((PACKED, slot, 8 // slot))
-    families += [(DELTA, d, 1) for d in delta_distances(info.shape)]
+    slot = slot if slot is not None and slot < 8 else 0
+    distances = delta_distances(info.shape)
+    starts, chunk = sample_starts(n, plan.sample)
+    hists = np.empty((1 + len(distances), 256), np.uint32)
+    _kernels.family_histograms(
+        q, starts, chunk, (1 << info.bits) - 1, slot, np.array(distances, np.int64), hists
+    )
+    sampled = starts.size * chunk
+    families = [(DENSE, 0, 1, info.hist, n / max(int(info.hist.sum()), 1))]
+    if slot:
+        per = 8 // slot
+        families.append((PACKED, slot, per, hists[0], -(-n // per) / (sampled // per)))
+    families += [(DELTA, d, 1, hists[1 + k], n / sampled) for k, d in enumerate(distances)]
     out: list[Candidate] = []
-    for kind, param, mult in families:
+    for kind, param, mult, hist, scale in families:
         length = -(-n // mult)
-        stride = 1
-        if kind == DENSE:
-            sample, hist = q, info.hist
-            scale = n / max(int(info.hist.sum()), 1)
-            stride = max(1, rans.nblocks_for(n, block_log2) // 2)  # two or three whole blocks
-        else:
-            sample = _sample(q, param if kind == DELTA else 0, info.bits)
-            if kind == PACKED:
-                packed = np.empty(-(-sample.size // mult), np.uint8)
-                _kernels.pack(sample, slot, packed)
-                sample = packed
-            hist = np.empty(256, np.uint32)
-            _kernels.histogram(sample, hist)
-            scale = length / sample.size
         options = [(StreamPlan(RANS, ORDER0, pb), stream_cost(hist, length, scale, block_log2, pb))]
-        for d in neighbor_distances(info.shape, block, mult)[:1]:
-            spec = ContextSpec(
-                nb_dist=d, nbuckets=2 if level < 3 else 4, nb_ref=int(np.argmax(hist))
-            )
-            counts = np.empty((spec.ntables, 256), np.uint32)
-            _kernels.context_histogram(sample, spec.kernel_spec(), block, counts, stride)
-            counted = sum(
-                min(block, sample.size - b) for b in range(0, sample.size, block * stride)
-            )
-            cost = stream_cost(counts, length, length / counted, block_log2, pb)
-            options.append((StreamPlan(RANS, spec, pb), cost))
-        if kind == DENSE and level >= 4:
+        if plan.nbuckets:
+            options += _neighbor_options(info, kind, param, mult, hist, plan, block_log2)
+        if kind == DENSE and plan.groups:
             options += _group_options(info, q, level, block_log2)
-        for plan in _distinct(options, length):
-            out.append(Candidate(kind, param, [plan], plan.predicted_bytes))
+        for p in _distinct(options, length):
+            out.append(Candidate(kind, param, [p], p.predicted_bytes))
     return out
 
 
-def _sample(q: np.ndarray, distance: int, bits: int) -> np.ndarray:
-    """About SAMPLE_TARGET symbols in whole chunks spread over the tensor: of ``q`` itself (distance 0),
-    or of its residuals at ``distance``; all of it when the tensor is small."""
-    n = q.size
-    chunk = 1 << 13
-    if n <= SAMPLE_TARGET + distance or n - distance < chunk:
-        return residuals(q, distance, bits) if distance else q
-    starts = np.linspace(distance, n - chunk, SAMPLE_TARGET // chunk).astype(np.int64)
-    if not distance:
-        return np.concatenate([q[s : s + chunk] for s in starts])
-    mask = (1 << bits) - 1
-    parts = [(q[s : s + chunk] - q[s - distance : s - distance + chunk]) & mask for s in starts]
-    return np.concatenate(parts).astype(np.uint8)
+def sample_starts(n: int, target: int, chunk: int = 1024) -> tuple[np.ndarray, int]:
+    """Starts of about ``target / chunk`` chunks of ``chunk`` symbols (multiples of 8) spread over ``n``
+    symbols: one per stretch of equal length, at an offset within it that a multiplicative hash of its
+    index picks (so the sample does not follow the tensor's own periods); every chunk when ``n`` is small."""
+    chunk = min(chunk, n // 8 * 8)
+    count = max(1, min(target // chunk, n // chunk))
+    stretch = n // count
+    k = np.arange(count, dtype=np.uint64)
+    jitter = ((k * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2**32
+    room = max(stretch - chunk, 0)
+    starts = np.arange(count, dtype=np.int64) * stretch + (jitter * room).astype(np.int64)
+    return np.minimum(starts // 8 * 8, (n - chunk) // 8 * 8), chunk
+
+
+def _neighbor_options(
+    info: TensorInfo,
+    kind: int,
+    param: int,
+    mult: int,
+    hist: np.ndarray,
+    plan: LevelPlan,
+    block_log2: int,
+) -> list[tuple[StreamPlan, float]]:
+    """A neighbor context on one representation's stream, counted on two or three whole blocks of it (the
+    context looks back inside a block, so a sample of short chunks would not see it)."""
+    q, n = info.q, info.q.size
+    block = 1 << block_log2
+    pb = tables.DEFAULT_PROB_BITS
+    length = -(-n // mult)
+    stride = max(1, rans.nblocks_for(length, block_log2) // 2)
+    sym = q if kind == DENSE else None
+    out = []
+    for d in neighbor_distances(info.shape, block, mult)[:1]:
+        if sym is None:
+            sym = represent.split(q, kind, param, info.layout, info.bits)[0]
+        spec = ContextSpec(nb_dist=d, nbuckets=plan.nbuckets, nb_ref=int(np.argmax(hist)))
+        counts = np.empty((spec.ntables, 256), np.uint32)
+        _kernels.context_histogram(sym, spec.kernel_spec(), block, counts, stride)
+        counted = sum(min(block, sym.size - b) for b in range(0, sym.size, block * stride))
+        out.append(
+            (
+                StreamPlan(RANS, spec, pb),
+                stream_cost(counts, length, length / counted, block_log2, pb),
+            )
+        )
+    return out
 
 
 def _distinct(options: list[tuple[StreamPlan, float]], n: int) -> list[StreamPlan]:
@@ -426,15 +467,14 @@ def _nonzero_hist(info: TensorInfo) -> np.ndarray:
 
 def speed_margin(level: int) -> float:
     """Relative size gain a slower configuration (contexts, sparse rows) must bring over the fastest one
-    (dense or packed, order-0) before the level takes it: low levels favour speed, 6+ only size."""
-    return {1: 0.03, 2: 0.02, 3: 0.01, 4: 0.005, 5: 0.0025}.get(level, 0.0)
+    (one order-0 stream) before the level takes it: low levels favour speed, 6+ only size."""
+    plan = LEVEL_PLANS.get(level)
+    return plan.margin if plan else 0.0
 
 
 def is_fast(c: Candidate) -> bool:
-    """Order-0 dense/packed coding: the vectorized decode path."""
-    return c.kind in (DENSE, PACKED) and all(
-        s.coding == STORED or s.ctx.ntables == 1 for s in c.streams
-    )
+    """One order-0 stream (dense, bit-packed or residuals): the vectorized decode path."""
+    return c.kind != SPARSE and all(s.coding == STORED or s.ctx.ntables == 1 for s in c.streams)
 
 
 def choose(info: TensorInfo, level: int, block_log2: int) -> tuple[Candidate, list[Candidate]]:

@@ -96,8 +96,10 @@ def decode(
 ) -> np.ndarray:
     """Decode ``n`` symbols from a stream payload; raises CodecError on any inconsistency.
 
-    With ``dequant = (x, scale, zero, channels, inner)`` each decoded block is turned into float32 in ``x``
-    while it is still in cache, and the symbols are not kept (an empty array is returned)."""
+    With ``dequant = (x, scale, zero, channels, inner[, rep, param, bits, elements, q])`` each decoded block
+    is turned into float32 in ``x`` while it is still in cache (rep 0: the symbols themselves, 1: residuals at
+    distance ``param``, whose inverse fills ``q``, 2: ``elements`` symbols bit-packed ``param`` bits per
+    slot), and the symbols are not kept (an empty array is returned)."""
     nblocks = nblocks_for(n, block_log2)
     out = None if dequant is not None else np.empty(n, np.uint8)
     spec = ctx.kernel_spec()

@@ -9,6 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 import codec
 from codec import api, costmodel, frame
+from codec.quantize import QuantParams, dequantize
 
 
 def steps_for(blob, shape):
@@ -110,6 +111,22 @@ def test_every_candidate_roundtrips(bits, axis):
     for cand in cands:
         blob = api.encode_prepared(p, cand, 14)
         check_roundtrip(x, blob)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 3, 1])
+@pytest.mark.parametrize("axis", [None, 1])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fused_decode_matches_symbols_then_dequantize(bits, axis, threads):
+    """Dense, bit-packed and residual frames decode block by block straight to floats (the residuals'
+    inverse reading back across blocks); the result equals decoding the symbols first and dequantizing
+    them, for every candidate of the tensor, over several 1 Ki blocks and an odd element count."""
+    x = relu_map((1, 13, 19, 21), seed=bits)
+    p = api.prepare(x, bits, axis)
+    for cand in costmodel.candidates(p.info, 9, 10):
+        blob = api.encode_prepared(p, cand, 10)
+        f = frame.read(blob, api.MAX_ELEMENTS)
+        ref = dequantize(api.decode_symbols(f), QuantParams(bits, axis, f.scale, f.zero), f.shape)
+        assert np.array_equal(codec.decode(blob, threads=threads), ref), cand.name
 
 
 def test_levels_trade_size():

@@ -90,6 +90,37 @@ CALLS: dict[str, Callable[[], object]] = {
     "rans_decode negative n": lambda: _kernels.rans_decode(
         q, order0, freqs, 12, 1 << 16, -1, 0, 0, out, None
     ),
+    "rans_decode packed elements beyond its symbols": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 8, 0, 1, None, (x, f32[:1], u8[:1], 1, 17, 2, 4, 4, 17, None)
+    ),
+    "rans_decode residuals without a symbol buffer": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 64, 0, 1, None, (x, f32[:1], u8[:1], 1, 64, 1, 3, 8, 64, None)
+    ),
+    "rans_decode residual symbol buffer too short": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 64, 0, 1, None, (x, f32[:1], u8[:1], 1, 64, 1, 3, 8, 64, u8)
+    ),
+    "rans_decode unknown representation": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 64, 0, 1, None, (x, f32[:1], u8[:1], 1, 64, 7, 0, 8, 64, None)
+    ),
+    "rans_decode packing slot 3": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 8, 0, 1, None, (x, f32[:1], u8[:1], 1, 16, 2, 3, 3, 16, None)
+    ),
+    "family_histograms start beyond the symbols": lambda: _kernels.family_histograms(
+        q, np.array([60], np.int64), 8, 255, 0, np.array([1], np.int64), np.empty(512, np.uint32)
+    ),
+    "family_histograms start not a whole packed byte": lambda: _kernels.family_histograms(
+        q, np.array([3], np.int64), 8, 15, 4, np.array([1], np.int64), np.empty(512, np.uint32)
+    ),
+    "family_histograms output shorter than its rows": lambda: _kernels.family_histograms(
+        q, np.array([0], np.int64), 8, 255, 0, np.array([1, 2], np.int64), np.empty(512, np.uint32)
+    ),
+    "family_histograms chunk beyond the scratch": lambda: _kernels.family_histograms(
+        np.zeros(1 << 14, np.uint8), np.array([0], np.int64), 1 << 14, 255, 0,
+        np.array([1], np.int64), np.empty(512, np.uint32)
+    ),
+    "family_histograms distance 0": lambda: _kernels.family_histograms(
+        q, np.array([0], np.int64), 8, 255, 0, np.array([0], np.int64), np.empty(512, np.uint32)
+    ),
     "read_tables too many tables": lambda: _kernels.read_tables(q, 100_000, 12, out),
     "clip_choice histogram shorter than the channels": lambda: _kernels.clip_choice(
         counts, f32, u8, f32, f32, np.ones(3), 15, 1.0, np.empty(4, np.int32)
@@ -132,5 +163,10 @@ def test_sizes_that_fit_still_work():
     sums = np.empty((2, 256), np.uint32)
     _kernels.group_sum(np.ones((4, 256), np.uint32), np.array([1, 0, 1, 1], np.uint8), sums)
     assert sums[0, 7] == 1 and sums[1, 7] == 3
+    fam = np.empty((2, 256), np.uint32)
+    _kernels.family_histograms(
+        np.arange(64, dtype=np.uint8), np.array([0, 32], np.int64), 16, 255, 4, np.array([1], np.int64), fam
+    )
+    assert fam[0].sum() == 16 and fam[1].sum() == 32
     # one channel: inner is not used (the cost model passes a sample of the tensor)
     assert len(_kernels.csr_stats(q[:40], u8, 1, 64, (8, 16), 1)) == 2

@@ -34,3 +34,34 @@ def test_delta_inverse_restores_the_symbols(simd, distance, bits, n):
         _kernels.set_simd(prev)
     assert np.array_equal(res, numpy_residuals(q, distance, bits))
     assert np.array_equal(back, q)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
+@pytest.mark.parametrize("distance", [1, 3, 17, 64, 5000])
+def test_family_histograms_match_numpy(bits, distance):
+    """The cost model's sampled statistics: per chunk, the packed bytes and the residuals at each distance
+    (the symbol itself before the distance), counted as NumPy counts them."""
+    rng = np.random.default_rng(bits * 31 + distance)
+    q = rng.integers(0, 1 << bits, 20_000).astype(np.uint8)
+    q[3000:9000] = q[2000:8000]  # repeated stretches: many zero residuals
+    starts = np.array([0, 1024, 4096, 18_000], np.int64)
+    chunk = 2000
+    slot = represent.pack_slot(bits) or 0
+    slot = slot if slot < 8 else 0
+    dists = np.array([distance, 1], np.int64)
+    hists = np.empty((3, 256), np.uint32)
+    _kernels.family_histograms(q, starts, chunk, (1 << bits) - 1, slot, dists, hists)
+    for row, d in enumerate(dists, start=1):
+        res = represent.residuals(q, int(d), bits)
+        expected = sum(np.bincount(res[s : s + chunk], minlength=256) for s in starts)
+        assert np.array_equal(hists[row], expected)
+    if slot:
+        packed = np.empty(q.size * slot // 8, np.uint8)
+        _kernels.pack(q, slot, packed)
+        per = 8 // slot
+        expected = sum(
+            np.bincount(packed[s // per : (s + chunk) // per], minlength=256) for s in starts
+        )
+        assert np.array_equal(hists[0], expected)
+    else:
+        assert not hists[0].any()

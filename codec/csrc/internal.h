@@ -138,6 +138,9 @@ void channel_histogram(const uint8_t *q, int64_t n, int64_t channels, int64_t in
 void group_sum(const uint32_t *counts, const uint8_t *group, int64_t channels, int ngroups, uint32_t *out);
 int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block, int64_t stride,
                       uint32_t *counts);
+#define SAMPLE_CHUNK_MAX 8192 /* the longest chunk family_histograms takes */
+void family_histograms(const uint8_t *q, const int64_t *starts, int64_t nstarts, int64_t chunk, uint8_t mask,
+                       int slot, const int64_t *dist, int nd, uint32_t *hist);
 int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
                       uint32_t *gap_hist);
 
@@ -151,6 +154,7 @@ int csr_merge(const uint8_t *counts, int64_t rows, const uint8_t *gaps, const ui
 void pack_bits(const uint8_t *q, int64_t n, int bits, uint8_t *o);
 void unpack_bits(const uint8_t *p, int bits, uint8_t *o, int64_t n);
 void delta(const uint8_t *src, uint8_t *dst, int64_t n, int64_t d, uint8_t mask, int inverse);
+void delta_inverse_range(const uint8_t *r, uint8_t *q, int64_t b0, int64_t b1, int64_t d, uint8_t mask);
 
 /* ---- frequency tables (tables.c) ---------------------------------------------------------------- */
 
@@ -169,12 +173,21 @@ void rans_encode_init(void);
 int64_t rans_encode(const uint8_t *sym, int64_t n, const Ctx *c, const uint16_t *freqs, int pb, int64_t block,
                     int64_t bf, int64_t bl, uint8_t *out, uint32_t *sizes);
 
-/* decoded symbols straight to float32: x[i] = (q - zero[ch]) * scale[ch], ch = (i / inner) % channels */
+/* Decoded symbols straight to float32, block by block while they are in cache: x[i] = (q[i] - zero[ch]) *
+ * scale[ch], ch = (i / inner) % channels, where the stream's symbols are q itself (DQ_DENSE), its residuals at
+ * distance param (DQ_DELTA; the inverse writes every symbol to q, as it reads back across blocks) or q
+ * bit-packed, param bits per slot (DQ_PACKED; elements of them, the last byte perhaps partly used). */
+enum { DQ_DENSE = 0, DQ_DELTA = 1, DQ_PACKED = 2 };
 typedef struct {
     float *x;
     const float *scale;
     const uint8_t *zero;
     int64_t channels, inner;
+    int rep;
+    int64_t param;
+    uint8_t mask;
+    uint8_t *q;
+    int64_t elements;
 } Dequant;
 
 void rans_decode_init(void);

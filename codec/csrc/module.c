@@ -231,6 +231,41 @@ done:
     return ret;
 }
 
+/* family_histograms(q u8, starts i64[K], chunk, mask, slot, distances i64[D], hist u32[(1+D)*256]): the
+ * histograms of the sampled chunks q[s, s + chunk) bit-packed (row 0; slot 0: none) and as residuals at
+ * each distance (rows 1..D). Every start is checked to lie in q, and to be a whole packed byte. */
+static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
+    PyObject *qo, *so, *dobj, *ho;
+    long long chunk;
+    int mask, slot;
+    if (!PyArg_ParseTuple(args, "OOLiiOO", &qo, &so, &chunk, &mask, &slot, &dobj, &ho)) return NULL;
+    Buf qb = {0}, sb = {0}, db = {0}, hb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(so, &sb, 0, "starts") < 0 || get_buf(dobj, &db, 0, "distances") < 0 ||
+        get_buf(ho, &hb, 1, "hist") < 0)
+        goto done;
+    int64_t n = qb.view.len, nstarts = sb.view.len / 8, nd = db.view.len / 8;
+    const int64_t *starts = (const int64_t *)sb.view.buf, *dist = (const int64_t *)db.view.buf;
+    int ok = chunk >= 1 && chunk <= SAMPLE_CHUNK_MAX && chunk <= n && mask >= 1 && mask <= 255 &&
+             (slot == 0 || slot == 1 || slot == 2 || slot == 4) && nd <= 16 && fits(hb.view.len, nd + 1, 256 * 4) &&
+             sb.view.len % 8 == 0 && db.view.len % 8 == 0;
+    for (int64_t k = 0; ok && k < nstarts; k++)
+        ok = starts[k] >= 0 && starts[k] <= n - chunk && (slot == 0 || (starts[k] % (8 / slot) == 0 && chunk % (8 / slot) == 0));
+    for (int64_t k = 0; ok && k < nd; k++) ok = dist[k] >= 1 && dist[k] <= n;
+    if (!ok) {
+        bad("family_histograms: bad sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    family_histograms((const uint8_t *)qb.view.buf, starts, nstarts, chunk, (uint8_t)mask, slot, dist, (int)nd,
+                      (uint32_t *)hb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&qb), rel_buf(&sb), rel_buf(&db), rel_buf(&hb);
+    return ret;
+}
+
 /* clip_choice(hist u32[C*256], scale8 f32[C], zero8 u8[C], mins f32[C], maxs f32[C], factors f64[K], qmax,
  *             weight, best i32[C]) -> None: best[c] = the candidate range with the least (weighted) error */
 static PyObject *py_clip_choice(PyObject *self, PyObject *args) {
@@ -682,30 +717,50 @@ done:
 /* rans_decode(payload, ctxspec, freqs, prob_bits, block_size, n_symbols, block_first, block_last, out, dq)
  *   -> 0 ok | 1 bad block index | 2 corrupted block
  * payload: u32 block sizes, then the blocks. out: u8[n_symbols], or None when dq is given.
- * dq: None, or (x f32[n_symbols], scale f32[C], zero u8[C], channels, inner): the decoded symbols of each block
- * are dequantized into x right away (they never leave the cache; out may then be None). */
+ * dq: None, or (x f32[elements], scale f32[C], zero u8[C], channels, inner[, rep, param, bits, elements, q u8[n]]):
+ * the decoded symbols of each block are turned into float32 in x right away (they never leave the cache; out may
+ * then be None): as they are (rep DQ_DENSE), as residuals at distance param (DQ_DELTA, every symbol written to q)
+ * or bit-packed param bits per slot (DQ_PACKED, elements of them). */
 static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     PyObject *po, *spec, *fo, *outo, *dqo;
     int pb;
     long long block, n, bf, bl;
     if (!PyArg_ParseTuple(args, "OOOiLLLLOO", &po, &spec, &fo, &pb, &block, &n, &bf, &bl, &outo, &dqo)) return NULL;
-    Buf pbuf = {0}, fb = {0}, outb = {0}, gb = {0}, xb = {0}, sb = {0}, zb = {0};
+    Buf pbuf = {0}, fb = {0}, outb = {0}, gb = {0}, xb = {0}, sb = {0}, zb = {0}, qb = {0};
     Ctx c;
     PyObject *ret = NULL;
-    long long channels = 1, inner = 1;
+    long long channels = 1, inner = 1, param = 0, elements = 0;
+    int rep = DQ_DENSE, bits = 8;
+    PyObject *qo = Py_None;
     if (get_buf(po, &pbuf, 0, "payload") < 0 || get_buf(fo, &fb, 0, "freqs") < 0) goto done;
     if (outo != Py_None && get_buf(outo, &outb, 1, "out") < 0) goto done;
     if (dqo != Py_None) {
         PyObject *xo, *so, *zo;
-        if (!PyArg_ParseTuple(dqo, "OOOLL", &xo, &so, &zo, &channels, &inner)) goto done;
+        if (!PyArg_ParseTuple(dqo, "OOOLL|iLiLO", &xo, &so, &zo, &channels, &inner, &rep, &param, &bits, &elements,
+                              &qo))
+            goto done;
         if (get_buf(xo, &xb, 1, "x") < 0 || get_buf(so, &sb, 0, "scale") < 0 || get_buf(zo, &zb, 0, "zero") < 0)
             goto done;
+        if (qo != Py_None && get_buf(qo, &qb, 1, "q") < 0) goto done;
     }
     /* n is bounded by the output buffers before anything is computed from it */
-    int sizes_ok = n >= 0 && (outb.held ? outb.view.len >= n : xb.held);
-    if (xb.held && (!fits(xb.view.len, n, 4) || !whole_runs(n, channels, inner) || !fits(sb.view.len, channels, 4) ||
-                    !fits(zb.view.len, channels, 1)))
-        sizes_ok = 0;
+    int sizes_ok = n >= 0 && (outb.held ? outb.view.len >= n : xb.held) && bits >= 1 && bits <= 8;
+    if (xb.held) {
+        /* the elements the stream's n symbols stand for */
+        if (rep == DQ_PACKED) {
+            int per = (param == 1 || param == 2 || param == 4) ? 8 / (int)param : 0;
+            sizes_ok = sizes_ok && per && elements >= 0 && elements <= (int64_t)n * per && elements > ((int64_t)n - 1) * per;
+        } else if (rep == DQ_DELTA) {
+            elements = n;
+            sizes_ok = sizes_ok && param >= 1 && qb.held && qb.view.len >= n;
+        } else {
+            elements = n;
+            sizes_ok = sizes_ok && rep == DQ_DENSE;
+        }
+        if (!sizes_ok || !fits(xb.view.len, elements, 4) || !whole_runs(elements, channels, inner) ||
+            !fits(sb.view.len, channels, 4) || !fits(zb.view.len, channels, 1))
+            sizes_ok = 0;
+    }
     if (!sizes_ok || pb < 8 || pb > 15 || block < LANES || block > (1 << 24)) {
         bad("rans_decode: bad arguments");
         goto done;
@@ -716,8 +771,16 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
         bad("rans_decode: bad arguments");
         goto done;
     }
-    Dequant dq = {xb.held ? (float *)xb.view.buf : NULL, xb.held ? (const float *)sb.view.buf : NULL,
-                  xb.held ? (const uint8_t *)zb.view.buf : NULL, channels, inner};
+    Dequant dq = {xb.held ? (float *)xb.view.buf : NULL,
+                  xb.held ? (const float *)sb.view.buf : NULL,
+                  xb.held ? (const uint8_t *)zb.view.buf : NULL,
+                  channels,
+                  inner,
+                  rep,
+                  param,
+                  (uint8_t)((1u << bits) - 1),
+                  qb.held ? (uint8_t *)qb.view.buf : NULL,
+                  elements};
     int r;
     Py_BEGIN_ALLOW_THREADS;
     r = rans_decode((const uint8_t *)pbuf.view.buf, pbuf.view.len, &c, (const uint16_t *)fb.view.buf, pb, block, n,
@@ -726,6 +789,7 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     ret = r == RANS_ENOMEM ? PyErr_NoMemory() : PyLong_FromLong(r);
 done:
     rel_buf(&pbuf), rel_buf(&fb), rel_buf(&outb), rel_buf(&gb), rel_buf(&xb), rel_buf(&sb), rel_buf(&zb);
+    rel_buf(&qb);
     return ret;
 }
 
@@ -792,6 +856,7 @@ static PyMethodDef methods[] = {
     {"histogram", py_histogram, METH_VARARGS, "256-bin symbol histogram."},
     {"transpose_u8", py_transpose_u8, METH_VARARGS, "Batched byte-matrix transpose."},
     {"histogram_sampled", py_histogram_sampled, METH_VARARGS, "Histogram of hash-picked 4 Ki chunks."},
+    {"family_histograms", py_family_histograms, METH_VARARGS, "Sampled histograms of packed and residual streams."},
     {"clip_choice", py_clip_choice, METH_VARARGS, "Per channel, the clip candidate with the least error."},
     {"channel_histogram", py_channel_histogram, METH_VARARGS, "Symbol counts per channel."},
     {"group_sum", py_group_sum, METH_VARARGS, "Per-group sums of per-channel symbol counts."},

@@ -338,6 +338,20 @@ static int build_packed(const uint16_t *f, int pb, uint32_t *t) {
     return cum == M ? 0 : -1;
 }
 
+/* A decoded block of stream symbols [b0, b1) to float32 (see Dequant); tmp holds 8 symbols per byte. */
+static void block_output(const Dequant *dq, const uint8_t *o, int64_t b0, int64_t b1, uint8_t *tmp) {
+    if (dq->rep == DQ_DELTA) {
+        delta_inverse_range(o, dq->q, b0, b1, dq->param, dq->mask);
+        dequantize_range(dq->q + b0, dq->x, b0, b1, dq->scale, dq->zero, dq->channels, dq->inner);
+    } else if (dq->rep == DQ_PACKED) {
+        const int64_t per = 8 / dq->param, e0 = b0 * per, e1 = min64(b1 * per, dq->elements);
+        unpack_bits(o, (int)dq->param, tmp, e1 - e0);
+        dequantize_range(tmp, dq->x, e0, e1, dq->scale, dq->zero, dq->channels, dq->inner);
+    } else {
+        dequantize_range(o, dq->x, b0, b1, dq->scale, dq->zero, dq->channels, dq->inner);
+    }
+}
+
 /* Decode blocks [bf, bl) of a stream of n symbols (blocks of block symbols) from payload (u32 block sizes,
  * then the blocks) with the context tables freqs (ntables x 256). Symbols go to out (n symbols), or, when
  * out is NULL, are dequantized into dq->x. Returns 0, 1 if the block index does not match the payload,
@@ -391,7 +405,9 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
         goto done;
     }
     if (!out) {
-        scratch = (uint8_t *)ss_malloc((size_t)min64(block, n) + 1); /* a block holds at most n symbols */
+        /* a block holds at most n symbols; unpacked, 8 elements per symbol at most */
+        size_t most = (size_t)min64(block, n) + 1;
+        scratch = (uint8_t *)ss_malloc(dq->rep == DQ_PACKED ? most * 9 : most);
         if (!scratch) goto done;
     }
     int ok = 1;
@@ -405,7 +421,7 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
         if (r < 0)
             ok = 0;
         else if (dq)
-            dequantize_range(o, dq->x, b0, b1, dq->scale, dq->zero, dq->channels, dq->inner);
+            block_output(dq, o, b0, b1, scratch + min64(block, n) + 1);
     }
     ret = ok ? 0 : 2;
 done:

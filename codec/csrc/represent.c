@@ -151,34 +151,41 @@ __attribute__((target("avx2"))) static int64_t prefix_sum_avx2(const uint8_t *r,
 }
 #endif
 
-static void delta_inv_run(const uint8_t *restrict r, uint8_t *restrict q, int64_t n, int64_t d, uint8_t mask) {
-    int64_t head = d < n ? d : n;
-    memcpy(q, r, (size_t)head);
+/* The inverse for symbols [b0, b1): q[i] = (r[i - b0] + q[i - d]) & mask (r[i - b0] itself for i < d). r holds
+ * the residuals of the range only; q is the whole symbol array, decoded up to b0. */
+void delta_inverse_range(const uint8_t *r, uint8_t *q, int64_t b0, int64_t b1, int64_t d, uint8_t mask) {
+    uint8_t *qb = q + b0;
+    const int64_t m = b1 - b0;
+    int64_t head = d - b0;
+    head = head < 0 ? 0 : head > m ? m : head;
+    memcpy(qb, r, (size_t)head);
     if (d >= 16) {
         /* rows of d are independent of each other's current row: vectorizes */
-        for (int64_t i = head; i < n; i += d) {
-            int64_t end = i + d < n ? i + d : n;
-            const uint8_t *prev = q + i - d;
-            for (int64_t k = 0; k < end - i; k++) q[i + k] = (uint8_t)((r[i + k] + prev[k]) & mask);
+        for (int64_t i = head; i < m; i += d) {
+            int64_t end = i + d < m ? i + d : m;
+            const uint8_t *restrict prev = qb + i - d;
+            uint8_t *restrict cur = qb + i;
+            const uint8_t *restrict res = r + i;
+            for (int64_t k = 0; k < end - i; k++) cur[k] = (uint8_t)((res[k] + prev[k]) & mask);
         }
     } else if (d == 1) {
-        uint8_t prev = head ? q[0] : 0; /* running sum kept in a register */
         int64_t i = head;
+        uint8_t prev = i > 0 ? qb[i - 1] : b0 > 0 ? qb[-1] : 0; /* running sum kept in a register */
 #ifdef HAVE_AVX2_PATH
-        if (cpu_has_avx2 > 0) i = prefix_sum_avx2(r, q, i, n, mask, &prev);
+        if (cpu_has_avx2 > 0) i = prefix_sum_avx2(r, qb, i, m, mask, &prev);
 #endif
-        for (; i < n; i++) {
+        for (; i < m; i++) {
             prev = (uint8_t)((r[i] + prev) & mask);
-            q[i] = prev;
+            qb[i] = prev;
         }
     } else {
-        for (int64_t i = head; i < n; i++) q[i] = (uint8_t)((r[i] + q[i - d]) & mask);
+        for (int64_t i = head; i < m; i++) qb[i] = (uint8_t)((r[i] + qb[i - d]) & mask);
     }
 }
 
 void delta(const uint8_t *src, uint8_t *dst, int64_t n, int64_t d, uint8_t mask, int inverse) {
     if (inverse)
-        delta_inv_run(src, dst, n, d, mask);
+        delta_inverse_range(src, dst, 0, n, d, mask);
     else
         delta_fwd_run(src, dst, n, d, mask);
 }
