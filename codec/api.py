@@ -172,7 +172,7 @@ def decode_symbols(frame: Frame, threads: int = 1) -> np.ndarray:
     """The quantized symbols of a parsed frame."""
     represent.validate(frame.kind, frame.param, frame.bits)
     n = frame.numel
-    lengths = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz)
+    lengths = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz, frame.bits)
     streams = []
     for s, length in zip(frame.streams, lengths, strict=True):
         if s.coding == STORED:
@@ -191,7 +191,8 @@ def decode_symbols(frame: Frame, threads: int = 1) -> np.ndarray:
 
 
 # representation -> how the C decoder turns a block of its stream into floats (Dequant's rep)
-_FUSED = {represent.DENSE: 0, represent.DELTA: 1, represent.PACKED: 2}
+_FUSED = {represent.DENSE: 0, represent.DELTA: 1, represent.PACKED: 2, represent.DELTA_PACKED: 3}
+_READS_BACK = (represent.DELTA, represent.DELTA_PACKED)
 
 
 def decode(
@@ -203,16 +204,16 @@ def decode(
     frame = read(blob, max_elements)
     fused = _FUSED.get(frame.kind)
     s = frame.streams[0]
-    if fused is not None and s.coding == RANS and (threads == 1 or frame.kind != represent.DELTA):
+    if fused is not None and s.coding == RANS and (threads == 1 or frame.kind not in _READS_BACK):
         # one pass: each decoded block is turned into floats (through the representation's inverse) while
         # it is in cache; the residuals' inverse reads back across blocks, so it runs on one thread
         represent.validate(frame.kind, frame.param, frame.bits)
         n = frame.numel
-        length = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz)[0]
+        length = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz, frame.bits)[0]
         s.ctx.validate(length)
         out = np.empty(n, np.float32)
         channels, inner = channel_layout(frame.shape, frame.axis)
-        q = np.empty(n, np.uint8) if frame.kind == represent.DELTA else None
+        q = np.empty(n, np.uint8) if frame.kind in _READS_BACK else None
         dq = (out, frame.scale, frame.zero, channels, inner, fused, frame.param, frame.bits, n, q)
         rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads, dq)
         out = out.reshape(frame.shape)

@@ -20,6 +20,7 @@ from . import _kernels, rans, represent, tables
 from .contexts import ORDER0, ContextSpec, channel_order, group_channels, group_counts
 from .represent import (
     DELTA,
+    DELTA_PACKED,
     DENSE,
     KIND_NAMES,
     MAX_WIDTH,
@@ -63,7 +64,7 @@ class Candidate:
             label += f"(w={self.param})"
         elif self.kind == PACKED:
             label += f"({8 // self.param}/byte)"
-        elif self.kind == DELTA:
+        elif self.kind in (DELTA, DELTA_PACKED):
             label += f"(d={self.param})"
         ctxs = ",".join(s.ctx.name if s.coding == RANS else "stored" for s in self.streams)
         return f"{label}[{ctxs}]"
@@ -269,6 +270,15 @@ def candidates(
             options = _dense_options(sub, res, level, block_log2, 1, int(np.argmax(res_hist)))
             for plan in _distinct(options, n):
                 out.append(Candidate(DELTA, d, [plan], plan.predicted_bytes))
+            if slot is not None and slot < 8:
+                per = 8 // slot
+                packed_res = represent.pack(res, slot)
+                ph = np.empty(256, np.uint32)
+                _kernels.histogram(packed_res, ph)
+                sub = TensorInfo(packed_res, ph, info.shape, info.bits, info.layout, None)
+                options = _dense_options(sub, packed_res, level, block_log2, per, int(np.argmax(ph)))
+                for plan in _distinct(options, packed_res.size):
+                    out.append(Candidate(DELTA_PACKED, d, [plan], plan.predicted_bytes))
 
     return out + _sparse_candidates(info, level, block_log2, widths)
 
@@ -374,7 +384,7 @@ def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Cand
     slot = slot if slot is not None and slot < 8 else 0
     distances = delta_distances(info.shape)
     starts, chunk = sample_starts(n, plan.sample)
-    hists = np.empty((1 + len(distances), 256), np.uint32)
+    hists = np.empty((1 + (2 if slot else 1) * len(distances), 256), np.uint32)
     _kernels.family_histograms(
         q, starts, chunk, (1 << info.bits) - 1, slot, np.array(distances, np.int64), hists
     )
@@ -384,6 +394,12 @@ def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Cand
         per = 8 // slot
         families.append((PACKED, slot, per, hists[0], -(-n // per) / (sampled // per)))
     families += [(DELTA, d, 1, hists[1 + k], n / sampled) for k, d in enumerate(distances)]
+    if slot:
+        nd = len(distances)
+        families += [
+            (DELTA_PACKED, d, per, hists[1 + nd + k], -(-n // per) / (sampled // per))
+            for k, d in enumerate(distances)
+        ]
     out: list[Candidate] = []
     for kind, param, mult, hist, scale in families:
         length = -(-n // mult)

@@ -24,7 +24,7 @@ from . import _kernels, tables
 from .contexts import MAX_GROUPS, ContextSpec
 from .costmodel import RANS, STORED
 from .errors import CodecError
-from .represent import DELTA, DENSE, KIND_NAMES, PACKED, SPARSE
+from .represent import DELTA, DELTA_PACKED, DENSE, KIND_NAMES, PACKED, SPARSE
 
 MAGIC = b"SPLT"
 VERSION = 1
@@ -192,7 +192,7 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
     if zmax > (1 << bits) - 1:
         raise CodecError("zero point out of range")
     nnz, nstreams = r.unpack("IB")
-    if kind not in (DENSE, PACKED, SPARSE, DELTA):
+    if kind not in (DENSE, PACKED, SPARSE, DELTA, DELTA_PACKED):
         raise CodecError(f"unknown representation {kind}")
     if nstreams != (3 if kind == SPARSE else 1):
         raise CodecError("stream count does not match the representation")

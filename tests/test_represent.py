@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from codec import _kernels, represent
+from codec import CodecError, _kernels, represent
 
 needs_avx2 = pytest.mark.skipif(
     not _kernels.AVX2, reason="no AVX2 on this CPU: no vector path to compare with the scalar one"
@@ -39,8 +39,9 @@ def test_delta_inverse_restores_the_symbols(simd, distance, bits, n):
 @pytest.mark.parametrize("bits", [8, 4, 2, 1])
 @pytest.mark.parametrize("distance", [1, 3, 17, 64, 5000])
 def test_family_histograms_match_numpy(bits, distance):
-    """The cost model's sampled statistics: per chunk, the packed bytes and the residuals at each distance
-    (the symbol itself before the distance), counted as NumPy counts them."""
+    """The cost model's sampled statistics: per chunk, the residuals at each distance (the symbol itself
+    before the distance) and, for bit widths that pack, the packed symbols and packed residuals, counted as
+    NumPy counts them."""
     rng = np.random.default_rng(bits * 31 + distance)
     q = rng.integers(0, 1 << bits, 20_000).astype(np.uint8)
     q[3000:9000] = q[2000:8000]  # repeated stretches: many zero residuals
@@ -49,19 +50,26 @@ def test_family_histograms_match_numpy(bits, distance):
     slot = represent.pack_slot(bits) or 0
     slot = slot if slot < 8 else 0
     dists = np.array([distance, 1], np.int64)
-    hists = np.empty((3, 256), np.uint32)
+    hists = np.empty((1 + (2 if slot else 1) * dists.size, 256), np.uint32)
     _kernels.family_histograms(q, starts, chunk, (1 << bits) - 1, slot, dists, hists)
+
+    def counted(sym: np.ndarray, per: int = 1) -> np.ndarray:
+        return sum(np.bincount(sym[s // per : (s + chunk) // per], minlength=256) for s in starts)
+
     for row, d in enumerate(dists, start=1):
         res = represent.residuals(q, int(d), bits)
-        expected = sum(np.bincount(res[s : s + chunk], minlength=256) for s in starts)
-        assert np.array_equal(hists[row], expected)
+        assert np.array_equal(hists[row], counted(res))
+        if slot:
+            packed = represent.pack(res, slot)
+            assert np.array_equal(hists[row + dists.size], counted(packed, 8 // slot))
     if slot:
-        packed = np.empty(q.size * slot // 8, np.uint8)
-        _kernels.pack(q, slot, packed)
-        per = 8 // slot
-        expected = sum(
-            np.bincount(packed[s // per : (s + chunk) // per], minlength=256) for s in starts
-        )
-        assert np.array_equal(hists[0], expected)
+        assert np.array_equal(hists[0], counted(represent.pack(q, slot), 8 // slot))
     else:
         assert not hists[0].any()
+
+
+@pytest.mark.parametrize("bits", [5, 8])
+def test_only_low_bit_widths_pack(bits):
+    with pytest.raises(CodecError):
+        represent.validate(represent.DELTA_PACKED, 1, bits)
+    represent.validate(represent.DELTA_PACKED, 1, 4)

@@ -141,6 +141,7 @@ int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block
 #define SAMPLE_CHUNK_MAX 8192 /* the longest chunk family_histograms takes */
 void family_histograms(const uint8_t *q, const int64_t *starts, int64_t nstarts, int64_t chunk, uint8_t mask,
                        int slot, const int64_t *dist, int nd, uint32_t *hist);
+void pack_run(const uint8_t *q, int64_t m, int slot, uint8_t *o);
 int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
                       uint32_t *gap_hist);
 
@@ -175,18 +176,20 @@ int64_t rans_encode(const uint8_t *sym, int64_t n, const Ctx *c, const uint16_t 
 
 /* Decoded symbols straight to float32, block by block while they are in cache: x[i] = (q[i] - zero[ch]) *
  * scale[ch], ch = (i / inner) % channels, where the stream's symbols are q itself (DQ_DENSE), its residuals at
- * distance param (DQ_DELTA; the inverse writes every symbol to q, as it reads back across blocks) or q
- * bit-packed, param bits per slot (DQ_PACKED; elements of them, the last byte perhaps partly used). */
-enum { DQ_DENSE = 0, DQ_DELTA = 1, DQ_PACKED = 2 };
+ * distance param (DQ_DELTA; the inverse writes every symbol to q, as it reads back across blocks), q
+ * bit-packed slot bits per symbol (DQ_PACKED) or its residuals bit-packed (DQ_DELTA_PACKED); packed streams
+ * hold elements symbols, the last byte perhaps partly used. */
+enum { DQ_DENSE = 0, DQ_DELTA = 1, DQ_PACKED = 2, DQ_DELTA_PACKED = 3 };
 typedef struct {
     float *x;
     const float *scale;
     const uint8_t *zero;
     int64_t channels, inner;
     int rep;
-    int64_t param;
-    uint8_t mask;
-    uint8_t *q;
+    int64_t distance; /* DQ_DELTA, DQ_DELTA_PACKED */
+    int slot;         /* DQ_PACKED, DQ_DELTA_PACKED: 1, 2 or 4 */
+    uint8_t mask;     /* 2^bits - 1 */
+    uint8_t *q;       /* DQ_DELTA, DQ_DELTA_PACKED: all elements */
     int64_t elements;
 } Dequant;
 

@@ -231,9 +231,10 @@ done:
     return ret;
 }
 
-/* family_histograms(q u8, starts i64[K], chunk, mask, slot, distances i64[D], hist u32[(1+D)*256]): the
- * histograms of the sampled chunks q[s, s + chunk) bit-packed (row 0; slot 0: none) and as residuals at
- * each distance (rows 1..D). Every start is checked to lie in q, and to be a whole packed byte. */
+/* family_histograms(q u8, starts i64[K], chunk, mask, slot, distances i64[D], hist u32[(1+D or 1+2D)*256]): the
+ * histograms of the sampled chunks q[s, s + chunk) bit-packed (row 0; slot 0: none), as residuals at each
+ * distance (rows 1..D) and, with a slot, as packed residuals (rows 1+D..2D). Every start is checked to lie in
+ * q, and to be a whole packed byte. */
 static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
     PyObject *qo, *so, *dobj, *ho;
     long long chunk;
@@ -247,7 +248,8 @@ static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
     int64_t n = qb.view.len, nstarts = sb.view.len / 8, nd = db.view.len / 8;
     const int64_t *starts = (const int64_t *)sb.view.buf, *dist = (const int64_t *)db.view.buf;
     int ok = chunk >= 1 && chunk <= SAMPLE_CHUNK_MAX && chunk <= n && mask >= 1 && mask <= 255 &&
-             (slot == 0 || slot == 1 || slot == 2 || slot == 4) && nd <= 16 && fits(hb.view.len, nd + 1, 256 * 4) &&
+             (slot == 0 || slot == 1 || slot == 2 || slot == 4) && nd <= 16 &&
+             fits(hb.view.len, 1 + (slot ? 2 : 1) * nd, 256 * 4) &&
              sb.view.len % 8 == 0 && db.view.len % 8 == 0;
     for (int64_t k = 0; ok && k < nstarts; k++)
         ok = starts[k] >= 0 && starts[k] <= n - chunk && (slot == 0 || (starts[k] % (8 / slot) == 0 && chunk % (8 / slot) == 0));
@@ -719,8 +721,9 @@ done:
  * payload: u32 block sizes, then the blocks. out: u8[n_symbols], or None when dq is given.
  * dq: None, or (x f32[elements], scale f32[C], zero u8[C], channels, inner[, rep, param, bits, elements, q u8[n]]):
  * the decoded symbols of each block are turned into float32 in x right away (they never leave the cache; out may
- * then be None): as they are (rep DQ_DENSE), as residuals at distance param (DQ_DELTA, every symbol written to q)
- * or bit-packed param bits per slot (DQ_PACKED, elements of them). */
+ * then be None): as they are (rep DQ_DENSE), as residuals at distance param (DQ_DELTA, every symbol written to q),
+ * bit-packed param bits per slot (DQ_PACKED, elements of them) or residuals at distance param bit-packed as bits
+ * allow (DQ_DELTA_PACKED, elements of them written to q). */
 static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     PyObject *po, *spec, *fo, *outo, *dqo;
     int pb;
@@ -745,18 +748,22 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     }
     /* n is bounded by the output buffers before anything is computed from it */
     int sizes_ok = n >= 0 && (outb.held ? outb.view.len >= n : xb.held) && bits >= 1 && bits <= 8;
+    int slot = 0;
     if (xb.held) {
         /* the elements the stream's n symbols stand for */
-        if (rep == DQ_PACKED) {
-            int per = (param == 1 || param == 2 || param == 4) ? 8 / (int)param : 0;
-            sizes_ok = sizes_ok && per && elements >= 0 && elements <= (int64_t)n * per && elements > ((int64_t)n - 1) * per;
-        } else if (rep == DQ_DELTA) {
+        if (rep == DQ_PACKED || rep == DQ_DELTA_PACKED) {
+            slot = rep == DQ_PACKED ? (int)param : bits == 3 ? 4 : bits;
+            int per = (slot == 1 || slot == 2 || slot == 4) && bits <= slot ? 8 / slot : 0;
+            sizes_ok = sizes_ok && per && elements >= 0 && elements <= (int64_t)n * per &&
+                       elements > ((int64_t)n - 1) * per;
+        } else if (rep == DQ_DENSE) {
             elements = n;
-            sizes_ok = sizes_ok && param >= 1 && qb.held && qb.view.len >= n;
         } else {
+            sizes_ok = sizes_ok && rep == DQ_DELTA;
             elements = n;
-            sizes_ok = sizes_ok && rep == DQ_DENSE;
         }
+        if (rep == DQ_DELTA || rep == DQ_DELTA_PACKED)
+            sizes_ok = sizes_ok && param >= 1 && qb.held && qb.view.len >= elements;
         if (!sizes_ok || !fits(xb.view.len, elements, 4) || !whole_runs(elements, channels, inner) ||
             !fits(sb.view.len, channels, 4) || !fits(zb.view.len, channels, 1))
             sizes_ok = 0;
@@ -777,7 +784,8 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
                   channels,
                   inner,
                   rep,
-                  param,
+                  rep == DQ_DELTA || rep == DQ_DELTA_PACKED ? param : 0,
+                  slot,
                   (uint8_t)((1u << bits) - 1),
                   qb.held ? (uint8_t *)qb.view.buf : NULL,
                   elements};

@@ -340,16 +340,20 @@ static int build_packed(const uint16_t *f, int pb, uint32_t *t) {
 
 /* A decoded block of stream symbols [b0, b1) to float32 (see Dequant); tmp holds 8 symbols per byte. */
 static void block_output(const Dequant *dq, const uint8_t *o, int64_t b0, int64_t b1, uint8_t *tmp) {
-    if (dq->rep == DQ_DELTA) {
-        delta_inverse_range(o, dq->q, b0, b1, dq->param, dq->mask);
-        dequantize_range(dq->q + b0, dq->x, b0, b1, dq->scale, dq->zero, dq->channels, dq->inner);
-    } else if (dq->rep == DQ_PACKED) {
-        const int64_t per = 8 / dq->param, e0 = b0 * per, e1 = min64(b1 * per, dq->elements);
-        unpack_bits(o, (int)dq->param, tmp, e1 - e0);
-        dequantize_range(tmp, dq->x, e0, e1, dq->scale, dq->zero, dq->channels, dq->inner);
-    } else {
-        dequantize_range(o, dq->x, b0, b1, dq->scale, dq->zero, dq->channels, dq->inner);
+    int64_t e0 = b0, e1 = b1;
+    const uint8_t *sym = o;
+    if (dq->rep == DQ_PACKED || dq->rep == DQ_DELTA_PACKED) {
+        const int64_t per = 8 / dq->slot;
+        e0 = b0 * per;
+        e1 = min64(b1 * per, dq->elements);
+        unpack_bits(o, dq->slot, tmp, e1 - e0);
+        sym = tmp;
     }
+    if (dq->rep == DQ_DELTA || dq->rep == DQ_DELTA_PACKED) {
+        delta_inverse_range(sym, dq->q, e0, e1, dq->distance, dq->mask);
+        sym = dq->q + e0;
+    }
+    dequantize_range(sym, dq->x, e0, e1, dq->scale, dq->zero, dq->channels, dq->inner);
 }
 
 /* Decode blocks [bf, bl) of a stream of n symbols (blocks of block symbols) from payload (u32 block sizes,
@@ -407,7 +411,7 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
     if (!out) {
         /* a block holds at most n symbols; unpacked, 8 elements per symbol at most */
         size_t most = (size_t)min64(block, n) + 1;
-        scratch = (uint8_t *)ss_malloc(dq->rep == DQ_PACKED ? most * 9 : most);
+        scratch = (uint8_t *)ss_malloc(dq->slot ? most * 9 : most);
         if (!scratch) goto done;
     }
     int ok = 1;

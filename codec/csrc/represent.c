@@ -87,35 +87,58 @@ int csr_merge(const uint8_t *counts, int64_t rows, const uint8_t *gaps, const ui
     return ok;
 }
 
+/* Whole bytes of k = 8 / slot symbols (slot 1, 2 or 4), first symbol in the low bits: m symbols (a multiple
+ * of k) to m / k bytes. One loop per slot, so the compiler vectorizes each with its constants. */
+#define PACK_LOOP(K, SLOT)                                                                   \
+    for (int64_t j = 0; j < m / (K); j++) {                                                  \
+        uint8_t v = 0;                                                                       \
+        for (int t = 0; t < (K); t++) v |= (uint8_t)((q[j * (K) + t] & ((1u << (SLOT)) - 1)) << (t * (SLOT))); \
+        o[j] = v;                                                                            \
+    }
+void pack_run(const uint8_t *restrict q, int64_t m, int slot, uint8_t *restrict o) {
+    if (slot == 4) {
+        PACK_LOOP(2, 4)
+    } else if (slot == 2) {
+        PACK_LOOP(4, 2)
+    } else {
+        PACK_LOOP(8, 1)
+    }
+}
+#undef PACK_LOOP
+
 /* k = 8 / bits symbols per byte (bits 1, 2 or 4), first symbol in the low bits; o holds ceil(n / k) bytes */
 void pack_bits(const uint8_t *q, int64_t n, int bits, uint8_t *o) {
     int k = 8 / bits;
-    int64_t m = (n + k - 1) / k;
-    const uint8_t mask = (uint8_t)((1u << bits) - 1);
     int64_t full = n / k;
-    for (int64_t j = 0; j < full; j++) {
-        uint8_t v = 0;
-        for (int t = 0; t < k; t++) v |= (uint8_t)((q[j * k + t] & mask) << (t * bits));
-        o[j] = v;
-    }
-    if (m > full) {
+    const uint8_t mask = (uint8_t)((1u << bits) - 1);
+    pack_run(q, full * k, bits, o);
+    if (n > full * k) {
         uint8_t v = 0;
         for (int64_t i = full * k; i < n; i++) v |= (uint8_t)((q[i] & mask) << ((i - full * k) * bits));
         o[full] = v;
     }
 }
 
-/* the inverse of pack_bits: n symbols from ceil(n / k) bytes */
-void unpack_bits(const uint8_t *p, int bits, uint8_t *o, int64_t n) {
+/* the inverse of pack_bits: n symbols from ceil(n / k) bytes (one loop per slot, as for packing) */
+#define UNPACK_LOOP(K, SLOT)                                                                 \
+    for (int64_t j = 0; j < full; j++) {                                                     \
+        uint8_t v = p[j];                                                                    \
+        for (int t = 0; t < (K); t++) o[j * (K) + t] = (uint8_t)((v >> (t * (SLOT))) & ((1u << (SLOT)) - 1)); \
+    }
+void unpack_bits(const uint8_t *restrict p, int bits, uint8_t *restrict o, int64_t n) {
     int k = 8 / bits;
     const uint8_t mask = (uint8_t)((1u << bits) - 1);
     int64_t full = n / k;
-    for (int64_t j = 0; j < full; j++) {
-        uint8_t v = p[j];
-        for (int t = 0; t < k; t++) o[j * k + t] = (uint8_t)((v >> (t * bits)) & mask);
+    if (bits == 4) {
+        UNPACK_LOOP(2, 4)
+    } else if (bits == 2) {
+        UNPACK_LOOP(4, 2)
+    } else {
+        UNPACK_LOOP(8, 1)
     }
     for (int64_t i = full * k; i < n; i++) o[i] = (uint8_t)((p[i / k] >> ((i % k) * bits)) & mask);
 }
+#undef UNPACK_LOOP
 
 /* prediction residuals: r[i] = (q[i] - q[i - d]) & mask for i >= d, r[i] = q[i] before */
 static void delta_fwd_run(const uint8_t *restrict q, uint8_t *restrict r, int64_t n, int64_t d, uint8_t mask) {

@@ -134,42 +134,40 @@ int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_s
 }
 
 /* Histograms of sampled chunks of several representations at once (the cost model's candidate statistics):
- * for every start s, the chunk q[s, s + chunk) bit-packed (slot bits per symbol, 8 / slot per byte; row 0,
- * left empty when slot is 0) and as residuals (q[i] - q[i - d]) & mask at each distance d (row 1 + k; q[i]
- * itself where i < d). The caller has checked the starts (in range; multiples of 8 / slot when packing)
- * and that chunk is at most SAMPLE_CHUNK_MAX. */
+ * for every start s, the chunk q[s, s + chunk) as residuals (q[i] - q[i - d]) & mask at each distance d (row
+ * 1 + k; q[i] itself where i < d) and, when slot is not 0, bit-packed slot bits per symbol (row 0: q itself;
+ * row 1 + nd + k: the residuals at distance k). Row 0 is left empty when slot is 0. The caller has checked
+ * the starts (in range; multiples of 8 / slot when packing) and that chunk is at most SAMPLE_CHUNK_MAX. */
 void family_histograms(const uint8_t *q, const int64_t *starts, int64_t nstarts, int64_t chunk, uint8_t mask,
                        int slot, const int64_t *dist, int nd, uint32_t *hist) {
-    uint32_t h[4][256];
-    uint8_t tmp[SAMPLE_CHUNK_MAX];
-    for (int row = 0; row <= nd; row++) {
-        if (row == 0 && !slot) {
+    uint32_t h[4][256], hp[4][256];
+    uint8_t res[SAMPLE_CHUNK_MAX], packed[SAMPLE_CHUNK_MAX];
+    const int64_t per = slot ? 8 / slot : 1;
+    for (int row = -1; row < nd; row++) { /* -1: q itself (packed only) */
+        if (row < 0 && !slot) {
             memset(hist, 0, 256 * sizeof(uint32_t));
             continue;
         }
         memset(h, 0, sizeof h);
+        memset(hp, 0, sizeof hp);
         for (int64_t k = 0; k < nstarts; k++) {
             const uint8_t *p = q + starts[k];
-            int64_t m = chunk;
-            if (row == 0) {
-                const int per = 8 / slot;
-                const uint8_t sm = (uint8_t)((1u << slot) - 1);
-                m = chunk / per;
-                for (int64_t j = 0; j < m; j++) {
-                    uint8_t v = 0;
-                    for (int t = 0; t < per; t++) v |= (uint8_t)((p[j * per + t] & sm) << (t * slot));
-                    tmp[j] = v;
-                }
-            } else {
-                const int64_t d = dist[row - 1];
+            const uint8_t *r = p;
+            if (row >= 0) {
+                const int64_t d = dist[row];
                 int64_t head = d - starts[k];
-                if (head < 0) head = 0;
-                if (head > m) head = m;
-                memcpy(tmp, p, (size_t)head);
-                for (int64_t j = head; j < m; j++) tmp[j] = (uint8_t)((p[j] - p[j - d]) & mask);
+                head = head < 0 ? 0 : head > chunk ? chunk : head;
+                memcpy(res, p, (size_t)head);
+                for (int64_t j = head; j < chunk; j++) res[j] = (uint8_t)((p[j] - p[j - d]) & mask);
+                histogram_add(res, chunk, h);
+                r = res;
             }
-            histogram_add(tmp, m, h);
+            if (slot) {
+                pack_run(r, chunk / per * per, slot, packed);
+                histogram_add(packed, chunk / per, hp);
+            }
         }
-        histogram_fold(h, hist + (size_t)row * 256);
+        if (row >= 0) histogram_fold(h, hist + (size_t)(1 + row) * 256);
+        if (slot) histogram_fold(hp, hist + (size_t)(row < 0 ? 0 : 1 + nd + row) * 256);
     }
 }
