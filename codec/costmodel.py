@@ -383,7 +383,8 @@ def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Cand
     slot = pack_slot(info.bits)
     slot = slot if slot is not None and slot < 8 else 0
     distances = delta_distances(info.shape)
-    starts, chunk = sample_starts(n, plan.sample)
+    # small tensors: a third of the symbols (at least 8 Ki) tells the representations apart as well
+    starts, chunk = sample_starts(n, min(plan.sample, max(n // 3, 1 << 13)))
     hists = np.empty((1 + (2 if slot else 1) * len(distances), 256), np.uint32)
     _kernels.family_histograms(
         q, starts, chunk, (1 << info.bits) - 1, slot, np.array(distances, np.int64), hists

@@ -73,3 +73,31 @@ def test_only_low_bit_widths_pack(bits):
     with pytest.raises(CodecError):
         represent.validate(represent.DELTA_PACKED, 1, bits)
     represent.validate(represent.DELTA_PACKED, 1, 4)
+
+
+def numpy_csr_stats(q: np.ndarray, zero: int, width: int, row_step: int) -> tuple:
+    """Row-count and column-gap histograms of the sparse representation, row by row."""
+    counts = np.zeros(256, np.uint32)
+    gaps = np.zeros(256, np.uint32)
+    nnz = 0
+    for r0 in range(0, q.size, width * row_step):
+        cols = np.flatnonzero(q[r0 : r0 + width] != zero)
+        counts[cols.size] += 1
+        np.add.at(gaps, np.diff(cols, prepend=-1) - 1, 1)
+        nnz += cols.size
+    return counts, gaps, nnz
+
+
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.4, 0.97, 1.0])
+@pytest.mark.parametrize("width", [1, 8, 63, 64, 65, 200, 255])
+@pytest.mark.parametrize("row_step", [1, 3])
+def test_csr_stats_match_numpy(density, width, row_step):
+    """The sparse candidates' statistics (non-zeros found 64 columns at a time) equal a row-by-row count,
+    for rows that straddle 64-column words and a last row cut short."""
+    rng = np.random.default_rng(width * 7 + row_step)
+    q = np.where(rng.random(9_999) < density, rng.integers(0, 256, 9_999), 5).astype(np.uint8)
+    (count_hist, gap_hist, nnz), = _kernels.csr_stats(q, np.array([5], np.uint8), 1, q.size, (width,), row_step)
+    counts, gaps, expected_nnz = numpy_csr_stats(q, 5, width, row_step)
+    assert nnz == expected_nnz
+    assert np.array_equal(np.frombuffer(count_hist, np.uint32), counts)
+    assert np.array_equal(np.frombuffer(gap_hist, np.uint32), gaps)

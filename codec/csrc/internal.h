@@ -142,7 +142,8 @@ int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block
 void family_histograms(const uint8_t *q, const int64_t *starts, int64_t nstarts, int64_t chunk, uint8_t mask,
                        int slot, const int64_t *dist, int nd, uint32_t *hist);
 void pack_run(const uint8_t *q, int64_t m, int slot, uint8_t *o);
-int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
+void nonzero_bits(const uint8_t *nz, int64_t n, uint64_t *words);
+int64_t csr_row_stats(const uint64_t *words, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
                       uint32_t *gap_hist);
 
 /* ---- representations (represent.c) -------------------------------------------------------------- */

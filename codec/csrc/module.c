@@ -387,6 +387,7 @@ static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
     Buf qb = {0}, zb = {0};
     PyObject *ret = NULL;
     uint8_t *nz = NULL;
+    uint64_t *words = NULL;
     if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(zo, &zb, 0, "zero") < 0) goto done;
     int64_t n = qb.view.len;
     /* one channel: inner is not used (q may be a sample of the tensor) */
@@ -398,15 +399,17 @@ static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
     Py_ssize_t nw = PyTuple_GET_SIZE(wo);
     ret = PyList_New(nw);
     if (!ret) goto done;
-    /* one nonzero mask for all widths */
+    /* one non-zero mask, as bits, for all widths */
     nz = (uint8_t *)ss_malloc((size_t)(n ? n : 1));
-    if (!nz) {
+    words = (uint64_t *)ss_malloc((size_t)(n / 64 + 2) * 8);
+    if (!nz || !words) {
         Py_CLEAR(ret);
         PyErr_NoMemory();
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS;
     nonzero_mask((const uint8_t *)qb.view.buf, n, (const uint8_t *)zb.view.buf, channels, inner, nz);
+    nonzero_bits(nz, n, words);
     Py_END_ALLOW_THREADS;
     for (Py_ssize_t w = 0; w < nw; w++) {
         long long width = PyLong_AsLongLong(PyTuple_GET_ITEM(wo, w));
@@ -418,7 +421,7 @@ static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
         uint32_t ch[256], gh[256];
         int64_t nnz;
         Py_BEGIN_ALLOW_THREADS;
-        nnz = csr_row_stats(nz, n, width, row_step, ch, gh);
+        nnz = csr_row_stats(words, n, width, row_step, ch, gh);
         Py_END_ALLOW_THREADS;
         PyObject *t = Py_BuildValue("(y#y#L)", (const char *)ch, (Py_ssize_t)sizeof ch, (const char *)gh,
                                     (Py_ssize_t)sizeof gh, (long long)nnz);
@@ -430,6 +433,7 @@ static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
     }
 done:
     ss_free(nz);
+    ss_free(words);
     rel_buf(&qb), rel_buf(&zb);
     return ret;
 }

@@ -36,6 +36,21 @@ void histogram4(const uint8_t *q, int64_t n, uint32_t *hist) {
     histogram_fold(h, hist);
 }
 
+#ifdef HAVE_AVX2_PATH
+/* nonzero_bits 64 bytes at a time (compare with zero, gather the sign bits); returns where it stopped */
+__attribute__((target("avx2"))) static int64_t nonzero_bits_avx2(const uint8_t *nz, int64_t n, uint64_t *words) {
+    const __m256i zero = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint32_t lo = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(nz + i)), zero));
+        uint32_t hi = (uint32_t)_mm256_movemask_epi8(
+            _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(nz + i + 32)), zero));
+        words[i >> 6] = ~((uint64_t)hi << 32 | lo);
+    }
+    return i;
+}
+#endif
+
 /* Add the chunks [i * QCHUNK, ...) of q within [from, to) (chunk-aligned, to may be the end) that the
  * sample picks: a multiplicative (Fibonacci) hash of the chunk index spreads them evenly, without aliasing
  * with the tensor's own periods (channels, images) as every k-th chunk would. Returns symbols counted. */
@@ -106,30 +121,48 @@ int context_histogram(const uint8_t *sym, int64_t n, const Ctx *c, int64_t block
     return 0;
 }
 
-/* Sparse rows of width (1..255) over the non-zero mask nz: histograms of the non-zero count per row and of
- * the column gap before each non-zero, over every row_step-th row. Returns the non-zeros seen. */
-int64_t csr_row_stats(const uint8_t *nz, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
+/* The non-zero mask nz (n bytes of 0 / 1) as bits, 64 per word, bit i of word i / 64; words holds n / 64 + 2
+ * words, the ones past the end zero (so a row's 64 bits can always be read from two words). */
+void nonzero_bits(const uint8_t *nz, int64_t n, uint64_t *words) {
+    memset(words, 0, (size_t)(n / 64 + 2) * 8);
+    int64_t i = 0;
+#ifdef HAVE_AVX2_PATH
+    if (cpu_has_avx2 > 0) i = nonzero_bits_avx2(nz, n, words);
+#endif
+    for (; i < n; i++) words[i >> 6] |= (uint64_t)(nz[i] != 0) << (i & 63);
+}
+
+/* Sparse rows of width (1..255) over the non-zero bits (see nonzero_bits): histograms of the non-zero count
+ * per row and of the column gap before each non-zero, over every row_step-th row. The set bits of a row are
+ * visited 64 columns at a time, so the work follows the non-zeros, not the columns. Returns the non-zeros
+ * seen. */
+int64_t csr_row_stats(const uint64_t *words, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
                       uint32_t *gap_hist) {
     int64_t nnz = 0, rows = (n + width - 1) / width;
-    uint32_t ch[256], gh_ext[256 + 4];
+    uint32_t ch[256], gh[4][256]; /* gaps spread over four tables: runs of gap 0 do not chain on one counter */
     memset(ch, 0, sizeof ch);
-    memset(gh_ext, 0, sizeof gh_ext);
+    memset(gh, 0, sizeof gh);
     for (int64_t r = 0; r < rows; r += row_step) {
-        int64_t r0 = r * width, r1 = r0 + width < n ? r0 + width : n;
+        const int64_t r0 = r * width, len = min64(width, n - r0);
         int cnt = 0, prev = -1;
-        for (int64_t i = r0; i < r1; i++) {
-            /* branch-free: zero-point symbols count into four spare bins in turn (one bin would chain
-             * every increment on the last one through memory) */
-            int col = (int)(i - r0), m = nz[i];
-            gh_ext[m ? col - prev - 1 : 256 + (col & 3)]++;
-            prev = m ? col : prev;
-            cnt += m;
+        for (int64_t c0 = 0; c0 < len; c0 += 64) {
+            const int64_t at = r0 + c0, sh = at & 63;
+            uint64_t bits = words[at >> 6] >> sh;
+            if (sh) bits |= words[(at >> 6) + 1] << (64 - sh);
+            if (len - c0 < 64) bits &= (UINT64_C(1) << (len - c0)) - 1;
+            while (bits) {
+                const int col = (int)c0 + __builtin_ctzll(bits);
+                gh[cnt & 3][col - prev - 1]++;
+                prev = col;
+                cnt++;
+                bits &= bits - 1;
+            }
         }
         ch[cnt]++;
         nnz += cnt;
     }
     memcpy(count_hist, ch, sizeof ch);
-    memcpy(gap_hist, gh_ext, 256 * sizeof(uint32_t));
+    histogram_fold(gh, gap_hist);
     return nnz;
 }
 
