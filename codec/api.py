@@ -120,7 +120,7 @@ def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads:
         freqs = tables.normalize(counts, plan.prob_bits)
         payload = rans.encode(sym, freqs, plan.prob_bits, block_log2, plan.ctx, threads)
         headers.append(StreamHeader(RANS, plan.prob_bits, block_log2, plan.ctx, freqs, payload))
-    nnz = streams[1].size if cand.kind == represent.SPARSE else 0
+    nnz = streams[1].size if cand.kind in (represent.SPARSE, represent.DELTA_NIBBLE) else 0
     frame = Frame(
         p.dtype,
         p.params.bits,
@@ -168,22 +168,24 @@ def encode(
     return encode_prepared(p, best, blog, threads)
 
 
+def _decode_stream(s: StreamHeader, length: int, threads: int = 1) -> np.ndarray:
+    """The symbols of one stream (stored or rANS-coded) of ``length`` symbols."""
+    if s.coding == STORED:
+        if len(s.payload) != length:
+            raise CodecError("stored stream length does not match its symbol count")
+        return np.frombuffer(s.payload, np.uint8)
+    s.ctx.validate(length)
+    return rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads)
+
+
 def decode_symbols(frame: Frame, threads: int = 1) -> np.ndarray:
     """The quantized symbols of a parsed frame."""
     represent.validate(frame.kind, frame.param, frame.bits)
     n = frame.numel
     lengths = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz, frame.bits)
-    streams = []
-    for s, length in zip(frame.streams, lengths, strict=True):
-        if s.coding == STORED:
-            if len(s.payload) != length:
-                raise CodecError("stored stream length does not match its symbol count")
-            streams.append(np.frombuffer(s.payload, np.uint8))
-            continue
-        s.ctx.validate(length)
-        streams.append(
-            rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads)
-        )
+    streams = [
+        _decode_stream(s, length, threads) for s, length in zip(frame.streams, lengths, strict=True)
+    ]
     channels, inner = channel_layout(frame.shape, frame.axis)
     return represent.merge(
         streams, frame.kind, frame.param, n, Layout(frame.zero, channels, inner), frame.bits
@@ -191,8 +193,14 @@ def decode_symbols(frame: Frame, threads: int = 1) -> np.ndarray:
 
 
 # representation -> how the C decoder turns a block of its stream into floats (Dequant's rep)
-_FUSED = {represent.DENSE: 0, represent.DELTA: 1, represent.PACKED: 2, represent.DELTA_PACKED: 3}
-_READS_BACK = (represent.DELTA, represent.DELTA_PACKED)
+_FUSED = {
+    represent.DENSE: 0,
+    represent.DELTA: 1,
+    represent.PACKED: 2,
+    represent.DELTA_PACKED: 3,
+    represent.DELTA_NIBBLE: 4,
+}
+_READS_BACK = (represent.DELTA, represent.DELTA_PACKED, represent.DELTA_NIBBLE)
 
 
 def decode(
@@ -209,12 +217,18 @@ def decode(
         # it is in cache; the residuals' inverse reads back across blocks, so it runs on one thread
         represent.validate(frame.kind, frame.param, frame.bits)
         n = frame.numel
-        length = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz, frame.bits)[0]
+        lengths = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz, frame.bits)
+        length = lengths[0]
         s.ctx.validate(length)
         out = np.empty(n, np.float32)
         channels, inner = channel_layout(frame.shape, frame.axis)
         q = np.empty(n, np.uint8) if frame.kind in _READS_BACK else None
         dq = (out, frame.scale, frame.zero, channels, inner, fused, frame.param, frame.bits, n, q)
+        if frame.kind == represent.DELTA_NIBBLE:
+            # the escapes first (a short stream), in a buffer with room for the kernels' wide loads
+            esc = np.zeros(lengths[1] + represent.ESCAPE_ROOM, np.uint8)
+            esc[: lengths[1]] = _decode_stream(frame.streams[1], lengths[1])
+            dq += (esc, lengths[1])
         rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads, dq)
         out = out.reshape(frame.shape)
     else:

@@ -20,6 +20,7 @@ from . import _kernels, rans, represent, tables
 from .contexts import ORDER0, ContextSpec, channel_order, group_channels, group_counts
 from .represent import (
     DELTA,
+    DELTA_NIBBLE,
     DELTA_PACKED,
     DENSE,
     KIND_NAMES,
@@ -64,7 +65,7 @@ class Candidate:
             label += f"(w={self.param})"
         elif self.kind == PACKED:
             label += f"({8 // self.param}/byte)"
-        elif self.kind in (DELTA, DELTA_PACKED):
+        elif self.kind in (DELTA, DELTA_PACKED, DELTA_NIBBLE):
             label += f"(d={self.param})"
         ctxs = ",".join(s.ctx.name if s.coding == RANS else "stored" for s in self.streams)
         return f"{label}[{ctxs}]"
@@ -270,13 +271,21 @@ def candidates(
             options = _dense_options(sub, res, level, block_log2, 1, int(np.argmax(res_hist)))
             for plan in _distinct(options, n):
                 out.append(Candidate(DELTA, d, [plan], plan.predicted_bytes))
+            if info.bits >= represent.NIBBLE_MIN_BITS:
+                pairs, esc = represent.nibble_split(res, info.bits)
+                ph, eh = np.empty(256, np.uint32), np.empty(256, np.uint32)
+                _kernels.histogram(pairs, ph)
+                _kernels.histogram(esc, eh)
+                out.append(_nibble_candidate(d, n, ph, eh, n, block_log2))
             if slot is not None and slot < 8:
                 per = 8 // slot
                 packed_res = represent.pack(res, slot)
                 ph = np.empty(256, np.uint32)
                 _kernels.histogram(packed_res, ph)
                 sub = TensorInfo(packed_res, ph, info.shape, info.bits, info.layout, None)
-                options = _dense_options(sub, packed_res, level, block_log2, per, int(np.argmax(ph)))
+                options = _dense_options(
+                    sub, packed_res, level, block_log2, per, int(np.argmax(ph))
+                )
                 for plan in _distinct(options, packed_res.size):
                     out.append(Candidate(DELTA_PACKED, d, [plan], plan.predicted_bytes))
 
@@ -385,7 +394,7 @@ def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Cand
     distances = delta_distances(info.shape)
     # small tensors: a third of the symbols (at least 8 Ki) tells the representations apart as well
     starts, chunk = sample_starts(n, min(plan.sample, max(n // 3, 1 << 13)))
-    hists = np.empty((1 + (2 if slot else 1) * len(distances), 256), np.uint32)
+    hists = np.empty((1 + (2 if slot else 3) * len(distances), 256), np.uint32)
     _kernels.family_histograms(
         q, starts, chunk, (1 << info.bits) - 1, slot, np.array(distances, np.int64), hists
     )
@@ -402,6 +411,14 @@ def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Cand
             for k, d in enumerate(distances)
         ]
     out: list[Candidate] = []
+    if not slot:
+        nd = len(distances)
+        for k, d in enumerate(distances):
+            out.append(
+                _nibble_candidate(
+                    d, n, hists[1 + nd + k], hists[1 + 2 * nd + k], sampled, block_log2
+                )
+            )
     for kind, param, mult, hist, scale in families:
         length = -(-n // mult)
         options = [(StreamPlan(RANS, ORDER0, pb), stream_cost(hist, length, scale, block_log2, pb))]
@@ -412,6 +429,36 @@ def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Cand
         for p in _distinct(options, length):
             out.append(Candidate(kind, param, [p], p.predicted_bytes))
     return out
+
+
+def _nibble_candidate(
+    distance: int, n: int, pairs: np.ndarray, escapes: np.ndarray, sampled: int, block_log2: int
+) -> Candidate:
+    """Delta-nibble at ``distance`` from sampled nibble-pair and escape counts: two order-0 streams."""
+    pb = tables.DEFAULT_PROB_BITS
+    npairs = -(-n // 2)
+    nesc = int(round(int(escapes.sum()) * n / sampled))
+    plans = [
+        best_plan(
+            [
+                (
+                    StreamPlan(RANS, ORDER0, pb),
+                    stream_cost(pairs, npairs, npairs / (sampled // 2), block_log2, pb),
+                )
+            ],
+            npairs,
+        ),
+        best_plan(
+            [
+                (
+                    StreamPlan(RANS, ORDER0, pb),
+                    stream_cost(escapes, nesc, n / sampled, block_log2, pb),
+                )
+            ],
+            nesc,
+        ),
+    ]
+    return Candidate(DELTA_NIBBLE, distance, plans, sum(p.predicted_bytes for p in plans))
 
 
 def sample_starts(n: int, target: int, chunk: int = 1024) -> tuple[np.ndarray, int]:

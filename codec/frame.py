@@ -3,7 +3,8 @@
 Layout (little endian)::
 
     magic "SPLT" | version u8 | flags u8 | dtype u8 | bits u8 | ndim u8 | axis i8 | kind u8 | param u16
-    shape u32 x ndim | nq u32 | scale f32 x nq | zero u8 x nq | nnz u32 | nstreams u8
+    shape u32 x ndim | nq u32 | scale f32 x nq | zero u8 x nq | nnz u32 (sparse: non-zeros; delta-nibble:
+    escapes) | nstreams u8
     per stream: coding u8, and for rANS: prob_bits u8 | block_log2 u8 | ctx channels u32 | ctx inner u32 |
                 ctx mult u8 | ngroups u8 | group map u8 x channels (ngroups > 1) | nb_dist u32 | nbuckets u8 |
                 nb_ref u8 | frequency tables;  then payload length u32
@@ -24,7 +25,7 @@ from . import _kernels, tables
 from .contexts import MAX_GROUPS, ContextSpec
 from .costmodel import RANS, STORED
 from .errors import CodecError
-from .represent import DELTA, DELTA_PACKED, DENSE, KIND_NAMES, PACKED, SPARSE
+from .represent import DELTA, DELTA_NIBBLE, DELTA_PACKED, DENSE, KIND_NAMES, PACKED, SPARSE
 
 MAGIC = b"SPLT"
 VERSION = 1
@@ -192,11 +193,11 @@ def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
     if zmax > (1 << bits) - 1:
         raise CodecError("zero point out of range")
     nnz, nstreams = r.unpack("IB")
-    if kind not in (DENSE, PACKED, SPARSE, DELTA, DELTA_PACKED):
+    if kind not in (DENSE, PACKED, SPARSE, DELTA, DELTA_PACKED, DELTA_NIBBLE):
         raise CodecError(f"unknown representation {kind}")
-    if nstreams != (3 if kind == SPARSE else 1):
+    if nstreams != {SPARSE: 3, DELTA_NIBBLE: 2}.get(kind, 1):
         raise CodecError("stream count does not match the representation")
-    if nnz > numel or (kind != SPARSE and nnz):
+    if nnz > numel or (kind not in (SPARSE, DELTA_NIBBLE) and nnz):
         raise CodecError("bad non-zero count")
     streams = []
     for _ in range(nstreams):

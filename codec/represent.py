@@ -9,6 +9,9 @@ Packed: 8 // slot symbols share one byte (slot = 1, 2 or 4 bits), first symbol i
 entropy coder sees (and models) small groups of neighbours jointly.
 Delta-packed (b <= 4): the residuals at distance ``param``, bit-packed like ``packed``: half (or fewer) the
 entropy-coder steps of ``delta``.
+Delta-nibble (b >= 5): the residuals at distance ``param``, each within +-7 as a nibble, two per byte; the
+others get the escape nibble and travel whole in a second stream (``nnz`` of them). On smooth maps most
+residuals are small: fewer entropy-coder steps than ``delta``, and the pairs model neighbours jointly.
 """
 
 from __future__ import annotations
@@ -20,14 +23,19 @@ import numpy as np
 from . import _kernels
 from .errors import CodecError
 
-DENSE, PACKED, SPARSE, DELTA, DELTA_PACKED = 1, 2, 3, 4, 5
+DENSE, PACKED, SPARSE, DELTA, DELTA_PACKED, DELTA_NIBBLE = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {
     DENSE: "dense",
     PACKED: "packed",
     SPARSE: "sparse",
     DELTA: "delta",
     DELTA_PACKED: "delta-packed",
+    DELTA_NIBBLE: "delta-nibble",
 }
+NIBBLE_MIN_BITS = 5
+ESCAPE_ROOM = (
+    64  # bytes an escape buffer keeps beyond its escapes (the vector kernels load 64 at a time)
+)
 MAX_WIDTH = 255
 
 
@@ -59,6 +67,14 @@ def pack(q: np.ndarray, slot: int) -> np.ndarray:
     return out
 
 
+def nibble_split(res: np.ndarray, bits: int) -> list[np.ndarray]:
+    """Residuals -> [nibble pairs, escapes] (the delta-nibble streams)."""
+    pairs = np.empty(-(-res.size // 2), np.uint8)
+    esc = np.empty(res.size + ESCAPE_ROOM, np.uint8)
+    count = _kernels.nibble_split(res, (1 << bits) - 1, pairs, esc)
+    return [pairs, esc[:count]]
+
+
 def packed_slot(bits: int) -> int:
     """The slot of a bit width that packs (b <= 4); CodecError otherwise."""
     slot = pack_slot(bits)
@@ -77,6 +93,8 @@ def split(q: np.ndarray, kind: int, param: int, layout: Layout, bits: int = 8) -
         return [pack(q, param)]
     if kind == DELTA_PACKED:
         return [pack(residuals(q, param, bits), packed_slot(bits))]
+    if kind == DELTA_NIBBLE:
+        return nibble_split(residuals(q, param, bits), bits)
     if kind == SPARSE:
         rows = -(-q.size // param)
         counts = np.empty(rows, np.uint8)
@@ -97,6 +115,8 @@ def stream_lengths(kind: int, param: int, n: int, nnz: int, bits: int) -> list[i
         return [-(-n // (8 // param))]
     if kind == DELTA_PACKED:
         return [-(-n // (8 // packed_slot(bits)))]
+    if kind == DELTA_NIBBLE:
+        return [-(-n // 2), nnz]
     return [-(-n // param), nnz, nnz]
 
 
@@ -104,11 +124,13 @@ def validate(kind: int, param: int, bits: int) -> None:
     """Reject representation parameters a decoder must not use (they come from the wire)."""
     if kind == DENSE:
         return
-    if kind in (DELTA, DELTA_PACKED):
+    if kind in (DELTA, DELTA_PACKED, DELTA_NIBBLE):
         if param < 1:
             raise CodecError("bad delta distance")
         if kind == DELTA_PACKED:
             packed_slot(bits)
+        if kind == DELTA_NIBBLE and bits < NIBBLE_MIN_BITS:
+            raise CodecError(f"delta-nibble needs at least {NIBBLE_MIN_BITS}-bit symbols")
         return
     if kind == PACKED:
         if param not in (1, 2, 4) or bits > param:
@@ -119,6 +141,13 @@ def validate(kind: int, param: int, bits: int) -> None:
             raise CodecError("bad sparse row width")
         return
     raise CodecError(f"unknown representation {kind}")
+
+
+def with_room(esc: np.ndarray) -> np.ndarray:
+    """Escapes in a buffer with ESCAPE_ROOM spare bytes after them (what the merge kernels read)."""
+    out = np.zeros(esc.size + ESCAPE_ROOM, np.uint8)
+    out[: esc.size] = esc
+    return out
 
 
 def merge(
@@ -135,9 +164,14 @@ def merge(
         out = np.empty(n, np.uint8)
         _kernels.unpack(streams[0], param, out)
         return out
-    if kind == DELTA_PACKED:
+    if kind in (DELTA_PACKED, DELTA_NIBBLE):
         res = np.empty(n, np.uint8)
-        _kernels.unpack(streams[0], packed_slot(bits), res)
+        if kind == DELTA_PACKED:
+            _kernels.unpack(streams[0], packed_slot(bits), res)
+        elif not _kernels.nibble_merge(
+            streams[0], with_room(streams[1]), streams[1].size, (1 << bits) - 1, res
+        ):
+            raise CodecError("nibble escapes do not match their stream")
         out = np.empty(n, np.uint8)
         _kernels.delta(res, out, param, (1 << bits) - 1, True)
         return out

@@ -105,6 +105,26 @@ CALLS: dict[str, Callable[[], object]] = {
     "rans_decode packing slot 3": lambda: _kernels.rans_decode(
         q, order0, freqs, 12, 1 << 16, 8, 0, 1, None, (x, f32[:1], u8[:1], 1, 16, 2, 3, 3, 16, None)
     ),
+    "rans_decode nibble pairs without escapes": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 32, 0, 1, None, (x, f32[:1], u8[:1], 1, 64, 4, 1, 8, 64, out, None, 0)
+    ),
+    "rans_decode nibble escapes beyond their buffer": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 32, 0, 1, None, (x, f32[:1], u8[:1], 1, 64, 4, 1, 8, 64, out, q, 1)
+    ),
+    "rans_decode nibble pairs from a later block": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 32, 64, 1, 2, None, (x, f32[:1], u8[:1], 1, 64, 4, 1, 8, 64, out, q, 0)
+    ),
+    "rans_decode nibble pairs of 4-bit symbols": lambda: _kernels.rans_decode(
+        q, order0, freqs, 12, 1 << 16, 32, 0, 1, None, (x, f32[:1], u8[:1], 1, 64, 4, 1, 4, 64, out, q, 0)
+    ),
+    "nibble_split mask not a bit width": lambda: _kernels.nibble_split(q, 100, out, np.empty(128, np.uint8)),
+    "nibble_split escapes without room": lambda: _kernels.nibble_split(q, 255, out, np.empty(64, np.uint8)),
+    "nibble_merge escape count beyond the buffer": lambda: _kernels.nibble_merge(
+        q, np.empty(128, np.uint8), 65, 255, out
+    ),
+    "nibble_merge pairs shorter than the output": lambda: _kernels.nibble_merge(
+        q[:31], np.empty(64, np.uint8), 0, 255, out
+    ),
     "family_histograms start beyond the symbols": lambda: _kernels.family_histograms(
         q, np.array([60], np.int64), 8, 255, 0, np.array([1], np.int64), np.empty(512, np.uint32)
     ),

@@ -18,6 +18,9 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
+#define HAVE_AVX512_PATH 1
+/* the AVX-512 subsets the byte kernels use (Ice Lake, Zen 4 and later) */
+#define AVX512_TARGET "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt"
 #endif
 
 #pragma GCC visibility push(hidden)
@@ -28,8 +31,9 @@
 #define STATE_BYTES (LANES * 4)
 #define QCHUNK 4096 /* quantization and sampled histograms work in chunks of this many symbols */
 
-/* run-time AVX2 switch: CPU support, or 0 when a test asks for the scalar paths */
+/* run-time SIMD switches: CPU support, or 0 when a test asks for the scalar paths */
 extern int cpu_has_avx2;
+extern int cpu_has_avx512;
 
 /* Allocations of the kernels (their sizes follow the input): PyMem_RawMalloc / PyMem_RawFree, so that
  * tracemalloc sees them; callable without the GIL. */
@@ -157,6 +161,13 @@ void pack_bits(const uint8_t *q, int64_t n, int bits, uint8_t *o);
 void unpack_bits(const uint8_t *p, int bits, uint8_t *o, int64_t n);
 void delta(const uint8_t *src, uint8_t *dst, int64_t n, int64_t d, uint8_t mask, int inverse);
 void delta_inverse_range(const uint8_t *r, uint8_t *q, int64_t b0, int64_t b1, int64_t d, uint8_t mask);
+/* delta-nibble: n residuals (bits >= 5, mask = 2^bits - 1) to ceil(n / 2) nibble-pair bytes and the escapes
+ * (esc holds n + 64 bytes); returns the escape count */
+int64_t nibble_split(const uint8_t *r, int64_t n, uint8_t mask, uint8_t *pairs, uint8_t *esc);
+/* the inverse for m residuals whose pairs start at pairs, taking escapes from esc[*pos] (esc holds nesc + 64
+ * bytes); returns 0, or -1 if the escapes run out */
+int nibble_merge(const uint8_t *pairs, int64_t m, const uint8_t *esc, int64_t nesc, int64_t *pos, uint8_t mask,
+                 uint8_t *r);
 
 /* ---- frequency tables (tables.c) ---------------------------------------------------------------- */
 
@@ -178,25 +189,29 @@ int64_t rans_encode(const uint8_t *sym, int64_t n, const Ctx *c, const uint16_t 
 /* Decoded symbols straight to float32, block by block while they are in cache: x[i] = (q[i] - zero[ch]) *
  * scale[ch], ch = (i / inner) % channels, where the stream's symbols are q itself (DQ_DENSE), its residuals at
  * distance param (DQ_DELTA; the inverse writes every symbol to q, as it reads back across blocks), q
- * bit-packed slot bits per symbol (DQ_PACKED) or its residuals bit-packed (DQ_DELTA_PACKED); packed streams
- * hold elements symbols, the last byte perhaps partly used. */
-enum { DQ_DENSE = 0, DQ_DELTA = 1, DQ_PACKED = 2, DQ_DELTA_PACKED = 3 };
+ * bit-packed slot bits per symbol (DQ_PACKED), its residuals bit-packed (DQ_DELTA_PACKED) or its residuals'
+ * nibble pairs with the escapes beside (DQ_DELTA_NIBBLE, blocks in order); packed streams hold elements
+ * symbols, the last byte perhaps partly used. */
+enum { DQ_DENSE = 0, DQ_DELTA = 1, DQ_PACKED = 2, DQ_DELTA_PACKED = 3, DQ_DELTA_NIBBLE = 4 };
 typedef struct {
     float *x;
     const float *scale;
     const uint8_t *zero;
     int64_t channels, inner;
     int rep;
-    int64_t distance; /* DQ_DELTA, DQ_DELTA_PACKED */
-    int slot;         /* DQ_PACKED, DQ_DELTA_PACKED: 1, 2 or 4 */
+    int64_t distance; /* DQ_DELTA, DQ_DELTA_PACKED, DQ_DELTA_NIBBLE */
+    int slot;         /* DQ_PACKED, DQ_DELTA_PACKED: 1, 2 or 4; DQ_DELTA_NIBBLE: 4 */
     uint8_t mask;     /* 2^bits - 1 */
-    uint8_t *q;       /* DQ_DELTA, DQ_DELTA_PACKED: all elements */
+    uint8_t *q;       /* DQ_DELTA, DQ_DELTA_PACKED, DQ_DELTA_NIBBLE: all elements */
     int64_t elements;
+    const uint8_t *esc; /* DQ_DELTA_NIBBLE: the escapes (nesc, then 64 bytes of room) ... */
+    int64_t nesc;
+    int64_t esc_pos;    /* ... and how many the blocks so far used */
 } Dequant;
 
 void rans_decode_init(void);
 int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16_t *freqs, int pb, int64_t block,
-                int64_t n, int64_t bf, int64_t bl, uint8_t *out, const Dequant *dq);
+                int64_t n, int64_t bf, int64_t bl, uint8_t *out, Dequant *dq);
 
 /* ---- CRC-32 (crc32.c) --------------------------------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 #include "internal.h"
 
 int cpu_has_avx2 = 0;
+int cpu_has_avx512 = 0;
 static PyObject *codec_error; /* codec.errors.CodecError */
 
 void *ss_malloc(size_t n) { return PyMem_RawMalloc(n); }
@@ -231,10 +232,11 @@ done:
     return ret;
 }
 
-/* family_histograms(q u8, starts i64[K], chunk, mask, slot, distances i64[D], hist u32[(1+D or 1+2D)*256]): the
+/* family_histograms(q u8, starts i64[K], chunk, mask, slot, distances i64[D], hist u32[(1+2D or 1+3D)*256]): the
  * histograms of the sampled chunks q[s, s + chunk) bit-packed (row 0; slot 0: none), as residuals at each
- * distance (rows 1..D) and, with a slot, as packed residuals (rows 1+D..2D). Every start is checked to lie in
- * q, and to be a whole packed byte. */
+ * distance (rows 1..D) and, with a slot (mask below 2^slot), as packed residuals (rows 1+D..2D), else (mask
+ * 31..255) as the residuals' nibble pairs (rows 1+D..2D) and escapes (rows 1+2D..3D). Every start is checked to
+ * lie in q, and to be a whole packed byte. */
 static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
     PyObject *qo, *so, *dobj, *ho;
     long long chunk;
@@ -247,9 +249,9 @@ static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
         goto done;
     int64_t n = qb.view.len, nstarts = sb.view.len / 8, nd = db.view.len / 8;
     const int64_t *starts = (const int64_t *)sb.view.buf, *dist = (const int64_t *)db.view.buf;
-    int ok = chunk >= 1 && chunk <= SAMPLE_CHUNK_MAX && chunk <= n && mask >= 1 && mask <= 255 &&
-             (slot == 0 || slot == 1 || slot == 2 || slot == 4) && nd <= 16 &&
-             fits(hb.view.len, 1 + (slot ? 2 : 1) * nd, 256 * 4) &&
+    int ok = chunk >= 2 && chunk % 2 == 0 && chunk <= SAMPLE_CHUNK_MAX && chunk <= n &&
+             ((slot == 0 && mask >= 31 && mask <= 255) || ((slot == 1 || slot == 2 || slot == 4) && mask < (1 << slot))) &&
+             !(mask & (mask + 1)) && nd <= 16 && fits(hb.view.len, 1 + (slot ? 2 : 3) * nd, 256 * 4) &&
              sb.view.len % 8 == 0 && db.view.len % 8 == 0;
     for (int64_t k = 0; ok && k < nstarts; k++)
         ok = starts[k] >= 0 && starts[k] <= n - chunk && (slot == 0 || (starts[k] % (8 / slot) == 0 && chunk % (8 / slot) == 0));
@@ -573,6 +575,61 @@ done:
     return ret;
 }
 
+/* nibble_split(residuals u8[n], mask, pairs u8[ceil(n/2)], escapes u8[n + 64]) -> escape count: the delta-nibble
+ * representation's two streams (mask 31..255: bit widths 5 to 8). */
+static PyObject *py_nibble_split(PyObject *self, PyObject *args) {
+    PyObject *ro, *po, *eo;
+    int mask;
+    if (!PyArg_ParseTuple(args, "OiOO", &ro, &mask, &po, &eo)) return NULL;
+    Buf rb = {0}, pb = {0}, eb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(ro, &rb, 0, "residuals") < 0 || get_buf(po, &pb, 1, "pairs") < 0 || get_buf(eo, &eb, 1, "escapes") < 0)
+        goto done;
+    int64_t n = rb.view.len, need;
+    if (mask < 31 || mask > 255 || (mask & (mask + 1)) || pb.view.len < (n + 1) / 2 || !size_add(n, 64, &need) ||
+        eb.view.len < need) {
+        bad("nibble_split: bad arguments");
+        goto done;
+    }
+    int64_t k;
+    Py_BEGIN_ALLOW_THREADS;
+    k = nibble_split((const uint8_t *)rb.view.buf, n, (uint8_t)mask, (uint8_t *)pb.view.buf, (uint8_t *)eb.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = PyLong_FromLongLong(k);
+done:
+    rel_buf(&rb), rel_buf(&pb), rel_buf(&eb);
+    return ret;
+}
+
+/* nibble_merge(pairs u8, escapes u8[nesc + 64], nesc, mask, out u8[n]) -> bool: n residuals back; False if the
+ * escape nibbles do not use exactly nesc escapes. */
+static PyObject *py_nibble_merge(PyObject *self, PyObject *args) {
+    PyObject *po, *eo, *oo;
+    long long nesc;
+    int mask;
+    if (!PyArg_ParseTuple(args, "OOLiO", &po, &eo, &nesc, &mask, &oo)) return NULL;
+    Buf pb = {0}, eb = {0}, ob = {0};
+    PyObject *ret = NULL;
+    if (get_buf(po, &pb, 0, "pairs") < 0 || get_buf(eo, &eb, 0, "escapes") < 0 || get_buf(oo, &ob, 1, "out") < 0)
+        goto done;
+    int64_t n = ob.view.len, need;
+    if (mask < 31 || mask > 255 || (mask & (mask + 1)) || pb.view.len < (n + 1) / 2 || nesc < 0 ||
+        !size_add(nesc, 64, &need) || eb.view.len < need) {
+        bad("nibble_merge: bad arguments");
+        goto done;
+    }
+    int64_t pos = 0;
+    int r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = nibble_merge((const uint8_t *)pb.view.buf, n, (const uint8_t *)eb.view.buf, nesc, &pos, (uint8_t)mask,
+                     (uint8_t *)ob.view.buf);
+    Py_END_ALLOW_THREADS;
+    ret = PyBool_FromLong(r == 0 && pos == nesc);
+done:
+    rel_buf(&pb), rel_buf(&eb), rel_buf(&ob);
+    return ret;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* frequency tables                                                                                  */
 
@@ -723,39 +780,50 @@ done:
 /* rans_decode(payload, ctxspec, freqs, prob_bits, block_size, n_symbols, block_first, block_last, out, dq)
  *   -> 0 ok | 1 bad block index | 2 corrupted block
  * payload: u32 block sizes, then the blocks. out: u8[n_symbols], or None when dq is given.
- * dq: None, or (x f32[elements], scale f32[C], zero u8[C], channels, inner[, rep, param, bits, elements, q u8[n]]):
+ * dq: None, or (x f32[elements], scale f32[C], zero u8[C], channels, inner[, rep, param, bits, elements, q u8[n],
+ * escapes, nesc]):
  * the decoded symbols of each block are turned into float32 in x right away (they never leave the cache; out may
  * then be None): as they are (rep DQ_DENSE), as residuals at distance param (DQ_DELTA, every symbol written to q),
- * bit-packed param bits per slot (DQ_PACKED, elements of them) or residuals at distance param bit-packed as bits
- * allow (DQ_DELTA_PACKED, elements of them written to q). */
+ * bit-packed param bits per slot (DQ_PACKED, elements of them), residuals at distance param bit-packed as bits
+ * allow (DQ_DELTA_PACKED, elements of them written to q), or their nibble pairs (DQ_DELTA_NIBBLE, all blocks at
+ * once, with escapes u8[nesc + 64]). */
 static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     PyObject *po, *spec, *fo, *outo, *dqo;
     int pb;
     long long block, n, bf, bl;
     if (!PyArg_ParseTuple(args, "OOOiLLLLOO", &po, &spec, &fo, &pb, &block, &n, &bf, &bl, &outo, &dqo)) return NULL;
-    Buf pbuf = {0}, fb = {0}, outb = {0}, gb = {0}, xb = {0}, sb = {0}, zb = {0}, qb = {0};
+    Buf pbuf = {0}, fb = {0}, outb = {0}, gb = {0}, xb = {0}, sb = {0}, zb = {0}, qb = {0}, eb = {0};
     Ctx c;
     PyObject *ret = NULL;
-    long long channels = 1, inner = 1, param = 0, elements = 0;
+    long long channels = 1, inner = 1, param = 0, elements = 0, nesc = 0;
     int rep = DQ_DENSE, bits = 8;
-    PyObject *qo = Py_None;
+    PyObject *qo = Py_None, *eo = Py_None;
     if (get_buf(po, &pbuf, 0, "payload") < 0 || get_buf(fo, &fb, 0, "freqs") < 0) goto done;
     if (outo != Py_None && get_buf(outo, &outb, 1, "out") < 0) goto done;
     if (dqo != Py_None) {
         PyObject *xo, *so, *zo;
-        if (!PyArg_ParseTuple(dqo, "OOOLL|iLiLO", &xo, &so, &zo, &channels, &inner, &rep, &param, &bits, &elements,
-                              &qo))
+        if (!PyArg_ParseTuple(dqo, "OOOLL|iLiLOOL", &xo, &so, &zo, &channels, &inner, &rep, &param, &bits, &elements,
+                              &qo, &eo, &nesc))
             goto done;
         if (get_buf(xo, &xb, 1, "x") < 0 || get_buf(so, &sb, 0, "scale") < 0 || get_buf(zo, &zb, 0, "zero") < 0)
             goto done;
         if (qo != Py_None && get_buf(qo, &qb, 1, "q") < 0) goto done;
+        if (eo != Py_None && get_buf(eo, &eb, 0, "escapes") < 0) goto done;
     }
     /* n is bounded by the output buffers before anything is computed from it */
     int sizes_ok = n >= 0 && (outb.held ? outb.view.len >= n : xb.held) && bits >= 1 && bits <= 8;
     int slot = 0;
     if (xb.held) {
         /* the elements the stream's n symbols stand for */
-        if (rep == DQ_PACKED || rep == DQ_DELTA_PACKED) {
+        if (rep == DQ_DELTA_NIBBLE) {
+            /* the escapes are used in block order: the whole stream at once */
+            int64_t need;
+            slot = 4;
+            sizes_ok = sizes_ok && bits >= 5 && eb.held && nesc >= 0 && size_add(nesc, 64, &need) &&
+                       eb.view.len >= need && elements >= 0 && elements <= 2 * (int64_t)n &&
+                       elements > 2 * ((int64_t)n - 1) && block >= LANES && bf == 0 &&
+                       bl == (n + block - 1) / block;
+        } else if (rep == DQ_PACKED || rep == DQ_DELTA_PACKED) {
             slot = rep == DQ_PACKED ? (int)param : bits == 3 ? 4 : bits;
             int per = (slot == 1 || slot == 2 || slot == 4) && bits <= slot ? 8 / slot : 0;
             sizes_ok = sizes_ok && per && elements >= 0 && elements <= (int64_t)n * per &&
@@ -766,7 +834,7 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
             sizes_ok = sizes_ok && rep == DQ_DELTA;
             elements = n;
         }
-        if (rep == DQ_DELTA || rep == DQ_DELTA_PACKED)
+        if (rep == DQ_DELTA || rep == DQ_DELTA_PACKED || rep == DQ_DELTA_NIBBLE)
             sizes_ok = sizes_ok && param >= 1 && qb.held && qb.view.len >= elements;
         if (!sizes_ok || !fits(xb.view.len, elements, 4) || !whole_runs(elements, channels, inner) ||
             !fits(sb.view.len, channels, 4) || !fits(zb.view.len, channels, 1))
@@ -788,11 +856,14 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
                   channels,
                   inner,
                   rep,
-                  rep == DQ_DELTA || rep == DQ_DELTA_PACKED ? param : 0,
+                  rep == DQ_DENSE || rep == DQ_PACKED ? 0 : param,
                   slot,
                   (uint8_t)((1u << bits) - 1),
                   qb.held ? (uint8_t *)qb.view.buf : NULL,
-                  elements};
+                  elements,
+                  eb.held ? (const uint8_t *)eb.view.buf : NULL,
+                  nesc,
+                  0};
     int r;
     Py_BEGIN_ALLOW_THREADS;
     r = rans_decode((const uint8_t *)pbuf.view.buf, pbuf.view.len, &c, (const uint16_t *)fb.view.buf, pb, block, n,
@@ -801,7 +872,7 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     ret = r == RANS_ENOMEM ? PyErr_NoMemory() : PyLong_FromLong(r);
 done:
     rel_buf(&pbuf), rel_buf(&fb), rel_buf(&outb), rel_buf(&gb), rel_buf(&xb), rel_buf(&sb), rel_buf(&zb);
-    rel_buf(&qb);
+    rel_buf(&qb), rel_buf(&eb);
     return ret;
 }
 
@@ -846,12 +917,26 @@ static int detect_avx2(void) {
 #endif
 }
 
-/* set_simd(enabled) -> previous setting: lets tests compare the vector and scalar paths byte for byte. */
+/* the CPU's support of the AVX-512 subsets of AVX512_TARGET (0 where those paths are not compiled) */
+static int detect_avx512(void) {
+#ifdef HAVE_AVX512_PATH
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+           __builtin_cpu_supports("avx512vbmi2");
+#else
+    return 0;
+#endif
+}
+
+/* set_simd(enabled) -> previous setting: lets tests compare the vector (AVX2, AVX-512) and scalar paths byte
+ * for byte. */
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     int on;
     if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
     int prev = cpu_has_avx2 > 0;
     cpu_has_avx2 = on ? detect_avx2() : 0;
+    cpu_has_avx512 = on ? detect_avx512() : 0;
     return PyBool_FromLong(prev);
 }
 
@@ -876,6 +961,8 @@ static PyMethodDef methods[] = {
     {"csr_split", py_csr_split, METH_VARARGS, "Split symbols into CSR counts/gaps/values."},
     {"csr_merge", py_csr_merge, METH_VARARGS, "Merge CSR counts/gaps/values back to symbols."},
     {"delta", py_delta, METH_VARARGS, "Prediction residuals at a distance (or their inverse)."},
+    {"nibble_split", py_nibble_split, METH_VARARGS, "Residuals to nibble pairs and escapes."},
+    {"nibble_merge", py_nibble_merge, METH_VARARGS, "Nibble pairs and escapes back to residuals."},
     {"pack", py_pack, METH_VARARGS, "Pack 1/2/4-bit symbols into bytes."},
     {"unpack", py_unpack, METH_VARARGS, "Unpack bytes into 1/2/4-bit symbols."},
     {"read_tables", py_read_tables, METH_VARARGS, "Parse serialized frequency tables."},
@@ -891,6 +978,7 @@ PyMODINIT_FUNC PyInit__kernels(void) {
     rans_encode_init();
     rans_decode_init();
     cpu_has_avx2 = detect_avx2();
+    cpu_has_avx512 = detect_avx512();
     if (!codec_error) {
         PyObject *errors = PyImport_ImportModule("codec.errors");
         if (!errors) return NULL;
@@ -900,6 +988,7 @@ PyMODINIT_FUNC PyInit__kernels(void) {
     }
     PyObject *m = PyModule_Create(&moduledef);
     if (m && (PyModule_AddIntConstant(m, "AVX2", cpu_has_avx2 > 0) < 0 ||
+              PyModule_AddIntConstant(m, "AVX512", cpu_has_avx512 > 0) < 0 ||
               PyModule_AddIntConstant(m, "CLMUL", crc32_clmul_active()) < 0))
         Py_CLEAR(m);
     return m;

@@ -338,22 +338,28 @@ static int build_packed(const uint16_t *f, int pb, uint32_t *t) {
     return cum == M ? 0 : -1;
 }
 
-/* A decoded block of stream symbols [b0, b1) to float32 (see Dequant); tmp holds 8 symbols per byte. */
-static void block_output(const Dequant *dq, const uint8_t *o, int64_t b0, int64_t b1, uint8_t *tmp) {
+/* A decoded block of stream symbols [b0, b1) to float32 (see Dequant); tmp holds 8 symbols per byte. Returns
+ * 0, or -1 if the block's escape nibbles ask for more escapes than there are. */
+static int block_output(Dequant *dq, const uint8_t *o, int64_t b0, int64_t b1, uint8_t *tmp) {
     int64_t e0 = b0, e1 = b1;
     const uint8_t *sym = o;
-    if (dq->rep == DQ_PACKED || dq->rep == DQ_DELTA_PACKED) {
+    if (dq->slot) {
         const int64_t per = 8 / dq->slot;
         e0 = b0 * per;
         e1 = min64(b1 * per, dq->elements);
-        unpack_bits(o, dq->slot, tmp, e1 - e0);
+        if (dq->rep == DQ_DELTA_NIBBLE) {
+            if (nibble_merge(o, e1 - e0, dq->esc, dq->nesc, &dq->esc_pos, dq->mask, tmp) < 0) return -1;
+        } else {
+            unpack_bits(o, dq->slot, tmp, e1 - e0);
+        }
         sym = tmp;
     }
-    if (dq->rep == DQ_DELTA || dq->rep == DQ_DELTA_PACKED) {
+    if (dq->rep != DQ_DENSE && dq->rep != DQ_PACKED) {
         delta_inverse_range(sym, dq->q, e0, e1, dq->distance, dq->mask);
         sym = dq->q + e0;
     }
     dequantize_range(sym, dq->x, e0, e1, dq->scale, dq->zero, dq->channels, dq->inner);
+    return 0;
 }
 
 /* Decode blocks [bf, bl) of a stream of n symbols (blocks of block symbols) from payload (u32 block sizes,
@@ -361,7 +367,7 @@ static void block_output(const Dequant *dq, const uint8_t *o, int64_t b0, int64_
  * out is NULL, are dequantized into dq->x. Returns 0, 1 if the block index does not match the payload,
  * 2 if a table or block is corrupted, or RANS_ENOMEM. */
 int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16_t *freqs, int pb, int64_t block,
-                int64_t n, int64_t bf, int64_t bl, uint8_t *out, const Dequant *dq) {
+                int64_t n, int64_t bf, int64_t bl, uint8_t *out, Dequant *dq) {
     int64_t nblocks = (n + block - 1) / block;
     if (plen < 4 * nblocks) return 1;
     int ret = RANS_ENOMEM;
@@ -422,11 +428,10 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
         int64_t len = (int64_t)(off[b + 1] - off[b]);
         int r = pb <= 12 ? decode_block_packed(src, len, c, packed, pb, o, b0, b1)
                          : decode_block(src, len, c, &wide, pb, o, b0, b1);
-        if (r < 0)
-            ok = 0;
-        else if (dq)
-            block_output(dq, o, b0, b1, scratch + min64(block, n) + 1);
+        if (r < 0 || (dq && block_output(dq, o, b0, b1, scratch + min64(block, n) + 1) < 0)) ok = 0;
     }
+    /* the escapes of a nibble stream are used up exactly once its last block is decoded */
+    if (ok && dq && dq->rep == DQ_DELTA_NIBBLE && bl == nblocks && dq->esc_pos != dq->nesc) ok = 0;
     ret = ok ? 0 : 2;
 done:
     ss_free(wide.sym);

@@ -212,3 +212,98 @@ void delta(const uint8_t *src, uint8_t *dst, int64_t n, int64_t d, uint8_t mask,
     else
         delta_fwd_run(src, dst, n, d, mask);
 }
+
+/* ---- delta-nibble: residuals within +-7 as nibbles, two per byte; the others escaped whole ---------- */
+/* A residual v (modulo 2^bits, bits >= 5) within +-7 has the nibble (v + 7) & mask in 0..14, and back
+ * v = (nibble - 7) & mask; any other residual gets the escape nibble 15 and goes, whole, to the escape stream,
+ * in order. Nibbles pair into bytes, the first in the low half. */
+
+#define NIBBLE_ESCAPE 15
+
+#ifdef HAVE_AVX512_PATH
+/* 64 residuals per step: escapes found with one compare, compressed in register; nibble pairs through a
+ * multiply-add of neighbouring bytes (even + 16 * odd). Returns where it stopped; *k counts the escapes. */
+__attribute__((target(AVX512_TARGET))) static int64_t nibble_split_avx512(const uint8_t *r, int64_t n, uint8_t mask,
+                                                                        uint8_t *pairs, uint8_t *esc, int64_t *k) {
+    const __m512i seven = _mm512_set1_epi8(7), maskv = _mm512_set1_epi8((char)mask);
+    const __m512i fourteen = _mm512_set1_epi8(14), escape = _mm512_set1_epi8(NIBBLE_ESCAPE);
+    const __m512i weights = _mm512_set1_epi16(0x1001); /* bytes (1, 16): even + 16 * odd */
+    int64_t i = 0, cnt = *k;
+    for (; i + 64 <= n; i += 64) {
+        __m512i v = _mm512_loadu_si512((const void *)(r + i));
+        __m512i t = _mm512_and_si512(_mm512_add_epi8(v, seven), maskv);
+        __mmask64 e = _mm512_cmpgt_epu8_mask(t, fourteen);
+        __m512i nib = _mm512_mask_mov_epi8(t, e, escape);
+        _mm512_storeu_si512((void *)(esc + cnt), _mm512_maskz_compress_epi8(e, v));
+        cnt += _mm_popcnt_u64(e);
+        __m512i pair16 = _mm512_maddubs_epi16(nib, weights);
+        _mm256_storeu_si256((__m256i *)(pairs + i / 2), _mm512_cvtepi16_epi8(pair16));
+    }
+    *k = cnt;
+    return i;
+}
+
+/* the inverse, 64 residuals per step: nibbles out of their bytes, escapes expanded in register into the lanes
+ * that carry the escape nibble. Stops early (returning where) if the escapes would run out. */
+__attribute__((target(AVX512_TARGET))) static int64_t nibble_merge_avx512(const uint8_t *pairs, int64_t m,
+                                                                        const uint8_t *esc, int64_t nesc, int64_t *pos,
+                                                                        uint8_t mask, uint8_t *r) {
+    const __m512i seven = _mm512_set1_epi8(7), maskv = _mm512_set1_epi8((char)mask);
+    const __m512i low = _mm512_set1_epi16(0x0F), escape = _mm512_set1_epi8(NIBBLE_ESCAPE);
+    int64_t i = 0, p = *pos;
+    for (; i + 64 <= m; i += 64) {
+        __m512i x = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(pairs + i / 2)));
+        __m512i nib = _mm512_or_si512(_mm512_and_si512(x, low), _mm512_slli_epi16(_mm512_srli_epi16(x, 4), 8));
+        __mmask64 e = _mm512_cmpeq_epi8_mask(nib, escape);
+        int64_t c = (int64_t)_mm_popcnt_u64(e);
+        if (p + c > nesc) break; /* the escape buffer holds 64 bytes beyond nesc: this load stays inside */
+        __m512i base = _mm512_and_si512(_mm512_sub_epi8(nib, seven), maskv);
+        __m512i v = _mm512_mask_expand_epi8(base, e, _mm512_loadu_si512((const void *)(esc + p)));
+        _mm512_storeu_si512((void *)(r + i), v);
+        p += c;
+    }
+    *pos = p;
+    return i;
+}
+#endif
+
+int64_t nibble_split(const uint8_t *r, int64_t n, uint8_t mask, uint8_t *pairs, uint8_t *esc) {
+    int64_t i = 0, k = 0;
+#ifdef HAVE_AVX512_PATH
+    if (cpu_has_avx512 > 0) i = nibble_split_avx512(r, n, mask, pairs, esc, &k);
+#endif
+    for (; i < n; i++) {
+        uint8_t t = (uint8_t)((r[i] + 7) & mask);
+        int e = t > 14;
+        esc[k] = r[i];
+        k += e;
+        uint8_t nib = e ? NIBBLE_ESCAPE : t;
+        if (i & 1)
+            pairs[i >> 1] |= (uint8_t)(nib << 4);
+        else
+            pairs[i >> 1] = nib;
+    }
+    return k;
+}
+
+int nibble_merge(const uint8_t *pairs, int64_t m, const uint8_t *esc, int64_t nesc, int64_t *pos, uint8_t mask,
+                 uint8_t *r) {
+    int64_t i = 0, p = *pos;
+#ifdef HAVE_AVX512_PATH
+    if (cpu_has_avx512 > 0) i = nibble_merge_avx512(pairs, m, esc, nesc, &p, mask, r);
+#endif
+    for (; i < m; i++) {
+        uint8_t nib = (uint8_t)((pairs[i >> 1] >> ((i & 1) * 4)) & 0x0F);
+        if (nib == NIBBLE_ESCAPE) {
+            if (p >= nesc) {
+                *pos = p;
+                return -1;
+            }
+            r[i] = esc[p++];
+        } else {
+            r[i] = (uint8_t)((nib - 7) & mask);
+        }
+    }
+    *pos = p;
+    return 0;
+}
