@@ -929,14 +929,14 @@ static int detect_avx512(void) {
 #endif
 }
 
-/* set_simd(enabled) -> previous setting: lets tests compare the vector (AVX2, AVX-512) and scalar paths byte
- * for byte. */
+/* set_simd(enabled, avx512=enabled) -> previous setting of the first: lets tests compare the vector (AVX2,
+ * AVX-512) and scalar paths byte for byte; set_simd(True, False) keeps the AVX2 paths where AVX-512 ones exist. */
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
-    int on;
-    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    int on, wide = -1;
+    if (!PyArg_ParseTuple(args, "p|p", &on, &wide)) return NULL;
     int prev = cpu_has_avx2 > 0;
     cpu_has_avx2 = on ? detect_avx2() : 0;
-    cpu_has_avx512 = on ? detect_avx512() : 0;
+    cpu_has_avx512 = (wide < 0 ? on : wide) ? detect_avx512() : 0;
     return PyBool_FromLong(prev);
 }
 
@@ -945,7 +945,7 @@ static PyMethodDef methods[] = {
     {"set_clmul", py_set_clmul, METH_VARARGS, "Enable/disable the carry-less-multiply CRC path."},
     {"table_cost", py_table_cost, METH_VARARGS, "Ideal code bits and table bytes of counts."},
     {"write_tables", py_write_tables, METH_VARARGS, "Serialize frequency tables."},
-    {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 paths; returns the previous state."},
+    {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 (and AVX-512) paths; returns the previous state."},
     {"minmax", py_minmax, METH_VARARGS, "Per-channel min/max (including 0); returns False on NaN/Inf."},
     {"quantize", py_quantize, METH_VARARGS, "Asymmetric per-channel quantization to u8 (+ optional histogram)."},
     {"dequantize", py_dequantize, METH_VARARGS, "u8 symbols back to float32."},

@@ -2,6 +2,7 @@
  * rANS decoder (the decode half of codec/rans.py): reads the block index of a stream payload, builds the
  * slot tables of every context from the frequencies, and decodes blocks [first, last) of 32 interleaved
  * lanes (bitstream described in rans_encode.c), optionally dequantizing each block while it is in cache.
+ * Order-0 blocks take an AVX-512 loop where the CPU has it (gathers, and an expand for the renormalization).
  * Every block is checked: final states at least L, word count within bounds, all words consumed and every
  * lane back at L at the end. Packed 32-bit slot entries (prob_bits <= 12) feed both the scalar loop and the
  * AVX2 loop beside it; wider tables use a slot-to-symbol map and scalar code.
@@ -225,6 +226,44 @@ __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, c
 }
 #endif
 
+#ifdef HAVE_AVX512_PATH
+/* AVX-512 order-0 decoder: the 32 states in two 16-lane vectors, one gather each for the packed slot entries
+ * (as in the AVX2 decoder), and the renormalization without a permutation table: a compare gives the mask of
+ * lanes that need a word, and an expand moves the next words into exactly those lanes, in lane order. Same
+ * integer steps, so the same output as the scalar and AVX2 decoders. Steps start at i (a multiple of 32) and
+ * stop where fewer than 32 words or symbols remain. */
+__attribute__((target(AVX512_TARGET))) static int64_t decode_steps_avx512(uint32_t *st, const uint8_t *w, int64_t nw,
+                                                                        int64_t *wi_io, const uint32_t *tabs, int pb,
+                                                                        uint8_t *o, int64_t i, int64_t n) {
+    __m512i X0 = _mm512_loadu_si512((const void *)st), X1 = _mm512_loadu_si512((const void *)(st + 16));
+    const __m512i maskv = _mm512_set1_epi32((1 << pb) - 1), m12 = _mm512_set1_epi32(0xFFF);
+    const __m512i one = _mm512_set1_epi32(1), low = _mm512_set1_epi32(RANS_L);
+    const __m128i pbv = _mm_cvtsi32_si128(pb);
+    int64_t wi = *wi_io;
+    for (; i + LANES <= n && wi + LANES <= nw; i += LANES) {
+        __m512i e0 = _mm512_i32gather_epi32(_mm512_and_si512(X0, maskv), (const void *)tabs, 4);
+        __m512i e1 = _mm512_i32gather_epi32(_mm512_and_si512(X1, maskv), (const void *)tabs, 4);
+        __m512i f0 = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e0, 12), m12), one);
+        __m512i f1 = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e1, 12), m12), one);
+        __m512i x0 = _mm512_add_epi32(_mm512_mullo_epi32(f0, _mm512_srl_epi32(X0, pbv)), _mm512_and_si512(e0, m12));
+        __m512i x1 = _mm512_add_epi32(_mm512_mullo_epi32(f1, _mm512_srl_epi32(X1, pbv)), _mm512_and_si512(e1, m12));
+        __mmask16 k0 = _mm512_cmplt_epu32_mask(x0, low), k1 = _mm512_cmplt_epu32_mask(x1, low);
+        __m512i w0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + 2 * wi)));
+        wi += _mm_popcnt_u32(k0);
+        __m512i w1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + 2 * wi)));
+        wi += _mm_popcnt_u32(k1);
+        X0 = _mm512_mask_or_epi32(x0, k0, _mm512_slli_epi32(x0, 16), _mm512_maskz_expand_epi32(k0, w0));
+        X1 = _mm512_mask_or_epi32(x1, k1, _mm512_slli_epi32(x1, 16), _mm512_maskz_expand_epi32(k1, w1));
+        __m128i s0 = _mm512_cvtepi32_epi8(_mm512_srli_epi32(e0, 24)), s1 = _mm512_cvtepi32_epi8(_mm512_srli_epi32(e1, 24));
+        _mm256_storeu_si256((__m256i *)(o + i), _mm256_set_m128i(s1, s0));
+    }
+    _mm512_storeu_si512((void *)st, X0);
+    _mm512_storeu_si512((void *)(st + 16), X1);
+    *wi_io = wi;
+    return i;
+}
+#endif
+
 /* One block being decoded with packed tables: lane states, its words, and how far it got. */
 typedef struct {
     uint32_t st[LANES];
@@ -290,6 +329,9 @@ static int block_finish(BlockDec *d, const Ctx *c, const uint32_t *tabs, int pb)
             st[j] = x;                                                                     \
         }                                                                                  \
     } while (0)
+#ifdef HAVE_AVX512_PATH
+    if (simple && cpu_has_avx512 > 0) i = decode_steps_avx512(st, w, nw, &wi, tabs, pb, o, i, n);
+#endif
 #ifdef HAVE_AVX2_PATH
     int vector_ok = cpu_has_avx2 > 0 && (!have_group || (c->mult == 1 && c->inner % LANES == 0));
     if (vector_ok) {
