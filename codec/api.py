@@ -11,6 +11,8 @@ from . import _kernels, rans, represent, tables
 from .contexts import ContextSpec
 from .costmodel import (
     DEFAULT_LEVEL,
+    LEAN_MAX_LEVEL,
+    LEAN_MIN_SYMBOLS,
     MAX_LEVEL,
     MIN_LEVEL,
     RANS,
@@ -22,7 +24,15 @@ from .costmodel import (
 )
 from .errors import CodecError
 from .frame import DTYPE_CODES, Frame, StreamHeader, read, write
-from .quantize import QuantParams, channel_layout, dequantize, normalize_axis, quantize
+from .quantize import (
+    QuantParams,
+    channel_layout,
+    dequantize,
+    normalize_axis,
+    quantize,
+    quantize_symbols,
+    sampled_table_counts,
+)
 from .represent import Layout
 
 MAX_ELEMENTS = 1 << 28  # default decode cap: 256 Mi elements (1 GiB of float32)
@@ -62,6 +72,10 @@ def to_numpy(x: Any) -> tuple[np.ndarray, str]:
     raise CodecError(f"cannot encode an object of type {type(x).__name__}")
 
 
+SAMPLED_HIST_STRIDE = 4  # fast statistics: the histogram of about one chunk in 4 ...
+SAMPLED_HIST_MIN = 1 << 16  # ... for tensors of at least 64 Ki elements
+
+
 @dataclass
 class Prepared:
     """A quantized tensor ready to be coded."""
@@ -71,10 +85,18 @@ class Prepared:
     shape: tuple[int, ...]
     dtype: str
     info: TensorInfo
+    fast_stats: bool = False
+    symbol_range: tuple[int, int] = (0, 255)
 
-
-SAMPLED_HIST_STRIDE = 4  # fast statistics: the histogram of about one chunk in 4 ...
-SAMPLED_HIST_MIN = 1 << 16  # ... for tensors of at least 64 Ki elements
+    def dense_counts(self) -> np.ndarray:
+        """The counts the dense stream's table is built from: the histogram prepare took, else (the
+        sampled levels) one taken now, of about one chunk in 4 under fast statistics (every symbol that
+        occurs still counted)."""
+        if self.info.hist is not None:
+            return self.info.hist
+        stride = SAMPLED_HIST_STRIDE if self.fast_stats and self.q.size >= SAMPLED_HIST_MIN else 1
+        self.info.hist = sampled_table_counts(self.q, stride, *self.symbol_range)
+        return self.info.hist
 
 
 def prepare(
@@ -84,9 +106,11 @@ def prepare(
     *,
     fast_stats: bool = False,
     clip: str | None = None,
+    histogram: bool = True,
 ) -> Prepared:
     """Quantize and gather the statistics the cost model needs (``fast_stats``: a sampled histogram for
-    large tensors, as level 1 uses; every symbol that occurs still gets a count; ``clip``: see
+    large tensors, as level 1 uses; every symbol that occurs still gets a count; ``histogram=False``: none
+    yet, for the sampled levels, which cost the representations from their own sample; ``clip``: see
     :func:`encode`)."""
     if not isinstance(bits, int | np.integer) or not 1 <= int(bits) <= 8:
         raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
@@ -94,12 +118,17 @@ def prepare(
     if arr.ndim > 16 or any(d > 0xFFFFFFFF for d in arr.shape):
         raise CodecError("tensor shape is out of the frame's range")
     axis = normalize_axis(axis, arr.ndim)
-    stride = SAMPLED_HIST_STRIDE if fast_stats and arr.size >= SAMPLED_HIST_MIN else 1
-    q, params, hist = quantize(arr, int(bits), axis, stride, clip)
+    hist = None
+    if histogram:
+        stride = SAMPLED_HIST_STRIDE if fast_stats and arr.size >= SAMPLED_HIST_MIN else 1
+        q, params, hist = quantize(arr, int(bits), axis, stride, clip)
+        lo, hi = 0, 255
+    else:
+        q, params, lo, hi = quantize_symbols(arr, int(bits), axis, clip)
     channels, inner = channel_layout(arr.shape, axis)
     layout = Layout(params.zero, channels, inner)
     info = TensorInfo(q, hist, tuple(arr.shape), int(bits), layout, context_axis(arr.shape, axis))
-    return Prepared(q, params, tuple(arr.shape), dtype, info)
+    return Prepared(q, params, tuple(arr.shape), dtype, info, fast_stats, (lo, hi))
 
 
 def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads: int = 1) -> bytes:
@@ -112,7 +141,7 @@ def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads:
             continue
         counts = np.empty((plan.ctx.ntables, 256), np.uint32)
         if plan.ctx.ntables == 1 and sym is p.q:
-            counts[0] = p.info.hist
+            counts[0] = p.dense_counts()
         elif plan.ctx.ntables == 1:
             _kernels.histogram(sym, counts)
         else:
@@ -134,6 +163,15 @@ def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads:
         headers,
     )
     return write(frame)
+
+
+def _numel(x: Any) -> int:
+    """Element count of a NumPy array or torch tensor (anything else: 0, it is checked later)."""
+    numel = getattr(x, "numel", None)
+    if callable(numel):
+        return int(numel())
+    size = getattr(x, "size", 0)
+    return size if isinstance(size, int) else 0
 
 
 def check_level(level: int) -> int:
@@ -158,7 +196,9 @@ def encode(
     one whose error counts saturated elements twice (it clips less); ``threads`` codes blocks in parallel
     (same bytes for any thread count)."""
     level = check_level(level)
-    p = prepare(x, bits, axis, fast_stats=level == 1, clip=clip)
+    # the sampled levels take their own statistics: no histogram while quantizing
+    sampled = level < LEAN_MAX_LEVEL and _numel(x) >= LEAN_MIN_SYMBOLS
+    p = prepare(x, bits, axis, fast_stats=level == 1, clip=clip, histogram=not sampled)
     blog = _block_log2(level, p.q.size)
     best, cands = choose(p.info, level, blog)
     if level >= 8 and len(cands) > 1:

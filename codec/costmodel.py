@@ -11,6 +11,7 @@ neighbor context, from level 5 channel groups. Levels 6+ measure every context o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ from .represent import (
 )
 
 STORED, RANS = 0, 1
+LEAN_MAX_LEVEL = 6  # levels below this ...
+LEAN_MIN_SYMBOLS = 4096  # ... cost tensors of at least this many symbols from samples
 STREAM_HEADER_BYTES = 24  # approximate per-stream header (lengths, coding, context description)
 MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 1, 9, 3
 SAMPLE_CHUNK = 255 * 64  # sampled statistics take whole chunks of this many symbols
@@ -98,8 +101,9 @@ class TensorInfo:
     """What the cost model knows about a quantized tensor."""
 
     q: np.ndarray
-    # symbol counts (under fast statistics: of sampled chunks, every occurring symbol at least 1)
-    hist: np.ndarray
+    # symbol counts (under fast statistics: of sampled chunks, every occurring symbol at least 1); None until
+    # needed where the sampled levels cost the representations from their own sample
+    hist: np.ndarray | None
     shape: tuple[int, ...]
     bits: int
     layout: Layout  # zero points per quantization channel
@@ -241,10 +245,13 @@ def candidates(
     """Every candidate the level considers, each with its predicted size (``widths`` overrides the sparse
     row widths, e.g. for an exhaustive check)."""
     q, n = info.q, info.q.size
-    if level < 6 and n >= 4096:
-        return _lean_candidates(info, level, block_log2) + _sparse_candidates(
-            info, level, block_log2, widths
-        )
+    if level < LEAN_MAX_LEVEL and n >= LEAN_MIN_SYMBOLS:
+        lean, dense_sample = _lean_candidates(info, level, block_log2)
+        hist = info.hist if info.hist is not None else dense_sample
+        return lean + _sparse_candidates(info, hist, level, block_log2, widths)
+    if info.hist is None:
+        info.hist = np.empty(256, np.uint32)
+        _kernels.histogram(q, info.hist)
     zero_ref = int(np.argmax(info.hist))
     out: list[Candidate] = []
     options = _dense_options(info, q, level, block_log2, 1, zero_ref)
@@ -276,7 +283,7 @@ def candidates(
                 ph, eh = np.empty(256, np.uint32), np.empty(256, np.uint32)
                 _kernels.histogram(pairs, ph)
                 _kernels.histogram(esc, eh)
-                out.append(_nibble_candidate(d, n, ph, eh, n, block_log2))
+                out.append(_nibble_candidate(d, n, ph, eh, block_log2))
             if slot is not None and slot < 8:
                 per = 8 // slot
                 packed_res = represent.pack(res, slot)
@@ -289,17 +296,18 @@ def candidates(
                 for plan in _distinct(options, packed_res.size):
                     out.append(Candidate(DELTA_PACKED, d, [plan], plan.predicted_bytes))
 
-    return out + _sparse_candidates(info, level, block_log2, widths)
+    return out + _sparse_candidates(info, info.hist, level, block_log2, widths)
 
 
 def _sparse_candidates(
-    info: TensorInfo, level: int, block_log2: int, widths: list[int] | None
+    info: TensorInfo, hist: np.ndarray, level: int, block_log2: int, widths: list[int] | None
 ) -> list[Candidate]:
+    """CSR rows of a few widths (``hist``: the symbol counts, exact or of a sample)."""
     q, n = info.q, info.q.size
     out: list[Candidate] = []
     lay = info.layout
-    counted = max(int(info.hist.sum()), 1)
-    zero_share = float(info.hist[int(lay.zero[0])]) / counted if lay.channels == 1 else None
+    counted = max(int(hist.sum()), 1)
+    zero_share = float(hist[int(lay.zero[0])]) / counted if lay.channels == 1 else None
     if n >= 64 and (
         zero_share is None or zero_share > (0.6 if level == 1 else 0.3) or level >= 6 or widths
     ):
@@ -322,7 +330,7 @@ def _sparse_candidates(
             nnz_est = int(round(nnz * scale))
             if vals_hist is None:
                 # values do not depend on the width: one histogram of non-zero-point symbols
-                vals_hist = _nonzero_hist(info)
+                vals_hist = _nonzero_hist(info, hist)
             ch = np.frombuffer(count_hist, np.uint32)
             gh = np.frombuffer(gap_hist, np.uint32)
             pb = tables.DEFAULT_PROB_BITS
@@ -373,7 +381,7 @@ class LevelPlan:
 
 
 LEVEL_PLANS = {
-    1: LevelPlan(1 << 14, 0, False, 0.03),
+    1: LevelPlan(1 << 13, 0, False, 0.03),
     2: LevelPlan(1 << 15, 0, False, 0.02),
     3: LevelPlan(1 << 16, 0, False, 0.01),
     4: LevelPlan(1 << 16, 4, False, 0.005),
@@ -381,86 +389,99 @@ LEVEL_PLANS = {
 }
 
 
-def _lean_candidates(info: TensorInfo, level: int, block_log2: int) -> list[Candidate]:
+def _lean_candidates(
+    info: TensorInfo, level: int, block_log2: int
+) -> tuple[list[Candidate], np.ndarray]:
     """Levels 1-5 on tensors of 4096 symbols or more: each representation (dense, bit-packed, residuals at
-    each prediction distance) costed order-0 (dense from its histogram, sampled at level 1; the others from
-    one pass over sampled chunks); from level 4 a neighbor context on two or three whole blocks, at 5
-    channel groups."""
+    each prediction distance, packed or nibble-paired residuals) costed order-0 (dense from its histogram,
+    sampled at level 1; the others from one pass over sampled chunks; every table's cost in one call); from
+    level 4 a neighbor context on two or three whole blocks, at 5 channel groups."""
     q, n = info.q, info.q.size
     plan = LEVEL_PLANS[level]
     pb = tables.DEFAULT_PROB_BITS
     slot = pack_slot(info.bits)
     slot = slot if slot is not None and slot < 8 else 0
     distances = delta_distances(info.shape)
+    nd = len(distances)
     # small tensors: a third of the symbols (at least 8 Ki) tells the representations apart as well
     starts, chunk = sample_starts(n, min(plan.sample, max(n // 3, 1 << 13)))
-    hists = np.empty((1 + (2 if slot else 3) * len(distances), 256), np.uint32)
+    hists = np.empty((2 + (2 if slot else 3) * nd, 256), np.uint32)
     _kernels.family_histograms(
         q, starts, chunk, (1 << info.bits) - 1, slot, np.array(distances, np.int64), hists
     )
     sampled = starts.size * chunk
-    families = [(DENSE, 0, 1, info.hist, n / max(int(info.hist.sum()), 1))]
+    dense_sample = hists[0].copy()
+    dense_scale = n / sampled
+    if info.hist is not None:  # a histogram prepare took: the dense row from it
+        hists[0] = info.hist
+        dense_scale = n / max(int(info.hist.sum()), 1)
+    bits = np.empty(len(hists), np.float64)
+    table_bytes = np.empty(len(hists), np.int64)
+    _kernels.row_costs(hists, pb, bits, table_bytes)
+    per = 8 // slot if slot else 2
+
+    def cost(row: int, length: int, scale: float) -> float:
+        """Predicted bytes of an order-0 stream of ``length`` symbols counted (times ``scale``) in row."""
+        if length == 0:
+            return 0.0
+        return (
+            bits[row] * scale / 8
+            + table_bytes[row]
+            + block_overhead(length, block_log2)
+            + STREAM_HEADER_BYTES
+        )
+
+    # (kind, param, symbols per stream symbol, row, scale from counted to all symbols)
+    families = [(DENSE, 0, 1, 0, dense_scale)]
     if slot:
-        per = 8 // slot
-        families.append((PACKED, slot, per, hists[0], -(-n // per) / (sampled // per)))
-    families += [(DELTA, d, 1, hists[1 + k], n / sampled) for k, d in enumerate(distances)]
-    if slot:
-        nd = len(distances)
-        families += [
-            (DELTA_PACKED, d, per, hists[1 + nd + k], -(-n // per) / (sampled // per))
-            for k, d in enumerate(distances)
-        ]
+        families.append((PACKED, slot, per, 1, -(-n // per) / (sampled // per)))
+    families += [(DELTA, d, 1, 2 + k, n / sampled) for k, d in enumerate(distances)]
     out: list[Candidate] = []
-    if not slot:
-        nd = len(distances)
-        for k, d in enumerate(distances):
-            out.append(
-                _nibble_candidate(
-                    d, n, hists[1 + nd + k], hists[1 + 2 * nd + k], sampled, block_log2
-                )
-            )
-    for kind, param, mult, hist, scale in families:
+    for k, d in enumerate(distances):
+        row = 2 + nd + k
+        if slot:
+            families.append((DELTA_PACKED, d, per, row, -(-n // per) / (sampled // per)))
+            continue
+        # delta-nibble: the pairs (row) and the escapes (row + nd), two order-0 streams
+        npairs, nesc = -(-n // 2), int(round(int(hists[row + nd].sum()) * n / sampled))
+        plans = [
+            best_plan(
+                [(StreamPlan(RANS, ORDER0, pb), cost(row, npairs, npairs / (sampled // 2)))], npairs
+            ),
+            best_plan([(StreamPlan(RANS, ORDER0, pb), cost(row + nd, nesc, n / sampled))], nesc),
+        ]
+        out.append(Candidate(DELTA_NIBBLE, d, plans, sum(p.predicted_bytes for p in plans)))
+    for kind, param, mult, row, scale in families:
         length = -(-n // mult)
-        options = [(StreamPlan(RANS, ORDER0, pb), stream_cost(hist, length, scale, block_log2, pb))]
+        options = [(StreamPlan(RANS, ORDER0, pb), cost(row, length, scale))]
         if plan.nbuckets:
-            options += _neighbor_options(info, kind, param, mult, hist, plan, block_log2)
+            options += _neighbor_options(info, kind, param, mult, hists[row], plan, block_log2)
         if kind == DENSE and plan.groups:
             options += _group_options(info, q, level, block_log2)
         for p in _distinct(options, length):
             out.append(Candidate(kind, param, [p], p.predicted_bytes))
-    return out
+    return out, dense_sample
 
 
 def _nibble_candidate(
-    distance: int, n: int, pairs: np.ndarray, escapes: np.ndarray, sampled: int, block_log2: int
+    distance: int, n: int, pairs: np.ndarray, escapes: np.ndarray, block_log2: int
 ) -> Candidate:
-    """Delta-nibble at ``distance`` from sampled nibble-pair and escape counts: two order-0 streams."""
+    """Delta-nibble at ``distance`` from exact nibble-pair and escape counts: two order-0 streams."""
     pb = tables.DEFAULT_PROB_BITS
-    npairs = -(-n // 2)
-    nesc = int(round(int(escapes.sum()) * n / sampled))
+    npairs, nesc = -(-n // 2), int(escapes.sum())
     plans = [
         best_plan(
-            [
-                (
-                    StreamPlan(RANS, ORDER0, pb),
-                    stream_cost(pairs, npairs, npairs / (sampled // 2), block_log2, pb),
-                )
-            ],
+            [(StreamPlan(RANS, ORDER0, pb), stream_cost(pairs, npairs, 1.0, block_log2, pb))],
             npairs,
         ),
         best_plan(
-            [
-                (
-                    StreamPlan(RANS, ORDER0, pb),
-                    stream_cost(escapes, nesc, n / sampled, block_log2, pb),
-                )
-            ],
-            nesc,
+            [(StreamPlan(RANS, ORDER0, pb), stream_cost(escapes, nesc, 1.0, block_log2, pb))], nesc
         ),
     ]
     return Candidate(DELTA_NIBBLE, distance, plans, sum(p.predicted_bytes for p in plans))
 
 
+@functools.lru_cache(maxsize=64)
 def sample_starts(n: int, target: int, chunk: int = 1024) -> tuple[np.ndarray, int]:
     """Starts of about ``target / chunk`` chunks of ``chunk`` symbols (multiples of 8) spread over ``n``
     symbols: one per stretch of equal length, at an offset within it that a multiplicative hash of its
@@ -472,7 +493,9 @@ def sample_starts(n: int, target: int, chunk: int = 1024) -> tuple[np.ndarray, i
     jitter = ((k * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2**32
     room = max(stretch - chunk, 0)
     starts = np.arange(count, dtype=np.int64) * stretch + (jitter * room).astype(np.int64)
-    return np.minimum(starts // 8 * 8, (n - chunk) // 8 * 8), chunk
+    starts = np.minimum(starts // 8 * 8, (n - chunk) // 8 * 8)
+    starts.flags.writeable = False  # cached: shared by every call with the same sizes
+    return starts, chunk
 
 
 def _neighbor_options(
@@ -517,10 +540,11 @@ def _distinct(options: list[tuple[StreamPlan, float]], n: int) -> list[StreamPla
     return plans
 
 
-def _nonzero_hist(info: TensorInfo) -> np.ndarray:
-    """Histogram of the symbols that differ from their channel's zero point."""
+def _nonzero_hist(info: TensorInfo, hist: np.ndarray) -> np.ndarray:
+    """Histogram of the symbols that differ from their channel's zero point (per tensor: ``hist`` without
+    the zero point)."""
     if info.layout.channels == 1:
-        h = info.hist.copy()
+        h = hist.copy()
         h[int(info.layout.zero[0])] = 0
         return h
     lay = info.layout

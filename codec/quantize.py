@@ -133,6 +133,35 @@ def quantize(
     return q, params, hist
 
 
+def quantize_symbols(
+    x: np.ndarray, bits: int, axis: int | None = None, clip: str | None = None
+) -> tuple[np.ndarray, QuantParams, int, int]:
+    """Quantize float32 ``x`` without a histogram: (symbols, params, smallest symbol, largest symbol)."""
+    if not 1 <= bits <= 8:
+        raise CodecError(f"bits must be in 1..8, got {bits}")
+    check_clip(clip)
+    x = np.asarray(x, dtype=np.float32)
+    axis = normalize_axis(axis, x.ndim)
+    mem = memory_order(x)
+    if mem is not None:
+        perm, view = mem
+        q_mem, p_mem, _, lo, hi = _quantize(
+            view, bits, None if axis is None else perm.index(axis), 0, clip
+        )
+        return _reorder(q_mem, view.shape, perm), QuantParams(bits, axis, p_mem.scale, p_mem.zero), lo, hi
+    q, params, _, lo, hi = _quantize(np.asarray(x, order="C"), bits, axis, 0, clip)
+    return q, params, lo, hi
+
+
+def sampled_table_counts(q: np.ndarray, stride: int, lo: int, hi: int) -> np.ndarray:
+    """The histogram of about one chunk in ``stride`` of ``q`` (see :func:`quantize`) with every symbol of
+    [lo, hi] counted at least once (or, past MAX_UNSEEN missing ones, all symbols counted): a table built
+    from it codes every symbol of ``q``."""
+    hist = np.zeros(256, np.uint32)
+    _kernels.histogram_sampled(q, stride, hist)
+    return _floor_or_count(q, hist, lo, hi) if stride > 1 else hist
+
+
 def check_clip(clip: str | None) -> None:
     if clip not in CLIPS:
         raise CodecError(f"clip must be one of {CLIPS}, got {clip!r}")

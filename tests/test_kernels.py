@@ -126,23 +126,23 @@ CALLS: dict[str, Callable[[], object]] = {
         q[:31], np.empty(64, np.uint8), 0, 255, out
     ),
     "family_histograms start beyond the symbols": lambda: _kernels.family_histograms(
-        q, np.array([60], np.int64), 8, 255, 0, np.array([1], np.int64), np.empty(512, np.uint32)
+        q, np.array([60], np.int64), 8, 255, 0, np.array([1], np.int64), np.empty(5 * 256, np.uint32)
     ),
     "family_histograms start not a whole packed byte": lambda: _kernels.family_histograms(
-        q, np.array([3], np.int64), 8, 15, 4, np.array([1], np.int64), np.empty(512, np.uint32)
+        q & 15, np.array([3], np.int64), 8, 15, 4, np.array([1], np.int64), np.empty(4 * 256, np.uint32)
     ),
     "family_histograms output shorter than its rows": lambda: _kernels.family_histograms(
-        q, np.array([0], np.int64), 8, 255, 0, np.array([1, 2], np.int64), np.empty(512, np.uint32)
+        q, np.array([0], np.int64), 8, 255, 0, np.array([1, 2], np.int64), np.empty(1792, np.uint32)
     ),
     "family_histograms output without the packed residual rows": lambda: _kernels.family_histograms(
-        q, np.array([0], np.int64), 8, 15, 4, np.array([1], np.int64), np.empty(512, np.uint32)
+        q, np.array([0], np.int64), 8, 15, 4, np.array([1], np.int64), np.empty(768, np.uint32)
     ),
     "family_histograms chunk beyond the scratch": lambda: _kernels.family_histograms(
         np.zeros(1 << 14, np.uint8), np.array([0], np.int64), 1 << 14, 255, 0,
-        np.array([1], np.int64), np.empty(512, np.uint32)
+        np.array([1], np.int64), np.empty(5 * 256, np.uint32)
     ),
     "family_histograms distance 0": lambda: _kernels.family_histograms(
-        q, np.array([0], np.int64), 8, 255, 0, np.array([0], np.int64), np.empty(512, np.uint32)
+        q, np.array([0], np.int64), 8, 255, 0, np.array([0], np.int64), np.empty(5 * 256, np.uint32)
     ),
     "read_tables too many tables": lambda: _kernels.read_tables(q, 100_000, 12, out),
     "clip_choice histogram shorter than the channels": lambda: _kernels.clip_choice(
@@ -186,10 +186,16 @@ def test_sizes_that_fit_still_work():
     sums = np.empty((2, 256), np.uint32)
     _kernels.group_sum(np.ones((4, 256), np.uint32), np.array([1, 0, 1, 1], np.uint8), sums)
     assert sums[0, 7] == 1 and sums[1, 7] == 3
-    fam = np.empty((3, 256), np.uint32)  # packed, residuals, packed residuals
+    fam = np.empty((4, 256), np.uint32)  # symbols, packed, residuals, packed residuals
     _kernels.family_histograms(
-        np.arange(64, dtype=np.uint8), np.array([0, 32], np.int64), 16, 15, 4, np.array([1], np.int64), fam
+        np.arange(64, dtype=np.uint8) & 15,
+        np.array([0, 32], np.int64),
+        16,
+        15,
+        4,
+        np.array([1], np.int64),
+        fam,
     )
-    assert fam[0].sum() == 16 and fam[1].sum() == 32 and fam[2].sum() == 16
+    assert fam[0].sum() == 32 and fam[1].sum() == 16 and fam[2].sum() == 32 and fam[3].sum() == 16
     # one channel: inner is not used (the cost model passes a sample of the tensor)
     assert len(_kernels.csr_stats(q[:40], u8, 1, 64, (8, 16), 1)) == 2

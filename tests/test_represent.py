@@ -42,9 +42,9 @@ def test_delta_inverse_restores_the_symbols(simd, distance, bits, n):
 @pytest.mark.parametrize("bits", [8, 6, 5, 4, 2, 1])
 @pytest.mark.parametrize("distance", [1, 3, 17, 64, 5000])
 def test_family_histograms_match_numpy(bits, distance):
-    """The cost model's sampled statistics: per chunk, the residuals at each distance (the symbol itself
-    before the distance) and, for bit widths that pack, the packed symbols and packed residuals, else the
-    residuals' nibble pairs and escapes, counted as NumPy counts them."""
+    """The cost model's sampled statistics: per chunk, the symbols, the residuals at each distance (the
+    symbol itself before the distance) and, for bit widths that pack, the packed symbols and packed
+    residuals, else the residuals' nibble pairs and escapes, counted as NumPy counts them."""
     rng = np.random.default_rng(bits * 31 + distance)
     q = rng.integers(0, 1 << bits, 20_000).astype(np.uint8)
     q[3000:9000] = q[2000:8000]  # repeated stretches: many zero residuals
@@ -53,13 +53,14 @@ def test_family_histograms_match_numpy(bits, distance):
     slot = represent.pack_slot(bits) or 0
     slot = slot if slot < 8 else 0
     dists = np.array([distance, 1], np.int64)
-    hists = np.empty((1 + (2 if slot else 3) * dists.size, 256), np.uint32)
+    hists = np.empty((2 + (2 if slot else 3) * dists.size, 256), np.uint32)
     _kernels.family_histograms(q, starts, chunk, (1 << bits) - 1, slot, dists, hists)
 
     def counted(sym: np.ndarray, per: int = 1) -> np.ndarray:
         return sum(np.bincount(sym[s // per : (s + chunk) // per], minlength=256) for s in starts)
 
-    for row, d in enumerate(dists, start=1):
+    assert np.array_equal(hists[0], counted(q))
+    for row, d in enumerate(dists, start=2):
         res = represent.residuals(q, int(d), bits)
         assert np.array_equal(hists[row], counted(res))
         if slot:
@@ -72,9 +73,9 @@ def test_family_histograms_match_numpy(bits, distance):
             assert np.array_equal(hists[row + dists.size], expected_pairs)
             assert np.array_equal(hists[row + 2 * dists.size], expected_esc)
     if slot:
-        assert np.array_equal(hists[0], counted(represent.pack(q, slot), 8 // slot))
+        assert np.array_equal(hists[1], counted(represent.pack(q, slot), 8 // slot))
     else:
-        assert not hists[0].any()
+        assert not hists[1].any()
 
 
 @pytest.mark.parametrize("bits", [5, 8])

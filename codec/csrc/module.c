@@ -232,11 +232,11 @@ done:
     return ret;
 }
 
-/* family_histograms(q u8, starts i64[K], chunk, mask, slot, distances i64[D], hist u32[(1+2D or 1+3D)*256]): the
- * histograms of the sampled chunks q[s, s + chunk) bit-packed (row 0; slot 0: none), as residuals at each
- * distance (rows 1..D) and, with a slot (mask below 2^slot), as packed residuals (rows 1+D..2D), else (mask
- * 31..255) as the residuals' nibble pairs (rows 1+D..2D) and escapes (rows 1+2D..3D). Every start is checked to
- * lie in q, and to be a whole packed byte. */
+/* family_histograms(q u8, starts i64[K], chunk, mask, slot, distances i64[D], hist u32[(2+2D or 2+3D)*256]): the
+ * histograms of the sampled chunks q[s, s + chunk) as they are (row 0), bit-packed (row 1; slot 0: none), as
+ * residuals at each distance (rows 2..D+1) and, with a slot (mask below 2^slot), as packed residuals (rows
+ * D+2..2D+1), else (mask 31..255) as the residuals' nibble pairs (rows D+2..2D+1) and escapes (rows
+ * 2D+2..3D+1). Every start is checked to lie in q, and to be a whole packed byte. */
 static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
     PyObject *qo, *so, *dobj, *ho;
     long long chunk;
@@ -251,7 +251,7 @@ static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
     const int64_t *starts = (const int64_t *)sb.view.buf, *dist = (const int64_t *)db.view.buf;
     int ok = chunk >= 2 && chunk % 2 == 0 && chunk <= SAMPLE_CHUNK_MAX && chunk <= n &&
              ((slot == 0 && mask >= 31 && mask <= 255) || ((slot == 1 || slot == 2 || slot == 4) && mask < (1 << slot))) &&
-             !(mask & (mask + 1)) && nd <= 16 && fits(hb.view.len, 1 + (slot ? 2 : 3) * nd, 256 * 4) &&
+             !(mask & (mask + 1)) && nd <= 16 && fits(hb.view.len, 2 + (slot ? 2 : 3) * nd, 256 * 4) &&
              sb.view.len % 8 == 0 && db.view.len % 8 == 0;
     for (int64_t k = 0; ok && k < nstarts; k++)
         ok = starts[k] >= 0 && starts[k] <= n - chunk && (slot == 0 || (starts[k] % (8 / slot) == 0 && chunk % (8 / slot) == 0));
@@ -678,6 +678,31 @@ done:
     return ret;
 }
 
+/* row_costs(counts u32[R*256], prob_bits, bits f64[R], table_bytes i64[R]): table_cost of each row on its own
+ * (one call for all the cost model's order-0 candidates). */
+static PyObject *py_row_costs(PyObject *self, PyObject *args) {
+    PyObject *co, *bo, *to;
+    int pb;
+    if (!PyArg_ParseTuple(args, "OiOO", &co, &pb, &bo, &to)) return NULL;
+    Buf cb = {0}, bb = {0}, tb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(co, &cb, 0, "counts") < 0 || get_buf(bo, &bb, 1, "bits") < 0 || get_buf(to, &tb, 1, "table_bytes") < 0)
+        goto done;
+    int64_t rows = cb.view.len / 1024;
+    if (pb < 8 || pb > 15 || cb.view.len % 1024 != 0 || !fits(bb.view.len, rows, 8) || !fits(tb.view.len, rows, 8)) {
+        bad("row_costs: bad sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    for (int64_t r = 0; r < rows; r++)
+        ((double *)bb.view.buf)[r] = table_cost((const uint32_t *)cb.view.buf + r * 256, 1, pb, (int64_t *)tb.view.buf + r);
+    Py_END_ALLOW_THREADS;
+    ret = Py_NewRef(Py_None);
+done:
+    rel_buf(&cb), rel_buf(&bb), rel_buf(&tb);
+    return ret;
+}
+
 /* write_tables(freqs u16[ntab*256]) -> bytes (the inverse of read_tables) */
 static PyObject *py_write_tables(PyObject *self, PyObject *args) {
     PyObject *fo;
@@ -945,6 +970,7 @@ static PyMethodDef methods[] = {
     {"set_clmul", py_set_clmul, METH_VARARGS, "Enable/disable the carry-less-multiply CRC path."},
     {"table_cost", py_table_cost, METH_VARARGS, "Ideal code bits and table bytes of counts."},
     {"write_tables", py_write_tables, METH_VARARGS, "Serialize frequency tables."},
+    {"row_costs", py_row_costs, METH_VARARGS, "Ideal code bits and table bytes of each row of counts."},
     {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 (and AVX-512) paths; returns the previous state."},
     {"minmax", py_minmax, METH_VARARGS, "Per-channel min/max (including 0); returns False on NaN/Inf."},
     {"quantize", py_quantize, METH_VARARGS, "Asymmetric per-channel quantization to u8 (+ optional histogram)."},

@@ -167,22 +167,18 @@ int64_t csr_row_stats(const uint64_t *words, int64_t n, int64_t width, int64_t r
 }
 
 /* Histograms of sampled chunks of several representations at once (the cost model's candidate statistics):
- * for every start s, the chunk q[s, s + chunk) as residuals (q[i] - q[i - d]) & mask at each distance d (row
- * 1 + k; q[i] itself where i < d). With a slot (bit widths up to 4), also bit-packed slot bits per symbol:
- * row 0 q itself, row 1 + nd + k the residuals at distance k. Without one (bit widths 5 to 8; row 0 left
- * empty), the residuals' delta-nibble streams: row 1 + nd + k the nibble pairs, row 1 + 2 nd + k the escapes.
- * The caller has checked the starts (in range; multiples of 8) and that chunk is even and at most
- * SAMPLE_CHUNK_MAX. */
+ * for every start s, the chunk q[s, s + chunk) itself (row 0) and as residuals (q[i] - q[i - d]) & mask at
+ * each distance d (row 2 + k; q[i] itself where i < d). With a slot (bit widths up to 4), also bit-packed
+ * slot bits per symbol: row 1 q itself, row 2 + nd + k the residuals at distance k. Without one (bit widths
+ * 5 to 8; row 1 left empty), the residuals' delta-nibble streams: row 2 + nd + k the nibble pairs, row
+ * 2 + 2 nd + k the escapes. The caller has checked the starts (in range; multiples of 8) and that chunk is
+ * even and at most SAMPLE_CHUNK_MAX. */
 void family_histograms(const uint8_t *q, const int64_t *starts, int64_t nstarts, int64_t chunk, uint8_t mask,
                        int slot, const int64_t *dist, int nd, uint32_t *hist) {
     uint32_t h[4][256], hp[4][256], he[4][256];
     uint8_t res[SAMPLE_CHUNK_MAX], packed[SAMPLE_CHUNK_MAX], esc[SAMPLE_CHUNK_MAX + 64];
     const int64_t per = slot ? 8 / slot : 2;
-    for (int row = -1; row < nd; row++) { /* -1: q itself (packed only) */
-        if (row < 0 && !slot) {
-            memset(hist, 0, 256 * sizeof(uint32_t));
-            continue;
-        }
+    for (int row = -1; row < nd; row++) { /* -1: q itself */
         memset(h, 0, sizeof h);
         memset(hp, 0, sizeof hp);
         memset(he, 0, sizeof he);
@@ -195,24 +191,25 @@ void family_histograms(const uint8_t *q, const int64_t *starts, int64_t nstarts,
                 head = head < 0 ? 0 : head > chunk ? chunk : head;
                 memcpy(res, p, (size_t)head);
                 for (int64_t j = head; j < chunk; j++) res[j] = (uint8_t)((p[j] - p[j - d]) & mask);
-                histogram_add(res, chunk, h);
                 r = res;
             }
+            histogram_add(r, chunk, h);
             if (slot) {
                 pack_run(r, chunk / per * per, slot, packed);
                 histogram_add(packed, chunk / per, hp);
-            } else {
+            } else if (row >= 0) {
                 int64_t ne = nibble_split(r, chunk, mask, packed, esc);
                 histogram_add(packed, chunk / 2, hp);
                 histogram_add(esc, ne, he);
             }
         }
         if (row < 0) {
-            histogram_fold(hp, hist);
+            histogram_fold(h, hist);
+            histogram_fold(hp, hist + 256); /* all zero without a slot */
             continue;
         }
-        histogram_fold(h, hist + (size_t)(1 + row) * 256);
-        histogram_fold(hp, hist + (size_t)(1 + nd + row) * 256);
-        if (!slot) histogram_fold(he, hist + (size_t)(1 + 2 * nd + row) * 256);
+        histogram_fold(h, hist + (size_t)(2 + row) * 256);
+        histogram_fold(hp, hist + (size_t)(2 + nd + row) * 256);
+        if (!slot) histogram_fold(he, hist + (size_t)(2 + 2 * nd + row) * 256);
     }
 }
