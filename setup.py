@@ -12,6 +12,7 @@ SOURCES = [
     "tables.c",
     "rans_encode.c",
     "rans_decode.c",
+    "frame.c",
     "crc32.c",
 ]
 

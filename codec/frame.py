@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kernels, tables
-from .contexts import MAX_GROUPS, ContextSpec
-from .costmodel import RANS, STORED
+from .contexts import ORDER0, ContextSpec
+from .costmodel import RANS
 from .errors import CodecError
-from .represent import DELTA, DELTA_NIBBLE, DELTA_PACKED, DENSE, KIND_NAMES, PACKED, SPARSE
+from .represent import KIND_NAMES
 
 MAGIC = b"SPLT"
 VERSION = 1
@@ -141,105 +141,31 @@ class _Reader:
 
 
 def read(blob: bytes | bytearray | memoryview, max_elements: int) -> Frame:
-    """Parse and validate a frame; raises CodecError for anything malformed."""
+    """Parse and validate a frame; raises CodecError for anything malformed. The checks run in C
+    (``frame_parse`` in ``csrc/frame.c``: checksum, then every field bounded before use); this wraps its
+    result in NumPy views of the frame."""
     try:
         buf = memoryview(blob).cast("B")
     except TypeError as exc:
         raise CodecError(f"a frame must be bytes-like, got {type(blob).__name__}") from exc
-    if len(buf) < _FIXED.size + 4:
-        raise CodecError("frame too short")
-    if bytes(buf[:4]) != MAGIC:
-        raise CodecError("not a splitstream frame (bad magic)")
-    if buf[4] != VERSION:
-        raise CodecError(
-            f"unsupported frame version {buf[4]} (this decoder reads version {VERSION})"
-        )
-    body = buf[:-4]
-    (crc,) = struct.unpack("<I", buf[-4:])
-    if _kernels.crc32(body) != crc:
-        raise CodecError("frame checksum mismatch (corrupted or truncated)")
-    r = _Reader(body)
-    _, _, flags, dcode, bits, ndim, axis, kind, param = r.unpack("4sBBBBBbBH")
-    if flags != 0:
-        raise CodecError("unknown frame flags")
-    if dcode not in DTYPES:
-        raise CodecError(f"unknown dtype code {dcode}")
-    if not 1 <= bits <= 8:
-        raise CodecError(f"bad bit width {bits}")
-    if ndim > MAX_NDIM:
-        raise CodecError(f"too many dimensions ({ndim})")
-    shape = r.unpack(f"{ndim}I") if ndim else ()
-    numel = math.prod(shape)  # exact Python integer: no overflow
-    if numel > max_elements:
-        raise CodecError(f"frame declares {numel} elements, more than the limit of {max_elements}")
-    if axis < -1 or axis >= max(ndim, 0) or (axis >= 0 and ndim == 0):
-        raise CodecError("bad quantization axis")
-    ax = None if axis == -1 else axis
-    (nq,) = r.unpack("I")
-    expected_nq = 1 if ax is None else shape[ax]
-    if nq != max(expected_nq, 1):
-        raise CodecError("quantization parameter count does not match the shape")
-    scale = np.frombuffer(r.take(4 * nq), "<f4").astype(np.float32)
-    zero = np.frombuffer(r.take(nq), np.uint8).copy()
-    if nq == 1:  # per tensor: plain Python checks are cheaper than array reductions
-        s0 = float(scale[0])
-        if not (math.isfinite(s0) and s0 > 0):
-            raise CodecError("bad quantization scale")
-        zmax = int(zero[0])
-    else:
-        if not (np.isfinite(scale).all() and (scale > 0).all()):
-            raise CodecError("bad quantization scale")
-        zmax = int(zero.max())
-    if zmax > (1 << bits) - 1:
-        raise CodecError("zero point out of range")
-    nnz, nstreams = r.unpack("IB")
-    if kind not in (DENSE, PACKED, SPARSE, DELTA, DELTA_PACKED, DELTA_NIBBLE):
-        raise CodecError(f"unknown representation {kind}")
-    if nstreams != {SPARSE: 3, DELTA_NIBBLE: 2}.get(kind, 1):
-        raise CodecError("stream count does not match the representation")
-    if nnz > numel or (kind not in (SPARSE, DELTA_NIBBLE) and nnz):
-        raise CodecError("bad non-zero count")
+    if not buf.contiguous:
+        buf = memoryview(buf.tobytes())
+    dcode, bits, shape, axis, nq, scale_at, zero_at, kind, param, nnz, parsed = _kernels.frame_header(
+        buf, max_elements
+    )
+    scale = np.frombuffer(buf, "<f4", nq, scale_at).astype(np.float32)
+    zero = np.frombuffer(buf, np.uint8, nq, zero_at).copy()
     streams = []
-    for _ in range(nstreams):
-        (coding,) = r.unpack("B")
-        s = StreamHeader(coding)
+    for coding, pb, blog, channels, inner, mult, group_at, nb_dist, nbuckets, nb_ref, freqs, at, size in parsed:
+        s = StreamHeader(coding, payload=buf[at : at + size])
         if coding == RANS:
-            pb, blog, channels, inner, mult, ngroups = r.unpack("BBIIBB")
-            if not 8 <= pb <= 15 or not 5 <= blog <= 24:
-                raise CodecError("bad rANS parameters")
-            if ngroups > MAX_GROUPS:
-                raise CodecError("too many channel groups")
-            if channels < 1 or inner < 1:
-                raise CodecError("bad context layout")
-            group = None
-            if ngroups > 1:
-                if channels > numel * 8:
-                    raise CodecError("bad context channel count")
-                group = np.frombuffer(r.take(channels), np.uint8).copy()
-                if group.max() + 1 != ngroups:
-                    raise CodecError("channel group map does not match its group count")
-            nb_dist, nbuckets, nb_ref = r.unpack("IBB")
-            ctx = ContextSpec(
-                channels=channels,
-                inner=inner,
-                mult=mult,
-                group=group,
-                nb_dist=nb_dist,
-                nbuckets=nbuckets if nb_dist else 1,
-                nb_ref=nb_ref,
-            )
-            if nb_dist and nbuckets not in (2, 4):
-                raise CodecError("bad neighbor context")
+            if channels == inner == mult == 1 and group_at < 0 and not nb_dist:
+                ctx = ORDER0
+            else:
+                group = None if group_at < 0 else np.frombuffer(buf, np.uint8, channels, group_at).copy()
+                ctx = ContextSpec(channels, inner, mult, group, nb_dist, nbuckets, nb_ref)
             s.prob_bits, s.block_log2, s.ctx = pb, blog, ctx
-            freqs, used = tables.deserialize(r.buf[r.pos :], ctx.ntables, pb)
-            r.take(used)
-            s.freqs = freqs
-        elif coding != STORED:
-            raise CodecError(f"unknown stream coding {coding}")
-        (s.payload,) = r.unpack("I")  # the length for now; replaced by the bytes below
+            s.freqs = np.frombuffer(freqs, np.uint16).reshape(-1, 256)
         streams.append(s)
-    for s in streams:
-        s.payload = r.take(int(s.payload))
-    if r.pos != len(body):
-        raise CodecError("trailing bytes after the last stream")
-    return Frame(DTYPES[dcode], bits, tuple(shape), ax, scale, zero, kind, param, nnz, streams)
+    ax = None if axis == -1 else axis
+    return Frame(DTYPES[dcode], bits, shape, ax, scale, zero, kind, param, nnz, streams)

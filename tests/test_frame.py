@@ -223,3 +223,12 @@ def test_checksum_is_zlib_crc32(clmul):
         assert _kernels.crc32(data[half:], _kernels.crc32(data[:half])) == zlib.crc32(data)
     finally:
         _kernels.set_clmul(prev)
+
+
+def test_the_c_parser_knows_the_format_python_writes():
+    """The header parser in C and the writer in Python share the version and the channel-group limit."""
+    from codec import _kernels
+    from codec.contexts import MAX_GROUPS
+
+    assert _kernels.FRAME_VERSION == frame.VERSION
+    assert _kernels.FRAME_MAX_GROUPS == MAX_GROUPS

@@ -174,6 +174,7 @@ int nibble_merge(const uint8_t *pairs, int64_t m, const uint8_t *esc, int64_t ne
 void normalize_tables(const uint32_t *counts, int64_t ntab, int pb, uint16_t *out);
 double table_cost(const uint32_t *counts, int64_t ntab, int pb, int64_t *table_bytes);
 int64_t write_tables(const uint16_t *freqs, int64_t ntab, uint8_t *buf);
+/* parse ntables serialized tables (out: ntables x 256, or NULL to check them only); bytes read, or -1 */
 int64_t read_tables(const uint8_t *p, int64_t len, int ntables, int pb, uint16_t *out);
 
 /* ---- rANS (rans_encode.c, rans_decode.c) -------------------------------------------------------- */
@@ -212,6 +213,32 @@ typedef struct {
 void rans_decode_init(void);
 int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16_t *freqs, int pb, int64_t block,
                 int64_t n, int64_t bf, int64_t bl, uint8_t *out, Dequant *dq);
+
+/* ---- frame header (frame.c) ---------------------------------------------------------------------- */
+
+#define FRAME_VERSION 1
+#define FRAME_FIXED_BYTES 14 /* magic .. param */
+#define FRAME_MAX_NDIM 16
+#define FRAME_MAX_GROUPS 64
+
+typedef struct {
+    int coding, prob_bits, block_log2, mult, ngroups, nbuckets, nb_ref, ntables;
+    int64_t channels, inner, nb_dist;
+    int64_t group_at;   /* offset of the group map in the frame, or -1 */
+    int64_t tables_at;  /* offset of the stream's frequency tables in the frame */
+    int64_t payload_at, payload_len;
+} FrameStream;
+
+typedef struct {
+    int dtype, bits, ndim, axis, kind, param, nstreams;
+    uint32_t shape[FRAME_MAX_NDIM];
+    int64_t numel, nq, nnz, scale_at, zero_at;
+    FrameStream streams[3];
+    char error[120];
+} FrameHeader;
+
+/* Parse and check a frame of len bytes (at most max_elements elements): 0, or -1 with h->error set. */
+int frame_parse(const uint8_t *buf, int64_t len, int64_t max_elements, FrameHeader *h);
 
 /* ---- CRC-32 (crc32.c) --------------------------------------------------------------------------- */
 

@@ -2,7 +2,7 @@
  * Python bindings of the codec kernels: the module codec._kernels. Each function takes Python buffers and
  * integers, checks every size against the buffers it was given (overflow-safe, see internal.h), releases the
  * GIL, calls the kernel of its concern (quantize.c, stats.c, represent.c, tables.c, contexts.c,
- * rans_encode.c, rans_decode.c, crc32.c) and converts the result. A refused argument or size raises
+ * rans_encode.c, rans_decode.c, frame.c, crc32.c) and converts the result. A refused argument or size raises
  * codec.errors.CodecError (a ValueError); a buffer of the wrong kind raises TypeError. No codec logic here.
  */
 #define PY_SSIZE_T_CLEAN
@@ -902,6 +902,64 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* frame header                                                                                      */
+
+/* frame_header(frame, max_elements) -> (dtype, bits, shape, axis, nq, scale_at, zero_at, kind, param, nnz,
+ *   streams), streams a tuple of (coding, prob_bits, block_log2, channels, inner, mult, group_at, nb_dist,
+ *   nbuckets, nb_ref, freqs u16 bytes of ntables x 256 | None, payload_at, payload_len); offsets into the frame.
+ * A malformed frame raises CodecError with what is wrong (frame.c). */
+static PyObject *py_frame_header(PyObject *self, PyObject *args) {
+    PyObject *bo;
+    long long max_elements;
+    if (!PyArg_ParseTuple(args, "OL", &bo, &max_elements)) return NULL;
+    Buf bb = {0};
+    PyObject *ret = NULL, *shape = NULL, *streams = NULL;
+    if (get_buf(bo, &bb, 0, "frame") < 0) goto done;
+    FrameHeader h;
+    const uint8_t *buf = (const uint8_t *)bb.view.buf;
+    int r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = frame_parse(buf, bb.view.len, max_elements, &h);
+    Py_END_ALLOW_THREADS;
+    if (r < 0) {
+        bad(h.error);
+        goto done;
+    }
+    shape = PyTuple_New(h.ndim);
+    streams = PyTuple_New(h.nstreams);
+    if (!shape || !streams) goto done;
+    for (int d = 0; d < h.ndim; d++) {
+        PyObject *v = PyLong_FromUnsignedLong(h.shape[d]);
+        if (!v) goto done;
+        PyTuple_SET_ITEM(shape, d, v);
+    }
+    for (int k = 0; k < h.nstreams; k++) {
+        const FrameStream *s = &h.streams[k];
+        PyObject *freqs = Py_None;
+        if (s->coding == 1) {
+            freqs = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)s->ntables * 512);
+            if (!freqs) goto done;
+            read_tables(buf + s->tables_at, bb.view.len - 4 - s->tables_at, s->ntables, s->prob_bits,
+                        (uint16_t *)PyBytes_AS_STRING(freqs));
+        } else {
+            Py_INCREF(freqs);
+        }
+        PyObject *t = Py_BuildValue("(iiiLLiLLiiNLL)", s->coding, s->prob_bits, s->block_log2, (long long)s->channels,
+                                    (long long)s->inner, s->mult, (long long)s->group_at, (long long)s->nb_dist,
+                                    s->nbuckets, s->nb_ref, freqs, (long long)s->payload_at, (long long)s->payload_len);
+        if (!t) goto done;
+        PyTuple_SET_ITEM(streams, k, t);
+    }
+    ret = Py_BuildValue("(iiOiLLLiiLO)", h.dtype, h.bits, shape, h.axis, (long long)h.nq, (long long)h.scale_at,
+                        (long long)h.zero_at, h.kind, h.param, (long long)h.nnz, streams);
+done:
+    Py_XDECREF(shape);
+    Py_XDECREF(streams);
+    rel_buf(&bb);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* CRC-32 and the SIMD switches                                                                      */
 
 /* crc32(data, prev=0) -> int: zlib's CRC-32, continued from prev (carry-less multiply when available). */
@@ -967,6 +1025,7 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"crc32", py_crc32, METH_VARARGS, "CRC-32 (zlib's), continued from an optional previous value."},
+    {"frame_header", py_frame_header, METH_VARARGS, "Parse and check a frame's header."},
     {"set_clmul", py_set_clmul, METH_VARARGS, "Enable/disable the carry-less-multiply CRC path."},
     {"table_cost", py_table_cost, METH_VARARGS, "Ideal code bits and table bytes of counts."},
     {"write_tables", py_write_tables, METH_VARARGS, "Serialize frequency tables."},
@@ -1015,6 +1074,8 @@ PyMODINIT_FUNC PyInit__kernels(void) {
     PyObject *m = PyModule_Create(&moduledef);
     if (m && (PyModule_AddIntConstant(m, "AVX2", cpu_has_avx2 > 0) < 0 ||
               PyModule_AddIntConstant(m, "AVX512", cpu_has_avx512 > 0) < 0 ||
+              PyModule_AddIntConstant(m, "FRAME_VERSION", FRAME_VERSION) < 0 ||
+              PyModule_AddIntConstant(m, "FRAME_MAX_GROUPS", FRAME_MAX_GROUPS) < 0 ||
               PyModule_AddIntConstant(m, "CLMUL", crc32_clmul_active()) < 0))
         Py_CLEAR(m);
     return m;

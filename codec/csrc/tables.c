@@ -97,7 +97,7 @@ int64_t write_tables(const uint16_t *freqs, int64_t ntab, uint8_t *buf) {
 int64_t read_tables(const uint8_t *p, int64_t len, int ntables, int pb, uint16_t *out) {
     int64_t pos = 0;
     const uint32_t M = 1u << pb;
-    memset(out, 0, (size_t)ntables * 512);
+    if (out) memset(out, 0, (size_t)ntables * 512);
     for (int t = 0; t < ntables; t++) {
         if (pos + 32 > len) return -1;
         const uint8_t *bm = p + pos;
@@ -115,7 +115,7 @@ int64_t read_tables(const uint8_t *p, int64_t len, int ntables, int pb, uint16_t
             }
             v += 1;
             if (v > M) return -1;
-            out[t * 256 + sym] = (uint16_t)v;
+            if (out) out[t * 256 + sym] = (uint16_t)v;
             sum += v;
         }
         if (present && sum != M) return -1;
