@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import _kernels, rans, represent, tables
+from . import _kernels, rans, represent, scratch, tables
 from .contexts import ContextSpec
 from .costmodel import (
     DEFAULT_LEVEL,
@@ -132,10 +133,13 @@ def prepare(
 
 
 def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads: int = 1) -> bytes:
-    """Code a prepared tensor with one candidate configuration."""
-    streams = represent.split(p.q, cand.kind, cand.param, p.info.layout, p.params.bits)
+    """Code a prepared tensor with one candidate configuration. The streams and their payloads live in
+    this thread's scratch buffers (``codec/scratch.py``) until the frame's bytes are joined."""
+    streams = represent.split(
+        p.q, cand.kind, cand.param, p.info.layout, p.params.bits, scratch.buffer
+    )
     headers = []
-    for sym, plan in zip(streams, cand.streams, strict=True):
+    for k, (sym, plan) in enumerate(zip(streams, cand.streams, strict=True)):
         if plan.coding == STORED or sym.size == 0:
             headers.append(StreamHeader(STORED, payload=sym.tobytes()))
             continue
@@ -147,7 +151,15 @@ def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads:
         else:
             _kernels.context_histogram(sym, plan.ctx.kernel_spec(), 1 << block_log2, counts, 1)
         freqs = tables.normalize(counts, plan.prob_bits)
-        payload = rans.encode(sym, freqs, plan.prob_bits, block_log2, plan.ctx, threads)
+        payload = rans.encode(
+            sym,
+            freqs,
+            plan.prob_bits,
+            block_log2,
+            plan.ctx,
+            threads,
+            functools.partial(scratch.buffer, f"payload{k}"),
+        )
         headers.append(StreamHeader(RANS, plan.prob_bits, block_log2, plan.ctx, freqs, payload))
     nnz = streams[1].size if cand.kind in (represent.SPARSE, represent.DELTA_NIBBLE) else 0
     frame = Frame(
@@ -262,11 +274,11 @@ def decode(
         s.ctx.validate(length)
         out = np.empty(n, np.float32)
         channels, inner = channel_layout(frame.shape, frame.axis)
-        q = np.empty(n, np.uint8) if frame.kind in _READS_BACK else None
+        q = scratch.buffer("symbols", n) if frame.kind in _READS_BACK else None
         dq = (out, frame.scale, frame.zero, channels, inner, fused, frame.param, frame.bits, n, q)
         if frame.kind == represent.DELTA_NIBBLE:
             # the escapes first (a short stream), in a buffer with room for the kernels' wide loads
-            esc = np.zeros(lengths[1] + represent.ESCAPE_ROOM, np.uint8)
+            esc = scratch.buffer("escapes", lengths[1] + represent.ESCAPE_ROOM)
             esc[: lengths[1]] = _decode_stream(frame.streams[1], lengths[1])
             dq += (esc, lengths[1])
         rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, threads, dq)

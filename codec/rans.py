@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -48,9 +49,11 @@ def encode(
     block_log2: int = DEFAULT_BLOCK_LOG2,
     ctx: ContextSpec = ORDER0,
     threads: int = 1,
+    out: Callable[[int], np.ndarray] | None = None,
 ) -> memoryview:
     """Entropy-code uint8 ``symbols`` with the given context tables into a stream payload (a read-only
-    view of the coded bytes; single-range coding writes the block index and the blocks in place)."""
+    view of the coded bytes; single-range coding writes the block index and the blocks in place, into
+    ``out(capacity)`` when given, else a new array)."""
     sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1)
     block = 1 << block_log2
     nblocks = nblocks_for(sym.size, block_log2)
@@ -67,7 +70,8 @@ def encode(
 
     ranges = _ranges(nblocks, threads)
     if len(ranges) <= 1:
-        buf = np.empty(index + (capacity(ranges[0]) if ranges else 0), np.uint8)
+        size = index + (capacity(ranges[0]) if ranges else 0)
+        buf = out(size) if out is not None else np.empty(size, np.uint8)
         sizes = buf[:index].view(np.uint32)
         used = run(ranges[0], buf[index:], sizes) if ranges else 0
         if _BIG_ENDIAN:

@@ -16,6 +16,7 @@ residuals are small: fewer entropy-coder steps than ``delta``, and the pairs mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,24 +54,32 @@ class Layout:
     inner: int
 
 
-def residuals(q: np.ndarray, distance: int, bits: int) -> np.ndarray:
+Alloc = Callable[[str, int], np.ndarray]
+
+
+def _fresh(role: str, size: int) -> np.ndarray:
+    """A new uint8 array (the default allocator: results the caller may keep)."""
+    return np.empty(size, np.uint8)
+
+
+def residuals(q: np.ndarray, distance: int, bits: int, alloc: Alloc = _fresh) -> np.ndarray:
     """Prediction residuals of ``q`` at ``distance`` (the delta representation's stream)."""
-    out = np.empty_like(q)
+    out = alloc("residuals", q.size)
     _kernels.delta(q, out, distance, (1 << bits) - 1, False)
     return out
 
 
-def pack(q: np.ndarray, slot: int) -> np.ndarray:
+def pack(q: np.ndarray, slot: int, alloc: Alloc = _fresh) -> np.ndarray:
     """``q`` bit-packed, ``slot`` bits per symbol."""
-    out = np.empty(-(-q.size // (8 // slot)), np.uint8)
+    out = alloc("packed", -(-q.size // (8 // slot)))
     _kernels.pack(q, slot, out)
     return out
 
 
-def nibble_split(res: np.ndarray, bits: int) -> list[np.ndarray]:
+def nibble_split(res: np.ndarray, bits: int, alloc: Alloc = _fresh) -> list[np.ndarray]:
     """Residuals -> [nibble pairs, escapes] (the delta-nibble streams)."""
-    pairs = np.empty(-(-res.size // 2), np.uint8)
-    esc = np.empty(res.size + ESCAPE_ROOM, np.uint8)
+    pairs = alloc("packed", -(-res.size // 2))
+    esc = alloc("escapes", res.size + ESCAPE_ROOM)
     count = _kernels.nibble_split(res, (1 << bits) - 1, pairs, esc)
     return [pairs, esc[:count]]
 
@@ -83,18 +92,21 @@ def packed_slot(bits: int) -> int:
     return slot
 
 
-def split(q: np.ndarray, kind: int, param: int, layout: Layout, bits: int = 8) -> list[np.ndarray]:
-    """Symbols -> the representation's streams."""
+def split(
+    q: np.ndarray, kind: int, param: int, layout: Layout, bits: int = 8, alloc: Alloc = _fresh
+) -> list[np.ndarray]:
+    """Symbols -> the representation's streams (``alloc(role, size)`` gives their arrays: new ones by
+    default, the encoder's scratch buffers when it codes them at once)."""
     if kind == DENSE:
         return [q]
     if kind == DELTA:
-        return [residuals(q, param, bits)]
+        return [residuals(q, param, bits, alloc)]
     if kind == PACKED:
-        return [pack(q, param)]
+        return [pack(q, param, alloc)]
     if kind == DELTA_PACKED:
-        return [pack(residuals(q, param, bits), packed_slot(bits))]
+        return [pack(residuals(q, param, bits, alloc), packed_slot(bits), alloc)]
     if kind == DELTA_NIBBLE:
-        return nibble_split(residuals(q, param, bits), bits)
+        return nibble_split(residuals(q, param, bits, alloc), bits, alloc)
     if kind == SPARSE:
         rows = -(-q.size // param)
         counts = np.empty(rows, np.uint8)
