@@ -259,3 +259,25 @@ def test_a_single_sample_frame_never_costs_more_than_its_raw_symbols_plus_64_byt
             assert len(blob) <= raw + 64, (name, bits, len(blob), raw)
             y = codec.decode(blob)
             assert y.shape == x.shape
+
+
+def test_scratch_buffers_are_per_thread_and_never_leak_into_frames():
+    """The encoder's reused buffers: frames coded one after another, or on several threads at once, equal
+    frames coded alone, and a buffer is reused for its role on one thread but not shared between threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from codec import scratch
+
+    maps = [relu_map((1, 16, 48, 48), seed=s) for s in range(6)]
+    alone = []
+    for x in maps:
+        scratch.release()
+        alone.append(codec.encode(x, bits=8, level=1))
+    assert [codec.encode(x, bits=8, level=1) for x in maps] == alone
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(lambda x: codec.encode(x, bits=8, level=1), maps * 3)) == alone * 3
+    first = scratch.buffer("test", 100)
+    assert np.shares_memory(first, scratch.buffer("test", 50))
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(scratch.buffer, "test", 100).result()
+    assert not np.shares_memory(first, other)
