@@ -25,7 +25,9 @@ from .errors import CodecError
 MIN_STEP = 1e-30
 MAX_STEP = 1e37
 MAX_UNSEEN = 128  # sampled histograms: symbols of the range the sample may miss before counting all
-CLIP_FACTORS = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2, 0.15], np.float64)
+CLIP_FACTORS = np.array(
+    [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2, 0.15], np.float64
+)
 """clip="mse": the candidate ranges, as fractions of the full [min, max] range."""
 WMSE_FACTORS = np.geomspace(1.0, 0.1, 40)
 """clip="wmse": 40 candidate ranges, geometric from the full range down to a tenth of it."""
@@ -110,26 +112,7 @@ def quantize(
     between the smallest and the largest one that occurs counts at least once (so a table built from it
     can code every symbol of the tensor). If more than MAX_UNSEEN symbols of that range are missing from
     the sample, the floors would cost too much probability, and all symbols are counted instead."""
-    if not 1 <= bits <= 8:
-        raise CodecError(f"bits must be in 1..8, got {bits}")
-    check_clip(clip)
-    x = np.asarray(x, dtype=np.float32)
-    axis = normalize_axis(axis, x.ndim)
-    mem = memory_order(x)
-    if mem is not None:
-        # e.g. a channels-last map: quantize it as it lies in memory, then reorder the 1-byte symbols
-        # (4x less data to move than reordering the floats first); same symbols and statistics
-        perm, view = mem
-        q_mem, p_mem, _, lo, hi = _quantize(
-            view, bits, None if axis is None else perm.index(axis), 0, clip
-        )
-        q = _reorder(q_mem, view.shape, perm)
-        hist = np.zeros(256, np.uint32)
-        _kernels.histogram_sampled(q, hist_stride, hist)
-        if hist_stride > 1:
-            _floor_or_count(q, hist, lo, hi)
-        return q, QuantParams(bits, axis, p_mem.scale, p_mem.zero), hist
-    q, params, hist, _, _ = _quantize(np.asarray(x, order="C"), bits, axis, hist_stride, clip)
+    q, params, hist, _, _ = _quantize_any(x, bits, axis, max(int(hist_stride), 1), clip)
     return q, params, hist
 
 
@@ -137,20 +120,36 @@ def quantize_symbols(
     x: np.ndarray, bits: int, axis: int | None = None, clip: str | None = None
 ) -> tuple[np.ndarray, QuantParams, int, int]:
     """Quantize float32 ``x`` without a histogram: (symbols, params, smallest symbol, largest symbol)."""
+    q, params, _, lo, hi = _quantize_any(x, bits, axis, 0, clip)
+    return q, params, lo, hi
+
+
+def _quantize_any(
+    x: np.ndarray, bits: int, axis: int | None, hist_stride: int, clip: str | None
+) -> tuple[np.ndarray, QuantParams, np.ndarray, int, int]:
+    """:func:`quantize` for any memory layout (``hist_stride`` 0: no histogram): (symbols, params,
+    histogram, smallest symbol, largest symbol)."""
     if not 1 <= bits <= 8:
         raise CodecError(f"bits must be in 1..8, got {bits}")
     check_clip(clip)
     x = np.asarray(x, dtype=np.float32)
     axis = normalize_axis(axis, x.ndim)
     mem = memory_order(x)
-    if mem is not None:
-        perm, view = mem
-        q_mem, p_mem, _, lo, hi = _quantize(
-            view, bits, None if axis is None else perm.index(axis), 0, clip
-        )
-        return _reorder(q_mem, view.shape, perm), QuantParams(bits, axis, p_mem.scale, p_mem.zero), lo, hi
-    q, params, _, lo, hi = _quantize(np.asarray(x, order="C"), bits, axis, 0, clip)
-    return q, params, lo, hi
+    if mem is None:
+        return _quantize(np.asarray(x, order="C"), bits, axis, hist_stride, clip)
+    # e.g. a channels-last map: quantize it as it lies in memory, then reorder the 1-byte symbols
+    # (4x less data to move than reordering the floats first); same symbols and statistics
+    perm, view = mem
+    q_mem, p_mem, _, lo, hi = _quantize(
+        view, bits, None if axis is None else perm.index(axis), 0, clip
+    )
+    q = _reorder(q_mem, view.shape, perm)
+    hist = np.zeros(256, np.uint32)
+    if hist_stride:
+        _kernels.histogram_sampled(q, hist_stride, hist)
+        if hist_stride > 1:
+            _floor_or_count(q, hist, lo, hi)
+    return q, QuantParams(bits, axis, p_mem.scale, p_mem.zero), hist, lo, hi
 
 
 def sampled_table_counts(q: np.ndarray, stride: int, lo: int, hi: int) -> np.ndarray:
