@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import codec
-from codec import api, costmodel, frame
+from codec import _kernels, api, costmodel, frame, represent
 from codec.quantize import QuantParams, dequantize
 
 
@@ -281,3 +281,28 @@ def test_scratch_buffers_are_per_thread_and_never_leak_into_frames():
     with ThreadPoolExecutor(1) as pool:
         other = pool.submit(scratch.buffer, "test", 100).result()
     assert not np.shares_memory(first, other)
+
+
+@pytest.mark.parametrize("width", [16, 24, 31, 32, 48, 64, 80])
+@pytest.mark.parametrize("bits", [8, 5])
+def test_nibble_frames_decode_alike_on_every_path(width, bits):
+    """Delta-nibble frames at distances 16..80 decode to the symbols-then-dequantize reference, on the
+    AVX-512, AVX2 and scalar paths alike (escapes merged block by block, in order)."""
+    rng = np.random.default_rng(width * bits)
+    x = np.cumsum(rng.normal(size=(4, 90, width)), axis=1).astype(np.float32)
+    p = api.prepare(x, bits)
+    nibbles = [
+        c for c in costmodel.candidates(p.info, 9, 10) if c.kind == represent.DELTA_NIBBLE
+    ]
+    assert {c.param for c in nibbles} >= {width}
+    for cand in nibbles:
+        blob = api.encode_prepared(p, cand, 10)
+        f = frame.read(blob, api.MAX_ELEMENTS)
+        ref = dequantize(api.decode_symbols(f), QuantParams(bits, None, f.scale, f.zero), f.shape)
+        for simd, wide in ((True, True), (True, False), (False, False)):
+            prev = _kernels.set_simd(simd, wide)
+            try:
+                out = codec.decode(blob)
+            finally:
+                _kernels.set_simd(prev)
+            assert np.array_equal(out, ref), (cand.name, simd, wide)
