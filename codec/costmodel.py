@@ -283,7 +283,15 @@ def candidates(
                 ph, eh = np.empty(256, np.uint32), np.empty(256, np.uint32)
                 _kernels.histogram(pairs, ph)
                 _kernels.histogram(esc, eh)
-                out.append(_nibble_candidate(d, n, ph, eh, block_log2))
+                pb = tables.DEFAULT_PROB_BITS
+                npairs, nesc = pairs.size, esc.size
+                out.append(
+                    _nibble_candidate(
+                        d,
+                        (npairs, stream_cost(ph, npairs, 1.0, block_log2, pb)),
+                        (nesc, stream_cost(eh, nesc, 1.0, block_log2, pb)),
+                    )
+                )
             if slot is not None and slot < 8:
                 per = 8 // slot
                 packed_res = represent.pack(res, slot)
@@ -444,13 +452,13 @@ def _lean_candidates(
             continue
         # delta-nibble: the pairs (row) and the escapes (row + nd), two order-0 streams
         npairs, nesc = -(-n // 2), int(round(int(hists[row + nd].sum()) * n / sampled))
-        plans = [
-            best_plan(
-                [(StreamPlan(RANS, ORDER0, pb), cost(row, npairs, npairs / (sampled // 2)))], npairs
-            ),
-            best_plan([(StreamPlan(RANS, ORDER0, pb), cost(row + nd, nesc, n / sampled))], nesc),
-        ]
-        out.append(Candidate(DELTA_NIBBLE, d, plans, sum(p.predicted_bytes for p in plans)))
+        out.append(
+            _nibble_candidate(
+                d,
+                (npairs, cost(row, npairs, npairs / (sampled // 2))),
+                (nesc, cost(row + nd, nesc, n / sampled)),
+            )
+        )
     for kind, param, mult, row, scale in families:
         length = -(-n // mult)
         options = [(StreamPlan(RANS, ORDER0, pb), cost(row, length, scale))]
@@ -464,19 +472,13 @@ def _lean_candidates(
 
 
 def _nibble_candidate(
-    distance: int, n: int, pairs: np.ndarray, escapes: np.ndarray, block_log2: int
+    distance: int, pairs: tuple[int, float], escapes: tuple[int, float]
 ) -> Candidate:
-    """Delta-nibble at ``distance`` from exact nibble-pair and escape counts: two order-0 streams."""
-    pb = tables.DEFAULT_PROB_BITS
-    npairs, nesc = -(-n // 2), int(escapes.sum())
+    """Delta-nibble at ``distance``: two order-0 streams, each given as (symbols, predicted rANS bytes)
+    and stored where that is smaller."""
     plans = [
-        best_plan(
-            [(StreamPlan(RANS, ORDER0, pb), stream_cost(pairs, npairs, 1.0, block_log2, pb))],
-            npairs,
-        ),
-        best_plan(
-            [(StreamPlan(RANS, ORDER0, pb), stream_cost(escapes, nesc, 1.0, block_log2, pb))], nesc
-        ),
+        best_plan([(StreamPlan(RANS, ORDER0, tables.DEFAULT_PROB_BITS), cost)], length)
+        for length, cost in (pairs, escapes)
     ]
     return Candidate(DELTA_NIBBLE, distance, plans, sum(p.predicted_bytes for p in plans))
 
