@@ -86,6 +86,14 @@ def stream_cost(counts: np.ndarray, n: int, scale: float, block_log2: int, prob_
     return bits * scale / 8 + table_bytes + block_overhead(n, block_log2) + STREAM_HEADER_BYTES
 
 
+def _order0_plan(n: int, cost: float) -> StreamPlan:
+    """An order-0 rANS stream of ``n`` symbols predicted at ``cost`` bytes, or stored bytes if smaller."""
+    stored = n + STREAM_HEADER_BYTES
+    if stored <= cost:
+        return StreamPlan(STORED, predicted_bytes=stored)
+    return StreamPlan(RANS, ORDER0, tables.DEFAULT_PROB_BITS, cost)
+
+
 def best_plan(options: list[tuple[StreamPlan, float]], n: int) -> StreamPlan:
     """Cheapest of the context options for one stream, or stored bytes if that is smaller."""
     plan, cost = min(options, key=lambda o: o[1])
@@ -426,41 +434,52 @@ def _lean_candidates(
     bits = np.empty(len(hists), np.float64)
     table_bytes = np.empty(len(hists), np.int64)
     _kernels.row_costs(hists, pb, bits, table_bytes)
-    per = 8 // slot if slot else 2
+    # plain floats from here: a few dozen scalar steps, cheaper than NumPy scalars or arrays
+    row_bits, row_tables = bits.tolist(), table_bytes.tolist()
+    block, per_block = 1 << block_log2, rans.STATE_BYTES + 4
 
     def cost(row: int, length: int, scale: float) -> float:
         """Predicted bytes of an order-0 stream of ``length`` symbols counted (times ``scale``) in row."""
         if length == 0:
             return 0.0
+        blocks = -(-length // block)
         return (
-            bits[row] * scale / 8
-            + table_bytes[row]
-            + block_overhead(length, block_log2)
-            + STREAM_HEADER_BYTES
+            row_bits[row] * scale / 8 + row_tables[row] + blocks * per_block + STREAM_HEADER_BYTES
         )
 
+    per = 8 // slot if slot else 2
+    sampled_per = sampled // per
+    packed_len = -(-n // per)
     # (kind, param, symbols per stream symbol, row, scale from counted to all symbols)
     families = [(DENSE, 0, 1, 0, dense_scale)]
     if slot:
-        families.append((PACKED, slot, per, 1, -(-n // per) / (sampled // per)))
+        families.append((PACKED, slot, per, 1, packed_len / sampled_per))
     families += [(DELTA, d, 1, 2 + k, n / sampled) for k, d in enumerate(distances)]
     out: list[Candidate] = []
-    for k, d in enumerate(distances):
-        row = 2 + nd + k
-        if slot:
-            families.append((DELTA_PACKED, d, per, row, -(-n // per) / (sampled // per)))
-            continue
+    if slot:
+        families += [
+            (DELTA_PACKED, d, per, 2 + nd + k, packed_len / sampled_per)
+            for k, d in enumerate(distances)
+        ]
+    else:
         # delta-nibble: the pairs (row) and the escapes (row + nd), two order-0 streams
-        npairs, nesc = -(-n // 2), int(round(int(hists[row + nd].sum()) * n / sampled))
-        out.append(
-            _nibble_candidate(
-                d,
-                (npairs, cost(row, npairs, npairs / (sampled // 2))),
-                (nesc, cost(row + nd, nesc, n / sampled)),
+        escapes = hists[2 + 2 * nd : 2 + 3 * nd].sum(axis=1).tolist()
+        for k, d in enumerate(distances):
+            row = 2 + nd + k
+            nesc = int(round(escapes[k] * n / sampled))
+            pair_cost = cost(row, packed_len, packed_len / sampled_per)
+            out.append(
+                _nibble_candidate(
+                    d, (packed_len, pair_cost), (nesc, cost(row + nd, nesc, n / sampled))
+                )
             )
-        )
+    lean = not plan.nbuckets and not plan.groups
     for kind, param, mult, row, scale in families:
-        length = -(-n // mult)
+        length = packed_len if mult > 1 else n
+        if lean:  # one order-0 option: rANS, or stored bytes where those are smaller
+            p = _order0_plan(length, cost(row, length, scale))
+            out.append(Candidate(kind, param, [p], p.predicted_bytes))
+            continue
         options = [(StreamPlan(RANS, ORDER0, pb), cost(row, length, scale))]
         if plan.nbuckets:
             options += _neighbor_options(info, kind, param, mult, hists[row], plan, block_log2)
@@ -476,10 +495,7 @@ def _nibble_candidate(
 ) -> Candidate:
     """Delta-nibble at ``distance``: two order-0 streams, each given as (symbols, predicted rANS bytes)
     and stored where that is smaller."""
-    plans = [
-        best_plan([(StreamPlan(RANS, ORDER0, tables.DEFAULT_PROB_BITS), cost)], length)
-        for length, cost in (pairs, escapes)
-    ]
+    plans = [_order0_plan(length, cost) for length, cost in (pairs, escapes)]
     return Candidate(DELTA_NIBBLE, distance, plans, sum(p.predicted_bytes for p in plans))
 
 
@@ -572,8 +588,10 @@ def choose(info: TensorInfo, level: int, block_log2: int) -> tuple[Candidate, li
     predicted size; otherwise slower candidates must beat the best fast one by the level's margin."""
     cands = candidates(info, level, block_log2)
     best = min(cands, key=lambda c: c.predicted_bytes)
+    if is_fast(best):
+        return best, cands
     fast = [c for c in cands if is_fast(c)]
-    if fast and not is_fast(best):
+    if fast:
         best_fast = min(fast, key=lambda c: c.predicted_bytes)
         if best.predicted_bytes > best_fast.predicted_bytes * (1 - speed_margin(level)):
             best = best_fast
