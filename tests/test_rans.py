@@ -190,6 +190,44 @@ def test_normalize_keeps_every_symbol_and_sum():
             assert np.all((f[t] > 0) == (counts[t] > 0))
 
 
+needs_avx512 = pytest.mark.skipif(
+    not _kernels.AVX512, reason="no AVX-512 on this CPU: no paired-block decoder to compare"
+)
+
+
+@needs_avx512
+@pytest.mark.parametrize("nblocks", [2, 3, 5])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocks_decoded_in_pairs_match_one_at_a_time(nblocks, threads):
+    """The AVX-512 decoder takes order-0 blocks two at a time. Blocks of very different statistics (one
+    nearly constant, few words; the next uniform, many) stop the joint loop early on one side; a short last
+    block too. Every path gives the symbols back, and a flipped byte in either block of a pair is caught."""
+    rng = np.random.default_rng(8)
+    block_log2 = 10
+    parts = []
+    for b in range(nblocks):
+        size = (1 << block_log2) if b < nblocks - 1 else 300
+        if b % 2:
+            parts.append(rng.integers(0, 256, size))
+        else:
+            parts.append(np.where(rng.random(size) < 0.97, 7, rng.integers(0, 256, size)))
+    sym = np.concatenate(parts).astype(np.uint8)
+    payload, freqs = roundtrip(sym, block_log2=block_log2)
+    prev = _kernels.set_simd(False)
+    try:
+        for simd in [(False,), (True, False), (True, True)]:
+            _kernels.set_simd(*simd)
+            out = rans.decode(payload, sym.size, freqs, 12, block_log2, threads=threads)
+            assert np.array_equal(out, sym), simd
+            for at in (4 * nblocks + 200, len(payload) - 10):
+                bad = bytearray(payload)
+                bad[at] ^= 0x21
+                with pytest.raises(CodecError):
+                    rans.decode(bytes(bad), sym.size, freqs, 12, block_log2, threads=threads)
+    finally:
+        _kernels.set_simd(prev)
+
+
 @needs_avx2
 def test_vector_and_scalar_paths_agree_byte_for_byte():
     rng = np.random.default_rng(6)

@@ -291,6 +291,54 @@ static int block_open(BlockDec *d, const uint8_t *src, int64_t len, uint8_t *o, 
 }
 
 
+#ifdef HAVE_AVX512_PATH
+/* One AVX-512 step on 16 lanes: look up the packed slot entries, advance the states, take the next words into
+ * the lanes that fell below L (in lane order, from w at *wi), and return the 16 symbols. */
+#define STEP16(X, w, wi, sym_out)                                                                                 \
+    do {                                                                                                      \
+        __m512i e_ = _mm512_i32gather_epi32(_mm512_and_si512(X, maskv), (const void *)tabs, 4);              \
+        __m512i f_ = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e_, 12), m12), one);                  \
+        __m512i x_ = _mm512_add_epi32(_mm512_mullo_epi32(f_, _mm512_srl_epi32(X, pbv)), _mm512_and_si512(e_, m12)); \
+        __mmask16 k_ = _mm512_cmplt_epu32_mask(x_, low);                                                      \
+        __m512i w_ = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((w) + 2 * (wi))));            \
+        (wi) += _mm_popcnt_u32(k_);                                                                           \
+        X = _mm512_mask_or_epi32(x_, k_, _mm512_slli_epi32(x_, 16), _mm512_maskz_expand_epi32(k_, w_));      \
+        (sym_out) = _mm512_cvtepi32_epi8(_mm512_srli_epi32(e_, 24));                                          \
+    } while (0)
+
+/* Two opened order-0 blocks decoded side by side: four independent 16-lane state vectors instead of two, so
+ * one block's gathers overlap the other's renormalization. Each block takes exactly the steps it would take
+ * alone (same output); both stop where either has fewer than 32 words or symbols left, and block_finish
+ * completes them one at a time. */
+__attribute__((target(AVX512_TARGET))) static void decode_pair_avx512(BlockDec *a, BlockDec *b, const uint32_t *tabs,
+                                                                    int pb) {
+    __m512i A0 = _mm512_loadu_si512((const void *)a->st), A1 = _mm512_loadu_si512((const void *)(a->st + 16));
+    __m512i B0 = _mm512_loadu_si512((const void *)b->st), B1 = _mm512_loadu_si512((const void *)(b->st + 16));
+    const __m512i maskv = _mm512_set1_epi32((1 << pb) - 1), m12 = _mm512_set1_epi32(0xFFF);
+    const __m512i one = _mm512_set1_epi32(1), low = _mm512_set1_epi32(RANS_L);
+    const __m128i pbv = _mm_cvtsi32_si128(pb);
+    const uint8_t *wa = a->w, *wb = b->w;
+    int64_t ia = a->i, ib = b->i, wia = a->wi, wib = b->wi;
+    while (ia + LANES <= a->n && wia + LANES <= a->nw && ib + LANES <= b->n && wib + LANES <= b->nw) {
+        __m128i sa0, sa1, sb0, sb1;
+        STEP16(A0, wa, wia, sa0);
+        STEP16(B0, wb, wib, sb0);
+        STEP16(A1, wa, wia, sa1);
+        STEP16(B1, wb, wib, sb1);
+        _mm256_storeu_si256((__m256i *)(a->o + ia), _mm256_set_m128i(sa1, sa0));
+        _mm256_storeu_si256((__m256i *)(b->o + ib), _mm256_set_m128i(sb1, sb0));
+        ia += LANES;
+        ib += LANES;
+    }
+    _mm512_storeu_si512((void *)a->st, A0);
+    _mm512_storeu_si512((void *)(a->st + 16), A1);
+    _mm512_storeu_si512((void *)b->st, B0);
+    _mm512_storeu_si512((void *)(b->st + 16), B1);
+    a->i = ia, a->wi = wia, b->i = ib, b->wi = wib;
+}
+#undef STEP16
+#endif
+
 /* Decode an opened block with packed tables (prob_bits <= 12), any context, from where it stands. The AVX2
  * kernel takes the bulk when the context allows it (order-0, neighbor, or channel groups constant over each
  * 32-symbol step); scalar code does the first steps (before the neighbor distance), the tail, and everything
@@ -456,21 +504,42 @@ int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16
         ret = 2;
         goto done;
     }
+    /* dequantizing: two blocks' symbols (a block holds at most n), then room to unpack one (8 elements per
+     * symbol at most) */
+    const size_t most = (size_t)min64(block, n) + 1;
     if (!out) {
-        /* a block holds at most n symbols; unpacked, 8 elements per symbol at most */
-        size_t most = (size_t)min64(block, n) + 1;
-        scratch = (uint8_t *)ss_malloc(dq->slot ? most * 9 : most);
+        scratch = (uint8_t *)ss_malloc(dq->slot ? most * 10 : most * 2);
         if (!scratch) goto done;
     }
+    uint8_t *tmp = scratch ? scratch + 2 * most : NULL;
     int ok = 1;
     for (int64_t b = bf; b < bl && ok; b++) {
         int64_t b0 = b * block, b1 = b0 + block < n ? b0 + block : n;
         uint8_t *o = out ? out + b0 : scratch;
         const uint8_t *src = payload + off[b];
         int64_t len = (int64_t)(off[b + 1] - off[b]);
+#ifdef HAVE_AVX512_PATH
+        if (b + 1 < bl && pb <= 12 && c->ntables == 1 && cpu_has_avx512 > 0) {
+            /* order-0: this block and the next side by side, then each completed and output in order */
+            int64_t c0 = b1, c1 = c0 + block < n ? c0 + block : n;
+            uint8_t *o2 = out ? out + c0 : scratch + most;
+            BlockDec da, db;
+            if (block_open(&da, src, len, o, b0, b1) < 0 ||
+                block_open(&db, payload + off[b + 1], (int64_t)(off[b + 2] - off[b + 1]), o2, c0, c1) < 0) {
+                ok = 0;
+                break;
+            }
+            decode_pair_avx512(&da, &db, packed, pb);
+            if (block_finish(&da, c, packed, pb) < 0 || block_finish(&db, c, packed, pb) < 0 ||
+                (dq && (block_output(dq, o, b0, b1, tmp) < 0 || block_output(dq, o2, c0, c1, tmp) < 0)))
+                ok = 0;
+            b++;
+            continue;
+        }
+#endif
         int r = pb <= 12 ? decode_block_packed(src, len, c, packed, pb, o, b0, b1)
                          : decode_block(src, len, c, &wide, pb, o, b0, b1);
-        if (r < 0 || (dq && block_output(dq, o, b0, b1, scratch + min64(block, n) + 1) < 0)) ok = 0;
+        if (r < 0 || (dq && block_output(dq, o, b0, b1, tmp) < 0)) ok = 0;
     }
     /* the escapes of a nibble stream are used up exactly once its last block is decoded */
     if (ok && dq && dq->rep == DQ_DELTA_NIBBLE && bl == nblocks && dq->esc_pos != dq->nesc) ok = 0;
