@@ -146,10 +146,17 @@ def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads:
         counts = np.empty((plan.ctx.ntables, 256), np.uint32)
         if plan.ctx.ntables == 1 and sym is p.q:
             counts[0] = p.dense_counts()
-        elif plan.ctx.ntables == 1 and p.fast_stats and k == 0 and sym.size >= SAMPLED_HIST_MIN:
-            # level 1: the residual or packed stream's counts from about one chunk in 4, every
-            # symbol of its alphabet kept codable (residuals: 2^bits values; bytes of packed symbols: 256)
-            top = (1 << p.params.bits) - 1 if cand.kind == represent.DELTA else 255
+        elif (
+            plan.ctx.ntables == 1
+            and p.fast_stats
+            and (k == 0 or cand.kind == represent.DELTA_NIBBLE)
+            and sym.size >= SAMPLED_HIST_MIN
+        ):
+            # level 1: the residual, packed or escape stream's counts from about one chunk in 4, every
+            # symbol of its alphabet kept codable (residuals and escapes: 2^bits values; bytes of packed
+            # symbols and nibble pairs: 256)
+            residual = cand.kind == represent.DELTA or k == 1
+            top = (1 << p.params.bits) - 1 if residual else 255
             counts[0] = sampled_table_counts(sym, SAMPLED_HIST_STRIDE, 0, top)
         elif plan.ctx.ntables == 1:
             _kernels.histogram(sym, counts)
