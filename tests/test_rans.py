@@ -271,3 +271,58 @@ def test_symbol_without_frequency_is_refused(simd, where, ctx):
             rans.encode(sym, freqs, 12, 16, ctx)
     finally:
         _kernels.set_simd(prev)
+
+
+def reference_normalize(counts: np.ndarray, pb: int) -> np.ndarray:
+    """csrc/tables.c's normalization in exact integers: floor(count * M / total), at least 1; the shortfall
+    to M goes to the most frequent symbol, an excess is taken from the largest frequencies."""
+    m = 1 << pb
+    c = [int(v) for v in counts]
+    total = sum(c)
+    f = [0] * 256
+    if total == 0:
+        return np.array(f, np.uint16)
+    best = 0
+    for s in range(256):
+        if c[s]:
+            f[s] = min(max(c[s] * m // total, 1), m)
+            if c[s] > c[best]:
+                best = s
+    excess = sum(f) - m
+    if excess < 0:
+        f[best] -= excess
+    while excess > 0:
+        arg = max((s for s in range(256) if f[s] > 1), key=lambda s: (f[s], -s))
+        take = min(excess, f[arg] - 1)
+        if take > f[arg] // 2 and f[arg] > 2:
+            take = f[arg] // 2
+        take = max(take, 1)
+        f[arg] -= take
+        excess -= take
+    return np.array(f, np.uint16)
+
+
+@pytest.mark.parametrize("pb", [8, 12, 15])
+def test_normalize_matches_exact_integer_division(pb):
+    """The kernel divides by a reciprocal and corrects the quotient: the tables are those of exact integer
+    division, for counts up to 2^32 - 1 and quotients that land on or next to whole numbers."""
+    rng = np.random.default_rng(pb)
+    cases = [
+        rng.integers(0, 2**32 - 1, 256, dtype=np.uint64),
+        rng.integers(0, 3, 256, dtype=np.uint64) * (2**32 - 1),
+        np.where(rng.random(256) < 0.1, rng.integers(1, 2**20, 256), 0).astype(np.uint64),
+        np.full(256, 2**32 - 1, np.uint64),
+    ]
+    for k in (1, 2, 3):  # quotients whole, just below and just above whole numbers
+        edge = np.zeros(256, np.uint64)
+        edge[:4] = 1 << 30  # total 2^32: every quotient a whole number ...
+        edge[k] -= k  # ... but this one just below one
+        edge[0] += k  # ... and this one just above
+        cases.append(edge)
+    cases += [
+        rng.integers(0, 1 << 30, 256, dtype=np.uint64) * rng.integers(0, 2, 256) for _ in range(20)
+    ]
+    for counts in cases:
+        counts = counts.astype(np.uint32)
+        got = tables.normalize(counts[None], pb)[0]
+        assert np.array_equal(got, reference_normalize(counts, pb))

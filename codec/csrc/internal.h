@@ -173,6 +173,7 @@ int nibble_merge(const uint8_t *pairs, int64_t m, const uint8_t *esc, int64_t ne
 
 void normalize_tables(const uint32_t *counts, int64_t ntab, int pb, uint16_t *out);
 double table_cost(const uint32_t *counts, int64_t ntab, int pb, int64_t *table_bytes);
+void tables_init(void); /* the log2 lookup of table_cost (once, at import) */
 int64_t write_tables(const uint16_t *freqs, int64_t ntab, uint8_t *buf);
 /* parse ntables serialized tables (out: ntables x 256, or NULL to check them only); bytes read, or -1 */
 int64_t read_tables(const uint8_t *p, int64_t len, int ntables, int pb, uint16_t *out);

@@ -1061,6 +1061,7 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_kernels", "split
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     rans_encode_init();
+    tables_init();
     rans_decode_init();
     cpu_has_avx2 = detect_avx2();
     cpu_has_avx512 = detect_avx512();

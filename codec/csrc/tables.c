@@ -18,9 +18,14 @@ static void normalize_one(const uint32_t *cnt, int pb, uint16_t *f) {
     if (total == 0) return;
     int64_t sum = 0;
     int best = 0;
+    const double inv_total = 1.0 / (double)total;
     for (int s = 0; s < 256; s++) {
         if (!cnt[s]) continue;
-        uint64_t v = ((uint64_t)cnt[s] * M) / total;
+        /* floor(cnt * M / total) by a reciprocal, corrected to the exact integer quotient */
+        const uint64_t num = (uint64_t)cnt[s] * M;
+        uint64_t v = (uint64_t)((double)num * inv_total);
+        if (v * total > num) v--;
+        else if ((v + 1) * total <= num) v++;
         if (v == 0) v = 1;
         f[s] = (uint16_t)(v > M ? M : v);
         sum += f[s];
@@ -49,6 +54,14 @@ void normalize_tables(const uint32_t *counts, int64_t ntab, int pb, uint16_t *ou
     for (int64_t t = 0; t < ntab; t++) normalize_one(counts + t * 256, pb, out + t * 256);
 }
 
+/* log2 of every frequency up to 2^LOG2_TABLE_BITS, as log2() gives it (the same doubles, looked up) */
+#define LOG2_TABLE_BITS 12
+static double log2_table[(1 << LOG2_TABLE_BITS) + 1];
+
+void tables_init(void) {
+    for (int f = 1; f <= 1 << LOG2_TABLE_BITS; f++) log2_table[f] = log2((double)f);
+}
+
 /* Ideal code bits of ntab count tables under their normalized frequencies; *table_bytes gets their
  * serialized size. */
 double table_cost(const uint32_t *counts, int64_t ntab, int pb, int64_t *table_bytes) {
@@ -62,7 +75,10 @@ double table_cost(const uint32_t *counts, int64_t ntab, int pb, int64_t *table_b
         for (int k = 0; k < 256; k++) {
             if (!f[k]) continue;
             tbytes += f[k] > 0x80 ? 2 : 1;
-            if (c[k]) bits += (double)c[k] * ((double)pb - log2((double)f[k]));
+            if (c[k]) {
+                const double lg = f[k] <= 1 << LOG2_TABLE_BITS ? log2_table[f[k]] : log2((double)f[k]);
+                bits += (double)c[k] * ((double)pb - lg);
+            }
         }
     }
     *table_bytes = tbytes;
