@@ -262,6 +262,7 @@ def run(
     per_model: dict[str, float] = {}
     for job in tqdm(jobs, desc="fidelity models", disable=not progress):
         t_job = time.perf_counter()
+        torch.manual_seed(0)  # untrained models get the same random weights in every run
         loaded = load_model(job["model"], job.get("weights"))
         splits = loaded.split_points[:MAX_VISION_SPLITS]
         new = evaluate(

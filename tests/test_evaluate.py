@@ -214,3 +214,20 @@ def test_imagenet_table_sets_clipped_rows_beside_the_full_range_ones():
     )
     assert md[0].count("|") == md[1].count("|") == md[2].count("|")  # every row has every column
     assert model_markdown([row], "m").splitlines()[2].endswith("| per-channel |")
+
+
+def test_fidelity_rows_of_untrained_models_repeat(tmp_path):
+    """The benchmark seeds torch before each model: an untrained model's random weights, and so its rows
+    (bytes on the wire, agreement, KL), are the same in every run."""
+    import torch
+
+    from benchmarks.fidelity import run
+
+    def figures(doc):
+        return [(r["split"], r["bits"], r["wire_bytes"], r["agreement"], r["kl"]) for r in doc["rows"]]
+
+    first = run(quick=True, out=tmp_path / "a", models=["mobilenet_v2"], progress=False)
+    torch.manual_seed(1234)  # whatever the global generator holds before the run
+    torch.rand(10)
+    second = run(quick=True, out=tmp_path / "b", models=["mobilenet_v2"], progress=False)
+    assert figures(first) == figures(second)
