@@ -224,7 +224,9 @@ def test_fidelity_rows_of_untrained_models_repeat(tmp_path):
     from benchmarks.fidelity import run
 
     def figures(doc):
-        return [(r["split"], r["bits"], r["wire_bytes"], r["agreement"], r["kl"]) for r in doc["rows"]]
+        return [
+            (r["split"], r["bits"], r["wire_bytes"], r["agreement"], r["kl"]) for r in doc["rows"]
+        ]
 
     first = run(quick=True, out=tmp_path / "a", models=["mobilenet_v2"], progress=False)
     torch.manual_seed(1234)  # whatever the global generator holds before the run
