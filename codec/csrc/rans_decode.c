@@ -227,6 +227,21 @@ __attribute__((target("avx2"))) static int64_t decode_steps_avx2(uint32_t *st, c
 #endif
 
 #ifdef HAVE_AVX512_PATH
+/* One AVX-512 step on 16 lanes: look up the packed slot entries, advance the states, take the next words into
+ * the lanes that fell below L (in lane order, from word wi of w on), and give the 16 symbols. Shared by
+ * the one-block and the two-block decoders. */
+#define STEP16(X, w, wi, sym_out)                                                                                 \
+    do {                                                                                                      \
+        __m512i e_ = _mm512_i32gather_epi32(_mm512_and_si512(X, maskv), (const void *)tabs, 4);              \
+        __m512i f_ = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e_, 12), m12), one);                  \
+        __m512i x_ = _mm512_add_epi32(_mm512_mullo_epi32(f_, _mm512_srl_epi32(X, pbv)), _mm512_and_si512(e_, m12)); \
+        __mmask16 k_ = _mm512_cmplt_epu32_mask(x_, low);                                                      \
+        __m512i w_ = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((w) + 2 * (wi))));            \
+        (wi) += _mm_popcnt_u32(k_);                                                                           \
+        X = _mm512_mask_or_epi32(x_, k_, _mm512_slli_epi32(x_, 16), _mm512_maskz_expand_epi32(k_, w_));      \
+        (sym_out) = _mm512_cvtepi32_epi8(_mm512_srli_epi32(e_, 24));                                          \
+    } while (0)
+
 /* AVX-512 order-0 decoder: the 32 states in two 16-lane vectors, one gather each for the packed slot entries
  * (as in the AVX2 decoder), and the renormalization without a permutation table: a compare gives the mask of
  * lanes that need a word, and an expand moves the next words into exactly those lanes, in lane order. Same
@@ -241,20 +256,9 @@ __attribute__((target(AVX512_TARGET))) static int64_t decode_steps_avx512(uint32
     const __m128i pbv = _mm_cvtsi32_si128(pb);
     int64_t wi = *wi_io;
     for (; i + LANES <= n && wi + LANES <= nw; i += LANES) {
-        __m512i e0 = _mm512_i32gather_epi32(_mm512_and_si512(X0, maskv), (const void *)tabs, 4);
-        __m512i e1 = _mm512_i32gather_epi32(_mm512_and_si512(X1, maskv), (const void *)tabs, 4);
-        __m512i f0 = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e0, 12), m12), one);
-        __m512i f1 = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e1, 12), m12), one);
-        __m512i x0 = _mm512_add_epi32(_mm512_mullo_epi32(f0, _mm512_srl_epi32(X0, pbv)), _mm512_and_si512(e0, m12));
-        __m512i x1 = _mm512_add_epi32(_mm512_mullo_epi32(f1, _mm512_srl_epi32(X1, pbv)), _mm512_and_si512(e1, m12));
-        __mmask16 k0 = _mm512_cmplt_epu32_mask(x0, low), k1 = _mm512_cmplt_epu32_mask(x1, low);
-        __m512i w0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + 2 * wi)));
-        wi += _mm_popcnt_u32(k0);
-        __m512i w1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + 2 * wi)));
-        wi += _mm_popcnt_u32(k1);
-        X0 = _mm512_mask_or_epi32(x0, k0, _mm512_slli_epi32(x0, 16), _mm512_maskz_expand_epi32(k0, w0));
-        X1 = _mm512_mask_or_epi32(x1, k1, _mm512_slli_epi32(x1, 16), _mm512_maskz_expand_epi32(k1, w1));
-        __m128i s0 = _mm512_cvtepi32_epi8(_mm512_srli_epi32(e0, 24)), s1 = _mm512_cvtepi32_epi8(_mm512_srli_epi32(e1, 24));
+        __m128i s0, s1;
+        STEP16(X0, w, wi, s0);
+        STEP16(X1, w, wi, s1);
         _mm256_storeu_si256((__m256i *)(o + i), _mm256_set_m128i(s1, s0));
     }
     _mm512_storeu_si512((void *)st, X0);
@@ -292,20 +296,6 @@ static int block_open(BlockDec *d, const uint8_t *src, int64_t len, uint8_t *o, 
 
 
 #ifdef HAVE_AVX512_PATH
-/* One AVX-512 step on 16 lanes: look up the packed slot entries, advance the states, take the next words into
- * the lanes that fell below L (in lane order, from w at *wi), and return the 16 symbols. */
-#define STEP16(X, w, wi, sym_out)                                                                                 \
-    do {                                                                                                      \
-        __m512i e_ = _mm512_i32gather_epi32(_mm512_and_si512(X, maskv), (const void *)tabs, 4);              \
-        __m512i f_ = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e_, 12), m12), one);                  \
-        __m512i x_ = _mm512_add_epi32(_mm512_mullo_epi32(f_, _mm512_srl_epi32(X, pbv)), _mm512_and_si512(e_, m12)); \
-        __mmask16 k_ = _mm512_cmplt_epu32_mask(x_, low);                                                      \
-        __m512i w_ = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((w) + 2 * (wi))));            \
-        (wi) += _mm_popcnt_u32(k_);                                                                           \
-        X = _mm512_mask_or_epi32(x_, k_, _mm512_slli_epi32(x_, 16), _mm512_maskz_expand_epi32(k_, w_));      \
-        (sym_out) = _mm512_cvtepi32_epi8(_mm512_srli_epi32(e_, 24));                                          \
-    } while (0)
-
 /* Two opened order-0 blocks decoded side by side: four independent 16-lane state vectors instead of two, so
  * one block's gathers overlap the other's renormalization. Each block takes exactly the steps it would take
  * alone (same output); both stop where either has fewer than 32 words or symbols left, and block_finish
@@ -336,8 +326,8 @@ __attribute__((target(AVX512_TARGET))) static void decode_pair_avx512(BlockDec *
     _mm512_storeu_si512((void *)(b->st + 16), B1);
     a->i = ia, a->wi = wia, b->i = ib, b->wi = wib;
 }
-#undef STEP16
 #endif
+#undef STEP16
 
 /* Decode an opened block with packed tables (prob_bits <= 12), any context, from where it stands. The AVX2
  * kernel takes the bulk when the context allows it (order-0, neighbor, or channel groups constant over each
