@@ -63,12 +63,19 @@ class EdgeNode(StageBase):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
         self._ahead: tuple[int, Future] | None = None  # (start, the batch being made ahead)
 
-    def _make(self, start: int, t0: float | None, setting: dict[str, Any] | None):
+    def _make(
+        self,
+        start: int,
+        t0: float | None,
+        setting: dict[str, Any] | None,
+        items: list[Any] | None = None,
+    ):
         """Source, head and encoder for the batch at ``start``; keeps the features, so a batch made
-        ahead can be coded again if the driver asks for another setting."""
-        meta, batch = _stage("source", self.source.next_batch, start, t0)
-        if batch is None:
-            return meta, None, None
+        ahead can be coded again if the driver asks for another setting. A batch none of whose
+        samples loaded goes no further than the source."""
+        meta, batch = _stage("source", self.source.next_batch, start, t0, items)
+        if batch is None or not meta.get("good", 1):
+            return {**meta, "stages": {"source": meta}}, None, None
         head_meta, feat = _stage("head", self.head.process, batch)
         return self._encode(meta, head_meta, feat, setting)
 
@@ -78,7 +85,11 @@ class EdgeNode(StageBase):
         return {**meta, "stages": stages}, rb, (meta, head_meta, feat, setting)
 
     async def next_batch(
-        self, start: int, t0: float | None = None, setting: dict[str, Any] | None = None
+        self,
+        start: int,
+        t0: float | None = None,
+        setting: dict[str, Any] | None = None,
+        items: list[Any] | None = None,
     ):
         """Make the batch starting at sample ``start`` and encode it (with ``setting`` if given):
         ``(meta, Arrow batch)``.
@@ -86,7 +97,8 @@ class EdgeNode(StageBase):
         The batch after it is then made ahead, while the driver hands this one on: the driver asks for
         it next (unless it replays from elsewhere, when the early batch is dropped), so the compute
         thread never waits on a round trip through the driver. It is coded with the same setting; if
-        the driver asks for another, only the encoder runs again. At most one batch is made ahead."""
+        the driver asks for another, only the encoder runs again. At most one batch is made ahead, and
+        none for an iterable source, whose items come from the driver (``items``)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == start:
             meta, rb, parts = await asyncio.wrap_future(ahead[1])
@@ -96,18 +108,22 @@ class EdgeNode(StageBase):
                 )
         else:
             meta, rb, parts = await asyncio.wrap_future(
-                self._pool.submit(self._make, start, t0, setting)
+                self._pool.submit(self._make, start, t0, setting, items)
             )
-        if rb is not None and not meta["done"]:
+        if items is None and meta["n"] and not meta["done"]:
             nxt = meta["start"] + meta["n"]
             self._ahead = (nxt, self._pool.submit(self._make, nxt, meta["t0"], setting))
         return meta, rb
 
-    async def rebuild(self, start: int, n: int, t0: float, t_created: float):
-        """Make and encode an earlier batch again from its sample ids."""
+    async def rebuild(
+        self, start: int, n: int, t0: float, t_created: float, items: list[Any] | None = None
+    ):
+        """Make and encode an earlier batch again from its sample ids (or the driver's ``items``)."""
 
         def make():
-            meta, batch = _stage("source", self.source.rebuild, start, n, t0, t_created)
+            meta, batch = _stage("source", self.source.rebuild, start, n, t0, t_created, items)
+            if not meta.get("good", 1):
+                return {**meta, "stages": {"source": meta}}, None
             head_meta, feat = _stage("head", self.head.process, batch)
             return self._encode(meta, head_meta, feat, None)[:2]
 
@@ -136,6 +152,8 @@ class CloudNode(StageBase):
         threads: int = 1,
         *,
         kind: str = "vision",
+        top_k: int = 0,
+        results: bool = False,
     ) -> None:
         super().__init__(replica, threads)
         text = kind in TEXT_KINDS
@@ -147,8 +165,9 @@ class CloudNode(StageBase):
             threads=threads,
             kind=kind,
             reference_samples=reference_samples,
+            top_k=top_k,
         )
-        self.sink = Sink(source_spec, factory, reference_samples)
+        self.sink = Sink(source_spec, factory, reference_samples, results=results)
 
     def process(self, rb) -> tuple[dict[str, Any], None]:
         """Decode a batch, run the tail and score the results: ``(meta, None)``."""

@@ -92,6 +92,16 @@ class HeadModel(StageBase):
         return self._meta(start, n, nbytes(batch["x"]), nbytes(feat)), out
 
 
+def top_classes(logits: Any, k: int) -> dict[str, np.ndarray]:
+    """The ``k`` most likely classes of each row of ``logits`` ``(n, classes)``, best first, with
+    their softmax probabilities: ``top_k`` int64 and ``scores`` float32, ``(n, min(k, classes))``."""
+    import torch
+
+    probs = torch.softmax(logits.float(), dim=-1)
+    scores, idx = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return {"top_k": idx.cpu().numpy().astype(np.int64), "scores": scores.cpu().numpy()}
+
+
 class TailModel(StageBase):
     """Runs the tail on decoded features and emits top-1 predictions (and, for text models, what the
     sink's fidelity checks need: see the module docstring).
@@ -110,6 +120,7 @@ class TailModel(StageBase):
         *,
         kind: str = "vision",
         reference_samples: int = 0,
+        top_k: int = 0,
     ) -> None:
         super().__init__(replica, threads)
         import torch  # noqa: F401  (loaded before its pools are sized)
@@ -120,12 +131,14 @@ class TailModel(StageBase):
         self.model = tail.to(self.device).eval()
         self.kind = kind
         self.reference_samples = reference_samples
+        self.top_k = top_k
 
     def process(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """``{"ids","feat","labels","t_src"}`` -> ``(meta, {"ids","preds","labels","t_src", ...})``:
         encoders add ``embedding`` (mean over valid tokens, ``(n, H)``) and have no ``preds``; decoder
         LMs predict the token after each sample's last valid one and add ``valid_logits`` (a list:
-        ``(tokens, V)`` per sample with id below ``reference_samples``, else None).
+        ``(tokens, V)`` per sample with id below ``reference_samples``, else None). With ``top_k``,
+        a classifier adds ``top_k`` and ``scores`` (see :func:`top_classes`).
 
         A batch can arrive empty when the decoder rejected all its frames."""
         import torch
@@ -141,6 +154,8 @@ class TailModel(StageBase):
                 else:
                     preds = y.argmax(-1).cpu().numpy().astype(np.int64)
                     out["preds"] = preds[..., -1] if preds.ndim > 1 else preds
+                    if self.top_k and y.ndim == 2:
+                        out.update(top_classes(y, self.top_k))
         n = len(batch["ids"])
         sent = [out["preds"], out.get("embedding"), *(out.get("valid_logits") or [])]
         size = sum(nbytes(a) for a in sent if a is not None)

@@ -20,15 +20,34 @@ TEXT_FIELDS = ("cosine", "positions", "agree", "transitions", "loglik_delta")
 """Per-sample fields of a text model's fidelity record (None where a sample was not checked)."""
 
 
+def _results(batch: dict[str, Any]) -> dict[str, list[Any]]:
+    """Each sample's prediction, as lists for the output rows: the top classes and their scores, a
+    sentence embedding, or the predicted token (whichever the tail gave)."""
+    out: dict[str, list[Any]] = {}
+    for key in ("top_k", "scores", "embedding"):
+        if batch.get(key) is not None:
+            out[key] = np.asarray(batch[key]).tolist()
+    if batch.get("preds") is not None and "top_k" not in out:
+        out["preds"] = np.asarray(batch["preds"]).tolist()
+    if batch.get("labels") is not None:
+        out["labels"] = np.asarray(batch["labels"]).tolist()
+    return out
+
+
 class Sink(StageBase):
     """``receive({"ids","preds","labels","t_src"})`` -> the batch's per-sample results."""
 
     stage = "sink"
 
     def __init__(
-        self, source_spec: SourceSpec | None = None, factory=None, reference_samples: int = 0
+        self,
+        source_spec: SourceSpec | None = None,
+        factory=None,
+        reference_samples: int = 0,
+        results: bool = False,
     ) -> None:
         super().__init__(0)
+        self.results = results  # pass each sample's prediction on to the driver (the output rows)
         self.reference_samples = reference_samples if factory and source_spec else 0
         self._ref: tuple[Any, Any, SampleSource] | None = None
         if self.reference_samples:
@@ -44,9 +63,11 @@ class Sink(StageBase):
 
         assert self._ref is not None
         head, tail, src = self._ref
-        x, _ = src.get(ids)
+        got = src.load(ids)
+        if len(got.good) < len(ids):  # an input that no longer loads: not checked (-1)
+            return np.full(len(ids), -1, dtype=np.int64)
         with torch.inference_mode():
-            p = tail(head(torch.from_numpy(x))).argmax(-1)
+            p = tail(head(torch.from_numpy(np.asarray(got.x)))).argmax(-1)
         return (p[..., -1] if p.ndim > 1 else p).numpy()
 
     def _reference_text(
@@ -102,10 +123,13 @@ class Sink(StageBase):
         if checked.size and text:
             rec = self._reference_text(batch, ids, checked, agree)
         elif checked.size:
-            agree[checked] = self._reference(ids[checked]) == preds[checked]
+            ref = self._reference(ids[checked])
+            agree[checked] = np.where(ref >= 0, ref == preds[checked], -1)
         meta = self._meta(now, len(ids))
         meta.update(ids=ids.tolist(), latency_s=latency.tolist(), correct=correct)
         meta["agree"] = agree.tolist()
         if text:
             meta["text"] = rec
+        if self.results:
+            meta["results"] = _results(batch)
         return meta, None

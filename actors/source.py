@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from actors.base import StageBase
-from pipeline.stream.data import SampleSource, SourceSpec, arrival_offsets, nbytes
+from pipeline.stream.data import UNBOUNDED, SampleSource, SourceSpec, arrival_offsets, nbytes
 from pipeline.stream.flow import AdaptiveBatcher
 
 
@@ -24,7 +24,10 @@ class Source(StageBase):
 
     ``next_batch(start, t0)`` returns ``(meta, batch)`` (call it with ``num_returns=2`` so the driver
     only fetches the small ``meta``): ``meta = {"n", "start", "done", "t0", "t_created", ...}``;
-    ``batch`` is a dict of ids, inputs, labels and source timestamps, or None once exhausted.
+    ``batch`` is a dict of ids, inputs, labels and source timestamps, or None once exhausted. The user's
+    data adds ``keys`` (every sample's) and ``rejected`` (``[id, reason]`` of the samples that did not
+    load) to ``meta``; ``good`` counts the samples that go on in ``batch``. An iterable source gets
+    its items from the driver with each call (``items``), so its batches are the driver's.
     """
 
     stage = "source"
@@ -44,71 +47,101 @@ class Source(StageBase):
         threads: int = 1,
     ) -> None:
         super().__init__(0, threads)
-        self.src = SampleSource(spec)
+        self.src = SampleSource(spec, threads)
         self.first_id = first_id
         self.end = first_id + samples
         self.rate_sps = rate_sps
         self.batcher = AdaptiveBatcher(max_batch_size, max_wait_ms, min_batch_size, adaptive)
-        # paced: when each sample arrives after t0 (steady, poisson or bursty; see arrival_offsets)
+        # paced: when each sample arrives after t0 (steady, poisson or bursty; see arrival_offsets);
+        # an endless source arrives steadily, computed per sample
         self.offsets = None
-        if rate_sps is not None:
+        if rate_sps is not None and samples < UNBOUNDED:
             a = arrival or {}
             self.offsets = arrival_offsets(
                 samples, rate_sps, a.get("pattern", "steady"), a.get("period_s", 2.0),
                 a.get("duty", 0.5), seed=spec.seed + first_id,
             )  # fmt: skip
 
+    def _offset(self, k: np.ndarray | int) -> Any:
+        """When the ``k``-th sample of this edge arrives, in seconds after t0."""
+        if self.offsets is not None:
+            return self.offsets[np.minimum(k, len(self.offsets) - 1)]
+        assert self.rate_sps is not None
+        return np.asarray(k, dtype=np.float64) / self.rate_sps
+
     def _arrived(self, now: float, t0: float) -> int:
         """The id after the last sample that has arrived by ``now`` (all for an unpaced source)."""
-        if self.offsets is None:
+        if self.rate_sps is None:
             return self.end
+        if self.offsets is None:
+            return min(self.end, self.first_id + int((now - t0) * self.rate_sps) + 1)
         return self.first_id + int(np.searchsorted(self.offsets, now - t0, side="right"))
 
     def _arrival_time(self, i: int, t0: float) -> float:
         """When sample ``i`` arrives (its source timestamp)."""
-        if self.offsets is None:
+        if self.rate_sps is None:
             return time.time()
-        k = min(i - self.first_id, len(self.offsets) - 1)
-        return t0 + float(self.offsets[k])
+        return t0 + float(self._offset(i - self.first_id))
 
-    def _batch(self, start: int, n: int, t0: float, t_created: float) -> dict[str, Any]:
+    def _batch(
+        self, start: int, n: int, t0: float, t_created: float, items: list[Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The batch of samples ``start .. start+n-1`` and what the driver learns of it."""
         ids = np.arange(start, start + n, dtype=np.int64)
-        x, labels = self.src.get(ids)
-        if self.offsets is None:
+        got = self.src.load(ids, items)
+        if self.rate_sps is None:
             t_src = np.full(n, t_created)
         else:
-            t_src = t0 + self.offsets[ids - self.first_id]
-        return {"ids": ids, "x": x, "labels": labels, "t_src": t_src}
+            t_src = t0 + self._offset(ids - self.first_id)
+        good = got.good
+        labels = got.labels
+        batch = {"ids": ids[good], "x": got.x, "labels": labels, "t_src": t_src[good]}
+        info: dict[str, Any] = {"good": len(good)}
+        if self.src.spec.user_data:
+            info["keys"] = got.keys
+            info["rejected"] = [[int(ids[j]), r] for j, r in sorted(got.rejected.items())]
+        return batch, info
 
-    def next_batch(self, start: int, t0: float | None = None):
-        """The batch starting at sample ``start`` (blocks for pacing and linger)."""
+    def next_batch(self, start: int, t0: float | None = None, items: list[Any] | None = None):
+        """The batch starting at sample ``start`` (blocks for pacing and linger); an iterable source
+        takes ``items`` as its batch."""
         t0 = time.time() if t0 is None else t0
         if start >= self.end:
             return {"n": 0, "start": start, "done": True, "t0": t0}, None
+        if items is not None:
+            pending = len(items)
+        else:
+            pending = self._wait(start, t0)
+        begin = self._begin()
+        n = pending if items is not None else self.batcher.take(pending)
+        batch, info = self._batch(start, n, t0, begin, items)
+        meta = self._meta(begin, n, 0, nbytes(batch["x"]))
+        meta.update(start=start, done=start + n >= self.end, t0=t0, t_created=begin, **info)
+        return meta, batch
+
+    def _wait(self, start: int, t0: float) -> int:
+        """Sleep until a batch is due (pacing and linger); returns the samples that have arrived."""
         while True:
             now = time.time()
-            pending = self._arrived(now, t0) - start
+            arrived = self._arrived(now, t0)
+            pending = arrived - start
             oldest_wait = now - self._arrival_time(start, t0) if pending > 0 else 0.0
             # everything that will ever arrive is here: no point lingering for more
             if self.batcher.should_emit(pending, oldest_wait) or (
-                pending > 0 and self._arrived(now, t0) >= self.end
+                pending > 0 and arrived >= self.end
             ):
-                break
+                return pending
             wait = self._arrival_time(start + max(pending, 0), t0) - now
             if pending > 0:
                 wait = min(wait, self.batcher.time_to_deadline(oldest_wait))
             time.sleep(max(0.0005, wait))
-        begin = self._begin()
-        n = self.batcher.take(pending)
-        batch = self._batch(start, n, t0, begin)
-        meta = self._meta(begin, n, 0, nbytes(batch["x"]))
-        meta.update(start=start, done=start + n >= self.end, t0=t0, t_created=begin)
-        return meta, batch
 
-    def rebuild(self, start: int, n: int, t0: float, t_created: float):
+    def rebuild(
+        self, start: int, n: int, t0: float, t_created: float, items: list[Any] | None = None
+    ):
         """The batch of samples ``start .. start+n-1`` again, with its original timestamps."""
         begin = self._begin()
-        batch = self._batch(start, n, t0, t_created)
+        batch, info = self._batch(start, n, t0, t_created, items)
         meta = self._meta(begin, n, 0, nbytes(batch["x"]))
-        meta.update(start=start, done=False, t0=t0, t_created=t_created)
+        meta.update(start=start, done=False, t0=t0, t_created=t_created, **info)
         return meta, batch

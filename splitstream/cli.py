@@ -42,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--address", default=None, help="Ray address (overrides ray.address)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run checkpointed beside output.path (same config), after a driver died",
+    )
+    run.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop reading after SECONDS, drain what is in flight and report (as the first SIGINT)",
+    )
     _token_option(run)
     check = sub.add_parser("check", help="validate a config and print it (starts nothing)")
     check.add_argument("--config", default=None)
@@ -126,10 +138,12 @@ EXIT_SAMPLES_LOST = 1
 EXIT_CONFIG = 2
 EXIT_STREAM_FAILED = 3
 EXIT_INTERNAL = 4
+EXIT_ABORTED = 130
 """Exit statuses of ``run``: every sample settled (delivered or rejected) exactly once; some were lost
 or counted twice; a config error (before Ray starts); the stream could not run or finish (a stall, a
 stage that keeps failing or does not come back, a placement the cluster cannot host); an internal
-error (a bug). 3 and 4 still write the partial report."""
+error (a bug); aborted by a second SIGINT or SIGTERM (the first one stops reading, drains and exits
+0). 3, 4 and 130 still write the partial report and the output settled so far."""
 
 
 def _write_outputs(report: dict[str, Any], args: argparse.Namespace) -> None:
@@ -246,10 +260,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_OK
     from pipeline.stream.executor import StreamError
+    from pipeline.stream.stopping import StopControl, signals_stop
     from splitstream.runner import PlacementError, run_pipeline
 
     try:
-        report = run_pipeline(cfg, progress=not args.no_progress, checked=checked)
+        stop = StopControl(args.duration)
+    except ValueError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        with signals_stop(stop):
+            report = run_pipeline(
+                cfg, progress=not args.no_progress, checked=checked, stop=stop, resume=args.resume
+            )
+    except ConfigError as exc:  # the output or the checkpoint, checked before Ray starts
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ClusterAccessError as exc:
         print(f"cluster error: {exc}", file=sys.stderr)
         return EXIT_STREAM_FAILED
@@ -260,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.report is not None:
             _write_outputs(exc.report, args)
         print(f"stream failed ({exc.kind}): {exc}", file=sys.stderr)
+        if exc.kind == "aborted":
+            return EXIT_ABORTED
         return EXIT_INTERNAL if exc.kind == "internal" else EXIT_STREAM_FAILED
     except Exception:  # a bug: say so with its own status, never as "samples lost"
         traceback.print_exc()

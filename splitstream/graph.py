@@ -116,9 +116,9 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
         "max_wait_ms": b.max_wait_ms,
         "min_batch_size": b.min_batch_size,
         "adaptive": b.adaptive,
-        "rate_sps": cfg.data.rate_sps,
+        "rate_sps": pre.rate_sps,
     }
-    first = e * cfg.samples
+    first, samples = pre.edges[e]
     link = _link_spec(cfg, e)
     d = cfg.data
     arrival = {"pattern": d.arrival, "period_s": d.burst_period_s, "duty": d.burst_duty}
@@ -126,13 +126,13 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
         codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
         codec["clip"] = c.clip
         edge = remote(EdgeNode, "edge").remote(
-            pre.source, cfg.samples, batching, pre.factory, codec, link,
+            pre.source, samples, batching, pre.factory, codec, link,
             first_id=first, arrival=arrival, reorder_timeout_s=cfg.flow.reorder_timeout_s,
             use_gpu="head" in gpu, threads=t,
         )  # fmt: skip
         return [(("source", "head", "encoder"), edge), (("transport",), edge)]
     source = remote(Source, "source").remote(
-        pre.source, cfg.samples, *batching.values(), first_id=first, arrival=arrival, threads=t
+        pre.source, samples, *batching.values(), first_id=first, arrival=arrival, threads=t
     )
     head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
     enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t, c.clip)
@@ -140,8 +140,9 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
     return [(("source",), source), (("head",), head), (("encoder",), enc), (("transport",), tr)]
 
 
-def _cloud_steps(cfg: PipelineConfig, pre: Preflight, nodes: list[str]) -> list[Any]:
-    """The shared cloud pool and the sink, as ``(stages, [handles])`` in stream order."""
+def _cloud_steps(cfg: PipelineConfig, pre: Preflight, nodes: list[str], results: bool) -> list[Any]:
+    """The shared cloud pool and the sink, as ``(stages, [handles])`` in stream order. With
+    ``results``, the sink passes each sample's prediction on (the output rows)."""
     import ray
 
     gpu, t, f = set(cfg.placement.gpu_stages), _threads(cfg), pre.factory
@@ -150,38 +151,51 @@ def _cloud_steps(cfg: PipelineConfig, pre: Preflight, nodes: list[str]) -> list[
         return ray.remote(cls).options(**actor_options(cfg, stage, _pick(nodes, r)))
 
     n, refs, kind = cfg.replicas, cfg.fidelity.reference_samples, pre.model["kind"]
+    if pre.source.kind == "iterable":  # its inputs cannot be read again for the reference check
+        refs = 0
+    top_k = cfg.output.top_k if results and pre.prediction == "classes" else 0
     if cfg.placement.fuse:
         count = max(n.decoder, n.tail)
         cloud = [
             remote(CloudNode, "cloud", r).remote(
-                pre.feature_shape, f, pre.source, refs, r, "tail" in gpu, t, kind=kind
-            )
+                pre.feature_shape,
+                f,
+                pre.source,
+                refs,
+                r,
+                "tail" in gpu,
+                t,
+                kind=kind,
+                top_k=top_k,
+                results=results,
+            )  # fmt: skip
             for r in range(count)
         ]
         return [(("decoder", "tail", "sink"), cloud)]
-    sink = [remote(Sink, "sink", 0).remote(pre.source, f, refs)]
+    sink = [remote(Sink, "sink", 0).remote(pre.source, f, refs, results)]
     dec = [
         remote(Decoder, "decoder", r).remote(pre.feature_shape, r, t, text=pre.text)
         for r in range(n.decoder)
     ]
     tail = [
         remote(TailModel, "tail", r).remote(
-            f, r, "tail" in gpu, t, kind=kind, reference_samples=refs
+            f, r, "tail" in gpu, t, kind=kind, reference_samples=refs, top_k=top_k
         )
         for r in range(n.tail)
     ]
     return [(("decoder",), dec), (("tail",), tail), (("sink",), sink)]
 
 
-def build_graph(cfg: PipelineConfig, pre: Preflight) -> StageGraph:
-    """Create every actor with its placement and wait until all are constructed."""
+def build_graph(cfg: PipelineConfig, pre: Preflight, results: bool = False) -> StageGraph:
+    """Create every actor with its placement and wait until all are constructed (``results``: the
+    sink passes each sample's prediction on, for the output rows)."""
     import ray
 
     p = cfg.placement
     edge_nodes = nodes_with(p.edge_resource, p.resource_amount)
     cloud_nodes = nodes_with(p.cloud_resource, p.resource_amount)
     edges = [_edge_steps(cfg, pre, e, _pick(edge_nodes, e)) for e in range(cfg.fleet.edges)]
-    cloud = _cloud_steps(cfg, pre, cloud_nodes)
+    cloud = _cloud_steps(cfg, pre, cloud_nodes, results)
     handles = {h._actor_id.hex(): h for steps in edges for _, h in steps}
     handles.update({h._actor_id.hex(): h for _, hs in cloud for h in hs})
     keys = list(handles)

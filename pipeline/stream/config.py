@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STAGES = ("head", "encoder", "transport", "decoder", "tail")
 
@@ -32,14 +32,60 @@ class ModelConfig(_Strict):
     input_size: int | None = Field(default=None, gt=0)
 
 
+BUILT_IN_SOURCES = ("auto", "digits", "synthetic", "text")
+"""Sources made by splitstream itself: indexable by sample id without end (``samples`` defaults to
+:data:`DEFAULT_SAMPLES` for them)."""
+FILE_SOURCES = ("images", "video", "table")
+"""Sources that read the user's files from ``data.path`` (``samples: null``: to the end)."""
+DEFAULT_SAMPLES = 256
+
+
+class TransformConfig(_Strict):
+    """Image preprocessing where the model's weights do not define it: resize the short side, centre
+    crop, then ``(x / 255 - mean) / std`` per channel."""
+
+    resize: int | None = Field(default=None, gt=0)
+    crop: int | None = Field(default=None, gt=0)
+    mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+
 class DataConfig(_Strict):
-    source: Literal["auto", "digits", "synthetic", "text"] = "auto"
-    path: str | None = None  # text: one sentence per line, or JSONL with "text"; None = built-in
-    rate_sps: float | None = Field(default=None, gt=0)  # None = as fast as the pipeline pulls
+    source: Literal[
+        "auto", "digits", "synthetic", "text", "images", "video", "table", "iterable"
+    ] = "auto"
+    # text: one sentence per line, or JSONL with "text"; images: a folder, a glob or a .txt list of
+    # paths; video: a video file; table: a Parquet, JSONL or CSV file
+    path: str | None = None
+    column: str | None = None  # table: the column of image paths, image bytes or text
+    label_column: str | None = None  # table: an optional column of labels
+    key_column: str | None = None  # table: the column that keys each row (default: row number)
+    transform: TransformConfig | None = None  # images: preprocessing (default: the weights' own)
+    loop: bool = False  # video: start again at the end (an endless, camera-like source)
+    # samples per second; "native": a video's own frame rate; None = as fast as the stream pulls
+    rate_sps: float | Literal["native"] | None = None
     shape: list[int] | None = None  # synthetic input shape (C, H, W); default from the model
     arrival: Literal["steady", "poisson", "bursty"] = "steady"  # how paced samples arrive
     burst_period_s: float = Field(default=2.0, gt=0)  # bursty: one burst per period ...
     burst_duty: float = Field(default=0.5, gt=0, le=1)  # ... lasting this share of it
+
+    @field_validator("rate_sps")
+    @classmethod
+    def _positive_rate(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, int | float) and not v > 0:
+            raise ValueError(f"must be a positive rate or 'native', got {v}")
+        return v
+
+
+class OutputConfig(_Strict):
+    """Where results go: one row per input, written as the stream runs."""
+
+    path: str | None = None  # None: no file (the Python API still iterates the results)
+    format: Literal["parquet", "jsonl"] | None = None  # None: from the suffix (.jsonl: jsonl)
+    top_k: int = Field(default=5, ge=1, le=1000)  # classifiers: the k best classes per input
+    checkpoint_s: float = Field(default=5.0, gt=0)  # commit the output and checkpoint this often
+    flush_rows: int = Field(default=8192, ge=1)  # ... or once this many rows wait
 
 
 LEVELS = {"ours": (1, 9), "zstd": (1, 22)}
@@ -52,7 +98,9 @@ class CodecConfig(_Strict):
     level: int = Field(default=3, ge=1, le=22)
     axis: int | None = None
     frame: Literal["batch", "sample"] = "batch"  # one frame per batch, or one per sample
-    clip: Literal["mse", "wmse"] | None = None  # range: None = min..max, mse = least error, wmse: see codec
+    clip: Literal["mse", "wmse"] | None = (
+        None  # range: None = min..max, mse = least error, wmse: see codec
+    )
 
 
 class LinkOverride(_Strict):
@@ -148,7 +196,9 @@ class FidelityConfig(_Strict):
 
 
 class PipelineConfig(_Strict):
-    samples: int = Field(default=256, ge=1)
+    # samples per edge; None: to the end of the source (never, for an endless one: stop it with
+    # --duration or a signal). Defaults to DEFAULT_SAMPLES for the built-in sources, None otherwise.
+    samples: int | None = Field(default=None, ge=1)
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -162,6 +212,18 @@ class PipelineConfig(_Strict):
     ray: RayConfig = Field(default_factory=RayConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     rate: RateConfig = Field(default_factory=RateConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_samples(cls, data: Any) -> Any:
+        """``samples`` left out: :data:`DEFAULT_SAMPLES` for a built-in source, None (to the end)
+        for the user's data."""
+        if isinstance(data, Mapping) and "samples" not in data:
+            source = (data.get("data") or {}).get("source", "auto")
+            if source in BUILT_IN_SOURCES:
+                data = {**data, "samples": DEFAULT_SAMPLES}
+        return data
 
 
 def _parse_value(text: str) -> Any:
@@ -303,17 +365,61 @@ def _check_combinations(cfg: PipelineConfig) -> None:
             raise ConfigError(f"rate.mode: adaptive needs codec.kind=ours, not {cfg.codec.kind}")
     if r.profile is not None and not Path(r.profile).is_file():
         raise ConfigError(f"rate.profile: file not found: {r.profile!r}")
-    d = cfg.data
-    if d.path is not None and d.source not in ("auto", "text"):
-        raise ConfigError(f"data.path: sentences are read by data.source=text, not {d.source}")
-    if d.path is not None and not Path(d.path).is_file():
-        raise ConfigError(f"data.path: file not found: {d.path!r}")
+    _check_data(cfg)
     b = cfg.batching
     if b.min_batch_size > b.max_batch_size:
         raise ConfigError(
             f"batching.min_batch_size: {b.min_batch_size} is larger than "
             f"batching.max_batch_size ({b.max_batch_size})"
         )
+
+
+def _check_data(cfg: PipelineConfig) -> None:
+    """The source's keys: a path where one is read, and only the keys that source uses."""
+    d = cfg.data
+    if d.source in FILE_SOURCES:
+        if d.path is None:
+            raise ConfigError(f"data.path: data.source={d.source} reads the files at data.path")
+        if d.source != "images" and not Path(d.path).is_file():
+            what = "no such file" if not Path(d.path).exists() else "a folder, not a file"
+            raise ConfigError(f"data.path: {what}: {d.path!r} (data.source={d.source})")
+    elif d.path is not None:
+        if d.source not in ("auto", "text"):
+            raise ConfigError(f"data.path: data.source={d.source} reads no files")
+        if not Path(d.path).is_file():
+            what = "no such file" if not Path(d.path).exists() else "a folder, not a file"
+            raise ConfigError(
+                f"data.path: {what}: {d.path!r} (text: a file of sentences; a folder of images "
+                "needs data.source=images)"
+            )
+    if d.source != "table":
+        for key in ("column", "label_column", "key_column"):
+            if getattr(d, key) is not None:
+                raise ConfigError(f"data.{key}: only data.source=table reads columns")
+    if d.loop and d.source != "video":
+        raise ConfigError(f"data.loop: only a video loops, not data.source={d.source}")
+    if d.rate_sps == "native" and d.source != "video":
+        raise ConfigError("data.rate_sps: 'native' is a video's own frame rate (data.source=video)")
+    if d.transform is not None and d.source not in ("images", "video", "table", "iterable"):
+        raise ConfigError(f"data.transform: data.source={d.source} has no images to transform")
+    if d.transform is not None and not len(d.transform.mean) == len(d.transform.std) > 0:
+        raise ConfigError("data.transform.std: needs one value per channel of data.transform.mean")
+    if d.transform is not None and any(v <= 0 for v in d.transform.std):
+        raise ConfigError("data.transform.std: every value must be positive")
+    endless = cfg.samples is None and (d.source in BUILT_IN_SOURCES or d.loop)
+    if endless and d.rate_sps is not None and d.arrival != "steady":
+        raise ConfigError(
+            f"data.arrival: {d.arrival} arrivals need a set number of samples (samples)"
+        )
+    if d.source == "iterable" and cfg.fleet.edges > 1:
+        raise ConfigError("fleet.edges: an iterable source feeds one edge")
+    if cfg.output.path is not None:
+        from pipeline.stream.output import OutputError, check_writable, output_format
+
+        try:
+            check_writable(cfg.output.path, output_format(cfg.output.path, cfg.output.format))
+        except OutputError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def validate_config(

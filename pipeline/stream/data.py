@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +72,55 @@ class TextSpec:
     origin: str = "built-in"
 
 
+UNBOUNDED = 1 << 40
+"""The id range of an endless source's edge: edge ``e`` numbers its samples from ``e * UNBOUNDED``."""
+
+
 @dataclass(frozen=True)
 class SourceSpec:
-    """What a source produces; small and picklable so actors can rebuild the source."""
+    """What a source produces; small and picklable so actors can rebuild the source.
 
-    kind: str  # "digits" | "synthetic" | "text"
+    ``kind`` is a built-in source (``digits``, ``synthetic``, ``text``: sample ``i`` is item
+    ``i % size``), a reader of the user's files (``images``, ``video``, ``table``: ``reader`` is its
+    :mod:`pipeline.stream.sources` spec, sample ``i`` is item ``i``, or frame ``i - first id`` of a
+    looping video), or ``iterable``: items handed over by the driver with each batch."""
+
+    kind: str
     shape: tuple[int, ...] = (3, 32, 32)
     seed: int = 0
-    text: TextSpec | None = None  # kind "text": the sentences and how to tokenize them
+    text: TextSpec | None = None  # text, or a table of text: how to tokenize
+    reader: Any = None  # images, video, table: the reader's spec
+    transform: Any = None  # images, video, table, iterable: a sources.Transform, or None
+
+    @property
+    def user_data(self) -> bool:
+        """True for the user's data (files or an iterable), whose samples carry their own keys."""
+        return self.reader is not None or self.kind == "iterable"
+
+
+@dataclass
+class Samples:
+    """One batch as a source loads it: the inputs of the good samples (positions ``good`` of the
+    request), their labels, every sample's key (None: its id), and the rejected positions' reasons."""
+
+    x: Any
+    labels: np.ndarray | None
+    good: np.ndarray
+    keys: list[str] | None = None
+    rejected: dict[int, str] = field(default_factory=dict)
+
+
+def edge_ranges(samples: int | None, edges: int, size: int | None) -> list[tuple[int, int]]:
+    """``(first id, samples)`` of each edge. A built-in source (``size`` None) gives every edge its
+    own ``samples`` ids, or :data:`UNBOUNDED` of them. The user's finite data (``size`` items) is
+    split into contiguous shards of its first ``samples`` items (all without ``samples``); an endless
+    one (a looping video: ``size`` None with ``samples`` None) gives each edge its own range."""
+    if size is None:
+        n = UNBOUNDED if samples is None else samples
+        return [(e * UNBOUNDED if samples is None else e * n, n) for e in range(edges)]
+    total = size if samples is None else min(samples, size)
+    cuts = [total * e // edges for e in range(edges + 1)]
+    return [(cuts[e], cuts[e + 1] - cuts[e]) for e in range(edges)]
 
 
 def load_texts(path: str | os.PathLike[str] | None) -> tuple[str, ...]:
@@ -161,12 +202,21 @@ class SampleSource:
     """Indexable samples: ``get(ids) -> (x, labels int64 [n] or None)``; ``x`` is float32
     ``[n, *shape]``, or for text a dict of ``input_ids`` and ``attention_mask`` (see :func:`tokenize`)."""
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, threads: int = 1) -> None:
         self.spec = spec
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
         self._tok: Any = None
-        if spec.kind == "text":
+        self._reader: Any = None
+        if spec.text is not None and spec.kind != "text":  # a table of text
+            self._tok = load_tokenizer(spec.text)
+        if spec.reader is not None:
+            from pipeline.stream.sources import open_reader
+
+            self._reader = open_reader(spec.reader, threads)
+        elif spec.kind == "iterable":
+            pass
+        elif spec.kind == "text":
             if spec.text is None or not spec.text.texts:
                 raise ValueError("data.source: a text source needs sentences")
             self._tok = load_tokenizer(spec.text)
@@ -182,11 +232,39 @@ class SampleSource:
     @property
     def has_labels(self) -> bool:
         """True when the source knows the ground-truth label of each sample."""
+        if self._reader is not None:
+            return bool(self._reader.has_labels)
         return self._y is not None
+
+    def load(self, index: np.ndarray, items: list[Any] | None = None) -> Samples:
+        """The samples of ids ``index`` (an iterable source: ``items``, handed over by the driver),
+        with their keys and the reasons of those that failed to load. A built-in source's samples all
+        load and are keyed by their ids (``keys`` None)."""
+        if self._reader is None and items is None:
+            x, labels = self.get(index)
+            return Samples(x, labels, np.arange(len(index)))
+        if items is not None:
+            from pipeline.stream.sources import convert_items
+
+            loaded = convert_items(
+                list(items), self.spec.transform, int(index[0]) if len(index) else 0
+            )
+        else:  # an endless source's edge e numbers its samples from e * UNBOUNDED
+            loaded = self._reader.read(np.asarray(index, dtype=np.int64) % UNBOUNDED)
+        good = np.array([j for j in range(len(loaded.keys)) if j not in loaded.rejected], np.int64)
+        x: Any = loaded.x
+        if isinstance(x, list):  # text items: tokenized here, on the edge
+            if self._tok is None:
+                raise ValueError("data.column: text needs a text model (minilm, llama-tiny, ...)")
+            assert self.spec.text is not None
+            x = tokenize(self._tok, x, self.spec.text.max_tokens)
+        return Samples(x, loaded.labels, good, list(loaded.keys), dict(loaded.rejected))
 
     @property
     def size(self) -> int | None:
         """Number of distinct samples (None for an unbounded synthetic source)."""
+        if self._reader is not None:
+            return self._reader.size
         if self.spec.text is not None:
             return len(self.spec.text.texts)
         return None if self._x is None else len(self._x)
@@ -194,6 +272,9 @@ class SampleSource:
     def get(self, ids: Sequence[int] | np.ndarray) -> tuple[Any, np.ndarray | None]:
         """Inputs and labels (or None) for sample ``ids``."""
         ids = np.asarray(ids, dtype=np.int64)
+        if self._reader is not None:
+            got = self.load(ids)
+            return got.x, got.labels
         if self._tok is not None:
             t = self.spec.text
             assert t is not None

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.stream.config import PipelineConfig
+from pipeline.stream.data import UNBOUNDED
+from pipeline.stream.feeder import ItemFeeder
 from pipeline.stream.flow import CreditWindow, StateTimer
 from pipeline.stream.ledger import DeliveryLedger
 from pipeline.stream.metrics import (
@@ -53,6 +55,8 @@ from pipeline.stream.metrics import (
     process_rss_bytes,
 )
 from pipeline.stream.rate import RateController, RateProfile, Setting
+from pipeline.stream.results import ResultLog
+from pipeline.stream.stopping import StopControl
 
 STAGES = ("source", "head", "encoder", "transport", "decoder", "tail", "sink")
 """The logical stages, in stream order; metrics are kept per logical stage however they are fused."""
@@ -80,12 +84,19 @@ link's rate by its bytes over its age (shorter waits are propagation delay, sche
 batch's own transmission, not a slower link)."""
 
 WARM_FRACTION = 0.1
-"""RSS growth is measured from the moment this fraction of the samples has settled."""
+"""RSS growth is measured from the moment this fraction of the samples has settled ..."""
+
+WARM_SAMPLES_ENDLESS = 2000
+"""... or, for an endless source, this many samples."""
+
+FEED_WAIT_S = 0.005
+"""How long the driver waits for an iterable's next items when nothing else is running."""
 
 
 class StreamError(RuntimeError):
     """The stream could not finish. ``kind`` is ``stall``, ``stage_failed``, ``actor_dead``,
-    ``restart_timeout`` or ``internal``; ``stage`` names the stage at fault (``+``-joined for fused
+    ``restart_timeout``, ``aborted`` (a second stop request), ``source`` (the user's iterable
+    raised) or ``internal``; ``stage`` names the stage at fault (``+``-joined for fused
     stages; None if unknown); ``report`` is the partial report (set by :meth:`StreamExecutor.run`)."""
 
     def __init__(self, message: str, *, stage: str | None = None, kind: str = "stage_failed"):
@@ -159,6 +170,9 @@ class _Ticket:
     attempts: int = 0  # calls that raised at the current step
     rebuild: bool = False  # its stored inputs were lost once: rebuild from the source next time
     wire_bytes: int = 0  # its encoded size, while it counts in its edge's backlog (0 otherwise)
+    keys: list[str] | None = None  # the user's data: each sample's key (None: keyed by id)
+    setting: dict[str, Any] = field(default_factory=dict)  # the codec setting it was coded with
+    items_ref: Any = None  # an iterable source: the driver's copy of its items, for rebuilds
 
 
 @dataclass
@@ -242,6 +256,11 @@ class _Edge:
     left_link: float = 0.0  # monotonic time the link last finished a batch
     last_n: int = 1  # samples in this edge's latest batch
     recent_latency_s: float = 0.0  # worst latency delivered since the timeline's last point
+    retry_items: Any = None  # an iterable's items whose source call failed: sent again first
+
+    def key(self, ticket: _Ticket, i: int) -> str | None:
+        """Sample ``i``'s key (None: its id is its key)."""
+        return None if ticket.keys is None else ticket.keys[i - ticket.start]
 
     @property
     def finished(self) -> bool:
@@ -283,8 +302,21 @@ class StreamExecutor:
         configured_mbps: list[float | None] | None = None,
         profile: RateProfile | None = None,
         progress: bool = True,
+        ranges: list[tuple[int, int]] | None = None,
+        results: ResultLog | None = None,
+        stop: StopControl | None = None,
+        feeder: ItemFeeder | None = None,
+        resume: list[dict[str, Any]] | None = None,
     ) -> None:
+        """``ranges``: each edge's ``(first id, samples)`` (default: ``cfg.samples`` each);
+        ``results``: where each settled sample's row goes; ``stop``: stop and abort requests;
+        ``feeder``: an iterable source's items (one edge); ``resume``: each edge's settled ids from a
+        checkpoint (:meth:`edge_states`)."""
         self.cfg = cfg
+        self.results = results
+        self.stop = stop
+        self.feeder = feeder
+        self._stopping = False
         self.stall_timeout_s = stall_timeout_s
         self.progress = progress
         w, per = cfg.flow.window, cfg.flow.per_replica_inflight
@@ -304,7 +336,9 @@ class StreamExecutor:
         self.cloud = [step(s, None) for s in graph.cloud]
         n_edges = len(graph.edges)
         configured = configured_mbps or [None] * n_edges
-        samples = cfg.samples
+        if ranges is None:
+            assert cfg.samples is not None, "an endless stream needs its edges' ranges"
+            ranges = [(e * cfg.samples, cfg.samples) for e in range(n_edges)]
         self.profile = profile
         r = cfg.rate
         slo_s = None if r.latency_slo_ms is None else r.latency_slo_ms / 1000.0
@@ -313,19 +347,24 @@ class StreamExecutor:
         self.edges: list[_Edge] = []
         for e, steps in enumerate(graph.edges):
             chain = [step(s, e) for s in steps] + self.cloud
+            first, samples = ranges[e]
+            ledger = DeliveryLedger(samples, first_id=first, slo_s=slo_s)
+            if resume is not None:
+                ledger.resume(resume[e])
             self.edges.append(
                 _Edge(
                     e,
-                    e * samples,
+                    first,
                     samples,
                     chain,
                     [CreditWindow(w) for _ in chain],
-                    DeliveryLedger(samples, first_id=e * samples, slo_s=slo_s),
+                    ledger,
                     ReceiverStats(),
                     LinkStats(configured[e]),
-                    next_start=e * samples,
+                    next_start=ledger.watermark,
                 )
             )
+            self.edges[-1].done = samples == 0
             if r.mode == "adaptive":
                 assert profile is not None and slo_s is not None
                 self.edges[-1].rate = RateController(
@@ -351,8 +390,16 @@ class StreamExecutor:
         self.settings: Counter[str] = Counter()  # samples coded with each rate-control setting
         self.tokens = [0, 0]  # text streams: valid tokens coded, positions of the padded batches
         c = cfg.codec
-        fixed = {"ours": Setting(c.bits, c.level, c.axis, c.clip).label(), "zstd": f"zstd/L{c.level}"}
+        fixed = {
+            "ours": Setting(c.bits, c.level, c.axis, c.clip).label(),
+            "zstd": f"zstd/L{c.level}",
+        }
         self._fixed_label = fixed.get(c.kind, c.kind)
+        self._fixed_setting = {
+            "bits": c.bits if c.kind == "ours" else None,
+            "level": c.level if c.kind in ("ours", "zstd") else None,
+            "label": self._fixed_label,
+        }
         self.timeline = Timeline(period_s=0.1, steps=("bits",))
         self.exporter = DriverExporter()
         self.peak_total = 0
@@ -370,11 +417,14 @@ class StreamExecutor:
         holding the partial report) when the stream cannot finish."""
         from tqdm import tqdm
 
-        total = self.cfg.samples * len(self.edges)
+        total = self._total()
         self._bar = tqdm(total=total, desc="stream", unit="sample", disable=not self.progress)
+        self._bar.update(sum(e.ledger.resumed for e in self.edges))
         self.t_start = self.last_progress = time.monotonic()
         for s in self.steps:
             s.t_last = self.t_start
+        if self.stop is not None:
+            self.stop.start()
         try:
             self._loop()
         except StreamError as exc:
@@ -387,6 +437,14 @@ class StreamExecutor:
             self._bar.close()
             for s in self.steps:
                 s.timer.stop()
+            if self.feeder is not None:
+                self.feeder.close()
+        self._read_so_far()
+        if self.results is not None:
+            try:
+                self.results.commit(self.edge_states(), final=True)
+            except OSError as exc:  # the output could not be written: the run fails and says so
+                self.error = self.error or StreamError(f"output: {exc}", kind="output")
         self._sample(time.monotonic(), force=True)
         report = self.report()
         if self.error is not None:
@@ -394,11 +452,55 @@ class StreamExecutor:
             raise self.error
         return report
 
+    def _total(self) -> int | None:
+        """Samples the stream will settle, when known (the progress bar's end)."""
+        if self.feeder is not None and self.cfg.samples is None:
+            return None
+        if any(e.samples >= UNBOUNDED for e in self.edges):
+            return None
+        return sum(e.samples for e in self.edges)
+
+    def _read_so_far(self) -> None:
+        """A stream that stopped reading, or whose source has no set end, expects only the samples
+        it read: every one of them settles, and none after them is lost."""
+        for ed in self.edges:
+            if self._stopping or ed.samples >= UNBOUNDED or self.feeder is not None:
+                ed.ledger.samples = min(ed.samples, ed.next_start - ed.first_id)
+
+    def edge_states(self) -> list[dict[str, Any]]:
+        """Each edge's settled ids and position: what a checkpoint records."""
+        return [
+            {**ed.ledger.settled_state(), "first_id": ed.first_id, "next_start": ed.next_start}
+            for ed in self.edges
+        ]
+
+    def _check_stop(self) -> None:
+        """Act on stop requests: the first stops every source, a second aborts the run."""
+        if self.stop is None:
+            return
+        if self.stop.aborted:
+            raise StreamError(
+                "aborted: a second stop request ended the run at once", kind="aborted"
+            )
+        if self.stop.stopping and not self._stopping:
+            self._stopping = True
+            for ed in self.edges:
+                ed.done = True
+            if self.feeder is not None:
+                self.feeder.close()
+
     def _loop(self) -> None:
         import ray
 
         while not all(e.finished for e in self.edges):
             now = time.monotonic()
+            self._check_stop()
+            if self.feeder is not None and self.feeder.error is not None:
+                raise StreamError(
+                    f"the input iterable raised {_short(self.feeder.error)}", kind="source"
+                )
+            if self.results is not None and self.results.due():
+                self.results.commit(self.edge_states())
             self._watchdogs(now)
             self._fire_reprobes(now)
             for s in self.steps:
@@ -413,15 +515,24 @@ class StreamExecutor:
                 self._feed(ed)
             self._account(now)
             self._sample(now)
+            waiting = self._waiting_for_items()
             if not self.tasks:
                 if self.reprobes:
                     time.sleep(REPROBE_DELAY_S / 5)
                     continue
+                if waiting:
+                    assert self.feeder is not None
+                    self.feeder.take(0, FEED_WAIT_S)
+                    self.last_progress = time.monotonic()  # a quiet iterable is not a stall
+                    continue
+                if all(e.finished for e in self.edges):
+                    break
                 raise StreamError(
                     "internal error: nothing is running but work remains", kind="internal"
                 )
             watch = list(self.tasks)
-            ready, _ = ray.wait(watch, num_returns=1, timeout=WAIT_TIMEOUT_S, fetch_local=False)
+            timeout = FEED_WAIT_S if waiting else WAIT_TIMEOUT_S
+            ready, _ = ray.wait(watch, num_returns=1, timeout=timeout, fetch_local=False)
             if ready:
                 ready, _ = ray.wait(watch, num_returns=len(watch), timeout=0, fetch_local=False)
             self._complete(ready)
@@ -494,6 +605,13 @@ class StreamExecutor:
                 cap = nbytes / age
         return ed.rate.choose(samples, ed.backlog_bytes, now, cap).as_dict()
 
+    def _waiting_for_items(self) -> bool:
+        """True when an idle edge waits for the iterable's next items."""
+        if self.feeder is None or self._stopping:
+            return False
+        ed = self.edges[0]
+        return not ed.done and not ed.busy and not self.feeder.done
+
     def _feed(self, ed: _Edge) -> None:
         """Ask an edge's first step for its next batch (one call at a time), and for rebuilds."""
         s = ed.chain[0]
@@ -503,23 +621,39 @@ class StreamExecutor:
         while ed.rebuilds:
             t = ed.rebuilds.popleft()
             meta, data = rep.handle.rebuild.options(num_returns=2).remote(
-                t.start, t.n, ed.t0, t.t_created
+                t.start, t.n, ed.t0, t.t_created, items=t.items_ref
             )
             self.tasks[meta] = _Task("rebuild", s, 0, t, data_ref=data, edge=ed.index)
             rep.load += 1
             s.running += 1
         if ed.done or ed.busy:
             return
+        if self.feeder is not None and self.feeder.done and ed.retry_items is None:
+            ed.done = True  # the iterable has ended and every item was handed on
+            return
         if not ed.hops[1].try_acquire():
             s.blocked = True  # the next hop is full: this edge's source waits (backpressure)
             return
+        kwargs: dict[str, Any] = {}
+        if self.feeder is not None:
+            import ray
+
+            if ed.retry_items is not None:
+                kwargs["items"], ed.retry_items = ed.retry_items, None
+            else:
+                items = self.feeder.take(min(self.cfg.batching.max_batch_size, ed.samples))
+                if not items:
+                    ed.hops[1].release()
+                    return
+                kwargs["items"] = ray.put(items)
         args: tuple[Any, ...] = (ed.next_start, ed.t0)
         if "encoder" in s.stages and ed.rate is not None:  # a fused edge encodes as it makes
             args += (self._choose(ed, ed.last_n),)
-        meta, data = rep.handle.next_batch.options(num_returns=2).remote(*args)
+        meta, data = rep.handle.next_batch.options(num_returns=2).remote(*args, **kwargs)
         self.tasks[meta] = _Task(
             "source", s, 0, data_ref=data, submitted=time.monotonic(), edge=ed.index
         )
+        self.tasks[meta].input_ref = kwargs.get("items")
         rep.load += 1
         s.running += 1
         ed.busy = True
@@ -625,9 +759,21 @@ class StreamExecutor:
             self.receiver.add(float(d["arrival"]), int(d["wire_bytes"]))
             rejected = ed.ledger.reject(d["rejected_ids"], d["errors"])
             self.exporter.count("rejected", n=rejected)
+            if rejected and self.results is not None:
+                ids = [int(d["rejected_ids"][j]) for j in ed.ledger.last_fresh]
+                reason = f"frame did not decode: {d['errors'][0] if d['errors'] else 'unknown'}"
+                keys = [ed.key(ticket, i) for i in ids]
+                self.results.rejected(ed.index, ids, keys, [reason] * len(ids), ticket.setting)
         if "sink" in metas:
             m = metas["sink"]
             ed.ledger.deliver(m["ids"], m["latency_s"], m["correct"], m["agree"], m.get("text"))
+            if self.results is not None and ed.ledger.last_fresh:
+                res = m.get("results") or {}
+                keys = [ed.key(ticket, int(i)) for i in m["ids"]]
+                self.results.delivered(
+                    ed.index, m["ids"], keys, m["latency_s"], res.get("labels"), res,
+                    ed.ledger.last_fresh, ticket.setting,
+                )  # fmt: skip
             if m["latency_s"]:
                 worst = max(m["latency_s"])
                 ed.recent_latency_s = max(ed.recent_latency_s, worst)
@@ -652,18 +798,40 @@ class StreamExecutor:
             ticket = _Ticket(
                 self.batches, ed.index, start, n, float(meta["t_created"]), task.data_ref
             )
+            ticket.keys, ticket.items_ref = meta.get("keys"), task.input_ref
             self.batches += 1
-            ed.open_tickets += 1
             self.batch_sizes[n] += 1
             ed.next_start = start + n
-            ticket.pos = 1  # queued before chain[1], holding the credit of that hop
-            ed.chain[1].queue.append((ticket, task.data_ref))
             ed.last_n = n
+            self._rejected_at_source(ed, ticket, meta.get("rejected") or [])
+            if meta.get("good", n) > 0:
+                ed.open_tickets += 1
+                ticket.pos = 1  # queued before chain[1], holding the credit of that hop
+                ed.chain[1].queue.append((ticket, task.data_ref))
+            else:  # nothing of it loaded: it is settled already
+                ed.hops[1].release()
+                ticket = None
         else:
             ed.hops[1].release()
             ticket = None
-        ed.done = bool(meta["done"]) or ed.next_start >= end
+        ed.done = self._stopping or bool(meta["done"]) or ed.next_start >= end
         return ticket
+
+    def _rejected_at_source(self, ed: _Edge, ticket: _Ticket, rejected: list[Any]) -> None:
+        """Samples that did not load (a bad file, a bad item) settle as rejected, with reasons."""
+        if not rejected:
+            return
+        ids = [int(i) for i, _ in rejected]
+        reasons = [str(r) for _, r in rejected]
+        fresh = ed.ledger.reject(ids, reasons[:1])
+        self.exporter.count("rejected", n=fresh)
+        if fresh and self.results is not None:
+            keep = ed.ledger.last_fresh
+            self.results.rejected(
+                ed.index, [ids[j] for j in keep], [ed.key(ticket, ids[j]) for j in keep],
+                [reasons[j] for j in keep], {},
+            )  # fmt: skip
+        self._progress()
 
     def _encoded(self, ed: _Edge, ticket: _Ticket, meta: dict[str, Any]) -> None:
         """A batch was coded: it joins its edge's backlog until the receiver has it."""
@@ -675,9 +843,11 @@ class StreamExecutor:
         setting = meta.get("setting")
         if setting is None:  # rate.mode=fixed: codec.* as configured
             self.settings[self._fixed_label] += int(meta["n"])
+            ticket.setting = self._fixed_setting
             return
         used = Setting(setting["bits"], setting["level"], setting.get("axis"), setting.get("clip"))
         self.settings[used.label()] += int(meta["n"])
+        ticket.setting = {"bits": used.bits, "level": used.level, "label": used.label()}
         if ed.rate is not None:
             ed.rate.observe_batch(used, int(meta["n"]), ticket.wire_bytes)
 
@@ -711,6 +881,7 @@ class StreamExecutor:
         if task.kind == "source":
             ed.busy = False
             ed.hops[1].release()
+            ed.retry_items = task.input_ref  # an iterable's items go again with the next call
         elif task.kind == "rebuild":
             assert task.ticket is not None
             ed.rebuilds.append(task.ticket)
@@ -889,8 +1060,9 @@ class StreamExecutor:
         if settled > self._bar_n:
             self._bar.update(settled - self._bar_n)
             self._bar_n = settled
-        total = self.cfg.samples * len(self.edges)
-        if "driver_warm_mb" not in self.memory and settled >= WARM_FRACTION * total:
+        total = self._total()
+        warm = WARM_SAMPLES_ENDLESS if total is None else WARM_FRACTION * total
+        if "driver_warm_mb" not in self.memory and settled >= warm:
             self.memory["driver_warm_mb"] = process_rss_bytes() / 2**20
             self.memory["sink_warm_mb"] = self._rss_mb(("sink",))
 
@@ -997,27 +1169,45 @@ class StreamExecutor:
             edge_summary(e.index, e.ledger, e.receiver, e.link, e.chain[0].replicas[0].where)
             for e in self.edges
         ]
-        return build_report(
-            self.cfg,
-            wall=self.wall,
-            ledgers=[e.ledger for e in self.edges],
-            latency=latency,
-            restarts=sum(r.restarts for r in self.replicas),
-            replayed=sum(s.replayed for s in self.steps),
-            receiver=self.receiver,
-            links=[e.link for e in self.edges],
-            stages=stages,
-            edges=edges,
-            hops=hops,
-            peak_total=self.peak_total,
-            batch_sizes=self.batch_sizes,
-            memory=memory,
-            timeline=self.timeline.resample(40 if self.cfg.rate.latency_slo_ms is None else 120),
-            error=err,
-            settings=dict(self.settings),
-            rate=self._rate_summary(),
-            tokens=(self.tokens[0], self.tokens[1]),
+        return (
+            build_report(
+                self.cfg,
+                wall=self.wall,
+                ledgers=[e.ledger for e in self.edges],
+                latency=latency,
+                restarts=sum(r.restarts for r in self.replicas),
+                replayed=sum(s.replayed for s in self.steps),
+                receiver=self.receiver,
+                links=[e.link for e in self.edges],
+                stages=stages,
+                edges=edges,
+                hops=hops,
+                peak_total=self.peak_total,
+                batch_sizes=self.batch_sizes,
+                memory=memory,
+                timeline=self.timeline.resample(
+                    40 if self.cfg.rate.latency_slo_ms is None else 120
+                ),
+                error=err,
+                settings=dict(self.settings),
+                rate=self._rate_summary(),
+                tokens=(self.tokens[0], self.tokens[1]),
+            )
+            | self._io_summary()
         )
+
+    def _io_summary(self) -> dict[str, Any]:
+        """The report's ``output`` (the rows written), ``stop`` (why reading ended) and ``resumed``
+        (samples settled by earlier runs of a resumed stream)."""
+        out: dict[str, Any] = {"resumed": sum(e.ledger.resumed for e in self.edges)}
+        if self.results is not None:
+            out["output"] = self.results.summary()
+        finished = self.error is None and all(e.finished for e in self.edges)
+        if self.stop is not None:
+            out["stop"] = self.stop.summary(finished)
+        else:
+            out["stop"] = {"reason": "end" if finished else None, "signal": None}
+        return out
 
     def _rate_summary(self) -> dict[str, Any]:
         r = self.cfg.rate

@@ -50,6 +50,18 @@ class IdSet:
             self._above.add(i)
         return True
 
+    def state(self) -> dict[str, Any]:
+        """The set as plain data (a checkpoint's): its watermark and the members above it."""
+        return {"watermark": self.watermark, "above": sorted(self._above)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> IdSet:
+        """The set :meth:`state` describes."""
+        out = cls()
+        out.watermark = int(state["watermark"])
+        out._above = {int(i) for i in state["above"] if int(i) > out.watermark}
+        return out
+
     @property
     def pending_above(self) -> int:
         """Members above the watermark (the part of the state that is not a single integer)."""
@@ -144,10 +156,29 @@ class DeliveryLedger:
         self.agree = 0
         self.text = TextFidelity()
         self.latency = LatencySketch()
+        self.resumed = 0  # ids settled by earlier runs of a resumed stream (see resume)
+        self.last_fresh: list[int] = []  # positions that settled in the latest deliver / reject
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Start from an earlier run's settled ids (:meth:`settled_state`): they count as settled,
+        and any of them arriving again is a duplicate."""
+        self._settled = IdSet.from_state(state)
+        self.resumed = len(self._settled)
+
+    def settled_state(self) -> dict[str, Any]:
+        """Which ids are settled, as plain data (relative to ``first_id``), for a checkpoint."""
+        return self._settled.state()
+
+    @property
+    def watermark(self) -> int:
+        """Every id below ``first_id + watermark`` is settled."""
+        return self.first_id + self._settled.watermark
 
     def _fresh(self, ids: Iterable[int]) -> list[int]:
-        """Positions of ids that settle now; counts repeats and out-of-range ids."""
-        keep = []
+        """Positions of ids that settle now (also kept as ``last_fresh``); counts repeats and
+        out-of-range ids."""
+        keep: list[int] = []
+        self.last_fresh = keep
         for j, i in enumerate(ids):
             i -= self.first_id
             if not 0 <= i < self.samples:

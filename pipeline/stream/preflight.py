@@ -16,12 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from pipeline.stream.config import ConfigError, PipelineConfig
 from pipeline.stream.data import (
     BYTE_TOKENIZER,
     TEXT_KINDS,
+    UNBOUNDED,
     SampleSource,
     SourceSpec,
+    TextSpec,
+    edge_ranges,
     resolve_source,
     resolve_text_source,
 )
@@ -49,6 +54,15 @@ class Preflight:
     frame_bytes: int  # one sample's feature as a frame of codec.kind
     stall_timeout_s: float  # flow.stall_timeout_s, or its default for this link and frame size
     profile: RateProfile | None = None  # rate.mode=adaptive: the rate-fidelity profile in use
+    edges: tuple[tuple[int, int], ...] = ((0, 0),)  # per edge: (first sample id, samples)
+    rate_sps: float | None = None  # data.rate_sps, a video's own rate for "native"
+    class_names: tuple[str, ...] | None = None  # the classifier's names (weights, or class folders)
+    prediction: str = "classes"  # what an output row carries: classes, embedding or token
+
+    @property
+    def endless(self) -> bool:
+        """True when the source has no end (stopped by --duration or a signal)."""
+        return self.edges[0][1] >= UNBOUNDED
 
     @property
     def feature_elements(self) -> int:
@@ -115,6 +129,79 @@ def _tokenizer_fields(loaded: Any) -> dict[str, Any]:
     return {"tokenizer": where, "max_tokens": max_tokens, "vocab_size": vocab}
 
 
+def _weights_enum(cfg: PipelineConfig) -> Any:
+    """The torchvision weights entry ``model.weights`` names (e.g. ``IMAGENET1K_V1``), or None."""
+    w = cfg.model.weights
+    if w is None or "/" in w or "." in w:
+        return None
+    try:
+        from torchvision.models import get_model_weights
+
+        enum = get_model_weights(cfg.model.name)
+        return enum.DEFAULT if w == "DEFAULT" else enum[w]
+    except (ValueError, KeyError, ImportError):
+        return None
+
+
+def _transform(cfg: PipelineConfig) -> tuple[Any, tuple[str, ...] | None]:
+    """The images' preprocessing and the class names: the weights' own where torchvision's weights
+    define them, else ``data.transform`` (and no names)."""
+    from pipeline.stream.sources import Transform
+
+    weights = _weights_enum(cfg)
+    t = cfg.data.transform
+    if t is not None:
+        transform = Transform(
+            t.resize, t.crop, tuple(t.mean), tuple(t.std), interpolation=t.interpolation
+        )
+    elif weights is not None:
+        transform = Transform.from_torchvision(weights)
+    else:
+        transform = None
+    names = None
+    if weights is not None and weights.meta.get("categories"):
+        names = tuple(str(c) for c in weights.meta["categories"])
+    return transform, names
+
+
+def _user_source(
+    cfg: PipelineConfig, model: dict[str, Any], loaded: Any
+) -> tuple[SourceSpec, tuple[str, ...] | None]:
+    """The user's data (files, or an iterable handed over by the driver) and the class names."""
+    d = cfg.data
+    transform, names = _transform(cfg)
+    text = None
+    if model["kind"] in TEXT_KINDS:
+        text = TextSpec((), origin=d.source, **_tokenizer_fields(loaded))
+    if d.source == "iterable":
+        return SourceSpec("iterable", (), cfg.seed, text, None, transform), names
+    from pipeline.stream.sources import describe
+
+    assert d.path is not None
+    try:
+        reader = describe(
+            d.source, path=d.path, column=d.column, label_column=d.label_column,
+            key_column=d.key_column, loop=d.loop, transform=transform,
+        )  # fmt: skip
+    except ValueError as exc:
+        msg = str(exc)
+        raise ConfigError(
+            msg if msg.startswith(("data.", "model.")) else f"data.path: {msg}"
+        ) from None
+    if reader.text and text is None:
+        raise ConfigError(
+            f"data.column: the table's text needs a text model (minilm, llama-tiny, ...); "
+            f"{cfg.model.name!r} is a {model['kind']} model"
+        )
+    if not reader.text and text is not None:
+        raise ConfigError(f"data.source: a text model reads text, not the images of {d.path!r}")
+    if reader.size == 0:
+        raise ConfigError(f"data.path: {d.path!r} holds no inputs")
+    if names is None and reader.class_names:
+        names = tuple(reader.class_names)
+    return SourceSpec(d.source, (), cfg.seed, text, reader, transform), names
+
+
 def _source(cfg: PipelineConfig, model: dict[str, Any], loaded: Any) -> SourceSpec:
     """The source for the model: text for text models (``data.source`` auto or text), digits or
     synthetic images otherwise."""
@@ -159,7 +246,34 @@ def default_stall_timeout(cfg: PipelineConfig, frame_bytes: int) -> float:
     return max(STALL_TIMEOUT_FLOOR_S, STALL_TIMEOUT_BATCHES * batch_s)
 
 
-def _features(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec) -> Any:
+FIRST_TRIES = 16
+"""Preflight runs the head on the first of the source's first inputs that loads."""
+
+
+def _first_input(spec: SourceSpec, first: Any = None) -> Any:
+    """One input of the source, to run the head on: sample 0, or the first that loads (the user's
+    files), or the iterable's first item ``first``."""
+    if spec.kind == "iterable":
+        if first is None:
+            raise ConfigError("data.source: an iterable source needs its inputs (the Python API)")
+        got = SampleSource(spec).load(np.zeros(1, dtype=np.int64), [first])
+    elif spec.reader is not None:
+        got = SampleSource(spec).load(np.arange(min(FIRST_TRIES, spec.reader.size or FIRST_TRIES)))
+    else:
+        return SampleSource(spec).get([0])[0]
+    if len(got.good) == 0:
+        reasons = "; ".join(f"{got.keys[j]}: {r}" for j, r in list(got.rejected.items())[:3])
+        where = "data.source" if spec.kind == "iterable" else "data.path"
+        raise ConfigError(f"{where}: none of the first inputs loads ({reasons})")
+    x = got.x
+    if isinstance(x, dict):
+        return {k: v[:1] for k, v in x.items()}
+    return np.asarray(x[:1])
+
+
+def _features(
+    cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec, first: Any = None
+) -> Any:
     """Run the head on sample 0 of the source; any failure is the model or data config's fault.
     Returns one sample's feature: a text model's is its valid tokens' hidden rows ``(tokens, H)``."""
     import torch
@@ -168,7 +282,7 @@ def _features(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec) -> A
         head, _ = factory()
     except Exception as exc:
         raise ConfigError(f"model: the model factory failed: {exc}") from None
-    x, _ = SampleSource(spec).get([0])
+    x = _first_input(spec, first)
     try:
         with torch.inference_mode():
             if isinstance(x, dict):
@@ -180,7 +294,7 @@ def _features(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec) -> A
             "the tokenized text" if isinstance(x, dict) else f"inputs of shape {list(x.shape[1:])}"
         )
         raise ConfigError(f"data.shape: the head cannot run on {what}: {exc}") from None
-    if spec.kind == "text":
+    if spec.text is not None:
         keys = ("hidden", "attention_mask", "position_ids")
         if not isinstance(feat, dict) or not all(
             isinstance(feat.get(k), torch.Tensor) for k in keys
@@ -249,11 +363,13 @@ def _rate_profile(cfg: PipelineConfig, factory: ModelFactory, spec: SourceSpec, 
         torch.set_num_threads(threads)
 
 
-def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Preflight:
+def preflight(
+    cfg: PipelineConfig, factory: ModelFactory | None = None, first: Any = None
+) -> Preflight:
     """Check ``cfg`` against its model and data without Ray; raises :class:`ConfigError`.
 
     ``factory`` replaces the model registry (any picklable zero-argument callable returning
-    ``(head, tail)`` torch modules)."""
+    ``(head, tail)`` torch modules); ``first`` is an iterable source's first item."""
     loaded = None
     if factory is None:
         model, loaded = _registry_model(cfg)
@@ -261,7 +377,11 @@ def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Prefl
     else:
         model = {"name": cfg.model.name, "split": cfg.model.split, "kind": "custom"}
         model.update(trained=None, weights_source="user factory", input_shape=None)
-    spec = _source(cfg, model, loaded)
+    names = None
+    if cfg.data.source in ("images", "video", "table", "iterable"):
+        spec, names = _user_source(cfg, model, loaded)
+    else:
+        spec = _source(cfg, model, loaded)
     text = spec.text is not None
     if text and cfg.rate.mode == "adaptive":
         raise ConfigError(
@@ -270,10 +390,31 @@ def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Prefl
         )
     if text:
         model["tokenizer"] = spec.text.tokenizer  # type: ignore[union-attr]
-    feat = _features(cfg, factory, spec)
+    if text and spec.kind == "iterable":
+        raise ConfigError(
+            "data.source: an iterable of text is not supported yet; use data.source=table"
+        )
+    feat = _features(cfg, factory, spec, first)
     frame_bytes = _check_codec(cfg, feat, text)
+    if cfg.rate.mode == "adaptive" and spec.user_data and cfg.rate.profile is None:
+        raise ConfigError(
+            "rate.profile: an adaptive stream of the user's data needs a profile file (start-up "
+            "profiles are measured on the built-in sources)"
+        )
     profile = _rate_profile(cfg, factory, spec, feat) if cfg.rate.mode == "adaptive" else None
     shape = (spec.text.max_tokens, feat.shape[-1]) if spec.text is not None else feat.shape
+    size = spec.reader.size if spec.reader is not None else None
+    if spec.kind == "iterable":
+        size = None
+    if cfg.samples is not None and size is not None and cfg.samples > size:
+        raise ConfigError(f"samples: {cfg.samples} is more than the {size} inputs at data.path")
+    rate = cfg.data.rate_sps
+    if rate == "native":
+        rate = spec.reader.fps if spec.reader is not None else None
+        if not rate:
+            raise ConfigError("data.rate_sps: the video gives no frame rate; set one")
+    kind = model.get("kind")
+    prediction = {"encoder": "embedding", "decoder": "token"}.get(str(kind), "classes")
     return Preflight(
         model=model,
         factory=factory,
@@ -282,4 +423,8 @@ def preflight(cfg: PipelineConfig, factory: ModelFactory | None = None) -> Prefl
         frame_bytes=frame_bytes,
         stall_timeout_s=default_stall_timeout(cfg, frame_bytes),
         profile=profile,
+        edges=tuple(edge_ranges(cfg.samples, cfg.fleet.edges, size)),
+        rate_sps=None if rate is None else float(rate),
+        class_names=names,
+        prediction=prediction,
     )
