@@ -4,7 +4,7 @@
 Layers, each importing only those before it: ``codec`` <- ``pipeline`` <- ``actors`` <- ``splitstream``.
 """
 
-__all__ = ["load_config", "run_pipeline"]
+__all__ = ["Stream", "load_config", "run_pipeline"]
 
 
 def load_config(*args, **kwargs):
@@ -19,3 +19,11 @@ def run_pipeline(*args, **kwargs):
     from splitstream.runner import run_pipeline as _run
 
     return _run(*args, **kwargs)
+
+
+def __getattr__(name: str):
+    if name == "Stream":  # imported on first use: the package stays light to import
+        from splitstream.stream import Stream
+
+        return Stream
+    raise AttributeError(name)
