@@ -133,3 +133,42 @@ def photo_crops(n: int, size: int = 224) -> PhotoCrops:
                     crop = crop[:, ::-1]
                 out[i] = ((crop - mean) / std).transpose(2, 0, 1)
     return PhotoCrops(torch.from_numpy(out), photo, tuple(p.name for p in paths))
+
+
+def write_jpeg_photos(
+    folder: str | Path,
+    n: int,
+    *,
+    seed: int = 0,
+    quality: int = 90,
+    sizes: tuple[int, int] = (256, 480),
+) -> list[Path]:
+    """Write ``n`` JPEG photographs into ``folder`` (``photo-00000.jpg``, ...): random crops of the
+    bundled photographs (a random photo, crop box and output size, the long side in ``sizes``), some
+    flipped, saved at ``quality``. Real photographic content for the stream's user-data tests and
+    benchmarks; seeded, so a seed gives the same files. Returns their paths, in name order."""
+    from PIL import Image
+
+    rng = np.random.default_rng([seed, 90])
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    photos = []
+    for p in photo_paths():
+        with Image.open(p) as im:
+            photos.append(im.convert("RGB"))
+    paths = []
+    for i in range(n):
+        img = photos[int(rng.integers(len(photos)))]
+        w, h = img.size
+        cw, ch = int(w * rng.uniform(0.4, 1.0)), int(h * rng.uniform(0.4, 1.0))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = img.crop((x0, y0, x0 + cw, y0 + ch))
+        long_side = int(rng.integers(sizes[0], sizes[1] + 1))
+        scale = long_side / max(cw, ch)
+        crop = crop.resize((max(1, round(cw * scale)), max(1, round(ch * scale))))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = out / f"photo-{i:05d}.jpg"
+        crop.save(path, "JPEG", quality=quality)
+        paths.append(path)
+    return paths

@@ -11,12 +11,16 @@ partial report).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from pipeline.stream.config import PipelineConfig, edge_link
+from pipeline.stream.config import ConfigError, PipelineConfig, edge_link
 from pipeline.stream.executor import StreamError, StreamExecutor
+from pipeline.stream.feeder import ItemFeeder, dataset_items
 from pipeline.stream.preflight import Preflight, preflight
+from pipeline.stream.results import open_results
+from pipeline.stream.stopping import StopControl
 from splitstream.cluster_access import ClusterAccessError, probe_cluster
 from splitstream.graph import PlacementError, build_graph, check_resources, kill_graph
 
@@ -35,11 +39,16 @@ def start_local_ray(
     resources: tuple[str, str] = ("edge", "cloud"),
     object_store_mb: int | None = None,
 ) -> None:
-    """Start a local Ray instance that carries both placement resources, so one machine runs the whole
-    edge/cloud graph (the runner, the benchmarks and the tests all use this)."""
+    """Start a new local Ray instance that carries both placement resources, so one machine runs the
+    whole edge/cloud graph (the runner, the benchmarks and the tests all use this).
+
+    Always a new, private instance (``address="local"``): a cluster that ``ray start`` left running on
+    this machine, or ``RAY_ADDRESS``, is not joined (join one with ``ray.address`` / ``--address``).
+    """
     import ray
 
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         resources={name: 1000 for name in resources},
         include_dashboard=False,
@@ -100,21 +109,40 @@ def run_pipeline(
     progress: bool = True,
     factory: Callable[[], tuple[Any, Any]] | None = None,
     checked: Preflight | None = None,
+    *,
+    inputs: Iterable[Any] | None = None,
+    stop: StopControl | None = None,
+    resume: bool = False,
+    listeners: Sequence[Callable[[list[dict[str, Any]]], None]] = (),
 ) -> dict[str, Any]:
     """Run the stream described by ``cfg`` and return the report dict.
 
     ``factory`` (a picklable zero-argument callable returning ``(head, tail)`` torch modules)
     replaces the model registry, e.g. for tests with a tiny model. ``checked`` is a :func:`preflight`
-    result already made for this ``cfg`` and ``factory``.
+    result already made for this ``cfg`` and ``factory``. ``inputs`` is the iterable of a
+    ``data.source: iterable`` stream (or a ``ray.data.Dataset``). ``stop`` takes stop requests
+    (signals, ``--duration``); ``resume`` continues the run checkpointed beside ``output.path``;
+    each of ``listeners`` gets every batch of result rows as the stream settles them.
     """
     import ray
 
-    pre = checked or preflight(cfg, factory)
+    items, first = _peek_inputs(cfg, inputs)
+    pre = checked or preflight(cfg, factory, first=first)
+    try:
+        results, states = open_results(
+            cfg, pre.prediction, pre.class_names, resume=resume, listeners=listeners
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    feeder = None
+    if items is not None:
+        skip = 0 if states is None else int(states[0]["watermark"])
+        feeder = ItemFeeder(items, 2 * cfg.batching.max_batch_size, cfg.samples, skip)
     started = _init_ray(cfg)
     graph = None
     try:
         check_resources(cfg)
-        graph = build_graph(cfg, pre)
+        graph = build_graph(cfg, pre, results=results.wanted)
         ex = StreamExecutor(
             cfg,
             graph,
@@ -122,6 +150,11 @@ def run_pipeline(
             configured_mbps=configured_mbps(cfg),
             profile=pre.profile,
             progress=progress,
+            ranges=list(pre.edges),
+            results=results,
+            stop=stop,
+            feeder=feeder,
+            resume=states,
         )
         try:
             report = ex.run()
@@ -132,7 +165,32 @@ def run_pipeline(
         report["model"] = pre.model
         return report
     finally:
+        if feeder is not None:
+            feeder.close()
+        if results.writer is not None:
+            results.writer.close()
         if graph is not None:
             kill_graph(graph)
         if started:
             ray.shutdown()
+
+
+def _peek_inputs(cfg: PipelineConfig, inputs: Any) -> tuple[Iterator[Any] | None, Any]:
+    """An iterable source's items (a ``ray.data.Dataset``'s rows' inputs) and its first item, which
+    preflight runs the head on; the iterator still yields it."""
+    if cfg.data.source != "iterable":
+        if inputs is not None:
+            raise ConfigError(
+                "data.source: inputs were given; set data.source=iterable to use them"
+            )
+        return None, None
+    if inputs is None:
+        raise ConfigError("data.source: an iterable source needs its inputs (inputs=...)")
+    if hasattr(inputs, "iter_rows") and hasattr(inputs, "schema"):  # a ray.data.Dataset
+        inputs = dataset_items(inputs, cfg.data.column)
+    it = iter(inputs)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ConfigError("data.source: the input iterable is empty") from None
+    return itertools.chain([first], it), first

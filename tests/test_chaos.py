@@ -21,6 +21,7 @@ import ray.cloudpickle
 from tiny_stream import tiny_config, tiny_factory
 
 from pipeline.stream.executor import StreamError
+from pipeline.stream.output import read_results
 from splitstream.cli import write_json
 from splitstream.runner import run_pipeline
 
@@ -97,16 +98,42 @@ def _assert_exactly_once(rep: dict, samples: int) -> None:
     assert rep["status"] == "completed" and rep["error"] is None
     assert rep["delivered"] == samples and rep["lost"] == 0 and rep["duplicated"] == 0
     assert rep["unexpected"] == 0 and rep["rejected"] == 0
+    if "output" in rep and rep["output"]["path"]:
+        _assert_output_once(rep, samples)
 
 
-def _kill_during_a_call(target: str, fuse: bool, attempts: int = 3) -> tuple[Killer, dict]:
+def _assert_output_once(rep: dict, samples: int) -> None:
+    """The output file has one row per input, none missing and none twice, and its statuses are
+    the report's counts."""
+    table = read_results(rep["output"]["path"])
+    ids = table.column("id").to_pylist()
+    assert sorted(ids) == list(range(samples)), "every input exactly once in the output"
+    status = table.column("status").to_pylist()
+    assert status.count("delivered") == rep["delivered"]
+    assert status.count("rejected") == rep["rejected"]
+    rejected = [r for r in table.to_pylist() if r["status"] == "rejected"]
+    assert all(r["reason"] for r in rejected)
+
+
+_RUNS = iter(range(1_000_000))
+
+
+def _output(tmp_path) -> str:
+    """``output.path=...``: a fresh results file for each run of a test."""
+    return f"output.path={tmp_path / f'run{next(_RUNS)}.parquet'}"
+
+
+def _kill_during_a_call(
+    target: str, fuse: bool, tmp_path, attempts: int = 3
+) -> tuple[Killer, dict]:
     """Run the stream and SIGKILL ``target`` once while its title shows a call. On a loaded machine
     the kill has landed after the call's reply was already in (seen once in CI: one restart, nothing
     to replay). Such a run must still be exactly-once with one restart; the stream then runs again,
     at most ``attempts`` times, until a kill lands inside a call."""
     for _ in range(attempts):
         killer = Killer((target, 1.0))
-        rep = run_pipeline(_stream(fuse=fuse), progress=False, factory=tiny_factory)
+        cfg = _stream(600, _output(tmp_path), fuse=fuse)
+        rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
         killer.join(5)
         assert [k[0] for k in killer.killed] == [target], f"{target} was never seen working"
         _assert_exactly_once(rep, 600)
@@ -117,9 +144,9 @@ def _kill_during_a_call(target: str, fuse: bool, attempts: int = 3) -> tuple[Kil
 
 
 @pytest.mark.parametrize("stage", ["head", "encoder", "transport", "decoder", "tail", "sink"])
-def test_sigkill_of_a_stage_actor_costs_a_replay_not_the_run(ray_local, stage):
-    """One actor per stage (placement.fuse=false), batch frames."""
-    killer, rep = _kill_during_a_call(stage, fuse=False)
+def test_sigkill_of_a_stage_actor_costs_a_replay_not_the_run(ray_local, stage, tmp_path):
+    """One actor per stage (placement.fuse=false), batch frames; every input once in the output."""
+    killer, rep = _kill_during_a_call(stage, fuse=False, tmp_path=tmp_path)
     st = rep["stages"][stage]
     assert st["restarts"] == 1 and st["replayed_batches"] >= 1, st
     assert rep["restarts"] == 1 and rep["replayed_batches"] == st["replayed_batches"]
@@ -129,10 +156,10 @@ def test_sigkill_of_a_stage_actor_costs_a_replay_not_the_run(ray_local, stage):
 
 
 @pytest.mark.parametrize("actor", ["edge", "cloud"])
-def test_sigkill_of_a_fused_actor_costs_a_replay_not_the_run(ray_local, actor):
+def test_sigkill_of_a_fused_actor_costs_a_replay_not_the_run(ray_local, actor, tmp_path):
     """One actor per edge and one per cloud replica (placement.fuse=true): every stage it hosts
     shows the restart."""
-    killer, rep = _kill_during_a_call(actor, fuse=True)
+    killer, rep = _kill_during_a_call(actor, fuse=True, tmp_path=tmp_path)
     assert rep["restarts"] == 1 and rep["replayed_batches"] >= 1
     for stage in FUSED[actor]:
         assert rep["stages"][stage]["restarts"] == 1, stage
@@ -140,9 +167,9 @@ def test_sigkill_of_a_fused_actor_costs_a_replay_not_the_run(ray_local, actor):
     assert rep["fidelity"]["agreement"] == 1.0
 
 
-def test_two_kills_in_one_run(ray_local):
+def test_two_kills_in_one_run(ray_local, tmp_path):
     killer = Killer(("encoder", 0.8), ("tail", 0.8))
-    rep = run_pipeline(_stream(900), progress=False, factory=tiny_factory)
+    rep = run_pipeline(_stream(900, _output(tmp_path)), progress=False, factory=tiny_factory)
     killer.join(5)
     assert [k[0] for k in killer.killed] == ["encoder", "tail"]
     _assert_exactly_once(rep, 900)
@@ -152,9 +179,10 @@ def test_two_kills_in_one_run(ray_local):
     assert rep["restarts"] == 2
 
 
-def test_two_kills_of_fused_actors_in_one_run(ray_local):
+def test_two_kills_of_fused_actors_in_one_run(ray_local, tmp_path):
     killer = Killer(("edge", 0.8), ("cloud", 0.8))
-    rep = run_pipeline(_stream(900, fuse=True), progress=False, factory=tiny_factory)
+    cfg = _stream(900, _output(tmp_path), fuse=True)
+    rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
     killer.join(5)
     assert [k[0] for k in killer.killed] == ["edge", "cloud"]
     _assert_exactly_once(rep, 900)
@@ -162,8 +190,9 @@ def test_two_kills_of_fused_actors_in_one_run(ray_local):
     assert rep["stages"]["tail"]["restarts"] == 1
 
 
-def test_corrupted_frames_are_rejected_by_id_and_the_stream_goes_on(ray_local):
+def test_corrupted_frames_are_rejected_by_id_and_the_stream_goes_on(ray_local, tmp_path):
     cfg = tiny_config(
+        _output(tmp_path),
         "codec.frame=sample",  # one frame per sample: 600 frames, about 12 of them hit
         "samples=600",
         "link.bandwidth_mbps=100",
@@ -184,10 +213,16 @@ def test_corrupted_frames_are_rejected_by_id_and_the_stream_goes_on(ray_local):
     assert all(0 <= i < 600 for i in rep["rejected_ids"])
     assert rep["reject_errors"] and "CodecError" in rep["reject_errors"][0]
     assert rep["stages"]["tail"]["samples"] == rep["delivered"]
+    _assert_output_once(rep, 600)  # the rejected rows name their ids and why
+    rows = read_results(rep["output"]["path"]).to_pylist()
+    rejected = {r["id"] for r in rows if r["status"] == "rejected"}
+    assert rejected == set(rep["rejected_ids"])
+    assert all("CodecError" in r["reason"] for r in rows if r["status"] == "rejected")
 
 
-def test_a_corrupted_batch_frame_rejects_exactly_its_samples(ray_local):
+def test_a_corrupted_batch_frame_rejects_exactly_its_samples(ray_local, tmp_path):
     cfg = tiny_config(
+        _output(tmp_path),
         "samples=600",
         "link.bandwidth_mbps=100",
         "link.corrupt=0.2",
@@ -202,6 +237,7 @@ def test_a_corrupted_batch_frame_rejects_exactly_its_samples(ray_local):
     assert rep["rejected"] == 20 * hit and rep["delivered"] == 600 - 20 * hit
     assert rep["lost"] == 0 and rep["duplicated"] == 0
     assert all(e.startswith("samples ") for e in rep["reject_errors"])
+    _assert_output_once(rep, 600)
 
 
 def hanging_tail_factory():

@@ -143,9 +143,12 @@ def _weights_enum(cfg: PipelineConfig) -> Any:
         return None
 
 
-def _transform(cfg: PipelineConfig) -> tuple[Any, tuple[str, ...] | None]:
-    """The images' preprocessing and the class names: the weights' own where torchvision's weights
-    define them, else ``data.transform`` (and no names)."""
+def _transform(
+    cfg: PipelineConfig, input_shape: Any = None
+) -> tuple[Any, tuple[str, ...] | None]:
+    """The images' preprocessing and the class names: ``data.transform`` if given, else the
+    weights' own where torchvision's weights define them, else a resize and centre crop to the
+    model's input size (``input_shape``, when the model has one; no normalization)."""
     from pipeline.stream.sources import Transform
 
     weights = _weights_enum(cfg)
@@ -156,6 +159,8 @@ def _transform(cfg: PipelineConfig) -> tuple[Any, tuple[str, ...] | None]:
         )
     elif weights is not None:
         transform = Transform.from_torchvision(weights)
+    elif input_shape and len(input_shape) == 3:  # at least one size: the model's input
+        transform = Transform(resize=int(input_shape[-1]), crop=int(input_shape[-1]))
     else:
         transform = None
     names = None
@@ -169,7 +174,7 @@ def _user_source(
 ) -> tuple[SourceSpec, tuple[str, ...] | None]:
     """The user's data (files, or an iterable handed over by the driver) and the class names."""
     d = cfg.data
-    transform, names = _transform(cfg)
+    transform, names = _transform(cfg, model.get("input_shape"))
     text = None
     if model["kind"] in TEXT_KINDS:
         text = TextSpec((), origin=d.source, **_tokenizer_fields(loaded))
