@@ -44,7 +44,16 @@ def start_local_ray(
 
     Always a new, private instance (``address="local"``): a cluster that ``ray start`` left running on
     this machine, or ``RAY_ADDRESS``, is not joined (join one with ``ray.address`` / ``--address``).
+
+    A small watcher process sees that nothing of it outlives it: once the instance's raylet is gone
+    (``ray.shutdown``, or this process killed), it gives the raylet's children (the dashboard and
+    runtime-env agents, workers) 3 s and then kills those still running. Ray's agents otherwise
+    linger, orphaned, for a minute or more after the driver that started them is killed.
     """
+    import subprocess
+    import sys
+
+    import psutil
     import ray
 
     ray.init(
@@ -54,6 +63,44 @@ def start_local_ray(
         include_dashboard=False,
         log_to_driver=False,
         object_store_memory=object_store_mb * 1024 * 1024 if object_store_mb else None,
+    )
+    try:  # Ray's own record of the processes it started for this node; its agents are up by now
+        node = ray._private.worker._global_node
+        raylet = node.all_processes[ray._private.ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+        kids = [f"{c.pid}:{c.create_time()}" for c in psutil.Process(raylet).children()]
+    except (AttributeError, IndexError, KeyError, psutil.Error):  # pragma: no cover - other Ray
+        return
+    watcher = (
+        "import sys, time, psutil\n"
+        "kids = {}\n"
+        "for arg in sys.argv[2:]:\n"
+        "    pid, created = arg.split(':')\n"
+        "    try:\n"
+        "        c = psutil.Process(int(pid))\n"
+        "        if c.create_time() == float(created):\n"
+        "            kids[c.pid] = c\n"
+        "    except psutil.Error:\n"
+        "        pass\n"
+        "try:\n"
+        "    raylet = psutil.Process(int(sys.argv[1]))\n"
+        "    while raylet.status() != psutil.STATUS_ZOMBIE:\n"
+        "        kids.update((c.pid, c) for c in raylet.children())\n"
+        "        time.sleep(1.0)\n"
+        "except psutil.Error:\n"
+        "    pass\n"
+        "for c in psutil.wait_procs(list(kids.values()), timeout=3)[1]:\n"
+        "    try:\n"
+        "        c.kill()\n"
+        "    except psutil.Error:\n"
+        "        pass\n"
+    )
+    return
+    subprocess.Popen(
+        [sys.executable, "-c", watcher, str(raylet), *kids],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C to the driver's terminal does not stop it
     )
 
 
@@ -137,7 +184,8 @@ def run_pipeline(
     feeder = None
     if items is not None:
         skip = 0 if states is None else int(states[0]["watermark"])
-        feeder = ItemFeeder(items, 2 * cfg.batching.max_batch_size, cfg.samples, skip)
+        left = None if cfg.samples is None else max(0, cfg.samples - skip)
+        feeder = ItemFeeder(items, 2 * cfg.batching.max_batch_size, left, skip)
     started = _init_ray(cfg)
     graph = None
     try:
