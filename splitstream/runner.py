@@ -94,7 +94,6 @@ def start_local_ray(
         "    except psutil.Error:\n"
         "        pass\n"
     )
-    return
     subprocess.Popen(
         [sys.executable, "-c", watcher, str(raylet), *kids],
         stdin=subprocess.DEVNULL,
