@@ -52,7 +52,9 @@ def test_the_readme_example_runs_as_written(ray_local, tmp_path, monkeypatch, ca
 class TestStream:
     def test_bad_items_are_rejected_by_key_and_the_rest_delivered(self, ray_local):
         rng = np.random.default_rng(0)
-        items = [(f"cam-{i}", rng.standard_normal((3, 16, 16)).astype(np.float32)) for i in range(60)]
+        items = [
+            (f"cam-{i}", rng.standard_normal((3, 16, 16)).astype(np.float32)) for i in range(60)
+        ]
         items[7] = ("cam-7", "not a tensor")
         items[30] = ("cam-30", np.full((3, 16, 16), np.nan, np.float32))
         stream = Stream(model=tiny_factory(), inputs=items, overrides=["batching.max_batch_size=8"])
@@ -84,7 +86,7 @@ class TestStream:
         from pipeline.stream.executor import StreamError
 
         def broken():
-            for i in range(40):
+            for _ in range(40):
                 yield np.zeros((3, 16, 16), np.float32)
             raise OSError("camera unplugged")
 

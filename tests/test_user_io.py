@@ -9,6 +9,7 @@ session so that a SIGKILL of the whole group takes the driver's Ray processes wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -97,10 +98,8 @@ def _start(hub: Path, *sets: str, extra: tuple[str, ...] = ()) -> subprocess.Pop
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the driver and every process of its session (its local Ray), as a dead machine
     would lose them."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(30)
 
 
@@ -133,14 +132,18 @@ def _bomb(path: Path) -> None:
     no data: a decompression bomb, refused before any pixel is decoded."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
     body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
-def test_photos_to_parquet_with_imagenet_names_and_the_unsplit_models_answers(hub, photos, tmp_path):
+def test_photos_to_parquet_with_imagenet_names_and_the_unsplit_models_answers(
+    hub, photos, tmp_path
+):
     out = tmp_path / "out.parquet"
     done = _run(
         hub, *MOBILENET, "codec.bits=8", "data.source=images", f"data.path={photos}",
@@ -201,7 +204,9 @@ def test_bad_files_are_rejected_by_key_and_the_stream_goes_on(hub, photos, tmp_p
     delivered = [r for r in rows if r["status"] == "delivered"]
     rejected = {r["key"]: r["reason"] for r in rows if r["status"] == "rejected"}
     assert len(delivered) == 200 and all(r["key"].startswith("photo-") for r in delivered)
-    assert sorted(rejected) == sorted([*bad, "bad-bomb-1.png", "bad-bomb-2.png", "bad-dangling.jpg"])
+    assert sorted(rejected) == sorted(
+        [*bad, "bad-bomb-1.png", "bad-bomb-2.png", "bad-dangling.jpg"]
+    )
     assert all(rejected[k] == "empty file" for k in rejected if "empty" in k)
     assert all(rejected[k].startswith("decompression bomb") for k in rejected if "bomb" in k)
     assert all("truncated" in rejected[k] for k in rejected if "truncated" in k)
