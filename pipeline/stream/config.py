@@ -58,7 +58,7 @@ class DataConfig(_Strict):
     # text: one sentence per line, or JSONL with "text"; images: a folder, a glob or a .txt list of
     # paths; video: a video file; table: a Parquet, JSONL or CSV file
     path: str | None = None
-    column: str | None = None  # table: the column of image paths, image bytes or text
+    column: str | None = None  # table: image paths, image bytes or text; a ray.data.Dataset's input
     label_column: str | None = None  # table: an optional column of labels
     key_column: str | None = None  # table: the column that keys each row (default: row number)
     transform: TransformConfig | None = None  # images: preprocessing (default: the weights' own)
@@ -394,7 +394,7 @@ def _check_data(cfg: PipelineConfig) -> None:
             )
     if d.source != "table":
         for key in ("column", "label_column", "key_column"):
-            if getattr(d, key) is not None:
+            if getattr(d, key) is not None and (d.source, key) != ("iterable", "column"):
                 raise ConfigError(f"data.{key}: only data.source=table reads columns")
     if d.loop and d.source != "video":
         raise ConfigError(f"data.loop: only a video loops, not data.source={d.source}")
