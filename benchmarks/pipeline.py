@@ -1,6 +1,7 @@
 """Pipeline benchmark: the stream against one core, against the link, and scaled out.
 
     python -m benchmarks.pipeline [--quick] [--json PATH] [--out DIR] [--skip-cluster] [--netns]
+    python -m benchmarks.pipeline --only real-input [--quick] [--json PATH] [--out DIR]
 
 1. **Speed vs one core** -- the in-process rate of the demo model on one core (head ->
    ``codec.encode`` -> ``codec.decode`` -> tail, batches of 32, one torch thread) and the demo stream
@@ -19,6 +20,21 @@
    replicas, each on its own cloud node (checked).
 5. **Real link** (``--netns``, root) -- the stream across a tc-shaped veth between two network
    namespaces.
+6. **Real input** (``--only real-input`` runs it alone; ``--skip-inputs`` leaves it out) --
+   ``INPUT_PHOTOS`` JPEG photographs (``pipeline.photos.write_jpeg_photos``: crops of the bundled
+   photographs, quality 90, seed ``INPUT_SEED``) read from a folder (``data.source=images``) through
+   the ImageNet MobileNetV2 split after ``features.6`` (8-bit codec) into a Parquet output, at
+   10 Mbit/s and unconstrained, one run each on the local Ray instance. Per run: ``samples/s`` =
+   delivered / the stream's wall time; ``decode share`` = the source stage's busy seconds (reading,
+   decoding and preprocessing the JPEGs, on the edge's threads) over the busy seconds of the edge's
+   compute stages, source + head + encoder (the transport is left out: its time is the link's);
+   ``decode samples/s`` = samples / the source's busy seconds, the rate decoding alone could feed,
+   set against the end-to-end rate (``decode headroom``); ``bound by`` = the stage (or the link)
+   with the lowest such capacity; the output writer's cost = the driver's seconds inside
+   ``ResultWriter.add``/``commit``/``close`` (Arrow conversion, Parquet parts, fsync), timed by
+   wrapping those methods in this process, per row and as a share of the wall time. The output is
+   read back and must hold one delivered row per photograph. Writes its own
+   ``pipeline_inputs.json`` (``pipeline_quick_inputs.json`` with ``--quick``), ``.md`` and ``.png``.
 
 All nodes of the cluster share this machine's cores, which the tables say. Prints Markdown tables,
 writes JSON (default ``benchmarks/results/pipeline.json``, stamped with the commit and the settings),
@@ -29,12 +45,14 @@ writes JSON (default ``benchmarks/results/pipeline.json``, stamped with the comm
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
 import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +76,18 @@ CLOUD_REPLICAS = (1, 2, 4)
 CLOUD_NODES = 4
 REAL_RATES = (4.0,)  # tbf Mbit/s of the real shaped link (--netns)
 REAL_CODECS = ("fp32", "ours")
+INPUT_PHOTOS = 2000  # JPEG photographs of the real-input section ...
+INPUT_SEED = 0  # ... written by write_jpeg_photos with this seed ...
+INPUT_QUALITY = 90  # ... at this JPEG quality
+INPUT_LINKS: tuple[float | None, ...] = (10.0, None)  # Mbit/s; None = unconstrained
+INPUT_MODEL = (
+    "model.name=mobilenet_v2",
+    "model.split=features.6",
+    "model.weights=IMAGENET1K_V1",
+    "codec.bits=8",
+)
+EDGE_COMPUTE = ("source", "head", "encoder")  # the edge's compute stages (transport: the link's)
+COMPUTE_STAGES = (*EDGE_COMPUTE, "decoder", "tail", "sink")
 
 
 def _bw_label(bw: float | None) -> str:
@@ -307,6 +337,161 @@ def real_link(
     return rows
 
 
+class _Timer:
+    """Seconds spent inside the wrapped methods (outermost calls only: ``close`` calls ``commit``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._depth = 0
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+                self.calls += 1
+                self._depth -= 1
+
+        return timed
+
+
+@contextlib.contextmanager
+def timed_output() -> Iterator[tuple[_Timer, _Timer]]:
+    """Time the driver's output path while the block runs: ``(writer, rows)``, where ``writer``
+    is ``ResultWriter.add``/``commit``/``close`` (Arrow tables, Parquet parts, fsync) and ``rows``
+    is ``ResultLog.delivered``/``rejected``/``commit`` (building the rows, the writer, the
+    checkpoint). The methods are wrapped on their classes in this process, where the driver of an
+    in-process ``run_pipeline`` writes, and restored afterwards."""
+    from pipeline.stream.output import ResultWriter
+    from pipeline.stream.results import ResultLog
+
+    writer, rows = _Timer(), _Timer()
+    wrapped = [(ResultWriter, n, writer) for n in ("add", "commit", "close")]
+    wrapped += [(ResultLog, n, rows) for n in ("delivered", "rejected", "commit")]
+    saved = [(cls, name, cls.__dict__[name]) for cls, name, _ in wrapped]
+    for cls, name, timer in wrapped:
+        setattr(cls, name, timer.wrap(cls.__dict__[name]))
+    try:
+        yield writer, rows
+    finally:
+        for cls, name, fn in saved:
+            setattr(cls, name, fn)
+
+
+def _jpeg_stats(paths: Sequence[Path]) -> dict[str, Any]:
+    """Sizes of the photographs (headers only)."""
+    from PIL import Image
+
+    sizes = []
+    for p in paths:
+        with Image.open(p) as im:
+            sizes.append(im.size)
+    n = max(len(paths), 1)
+    return {
+        "files": len(paths),
+        "bytes_mean": sum(p.stat().st_size for p in paths) / n,
+        "megapixels_mean": sum(w * h for w, h in sizes) / n / 1e6,
+        "long_side_min": min((max(s) for s in sizes), default=None),
+        "long_side_max": max((max(s) for s in sizes), default=None),
+        "quality": INPUT_QUALITY,
+        "seed": INPUT_SEED,
+    }
+
+
+def _input_row(
+    report: dict[str, Any], bw: float | None, writer: _Timer, rows_timer: _Timer, written: int
+) -> dict[str, Any]:
+    """One real-input run's figures: see the module docstring (section 6) for the definitions."""
+    st = report["stages"]
+    busy = {s: st[s]["busy_s"] for s in COMPUTE_STAGES}
+    samples = {s: st[s]["samples"] for s in COMPUTE_STAGES}
+    edge_busy = sum(busy[s] for s in EDGE_COMPUTE)
+    capacity = {s: samples[s] / busy[s] if busy[s] > 0 else math.inf for s in COMPUTE_STAGES}
+    wire = report["wire_bytes_per_sample"]
+    if bw is not None and wire:
+        capacity["link"] = bw * 1e6 / 8 / wire
+    bound = min(capacity, key=lambda k: capacity[k])
+    sps = report["throughput_sps"]
+    n_rows = max(report["output"]["rows"], 1)
+    row = _row(report, bw)
+    row.update(
+        bandwidth_mbps=bw,
+        link=_bw_label(bw),
+        wire_kb_per_sample=wire / 1e3,
+        stage_busy_s=busy,
+        transport_busy_s=st["transport"]["busy_s"],
+        source_cpu_s=st["source"]["cpu_s"],
+        edge_busy_s=edge_busy,
+        decode_share=busy["source"] / edge_busy if edge_busy > 0 else None,
+        capacity_sps={k: (None if math.isinf(v) else v) for k, v in capacity.items()},
+        source_capacity_sps=capacity["source"],
+        head_capacity_sps=capacity["head"],
+        decode_headroom=capacity["source"] / sps if sps else None,
+        bound_by=bound,
+        writer_s=writer.seconds,
+        writer_calls=writer.calls,
+        writer_us_per_row=writer.seconds / n_rows * 1e6,
+        writer_share=writer.seconds / report["elapsed_s"] if report["elapsed_s"] else None,
+        rows_s=rows_timer.seconds,
+        rows_us_per_row=rows_timer.seconds / n_rows * 1e6,
+        rows=report["output"]["rows"],
+        rows_read_back=written,
+        checkpoints=report["output"]["checkpoints"],
+    )
+    return row
+
+
+def real_input(
+    photos: int = INPUT_PHOTOS, links: Sequence[float | None] = INPUT_LINKS, warm: int = 64
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``photos`` JPEG photographs through the MobileNetV2 split to Parquet, once per link, on the
+    already-initialized Ray instance (after an unrecorded warm-up run of ``warm`` photographs).
+    Returns the rows and the photographs' statistics; raises if an output lacks a row."""
+    import tempfile
+
+    from pipeline.photos import write_jpeg_photos
+    from pipeline.stream.output import read_results
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ss_bench_inputs_") as tmp:
+        folder = Path(tmp) / "photos"
+        paths = write_jpeg_photos(folder, photos, seed=INPUT_SEED, quality=INPUT_QUALITY)
+        stats = _jpeg_stats(paths)
+        names = sorted(p.name for p in paths)
+        base = [*INPUT_MODEL, "data.source=images", f"data.path={folder}", "link.mode=emulated"]
+        if warm:  # the model file in the OS cache, the imports done; not recorded
+            other = Path(tmp) / "warm"
+            write_jpeg_photos(other, warm, seed=INPUT_SEED + 1, quality=INPUT_QUALITY)
+            _run([*INPUT_MODEL, "data.source=images", f"data.path={other}",
+                  "link.profile=unlimited", "fidelity.reference_samples=0",
+                  f"samples={warm}", f"output.path={Path(tmp) / 'warm.parquet'}"])  # fmt: skip
+        for k, bw in enumerate(tqdm(links, desc="real input", unit="run")):
+            out = Path(tmp) / f"out-{k}.parquet"
+            link = ["link.profile=unlimited"] if bw is None else [f"link.bandwidth_mbps={bw}"]
+            load = os.getloadavg()[0]
+            with timed_output() as (writer, rows_timer):
+                rep = _run([*base, f"samples={photos}", f"output.path={out}", *link])
+            table = read_results(out)
+            keys = sorted(table.column("key").to_pylist())
+            statuses = set(table.column("status").to_pylist())
+            if table.num_rows != photos or keys != names or statuses != {"delivered"}:
+                raise RuntimeError(
+                    f"real input, {_bw_label(bw)}: {table.num_rows} rows for {photos} photographs "
+                    f"(statuses {sorted(statuses)}, every file once: {keys == names})"
+                )
+            row = _input_row(rep, bw, writer, rows_timer, table.num_rows)
+            row["load_avg_1m"] = [load, os.getloadavg()[0]]  # before and after: others' CPU use
+            rows.append(row)
+    return rows, stats
+
+
 def plot_bandwidth(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Throughput and p99 latency vs bandwidth, one line per codec."""
     import matplotlib
@@ -378,6 +563,61 @@ def plot_scaleout(
     plt.close(fig)
 
 
+def plot_inputs(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Per link: the end-to-end rate against what the source (decoding) and the head could each
+    sustain alone; and how the edge's busy time splits between decoding, head and encoder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = [r["link"] for r in rows]
+    xs = list(range(len(rows)))
+    bars = (
+        ("throughput_sps", "end to end (delivered / wall)"),
+        ("source_capacity_sps", "decoding alone (source busy)"),
+        ("head_capacity_sps", "head alone (head busy)"),
+    )
+    width = 0.26
+    for k, (key, label) in enumerate(bars):
+        vals = [r[key] for r in rows]
+        pos = [x + (k - 1) * width for x in xs]
+        axes[0].bar(pos, vals, width, label=label)
+        for x, v in zip(pos, vals, strict=True):
+            axes[0].text(x, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    axes[0].set_yscale("log")
+    axes[0].set_ylim(top=max(r["source_capacity_sps"] for r in rows) * 4)
+    axes[0].set_xticks(xs)
+    axes[0].set_xticklabels(labels)
+    axes[0].set_ylabel("samples/s")
+    axes[0].set_title(f"{rows[0]['samples']:,} JPEG photographs, MobileNetV2 @ features.6")
+    axes[0].legend(fontsize=8, loc="upper left", ncols=2)
+    axes[0].grid(True, axis="y", which="both", alpha=0.3)
+    bottom = [0.0] * len(rows)
+    for stage in EDGE_COMPUTE:
+        shares = [r["stage_busy_s"][stage] / r["edge_busy_s"] for r in rows]
+        axes[1].bar(xs, shares, 0.5, bottom=bottom, label=stage)
+        for x, b, v in zip(xs, bottom, shares, strict=True):
+            if v > 0.03:
+                axes[1].text(x, b + v / 2, f"{v:.0%}", ha="center", va="center", fontsize=9)
+        bottom = [b + v for b, v in zip(bottom, shares, strict=True)]
+    for x, r in zip(xs, rows, strict=True):
+        axes[1].text(
+            x, 1.02, f"writer {r['writer_us_per_row']:.0f} µs/row", ha="center", fontsize=8
+        )
+    axes[1].set_xticks(xs)
+    axes[1].set_xticklabels(labels)
+    axes[1].set_ylim(0, 1.12)
+    axes[1].set_ylabel("share of the edge's busy time")
+    axes[1].set_title("edge busy time: decoding (source) vs model")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle("splitstream: real input, photos folder -> Parquet (2-core machine, shared)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 SPEED_COLUMNS = [
     ("mode", "mode"),
     ("throughput_sps", "samples/s"),
@@ -432,6 +672,22 @@ REAL_COLUMNS = [
     ("goodput_mbps", "goodput Mbit/s (receiver)"),
     ("lost", "lost"),
 ]
+INPUT_COLUMNS = [
+    ("link", "link"),
+    ("samples", "photos"),
+    ("throughput_sps", "samples/s"),
+    ("latency_p99_ms", "p99 ms"),
+    ("compression_ratio", "ratio"),
+    ("decode_share", "decode share of edge busy"),
+    ("source_capacity_sps", "decode samples/s"),
+    ("decode_headroom", "decode headroom"),
+    ("head_capacity_sps", "head samples/s"),
+    ("bound_by", "bound by"),
+    ("writer_us_per_row", "writer µs/row"),
+    ("writer_share", "writer share of wall"),
+    ("agreement", "agreement"),
+    ("rows_read_back", "rows written"),
+]
 
 
 def _clean(value: Any) -> Any:
@@ -461,6 +717,7 @@ def render_tables(payload: dict[str, Any]) -> dict[str, str]:
         "fleet": block("fleet", FLEET_COLUMNS, "`--skip-cluster`"),
         "cloud_pool": block("cloud_pool", CLOUD_COLUMNS, "`--skip-cluster`"),
         "real_link": block("real_link", REAL_COLUMNS, "needs `--netns` and root"),
+        "real_input": block("real_input", INPUT_COLUMNS, "`--skip-inputs`"),
     }
 
 
@@ -486,6 +743,89 @@ def render_markdown(payload: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def render_inputs_markdown(payload: dict[str, Any]) -> str:
+    """The real-input section's document (written next to its JSON)."""
+    photos = payload["photos"]
+    return "\n".join(
+        [
+            "# Pipeline benchmark: real input",
+            "",
+            stamp(payload.get("provenance"), "python -m benchmarks.pipeline --only real-input"),
+            "",
+            f"Machine: {payload['machine']['cpu']} ({payload['machine']['cores']} cores); "
+            f"{photos['files']:,} JPEG photographs (quality {photos['quality']}, seed "
+            f"{photos['seed']}, {photos['bytes_mean'] / 1e3:.0f} kB and "
+            f"{photos['megapixels_mean']:.2f} Mpx on average); overrides "
+            f"`{' '.join(payload['overrides'])}` on `{payload['base_config']}`.",
+            "",
+            render_tables(payload)["real_input"],
+            "",
+        ]
+    )
+
+
+def _inputs_payload(
+    rows: list[dict[str, Any]], stats: dict[str, Any], prov: dict[str, Any], wall: float
+) -> dict[str, Any]:
+    return {
+        "benchmark": "pipeline_inputs",
+        "machine": machine(),
+        "provenance": prov,
+        "base_config": str(BASE_CONFIG.relative_to(REPO)),
+        "overrides": [*INPUT_MODEL, "data.source=images", "output.path=<tmp>/out.parquet"],
+        "photos": stats,
+        "real_input": rows,
+        "wall_s": wall,
+    }
+
+
+def _write_inputs(payload: dict[str, Any], out: Path, stem: str, json_path: str | None) -> None:
+    """``<stem>.json`` (or ``json_path``), ``<stem>.md`` and ``<stem>.png`` in ``out``."""
+    png = out / f"{stem}.png"
+    if payload["real_input"]:
+        plot_inputs(payload["real_input"], png)
+        payload["plots"] = [str(png)]
+    write_json(json_path or out / f"{stem}.json", _clean(payload))
+    md = out / f"{stem}.md"
+    md.write_text(render_inputs_markdown(payload))
+    print(f"wrote {md}")
+
+
+def _inputs_config(quick: bool) -> dict[str, Any]:
+    return {
+        "quick": quick,
+        "base_config": str(BASE_CONFIG.relative_to(REPO)),
+        "photos": 120 if quick else INPUT_PHOTOS,
+        "seed": INPUT_SEED,
+        "quality": INPUT_QUALITY,
+        "links": list(INPUT_LINKS),
+        "overrides": list(INPUT_MODEL),
+    }
+
+
+def main_inputs(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--only real-input``: the real-input section alone, on its own local Ray instance."""
+    import ray
+
+    from splitstream.runner import start_local_ray
+
+    config = _inputs_config(args.quick)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance(["python", "-m", "benchmarks.pipeline", *argv], config)
+    t0 = time.time()
+    start_local_ray(num_cpus=2, object_store_mb=256)
+    try:
+        rows, stats = real_input(config["photos"], INPUT_LINKS, warm=16 if args.quick else 64)
+    finally:
+        ray.shutdown()
+    print("\n## Real input: JPEG photographs through MobileNetV2 to Parquet\n")
+    print(table(rows, INPUT_COLUMNS))
+    stem = "pipeline_quick_inputs" if args.quick else "pipeline_inputs"
+    _write_inputs(_inputs_payload(rows, stats, prov, time.time() - t0), out, stem, args.json)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.pipeline", description=__doc__.split("\n\n")[0]
@@ -498,9 +838,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--netns", action="store_true", help="also run across a real tc-shaped veth (root only)"
     )
+    ap.add_argument(
+        "--only",
+        choices=("real-input",),
+        default=None,
+        help="run one section alone (real-input: writes pipeline_inputs.json/.md/.png)",
+    )
+    ap.add_argument(
+        "--skip-inputs", action="store_true", help="skip the real-input section (JPEG photographs)"
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.only == "real-input":
+        return main_inputs(args, argv)
     import ray
 
     quick = args.quick
@@ -540,6 +891,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n## Speed against one core\n")
             print(table(speed_rows, SPEED_COLUMNS))
         bw_rows = bandwidth_sweep(reference, cap=200 if quick else None)
+        if not args.skip_inputs:
+            t_in = time.time()
+            in_config = _inputs_config(quick)
+            in_prov = provenance(["python", "-m", "benchmarks.pipeline", *argv], in_config)
+            in_rows, in_stats = real_input(in_config["photos"], INPUT_LINKS, 16 if quick else 64)
+            print("\n## Real input: JPEG photographs through MobileNetV2 to Parquet\n")
+            print(table(in_rows, INPUT_COLUMNS))
+            _write_inputs(
+                _inputs_payload(in_rows, in_stats, in_prov, time.time() - t_in),
+                out,
+                f"{stem}_inputs",
+                None,
+            )
     finally:
         ray.shutdown()
     print("\n## Throughput and latency vs link bandwidth and codec\n")
