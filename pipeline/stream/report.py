@@ -189,6 +189,41 @@ def _fmt(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
+def node_label(where: Mapping[str, Any]) -> str:
+    """A process's node as ``IP/abcdef`` (the first 6 hex digits of the Ray node id), so nodes that
+    share one host stay apart; either part alone when the other is missing, ``?`` when both are."""
+    ip, node_id = where.get("ip"), where.get("node_id")
+    short = str(node_id)[:6] if node_id else None
+    return "/".join(str(x) for x in (ip, short) if x) or "?"
+
+
+STOP_REASONS = {
+    "end": "the source ended",
+    "signal": "a signal",
+    "duration": "the --duration limit",
+    "samples": "the samples limit",
+}
+
+
+def _output_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Table rows for the results output and why the stream stopped, where the report has them."""
+    rows: list[tuple[str, Any]] = []
+    out = report.get("output")
+    if isinstance(out, Mapping):
+        counts = ", ".join(
+            f"{out[k]} {k}" for k in ("delivered", "rejected", "dropped", "resumed") if k in out
+        )
+        where = f"{out['path']} ({out.get('format')})" if out.get("path") else "no file"
+        rows.append(("output rows", f"{out.get('rows')} ({counts}) -> {where}"))
+    stop = report.get("stop")
+    if isinstance(stop, Mapping):
+        reason = STOP_REASONS.get(str(stop.get("reason")), str(stop.get("reason")))
+        if stop.get("signal"):
+            reason += f" ({stop['signal']})"
+        rows.append(("stopped by", reason))
+    return rows
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A readable plain-text table of the end-to-end numbers and the per-stage metrics."""
     lines = ["splitstream run report", "=" * 86]
@@ -273,6 +308,7 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{_fmt(mem.get('driver_rss_mb_last'))} / {_fmt(mem.get('sink_rss_mb_last'))}",
             )
         )
+    rows += _output_rows(report)
     if report.get("reject_errors"):
         rows.append(("first reject error", report["reject_errors"][0][:60]))
     width = max(len(k) for k, _ in rows)
@@ -284,9 +320,7 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines.append(head)
     for name, st in (report.get("stages") or {}).items():
-        nodes = ",".join(
-            sorted({str(p.get("ip") or p.get("node_id") or "?") for p in st.get("placement", [])})
-        )
+        nodes = ",".join(sorted({node_label(p) for p in st.get("placement", [])}))
         lines.append(
             f"{name:<10}{_fmt(st.get('throughput_sps')):>9}{_fmt(st.get('latency_p50_ms'), 2):>9}"
             f"{_fmt(st.get('latency_p99_ms'), 2):>9}{_fmt(st.get('busy_s'), 2):>8}"
@@ -297,9 +331,129 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_title(report: dict[str, Any]) -> str:
+    """One line naming what ran: model @ split (trained or not), codec, link, edges and replicas,
+    samples (from the report's ``model`` and ``config``; missing parts are left out)."""
+    cfg = report.get("config") or {}
+    model = report.get("model") or {}
+    parts = []
+    if model:
+        trained = {True: "trained", False: "UNTRAINED"}.get(model.get("trained"))
+        parts.append(
+            f"{model.get('name')} @ {model.get('split')}"
+            + (f" ({trained} weights)" if trained else "")
+        )
+    codec = cfg.get("codec") or {}
+    rate = cfg.get("rate") or {}
+    if rate.get("mode") == "adaptive":
+        slo = rate.get("latency_slo_ms")
+        parts.append(
+            f"codec {codec.get('kind')} adaptive, bits {rate.get('bits')}"
+            + (f", SLO {slo:g} ms" if slo else "")
+        )
+    elif codec.get("kind") in ("fp32", "fp16"):
+        parts.append(f"codec {codec['kind']} (no quantization)")
+    elif codec.get("kind") == "zstd":
+        parts.append(f"codec zstd level {codec.get('level')}")
+    elif codec:
+        extra = "".join(f", {k} {codec[k]}" for k in ("axis", "clip") if codec.get(k) is not None)
+        parts.append(
+            f"codec {codec.get('kind')} {codec.get('bits')}-bit level {codec.get('level')}{extra}"
+        )
+    parts.append(_link_title(report))
+    fleet = cfg.get("fleet") or {}
+    reps = cfg.get("replicas") or {}
+    if fleet or reps:
+        edges = fleet.get("edges", 1)
+        cloud = "/".join(str(reps.get(k, 1)) for k in ("decoder", "tail"))
+        parts.append(f"{edges} edge{'s' if edges != 1 else ''}, decoder/tail replicas {cloud}")
+    if report.get("samples") is not None:
+        parts.append(f"{report['samples']} samples")
+    return " | ".join(p for p in parts if p)
+
+
+def _link_title(report: dict[str, Any]) -> str:
+    """The link part of :func:`run_title`: real, or the emulated rate (profile, trace) per edge."""
+    link_cfg = (report.get("config") or {}).get("link") or {}
+    if (report.get("link") or {}).get("mode", link_cfg.get("mode")) == "real":
+        return "link: real network"
+    rates = [e.get("configured_mbps") for e in report.get("edges") or []]
+    if not rates:
+        rates = [(report.get("link") or {}).get("configured_mbps")]
+    name = link_cfg.get("trace") or link_cfg.get("profile")
+    if all(r is None for r in rates):
+        speed = "unconstrained"
+    else:
+        speed = "/".join("unconstrained" if r is None else f"{r:g}" for r in rates) + " Mbit/s"
+        if link_cfg.get("trace"):
+            speed = "trace mean " + speed
+    return f"link {name} ({speed})" if name else f"link {speed}"
+
+
+FIDELITY_BARS = (
+    ("accuracy", "accuracy vs labels", "labelled_samples"),
+    ("agreement", "top-1 agreement w/ uncompressed", "reference_samples"),
+    ("next_token_agreement", "next-token agreement", "next_tokens"),
+    ("cosine", "embedding cosine (mean)", "reference_samples"),
+    ("cosine_min", "embedding cosine (min)", "reference_samples"),
+)
+"""The report's fidelity figures shown as bars: key, label and the key of the count behind it."""
+
+
+def _plot_fidelity(ax: Any, report: dict[str, Any]) -> None:
+    """The final fidelity figures as labelled horizontal bars (the report has no series of them)."""
+    fid = report.get("fidelity") or {}
+    bars = [
+        (f"{label} (n={fid.get(count)})", fid[key])
+        for key, label, count in FIDELITY_BARS
+        if fid.get(key) is not None
+    ]
+    ax.set_title("fidelity: the run's final figures")
+    if not bars:
+        ax.text(0.5, 0.5, "no fidelity measured\n(no labels, fidelity.reference_samples = 0)",
+                ha="center", va="center", transform=ax.transAxes)  # fmt: skip
+        ax.set_axis_off()
+        return
+    labels = [b[0] for b in bars]
+    values = [b[1] for b in bars]
+    ys = range(len(bars))
+    ax.barh(list(ys), values, color="tab:cyan")
+    ax.set_yticks(list(ys), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(min(0.0, *values), 1.12)
+    for y, v in zip(ys, values, strict=True):
+        ax.text(min(v, 1.0) + 0.01, y, f"{v:.4f}", va="center", fontsize=8)
+    if fid.get("loglik_delta") is not None:
+        ax.text(0.02, 0.02, f"log-lik. delta {fid['loglik_delta']:+.5f} nats/token "
+                f"(worst {fid['loglik_delta_min']:+.5f})", transform=ax.transAxes,
+                fontsize=8)  # fmt: skip
+    ax.set_xlabel("fraction (1 = same as uncompressed / all correct)")
+
+
+def _plot_latency(ax: Any, report: dict[str, Any], t: list[float], lat: list[Any]) -> None:
+    """End-to-end latency over time (the worst delivered since the previous point) against the run's
+    p50 / p99 and the SLO, if one was set."""
+    worst = [v if isinstance(v, int | float) and v > 0 else math.nan for v in lat]  # 0: none came
+    ax.plot(t, worst, color="tab:red", marker=".", label="worst delivered since the last point")
+    for key, label, style in (
+        ("latency_p50_ms", "p50 (run)", ":"),
+        ("latency_p99_ms", "p99 (run)", "--"),
+    ):
+        v = report.get(key)
+        if isinstance(v, int | float) and math.isfinite(v):
+            ax.axhline(v, color="grey", ls=style, lw=1, label=f"{label} {v:.0f} ms")
+    slo = (report.get("rate") or {}).get("latency_slo_ms")
+    if slo:
+        ax.axhline(slo, color="black", ls="-.", lw=1, label=f"SLO {slo:g} ms")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("latency (ms)")
+    ax.legend(fontsize=7, loc="upper left")
+
+
 def plot_report(report: dict[str, Any], path: str) -> str:
-    """Write a 2x2 PNG: stage throughput, stage latency p50/p99, delivery and memory over time, batch
-    sizes."""
+    """Write a 3x2 PNG under a title naming the model, codec, link, fleet and samples: stage
+    throughput, stage latency p50/p99, delivery and memory over time, batch sizes, end-to-end latency
+    over time, and the run's fidelity."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,7 +461,7 @@ def plot_report(report: dict[str, Any], path: str) -> str:
 
     stages = report.get("stages") or {}
     names = list(stages)
-    fig, ax = plt.subplots(2, 2, figsize=(11, 7))
+    fig, ax = plt.subplots(3, 2, figsize=(12, 10.5))
     ax[0, 0].bar(names, [stages[n].get("throughput_sps", 0.0) for n in names], color="tab:blue")
     ax[0, 0].set_title("stage throughput over its active span (samples/s)")
     xs = range(len(names))
@@ -317,37 +471,49 @@ def plot_report(report: dict[str, Any], path: str) -> str:
     ax[0, 1].bar([x + 0.2 for x in xs], p99, width=0.4, label="p99")
     ax[0, 1].set_xticks(list(xs), names)
     ax[0, 1].set_yscale("log")
-    ax[0, 1].set_title("per-batch service latency (ms)")
+    ax[0, 1].set_title("per-batch service latency of each stage (ms)")
     ax[0, 1].legend()
     for a in (ax[0, 0], ax[0, 1]):
         a.tick_params(axis="x", rotation=30)
     tl = report.get("timeline") or {}
-    t = tl.get("t") or []
+    t = [v or 0.0 for v in tl.get("t") or []]
     if t:
-        ax[1, 0].plot(t, tl.get("settled", []), color="tab:green", label="samples settled")
+        lines = ax[1, 0].plot(
+            t, tl.get("settled", []), color="black", lw=2, label="samples settled"
+        )
         ax[1, 0].set_ylabel("samples settled")
         ax[1, 0].set_xlabel("time (s)")
         ax2 = ax[1, 0].twinx()
-        for key, label in (
-            ("driver_rss_mb", "driver RSS"),
-            ("sink_rss_mb", "sink RSS"),
-            ("edge_rss_mb", "edge RSS"),
-            ("cloud_rss_mb", "cloud RSS"),
+        for key, label, style in (
+            ("driver_rss_mb", "driver RSS", "--"),
+            ("edge_rss_mb", "edge RSS", "--"),
+            ("cloud_rss_mb", "cloud RSS", "--"),
+            ("sink_rss_mb", "sink RSS", ":"),
         ):
-            ax2.plot(t, [v or 0.0 for v in tl.get(key, [])], label=label, linestyle="--")
+            if tl.get(key):
+                lines += ax2.plot(t, [v or 0.0 for v in tl[key]], label=label, linestyle=style)
         ax2.set_ylabel("RSS (MiB)")
-        ax2.legend(loc="center right", fontsize=7)
+        ax[1, 0].legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=7)
     ax[1, 0].set_title("delivery and memory during the run")
     hist = (report.get("batch_sizes") or {}).get("histogram") or {}
     ax[1, 1].bar([str(k) for k in hist], list(hist.values()), color="tab:purple")
     ax[1, 1].set_xlabel("batch size (samples)")
     ax[1, 1].set_ylabel("batches")
     ax[1, 1].set_title("batch sizes (adaptive batcher)")
+    ax[2, 0].set_title("end-to-end latency, source to sink, over time")
+    if t and tl.get("latency_ms"):
+        _plot_latency(ax[2, 0], report, t, tl["latency_ms"])
+    else:
+        ax[2, 0].text(0.5, 0.5, "no latency timeline in this report", ha="center", va="center",
+                      transform=ax[2, 0].transAxes)  # fmt: skip
+    _plot_fidelity(ax[2, 1], report)
+    status = "" if report.get("status") != "failed" else "FAILED: "
     fig.suptitle(
-        f"{report.get('delivered')} delivered, {report.get('rejected')} rejected, "
-        f"{_fmt(report.get('throughput_sps'))} samples/s, ratio "
-        f"{_fmt(report.get('compression_ratio'), 2)}, goodput {_fmt(report.get('goodput_mbps'), 2)}"
-        f" Mbit/s at the receiver"
+        f"{run_title(report)}\n{status}{report.get('delivered')} delivered, "
+        f"{report.get('rejected')} rejected, {_fmt(report.get('throughput_sps'))} samples/s, "
+        f"ratio {_fmt(report.get('compression_ratio'), 2)}, goodput "
+        f"{_fmt(report.get('goodput_mbps'), 2)} Mbit/s at the receiver",
+        fontsize=10,
     )
     return _save(fig, path)
 
