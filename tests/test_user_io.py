@@ -379,3 +379,33 @@ class TestErrorsBeforeRayStarts:
     def test_a_folder_given_as_a_file_of_sentences(self, hub, photos):
         line = self._fails(hub, f"data.path={photos}")
         assert "a folder, not a file" in line and "data.source=images" in line
+
+
+def test_a_second_sigint_aborts_at_once_and_still_writes_the_partial_report(hub, tmp_path):
+    out = tmp_path / "o.parquet"
+    report_path = tmp_path / "r.json"
+    proc = _start(
+        hub, "model.name=mobilenet_v2", "model.split=features.6", "model.input_size=64",
+        "data.source=synthetic", "samples=null", "data.rate_sps=50", "link.bandwidth_mbps=1",
+        f"output.path={out}", "output.checkpoint_s=0.5", extra=("--json", str(report_path)),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "part-000000.parquet").exists():
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no output within 180 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+    log = proc.stdout.read()
+    assert proc.returncode == 130, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["stop"]["reason"] == "aborted" and report["error"]["kind"] == "aborted"
+    rows = read_results(out).to_pylist()
+    assert len(rows) == report["output"]["rows"] and len({r["id"] for r in rows}) == len(rows)
