@@ -56,3 +56,31 @@ def test_the_scan_sees_imports_inside_functions(tmp_path):
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "pipeline" / "x.py").write_text("def f():\n    from actors import Encoder\n")
     assert imported_packages("pipeline", tmp_path) == {"pipeline/x.py": {"actors"}}
+
+
+POLICIES = ("results", "output", "checkpoint", "stopping", "feeder", "sources")
+"""The stream's I/O policies: the driver calls them, they never call back into it (or into Ray)."""
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_the_io_policies_import_neither_the_executor_nor_ray(policy):
+    base = REPO / "pipeline" / "stream"
+    paths = (
+        sorted((base / policy).rglob("*.py"))
+        if (base / policy).is_dir()
+        else [base / f"{policy}.py"]
+    )
+    assert paths and all(p.is_file() for p in paths)
+    for p in paths:
+        bad = {m for m in _imported_modules(p) if m.startswith(("pipeline.stream.executor", "ray"))}
+        assert not bad, f"{p.relative_to(REPO)} imports {sorted(bad)}"
