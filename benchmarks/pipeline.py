@@ -687,6 +687,7 @@ INPUT_COLUMNS = [
     ("writer_share", "writer share of wall"),
     ("agreement", "agreement"),
     ("rows_read_back", "rows written"),
+    ("load_1m", "load (1 min)"),
 ]
 
 
@@ -710,6 +711,16 @@ def render_tables(payload: dict[str, Any]) -> dict[str, str]:
             if payload.get(key)
             else f"_Not measured in this run ({missing})._"
         )
+
+    # the machine's 1-minute load average, the higher of before and after the run (2 cores)
+    loads = [r.get("load_avg_1m") for r in payload.get("real_input") or []]
+    payload = {
+        **payload,
+        "real_input": [
+            {**r, "load_1m": max(v) if v else None}
+            for r, v in zip(payload.get("real_input") or [], loads, strict=True)
+        ],
+    }
 
     return {
         "speed": block("speed", SPEED_COLUMNS, "`--skip-speed`"),

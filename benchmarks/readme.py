@@ -52,6 +52,10 @@ SOURCES: dict[str, tuple[str, str]] = {
         "benchmarks.pipeline",
         "python -m benchmarks.pipeline --json benchmarks/results/pipeline.json --netns",
     ),
+    "benchmarks/results/pipeline_inputs.json": (
+        "benchmarks.pipeline",
+        "python -m benchmarks.pipeline --only real-input",
+    ),
     "benchmarks/results/generate.json": ("benchmarks.generate", "python -m benchmarks.generate"),
     "benchmarks/results/security.json": ("benchmarks.security", "python -m benchmarks.security"),
     "benchmarks/results/session.json": ("benchmarks.session", "python -m benchmarks.session"),
