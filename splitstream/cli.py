@@ -99,6 +99,18 @@ def _security_commands(sub: Any) -> None:
     submit.add_argument("--submission-id", default=None)
     submit.add_argument("--working-dir", default=None, help="upload this directory for the job")
     submit.add_argument("--timeout", type=float, default=None, help="stop the job after SECONDS")
+    submit.add_argument(
+        "--python",
+        default=None,
+        metavar="PATH",
+        help="the head's interpreter, run in place of a bare python/python3 entrypoint (default: "
+        "this one, sys.executable: right for a local cluster or nodes installed at the same path)",
+    )
+    submit.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the job that first checks the interpreter imports the project on the head",
+    )
     submit.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- COMMAND ...")
 
 
@@ -187,7 +199,7 @@ def _certs(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from splitstream.cluster_access import ClusterAccessError
-    from splitstream.submit import submit
+    from splitstream.submit import EntrypointError, submit
 
     entry = list(args.entrypoint)
     if entry[:1] == ["--"]:
@@ -200,7 +212,12 @@ def _submit(args: argparse.Namespace) -> int:
             submission_id=args.submission_id,
             working_dir=args.working_dir,
             timeout_s=args.timeout,
+            python=args.python,
+            preflight=not args.no_preflight,
         )
+    except EntrypointError as exc:
+        print(f"submit: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ClusterAccessError as exc:
         print(f"submit: {exc}", file=sys.stderr)
         return EXIT_STREAM_FAILED

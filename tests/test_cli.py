@@ -141,3 +141,16 @@ def test_an_internal_error_has_its_own_exit_status(monkeypatch, capsys):
     monkeypatch.setattr(splitstream.runner, "run_pipeline", boom)
     rc = main(["run", "--set", "model.name=resnet18", "--set", "data.source=auto"])
     assert rc == 4 and "internal error" in capsys.readouterr().err
+
+
+def test_submit_takes_the_heads_interpreter_and_can_skip_the_preflight():
+    from splitstream.cli import _parser
+
+    args = _parser().parse_args(
+        ["submit", "--address", "http://h:8265", "--python", "/opt/venv/bin/python",
+         "--no-preflight", "--", "python", "-m", "pipeline", "run"]
+    )  # fmt: skip
+    assert args.python == "/opt/venv/bin/python" and args.no_preflight
+    assert args.entrypoint[-4:] == ["python", "-m", "pipeline", "run"]
+    args = _parser().parse_args(["submit", "--address", "http://h:8265", "--", "python", "-V"])
+    assert args.python is None and not args.no_preflight

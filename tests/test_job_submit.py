@@ -178,3 +178,60 @@ def test_failing_job_is_reported_as_failed(ray_head):
     status, logs = _wait_job(ray_head, job_id, timeout=180)
     assert status == "FAILED"
     assert "link.bandwidth_mbps" in logs
+
+
+# ---------------------------------------------------------------- the interpreter is explicit
+
+
+def test_a_bare_python_entrypoint_gets_the_named_interpreter():
+    from splitstream.submit import head_entrypoint
+
+    assert head_entrypoint(["python", "-m", "pipeline"]) == (
+        [sys.executable, "-m", "pipeline"],
+        sys.executable,
+    )
+    assert head_entrypoint(["python3.11", "-V"], "/opt/py/bin/python")[0][0] == "/opt/py/bin/python"
+    assert head_entrypoint(["/usr/bin/python3", "-V"]) == (
+        ["/usr/bin/python3", "-V"],
+        "/usr/bin/python3",
+    )
+    assert head_entrypoint(["bash", "-c", "python -V"]) == (["bash", "-c", "python -V"], None)
+    assert head_entrypoint(["pythonista"]) == (["pythonista"], None)
+
+
+def test_submit_runs_python_with_this_interpreter(ray_head, capsys):
+    from splitstream.cli import main
+
+    code = "import sys; print('EXE', sys.executable)"
+    rc = main(["submit", "--address", ray_head["dashboard"], "--", "python", "-c", code])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    assert f"python on the head: {sys.executable}" in out
+    assert f"EXE {sys.executable}" in out
+
+
+def _python_without_torch() -> str | None:
+    for cand in (Path(sys.base_prefix) / "bin" / "python3", Path("/usr/bin/python3")):
+        if cand.exists() and Path(cand).resolve() != Path(sys.executable).resolve():
+            probe = subprocess.run([str(cand), "-c", "import torch"], capture_output=True)
+            if probe.returncode != 0:
+                return str(cand)
+    return None
+
+
+def test_submit_refuses_an_interpreter_that_cannot_run_the_project(ray_head, capsys):
+    from splitstream.cli import main
+
+    bare = _python_without_torch()
+    cases = [("/nonexistent/bin/python", "not found")]
+    if bare is not None:
+        cases.append((bare, "No module named"))
+    for python, why in cases:
+        t0 = time.monotonic()
+        rc = main(["submit", "--address", ray_head["dashboard"], "--python", python, "--",
+                   "python", "-m", "pipeline", "run", "--config", "configs/demo.yaml"])  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert rc == 2, err
+        assert len(err.splitlines()) == 1 and err.startswith("submit: ")
+        assert python in err and why in err and "--python PATH" in err
+        assert time.monotonic() - t0 < 60
