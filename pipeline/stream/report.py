@@ -414,20 +414,19 @@ def _plot_fidelity(ax: Any, report: dict[str, Any]) -> None:
                 ha="center", va="center", transform=ax.transAxes)  # fmt: skip
         ax.set_axis_off()
         return
-    labels = [b[0] for b in bars]
     values = [b[1] for b in bars]
     ys = range(len(bars))
-    ax.barh(list(ys), values, color="tab:cyan")
-    ax.set_yticks(list(ys), labels)
+    ax.barh(list(ys), values, color="tab:cyan", height=0.6)
+    ax.set_yticks([])
     ax.invert_yaxis()
-    ax.set_xlim(min(0.0, *values), 1.12)
-    for y, v in zip(ys, values, strict=True):
-        ax.text(min(v, 1.0) + 0.01, y, f"{v:.4f}", va="center", fontsize=8)
+    ax.set_xlim(min(0.0, *values), 1.0)
+    for y, (label, v) in zip(ys, bars, strict=True):  # labels on the bars keep the panel wide
+        ax.text(0.02, y, f"{label}: {v:.4f}", va="center", fontsize=9)
+    xlabel = "fraction (1 = same as uncompressed / all correct)"
     if fid.get("loglik_delta") is not None:
-        ax.text(0.02, 0.02, f"log-lik. delta {fid['loglik_delta']:+.5f} nats/token "
-                f"(worst {fid['loglik_delta_min']:+.5f})", transform=ax.transAxes,
-                fontsize=8)  # fmt: skip
-    ax.set_xlabel("fraction (1 = same as uncompressed / all correct)")
+        xlabel += (f"\nlog-lik. delta {fid['loglik_delta']:+.5f} nats/token "
+                   f"(worst sample {fid['loglik_delta_min']:+.5f})")  # fmt: skip
+    ax.set_xlabel(xlabel)
 
 
 def _plot_latency(ax: Any, report: dict[str, Any], t: list[float], lat: list[Any]) -> None:
