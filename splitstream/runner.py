@@ -45,10 +45,10 @@ def start_local_ray(
     Always a new, private instance (``address="local"``): a cluster that ``ray start`` left running on
     this machine, or ``RAY_ADDRESS``, is not joined (join one with ``ray.address`` / ``--address``).
 
-    A small watcher process sees that nothing of it outlives it: once the instance's raylet is gone
-    (``ray.shutdown``, or this process killed), it gives the raylet's children (the dashboard and
-    runtime-env agents, workers) 3 s and then kills those still running. Ray's agents otherwise
-    linger, orphaned, for a minute or more after the driver that started them is killed.
+    A watcher process (:mod:`splitstream.ray_watcher`) sees that nothing of it outlives it: once the
+    instance's raylet is gone (``ray.shutdown``, or this process killed), it gives the raylet's
+    children (the dashboard and runtime-env agents, workers) 3 s and then kills those still running.
+    Ray's agents otherwise linger, orphaned, for a minute or more after their driver is killed.
     """
     import subprocess
     import sys
@@ -70,32 +70,8 @@ def start_local_ray(
         kids = [f"{c.pid}:{c.create_time()}" for c in psutil.Process(raylet).children()]
     except (AttributeError, IndexError, KeyError, psutil.Error):  # pragma: no cover - other Ray
         return
-    watcher = (
-        "import sys, time, psutil\n"
-        "kids = {}\n"
-        "for arg in sys.argv[2:]:\n"
-        "    pid, created = arg.split(':')\n"
-        "    try:\n"
-        "        c = psutil.Process(int(pid))\n"
-        "        if c.create_time() == float(created):\n"
-        "            kids[c.pid] = c\n"
-        "    except psutil.Error:\n"
-        "        pass\n"
-        "try:\n"
-        "    raylet = psutil.Process(int(sys.argv[1]))\n"
-        "    while raylet.status() != psutil.STATUS_ZOMBIE:\n"
-        "        kids.update((c.pid, c) for c in raylet.children())\n"
-        "        time.sleep(1.0)\n"
-        "except psutil.Error:\n"
-        "    pass\n"
-        "for c in psutil.wait_procs(list(kids.values()), timeout=3)[1]:\n"
-        "    try:\n"
-        "        c.kill()\n"
-        "    except psutil.Error:\n"
-        "        pass\n"
-    )
     subprocess.Popen(
-        [sys.executable, "-c", watcher, str(raylet), *kids],
+        [sys.executable, "-m", "splitstream.ray_watcher", str(raylet), *kids],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -173,3 +173,20 @@ def test_a_table_of_sentences_through_minilm_gives_embeddings(ray_local, tmp_pat
     assert sorted(r["key"] for r in rows) == sorted(f"s{i}" for i in range(30))
     assert all(len(r["embedding"]) == 384 for r in rows)
     assert report["fidelity"]["cosine"] > 0.99, report["fidelity"]
+
+
+def test_a_fleet_splits_a_folder_into_one_shard_per_edge(ray_local, tmp_path):
+    from pipeline.photos import write_jpeg_photos
+
+    write_jpeg_photos(tmp_path / "p", 30, seed=5, sizes=(40, 80))
+    stream = Stream(
+        model=tiny_factory(),
+        overrides=[
+            "data.source=images", f"data.path={tmp_path / 'p'}", "data.transform.resize=16",
+            "data.transform.crop=16", "fleet.edges=3",
+        ],
+    )  # fmt: skip
+    rows = stream.table().to_pylist()
+    assert sorted(r["key"] for r in rows) == [f"photo-{i:05d}.jpg" for i in range(30)]
+    by_edge = {e: sorted(r["id"] for r in rows if r["edge"] == e) for e in range(3)}
+    assert by_edge == {e: list(range(10 * e, 10 * e + 10)) for e in range(3)}
