@@ -1100,7 +1100,7 @@ class StreamExecutor:
             "cloud_rss_mb": self._rss_mb(CLOUD_STAGES),
             "object_store_mb": object_store_mb() or 0.0,
         }
-        self.timeline.record(t, values)
+        self.timeline.record(t, values | self._fidelity_so_far())
         for k, v in values.items():
             self.memory[f"{k}_max"] = max(self.memory.get(f"{k}_max", 0.0), v)
             self.memory[f"{k}_last"] = v
@@ -1127,6 +1127,15 @@ class StreamExecutor:
             rates = [c.rate_bps for c in ctls if c.rate_bps is not None]
             out["rate_estimate_mbps"] = sum(rates) * 8 / 1e6 if rates else 0.0
         return out
+
+    def _fidelity_so_far(self) -> dict[str, float | None]:
+        """Accuracy and top-1 agreement over the samples settled so far (None before any)."""
+        led = [e.ledger for e in self.edges]
+        labelled, checked = sum(x.labelled for x in led), sum(x.agree_checked for x in led)
+        return {
+            "accuracy": sum(x.correct for x in led) / labelled if labelled else None,
+            "agreement": sum(x.agree for x in led) / checked if checked else None,
+        }
 
     # ------------------------------------------------------------------ report
     def _stage_summary(self, name: str) -> dict[str, Any]:

@@ -400,8 +400,41 @@ FIDELITY_BARS = (
 """The report's fidelity figures shown as bars: key, label and the key of the count behind it."""
 
 
+FIDELITY_SERIES = (
+    ("accuracy", "accuracy vs labels", "tab:green"),
+    ("agreement", "top-1 agreement w/ uncompressed", "tab:cyan"),
+)
+"""Fidelity series of the timeline (cumulative over the samples settled so far)."""
+
+
 def _plot_fidelity(ax: Any, report: dict[str, Any]) -> None:
-    """The final fidelity figures as labelled horizontal bars (the report has no series of them)."""
+    """Accuracy and top-1 agreement over time, as the timeline has them (cumulative so far); other
+    fidelity figures (a text model's) as labelled bars of their final values."""
+    timeline = report.get("timeline") or {}
+    t = timeline.get("t") or []
+    series = [
+        (key, label, color, [v if isinstance(v, int | float) else math.nan for v in timeline[key]])
+        for key, label, color in FIDELITY_SERIES
+        if any(isinstance(v, int | float) for v in timeline.get(key) or [])
+    ]
+    if series:
+        fid = report.get("fidelity") or {}
+        for key, label, color, ys in series:
+            final = fid.get(key)
+            tail = f" (final {final:.4f})" if isinstance(final, int | float) else ""
+            ax.plot(t, ys, color=color, marker=".", label=f"{label}{tail}")
+        ax.set_title("fidelity over time (cumulative)")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("fraction")
+        lows = [v for *_, ys in series for v in ys if math.isfinite(v)]
+        ax.set_ylim(min(0.9, *lows) - 0.01, 1.005)
+        ax.legend(fontsize=7, loc="lower left")
+        return
+    _plot_fidelity_bars(ax, report)
+
+
+def _plot_fidelity_bars(ax: Any, report: dict[str, Any]) -> None:
+    """The final fidelity figures as labelled horizontal bars."""
     fid = report.get("fidelity") or {}
     bars = [
         (f"{label} (n={fid.get(count)})", fid[key])
