@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,29 +25,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from local_cluster import ray_start_argv
 
 from pipeline.stream.report import format_report, node_label, plot_report, run_title
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _pid_namespace_ok() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", "true"]
-    return subprocess.run(argv, capture_output=True).returncode == 0
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -70,19 +53,10 @@ def _kill(procs: list[psutil.Process]) -> None:
 def running_cluster():
     """A `ray start --head` cluster (1 CPU, edge and cloud resources) left running on this machine."""
     base = tempfile.mkdtemp(prefix="ssfh", dir="/tmp")  # short: AF_UNIX path limit
-    gcs, dash, client, nm, om, metrics, agent, agent_grpc, renv = _free_ports(9)
-    argv = [
-        RAY_BIN, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-        "--port", str(gcs), "--include-dashboard", "false", "--dashboard-port", str(dash),
-        "--ray-client-server-port", str(client), "--node-manager-port", str(nm),
-        "--object-manager-port", str(om), "--metrics-export-port", str(metrics),
-        "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
-        "--runtime-env-agent-port", str(renv), "--min-worker-port", "0", "--max-worker-port", "0",
-        "--num-cpus", "1", "--resources", json.dumps({"edge": 1000, "cloud": 1000}),
-        "--object-store-memory", str(100 * 2**20), "--disable-usage-stats",
-    ]  # fmt: skip
-    if _pid_namespace_ok():
-        argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *argv]
+    argv, ports = ray_start_argv(
+        RAY_BIN, num_cpus=1, resources={"edge": 1000, "cloud": 1000}, object_store_mb=100
+    )
+    gcs = ports["gcs"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_TMPDIR=base, RAY_USAGE_STATS_ENABLED="0")
     log = Path(base) / "head.log"

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from local_cluster import ray_start_argv
 
 REPO = Path(__file__).resolve().parent.parent
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
@@ -32,27 +32,6 @@ pytestmark = [
         not (REPO / "splitstream" / "runner.py").exists(), reason="pipeline runner missing"
     ),
 ]
-
-
-def _free_ports(count: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _pid_namespace_ok() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True
-    )
-    return probe.returncode == 0
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -90,21 +69,11 @@ def _stop(proc: subprocess.Popen, marker: str) -> None:
 def ray_head():
     """A private local Ray head with the dashboard (job server) on non-default ports."""
     temp_dir = tempfile.mkdtemp(prefix="ssjob", dir="/tmp")  # short: AF_UNIX path limit
-    gcs, dash, client, nm, om, metrics, agent, agent_grpc, renv = _free_ports(9)
-    argv = [
-        RAY_BIN, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-        "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-        "--include-dashboard", "true", "--ray-client-server-port", str(client),
-        "--node-manager-port", str(nm), "--object-manager-port", str(om),
-        "--metrics-export-port", str(metrics), "--dashboard-agent-listen-port", str(agent),
-        "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(renv),
-        "--min-worker-port", "0", "--max-worker-port", "0",  # workers: random free ports
-        "--num-cpus", "2", "--resources", json.dumps({"edge": 100, "cloud": 100}),
-        "--object-store-memory", str(200 * 1024 * 1024), "--temp-dir", temp_dir,
-        "--disable-usage-stats",
-    ]  # fmt: skip
-    if _pid_namespace_ok():
-        argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *argv]
+    argv, ports = ray_start_argv(
+        RAY_BIN, num_cpus=2, resources={"edge": 100, "cloud": 100}, object_store_mb=200,
+        dashboard=True, temp_dir=temp_dir,
+    )  # fmt: skip
+    gcs, dash = ports["gcs"], ports["dashboard"]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
