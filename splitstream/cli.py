@@ -238,7 +238,16 @@ def _use_token(args: argparse.Namespace) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry; returns the process exit status (see ``EXIT_*``)."""
+    """CLI entry; returns the process exit status (see ``EXIT_*``). A SIGINT before the stream
+    starts (while the model loads, say) ends it with status 130 and one line, not a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted before the stream started", file=sys.stderr)
+        return EXIT_ABORTED
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "certs":
         return _certs(args)

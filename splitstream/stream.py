@@ -18,6 +18,7 @@ is in flight still settles); a second call aborts.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import threading
@@ -87,16 +88,25 @@ class Stream:
         self.report: dict[str, Any] | None = None
         self.error: BaseException | None = None
         self._rows: queue.Queue[Any] | None = None
+        self._abandoned = False  # the reader of results() has stopped reading
         self._kept: list[dict[str, Any]] | None = None if self.cfg.output.path else []
         self._thread: threading.Thread | None = None
         self._started_ray = False
 
     def _listen(self, rows: list[dict[str, Any]]) -> None:
+        """The driver's rows: kept for :meth:`table`, and queued for :meth:`results` (the driver
+        waits for a slow reader, but not for one that has stopped reading or an aborted stream)."""
         if self._kept is not None:
             self._kept.extend(rows)
-        if self._rows is not None:
-            for row in rows:
-                self._rows.put(row)
+        if self._rows is None:
+            return
+        for row in rows:
+            while not (self._abandoned or self.control.aborted):
+                try:
+                    self._rows.put(row, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
 
     def start(self) -> Stream:
         """Start the stream (once); it runs until its source ends or :meth:`stop`."""
@@ -117,9 +127,11 @@ class Stream:
             except BaseException as exc:  # handed to the caller by results(), wait() and table()
                 self.error = exc
                 self.report = getattr(exc, "report", None)
-            finally:
-                if self._rows is not None:
-                    self._rows.put(_END)
+            finally:  # the end mark, after every row, for a reader still reading
+                while self._rows is not None and not self._abandoned:
+                    with contextlib.suppress(queue.Full):
+                        self._rows.put(_END, timeout=0.1)
+                        break
 
         self._thread = threading.Thread(target=drive, name="splitstream-driver", daemon=True)
         self._thread.start()
@@ -132,11 +144,14 @@ class Stream:
             raise RuntimeError("results() reads the stream from its start: call it before start()")
         self._rows = queue.Queue(ROWS_BUFFERED)
         self.start()
-        while True:
-            row = self._rows.get()
-            if row is _END:
-                break
-            yield row
+        try:
+            while True:
+                row = self._rows.get()
+                if row is _END:
+                    break
+                yield row
+        finally:  # a reader that leaves the loop early no longer holds the stream back
+            self._abandoned = True
         self.wait()
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:

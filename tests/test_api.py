@@ -190,3 +190,16 @@ def test_a_fleet_splits_a_folder_into_one_shard_per_edge(ray_local, tmp_path):
     assert sorted(r["key"] for r in rows) == [f"photo-{i:05d}.jpg" for i in range(30)]
     by_edge = {e: sorted(r["id"] for r in rows if r["edge"] == e) for e in range(3)}
     assert by_edge == {e: list(range(10 * e, 10 * e + 10)) for e in range(3)}
+
+
+def test_a_reader_that_stops_early_does_not_hold_the_stream_back(ray_local, monkeypatch):
+    import splitstream.stream as api
+
+    monkeypatch.setattr(api, "ROWS_BUFFERED", 4)  # the driver would wait on a full queue
+    items = [np.zeros((3, 16, 16), np.float32) for _ in range(200)]
+    stream = Stream(model=tiny_factory(), inputs=items, overrides=["batching.max_batch_size=8"])
+    for n, _ in enumerate(stream.results()):
+        if n == 2:
+            break
+    report = stream.wait(timeout=120)
+    assert report["delivered"] == 200 and report["lost"] == 0
