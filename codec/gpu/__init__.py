@@ -1,0 +1,12 @@
+"""GPU path of the codec (numba-cuda), in progress: order-0 rANS kernels that read and write exactly the
+CPU's stream bytes. Needs ``numba-cuda`` (the ``dev`` extra); ``import codec`` never imports this package.
+
+    from codec.gpu import rans
+    symbols = rans.decode(payload, n, freqs, prob_bits, block_log2)   # == codec.rans.decode(...)
+    payload = rans.encode(symbols, freqs, prob_bits, block_log2)      # == codec.rans.encode(...)
+"""
+
+try:
+    import numba.cuda  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("codec.gpu needs numba-cuda: pip install numba-cuda") from exc

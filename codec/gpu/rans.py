@@ -1,0 +1,171 @@
+"""Host side of the GPU rANS kernels: launches on device arrays, and NumPy-in/NumPy-out wrappers that read
+and write exactly the CPU's stream payloads (``codec.rans``). Order-0 streams (one frequency table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import cuda
+
+from .. import rans as cpu_rans
+from ..errors import CodecError
+from . import rans_kernels as K
+
+WARPS = 4  # rANS blocks (warps) per CTA: they share one copy of the tables
+_MESSAGES = {
+    K.ERR_INDEX: "stream block index does not match the stream length",
+    K.ERR_BLOCK: "corrupted rANS block",
+    K.ERR_MISSING: "rans_encode: a symbol has zero frequency in its context",
+    K.ERR_FREQ: "rans_encode: frequencies do not sum to 2^prob_bits",
+}
+
+
+def _check(prob_bits: int, block_log2: int, n: int) -> None:
+    if not 8 <= prob_bits <= K.MAX_PROB_BITS or not 5 <= block_log2 <= 24 or n < 0:
+        raise CodecError("rANS parameters out of range")
+
+
+def _table(freqs: Any) -> np.ndarray:
+    f = np.ascontiguousarray(freqs, np.uint16).reshape(-1)
+    if f.size != 256:
+        raise NotImplementedError("codec.gpu codes order-0 streams (one table) only, so far")
+    return f
+
+
+def raise_for(code: int) -> None:
+    """Raise the CPU's CodecError for an error code from the kernels (0: nothing)."""
+    if code:
+        raise CodecError(_MESSAGES.get(code, "corrupted rANS stream"))
+
+
+def launch_decode(
+    payload: Any,
+    n: int,
+    freqs: Any,
+    prob_bits: int,
+    block_log2: int,
+    out: Any,
+    err: Any,
+    *,
+    warps: int = WARPS,
+    stream: Any = 0,
+) -> None:
+    """Queue the decode of ``n`` symbols (n > 0) from a device payload into device ``out``; errors go to
+    device ``err`` (int32[1], zeroed by the caller). Nothing is synchronized."""
+    nblocks = cpu_rans.nblocks_for(n, block_log2)
+    off = cuda.device_array(nblocks + 1, np.int64, stream=stream)
+    K.block_index[1, K.LANES, stream](
+        payload, np.int64(nblocks), np.int64(payload.shape[0]), off, err
+    )
+    grid = (nblocks + warps - 1) // warps
+    K.decode_blocks[grid, warps * K.LANES, stream](
+        payload, off, freqs, np.int32(prob_bits), np.int64(1 << block_log2), np.int64(n), out, err
+    )
+
+
+def launch_encode(
+    symbols: Any,
+    freqs: Any,
+    prob_bits: int,
+    block_log2: int,
+    out: Any,
+    err: Any,
+    *,
+    warps: int = WARPS,
+    stream: Any = 0,
+) -> Any:
+    """Queue the encode of device ``symbols`` (size > 0) into device ``out`` (capacity
+    ``capacity(n, block_log2)``); returns the device array of block offsets, whose last entry is the
+    payload's length. Errors go to ``err`` (int32[1], zeroed by the caller)."""
+    n = symbols.shape[0]
+    block = 1 << block_log2
+    nblocks = cpu_rans.nblocks_for(n, block_log2)
+    cap = cpu_rans.STATE_BYTES + 2 * min(block, n)
+    scratch = cuda.device_array(nblocks * cap, np.uint8, stream=stream)
+    off = cuda.device_array(nblocks + 1, np.int64, stream=stream)
+    grid = (nblocks + warps - 1) // warps
+    K.encode_blocks[grid, warps * K.LANES, stream](
+        symbols,
+        np.int64(n),
+        freqs,
+        np.int32(prob_bits),
+        np.int64(block),
+        np.int64(cap),
+        scratch,
+        out,
+        err,
+    )
+    K.block_index[1, K.LANES, stream](out, np.int64(nblocks), np.int64(-1), off, err)
+    K.gather_blocks[min(nblocks, 65535), 128, stream](
+        scratch, np.int64(cap), off, np.int64(nblocks), out, err
+    )
+    return off
+
+
+def capacity(n: int, block_log2: int) -> int:
+    """Bytes an encoded payload of ``n`` symbols may take at most (as on the CPU)."""
+    nblocks = cpu_rans.nblocks_for(n, block_log2)
+    return 4 * nblocks + nblocks * cpu_rans.STATE_BYTES + 2 * n
+
+
+def _empty_stream(plen: int, f: np.ndarray, prob_bits: int) -> None:
+    """The CPU's checks of a zero-symbol stream: no bytes, and a table that is empty or sums to 2^pb."""
+    if plen:
+        raise_for(K.ERR_INDEX)
+    total = int(f.sum(dtype=np.int64))
+    if total not in (0, 1 << prob_bits):
+        raise_for(K.ERR_BLOCK)
+
+
+def decode(
+    payload: bytes | memoryview | np.ndarray,
+    n: int,
+    freqs: Any,
+    prob_bits: int,
+    block_log2: int = cpu_rans.DEFAULT_BLOCK_LOG2,
+    *,
+    warps: int = WARPS,
+) -> np.ndarray:
+    """``codec.rans.decode`` of an order-0 stream on the GPU: the same symbols, or the same CodecError."""
+    _check(prob_bits, block_log2, n)
+    f = _table(freqs)
+    buf = np.frombuffer(payload, np.uint8) if not isinstance(payload, np.ndarray) else payload
+    if n == 0:
+        _empty_stream(buf.size, f, prob_bits)
+        return np.empty(0, np.uint8)
+    if buf.size == 0:
+        raise_for(K.ERR_INDEX)
+    err = cuda.to_device(np.zeros(1, np.int32))
+    out = cuda.device_array(n, np.uint8)
+    launch_decode(
+        cuda.to_device(buf), n, cuda.to_device(f), prob_bits, block_log2, out, err, warps=warps
+    )
+    raise_for(int(err.copy_to_host()[0]))
+    return out.copy_to_host()
+
+
+def encode(
+    symbols: Any,
+    freqs: Any,
+    prob_bits: int,
+    block_log2: int = cpu_rans.DEFAULT_BLOCK_LOG2,
+    *,
+    warps: int = WARPS,
+) -> bytes:
+    """``codec.rans.encode`` of an order-0 stream on the GPU: exactly the CPU's bytes."""
+    sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1)
+    _check(prob_bits, block_log2, sym.size)
+    f = _table(freqs)
+    if sym.size == 0:
+        if int(f.sum(dtype=np.int64)) not in (0, 1 << prob_bits):
+            raise_for(K.ERR_FREQ)
+        return b""
+    err = cuda.to_device(np.zeros(1, np.int32))
+    out = cuda.device_array(capacity(sym.size, block_log2), np.uint8)
+    off = launch_encode(
+        cuda.to_device(sym), cuda.to_device(f), prob_bits, block_log2, out, err, warps=warps
+    )
+    raise_for(int(err.copy_to_host()[0]))
+    total = int(off[off.shape[0] - 1 :].copy_to_host()[0])
+    return out[:total].copy_to_host().tobytes()

@@ -1,0 +1,306 @@
+"""numba-cuda kernels for order-0 rANS streams, bit-exact with ``codec/csrc/rans_encode.c``/``rans_decode.c``.
+
+A stream payload is ``u32 block sizes`` then the blocks; a block is 32 final lane states (u32) then its
+16-bit renormalization words in decoder read order. Symbol i of a block belongs to lane i % 32 and step
+i / 32. One warp codes one block; the warps of a CTA share the tables, built in shared memory from the
+frequencies. Launch order: ``block_index`` then ``decode_blocks``; ``encode_blocks``, ``block_index``,
+``gather_blocks``.
+
+Every integer step is cast back to uint32: numba widens 32-bit arithmetic to 64 bits while the CUDA
+simulator wraps NumPy uint32 scalars, so the casts make both compute the same values. Errors go to
+``err[0]`` (atomic max of the codes below); no payload length is trusted before a bound check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+LANES = 32
+STATE_BYTES = 4 * LANES
+RANS_L = 1 << 16
+MAX_PROB_BITS = 15
+MAX_SLOTS = 1 << MAX_PROB_BITS
+FULL = 0xFFFFFFFF
+
+ERR_INDEX = 1  # the block sizes do not cover the payload exactly
+ERR_BLOCK = 2  # a corrupted table or block
+ERR_MISSING = 3  # encode: a symbol with zero frequency
+ERR_FREQ = 4  # encode: the table does not sum to 2^prob_bits
+
+U32 = np.uint32
+U64 = np.uint64
+_L = np.uint32(RANS_L)
+_LOW16 = np.uint32(0xFFFF)
+_ALL = np.uint32(0xFFFFFFFF)
+_ZERO = np.uint32(0)
+
+# the argument types the host wrappers launch with (compile tests build PTX for exactly these)
+SIGNATURES = {
+    "block_index": "void(uint8[::1], int64, int64, int64[::1], int32[::1])",
+    "decode_blocks": "void(uint8[::1], int64[::1], uint16[::1], int32, int64, int64, uint8[::1], int32[::1])",
+    "encode_blocks": (
+        "void(uint8[::1], int64, uint16[::1], int32, int64, int64, uint8[::1], uint8[::1], int32[::1])"
+    ),
+    "gather_blocks": "void(uint8[::1], int64, int64[::1], int64, uint8[::1], int32[::1])",
+}
+
+
+@cuda.jit(device=True)
+def rd32(buf, pos):
+    """Little-endian u32 at byte ``pos``."""
+    return U32(
+        U32(buf[pos])
+        | U32(U32(buf[pos + 1]) << U32(8))
+        | U32(U32(buf[pos + 2]) << U32(16))
+        | U32(U32(buf[pos + 3]) << U32(24))
+    )
+
+
+@cuda.jit(device=True)
+def wr32(buf, pos, v):
+    """Store ``v`` as a little-endian u32 at byte ``pos``."""
+    buf[pos] = np.uint8(v & U32(0xFF))
+    buf[pos + 1] = np.uint8(U32(v >> U32(8)) & U32(0xFF))
+    buf[pos + 2] = np.uint8(U32(v >> U32(16)) & U32(0xFF))
+    buf[pos + 3] = np.uint8(U32(v >> U32(24)))
+
+
+@cuda.jit(device=True)
+def warp_inclusive_sum(v, lane):
+    """Inclusive prefix sum of ``v`` (int64) over the lanes of a converged warp."""
+    for d in (1, 2, 4, 8, 16):
+        t = cuda.shfl_up_sync(FULL, v, d)
+        if lane >= d:
+            v += t
+    return v
+
+
+@cuda.jit(device=True)
+def lane_cum(freqs, lane):
+    """Lane l owns symbols 8l..8l+7: the cumulative frequency before them, and the table's total."""
+    own = np.int64(0)  # shuffles move signed values only
+    for k in range(8):
+        own += np.int64(freqs[8 * lane + k])
+    incl = warp_inclusive_sum(own, lane)
+    total = cuda.shfl_sync(FULL, incl, 31)
+    return U32(incl - own), U32(total)
+
+
+@cuda.jit
+def block_index(buf, nblocks, expect, off, err):
+    """``off[b]``: byte offset of block b from the u32 sizes at the head of ``buf`` (``off[nblocks]``: the
+    end). Sets ERR_INDEX when the sizes do not end exactly at ``expect`` (no check when negative). One warp."""
+    lane = cuda.threadIdx.x
+    head = 4 * nblocks
+    if head > buf.shape[0]:
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_INDEX)
+        return
+    carry = np.int64(head)
+    if lane == 0:
+        off[0] = carry
+    for base in range(0, nblocks, LANES):
+        b = base + lane
+        v = np.int64(0)
+        if b < nblocks:
+            v = np.int64(rd32(buf, 4 * b))
+        s = warp_inclusive_sum(v, lane)
+        if b < nblocks:
+            off[b + 1] = carry + s
+        carry += cuda.shfl_sync(FULL, s, 31)
+    if lane == 0 and expect >= 0 and carry != expect:
+        cuda.atomic.max(err, 0, ERR_INDEX)
+
+
+@cuda.jit
+def decode_blocks(buf, off, freqs, pb, block, n, out, err):
+    """Decode block ``blockIdx.x * warps + warp`` of ``n`` symbols (blocks of ``block``) into ``out``.
+
+    Checks as the CPU does: table sums to 2^pb, block length at least the states and even, no more words
+    than symbols, states at least L; at the end every word consumed and every lane back at L. Word reads
+    are clamped to the block's last word, as on the CPU, so a malformed block reads nothing outside it."""
+    tid = cuda.threadIdx.x
+    lane = tid & 31
+    warp = tid >> 5
+    sym_of = cuda.shared.array(MAX_SLOTS, np.uint8)
+    fc = cuda.shared.array(256, np.uint32)  # freq << 16 | cumulative frequency
+    flag = cuda.shared.array(1, np.int32)
+    M = U32(U32(1) << U32(pb))
+    if warp == 0:
+        cum, total = lane_cum(freqs, lane)
+        for k in range(8):
+            f = U32(freqs[8 * lane + k])
+            fc[8 * lane + k] = U32(U32(f << U32(16)) | cum)
+            cum = U32(cum + f)
+        if lane == 0:
+            flag[0] = 1 if total == M else 0
+    cuda.syncthreads()
+    if err[0] == ERR_INDEX:  # the CPU reports a bad index before a bad table
+        return
+    if flag[0] == 0:
+        if tid == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+        return
+    for s in range(
+        256
+    ):  # every thread walks the symbols; a symbol's slots are split among the threads
+        e = fc[s]
+        c = np.int64(e & _LOW16)
+        for k in range(tid, np.int64(e >> U32(16)), cuda.blockDim.x):
+            sym_of[c + k] = np.uint8(s)
+    cuda.syncthreads()
+    b = np.int64(cuda.blockIdx.x) * (cuda.blockDim.x >> 5) + warp
+    if b * block >= n:
+        return
+    start = off[b]
+    end = off[b + 1]
+    b0 = b * block
+    bn = min(block, n - b0)
+    length = end - start
+    if (
+        end > buf.shape[0]
+        or length < STATE_BYTES
+        or (length - STATE_BYTES) & 1
+        or (length - STATE_BYTES) >> 1 > bn
+    ):
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+        return
+    nw = (length - STATE_BYTES) >> 1
+    x = rd32(buf, start + 4 * lane)
+    if cuda.ballot_sync(FULL, x < _L) != 0:
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+        return
+    words = start + STATE_BYTES
+    last = nw - 1 if nw > 0 else np.int64(0)
+    mask = U32(M - U32(1))
+    shift = U32(pb)
+    below = U32(cuda.lanemask_lt())
+    wi = np.int64(0)
+    for k in range((bn + LANES - 1) >> 5):
+        i = k * LANES + lane
+        active = i < bn
+        slot = U32(x & mask)
+        s = sym_of[slot]
+        e = fc[s]
+        xn = U32(U32(U32(e >> U32(16)) * U32(x >> shift)) + U32(slot - U32(e & _LOW16)))
+        need = active and xn < _L
+        m = U32(cuda.ballot_sync(FULL, need))
+        if need:
+            idx = min(wi + cuda.popc(U32(m & below)), last)
+            v = _ZERO
+            if nw > 0:
+                p = words + 2 * idx
+                v = U32(U32(buf[p]) | U32(U32(buf[p + 1]) << U32(8)))
+            xn = U32(U32(xn << U32(16)) | v)
+        if active:
+            x = xn
+            out[b0 + i] = s
+        wi += cuda.popc(m)
+    if cuda.ballot_sync(FULL, x != _L) != 0 or wi != nw:
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+
+
+@cuda.jit
+def encode_blocks(sym, n, freqs, pb, block, cap, scratch, out, err):
+    """Encode block ``blockIdx.x * warps + warp`` of ``sym`` into its scratch region ``[b*cap, (b+1)*cap)``.
+
+    The steps run backwards, as on the CPU; the lanes that emit a word in a step write it below the
+    previous ones in lane order (a ballot and popc), so the words end at the region's end in decoder read
+    order and the final states go just below them. The block's byte size goes to ``out[4b:4b+4]``.
+    Division by the frequency uses a precomputed reciprocal (exact for every 32-bit numerator)."""
+    tid = cuda.threadIdx.x
+    lane = tid & 31
+    warp = tid >> 5
+    rcp = cuda.shared.array(256, np.uint32)
+    xmax = cuda.shared.array(
+        256, np.uint32
+    )  # emit a word when the state is at least this; 0: absent
+    bc = cuda.shared.array(256, np.uint32)  # cumulative frequency | (M - freq) << 16
+    sh = cuda.shared.array(256, np.uint32)  # shift 1 | shift 2 << 8
+    flag = cuda.shared.array(1, np.int32)
+    M = U32(U32(1) << U32(pb))
+    if warp == 0:
+        cum, total = lane_cum(freqs, lane)
+        for k in range(8):
+            s = 8 * lane + k
+            f = U32(freqs[s])
+            rcp[s] = _ZERO
+            xmax[s] = _ZERO
+            bc[s] = _ZERO
+            sh[s] = _ZERO
+            if f != 0 and total == M:
+                lg = U32(0)  # ceil(log2 f), as in the CPU table
+                while U32(U32(1) << lg) < f:
+                    lg = U32(lg + U32(1))
+                num = U64(U64(U64(1) << U64(32)) * U64(U64(U64(1) << U64(lg)) - U64(f)))
+                rcp[s] = U32(U64(num // U64(f)) + U64(1))
+                xmax[s] = _ALL if f == M else U32(U32(U32(1) << U32(32 - pb)) * f)
+                bc[s] = U32(cum | U32(U32(M - f) << U32(16)))
+                s1 = lg if lg < U32(1) else U32(1)
+                s2 = U32(lg - U32(1)) if lg > U32(1) else _ZERO
+                sh[s] = U32(s1 | U32(s2 << U32(8)))
+            cum = U32(cum + f)
+        if lane == 0:
+            flag[0] = 1 if total == M else 0
+    cuda.syncthreads()
+    if flag[0] == 0:
+        if tid == 0:
+            cuda.atomic.max(err, 0, ERR_FREQ)
+        return
+    b = np.int64(cuda.blockIdx.x) * (cuda.blockDim.x >> 5) + warp
+    if b * block >= n:
+        return
+    b0 = b * block
+    bn = min(block, n - b0)
+    region = b * cap
+    wpos = cap >> 1  # write position in u16 units from the region's start, moving down
+    x = _L
+    missing = False
+    for k in range(((bn + LANES - 1) >> 5) - 1, -1, -1):
+        i = k * LANES + lane
+        active = i < bn
+        s = sym[b0 + i] if active else np.uint8(0)
+        xm = xmax[s]
+        if active and xm == _ZERO:
+            missing = True
+        need = active and x >= xm
+        m = U32(cuda.ballot_sync(FULL, need))
+        if need:
+            p = region + 2 * (wpos - cuda.popc(U32(m >> U32(lane))))
+            scratch[p] = np.uint8(x & U32(0xFF))
+            scratch[p + 1] = np.uint8(U32(x >> U32(8)) & U32(0xFF))
+            x = U32(x >> U32(16))
+        if active:
+            t = U32(U64(U64(x) * U64(rcp[s])) >> U64(32))
+            e = sh[s]
+            q = U32(U32(t + U32(U32(x - t) >> U32(e & U32(0xFF)))) >> U32(e >> U32(8)))
+            c = bc[s]
+            x = U32(U32(x + U32(c & _LOW16)) + U32(q * U32(c >> U32(16))))
+        wpos -= cuda.popc(m)
+    wr32(scratch, region + 2 * wpos - STATE_BYTES + 4 * lane, x)
+    if lane == 0:
+        wr32(out, 4 * b, U32(cap - 2 * wpos + STATE_BYTES))
+    if cuda.ballot_sync(FULL, missing) != 0 and lane == 0:
+        cuda.atomic.max(err, 0, ERR_MISSING)
+
+
+@cuda.jit
+def gather_blocks(scratch, cap, off, nblocks, out, err):
+    """Copy each block (the last bytes of its scratch region) to ``out[off[b]:off[b+1]]``; nothing when an
+    earlier kernel failed or a size is out of bounds."""
+    if err[0] != 0:
+        return
+    for b in range(cuda.blockIdx.x, nblocks, cuda.gridDim.x):
+        size = off[b + 1] - off[b]
+        if size < STATE_BYTES or size > cap or off[b + 1] > out.shape[0]:
+            if cuda.threadIdx.x == 0:
+                cuda.atomic.max(err, 0, ERR_BLOCK)
+            continue
+        src = b * cap + cap - size
+        dst = off[b]
+        for k in range(cuda.threadIdx.x, size, cuda.blockDim.x):
+            out[dst + k] = scratch[src + k]
