@@ -98,7 +98,8 @@ class EdgeNode(StageBase):
         it next (unless it replays from elsewhere, when the early batch is dropped), so the compute
         thread never waits on a round trip through the driver. It is coded with the same setting; if
         the driver asks for another, only the encoder runs again. At most one batch is made ahead, and
-        none for an iterable source, whose items come from the driver (``items``)."""
+        none for an iterable source, whose items come from the driver (``items``), nor for one that
+        sheds load (a batch made ahead would hold samples that are stale by the time it goes)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == start:
             meta, rb, parts = await asyncio.wrap_future(ahead[1])
@@ -110,7 +111,7 @@ class EdgeNode(StageBase):
             meta, rb, parts = await asyncio.wrap_future(
                 self._pool.submit(self._make, start, t0, setting, items)
             )
-        if items is None and meta["n"] and not meta["done"]:
+        if self.source.keep is None and items is None and meta["n"] and not meta["done"]:
             nxt = meta["start"] + meta["n"]
             self._ahead = (nxt, self._pool.submit(self._make, nxt, meta["t0"], setting))
         return meta, rb

@@ -28,6 +28,11 @@ class Source(StageBase):
     data adds ``keys`` (every sample's) and ``rejected`` (``[id, reason]`` of the samples that did not
     load) to ``meta``; ``good`` counts the samples that go on in ``batch``. An iterable source gets
     its items from the driver with each call (``items``), so its batches are the driver's.
+
+    Shedding (``overflow`` other than ``block``, paced sources only): when more samples wait than it
+    keeps, the oldest are dropped unread. ``meta["dropped"]`` counts them (ids ``start ..
+    start+dropped-1``, their keys in ``dropped_keys``) and the batch starts after them, at
+    ``meta["first"]``.
     """
 
     stage = "source"
@@ -45,8 +50,15 @@ class Source(StageBase):
         first_id: int = 0,
         arrival: dict[str, Any] | None = None,
         threads: int = 1,
+        overflow: str = "block",
+        overflow_samples: int | None = None,
     ) -> None:
         super().__init__(0, threads)
+        # a paced source that the stream falls behind: keep at most this many waiting samples (the
+        # newest), dropping the older ones; None blocks (every sample waits its turn)
+        self.keep = {"block": None, "latest": 1, "drop_oldest": overflow_samples or max_batch_size}[
+            overflow
+        ]
         self.src = SampleSource(spec, threads)
         self.first_id = first_id
         self.end = first_id + samples
@@ -113,10 +125,19 @@ class Source(StageBase):
         else:
             pending = self._wait(start, t0)
         begin = self._begin()
+        dropped = 0
+        if self.keep is not None and items is None and pending > self.keep:
+            dropped = pending - self.keep  # the oldest go: the stream could not keep up
+            pending = self.keep
+        first = start + dropped
         n = pending if items is not None else self.batcher.take(pending)
-        batch, info = self._batch(start, n, t0, begin, items)
+        batch, info = self._batch(first, n, t0, begin, items)
         meta = self._meta(begin, n, 0, nbytes(batch["x"]))
-        meta.update(start=start, done=start + n >= self.end, t0=t0, t_created=begin, **info)
+        meta.update(start=start, first=first, done=first + n >= self.end, t0=t0, t_created=begin)
+        meta.update(info)
+        if dropped:
+            meta["dropped"] = dropped
+            meta["dropped_keys"] = self.src.keys(np.arange(start, first, dtype=np.int64))
         return meta, batch
 
     def _wait(self, start: int, t0: float) -> int:
@@ -143,5 +164,5 @@ class Source(StageBase):
         begin = self._begin()
         batch, info = self._batch(start, n, t0, t_created, items)
         meta = self._meta(begin, n, 0, nbytes(batch["x"]))
-        meta.update(start=start, done=False, t0=t0, t_created=t_created, **info)
+        meta.update(start=start, first=start, done=False, t0=t0, t_created=t_created, **info)
         return meta, batch

@@ -117,6 +117,8 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
         "min_batch_size": b.min_batch_size,
         "adaptive": b.adaptive,
         "rate_sps": pre.rate_sps,
+        "overflow": cfg.flow.overflow,
+        "overflow_samples": cfg.flow.overflow_samples,
     }
     first, samples = pre.edges[e]
     link = _link_spec(cfg, e)
@@ -132,7 +134,7 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
         )  # fmt: skip
         return [(("source", "head", "encoder"), edge), (("transport",), edge)]
     source = remote(Source, "source").remote(
-        pre.source, samples, *batching.values(), first_id=first, arrival=arrival, threads=t
+        pre.source, samples, first_id=first, arrival=arrival, threads=t, **batching
     )
     head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
     enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t, c.clip)

@@ -115,6 +115,16 @@ class LinkOverride(_Strict):
     trace: str | None = None
     mtu: int | None = Field(default=None, ge=64)
     corrupt: float | None = Field(default=None, ge=0, lt=1)  # fault knob: P(a bit flips) per frame
+    # [start_s, duration_s] down windows, seconds after the link's first transmission
+    outages: list[tuple[float, float]] | None = None
+
+    @field_validator("outages")
+    @classmethod
+    def _outages(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        """Starts >= 0, durations > 0, sorted and not overlapping."""
+        from pipeline.stream.link import check_outages
+
+        return None if v is None else list(check_outages(v, "outages"))
 
 
 class LinkConfig(LinkOverride):
@@ -129,6 +139,10 @@ class FlowConfig(_Strict):
     restart_timeout_s: float = Field(default=120.0, gt=0)  # wait for a restarted actor this long
     max_batch_retries: int = Field(default=2, ge=0, le=100)  # a batch whose stage raises
     reorder_timeout_s: float = Field(default=10.0, gt=0)  # transport: give up on a missing batch
+    # a paced (live) source the stream cannot keep up with: block (wait, as files do), drop_oldest
+    # (keep the newest overflow_samples waiting) or latest (keep only the newest sample)
+    overflow: Literal["block", "drop_oldest", "latest"] = "block"
+    overflow_samples: int | None = Field(default=None, ge=1)  # drop_oldest: default max_batch_size
 
 
 class BatchingConfig(_Strict):
@@ -285,7 +299,9 @@ def _check_model(cfg: PipelineConfig) -> None:
         )
 
 
-LINK_KEYS = ("bandwidth_mbps", "delay_ms", "jitter_ms", "loss", "trace", "mtu", "corrupt")
+LINK_KEYS = (
+    "bandwidth_mbps", "delay_ms", "jitter_ms", "loss", "trace", "mtu", "corrupt", "outages"
+)  # fmt: skip
 
 
 def link_spec_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -315,6 +331,11 @@ def _check_link(cfg: PipelineConfig) -> None:
     if cfg.link.mode != "emulated":
         if cfg.link.corrupt:
             raise ConfigError("link.corrupt: only the emulated link can corrupt frames (link.mode)")
+        if cfg.link.outages:
+            raise ConfigError(
+                "link.outages: only the emulated link takes configured outages (link.mode); take "
+                "a real link down with scripts/netns_link.py"
+            )
         return
     from pipeline.stream.link import PROFILES, resolve_link, trace_path
 
@@ -411,6 +432,14 @@ def _check_data(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"data.arrival: {d.arrival} arrivals need a set number of samples (samples)"
         )
+    f = cfg.flow
+    if f.overflow != "block" and d.rate_sps is None:
+        raise ConfigError(
+            f"flow.overflow: {f.overflow} sheds the samples of a paced (live) source; set "
+            "data.rate_sps (a number, or native for a video)"
+        )
+    if f.overflow_samples is not None and f.overflow != "drop_oldest":
+        raise ConfigError("flow.overflow_samples: only flow.overflow=drop_oldest keeps a buffer")
     if d.source == "iterable" and cfg.fleet.edges > 1:
         raise ConfigError("fleet.edges: an iterable source feeds one edge")
     if cfg.output.path is not None:

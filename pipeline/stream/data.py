@@ -236,6 +236,22 @@ class SampleSource:
             return bool(self._reader.has_labels)
         return self._y is not None
 
+    def keys(self, ids: np.ndarray) -> list[str] | None:
+        """The keys of samples ``ids`` without loading them where the source knows them (a file
+        listing, a video's frame times); a table keyed by a column reads those rows. None: the
+        samples are keyed by their ids."""
+        if self._reader is None:
+            return None
+        index = np.asarray(ids, dtype=np.int64) % UNBOUNDED
+        spec = self.spec.reader
+        if hasattr(spec, "key"):
+            return [spec.key(int(i)) for i in index]
+        if isinstance(getattr(spec, "keys", None), tuple):
+            return [spec.keys[int(i)] if 0 <= i < len(spec.keys) else str(i) for i in index]
+        if getattr(spec, "key_column", None) is None:
+            return [str(int(i)) for i in index]
+        return list(self._reader.read(index).keys)
+
     def load(self, index: np.ndarray, items: list[Any] | None = None) -> Samples:
         """The samples of ids ``index`` (an iterable source: ``items``, handed over by the driver),
         with their keys and the reasons of those that failed to load. A built-in source's samples all

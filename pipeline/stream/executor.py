@@ -794,6 +794,9 @@ class StreamExecutor:
         ed.t0 = meta["t0"]
         n, start = int(meta["n"]), int(meta["start"])
         end = ed.first_id + ed.samples
+        if start == ed.next_start and meta.get("dropped"):
+            self._shed(ed, start, int(meta["dropped"]), meta.get("dropped_keys"))
+            ed.next_start = start = int(meta["first"])
         if n > 0 and start == ed.next_start:
             ticket = _Ticket(
                 self.batches, ed.index, start, n, float(meta["t_created"]), task.data_ref
@@ -816,6 +819,21 @@ class StreamExecutor:
             ticket = None
         ed.done = self._stopping or bool(meta["done"]) or ed.next_start >= end
         return ticket
+
+    def _shed(self, ed: _Edge, start: int, count: int, keys: list[str] | None) -> None:
+        """Samples ``start .. start+count-1`` that a live source dropped unread (``flow.overflow``):
+        they settle as dropped."""
+        ids = list(range(start, start + count))
+        fresh = ed.ledger.drop(ids)
+        self.exporter.count("dropped", n=fresh)
+        if fresh and self.results is not None:
+            keep = ed.ledger.last_fresh
+            reason = f"shed: the stream could not keep up (flow.overflow={self.cfg.flow.overflow})"
+            self.results.dropped(
+                ed.index, [ids[j] for j in keep],
+                [None if keys is None else keys[j] for j in keep], reason,
+            )  # fmt: skip
+        self._progress()
 
     def _rejected_at_source(self, ed: _Edge, ticket: _Ticket, rejected: list[Any]) -> None:
         """Samples that did not load (a bad file, a bad item) settle as rejected, with reasons."""
@@ -1209,6 +1227,8 @@ class StreamExecutor:
         """The report's ``output`` (the rows written), ``stop`` (why reading ended) and ``resumed``
         (samples settled by earlier runs of a resumed stream)."""
         out: dict[str, Any] = {"resumed": sum(e.ledger.resumed for e in self.edges)}
+        out["dropped"] = sum(e.ledger.dropped for e in self.edges)
+        out["dropped_ids"] = [i for e in self.edges for i in e.ledger.dropped_ids][:100]
         if self.results is not None:
             out["output"] = self.results.summary()
         finished = self.error is None and all(e.finished for e in self.edges)

@@ -145,6 +145,8 @@ class DeliveryLedger:
         self._settled = IdSet()
         self.delivered = 0
         self.rejected = 0
+        self.dropped = 0  # shed by a live source that the stream could not keep up with
+        self.dropped_ids: list[int] = []
         self.duplicates_dropped = 0
         self.unexpected = 0
         self.rejected_ids: list[int] = []
@@ -232,9 +234,18 @@ class DeliveryLedger:
         self.rejected += len(keep)
         return len(keep)
 
+    def drop(self, ids: Sequence[int]) -> int:
+        """Record samples a live source shed unread; returns how many settle now."""
+        keep = self._fresh(int(i) for i in ids)
+        for j in keep:
+            if len(self.dropped_ids) < REJECTED_IDS_KEPT:
+                self.dropped_ids.append(int(ids[j]))
+        self.dropped += len(keep)
+        return len(keep)
+
     @property
     def settled(self) -> int:
-        """Delivered plus rejected."""
+        """Delivered, rejected or dropped."""
         return len(self._settled)
 
     @property

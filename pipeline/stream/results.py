@@ -147,6 +147,21 @@ class ResultLog:
             rows.append(row)
         self._emit(rows)
 
+    def dropped(
+        self, edge: int, ids: Sequence[int], keys: Sequence[str | None], reason: str
+    ) -> None:
+        """Rows of samples a live source shed unread (``flow.overflow``)."""
+        self.counts["dropped"] += len(ids)
+        if not self.wanted:
+            return
+        rows = []
+        for i, key in zip(ids, keys, strict=True):
+            row = self._base(edge, i, key, "dropped", {})
+            row["reason"] = reason
+            row.update(self._prediction({}, 0))
+            rows.append(row)
+        self._emit(rows)
+
     def due(self) -> bool:
         """True when the next checkpoint is due."""
         return self.checkpoint_file is not None and self.clock() - self._last >= self.interval_s
