@@ -320,3 +320,47 @@ def _leaves(obj) -> int:
     if isinstance(obj, list | tuple):
         return sum(_leaves(v) for v in obj)
     return 1
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["adaptive", "text", "fleet"],
+    ids=["adaptive-rate-control", "text-stream", "four-edge-fleet"],
+)
+def test_kills_of_the_edge_and_the_cloud_actor_in_other_kinds_of_stream(ray_local, tmp_path, case):
+    """The fused edge and cloud actors killed mid-run in an adaptive stream, a text stream (the
+    llama-tiny decoder) and a fleet of four edges: every input once, in the report and the output."""
+    out = _output(tmp_path)
+    if case == "adaptive":
+        cfg = _stream(
+            900, out, "link.bandwidth_mbps=4", "rate.mode=adaptive", "rate.latency_slo_ms=800",
+            "rate.bits=[8,4,2]", "rate.profile_samples=32", fuse=True,
+        )  # fmt: skip
+        rep = _with_kills(cfg, tiny_factory)
+        assert rep["rate"]["mode"] == "adaptive"
+        samples = 900
+    elif case == "text":
+        from pipeline.stream.config import load_config
+
+        cfg = load_config(None, [
+            "model.name=llama-tiny", "model.split=layers.1", "samples=400", "data.rate_sps=80",
+            "batching.max_batch_size=8", "fidelity.reference_samples=8", out,
+        ])  # fmt: skip
+        rep = _with_kills(cfg, None)
+        samples = 400
+    else:
+        cfg = _stream(250, out, "fleet.edges=4", "data.rate_sps=60", fuse=True)
+        rep = _with_kills(cfg, tiny_factory)
+        samples = 1000
+    _assert_exactly_once(rep, samples)
+    assert rep["restarts"] == 2
+    assert rep["stages"]["head"]["restarts"] == 1 and rep["stages"]["tail"]["restarts"] == 1
+
+
+def _with_kills(cfg, factory) -> dict:
+    """Run ``cfg`` while the edge actor, then the cloud actor, are SIGKILLed in a call."""
+    killer = Killer(("edge", 0.8), ("cloud", 0.8))
+    rep = run_pipeline(cfg, progress=False, factory=factory)
+    killer.join(5)
+    assert [k[0] for k in killer.killed] == ["edge", "cloud"]
+    return rep
