@@ -4,6 +4,10 @@ In ``emulated`` mode the batch's Arrow IPC size is serialized on a
 :class:`pipeline.stream.link.EmulatedLink` (token bucket or trace, delay, jitter, loss); the call
 returns once the batch has *arrived*, while the next batch may already be transmitting, so propagation
 delay overlaps with serialization. With ``link.corrupt`` each frame may get one bit flipped in transit.
+With ``link.outages`` the link is down in the configured windows: a batch waits or pauses there, and
+every record names the windows on this process's wall clock (``outages_wall``, fixed by the link's
+first transmission) and the down time the batch lived through (``outage_s``), so the driver can tell
+a configured outage from a stage that hangs.
 In ``real`` mode the batch passes through and Ray moves it between nodes over the real network.
 
 Ordering survives failures: the driver gives every send a ticket (increasing, a replayed batch gets a
@@ -77,12 +81,17 @@ class Transport(StageBase):
             delivery = await task
             # the link was still busy with an earlier batch when this one was handed to it (what a
             # sender sees as a non-empty send queue)
-            extra["queued"] = delivery.tx_start > booked + 1e-3
+            # (an outage in its way is not a busy link: the batch starts a new busy run, so no rate
+            # sample spans the outage)
+            extra["queued"] = delivery.tx_start > booked + 1e-3 and delivery.outage_s == 0
             extra["tx_start_planned"] = delivery.tx_start
             extra["tx_done_planned"] = delivery.tx_done
             extra["busy_s"] = delivery.tx_done - delivery.tx_start
             extra["wire_bytes"] = delivery.wire_bytes
             extra["retransmitted_bytes"] = delivery.retransmitted_bytes
+            if self.spec.outages:
+                extra["outage_s"] = delivery.outage_s
+                extra["outages_wall"] = [list(w) for w in self.link.outage_windows()]
             wait = delivery.arrival - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)

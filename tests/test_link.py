@@ -12,7 +12,10 @@ from pipeline.stream.link import (
     TRACE_PACKET_BYTES,
     EmulatedLink,
     LinkSpec,
+    OutageSchedule,
+    check_outages,
     load_trace,
+    outage_overlap,
     resolve_link,
     trace_mean_mbps,
 )
@@ -298,3 +301,136 @@ def test_reserve_rejects_bad_sizes():
         link.reserve(-1)
     with pytest.raises(ValueError, match="nbytes"):
         link.reserve(1.5)
+
+
+# ------------------------------------------------------------------------ outages
+def test_an_outage_pauses_a_transmission_and_it_resumes_with_its_bytes_kept():
+    clock = FakeClock(0.0)
+    spec = LinkSpec(bandwidth_mbps=8.0, delay_ms=10.0, mtu=1000, outages=((1.0, 2.0),))
+    link = EmulatedLink(spec, clock=clock)
+    first = link.reserve(11_000)  # the origin: down over [1, 3) on the link's clock
+    assert first.tx_done == pytest.approx(0.010) and first.outage_s == 0.0
+    # 1 MB/s: 5 ms of the 10 ms needed go before the outage, the other 5 ms after it
+    d = link.reserve(11_000, now=0.995)
+    assert d.tx_start == pytest.approx(0.995)
+    assert d.tx_done == pytest.approx(3.005)
+    assert d.arrival == pytest.approx(3.015)
+    assert d.outage_s == pytest.approx(2.0)
+    assert d.wire_bytes == 11_000 and d.retransmitted_bytes == 0  # nothing sent twice, nothing lost
+    st = link.stats()
+    assert st["busy_s"] == pytest.approx(0.020)  # serializing, not the pause
+    assert st["outages"] == [[1.0, 2.0]] and st["outage_down_s"] == pytest.approx(2.0)
+    assert st["payload_bytes"] == 22_000
+
+
+def test_a_batch_handed_over_during_an_outage_waits_for_its_end():
+    clock = FakeClock(0.0)
+    link = EmulatedLink(LinkSpec(bandwidth_mbps=8.0, mtu=1000, outages=((1.0, 2.0),)), clock)
+    link.reserve(1000)
+    d = link.reserve(11_000, now=2.0)
+    assert d.tx_start == pytest.approx(3.0)  # no tokens accrue while the link is down either
+    assert d.tx_done == pytest.approx(3.010)
+    assert d.outage_s == pytest.approx(1.0)
+    after = link.reserve(1000, now=3.5)
+    assert after.tx_start == pytest.approx(3.5) and after.outage_s == 0.0
+
+
+def test_outages_count_from_the_first_transmission_not_from_the_links_creation():
+    clock = FakeClock(100.0)
+    link = EmulatedLink(LinkSpec(outages=((1.0, 2.0),)), clock=clock)  # unconstrained
+    clock.t = 105.0
+    assert link.reserve(10).tx_start == 105.0
+    assert link.outage_windows() == [(106.0, 108.0)]
+    d = link.reserve(10, now=106.5)
+    assert (d.tx_start, d.arrival, d.outage_s) == (108.0, 108.0, pytest.approx(1.5))
+    assert link.reserve(10, now=108.0).outage_s == 0.0  # the window is [start, end)
+
+
+def test_a_payload_propagating_when_the_link_goes_down_arrives_after_it():
+    link = EmulatedLink(LinkSpec(delay_ms=50.0, outages=((1.0, 2.0),)), clock=FakeClock(0.0))
+    link.reserve(10)
+    d = link.reserve(10, now=0.98)  # its last byte left at 0.98, due at 1.03: in flight at 1.0
+    assert d.tx_done == pytest.approx(0.98)
+    assert d.arrival == pytest.approx(3.05)  # sent again when the link is back
+    assert d.outage_s == pytest.approx(2.0)
+    assert link.reserve(10, now=0.99).arrival >= d.arrival  # still FIFO
+
+
+def test_a_trace_link_skips_the_opportunities_inside_an_outage(tmp_path):
+    path = write_trace(tmp_path, range(1, 1001))  # one opportunity per ms, 1 s period
+    link = EmulatedLink(LinkSpec(trace=path, outages=((0.1, 0.2),)), clock=FakeClock(0.0))
+    d = link.reserve(300 * TRACE_PACKET_BYTES)  # 99 opportunities (1..99 ms), then 300..500 ms
+    assert d.tx_done == pytest.approx(0.500)
+    assert d.outage_s == pytest.approx(0.2)
+    plain = EmulatedLink(LinkSpec(trace=path), clock=FakeClock(0.0))
+    assert plain.reserve(300 * TRACE_PACKET_BYTES).tx_done == pytest.approx(0.300)
+
+
+def test_the_outage_schedule_is_a_pure_function_of_time():
+    s = OutageSchedule.relative(((1.0, 1.0), (3.0, 0.5)), origin=10.0)
+    assert s.windows == [(11.0, 12.0), (13.0, 13.5)]
+    assert (s.up_at(10.0), s.up_at(11.0), s.up_at(11.9), s.up_at(12.0)) == (10.0, 12.0, 12.0, 12.0)
+    assert s.advance(10.5, 0.5) == 11.0  # finishes just as the link goes down
+    assert s.advance(10.5, 1.5) == pytest.approx(13.0)  # 0.5 up, 1 s down, 1.0 up
+    assert s.advance(10.5, 2.0) == pytest.approx(14.0)  # ... 0.5 s down, the last 0.5 up
+    assert s.down_between(10.0, 20.0) == pytest.approx(1.5)
+    assert s.down_between(11.5, 13.2) == pytest.approx(0.7)
+    assert OutageSchedule().advance(1.0, 2.0) == 3.0
+
+
+def test_outage_overlap_merges_the_edges_windows():
+    windows = [[10.0, 20.0], [15.0, 25.0], [40.0, 41.0]]  # two edges' outages overlap
+    assert outage_overlap(windows, 0.0, 100.0) == pytest.approx(16.0)
+    assert outage_overlap(windows, 18.0, 22.0) == pytest.approx(4.0)
+    assert outage_overlap([], 0.0, 1.0) == 0.0
+
+
+def test_outages_from_a_profile_and_overrides():
+    spec = resolve_link("lte", outages=[[15, 20]])
+    assert spec.outages == ((15.0, 20.0),) and spec.bandwidth_mbps == 10.0
+    assert resolve_link("lte").outages == ()
+    assert check_outages([[0, 1], [1, 2]]) == ((0.0, 1.0), (1.0, 2.0))  # back to back is fine
+
+
+@pytest.mark.parametrize(
+    "outages, message",
+    [
+        ([[-1, 2]], r"link.outages\[0\]: start_s must be >= 0"),
+        ([[1, 0]], r"link.outages\[0\]: duration_s must be > 0"),
+        ([[5, 1], [1, 1]], r"link.outages\[1\] starts at 1 s, before link.outages\[0\]"),
+        ([[0, 10], [5, 1]], "must be sorted and must not overlap"),
+        ([[1, 2, 3]], r"link.outages\[0\] must be a \[start_s, duration_s\] pair"),
+        ([[1, float("inf")]], r"link.outages\[0\] must hold finite numbers"),
+        ("15,20", "link.outages must be a list"),
+    ],
+)
+def test_bad_outages_name_the_key(outages, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_link(outages=outages)
+
+
+def test_the_transport_reports_outages_in_its_records():
+    """The transport's records name the windows on the wall clock and the down time a batch lived
+    through; a batch held up by an outage is not 'queued' behind a busy link (a short real-time
+    run: 0.15 s down)."""
+    import pyarrow as pa
+
+    from actors.transport import Transport
+
+    spec = LinkSpec(bandwidth_mbps=100.0, outages=((0.05, 0.15),))
+    tr = Transport(spec)
+    rb = pa.record_batch({"x": pa.array(range(100), pa.int64())})
+
+    async def run():
+        first, _ = await tr.send(rb, 0)
+        await asyncio.sleep(0.1)  # inside the window
+        second, _ = await tr.send(rb, 1)
+        return first, second
+
+    t0 = time.time()
+    first, second = asyncio.run(run())
+    (a, b), *_ = first["outages_wall"]
+    assert b - a == pytest.approx(0.15) and t0 <= a <= t0 + 0.1
+    assert first["outage_s"] == 0.0
+    assert second["outage_s"] > 0.05 and second["queued"] is False
+    assert second["t_end"] >= b

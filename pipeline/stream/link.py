@@ -19,6 +19,16 @@ Timing model
   link again and delays the arrival by one extra ``delay_ms`` per retransmission round.
 * **Delay and jitter** -- ``arrival = tx_done + max(0, delay_ms + N(0, jitter_ms))``, never
   earlier than the previous arrival (deliveries stay FIFO).
+* **Outages** -- ``outages`` lists ``(start_s, duration_s)`` windows, in seconds after the link's
+  *origin*: the ``now`` of its first reservation (when the first batch is handed to it), on the
+  link's clock. A window is down over ``[start, start + duration)``: nothing is serialized, no
+  trace opportunity is used, nothing arrives. A payload being serialized pauses and resumes after
+  the window with the bytes already sent kept (as a TCP connection does: the connection and its
+  acknowledged bytes survive, only the unacknowledged ones are sent again), new payloads wait, and
+  a payload whose propagation spans a window's start arrives one delay after its end (its packets in
+  flight are sent again; their bytes are not counted twice). Nothing is lost. Not modelled: TCP's
+  retransmission back-off (a real sender notices the link is back at its next, doubled, timeout:
+  up to a few seconds late after a 20 s outage) and slow start.
 """
 
 from __future__ import annotations
@@ -56,8 +66,11 @@ class LinkSpec:
     )
     seed: int = 0  # seed of the jitter and loss random numbers
     corrupt: float = 0.0  # fault knob: probability per frame that one bit is flipped in transit
+    # (start_s, duration_s) down windows, seconds after the first reservation (see the module doc)
+    outages: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "outages", check_outages(self.outages))
         _check_number("bandwidth_mbps", self.bandwidth_mbps, allow_none=True, positive=True)
         _check_number("delay_ms", self.delay_ms)
         _check_number("jitter_ms", self.jitter_ms)
@@ -82,6 +95,99 @@ class LinkSpec:
     def constrained(self) -> bool:
         """True when either a bandwidth or a trace limits the rate."""
         return self.bandwidth_mbps is not None or self.trace is not None
+
+
+def check_outages(value: object, key: str = "link.outages") -> tuple[tuple[float, float], ...]:
+    """``value`` as a tuple of ``(start_s, duration_s)`` pairs: ``start >= 0``, ``duration > 0``,
+    sorted by start and not overlapping (a window may begin where the one before ends). Raises
+    ``ValueError`` naming ``key`` and the bad entry."""
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise ValueError(f"{key} must be a list of [start_s, duration_s] pairs, got {value!r}")
+    out: list[tuple[float, float]] = []
+    for i, pair in enumerate(value):
+        if isinstance(pair, str | bytes) or not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise ValueError(f"{key}[{i}] must be a [start_s, duration_s] pair, got {pair!r}")
+        for x in pair:
+            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+                raise ValueError(f"{key}[{i}] must hold finite numbers, got {pair!r}")
+        start, dur = float(pair[0]), float(pair[1])
+        if start < 0:
+            raise ValueError(f"{key}[{i}]: start_s must be >= 0, got {pair[0]!r}")
+        if dur <= 0:
+            raise ValueError(f"{key}[{i}]: duration_s must be > 0, got {pair[1]!r}")
+        if out and start < out[-1][0] + out[-1][1]:
+            a, d = out[-1]
+            raise ValueError(
+                f"{key}[{i}] starts at {start:g} s, before {key}[{i - 1}] ({a:g} s + {d:g} s) "
+                "ends: outages must be sorted and must not overlap"
+            )
+        out.append((start, dur))
+    return tuple(out)
+
+
+class OutageSchedule:
+    """Down windows ``[a, b)`` on the link's clock (absolute seconds), in order. Pure functions of
+    time; an empty schedule is never down."""
+
+    def __init__(self, windows: list[tuple[float, float]] | tuple[tuple[float, float], ...] = ()):
+        self.windows = [(float(a), float(b)) for a, b in windows]
+
+    @classmethod
+    def relative(cls, outages: tuple[tuple[float, float], ...], origin: float) -> OutageSchedule:
+        """The windows of ``(start_s, duration_s)`` pairs counted from ``origin``."""
+        return cls([(origin + s, origin + s + d) for s, d in outages])
+
+    def up_at(self, t: float) -> float:
+        """The first time at or after ``t`` when the link is up."""
+        for a, b in self.windows:
+            if a <= t < b:
+                return b
+        return t
+
+    def down_between(self, t0: float, t1: float) -> float:
+        """Seconds of ``[t0, t1]`` the link is down."""
+        return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in self.windows)
+
+    def advance(self, t: float, up_s: float) -> float:
+        """The time at which the link has been up for ``up_s`` seconds since ``t`` (the windows
+        in between are skipped: a transmission pauses over them)."""
+        t = self.up_at(t)
+        for a, b in self.windows:
+            if b <= t:
+                continue
+            if t + up_s <= a:
+                break
+            up_s -= a - t
+            t = b
+        return t + up_s
+
+    def arrival(self, done: float, arrival: float) -> float:
+        """The arrival of a payload whose last byte left at ``done`` and would arrive at
+        ``arrival``: a window that starts while it propagates makes it arrive that much after the
+        window's end (its packets in flight are sent again)."""
+        delay = arrival - done
+        for a, b in self.windows:
+            if done <= a < arrival:
+                done, arrival = b, b + delay
+        return arrival
+
+
+def outage_overlap(
+    windows: list[list[float]] | list[tuple[float, float]], t0: float, t1: float
+) -> float:
+    """Seconds of ``[t0, t1]`` covered by any of ``windows`` (``[start, end]`` pairs on one clock,
+    which may overlap one another, e.g. several edges' outages): the part of an idle spell that a
+    configured outage explains."""
+    spans = sorted((max(float(a), t0), min(float(b), t1)) for a, b in windows)
+    total, reach = 0.0, t0
+    for a, b in spans:
+        a = max(a, reach)
+        if b > a:
+            total += b - a
+            reach = b
+    return total
 
 
 def _check_number(
@@ -223,6 +329,7 @@ class Delivery:
     arrival: float  # the whole payload is at the receiver
     wire_bytes: int  # bytes serialized on the link: payload + retransmitted_bytes
     retransmitted_bytes: int  # bytes sent again because packets were lost
+    outage_s: float = 0.0  # down time of the link between when it could start and its arrival
 
 
 class EmulatedLink:
@@ -263,6 +370,13 @@ class EmulatedLink:
         }
         self._first_start: float | None = None
         self._last_done: float | None = None
+        self.outage_origin: float | None = None  # the first reservation's ``now``
+        self.outages = OutageSchedule()  # absolute windows, set at the first reservation
+
+    def outage_windows(self) -> list[tuple[float, float]]:
+        """The configured outages as absolute ``(start, end)`` on the link's clock (empty before
+        the first reservation fixes the origin)."""
+        return list(self.outages.windows)
 
     # ----------------------------------------------------------------- serialization
     def _serialize_rate(self, start: float, nbytes: int) -> float:
@@ -270,13 +384,14 @@ class EmulatedLink:
         assert self._rate_bps is not None
         if start > self._free_at:
             idle = start - self._free_at if math.isfinite(self._free_at) else math.inf
+            idle -= self.outages.down_between(self._free_at, start)  # no tokens while down
             self._tokens = min(self._burst, self._tokens + idle * self._rate_bps)
         deficit = nbytes - self._tokens
         if deficit <= 0:
             self._tokens -= nbytes
             return start
         self._tokens = 0.0
-        return start + deficit / self._rate_bps
+        return self.outages.advance(start, deficit / self._rate_bps)
 
     def _serialize_trace(self, start: float, nbytes: int) -> float:
         """Finish time for ``nbytes`` using the trace's 1500-byte delivery opportunities."""
@@ -290,9 +405,19 @@ class EmulatedLink:
                 return self._free_at
         if nbytes == 0:
             return start
-        first = max(self._trace_next, self._schedule.first_at_or_after(start - self._origin))
+        sched = self._schedule
+        first = max(self._trace_next, sched.first_at_or_after(start - self._origin))
         needed = -(-nbytes // TRACE_PACKET_BYTES)
-        last = first + needed - 1
+        left = needed
+        for a, b in self.outages.windows:  # opportunities inside a window are not there
+            if b <= self._origin + sched.time_of(first):
+                continue
+            usable = max(0, sched.first_at_or_after(a - self._origin) - first)
+            if left <= usable:
+                break
+            left -= usable
+            first = sched.first_at_or_after(b - self._origin)
+        last = first + left - 1
         self._trace_next = last + 1
         self._trace_credit = needed * TRACE_PACKET_BYTES - nbytes
         return self._origin + self._schedule.time_of(last)
@@ -317,7 +442,11 @@ class EmulatedLink:
             raise ValueError(f"nbytes must be a non-negative integer, got {nbytes!r}")
         nbytes = int(nbytes)
         now = self._clock() if now is None else float(now)
-        start = max(now, self._free_at)
+        if self.outage_origin is None:
+            self.outage_origin = now
+            self.outages = OutageSchedule.relative(self.spec.outages, now)
+        ready = max(now, self._free_at)
+        start = self.outages.up_at(ready)
         packets, retx, retx_bytes, rounds = self._losses(nbytes)
         wire = nbytes + retx_bytes
         if self._schedule is not None:
@@ -332,7 +461,7 @@ class EmulatedLink:
         if spec.jitter_ms > 0:
             delay += float(self._rng.normal(0.0, spec.jitter_ms))
         delay = max(0.0, delay) + rounds * spec.delay_ms
-        arrival = max(done + delay / 1e3, self._last_arrival)
+        arrival = max(self.outages.arrival(done, done + delay / 1e3), self._last_arrival)
         self._last_arrival = arrival
         st = self._stats
         st["deliveries"] += 1
@@ -341,11 +470,12 @@ class EmulatedLink:
         st["retransmitted_bytes"] += retx_bytes
         st["packets"] += packets
         st["retransmissions"] += retx
-        st["busy_s"] += done - start
+        st["busy_s"] += done - start - self.outages.down_between(start, done)
         if self._first_start is None:
             self._first_start = start
         self._last_done = done
-        return Delivery(start, done, arrival, wire, retx_bytes)
+        outage = self.outages.down_between(ready, arrival)
+        return Delivery(start, done, arrival, wire, retx_bytes, outage)
 
     async def transmit(self, nbytes: int) -> Delivery:
         """Reserve ``nbytes`` now and wait (asyncio) until the sender is free again."""
@@ -360,6 +490,8 @@ class EmulatedLink:
 
         The achieved rate is payload bits over the span from the first transmission start to
         the last transmission end; ``utilization`` is None for an unconstrained link.
+        ``outages`` are the configured windows, ``outage_down_s`` the down time within that span
+        (the span keeps it: a saturated link with an outage shows a utilization below 1).
         """
         out: dict = dict(self._stats)
         out["bytes"] = out["payload_bytes"]
@@ -375,4 +507,8 @@ class EmulatedLink:
         else:
             out["utilization"] = None
         out["busy_fraction"] = out["busy_s"] / span if span > 0 else None
+        out["outages"] = [list(w) for w in self.spec.outages]
+        out["outage_down_s"] = (
+            self.outages.down_between(self._first_start, self._last_done) if span > 0 else 0.0
+        )
         return out

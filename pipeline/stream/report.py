@@ -3,7 +3,7 @@
 Every figure says where it was measured: ``goodput_mbps`` at the receiver (the decoder's arrival stamps
 and the batches' wire bytes), latencies at the sink, per-stage figures in the stage's own calls; the
 emulated link's own schedule is reported apart, under ``link`` (``scheduled_mbps``,
-``utilization_scheduled``).
+``utilization_scheduled``, and the configured ``outages`` per edge).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.stream.config import PipelineConfig, config_to_dict
+from pipeline.stream.config import PipelineConfig, config_to_dict, edge_link
 from pipeline.stream.ledger import (
     REJECT_ERRORS_KEPT,
     REJECTED_IDS_KEPT,
@@ -80,6 +80,29 @@ def edge_summary(
     }
 
 
+def link_outages(
+    cfg: PipelineConfig,
+    t0_wall: float | None = None,
+    outages_wall: Mapping[int, Any] | None = None,
+) -> list[dict[str, Any]] | None:
+    """Each edge's configured outages (``link.outages``, or its ``fleet.links`` entry's):
+    ``configured`` as ``[start_s, duration_s]`` after the link's first transmission, and ``t`` as
+    ``[from_s, to_s]`` on the timeline's clock where the transport reported its windows
+    (``outages_wall``: edge -> ``[start, end]`` on the wall clock) and the timeline's start on that
+    clock is known (``t0_wall``). None when no link has any."""
+    if cfg.link.mode != "emulated":
+        return None
+    out = []
+    for e in range(cfg.fleet.edges):
+        configured = [list(map(float, w)) for w in edge_link(cfg, e)[1].get("outages") or []]
+        walls = (outages_wall or {}).get(e)
+        t = None
+        if configured and walls and t0_wall is not None:
+            t = [[float(a) - t0_wall, float(b) - t0_wall] for a, b in walls]
+        out.append({"edge": e, "configured": configured, "t": t})
+    return out if any(o["configured"] for o in out) else None
+
+
 def build_report(
     cfg: PipelineConfig,
     *,
@@ -101,10 +124,15 @@ def build_report(
     settings: Mapping[str, int] | None = None,
     rate: dict[str, Any] | None = None,
     tokens: tuple[int, int] = (0, 0),
+    t0_wall: float | None = None,
+    outages_wall: Mapping[int, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the report from the executor's aggregates (its size does not depend on the run's
     length; the ``edges`` list has one entry per edge of the fleet). ``tokens``: a text stream's
-    valid tokens coded and padded positions its heads produced (adds the ``text`` block)."""
+    valid tokens coded and padded positions its heads produced (adds the ``text`` block).
+    ``t0_wall`` (the timeline's start on the wall clock) and ``outages_wall`` (the transports'
+    outage windows per edge) place configured link outages on the timeline (see
+    :func:`link_outages`)."""
     led = _ledgers(ledgers)
     lat = latency.summary_ms()
     good = receiver.summary()
@@ -115,6 +143,13 @@ def build_report(
     throughput = delivered / wall if wall > 0 else 0.0
     real = cfg.link.mode == "real"
     lk = LinkStats.combined(links).summary()
+    outages = link_outages(cfg, t0_wall, outages_wall)
+    if outages:  # the emulator's configured down time, per edge (not a measurement)
+        lk["outages"] = outages
+        edges = [
+            {**ed, "outages": o["configured"], "outages_t": o["t"]}
+            for ed, o in zip(edges, outages, strict=False)
+        ]
     configured = None if real else lk["configured_mbps"]
     goodput = good["goodput_mbps"]
     sizes = sorted(batch_sizes.items())
@@ -205,6 +240,38 @@ STOP_REASONS = {
 }
 
 
+def _outage_rows(link: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The configured link outages, one row per edge that has any."""
+    rows = []
+    for o in link.get("outages") or []:
+        if o["configured"]:
+            windows = ", ".join(f"{a:g} s for {d:g} s" for a, d in o["configured"])
+            rows.append((f"edge {o['edge']} link outages (emulator)", windows))
+    return rows
+
+
+def outage_spans(report: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """The configured link outages on the timeline's clock, every edge's (empty when none, or when
+    the report does not place them)."""
+    spans = []
+    for o in (report.get("link") or {}).get("outages") or []:
+        spans += [(float(a), float(b)) for a, b in o.get("t") or []]
+    return spans
+
+
+def _mark_outages(axes: Any, report: Mapping[str, Any]) -> list[Any]:
+    """Shade the configured link outages on time axes; returns the one labelled shade (on the
+    first axes), for a legend."""
+    labelled = []
+    for i, a in enumerate(axes):
+        for j, (t0, t1) in enumerate(outage_spans(report)):
+            label = "link outage (configured)" if i == 0 and j == 0 else None
+            span = a.axvspan(t0, t1, color="grey", alpha=0.2, lw=0, label=label)
+            if label:
+                labelled.append(span)
+    return labelled
+
+
 def _output_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     """Table rows for the results output and why the stream stopped, where the report has them."""
     rows: list[tuple[str, Any]] = []
@@ -268,6 +335,7 @@ def format_report(report: dict[str, Any]) -> str:
         ("goodput at receiver (Mbit/s)", _fmt(report.get("goodput_mbps"), 3)),
         ("link utilization (measured)", _fmt(report.get("link_utilization"), 3)),
         ("link schedule (Mbit/s, emulator)", _fmt(sched, 3) if sched else "n/a"),
+        *_outage_rows(link),
         ("peak in-flight batches", report.get("peak_inflight_batches")),
     ]
     if report.get("slo_met_ratio") is not None:
@@ -525,6 +593,7 @@ def plot_report(report: dict[str, Any], path: str) -> str:
             if tl.get(key):
                 lines += ax2.plot(t, [v or 0.0 for v in tl[key]], label=label, linestyle=style)
         ax2.set_ylabel("RSS (MiB)")
+        lines += _mark_outages([ax[1, 0]], report)
         ax[1, 0].legend(lines, [ln.get_label() for ln in lines], loc="lower right", fontsize=7)
     ax[1, 0].set_title("delivery and memory during the run")
     hist = (report.get("batch_sizes") or {}).get("histogram") or {}
@@ -534,6 +603,7 @@ def plot_report(report: dict[str, Any], path: str) -> str:
     ax[1, 1].set_title("batch sizes (adaptive batcher)")
     ax[2, 0].set_title("end-to-end latency, source to sink, over time")
     if t and tl.get("latency_ms"):
+        _mark_outages([ax[2, 0]], report)
         _plot_latency(ax[2, 0], report, t, tl["latency_ms"])
     else:
         ax[2, 0].text(0.5, 0.5, "no latency timeline in this report", ha="center", va="center",
@@ -604,6 +674,7 @@ def plot_rate_timeline(report: dict[str, Any], path: str, link: Any = None) -> s
         ax[3].axhline(slo, color="black", ls="--", lw=1, label=f"SLO {slo:g} ms")
     ax[3].set_ylabel("latency (ms)")
     ax[3].set_xlabel("time (s)")
+    _mark_outages(ax[::-1], report)  # labelled in the latency panel's legend
     ax[3].legend(fontsize=7, loc="upper right")
     for a in ax:
         a.grid(alpha=0.3)
