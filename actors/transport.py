@@ -86,7 +86,8 @@ class Transport(StageBase):
             extra["queued"] = delivery.tx_start > booked + 1e-3 and delivery.outage_s == 0
             extra["tx_start_planned"] = delivery.tx_start
             extra["tx_done_planned"] = delivery.tx_done
-            extra["busy_s"] = delivery.tx_done - delivery.tx_start
+            extra["busy_s"] = delivery.tx_done - delivery.tx_start  # an outage's pause left out:
+            extra["busy_s"] -= self.link.outages.down_between(delivery.tx_start, delivery.tx_done)
             extra["wire_bytes"] = delivery.wire_bytes
             extra["retransmitted_bytes"] = delivery.retransmitted_bytes
             if self.spec.outages:
