@@ -44,6 +44,7 @@ from pipeline.stream.data import UNBOUNDED
 from pipeline.stream.feeder import ItemFeeder
 from pipeline.stream.flow import CreditWindow, StateTimer
 from pipeline.stream.ledger import DeliveryLedger
+from pipeline.stream.link import outage_overlap
 from pipeline.stream.metrics import (
     DriverExporter,
     LatencySketch,
@@ -406,6 +407,8 @@ class StreamExecutor:
         self.memory: dict[str, float] = {}
         self.t_start = time.monotonic()
         self.last_progress = self.t_start
+        self.link_outages: dict[int, list[list[float]]] = {}  # edge: [start, end] (wall clock)
+        self.t_start_wall = time.time()
         self.wall = 0.0
         self.error: StreamError | None = None
         self._bar: Any = None
@@ -421,6 +424,7 @@ class StreamExecutor:
         self._bar = tqdm(total=total, desc="stream", unit="sample", disable=not self.progress)
         self._bar.update(sum(e.ledger.resumed for e in self.edges))
         self.t_start = self.last_progress = time.monotonic()
+        self.t_start_wall = time.time()
         for s in self.steps:
             s.t_last = self.t_start
         if self.stop is not None:
@@ -748,6 +752,8 @@ class StreamExecutor:
             ed.left_link = time.monotonic()
             ed.link.add(metas["transport"])
             m = metas["transport"]
+            if "outages_wall" in m:  # the link's configured outages, on the wall clock
+                self.link_outages[ed.index] = m["outages_wall"]
             if "tx_start_planned" in m:  # an emulated link: its delivery is the transport's return
                 self._delivered(ed, float(m["t_end"]), int(m["wire_bytes"]), bool(m.get("queued")))
         if "decoder" in metas:
@@ -1047,6 +1053,10 @@ class StreamExecutor:
                         kind="restart_timeout",
                     )
         idle = now - self.last_progress
+        if self.link_outages:  # time in a configured link outage is not a stall
+            wall = time.time()
+            spans = [w for ws in self.link_outages.values() for w in ws]
+            idle -= outage_overlap(spans, wall - idle, wall)
         if recovering or idle <= self.stall_timeout_s:
             return
         work = [t for t in self.tasks.values() if t.kind != "probe"]
@@ -1219,6 +1229,8 @@ class StreamExecutor:
                 settings=dict(self.settings),
                 rate=self._rate_summary(),
                 tokens=(self.tokens[0], self.tokens[1]),
+                t0_wall=self.t_start_wall,
+                outages_wall=self.link_outages,
             )
             | self._io_summary()
         )
