@@ -136,27 +136,30 @@ class ResultLog:
         setting: dict[str, Any],
     ) -> None:
         """Rows of rejected samples, each with its reason."""
-        self.counts["rejected"] += len(ids)
-        if not self.wanted:
-            return
-        rows = []
-        for i, key, reason in zip(ids, keys, reasons, strict=True):
-            row = self._base(edge, i, key, "rejected", setting)
-            row["reason"] = reason
-            row.update(self._prediction({}, 0))
-            rows.append(row)
-        self._emit(rows)
+        self._unserved("rejected", edge, ids, keys, reasons, setting)
 
     def dropped(
         self, edge: int, ids: Sequence[int], keys: Sequence[str | None], reason: str
     ) -> None:
         """Rows of samples a live source shed unread (``flow.overflow``)."""
-        self.counts["dropped"] += len(ids)
+        self._unserved("dropped", edge, ids, keys, [reason] * len(ids), {})
+
+    def _unserved(
+        self,
+        status: str,
+        edge: int,
+        ids: Sequence[int],
+        keys: Sequence[str | None],
+        reasons: Sequence[str],
+        setting: dict[str, Any],
+    ) -> None:
+        """Rows of samples that settle without a prediction, each with its reason."""
+        self.counts[status] += len(ids)
         if not self.wanted:
             return
         rows = []
-        for i, key in zip(ids, keys, strict=True):
-            row = self._base(edge, i, key, "dropped", {})
+        for i, key, reason in zip(ids, keys, reasons, strict=True):
+            row = self._base(edge, i, key, status, setting)
             row["reason"] = reason
             row.update(self._prediction({}, 0))
             rows.append(row)
