@@ -2,8 +2,12 @@
 
 The edge namespace holds 10.77.0.1, the cloud namespace 10.77.0.2 (a /30 on the veth only;
 no other network is touched). The edge side's egress (the uplink that carries the features)
-is shaped with ``tc tbf``. The kernel here lacks ``netem``, so delay and loss stay in the
-application (``pipeline.stream.link``). Root only.
+is shaped with ``tc tbf``. The kernel here lacks ``netem``, so delay stays in the application
+(``pipeline.stream.link``); random packet loss is real (``loss_pct``, ``--loss``): an nftables rule
+(``numgen random mod 10000 < P*100 drop``) in the receiving namespace's ``netdev`` ingress hook of the
+veth, so a dropped packet has crossed the shaper and the sender's TCP must retransmit it. The rules
+live in the two namespaces only; the host's ruleset is never touched. :meth:`NetnsLink.outage` takes
+the veth down (both ends) and brings it back up, as a tunnel or a handover does. Root only.
 
 With ``--secure`` (``pipeline``) or ``secrets=`` (:func:`start_ray`) both Ray nodes start in secure
 mode (README, "Security"): token authentication, and TLS on Ray's gRPC with a certificate per side
@@ -17,6 +21,9 @@ CLI (root)::
     python scripts/netns_link.py tcp --rate 10          # prove the shaping with plain TCP
     python scripts/netns_link.py pipeline --rate 5 -- --config configs/demo.yaml --set samples=64
     python scripts/netns_link.py pipeline --rate 4 --secure tls -- --config configs/demo.yaml
+    python scripts/netns_link.py tcp --rate 4 --loss 2                  # 2 % loss, both ways
+    python scripts/netns_link.py pipeline --rate 4 --loss 2 --loss-direction uplink -- --config ...
+    python scripts/netns_link.py pipeline --rate 4 --outage 5:20 -- --config configs/demo.yaml
     python scripts/netns_link.py up --rate 10           # leave the namespaces up (manual use)
     python scripts/netns_link.py down                   # tear them down
 """
@@ -41,6 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 EDGE_IP = "10.77.0.1"
 CLOUD_IP = "10.77.0.2"
 RAY_PORT = 6379  # namespaces have their own port space: no clash with the host's Ray
+OUTAGE_ARM_BYTES = 256 * 1024  # a pipeline outage's start counts from when this much has crossed
 
 
 def run(argv: list[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -71,6 +79,62 @@ def netns_supported() -> str | None:
     return None
 
 
+LOSS_DIRECTIONS = ("both", "uplink", "downlink")
+"""Where ``--loss`` drops: edge -> cloud and cloud -> edge, edge -> cloud only, or cloud -> edge only."""
+LOSS_TABLE = "ssloss"  # the nftables table (family netdev) in each namespace that drops packets
+LOSS_SCALE = 10_000  # numgen modulus: loss is set in steps of 0.01 %
+
+
+def loss_supported() -> str | None:
+    """None when nftables can drop packets in a namespace here (``nft``, netdev ingress), else why not.
+
+    Needs :func:`netns_supported` first (root, ``ip``)."""
+    if shutil.which("nft") is None:
+        return "`nft` not found (apt-get install nftables)"
+    probe = f"ssnft{os.getpid() % 100000}"
+    try:
+        run(["ip", "netns", "add", probe])
+        run(["ip", "-n", probe, "link", "add", "pa", "type", "veth", "peer", "name", "pb"])
+        _nft(probe, _loss_ruleset("pa", 1.0))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return f"nftables loss unavailable: {exc}"
+    finally:
+        run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
+def _loss_ruleset(dev: str, pct: float) -> str:
+    """An nft script: drop ``pct`` % of the packets arriving on ``dev`` (ingress, every protocol)."""
+    threshold = round(pct * LOSS_SCALE / 100)
+    return (
+        f"table netdev {LOSS_TABLE} {{\n"
+        f"  chain ingress {{\n"
+        f'    type filter hook ingress device "{dev}" priority 0; policy accept;\n'
+        f"    numgen random mod {LOSS_SCALE} < {threshold} counter drop\n"
+        f"  }}\n"
+        f"}}\n"
+    )
+
+
+def _nft(ns: str, script: str) -> None:
+    """Load an nft script inside namespace ``ns`` (never the host's ruleset)."""
+    proc = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"nft in {ns} failed ({proc.returncode}): {proc.stderr.strip()}")
+
+
+def parse_outage(text: str) -> tuple[float, float]:
+    """``START:DURATION`` (seconds) -> (start_s, duration_s); start >= 0, duration > 0."""
+    try:
+        start, duration = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"outage must be START:DURATION in seconds, got {text!r}") from None
+    if start < 0 or duration <= 0:
+        raise ValueError(f"outage needs START >= 0 and DURATION > 0, got {text!r}")
+    return start, duration
+
+
 @dataclass
 class NetnsLink:
     """Two namespaces ``<prefix>edge`` / ``<prefix>cloud`` joined by a tbf-shaped veth pair."""
@@ -78,8 +142,14 @@ class NetnsLink:
     rate_mbit: float
     prefix: str = "ss"
     shape_downlink: bool = False  # also shape cloud -> edge
+    loss_pct: float = 0.0  # random packet loss in percent (nftables), see loss_direction
+    loss_direction: str = "both"  # one of LOSS_DIRECTIONS
+    # one wire frame per packet (gso_max_segs 1 on the veth), so the loss rules and tbf see every
+    # frame on its own, as on a real link; set whenever loss_pct > 0 at up()
+    per_packet: bool = False
     procs: list[subprocess.Popen] = field(default_factory=list)
     scratch: list[str] = field(default_factory=list)  # directories removed by down()
+    outages: list[Outage] = field(default_factory=list)  # background outages, ended by down()
 
     @property
     def edge(self) -> str:
@@ -102,6 +172,7 @@ class NetnsLink:
         """Create namespaces, veth pair, addresses and the tbf shaper."""
         if self.rate_mbit <= 0:
             raise ValueError(f"rate_mbit must be > 0, got {self.rate_mbit!r}")
+        _check_loss(self.loss_pct, self.loss_direction)
         self.down()  # leftovers of an interrupted run
         try:
             self._build()
@@ -120,11 +191,17 @@ class NetnsLink:
             (self.cloud, self.cloud_dev, CLOUD_IP),
         ):
             run(["ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev])
+            if self.per_packet or self.loss_pct > 0:
+                # without this, TCP hands the veth segments of up to 64 KiB (GSO): one drop decision
+                # per ~40 frames, and a loss rate ~40x too coarse
+                run(["ip", "-n", ns, "link", "set", dev, "gso_max_size", "1500", "gso_max_segs", "1"])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
             run(["ip", "-n", ns, "link", "set", dev, "up"])
         self._shape(self.edge, self.edge_dev)
         if self.shape_downlink:
             self._shape(self.cloud, self.cloud_dev)
+        if self.loss_pct > 0:
+            self.set_loss(self.loss_pct, self.loss_direction)
 
     def _shape(self, ns: str, dev: str) -> None:
         rate_bytes = self.rate_mbit * 1e6 / 8
@@ -134,8 +211,87 @@ class NetnsLink:
              "rate", f"{int(self.rate_mbit * 1000)}kbit", "burst", str(burst),
              "limit", str(limit)])  # fmt: skip
 
+    # ------------------------------------------------------------------ packet loss
+    def set_loss(self, pct: float, direction: str = "both") -> None:
+        """Drop ``pct`` % of the packets at random (nftables ``numgen``), in ``direction`` (one of
+        :data:`LOSS_DIRECTIONS`); 0 removes the rules. Packets are dropped where they arrive (the
+        receiving namespace's ingress hook on its veth end), after the shaper has sent them. Exact per
+        wire frame only on a ``per_packet`` link (the default when ``loss_pct`` > 0 at :meth:`up`);
+        connections opened before that was set keep their 64 KiB GSO segments."""
+        _check_loss(pct, direction)
+        for ns, _ in self._loss_ends("both"):
+            run(["ip", "netns", "exec", ns, "nft", "delete", "table", "netdev", LOSS_TABLE],
+                check=False)  # fmt: skip
+        if pct > 0:
+            for ns, dev in self._loss_ends(direction):
+                _nft(ns, _loss_ruleset(dev, pct))
+        self.loss_pct, self.loss_direction = pct, direction
+
+    def _loss_ends(self, direction: str) -> list[tuple[str, str]]:
+        """(namespace, device) whose ingress drops for ``direction``: uplink loss is at the cloud."""
+        ends = []
+        if direction in ("both", "uplink"):
+            ends.append((self.cloud, self.cloud_dev))
+        if direction in ("both", "downlink"):
+            ends.append((self.edge, self.edge_dev))
+        return ends
+
+    def loss_counters(self) -> dict[str, int]:
+        """Packets dropped so far by the loss rules: ``uplink`` (edge -> cloud), ``downlink``."""
+        out = {}
+        for name, (ns, _) in zip(("uplink", "downlink"), self._loss_ends("both"), strict=True):
+            proc = run(["ip", "netns", "exec", ns, "nft", "list", "table", "netdev", LOSS_TABLE],
+                       check=False)  # fmt: skip
+            match = re.search(r"counter packets (\d+)", proc.stdout)
+            out[name] = int(match.group(1)) if match else 0
+        return out
+
+    def drop_counters(self) -> dict[str, int]:
+        """:meth:`loss_counters` and the edge shaper's own tail drops (``shaper``)."""
+        return {**self.loss_counters(), "shaper": self.tc_dropped()}
+
+    def tcp_counters(self, ns: str | None = None) -> dict[str, int]:
+        """The TCP counters of namespace ``ns`` (default: the edge) from its ``/proc/net/snmp``:
+        ``OutSegs``, ``RetransSegs``, ``InSegs``, ... (cumulative, this namespace only)."""
+        text = run(["ip", "netns", "exec", ns or self.edge, "cat", "/proc/net/snmp"]).stdout
+        rows = [ln.split()[1:] for ln in text.splitlines() if ln.startswith("Tcp:")]
+        if len(rows) != 2:
+            raise RuntimeError(f"cannot parse /proc/net/snmp: {text!r}")
+        return {k: int(v) for k, v in zip(rows[0], rows[1], strict=True)}
+
+    # ------------------------------------------------------------------ outages
+    def set_link(self, up: bool) -> None:
+        """Take both ends of the veth down (``ip link set down``) or bring them up again. Going down
+        removes each side's /30 route; coming up restores it (checked, re-added if missing)."""
+        for ns, dev in ((self.edge, self.edge_dev), (self.cloud, self.cloud_dev)):
+            run(["ip", "-n", ns, "link", "set", dev, "up" if up else "down"])
+        if up:
+            for ns, dev, ip in ((self.edge, self.edge_dev, EDGE_IP),
+                                (self.cloud, self.cloud_dev, CLOUD_IP)):  # fmt: skip
+                self._ensure_route(ns, dev, ip)
+
+    def _ensure_route(self, ns: str, dev: str, ip: str) -> None:
+        net = ip.rsplit(".", 1)[0] + ".0/30"
+        for _ in range(20):
+            if net in run(["ip", "-n", ns, "route", "show", "dev", dev]).stdout:
+                return
+            time.sleep(0.05)
+        run(["ip", "-n", ns, "route", "replace", net, "dev", dev, "src", ip])
+
+    def outage(self, start_s: float, duration_s: float, after_bytes: int = 0) -> Outage:
+        """A started background :class:`Outage`: the veth goes down ``start_s`` seconds from now (or,
+        with ``after_bytes``, from the moment the edge shaper has sent that many more bytes) and comes
+        back up ``duration_s`` seconds later. :meth:`down` ends one still running."""
+        out = Outage(self, start_s, duration_s, after_bytes)
+        self.outages.append(out)
+        out.start()
+        return out
+
     def down(self) -> None:
         """Stop everything started here and delete both namespaces (idempotent)."""
+        for out in self.outages:
+            out.cancel()
+        self.outages.clear()
         for proc in reversed(self.procs):
             stop_process(proc, grace=3.0)  # Ray nodes: their PID namespace dies with them
         self.procs.clear()
@@ -182,6 +338,13 @@ class NetnsLink:
             raise RuntimeError(f"cannot parse tc statistics: {out!r}")
         return int(match.group(1))
 
+    def tc_dropped(self) -> int:
+        """Packets the edge shaper has dropped so far (tail drops of its queue, ``tc -s qdisc``)."""
+        out = run(["ip", "netns", "exec", self.edge, "tc", "-s", "qdisc", "show", "dev",
+                   self.edge_dev]).stdout  # fmt: skip
+        match = re.search(r"dropped (\d+)", out)
+        return int(match.group(1)) if match else 0
+
     def wait_port(self, ns: str, ip: str, port: int, timeout: float = 60) -> None:
         """Wait until a TCP port accepts connections inside ``ns``."""
         code = (
@@ -198,6 +361,65 @@ class NetnsLink:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{ip}:{port} in namespace {ns} did not open within {timeout}s")
+
+
+def _check_loss(pct: float, direction: str) -> None:
+    if not 0 <= pct < 100:
+        raise ValueError(f"loss must be a percentage in [0, 100), got {pct!r}")
+    if direction not in LOSS_DIRECTIONS:
+        raise ValueError(f"loss direction must be one of {LOSS_DIRECTIONS}, got {direction!r}")
+
+
+class Outage(threading.Thread):
+    """The veth down for ``duration_s`` seconds, ``start_s`` seconds after the thread starts (after
+    the edge shaper has sent ``after_bytes`` more bytes, when that is set: the stream's traffic has
+    begun). ``down_wall`` / ``up_wall`` record when it happened (``time.time()``); ``error`` holds
+    an exception raised while switching the link."""
+
+    def __init__(self, link: NetnsLink, start_s: float, duration_s: float, after_bytes: int = 0):
+        super().__init__(daemon=True)
+        if start_s < 0 or duration_s <= 0:
+            raise ValueError(f"outage needs start_s >= 0 and duration_s > 0: {start_s}, {duration_s}")
+        self.link, self.start_s, self.duration_s = link, start_s, duration_s
+        self.after_bytes = after_bytes
+        self.down_wall: float | None = None
+        self.up_wall: float | None = None
+        self.error: BaseException | None = None
+        self._cancel = threading.Event()
+
+    def run(self) -> None:
+        try:
+            if self.after_bytes > 0:
+                base = self.link.tc_sent_bytes()
+                while self.link.tc_sent_bytes() - base < self.after_bytes:
+                    if self._cancel.wait(0.05):
+                        return
+            if self._cancel.wait(self.start_s):
+                return
+            self.link.set_link(up=False)
+            self.down_wall = time.time()
+            self._cancel.wait(self.duration_s)
+        except BaseException as exc:  # noqa: BLE001 - reported through .error
+            self.error = exc
+        finally:
+            if self.down_wall is not None:
+                try:
+                    self.link.set_link(up=True)
+                    self.up_wall = time.time()
+                except BaseException as exc:  # noqa: BLE001
+                    self.error = self.error or exc
+
+    def cancel(self) -> None:
+        """End the outage now (the link comes back up if it was down) and wait for the thread."""
+        self._cancel.set()
+        if self.is_alive():
+            self.join(10)
+
+    def summary(self) -> dict:
+        took = None if self.down_wall is None or self.up_wall is None else self.up_wall - self.down_wall
+        return {"start_s": self.start_s, "duration_s": self.duration_s, "after_bytes": self.after_bytes,
+                "down_wall": self.down_wall, "up_wall": self.up_wall, "down_s": took,
+                "error": None if self.error is None else repr(self.error)}  # fmt: skip
 
 
 class PacketCapture:
@@ -287,8 +509,9 @@ def tcp_goodput(link: NetnsLink, seconds: float = 3.0, port: int = 5201) -> dict
         if recv.stdout is None or recv.stdout.readline().strip() != "READY":
             raise RuntimeError("TCP receiver did not start")
         sent0 = link.tc_sent_bytes()
+        tcp0, drops0 = link.tcp_counters(), link.drop_counters()
         run(link.exec_argv(link.edge, [sys.executable, "-c", _SENDER, CLOUD_IP, str(port),
-                                       str(nbytes)]), timeout=seconds * 5 + 30)  # fmt: skip
+                                       str(nbytes)]), timeout=seconds * 20 + 30)  # fmt: skip
         out, _ = recv.communicate(timeout=30)
     finally:
         stop_process(recv)
@@ -297,7 +520,26 @@ def tcp_goodput(link: NetnsLink, seconds: float = 3.0, port: int = 5201) -> dict
     result["rate_mbps"] = link.rate_mbit
     result["tc_sent_bytes"] = link.tc_sent_bytes() - sent0
     result["wire_mbps"] = result["tc_sent_bytes"] * 8 / result["seconds"] / 1e6
+    result.update(retransmissions(link, tcp0, drops0))
     return result
+
+
+def retransmissions(link: NetnsLink, tcp0: dict[str, int], drops0: dict[str, int]) -> dict:
+    """What the loss rules dropped and what the edge's TCP resent since ``tcp0`` / ``drops0``
+    (:meth:`NetnsLink.tcp_counters`, :meth:`NetnsLink.drop_counters` taken before)."""
+    tcp, drops = link.tcp_counters(), link.drop_counters()
+    out_segs = tcp["OutSegs"] - tcp0["OutSegs"]
+    retrans = tcp["RetransSegs"] - tcp0["RetransSegs"]
+    return {
+        "loss_pct": link.loss_pct,
+        "loss_direction": link.loss_direction,
+        "dropped_uplink": drops["uplink"] - drops0["uplink"],
+        "dropped_downlink": drops["downlink"] - drops0["downlink"],
+        "shaper_dropped": drops["shaper"] - drops0["shaper"],
+        "edge_out_segs": out_segs,
+        "edge_retrans_segs": retrans,
+        "edge_retrans_pct": 100.0 * retrans / out_segs if out_segs else 0.0,
+    }
 
 
 # ---------------------------------------------------------------------- Ray across the link
@@ -511,23 +753,39 @@ def stream_goodput(
     pipeline_args: list[str],
     workdir: str,
     secure: dict[str, str] | None = None,
+    outages: list[tuple[float, float]] = (),
+    timeout: float = 300,
 ) -> dict:
     """Run the pipeline across the shaped link on the Ray cluster at ``address`` (a driver with
     the variables ``secure``) and measure goodput.
+
+    ``outages``: (start_s, duration_s) pairs; each takes the veth down for ``duration_s``, ``start_s``
+    seconds after the stream's traffic began (the shaper has sent :data:`OUTAGE_ARM_BYTES` since
+    the driver started). The result's ``edge_retrans_segs`` / ``dropped_*`` count TCP retransmissions
+    in the edge namespace and the loss rules' drops during the run.
 
     ``wire_mbps`` is the shaper's steady throughput (all bytes: payload, Ray, TLS and TCP/IP
     headers); ``goodput_mbps`` scales it by the payload share, i.e. encoded feature bytes per
     second through the link.
     """
     sampler = TcSampler(link)
+    tcp0, drops0 = link.tcp_counters(), link.drop_counters()
     sampler.start()
     t0 = time.monotonic()
+    running = [link.outage(start, duration, after_bytes=OUTAGE_ARM_BYTES)
+               for start, duration in outages]  # fmt: skip
     try:
         report = run_pipeline_over_link(
-            link, address, pipeline_args, str(Path(workdir) / "report.json"), secure=secure
-        )
+            link, address, pipeline_args, str(Path(workdir) / "report.json"), secure=secure,
+            timeout=timeout,
+        )  # fmt: skip
     finally:
         samples = sampler.stop()
+        for out in running:
+            out.cancel()
+    errors = [o.error for o in running if o.error is not None]
+    if errors:
+        raise RuntimeError(f"outage could not switch the link: {errors[0]!r}")
     rate = saturated_rate(samples)
     payload = int(report["wire_bytes"])
     share = payload / rate["total_bytes"]
@@ -541,20 +799,35 @@ def stream_goodput(
         "window_s": rate["window_s"],
         "driver_seconds": time.monotonic() - t0,
         "tc_samples": [(round(t - samples[0][0], 3), b - samples[0][1]) for t, b in samples],
+        **retransmissions(link, tcp0, drops0),
+        "outages": [o.summary() for o in running],
         "report": report,
     }
 
 
 def pipeline_goodput(
-    link: NetnsLink, pipeline_args: list[str], workdir: str, secure: str = "off"
+    link: NetnsLink,
+    pipeline_args: list[str],
+    workdir: str,
+    secure: str = "off",
+    outages: list[tuple[float, float]] = (),
+    timeout: float = 300,
 ) -> dict:
     """Start Ray on both sides (secure mode ``secure``, see :func:`start_ray_secure`), run the
     pipeline across the shaped link and measure goodput (:func:`stream_goodput`)."""
     address, driver_env = start_ray_secure(link, workdir, secure)
-    return {"secure": secure, **stream_goodput(link, address, pipeline_args, workdir, driver_env)}
+    res = stream_goodput(link, address, pipeline_args, workdir, driver_env, outages, timeout)
+    return {"secure": secure, **res}
 
 
 # ---------------------------------------------------------------------- CLI
+def _outage_arg(text: str) -> tuple[float, float]:
+    try:
+        return parse_outage(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -562,6 +835,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--rate", type=float, default=10.0, help="tbf rate in Mbit/s")
         p.add_argument("--prefix", default="ss", help="namespace name prefix")
+        p.add_argument("--loss", type=float, default=0.0, metavar="P",
+                       help="random packet loss in percent (nftables), e.g. 2 or 0.5")  # fmt: skip
+        p.add_argument("--loss-direction", choices=LOSS_DIRECTIONS, default="both",
+                       help="where --loss drops: both ways, edge->cloud only or cloud->edge only")  # fmt: skip
         if name == "tcp":
             p.add_argument("--seconds", type=float, default=3.0)
         if name == "pipeline":
@@ -569,6 +846,11 @@ def main(argv: list[str] | None = None) -> int:
                 "--secure", choices=SECURE_MODES, default="off",
                 help="start both Ray nodes in secure mode: token authentication (token), or token "
                 "and TLS on Ray's gRPC (tls), with throwaway secrets (python -m pipeline certs)",
+            )  # fmt: skip
+            p.add_argument(
+                "--outage", action="append", default=[], type=_outage_arg, metavar="START:DURATION",
+                help="take the veth down (both ends) for DURATION s, START s after the stream's "
+                f"traffic began ({OUTAGE_ARM_BYTES // 1024} KiB through the shaper); repeatable",
             )  # fmt: skip
             p.add_argument("pipeline_args", nargs=argparse.REMAINDER, help="args after --")
     down = sub.add_parser("down")
@@ -581,10 +863,17 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"cannot build the shaped link: {reason}", file=sys.stderr)
         return 2
-    link = NetnsLink(args.rate, prefix=args.prefix)
+    if args.loss > 0:
+        reason = loss_supported()
+        if reason:
+            print(f"cannot drop packets on the link: {reason}", file=sys.stderr)
+            return 2
+    link = NetnsLink(args.rate, prefix=args.prefix, loss_pct=args.loss,
+                     loss_direction=args.loss_direction)  # fmt: skip
     if args.cmd == "up":
         link.up()
-        print(f"{link.edge} ({EDGE_IP}) <-> {link.cloud} ({CLOUD_IP}), uplink {args.rate} Mbit/s")
+        loss = f", {args.loss:g} % loss ({args.loss_direction})" if args.loss else ""
+        print(f"{link.edge} ({EDGE_IP}) <-> {link.cloud} ({CLOUD_IP}), uplink {args.rate} Mbit/s{loss}")
         return 0
     with link:
         if args.cmd == "tcp":
@@ -592,7 +881,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             extra = [a for a in args.pipeline_args if a != "--"]
             with tempfile.TemporaryDirectory(prefix="ss_netns_") as tmp:
-                result = pipeline_goodput(link, extra, tmp, secure=args.secure)
+                result = pipeline_goodput(link, extra, tmp, secure=args.secure,
+                                          outages=args.outage)  # fmt: skip
     print(json.dumps(result, indent=2, default=str))
     return 0
 
