@@ -62,3 +62,15 @@ def test_rejected_id_list_is_bounded_but_the_count_is_exact():
     s = led.summary()
     assert s["rejected"] == 5000 and len(s["rejected_ids"]) == REJECTED_IDS_KEPT
     assert s["rejected_ids_truncated"] and len(s["reject_errors"]) == 1
+
+
+def test_unsettled_ids_are_the_gaps_as_ranges():
+    led = DeliveryLedger(10, first_id=100)
+    led.drop([100, 101, 104, 107])
+    assert led.lost == 6
+    assert led.unsettled_ranges() == [[102, 103], [105, 106], [108, 109]]
+    assert led.unsettled_ranges(limit=2) == [[102, 103], [105, 106]]
+    led.drop([102, 103, 105, 106, 108, 109])
+    assert led.lost == 0 and led.unsettled_ranges() == []
+    s = IdSet()
+    assert s.gaps(3, 5) == [[0, 2]] and s.gaps(0, 5) == []

@@ -23,6 +23,9 @@ REJECTED_IDS_KEPT = 100
 REJECT_ERRORS_KEPT = 5
 """How many distinct error texts of rejected frames the report keeps."""
 
+UNSETTLED_RANGES_KEPT = 50
+"""How many ranges of unsettled ids a failed run's report lists (the count is always exact)."""
+
 
 class IdSet:
     """A set of non-negative ints stored as ``[0, watermark)`` plus the members above it."""
@@ -60,6 +63,16 @@ class IdSet:
         out = cls()
         out.watermark = int(state["watermark"])
         out._above = {int(i) for i in state["above"] if int(i) > out.watermark}
+        return out
+
+    def gaps(self, end: int, limit: int) -> list[list[int]]:
+        """The non-members below ``end`` as ``[first, last]`` ranges, at most ``limit`` of them."""
+        out: list[list[int]] = []
+        lo = self.watermark
+        for i in [*sorted(m for m in self._above if m < end), end]:
+            if i > lo and len(out) < limit:
+                out.append([lo, i - 1])
+            lo = max(lo, i + 1)
         return out
 
     @property
@@ -252,6 +265,14 @@ class DeliveryLedger:
     def lost(self) -> int:
         """Ids that were never settled."""
         return self.samples - self.settled
+
+    def unsettled_ranges(self, limit: int = UNSETTLED_RANGES_KEPT) -> list[list[int]]:
+        """The ids never settled, as ``[first, last]`` ranges (the first ``limit``): what a run that
+        ended early did not finish."""
+        if self.lost <= 0:
+            return []
+        gaps = self._settled.gaps(self.samples, limit)
+        return [[self.first_id + a, self.first_id + b] for a, b in gaps]
 
     def summary(self) -> dict[str, Any]:
         """Delivery accounting and result aggregates for the report."""

@@ -16,6 +16,7 @@ from pipeline.stream.config import PipelineConfig, config_to_dict, edge_link
 from pipeline.stream.ledger import (
     REJECT_ERRORS_KEPT,
     REJECTED_IDS_KEPT,
+    UNSETTLED_RANGES_KEPT,
     DeliveryLedger,
     TextFidelity,
 )
@@ -32,6 +33,8 @@ def _ledgers(ledgers: list[DeliveryLedger]) -> dict[str, Any]:
     ids = [i for p in parts for i in p["rejected_ids"]]
     out["rejected_ids"] = ids[:REJECTED_IDS_KEPT]
     out["rejected_ids_truncated"] = out["rejected"] > len(out["rejected_ids"])
+    gaps = [g for led in ledgers for g in led.unsettled_ranges()]
+    out["unsettled_ids"] = gaps[:UNSETTLED_RANGES_KEPT]
     errors: list[str] = []
     for p in parts:
         errors += [e for e in p["reject_errors"] if e not in errors]
@@ -67,6 +70,7 @@ def edge_summary(
         "delivered": led["delivered"],
         "rejected": led["rejected"],
         "lost": led["lost"],
+        "unsettled_ids": ledger.unsettled_ranges(),  # [first, last] id ranges of the lost
         "duplicated": led["duplicated"],
         "goodput_mbps": good,
         "link_utilization": good / lk["configured_mbps"]
@@ -173,6 +177,8 @@ def build_report(
         "rejected_ids": led["rejected_ids"],
         "rejected_ids_truncated": led["rejected_ids_truncated"],
         "reject_errors": led["reject_errors"],
+        # the ids a run that ended early never settled, as [first, last] ranges (bounded)
+        "unsettled_ids": led["unsettled_ids"],
         "restarts": restarts,
         "replayed_batches": replayed,
         "elapsed_s": wall,
