@@ -259,6 +259,10 @@ class NetnsLink:
             raise RuntimeError(f"cannot parse /proc/net/snmp: {text!r}")
         return {k: int(v) for k, v in zip(rows[0], rows[1], strict=True)}
 
+    def tcp_counters_both(self) -> dict[str, dict[str, int]]:
+        """:meth:`tcp_counters` of the ``edge`` and the ``cloud`` namespace."""
+        return {"edge": self.tcp_counters(self.edge), "cloud": self.tcp_counters(self.cloud)}
+
     # ------------------------------------------------------------------ outages
     def set_link(self, up: bool) -> None:
         """Take both ends of the veth down (``ip link set down``) or bring them up again. Going down
@@ -509,7 +513,7 @@ def tcp_goodput(link: NetnsLink, seconds: float = 3.0, port: int = 5201) -> dict
         if recv.stdout is None or recv.stdout.readline().strip() != "READY":
             raise RuntimeError("TCP receiver did not start")
         sent0 = link.tc_sent_bytes()
-        tcp0, drops0 = link.tcp_counters(), link.drop_counters()
+        tcp0, drops0 = link.tcp_counters_both(), link.drop_counters()
         run(link.exec_argv(link.edge, [sys.executable, "-c", _SENDER, CLOUD_IP, str(port),
                                        str(nbytes)]), timeout=seconds * 20 + 30)  # fmt: skip
         out, _ = recv.communicate(timeout=30)
@@ -525,11 +529,11 @@ def tcp_goodput(link: NetnsLink, seconds: float = 3.0, port: int = 5201) -> dict
 
 
 def retransmissions(link: NetnsLink, tcp0: dict[str, int], drops0: dict[str, int]) -> dict:
-    """What the loss rules dropped and what the edge's TCP resent since ``tcp0`` / ``drops0``
-    (:meth:`NetnsLink.tcp_counters`, :meth:`NetnsLink.drop_counters` taken before)."""
-    tcp, drops = link.tcp_counters(), link.drop_counters()
-    out_segs = tcp["OutSegs"] - tcp0["OutSegs"]
-    retrans = tcp["RetransSegs"] - tcp0["RetransSegs"]
+    """What the loss rules and the shaper dropped, and what each side's TCP sent and resent, since
+    ``tcp0`` / ``drops0`` (:meth:`NetnsLink.tcp_counters_both`, :meth:`NetnsLink.drop_counters`)."""
+    tcp, drops = link.tcp_counters_both(), link.drop_counters()
+    out_segs = tcp["edge"]["OutSegs"] - tcp0["edge"]["OutSegs"]
+    retrans = tcp["edge"]["RetransSegs"] - tcp0["edge"]["RetransSegs"]
     return {
         "loss_pct": link.loss_pct,
         "loss_direction": link.loss_direction,
@@ -539,6 +543,8 @@ def retransmissions(link: NetnsLink, tcp0: dict[str, int], drops0: dict[str, int
         "edge_out_segs": out_segs,
         "edge_retrans_segs": retrans,
         "edge_retrans_pct": 100.0 * retrans / out_segs if out_segs else 0.0,
+        "cloud_out_segs": tcp["cloud"]["OutSegs"] - tcp0["cloud"]["OutSegs"],
+        "cloud_retrans_segs": tcp["cloud"]["RetransSegs"] - tcp0["cloud"]["RetransSegs"],
     }
 
 
@@ -769,7 +775,7 @@ def stream_goodput(
     second through the link.
     """
     sampler = TcSampler(link)
-    tcp0, drops0 = link.tcp_counters(), link.drop_counters()
+    tcp0, drops0 = link.tcp_counters_both(), link.drop_counters()
     sampler.start()
     t0 = time.monotonic()
     running = [link.outage(start, duration, after_bytes=OUTAGE_ARM_BYTES)
