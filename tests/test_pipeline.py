@@ -102,6 +102,7 @@ def test_slow_link_backpressures_head_with_flat_memory(ray_local, fuse):
         "codec.kind=fp32",
         "link.bandwidth_mbps=1",
         f"flow.window={window}",
+        "flow.inflight=64",  # the hops' credits alone (the link's window: test_inflight.py)
         "batching.max_batch_size=2",
         "fidelity.reference_samples=0",
     )

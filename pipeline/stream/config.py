@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -133,6 +133,9 @@ class LinkConfig(LinkOverride):
 
 class FlowConfig(_Strict):
     window: int = Field(default=4, ge=1, le=1024)
+    # batches an edge keeps in flight to its link (source call to delivery): auto = sized from the
+    # measured link (bandwidth-delay product plus the batch on the wire), or a fixed number
+    inflight: Literal["auto"] | Annotated[int, Field(ge=1, le=65536)] = "auto"
     per_replica_inflight: int = Field(default=2, ge=1, le=64)
     stall_timeout_s: float | None = Field(default=None, gt=0)  # None = derived from the link
     max_restarts: int = Field(default=5, ge=0, le=1000)  # Ray restarts per stage actor

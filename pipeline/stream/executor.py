@@ -13,7 +13,9 @@ the ``data`` ref on.
 
 Flow control: each edge has a :class:`~pipeline.stream.flow.CreditWindow` on every hop of its chain,
 the shared cloud hops included, so a slow edge holds back only itself and a slow cloud holds back
-every edge.
+every edge. On top of those, an edge keeps only as many batches in flight to its link (from the
+source call that makes a batch to its delivery) as the link needs: ``flow.inflight``, sized by a
+:class:`~pipeline.stream.flow.LinkWindow` from the measured rate and round trip (``auto``).
 
 Failure model (at-least-once transport, idempotent sink, exactly-once results):
 
@@ -42,7 +44,7 @@ from typing import Any
 from pipeline.stream.config import PipelineConfig
 from pipeline.stream.data import UNBOUNDED
 from pipeline.stream.feeder import ItemFeeder
-from pipeline.stream.flow import CreditWindow, StateTimer
+from pipeline.stream.flow import CreditWindow, LinkWindow, StateTimer
 from pipeline.stream.ledger import DeliveryLedger
 from pipeline.stream.link import outage_overlap
 from pipeline.stream.metrics import (
@@ -174,6 +176,8 @@ class _Ticket:
     keys: list[str] | None = None  # the user's data: each sample's key (None: keyed by id)
     setting: dict[str, Any] = field(default_factory=dict)  # the codec setting it was coded with
     items_ref: Any = None  # an iterable source: the driver's copy of its items, for rebuilds
+    launched: float = 0.0  # when the source call that made it was launched (monotonic)
+    clear: bool = False  # nothing else of its edge was in flight then
 
 
 @dataclass
@@ -187,6 +191,7 @@ class _Task:
     submitted: float = 0.0
     transport_ticket: int = -1
     edge: int = 0
+    clear: bool = False  # a source call launched while nothing else of its edge was in flight
 
 
 @dataclass(eq=False)
@@ -258,6 +263,14 @@ class _Edge:
     last_n: int = 1  # samples in this edge's latest batch
     recent_latency_s: float = 0.0  # worst latency delivered since the timeline's last point
     retry_items: Any = None  # an iterable's items whose source call failed: sent again first
+    inflight: int = 0  # batches in flight to the link allowed (flow.inflight), when window is None
+    window: LinkWindow | None = None  # flow.inflight=auto on a limited link: sized from the link
+    aloft: set[int] = field(default_factory=set)  # tickets made and not yet delivered by the link
+    held_back: bool = False  # the window held the source back since the link's last delivery
+
+    @property
+    def inflight_limit(self) -> int:
+        return self.window.size if self.window is not None else self.inflight
 
     def key(self, ticket: _Ticket, i: int) -> str | None:
         """Sample ``i``'s key (None: its id is its key)."""
@@ -366,6 +379,7 @@ class StreamExecutor:
                 )
             )
             self.edges[-1].done = samples == 0
+            self.edges[-1].inflight, self.edges[-1].window = self._inflight(chain, configured[e])
             if r.mode == "adaptive":
                 assert profile is not None and slo_s is not None
                 self.edges[-1].rate = RateController(
@@ -401,7 +415,7 @@ class StreamExecutor:
             "level": c.level if c.kind in ("ours", "zstd") else None,
             "label": self._fixed_label,
         }
-        self.timeline = Timeline(period_s=0.1, steps=("bits",))
+        self.timeline = Timeline(period_s=0.1, steps=("bits", "inflight"))
         self.exporter = DriverExporter()
         self.peak_total = 0
         self.memory: dict[str, float] = {}
@@ -413,6 +427,19 @@ class StreamExecutor:
         self.error: StreamError | None = None
         self._bar: Any = None
         self._bar_n = 0
+
+    def _inflight(self, chain: list[_Step], mbps: float | None) -> tuple[int, LinkWindow | None]:
+        """An edge's in-flight limit: ``flow.inflight`` as a number, or ``auto``: a window sized from
+        the link, at most what the hops up to the link hold (``flow.window`` each). An unconstrained
+        emulated link is never the bottleneck: it keeps that cap."""
+        hops = 1 + next(i for i, s in enumerate(chain) if "transport" in s.stages)
+        cap = self.cfg.flow.window * hops
+        setting = self.cfg.flow.inflight
+        if setting != "auto":
+            return int(setting), None
+        if self.cfg.link.mode != "real" and mbps is None:
+            return cap, None
+        return cap, LinkWindow(cap)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
@@ -635,6 +662,11 @@ class StreamExecutor:
         if self.feeder is not None and self.feeder.done and ed.retry_items is None:
             ed.done = True  # the iterable has ended and every item was handed on
             return
+        if ed.window is not None:
+            ed.window.tick(time.monotonic())
+        if len(ed.aloft) >= ed.inflight_limit:
+            s.blocked = ed.held_back = True  # what the link needs is in flight: more would queue
+            return
         if not ed.hops[1].try_acquire():
             s.blocked = True  # the next hop is full: this edge's source waits (backpressure)
             return
@@ -655,8 +687,9 @@ class StreamExecutor:
             args += (self._choose(ed, ed.last_n),)
         meta, data = rep.handle.next_batch.options(num_returns=2).remote(*args, **kwargs)
         self.tasks[meta] = _Task(
-            "source", s, 0, data_ref=data, submitted=time.monotonic(), edge=ed.index
-        )
+            "source", s, 0, data_ref=data, submitted=time.monotonic(), edge=ed.index,
+            clear=not ed.aloft,
+        )  # fmt: skip
         self.tasks[meta].input_ref = kwargs.get("items")
         rep.load += 1
         s.running += 1
@@ -756,11 +789,15 @@ class StreamExecutor:
                 self.link_outages[ed.index] = m["outages_wall"]
             if "tx_start_planned" in m:  # an emulated link: its delivery is the transport's return
                 self._delivered(ed, float(m["t_end"]), int(m["wire_bytes"]), bool(m.get("queued")))
+            if self.cfg.link.mode != "real":
+                idle = "queued" in m and not m["queued"]
+                self._landed(ed, ticket, int(m.get("wire_bytes", 0)), idle)
         if "decoder" in metas:
             d = metas["decoder"]
             self._arrived(ed, ticket)
             if self.cfg.link.mode == "real":  # the real network delivers as the decoder fetches it
                 self._delivered(ed, float(d["arrival"]), int(d["wire_bytes"]), True)
+                self._landed(ed, ticket, int(d["wire_bytes"]), False)
             ed.receiver.add(float(d["arrival"]), int(d["wire_bytes"]))
             self.receiver.add(float(d["arrival"]), int(d["wire_bytes"]))
             rejected = ed.ledger.reject(d["rejected_ids"], d["errors"])
@@ -787,6 +824,7 @@ class StreamExecutor:
                     rate = ed.rate.rate_bps
                     ed.rate.observe_latency(worst, ticket.wire_bytes / rate if rate else 0.0)
             ed.open_tickets -= 1  # acknowledged: the edge's copy goes with the ticket
+            ed.aloft.discard(ticket.number)
         else:
             # a step that passed its batch through unchanged hands on its input
             data = task.input_ref if meta.get("passthrough") else task.data_ref
@@ -808,6 +846,7 @@ class StreamExecutor:
                 self.batches, ed.index, start, n, float(meta["t_created"]), task.data_ref
             )
             ticket.keys, ticket.items_ref = meta.get("keys"), task.input_ref
+            ticket.launched, ticket.clear = task.submitted, task.clear
             self.batches += 1
             self.batch_sizes[n] += 1
             ed.next_start = start + n
@@ -815,6 +854,7 @@ class StreamExecutor:
             self._rejected_at_source(ed, ticket, meta.get("rejected") or [])
             if meta.get("good", n) > 0:
                 ed.open_tickets += 1
+                ed.aloft.add(ticket.number)
                 ticket.pos = 1  # queued before chain[1], holding the credit of that hop
                 ed.chain[1].queue.append((ticket, task.data_ref))
             else:  # nothing of it loaded: it is settled already
@@ -880,6 +920,19 @@ class StreamExecutor:
         ed.backlog_bytes -= ticket.wire_bytes
         ticket.wire_bytes = 0
 
+    def _landed(self, ed: _Edge, ticket: _Ticket, nbytes: int, idle_link: bool) -> None:
+        """The link delivered a batch (``idle_link``: it had found the link idle): it is no longer in
+        flight, and its round trip is a sample for the edge's window."""
+        if ticket.number not in ed.aloft:
+            return  # delivered before (a replay)
+        ed.aloft.discard(ticket.number)
+        if ed.window is not None:
+            ed.window.observe_delivery(
+                ticket.launched, time.monotonic(), nbytes, ticket.clear,
+                idle_link=idle_link, limited=ed.held_back,
+            )  # fmt: skip
+        ed.held_back = False
+
     def _delivered(self, ed: _Edge, delivered: float, nbytes: int, queued: bool) -> None:
         """The link delivered a batch: perhaps a sample of its rate.
 
@@ -892,9 +945,13 @@ class StreamExecutor:
         if not queued:
             ed.busy_run.clear()
         ed.busy_run.append((delivered, nbytes))
-        if ed.rate is not None and len(ed.busy_run) == ed.busy_run.maxlen:
+        if len(ed.busy_run) == ed.busy_run.maxlen:
             span = ed.busy_run[-1][0] - ed.busy_run[0][0]
-            ed.rate.observe_rate(sum(b for _, b in list(ed.busy_run)[1:]), span, time.monotonic())
+            nbytes = sum(b for _, b in list(ed.busy_run)[1:])
+            if ed.rate is not None:
+                ed.rate.observe_rate(nbytes, span, time.monotonic())
+            if ed.window is not None and span > 0:
+                ed.window.observe_rate(nbytes / span, time.monotonic())
 
     def _requeue(self, task: _Task) -> _Step:
         """Undo a failed call's bookkeeping; returns its step."""
@@ -1150,6 +1207,8 @@ class StreamExecutor:
             "bits": float(bits),
             "backlog_kb": sum(ed.backlog_bytes for ed in self.edges) / 1e3,
             "latency_ms": latency * 1000.0,
+            "inflight": sum(ed.inflight_limit for ed in self.edges) / len(self.edges),
+            "aloft": float(sum(len(ed.aloft) for ed in self.edges)),
         }
         if ctls:
             rates = [c.rate_bps for c in ctls if c.rate_bps is not None]
@@ -1233,7 +1292,16 @@ class StreamExecutor:
                 outages_wall=self.link_outages,
             )
             | self._io_summary()
+            | {"inflight": self._inflight_summary()}
         )
+
+    def _inflight_summary(self) -> dict[str, Any]:
+        """``flow.inflight`` as set, and per edge the window it came to (auto: with the estimates)."""
+        edges = [
+            ed.window.summary() if ed.window is not None else {"size": ed.inflight}
+            for ed in self.edges
+        ]
+        return {"setting": self.cfg.flow.inflight, "edges": edges}
 
     def _io_summary(self) -> dict[str, Any]:
         """The report's ``output`` (the rows written), ``stop`` (why reading ended) and ``resumed``

@@ -1,0 +1,76 @@
+"""The in-flight window (`flow.inflight`): an edge keeps only what its link needs in flight, sized
+from the measured link, and the window follows the link when its rate steps down and back up."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import ray.cloudpickle
+from tiny_stream import tiny_config, tiny_factory
+
+from pipeline.stream.config import ConfigError
+from splitstream.runner import run_pipeline
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def write_step_trace(path, segments: list[tuple[float, float]]) -> None:
+    """A Mahimahi trace of ``(mbit/s, seconds)`` segments: one line per 1500-byte opportunity."""
+    lines, t0, carry = [], 0, 0.0
+    for mbps, seconds in segments:
+        per_ms = mbps * 1e6 / 8 / 1500 / 1000
+        for ms in range(t0, t0 + int(seconds * 1000)):
+            carry += per_ms
+            while carry >= 1:
+                lines.append(str(ms + 1))
+                carry -= 1
+        t0 += int(seconds * 1000)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _stream(*extra: str):
+    base = ("codec.kind=fp16", "fidelity.reference_samples=0")  # 4 KiB a sample, a known load
+    return run_pipeline(tiny_config(*base, *extra), progress=False, factory=tiny_factory)
+
+
+@pytest.mark.parametrize("setting", ["auto", "8"])
+def test_the_window_bounds_what_is_in_flight_to_the_link(ray_local, setting):
+    rep = _stream("samples=1200", "link.bandwidth_mbps=10", "batching.max_batch_size=64",
+                  f"flow.inflight={setting}")  # fmt: skip
+    assert rep["delivered"] == 1200 and rep["lost"] == 0 and rep["duplicated"] == 0
+    win = rep["inflight"]["edges"][0]
+    aloft = [a for a in rep["timeline"]["aloft"] if a is not None]
+    if setting == "8":
+        assert rep["inflight"]["setting"] == 8 and win == {"size": 8}
+        assert max(aloft) > 4  # a fixed window fills: batches wait in front of the link
+        return
+    # 256 kB batches take 0.2 s on the link, far more than making one: two keep it busy
+    assert rep["inflight"]["setting"] == "auto"
+    assert win["rate_mbps"] == pytest.approx(10.0, rel=0.1)
+    assert 2 <= win["size"] <= 3 and win["max"] == win["cap"] == 8  # the cap only at the start
+    assert max(aloft[len(aloft) // 4 :]) <= 3
+
+
+@pytest.mark.slow
+def test_the_window_follows_the_link_from_10_to_2_mbit_and_back(ray_local, tmp_path):
+    trace = tmp_path / "steps.trace"
+    write_step_trace(trace, [(10, 7), (2, 7), (10, 7)])
+    # 32 kB batches and a 100 ms delay: the bandwidth-delay product spans several batches at
+    # 10 Mbit/s, about one at 2 Mbit/s
+    rep = _stream("samples=3600", f"link.trace={trace}", "link.delay_ms=100",
+                  "batching.max_batch_size=8")  # fmt: skip
+    assert rep["delivered"] == 3600 and rep["lost"] == 0
+    sizes = [s for s in rep["timeline"]["inflight"] if s is not None]
+    warm = sizes[2:]  # the first points hold the cap, before the link is measured
+    high = max(warm[: len(warm) // 3])
+    i_low = next(i for i, s in enumerate(warm) if s <= high - 3)  # down with the link ...
+    low = min(s for s in warm[i_low:] if s > 1)  # (1: a round-trip probe)
+    assert high >= 5 and low <= 3
+    assert max(warm[i_low:]) >= high - 1  # ... and back up when the link is fast again
+
+
+def test_a_bad_inflight_setting_is_a_config_error_naming_the_key():
+    for bad in ("0", "many", "2.5"):
+        with pytest.raises(ConfigError, match="flow.inflight"):
+            tiny_config(f"flow.inflight={bad}")
