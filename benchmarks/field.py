@@ -159,7 +159,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
         sel = sorted((r for r in rows if r["secure"] == secure), key=lambda r: r["loss_pct"])
         xs = [r["loss_pct"] for r in sel]
         for ax, (key, _) in zip(axes, panels, strict=True):
-            ax.plot(xs, [r[key] for r in sel], marker="o", label=f"TLS {secure}")
+            label = "TLS on" if secure == "tls" else f"secure mode {secure}"
+            ax.plot(xs, [r[key] for r in sel], marker="o", label=label)
     for ax, (key, ylabel) in zip(axes, panels, strict=True):
         ax.set_xlabel("packet loss, both directions (%)")
         ax.set_ylabel(ylabel)
