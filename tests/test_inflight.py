@@ -10,23 +10,10 @@ import ray.cloudpickle
 from tiny_stream import tiny_config, tiny_factory
 
 from pipeline.stream.config import ConfigError
+from pipeline.stream.link import load_trace, step_trace
 from splitstream.runner import run_pipeline
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def write_step_trace(path, segments: list[tuple[float, float]]) -> None:
-    """A Mahimahi trace of ``(mbit/s, seconds)`` segments: one line per 1500-byte opportunity."""
-    lines, t0, carry = [], 0, 0.0
-    for mbps, seconds in segments:
-        per_ms = mbps * 1e6 / 8 / 1500 / 1000
-        for ms in range(t0, t0 + int(seconds * 1000)):
-            carry += per_ms
-            while carry >= 1:
-                lines.append(str(ms + 1))
-                carry -= 1
-        t0 += int(seconds * 1000)
-    path.write_text("\n".join(lines) + "\n")
 
 
 def _stream(*extra: str):
@@ -55,7 +42,7 @@ def test_the_window_bounds_what_is_in_flight_to_the_link(ray_local, setting):
 @pytest.mark.slow
 def test_the_window_follows_the_link_from_10_to_2_mbit_and_back(ray_local, tmp_path):
     trace = tmp_path / "steps.trace"
-    write_step_trace(trace, [(10, 7), (2, 7), (10, 7)])
+    trace.write_text(step_trace([(10, 7), (2, 7), (10, 7)]))
     # 32 kB batches and a 100 ms delay: the bandwidth-delay product spans several batches at
     # 10 Mbit/s, about one at 2 Mbit/s
     rep = _stream("samples=3600", f"link.trace={trace}", "link.delay_ms=100",
@@ -74,3 +61,14 @@ def test_a_bad_inflight_setting_is_a_config_error_naming_the_key():
     for bad in ("0", "many", "2.5"):
         with pytest.raises(ConfigError, match="flow.inflight"):
             tiny_config(f"flow.inflight={bad}")
+
+
+def test_a_step_trace_carries_each_segments_rate(tmp_path):
+    path = tmp_path / "two.trace"
+    path.write_text(step_trace([(10, 2), (2, 1)]))
+    times = load_trace(path)
+    first, second = (times <= 2000).sum(), ((times > 2000) & (times <= 3000)).sum()
+    assert first * 1500 * 8 / 2 / 1e6 == pytest.approx(10, rel=0.01)
+    assert second * 1500 * 8 / 1e6 == pytest.approx(2, rel=0.01)
+    with pytest.raises(ValueError, match="positive"):
+        step_trace([(0, 1)])

@@ -1292,7 +1292,7 @@ class StreamExecutor:
                 outages_wall=self.link_outages,
             )
             | self._io_summary()
-            | {"inflight": self._inflight_summary()}
+            | {"inflight": self._inflight_summary(), "t0_wall": self.t_start_wall}
         )
 
     def _inflight_summary(self) -> dict[str, Any]:

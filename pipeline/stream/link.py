@@ -39,7 +39,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,6 +252,24 @@ def trace_path(trace: str) -> Path:
     if path.exists() or path.is_absolute():
         return path
     return TRACE_DIR / trace
+
+
+def step_trace(segments: Sequence[tuple[float, float]]) -> str:
+    """A Mahimahi trace of constant-rate ``(mbit/s, seconds)`` segments in turn: one line per
+    1500-byte delivery opportunity, evenly spread over each millisecond's share."""
+    lines: list[str] = []
+    t0, carry = 0, 0.0
+    for mbps, seconds in segments:
+        if mbps <= 0 or seconds <= 0:
+            raise ValueError(f"a step needs a positive rate and duration, got {(mbps, seconds)}")
+        per_ms = mbps * 1e6 / 8 / 1500 / 1000
+        for ms in range(t0, t0 + round(seconds * 1000)):
+            carry += per_ms
+            while carry >= 1:
+                lines.append(str(ms + 1))
+                carry -= 1
+        t0 += round(seconds * 1000)
+    return "\n".join(lines) + "\n"
 
 
 def load_trace(path: str | os.PathLike[str]) -> np.ndarray:
