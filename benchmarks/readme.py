@@ -58,6 +58,7 @@ SOURCES: dict[str, tuple[str, str]] = {
     ),
     "benchmarks/results/generate.json": ("benchmarks.generate", "python -m benchmarks.generate"),
     "benchmarks/results/security.json": ("benchmarks.security", "python -m benchmarks.security"),
+    "benchmarks/results/field.json": ("benchmarks.field", "python -m benchmarks.field"),
     "benchmarks/results/session.json": ("benchmarks.session", "python -m benchmarks.session"),
 }
 
