@@ -58,6 +58,41 @@ def test_block_queues_instead_and_latency_grows(ray_local):
     assert rep["latency_p99_ms"] > 4000, rep["latency_p99_ms"]
 
 
+def _adaptive_camera(rate: int, seconds: int, *extra: str):
+    """Our codec over 1 Mbit/s: about 1.2 kB a sample at 8 bits (~100 samples/s), 0.45 kB at 2."""
+    return tiny_config(
+        f"samples={rate * seconds}", f"data.rate_sps={rate}", "codec.kind=ours",
+        "link.bandwidth_mbps=1", "fidelity.reference_samples=0", "flow.overflow=drop_oldest",
+        *extra,
+    )  # fmt: skip
+
+
+ADAPTIVE = ("rate.mode=adaptive", "rate.latency_slo_ms=1000", "rate.profile_samples=32")
+
+
+def test_rate_control_and_shedding_first_fewer_bits_then_fewer_frames(ray_local):
+    """At twice what 8 bits carry, the controller steps the bits down and the source hardly sheds;
+    fixed at 8 bits, the same camera loses about half its frames. Beyond what even 2 bits carry,
+    the controller is at its lowest settings and the source sheds the rest."""
+    fixed = run_pipeline(_adaptive_camera(200, 30, "codec.bits=8"), progress=False,
+                         factory=tiny_factory)  # fmt: skip
+    adaptive = run_pipeline(_adaptive_camera(200, 30, *ADAPTIVE), progress=False,
+                            factory=tiny_factory)  # fmt: skip
+    for rep in (fixed, adaptive):
+        assert rep["delivered"] + rep["dropped"] + rep["rejected"] == 6000
+        assert rep["lost"] == 0 and rep["duplicated"] == 0
+    assert fixed["dropped"] > 0.3 * 6000  # 8 bits: the link carries about half
+    assert adaptive["dropped"] < fixed["dropped"] / 4  # fewer bits first ...
+    low = sum(n for k, n in adaptive["settings_histogram"].items() if int(k.split("b")[0]) <= 3)
+    assert low > adaptive["delivered"] / 2
+    over = run_pipeline(_adaptive_camera(600, 15, *ADAPTIVE), progress=False,
+                        factory=tiny_factory)  # fmt: skip
+    assert over["delivered"] + over["dropped"] + over["rejected"] == 9000
+    assert over["dropped"] > 0.3 * 9000  # ... then fewer frames, once the bits are at the bottom
+    two = sum(n for k, n in over["settings_histogram"].items() if k.startswith("2b"))
+    assert two > 0.8 * over["delivered"], over["settings_histogram"]
+
+
 def test_shedding_needs_a_paced_source():
     with pytest.raises(ConfigError, match="flow.overflow"):
         tiny_config("flow.overflow=latest")
