@@ -30,7 +30,9 @@ Failure model (at-least-once transport, idempotent sink, exactly-once results):
   (delivered, or rejected by the decoder) and drops repeats.
 * Watchdogs: no call finished for ``stall_timeout_s`` (while no replica is restarting), or a replica
   that does not come back within ``flow.restart_timeout_s``, ends the run with a :class:`StreamError`
-  naming the stage; the error carries the partial report.
+  naming the stage (and the placement resource, when no alive node offers it or has room for it: its
+  node was lost); the error carries the partial report. In a fleet, an edge whose actors cannot come
+  back is given up instead: the other edges finish, then the run fails naming its unsettled ids.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ REPROBE_DELAY_S = 0.25
 
 DEAD_AFTER_PROBES = 3
 """A replica whose probe fails with ``ActorDiedError`` this many times in a row is dead for good."""
+
+NODE_CHECK_S = 1.0
+"""How often the driver asks Ray which nodes are alive (a replica on a lost node is recovering)."""
 
 BUSY_RUN = 3
 """A rate sample spans this many deliveries of a busy run (the first one only marks its start)."""
@@ -425,6 +430,8 @@ class StreamExecutor:
         self.t_start_wall = time.time()
         self.wall = 0.0
         self.error: StreamError | None = None
+        self.given_up: list[tuple[int, StreamError]] = []  # fleet edges that cannot come back
+        self._next_node_check = 0.0
         self._bar: Any = None
         self._bar_n = 0
 
@@ -458,6 +465,7 @@ class StreamExecutor:
             self.stop.start()
         try:
             self._loop()
+            self._raise_given_up()
         except StreamError as exc:
             self.error = exc
         except Exception as exc:  # a bug in the driver: still end with what was measured
@@ -1003,6 +1011,9 @@ class StreamExecutor:
         ticket = task.ticket
         assert ticket is not None
         ed = self.edges[ticket.edge]
+        if any(e == ed.index for e, _ in self.given_up):  # its edge is gone: it stays unsettled
+            ed.open_tickets -= 1
+            return
         for name in s.stages:
             self.stats[name].lost_inputs += 1
             self.stats[name].replayed_batches += 1
@@ -1089,13 +1100,87 @@ class StreamExecutor:
             )
         self.reprobes.append((time.monotonic() + REPROBE_DELAY_S, s, task.replica))
 
+    def _no_host(self, s: _Step) -> str:
+        """Why a replica of ``s`` may not come back: no alive node offers its side's placement
+        resource any more (its node was lost), or none of those that do has room; else ''."""
+        import ray
+
+        key = "cloud_resource" if s.edge is None else "edge_resource"
+        name, amount = getattr(self.cfg.placement, key), self.cfg.placement.resource_amount
+        try:
+            offered = sum(
+                n.get("Resources", {}).get(name, 0.0) for n in ray.nodes() if n.get("Alive")
+            )
+            free = ray.available_resources().get(name, 0.0)
+        except Exception:  # the cluster cannot say: the timeout's own message stands
+            return ""
+        if offered < amount:
+            return f": no alive node offers placement.{key} {name!r} any more"
+        if free < amount:
+            return f": no alive node offering placement.{key} {name!r} has room for it"
+        return ""
+
+    def _give_up_edge(self, ed: _Edge, err: StreamError) -> None:
+        """A fleet's edge whose actors cannot come back: stop it, drop its batches that wait for its
+        own actors, and let the other edges finish; the run then fails with ``err`` and the report
+        names the edge's unsettled ids."""
+        self.given_up.append((ed.index, err))
+        own = ed.chain[: -len(self.cloud)]
+        for s in own:
+            for rep in s.replicas:
+                rep.state = "lost"
+            ed.open_tickets -= len(s.queue) + len(s.replay)
+            s.queue.clear()
+            s.replay.clear()
+        for ref, task in list(self.tasks.items()):
+            if task.step in own:
+                del self.tasks[ref]
+                ed.open_tickets -= task.kind in ("stage", "rebuild")
+        ed.open_tickets -= len(ed.rebuilds)
+        ed.rebuilds.clear()
+        self.reprobes = [p for p in self.reprobes if p[1] not in own]
+        ed.done, ed.busy = True, False
+
+    def _raise_given_up(self) -> None:
+        """The other edges have finished: fail the run for the edges given up, naming their ids."""
+        if not self.given_up:
+            return
+        parts = []
+        for e, err in self.given_up:
+            led = self.edges[e].ledger
+            ranges = ", ".join(f"{a}..{b}" for a, b in led.unsettled_ranges(5))
+            parts.append(f"edge {e} given up, {led.lost} samples unsettled ({ranges}): {err}")
+        raise StreamError("; ".join(parts), stage=self.given_up[0][1].stage, kind="restart_timeout")
+
     def _fire_reprobes(self, now: float) -> None:
         due = [p for p in self.reprobes if p[0] <= now]
         self.reprobes = [p for p in self.reprobes if p[0] > now]
         for _, s, r in due:
             self._probe(s, r)
 
+    def _check_nodes(self, now: float) -> None:
+        """A replica whose node is gone is recovering, whether or not a call of it failed (Ray may
+        restart an idle actor elsewhere unseen): it is probed, its restart counted and placed, and it
+        falls under ``flow.restart_timeout_s`` when no node can host it."""
+        import ray
+
+        if now < self._next_node_check:
+            return
+        self._next_node_check = now + NODE_CHECK_S
+        try:
+            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        except Exception:  # the GCS cannot say now: failed calls still tell
+            return
+        for s in self.steps:
+            for r, rep in enumerate(s.replicas):
+                node = rep.where.get("node_id")
+                if rep.state == "up" and node and node not in alive:
+                    rep.state, rep.since = "recovering", time.monotonic()
+                    rep.error, rep.probe_failures = f"its node {node[:12]} was lost", 0
+                    self._probe(s, r)
+
     def _watchdogs(self, now: float) -> None:
+        self._check_nodes(now)
         recovering = False
         for s in self.steps:
             for r, rep in enumerate(s.replicas):
@@ -1103,12 +1188,16 @@ class StreamExecutor:
                     continue
                 recovering = True
                 if now - rep.since > self.cfg.flow.restart_timeout_s:
-                    raise StreamError(
+                    err = StreamError(
                         f"stage {s.label} replica {r} did not come back within "
-                        f"flow.restart_timeout_s={self.cfg.flow.restart_timeout_s:g} s ({rep.error})",
+                        f"flow.restart_timeout_s={self.cfg.flow.restart_timeout_s:g} s"
+                        f"{self._no_host(s)} ({rep.error})",
                         stage=s.name,
                         kind="restart_timeout",
                     )
+                    if s.edge is None or len(self.edges) == 1:
+                        raise err
+                    self._give_up_edge(self.edges[s.edge], err)  # a fleet: the others go on
         idle = now - self.last_progress
         if self.link_outages:  # time in a configured link outage is not a stall
             wall = time.time()
