@@ -30,6 +30,10 @@ class ModelConfig(_Strict):
     split: str = "layer1"
     weights: str | None = None
     input_size: int | None = Field(default=None, gt=0)
+    # a simulated accelerator (scale-out tests): each batch of the head / tail takes this many ms
+    # per sample, spent waiting (pipeline/models/device_time.py); null = the model's own time
+    head_device_ms: float | None = Field(default=None, ge=0, le=10_000)
+    tail_device_ms: float | None = Field(default=None, ge=0, le=10_000)
 
 
 BUILT_IN_SOURCES = ("auto", "digits", "synthetic", "text")

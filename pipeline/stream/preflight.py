@@ -420,6 +420,12 @@ def preflight(
             raise ConfigError("data.rate_sps: the video gives no frame rate; set one")
     kind = model.get("kind")
     prediction = {"encoder": "embedding", "decoder": "token"}.get(str(kind), "classes")
+    head_ms, tail_ms = cfg.model.head_device_ms, cfg.model.tail_device_ms
+    if head_ms is not None or tail_ms is not None:  # after the probes above: they time nothing
+        from pipeline.models.device_time import simulated_halves
+
+        factory = functools.partial(simulated_halves, factory, head_ms, tail_ms)
+        model["simulated_device_ms"] = {"head": head_ms, "tail": tail_ms}
     return Preflight(
         model=model,
         factory=factory,

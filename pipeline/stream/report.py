@@ -312,6 +312,7 @@ def format_report(report: dict[str, Any]) -> str:
         label += " (UNTRAINED weights)"
     elif model.get("weights_source"):
         label += f" ({model['weights_source']})"
+    label += simulated_device_label(model)
     codec = (report.get("config") or {}).get("codec") or {}
     link = report.get("link") or {}
     sched = link.get("scheduled_mbps")
@@ -405,6 +406,14 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def simulated_device_label(model: dict[str, Any]) -> str:
+    """`` [SIMULATED accelerator: tail 3 ms/sample]`` when the report's figures were measured with
+    ``model.head_device_ms`` / ``tail_device_ms`` (else empty)."""
+    sim = model.get("simulated_device_ms") or {}
+    parts = [f"{side} {ms:g} ms/sample" for side, ms in sim.items() if ms is not None]
+    return f" [SIMULATED accelerator: {', '.join(parts)}]" if parts else ""
+
+
 def run_title(report: dict[str, Any]) -> str:
     """One line naming what ran: model @ split (trained or not), codec, link, edges and replicas,
     samples (from the report's ``model`` and ``config``; missing parts are left out)."""
@@ -416,6 +425,7 @@ def run_title(report: dict[str, Any]) -> str:
         parts.append(
             f"{model.get('name')} @ {model.get('split')}"
             + (f" ({trained} weights)" if trained else "")
+            + simulated_device_label(model)
         )
     codec = cfg.get("codec") or {}
     rate = cfg.get("rate") or {}
