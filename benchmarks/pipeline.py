@@ -17,7 +17,12 @@
    aggregate goodput (measured at the receiver) and end-to-end rate against N x 2 Mbit/s. Every edge
    must run on its own node (checked).
 4. **Cloud pool scale-out** -- on the same cluster, two unconstrained edges feeding 1, 2 and 4 cloud
-   replicas, each on its own cloud node (checked).
+   replicas, each on its own cloud node (checked). Then the same with the tail on a *simulated
+   accelerator* (``model.tail_device_ms``: each batch held 3 ms per sample, waiting, not
+   computing): ``DEVICE_EDGES`` unconstrained edges feeding 1, 2, 4 and 8 replicas on distinct cloud
+   nodes. ``ideal`` is replicas x 1000 / 3 samples/s; the busy columns (each side's stage busy
+   seconds over wall x actors: the cloud actor decodes, runs the tail, sinks; of that, the tail's
+   share is the simulated device) say which side bounds the rate where it falls short.
 5. **Real link** (``--netns``, root) -- the stream across a tc-shaped veth between two network
    namespaces.
 6. **Real input** (``--only real-input`` runs it alone; ``--skip-inputs`` leaves it out) --
@@ -73,7 +78,11 @@ FLEET_EDGES = (1, 2, 4, 8)
 FLEET_MBPS = 2.0
 FLEET_SAMPLES = 200
 CLOUD_REPLICAS = (1, 2, 4)
-CLOUD_NODES = 4
+CLOUD_NODES = 8
+DEVICE_REPLICAS = (1, 2, 4, 8)  # cloud pool with the tail on a simulated accelerator ...
+DEVICE_TAIL_MS = 3.0  # ... of this many ms per sample (model.tail_device_ms)
+DEVICE_EDGES = 4  # unconstrained edges feeding it
+DEVICE_SAMPLES_PER_REPLICA = 1500  # samples of a run, per cloud replica
 REAL_RATES = (4.0,)  # tbf Mbit/s of the real shaped link (--netns)
 REAL_CODECS = ("fp32", "ours")
 INPUT_PHOTOS = 2000  # JPEG photographs of the real-input section ...
@@ -303,6 +312,38 @@ def cloud_scaleout(replicas: Sequence[int], samples: int) -> list[dict[str, Any]
     return rows
 
 
+def device_pool_scaleout(replicas: Sequence[int], per_replica: int) -> list[dict[str, Any]]:
+    """Edges feeding 1..8 cloud replicas whose tail is a simulated accelerator, one per node."""
+    rows = []
+    for r in tqdm(replicas, desc="cloud pool, simulated accelerator", unit="run"):
+        per_edge = per_replica * r // DEVICE_EDGES
+        rep = _run([
+            f"samples={per_edge}", f"fleet.edges={DEVICE_EDGES}", f"replicas.decoder={r}",
+            f"replicas.tail={r}", f"model.tail_device_ms={DEVICE_TAIL_MS:g}",
+            "link.profile=unlimited", "fidelity.reference_samples=0",
+        ])  # fmt: skip
+        nodes = [p["node_id"] for p in rep["stages"]["tail"]["placement"]]
+        _distinct(nodes, f"the {r} cloud replicas")
+        wall, st = rep["elapsed_s"], rep["stages"]
+        ideal = r * 1000.0 / DEVICE_TAIL_MS
+        cloud = sum(st[k]["busy_s"] for k in ("decoder", "tail", "sink"))
+        cloud_busy = cloud / (wall * r) if wall else None
+        edge = sum(st[k]["busy_s"] for k in ("source", "head", "encoder"))
+        edge_busy = edge / (wall * DEVICE_EDGES) if wall else None
+        row = {"replicas": r, "cloud_nodes": len(set(nodes)), **_row(rep)}
+        row.update(
+            ideal_sps=ideal, of_ideal=row["throughput_sps"] / ideal, cloud_busy=cloud_busy,
+            tail_busy=st["tail"]["busy_s"] / (wall * r) if wall else None, edge_busy=edge_busy,
+            bound_by="cloud (simulated device)" if (cloud_busy or 0) >= 0.85 else "edges / CPU",
+        )  # fmt: skip
+        rows.append(row)
+    base = rows[0]["throughput_sps"] if rows else 0.0
+    for row in rows:
+        row["speedup"] = row["throughput_sps"] / base if base else None
+        row["efficiency"] = row["speedup"] / row["replicas"] if base else None
+    return rows
+
+
 def real_link(
     samples: int, batch: int, rates: Sequence[float], codecs: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -527,9 +568,13 @@ def plot_bandwidth(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def plot_scaleout(
-    fleet: Sequence[dict[str, Any]], cloud: Sequence[dict[str, Any]], path: Path
+    fleet: Sequence[dict[str, Any]],
+    cloud: Sequence[dict[str, Any]],
+    path: Path,
+    device: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Fleet: aggregate goodput vs edges (with N x link rate); cloud pool: throughput vs replicas."""
+    """Fleet: aggregate goodput vs edges (with N x link rate); cloud pool: throughput vs replicas,
+    CPU-bound tail and tail on a simulated accelerator (with its ideal)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -551,7 +596,17 @@ def plot_scaleout(
         axes[0].grid(True, alpha=0.3)
     if cloud:
         xs = [r["replicas"] for r in cloud]
-        axes[1].plot(xs, [r["throughput_sps"] for r in cloud], marker="o", label="measured")
+        axes[1].plot(xs, [r["throughput_sps"] for r in cloud], marker="o",
+                     label="tail on the CPU (measured)")  # fmt: skip
+        if device:
+            xd = [r["replicas"] for r in device]
+            axes[1].plot(xd, [r["throughput_sps"] for r in device], marker="s",
+                         label=f"tail on a SIMULATED accelerator, {DEVICE_TAIL_MS:g} ms/sample "
+                         "(measured)")  # fmt: skip
+            axes[1].plot(xd, [r["ideal_sps"] for r in device], ls="--", color="grey",
+                         label="replicas x 1000 / ms (ideal)")  # fmt: skip
+            axes[1].legend(fontsize=8)
+            xs = sorted(set(xs) | set(xd))
         axes[1].set_xticks(xs)
         axes[1].set_xlabel("cloud replicas (decoder + tail), one per cloud node")
         axes[1].set_ylabel("samples/s")
@@ -662,6 +717,22 @@ CLOUD_COLUMNS = [
     ("cloud_rss_mb", "cloud RSS MiB"),
     ("lost", "lost"),
 ]
+DEVICE_COLUMNS = [
+    ("replicas", "cloud replicas"),
+    ("cloud_nodes", "cloud nodes"),
+    ("samples", "samples"),
+    ("throughput_sps", "samples/s"),
+    ("ideal_sps", "ideal samples/s"),
+    ("of_ideal", "of ideal"),
+    ("speedup", "speedup"),
+    ("efficiency", "speedup / replicas"),
+    ("cloud_busy", "cloud busy"),
+    ("tail_busy", "of it the device"),
+    ("edge_busy", "edge busy"),
+    ("bound_by", "bound by"),
+    ("latency_p99_ms", "p99 ms"),
+    ("lost", "lost"),
+]
 REAL_COLUMNS = [
     ("tbf_rate_mbps", "tbf Mbit/s"),
     ("codec", "codec"),
@@ -727,6 +798,7 @@ def render_tables(payload: dict[str, Any]) -> dict[str, str]:
         "bandwidth": block("bandwidth_sweep", BW_COLUMNS, "no sweep"),
         "fleet": block("fleet", FLEET_COLUMNS, "`--skip-cluster`"),
         "cloud_pool": block("cloud_pool", CLOUD_COLUMNS, "`--skip-cluster`"),
+        "cloud_pool_device": block("cloud_pool_device", DEVICE_COLUMNS, "`--skip-cluster`"),
         "real_link": block("real_link", REAL_COLUMNS, "needs `--netns` and root"),
         "real_input": block("real_input", INPUT_COLUMNS, "`--skip-inputs`"),
     }
@@ -748,6 +820,10 @@ def render_markdown(payload: dict[str, Any]) -> str:
         ("bandwidth", "Throughput and latency vs link bandwidth and codec"),
         ("fleet", f"Fleet scale-out ({FLEET_MBPS:g} Mbit/s per edge, one node per edge)"),
         ("cloud_pool", "Cloud pool scale-out (one node per replica)"),
+        (
+            "cloud_pool_device",
+            f"Cloud pool scale-out, tail on a SIMULATED accelerator ({DEVICE_TAIL_MS:g} ms/sample)",
+        ),
         ("real_link", "Real link (network namespaces, veth shaped with tc tbf)"),
     ):
         parts += ["", f"## {title}", "", tables[key]]
@@ -869,6 +945,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     speed_samples, rounds = (600, 1) if quick else (SPEED_SAMPLES, 3)
     fleet_edges = (1, 2) if quick else FLEET_EDGES
     cloud_replicas = (1, 2) if quick else CLOUD_REPLICAS
+    device_replicas = (1, 2) if quick else DEVICE_REPLICAS
+    device_per_replica = 300 if quick else DEVICE_SAMPLES_PER_REPLICA
     fleet_samples = 40 if quick else FLEET_SAMPLES
     reference = 16 if quick else 32
     config = {
@@ -881,6 +959,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sweep_samples": list(SWEEP_SAMPLES),
         "fleet": {"edges": list(fleet_edges), "mbps": FLEET_MBPS, "samples": fleet_samples},
         "cloud_pool": {"replicas": list(cloud_replicas), "nodes": CLOUD_NODES},
+        "cloud_pool_device": {
+            "replicas": list(device_replicas), "tail_device_ms": DEVICE_TAIL_MS,
+            "edges": DEVICE_EDGES, "samples_per_replica": device_per_replica,
+        },
         "real_link": {"rates": list(REAL_RATES), "codecs": list(REAL_CODECS)}
         if args.netns
         else None,
@@ -923,12 +1005,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     fleet_rows: list[dict[str, Any]] = []
     cloud_rows: list[dict[str, Any]] = []
+    device_rows: list[dict[str, Any]] = []
     if not args.skip_cluster:
-        cluster = start_cluster(max(fleet_edges), CLOUD_NODES)
+        cluster = start_cluster(max(fleet_edges), max(CLOUD_NODES, max(device_replicas)))
         try:
             ray.init(address=cluster.address, log_to_driver=False)
             fleet_rows = fleet_scaleout(fleet_edges, fleet_samples, FLEET_MBPS)
             cloud_rows = cloud_scaleout(cloud_replicas, speed_samples // 2)
+            device_rows = device_pool_scaleout(device_replicas, device_per_replica)
         finally:
             ray.shutdown()
             cluster.shutdown()
@@ -936,7 +1020,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table(fleet_rows, FLEET_COLUMNS))
         print("\n## Cloud pool scale-out\n")
         print(table(cloud_rows, CLOUD_COLUMNS))
-        plot_scaleout(fleet_rows, cloud_rows, out / f"{stem}_scaleout.png")
+        print("\n## Cloud pool scale-out, tail on a simulated accelerator\n")
+        print(table(device_rows, DEVICE_COLUMNS))
+        plot_scaleout(fleet_rows, cloud_rows, out / f"{stem}_scaleout.png", device_rows)
 
     real_rows: list[dict[str, Any]] = []
     if args.netns:
@@ -955,6 +1041,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bandwidth_sweep": bw_rows,
         "fleet": fleet_rows,
         "cloud_pool": cloud_rows,
+        "cloud_pool_device": device_rows,
         "real_link": real_rows,
         "plots": [str(out / f"{stem}_bandwidth.png")]
         + ([str(out / f"{stem}_scaleout.png")] if fleet_rows else []),
