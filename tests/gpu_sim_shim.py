@@ -84,9 +84,51 @@ def lanemask_lt():
     return np.uint32((1 << lane) - 1)
 
 
+# libdevice's round-to-nearest arithmetic, which the simulator leaves as empty stubs: NumPy's float32 and
+# float64 scalar operations are IEEE operations rounded to nearest even, never fused
+def fmul_rn(x, y):
+    return np.float32(np.float32(x) * np.float32(y))
+
+
+def fadd_rn(x, y):
+    return np.float32(np.float32(x) + np.float32(y))
+
+
+def fdiv_rn(x, y):
+    return np.float32(np.float32(x) / np.float32(y))
+
+
+def rintf(x):
+    return np.float32(np.rint(np.float32(x)))
+
+
+def dsub_rn(x, y):
+    return np.float64(np.float64(x) - np.float64(y))
+
+
+def ddiv_rn(x, y):
+    return np.float64(np.float64(x) / np.float64(y))
+
+
+def rint(x):
+    return np.float64(np.rint(np.float64(x)))
+
+
+def double2float_rn(x):
+    return np.float32(np.float64(x))
+
+
+LIBDEVICE = (fmul_rn, fadd_rn, fdiv_rn, rintf, dsub_rn, ddiv_rn, rint, double2float_rn)
+
+
 def install() -> None:
     """Add the intrinsics to the simulator's fake ``cuda`` module."""
+    # and the round-to-nearest arithmetic to numba.cuda.libdevice (its functions are stubs without a device)
+    from numba.cuda import libdevice
     from numba.cuda.simulator.kernelapi import FakeCUDAModule
+
+    for fn in LIBDEVICE:
+        setattr(libdevice, fn.__name__, fn)
 
     for fn in (ballot_sync, shfl_sync, shfl_up_sync, shfl_down_sync, shfl_xor_sync, syncwarp):
         setattr(FakeCUDAModule, fn.__name__, staticmethod(fn))
