@@ -19,7 +19,7 @@ install: $(STAMP)
 
 ## Main job: the demo stream (local Ray, split ResNet, 8-bit codec, 10 Mbit/s emulated link).
 demo: $(STAMP)
-	$(PY) -m pipeline run --config configs/demo.yaml --json results/demo.json
+	$(VENV)/bin/splitstream run --config configs/demo.yaml --json results/demo.json
 
 ## Tests (CI runs exactly this).
 test: $(STAMP) fuzz-tools

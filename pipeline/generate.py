@@ -1,6 +1,6 @@
 """Split generation: a causal LM's head on the edge, its tail in the cloud, a KV cache on each side.
 
-    python -m pipeline generate --model llama-tiny --split 2 --bits 8 --prompt "Hello" --max-new-tokens 32
+    splitstream generate --model llama-tiny --split 2 --bits 8 --prompt "Hello" --max-new-tokens 32
 
 The edge runs the embedding and the first k decoder layers; the cloud runs the rest and picks the next
 token greedily. The prompt's hidden states go up once (prefill); after that every step sends the one
@@ -540,7 +540,7 @@ def _fmt(v: float | None) -> str:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """The options of ``python -m pipeline generate``."""
+    """The options of ``splitstream generate``."""
     ap.add_argument("--model", required=True, help="llama-tiny or a local HF Llama directory")
     ap.add_argument("--weights", default=None, help="weights for a registry model (a directory)")
     ap.add_argument("--split", required=True, help="k (layers in the head) or layers.<i>")
@@ -577,7 +577,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """``python -m pipeline generate``: 0 on success, 2 for bad input (the message says which)."""
+    """``splitstream generate``: 0 on success, 2 for bad input (the message says which)."""
     try:
         uplink = resolve_link(args.link, bandwidth_mbps=args.bandwidth_mbps, delay_ms=args.delay_ms)
         down_delay = uplink.delay_ms if args.downlink_delay_ms is None else args.downlink_delay_ms

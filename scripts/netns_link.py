@@ -570,7 +570,7 @@ def ray_env(secure: dict[str, str] | None = None) -> dict[str, str]:
 
 def make_secrets(directory: str | os.PathLike[str]) -> str:
     """A secrets directory for the link: a throwaway CA, the token, and certificates ``edge``
-    (10.77.0.1) and ``cloud`` (10.77.0.2), made as ``python -m pipeline certs`` makes them."""
+    (10.77.0.1) and ``cloud`` (10.77.0.2), made as ``splitstream certs`` makes them."""
     from splitstream.security import NodeSpec, write_secrets
 
     nodes = [NodeSpec.parse(f"edge={EDGE_IP}"), NodeSpec.parse(f"cloud={CLOUD_IP}")]
@@ -680,7 +680,7 @@ def run_pipeline_over_link(
     timeout: float = 300,
     secure: dict[str, str] | None = None,
 ) -> dict:
-    """Run ``python -m splitstream run`` as a driver in the edge namespace with ``link.mode=real``
+    """Run ``splitstream run`` as a driver in the edge namespace with ``link.mode=real``
     (``secure``: the driver's secure-mode variables, see :func:`secure_env`)."""
     argv = [sys.executable, "-m", "splitstream", "run", *pipeline_args, "--address", address,
             "--set", "link.mode=real", "--json", json_path, "--no-progress"]  # fmt: skip
@@ -851,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--secure", choices=SECURE_MODES, default="off",
                 help="start both Ray nodes in secure mode: token authentication (token), or token "
-                "and TLS on Ray's gRPC (tls), with throwaway secrets (python -m pipeline certs)",
+                "and TLS on Ray's gRPC (tls), with throwaway secrets (splitstream certs)",
             )  # fmt: skip
             p.add_argument(
                 "--outage", action="append", default=[], type=_outage_arg, metavar="START:DURATION",

@@ -1,5 +1,5 @@
 """splitstream's top layer: builds the Ray actor graph from a config, runs the stream and reports
-(``splitstream.runner``), and the command line (``python -m splitstream``, ``splitstream.cli``).
+(``splitstream.runner``), and the command line (``splitstream``, ``splitstream.cli``).
 
 Layers, each importing only those before it: ``codec`` <- ``pipeline`` <- ``actors`` <- ``splitstream``.
 """

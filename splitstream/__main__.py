@@ -1,4 +1,5 @@
-"""``python -m splitstream ...`` entry point (see :mod:`splitstream.cli`)."""
+"""``python -m splitstream ...``: the ``splitstream`` command for this interpreter (see
+:mod:`splitstream.cli`)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m splitstream run --config configs/demo.yaml [--set k=v ...] [--json PATH]``.
+"""Command line: ``splitstream run --config configs/demo.yaml [--set k=v ...] [--json PATH]``.
 
 Also ``check`` (validate a config), ``certs DIR`` (a secrets directory for secure mode:
 :mod:`splitstream.security`) and ``submit`` (a job for a cluster's job server: :mod:`splitstream.submit`).
@@ -21,7 +21,7 @@ from splitstream.cluster_access import ClusterAccessError, probe_cluster
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipeline", description="splitstream pipeline")
+    ap = argparse.ArgumentParser(prog="splitstream", description="splitstream pipeline")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the edge-to-cloud stream and print a report")
     run.add_argument("--config", default=None, help="YAML config (defaults only if omitted)")

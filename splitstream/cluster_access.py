@@ -32,7 +32,7 @@ _TOKEN_HELP = (
 _TLS_HELP = (
     "set RAY_USE_TLS=1, RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY and RAY_TLS_CA_CERT (a certificate "
     "for this machine's address, signed by the cluster's CA), e.g. by sourcing NODE.env from "
-    "`python -m pipeline certs`"
+    "`splitstream certs`"
 )
 
 

@@ -11,7 +11,7 @@ Ray reads both settings from the environment of every Ray process, nodes and dri
   dialled at (Ray dials nodes by IP, so a node's certificate lists its IPs).
 
 This module writes a *secrets directory* that holds all of it, for tests, the shaped-link script and
-small clusters (``python -m pipeline certs DIR``)::
+small clusters (``splitstream certs DIR``)::
 
     DIR/ca.crt  DIR/ca.key           the CA (a throwaway one, or a copy of the user's certificate)
     DIR/NODE.crt  DIR/NODE.key       a node certificate per ``--node NODE=IP,...``

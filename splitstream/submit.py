@@ -1,4 +1,4 @@
-"""``python -m pipeline submit``: a job for the cluster's job server, with clear errors.
+"""``splitstream submit``: a job for the cluster's job server, with clear errors.
 
 The same request ``ray job submit`` makes, through Ray's ``JobSubmissionClient``: the entrypoint
 runs as a driver on the head node, with the head's environment (so, on a cluster in secure mode,

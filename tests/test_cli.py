@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _run(*args: str, timeout: float = 550) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
+        [sys.executable, "-m", "splitstream", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -148,9 +148,34 @@ def test_submit_takes_the_heads_interpreter_and_can_skip_the_preflight():
 
     args = _parser().parse_args(
         ["submit", "--address", "http://h:8265", "--python", "/opt/venv/bin/python",
-         "--no-preflight", "--", "python", "-m", "pipeline", "run"]
+         "--no-preflight", "--", "python", "-m", "splitstream", "run"]
     )  # fmt: skip
     assert args.python == "/opt/venv/bin/python" and args.no_preflight
-    assert args.entrypoint[-4:] == ["python", "-m", "pipeline", "run"]
+    assert args.entrypoint[-4:] == ["python", "-m", "splitstream", "run"]
     args = _parser().parse_args(["submit", "--address", "http://h:8265", "--", "python", "-V"])
     assert args.python is None and not args.no_preflight
+
+
+def test_one_command_name_splitstream():
+    """``make install`` puts a ``splitstream`` console script beside the interpreter; it is the same
+    command as ``python -m splitstream``, and the old ``python -m pipeline`` says which name to use."""
+    script = Path(sys.executable).parent / "splitstream"
+    assert script.exists(), "the splitstream console script is not installed"
+    direct = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True)
+    assert direct.returncode == 0 and direct.stdout.startswith("usage: splitstream run")
+    assert _run("run", "--help").stdout == direct.stdout
+    old = subprocess.run([sys.executable, "-m", "pipeline", "run", "--help"], cwd=REPO,
+                         capture_output=True, text=True)  # fmt: skip
+    assert old.returncode == 0 and old.stdout == direct.stdout
+    assert "the command is `splitstream`" in old.stderr
+
+
+def test_the_docs_use_one_command_name():
+    """Outside the sentence that names the old spelling, the README says ``splitstream`` (the
+    ``pipeline.*`` modules, such as ``python -m pipeline.evaluate``, are other tools)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    old = [ln for ln in text.splitlines()
+           if re.search(r"python -m pipeline(?![.\w])", ln) and "old" not in ln]  # fmt: skip
+    assert old == [], old

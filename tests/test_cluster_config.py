@@ -110,7 +110,7 @@ def test_every_ray_start_is_secured_and_the_dashboard_stays_on_loopback(cluster)
 
 def test_setup_commands_make_a_node_env_ray_accepts(cluster, tmp_path):
     """Run the launcher's own secure-mode setup lines in a scratch home: the laptop's
-    `python -m pipeline certs`, the file mount, then the node's commands, as a node's shell would."""
+    `splitstream certs`, the file mount, then the node's commands, as a node's shell would."""
     home = tmp_path / "home"
     home.mkdir()
     laptop = tmp_path / "laptop-secrets"
@@ -118,7 +118,7 @@ def test_setup_commands_make_a_node_env_ray_accepts(cluster, tmp_path):
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     for key in [k for k in env if k.startswith(("RAY_AUTH", "RAY_TLS", "RAY_USE_TLS"))]:
         del env[key]
-    subprocess.run([sys.executable, "-m", "pipeline", "certs", str(laptop)], check=True, env=env,
+    subprocess.run([sys.executable, "-m", "splitstream", "certs", str(laptop)], check=True, env=env,
                    capture_output=True, cwd=CLUSTER_YAML.parent)  # fmt: skip
     # the CA and the token alone: node certificates come from the nodes
     assert sorted(f.name for f in laptop.iterdir()) == ["ca.crt", "ca.key", "token"]

@@ -123,7 +123,7 @@ def _wait_job(head: dict, job_id: str, timeout: float = 480) -> tuple[str, str]:
 def test_job_submit_runs_pipeline(ray_head, tmp_path):
     out = tmp_path / "job_report.json"
     job_id = f"splitstream-{uuid.uuid4().hex[:8]}"
-    entry = ["python", "-m", "pipeline", "run", "--config", "configs/demo.yaml",
+    entry = ["python", "-m", "splitstream", "run", "--config", "configs/demo.yaml",
              "--set", "samples=20", "--set", "fidelity.reference_samples=0",
              "--address", ray_head["gcs"], "--no-progress", "--json", str(out)]  # fmt: skip
     sub = _submit(ray_head, entry, job_id)
@@ -140,7 +140,7 @@ def test_job_submit_runs_pipeline(ray_head, tmp_path):
 
 def test_failing_job_is_reported_as_failed(ray_head):
     job_id = f"splitstream-bad-{uuid.uuid4().hex[:8]}"
-    entry = ["python", "-m", "pipeline", "run", "--config", "configs/demo.yaml",
+    entry = ["python", "-m", "splitstream", "run", "--config", "configs/demo.yaml",
              "--set", "link.bandwidth_mbps=-5", "--address", ray_head["gcs"]]  # fmt: skip
     sub = _submit(ray_head, entry, job_id)
     assert sub.returncode == 0, sub.stderr[-3000:]
@@ -155,8 +155,8 @@ def test_failing_job_is_reported_as_failed(ray_head):
 def test_a_bare_python_entrypoint_gets_the_named_interpreter():
     from splitstream.submit import head_entrypoint
 
-    assert head_entrypoint(["python", "-m", "pipeline"]) == (
-        [sys.executable, "-m", "pipeline"],
+    assert head_entrypoint(["python", "-m", "splitstream"]) == (
+        [sys.executable, "-m", "splitstream"],
         sys.executable,
     )
     assert head_entrypoint(["python3.11", "-V"], "/opt/py/bin/python")[0][0] == "/opt/py/bin/python"
@@ -198,7 +198,7 @@ def test_submit_refuses_an_interpreter_that_cannot_run_the_project(ray_head, cap
     for python, why in cases:
         t0 = time.monotonic()
         rc = main(["submit", "--address", ray_head["dashboard"], "--python", python, "--",
-                   "python", "-m", "pipeline", "run", "--config", "configs/demo.yaml"])  # fmt: skip
+                   "python", "-m", "splitstream", "run", "--config", "configs/demo.yaml"])  # fmt: skip
         err = capsys.readouterr().err.strip()
         assert rc == 2, err
         assert len(err.splitlines()) == 1 and err.startswith("submit: ")

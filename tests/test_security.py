@@ -1,11 +1,11 @@
-"""Secure mode: the secrets directory (``python -m pipeline certs``), the client's checks, and Ray
+"""Secure mode: the secrets directory (``splitstream certs``), the client's checks, and Ray
 across the tc-shaped veth with token authentication and TLS (marked ``root``, skipped otherwise).
 
 Across the link:
 
 - authentication: without the token, with a wrong one, without TLS or with a certificate from
-  another CA, a driver connection is refused with one clear line; so are ``ray job submit`` (Ray's own message) and ``python -m pipeline submit`` (one line).
-  With the token, ``python -m pipeline run --token-file`` and a job from ``ray job submit`` each run
+  another CA, a driver connection is refused with one clear line; so are ``ray job submit`` (Ray's own message) and ``splitstream submit`` (one line).
+  With the token, ``splitstream run --token-file`` and a job from ``ray job submit`` each run
   the demo stream to completion. The dashboard (plain HTTP) listens on the edge's loopback only, as
   secure mode requires, so jobs are submitted from the edge namespace;
 - encryption: a tcpdump of the veth while those two demo streams and two known codec frames cross
@@ -249,7 +249,7 @@ def _ns_run(link, ns: str, argv: list[str], env: dict[str, str], timeout: float 
 
 
 def _driver(address: str, json_path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "run", *DEMO, "--address", address,
+    return [sys.executable, "-m", "splitstream", "run", *DEMO, "--address", address,
             "--set", "link.mode=real", "--no-progress", "--json", str(json_path), *extra]  # fmt: skip
 
 
@@ -371,14 +371,14 @@ def test_secure_mode_refuses_strangers(secured, tmp_path):
     proc = _ns_run(link, link.edge, [ray_bin, "job", "submit", "--address", dashboard, "--no-wait",
                                      "--", "true"], {})  # fmt: skip
     assert proc.returncode != 0 and "Authentication required" in proc.stderr, proc.stderr[-3000:]
-    submit = [sys.executable, "-m", "pipeline", "submit", "--address", dashboard, "--timeout", "240"]
+    submit = [sys.executable, "-m", "splitstream", "submit", "--address", dashboard, "--timeout", "240"]
     proc = _ns_run(link, link.edge, [*submit, "--", "true"], {})
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.startswith("submit: the job server at") and "requires the cluster's token" in (
         proc.stderr
     )
     assert "Traceback" not in proc.stderr
-    # with the token, `python -m pipeline submit` runs a job whose driver joins the cluster with the
+    # with the token, `splitstream submit` runs a job whose driver joins the cluster with the
     # head's token and certificate
     count = "import ray; ray.init(); print('nodes', len(ray.nodes()))"
     proc = _ns_run(link, link.edge, [*submit, "--token-file", token_file, "--", sys.executable,
@@ -391,7 +391,7 @@ def test_secure_mode_refuses_strangers(secured, tmp_path):
 @needs_netns
 @needs_tcpdump
 def test_secure_mode_runs_the_demo_with_the_token_and_hides_it_on_the_wire(secured, tmp_path):
-    # `python -m pipeline run --token-file` and `ray job submit` with the token both run the demo
+    # `splitstream run --token-file` and `ray job submit` with the token both run the demo
     # stream to completion; the capture of all of it shows nothing readable
     link, address, secrets = secured
     seen = _captured_run(link, address, secrets, tls=True, tmp=tmp_path, job=True)
