@@ -102,8 +102,8 @@ def rintf(x):
     return np.float32(np.rint(np.float32(x)))
 
 
-def dsub_rn(x, y):
-    return np.float64(np.float64(x) - np.float64(y))
+def dadd_rn(x, y):
+    return np.float64(np.float64(x) + np.float64(y))
 
 
 def ddiv_rn(x, y):
@@ -118,7 +118,7 @@ def double2float_rn(x):
     return np.float32(np.float64(x))
 
 
-LIBDEVICE = (fmul_rn, fadd_rn, fdiv_rn, rintf, dsub_rn, ddiv_rn, rint, double2float_rn)
+LIBDEVICE = (fmul_rn, fadd_rn, fdiv_rn, rintf, dadd_rn, ddiv_rn, rint, double2float_rn)
 
 
 def install() -> None:

@@ -46,9 +46,13 @@ def raise_for(code: int) -> None:
 
 
 def grid(n: int, channels: int, threads: int = K.THREADS, max_blocks: int = MAX_BLOCKS) -> tuple:
-    """The 2-D grid for ``n`` elements in ``channels`` channels."""
+    """(grid, threads per CTA) for ``n`` elements in ``channels`` channels; ``threads``: a power of two in
+    32..THREADS (the simulator runs small blocks faster), ``max_blocks``: CTAs per channel at most."""
+    if threads not in (32, 64, 128) or threads > K.THREADS:
+        raise ValueError("threads must be 32, 64 or 128")
     per = n // max(channels, 1)
-    return (max(1, min(max_blocks, -(-per // threads))), max(1, min(channels, MAX_GRID_Y)))
+    blocks = max(1, min(max_blocks, -(-per // threads)))
+    return (blocks, max(1, min(channels, MAX_GRID_Y))), threads
 
 
 @dataclass
@@ -70,7 +74,7 @@ def launch_minmax(
     x: Any, channels: int, inner: int, mins: Any, maxs: Any, err: Any, *, stream: Any = 0, **kw
 ) -> None:
     """Queue the per-channel range of device ``x`` into ``mins`` / ``maxs`` (zeroed by the caller)."""
-    K.minmax[grid(x.shape[0], channels, **kw), K.THREADS, stream](
+    K.minmax[(*grid(x.shape[0], channels, **kw), stream)](
         x, np.int64(channels), np.int64(inner), mins, maxs, err
     )
 
@@ -103,7 +107,7 @@ def launch_quantize(
 ) -> None:
     """Queue the symbols of device ``x`` into ``q``, their range into ``srange`` (255, 0 from the caller) and
     their histogram into ``hist`` (zeroed; 1 row: the tensor's, ``channels`` rows: each channel's)."""
-    K.quantize[grid(x.shape[0], channels, **kw), K.THREADS, stream](
+    K.quantize[(*grid(x.shape[0], channels, **kw), stream)](
         x,
         np.int64(channels),
         np.int64(inner),
@@ -122,7 +126,7 @@ def launch_dequantize(
 ) -> None:
     """Queue ``out = (q - zero) * scale`` per channel into any float32 device array ``out`` (e.g.
     ``cuda.as_cuda_array`` of a torch CUDA tensor)."""
-    K.dequantize[grid(q.shape[0], channels, **kw), K.THREADS, stream](
+    K.dequantize[(*grid(q.shape[0], channels, **kw), stream)](
         q, np.int64(channels), np.int64(inner), scale, zero, out
     )
 

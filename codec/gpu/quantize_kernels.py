@@ -16,7 +16,7 @@ Launch order for ``codec.quantize`` on the device (one stream, no host synchroni
 zero point (u8) per channel, straight into any float32 device array.
 
 Every float operation that the CPU rounds is written as an explicit round-to-nearest libdevice call
-(``fmul_rn``, ``fadd_rn``, ``fdiv_rn``, ``dsub_rn``, ``ddiv_rn``, ``double2float_rn``, ``rintf``/``rint``),
+(``fmul_rn``, ``fadd_rn``, ``fdiv_rn``, ``dadd_rn``, ``ddiv_rn``, ``double2float_rn``, ``rintf``/``rint``),
 so the device can never contract a multiply and an add into an ``fma`` (the C code is compiled with
 ``-ffp-contract=off``; the compile tests check the PTX has no ``fma.rn.f32``). The CPU rounds ``x * inv``
 half to even with ``_mm256_round_ps`` (and, in its scalar tail, with the 1.5 * 2^23 trick); ``rintf`` is
@@ -35,7 +35,9 @@ import numpy as np
 from numba import cuda
 from numba.cuda import libdevice
 
-THREADS = 128  # threads per CTA of minmax and quantize (a power of two: tree reductions)
+THREADS = (
+    128  # threads per CTA by default, and the most minmax takes (a power of two: tree reductions)
+)
 HIST_BINS = 256
 
 ERR_NONFINITE = 1  # the input holds a NaN or an infinity
@@ -77,7 +79,8 @@ def element(j, c, channels, inner):
 @cuda.jit
 def minmax(x, channels, inner, mins, maxs, err):
     """``mins[c]`` / ``maxs[c]`` (zeroed by the caller) lowered / raised to channel c's smallest / largest
-    value; ERR_NONFINITE when any value is NaN or infinite (those take no part in the range)."""
+    value; ERR_NONFINITE when any value is NaN or infinite (those take no part in the range). Blocks of a
+    power of two threads, at most THREADS."""
     lo_sh = cuda.shared.array(THREADS, np.float32)
     hi_sh = cuda.shared.array(THREADS, np.float32)
     tid = cuda.threadIdx.x
@@ -99,7 +102,7 @@ def minmax(x, channels, inner, mins, maxs, err):
         lo_sh[tid] = lo
         hi_sh[tid] = hi
         cuda.syncthreads()
-        half = THREADS // 2
+        half = cuda.blockDim.x // 2
         while half > 0:
             if tid < half:
                 if lo_sh[tid + half] < lo_sh[tid]:
@@ -127,7 +130,7 @@ def params(mins, maxs, qmax, scale, inv, zero, err):
     for c in range(start, mins.shape[0], cuda.gridDim.x * cuda.blockDim.x):
         lo = F64(mins[c])
         hi = F64(maxs[c])
-        step = libdevice.ddiv_rn(libdevice.dsub_rn(hi, lo), fq)
+        step = libdevice.ddiv_rn(libdevice.dadd_rn(hi, -lo), fq)  # hi + (-lo) is hi - lo
         if step > MAX_STEP:
             cuda.atomic.max(err, 0, ERR_RANGE)
         s = _ONE32
