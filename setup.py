@@ -2,9 +2,11 @@
 
 from setuptools import Extension, setup
 
-# one file per concern (see codec/csrc/internal.h); module.c holds the Python bindings
+# one file per concern (see codec/csrc/internal.h); module.c holds the Python bindings, runtime.c the
+# kernels' allocator hook and CPU-feature detection (tests/test_csrc_layout.py checks this list is complete)
 SOURCES = [
     "module.c",
+    "runtime.c",
     "contexts.c",
     "quantize.c",
     "stats.c",

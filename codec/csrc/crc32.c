@@ -126,9 +126,8 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t crc_clmul(uint32_t c, c
 void crc32_use_clmul(int on) {
     if (!table[0][1]) init_tables();
 #ifdef HAVE_CLMUL_PATH
-    __builtin_cpu_init();
-    clmul_on = on && __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-    wide_on = clmul_on && __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx2");
+    clmul_on = on && cpu_supports(CPU_CLMUL);
+    wide_on = clmul_on && cpu_supports(CPU_VPCLMUL);
 #else
     (void)on;
     clmul_on = 0;

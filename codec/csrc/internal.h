@@ -1,8 +1,9 @@
 /*
  * Internal header of the codec kernels (the C side of codec._kernels). Holds what the per-concern files
  * share: the rANS block constants, the context walker, little-endian loads, the allocator, checked size
- * arithmetic, the run-time AVX2 switch and each file's entry points. Kernels take plain pointers and sizes
- * that module.c (the Python bindings) has already checked; none of them touches a Python object.
+ * arithmetic, the runtime (runtime.c: the allocator hook and the CPU features) and each file's entry
+ * points. Kernels take plain pointers and sizes that module.c (the Python bindings) has already checked;
+ * none of them touches a Python object or reaches a symbol of module.c (tests/test_csrc_layout.py).
  */
 #ifndef SPLITSTREAM_INTERNAL_H
 #define SPLITSTREAM_INTERNAL_H
@@ -31,14 +32,27 @@
 #define STATE_BYTES (LANES * 4)
 #define QCHUNK 4096 /* quantization and sampled histograms work in chunks of this many symbols */
 
-/* run-time SIMD switches: CPU support, or 0 when a test asks for the scalar paths */
+/* ---- runtime (runtime.c): the allocator hook and the CPU features ---------------------------------- */
+
+/* run-time SIMD switches: CPU support, or 0 when a test asks for the scalar paths (simd_select) */
 extern int cpu_has_avx2;
 extern int cpu_has_avx512;
 
-/* Allocations of the kernels (their sizes follow the input): PyMem_RawMalloc / PyMem_RawFree, so that
- * tracemalloc sees them; callable without the GIL. */
+/* Allocations of the kernels (their sizes follow the input), through a hook: malloc / free by default; the
+ * bindings set PyMem_RawMalloc / PyMem_RawFree at module init, so that tracemalloc sees them. Callable
+ * without the GIL. ss_set_allocator(NULL, NULL) restores malloc / free; set it before any allocation. */
 void *ss_malloc(size_t n);
 void ss_free(void *p);
+void ss_set_allocator(void *(*alloc)(size_t), void (*release)(void *));
+
+/* the one CPU-feature detection: 1 if this CPU has the feature and this build has its path */
+enum { CPU_AVX2 = 1, CPU_AVX512 = 2, CPU_CLMUL = 3, CPU_VPCLMUL = 4 };
+int cpu_supports(int feature);
+/* set the SIMD switches: AVX2 if on, AVX-512 if wide (wide < 0: as on), each only where supported;
+ * returns the previous AVX2 switch */
+int simd_select(int on, int wide);
+/* the kernels' lookup tables and the SIMD switches (once, at import) */
+void runtime_init(void);
 
 /* ---- checked size arithmetic: every size from a caller or a frame goes through these -------------- */
 
@@ -149,6 +163,9 @@ void pack_run(const uint8_t *q, int64_t m, int slot, uint8_t *o);
 void nonzero_bits(const uint8_t *nz, int64_t n, uint64_t *words);
 int64_t csr_row_stats(const uint64_t *words, int64_t n, int64_t width, int64_t row_step, uint32_t *count_hist,
                       uint32_t *gap_hist);
+int csr_stats(const uint8_t *q, int64_t n, const uint8_t *zero, int64_t channels, int64_t inner, const int64_t *widths,
+              int64_t nw, int64_t row_step, uint32_t *count_hist, uint32_t *gap_hist, int64_t *nnz);
+int64_t histogram_sampled(const uint8_t *q, int64_t n, int stride, uint32_t *hist);
 
 /* ---- representations (represent.c) -------------------------------------------------------------- */
 
@@ -173,7 +190,10 @@ int nibble_merge(const uint8_t *pairs, int64_t m, const uint8_t *esc, int64_t ne
 
 void normalize_tables(const uint32_t *counts, int64_t ntab, int pb, uint16_t *out);
 double table_cost(const uint32_t *counts, int64_t ntab, int pb, int64_t *table_bytes);
+void row_costs(const uint32_t *counts, int64_t rows, int pb, double *bits, int64_t *table_bytes);
 void tables_init(void); /* the log2 lookup of table_cost (once, at import) */
+/* ntab tables serialized into buf, which holds at least TABLES_MAX_BYTES(ntab); returns the bytes written */
+#define TABLES_MAX_BYTES(ntab) ((ntab) * (32 + 512)) /* a 32-byte presence bitmap, then at most 2 bytes a symbol */
 int64_t write_tables(const uint16_t *freqs, int64_t ntab, uint8_t *buf);
 /* parse ntables serialized tables (out: ntables x 256, or NULL to check them only); bytes read, or -1 */
 int64_t read_tables(const uint8_t *p, int64_t len, int ntables, int pb, uint16_t *out);
@@ -211,6 +231,8 @@ typedef struct {
     int64_t esc_pos;    /* ... and how many the blocks so far used */
 } Dequant;
 
+int dequant_plan(Dequant *dq, int rep, int64_t param, int bits, int64_t elements, int64_t nesc, int64_t q_len,
+                 int64_t esc_len, int64_t n, int64_t block, int64_t bf, int64_t bl);
 void rans_decode_init(void);
 int rans_decode(const uint8_t *payload, int64_t plen, const Ctx *c, const uint16_t *freqs, int pb, int64_t block,
                 int64_t n, int64_t bf, int64_t bl, uint8_t *out, Dequant *dq);

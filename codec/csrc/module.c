@@ -2,20 +2,17 @@
  * Python bindings of the codec kernels: the module codec._kernels. Each function takes Python buffers and
  * integers, checks every size against the buffers it was given (overflow-safe, see internal.h), releases the
  * GIL, calls the kernel of its concern (quantize.c, stats.c, represent.c, tables.c, contexts.c,
- * rans_encode.c, rans_decode.c, frame.c, crc32.c) and converts the result. A refused argument or size raises
- * codec.errors.CodecError (a ValueError); a buffer of the wrong kind raises TypeError. No codec logic here.
+ * rans_encode.c, rans_decode.c, frame.c, crc32.c; the allocator hook and the CPU features in runtime.c) and
+ * converts the result. A refused argument or size raises codec.errors.CodecError (a ValueError); a buffer of
+ * the wrong kind raises TypeError. No codec logic here, and nothing here is reached by the kernels: they
+ * include internal.h only (tests/test_csrc_layout.py checks both directions of that).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include "internal.h"
 
-int cpu_has_avx2 = 0;
-int cpu_has_avx512 = 0;
 static PyObject *codec_error; /* codec.errors.CodecError */
-
-void *ss_malloc(size_t n) { return PyMem_RawMalloc(n); }
-void ss_free(void *p) { PyMem_RawFree(p); }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* buffers and context specs                                                                         */
@@ -219,12 +216,9 @@ static PyObject *py_histogram_sampled(PyObject *self, PyObject *args) {
         bad("histogram_sampled: bad arguments");
         goto done;
     }
-    uint32_t h[4][256];
-    memset(h, 0, sizeof h);
     int64_t counted;
     Py_BEGIN_ALLOW_THREADS;
-    counted = sampled_histogram((const uint8_t *)qb.view.buf, 0, qb.view.len, stride, h);
-    histogram_fold(h, (uint32_t *)hb.view.buf);
+    counted = histogram_sampled((const uint8_t *)qb.view.buf, qb.view.len, stride, (uint32_t *)hb.view.buf);
     Py_END_ALLOW_THREADS;
     ret = PyLong_FromLongLong(counted);
 done:
@@ -388,8 +382,8 @@ static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOLLOL", &qo, &zo, &channels, &inner, &wo, &row_step)) return NULL;
     Buf qb = {0}, zb = {0};
     PyObject *ret = NULL;
-    uint8_t *nz = NULL;
-    uint64_t *words = NULL;
+    int64_t *widths = NULL, *nnz = NULL;
+    uint32_t *ch = NULL, *gh = NULL;
     if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(zo, &zb, 0, "zero") < 0) goto done;
     int64_t n = qb.view.len;
     /* one channel: inner is not used (q may be a sample of the tensor) */
@@ -399,43 +393,46 @@ static PyObject *py_csr_stats(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_ssize_t nw = PyTuple_GET_SIZE(wo);
-    ret = PyList_New(nw);
-    if (!ret) goto done;
-    /* one non-zero mask, as bits, for all widths */
-    nz = (uint8_t *)ss_malloc((size_t)(n ? n : 1));
-    words = (uint64_t *)ss_malloc((size_t)(n / 64 + 2) * 8);
-    if (!nz || !words) {
-        Py_CLEAR(ret);
+    widths = PyMem_New(int64_t, nw + 1);
+    nnz = PyMem_New(int64_t, nw + 1);
+    ch = PyMem_New(uint32_t, (nw + 1) * 256);
+    gh = PyMem_New(uint32_t, (nw + 1) * 256);
+    if (!widths || !nnz || !ch || !gh) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS;
-    nonzero_mask((const uint8_t *)qb.view.buf, n, (const uint8_t *)zb.view.buf, channels, inner, nz);
-    nonzero_bits(nz, n, words);
-    Py_END_ALLOW_THREADS;
     for (Py_ssize_t w = 0; w < nw; w++) {
         long long width = PyLong_AsLongLong(PyTuple_GET_ITEM(wo, w));
         if (width < 1 || width > 255) {
-            Py_CLEAR(ret);
             if (!PyErr_Occurred()) bad("csr_stats: width out of range");
             goto done;
         }
-        uint32_t ch[256], gh[256];
-        int64_t nnz;
-        Py_BEGIN_ALLOW_THREADS;
-        nnz = csr_row_stats(words, n, width, row_step, ch, gh);
-        Py_END_ALLOW_THREADS;
-        PyObject *t = Py_BuildValue("(y#y#L)", (const char *)ch, (Py_ssize_t)sizeof ch, (const char *)gh,
-                                    (Py_ssize_t)sizeof gh, (long long)nnz);
+        widths[w] = width;
+    }
+    int r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = csr_stats((const uint8_t *)qb.view.buf, n, (const uint8_t *)zb.view.buf, channels, inner, widths, nw, row_step,
+                  ch, gh, nnz);
+    Py_END_ALLOW_THREADS;
+    if (r < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    ret = PyList_New(nw);
+    for (Py_ssize_t w = 0; ret && w < nw; w++) {
+        PyObject *t = Py_BuildValue("(y#y#L)", (const char *)(ch + w * 256), (Py_ssize_t)(256 * 4),
+                                    (const char *)(gh + w * 256), (Py_ssize_t)(256 * 4), (long long)nnz[w]);
         if (!t) {
             Py_CLEAR(ret);
-            goto done;
+            break;
         }
         PyList_SET_ITEM(ret, w, t);
     }
 done:
-    ss_free(nz);
-    ss_free(words);
+    PyMem_Free(widths);
+    PyMem_Free(nnz);
+    PyMem_Free(ch);
+    PyMem_Free(gh);
     rel_buf(&qb), rel_buf(&zb);
     return ret;
 }
@@ -694,8 +691,7 @@ static PyObject *py_row_costs(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS;
-    for (int64_t r = 0; r < rows; r++)
-        ((double *)bb.view.buf)[r] = table_cost((const uint32_t *)cb.view.buf + r * 256, 1, pb, (int64_t *)tb.view.buf + r);
+    row_costs((const uint32_t *)cb.view.buf, rows, pb, (double *)bb.view.buf, (int64_t *)tb.view.buf);
     Py_END_ALLOW_THREADS;
     ret = Py_NewRef(Py_None);
 done:
@@ -716,7 +712,7 @@ static PyObject *py_write_tables(PyObject *self, PyObject *args) {
         goto done;
     }
     int64_t ntab = fb.view.len / 512;
-    buf = (uint8_t *)ss_malloc((size_t)ntab * (32 + 512) + 1);
+    buf = (uint8_t *)ss_malloc((size_t)TABLES_MAX_BYTES(ntab) + 1);
     if (!buf) {
         PyErr_NoMemory();
         goto done;
@@ -837,33 +833,21 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
     }
     /* n is bounded by the output buffers before anything is computed from it */
     int sizes_ok = n >= 0 && (outb.held ? outb.view.len >= n : xb.held) && bits >= 1 && bits <= 8;
-    int slot = 0;
+    Dequant dq = {0};
     if (xb.held) {
-        /* the elements the stream's n symbols stand for */
-        if (rep == DQ_DELTA_NIBBLE) {
-            /* the escapes are used in block order: the whole stream at once */
-            int64_t need;
-            slot = 4;
-            sizes_ok = sizes_ok && bits >= 5 && eb.held && nesc >= 0 && size_add(nesc, 64, &need) &&
-                       eb.view.len >= need && elements >= 0 && elements <= 2 * (int64_t)n &&
-                       elements > 2 * ((int64_t)n - 1) && block >= LANES && bf == 0 &&
-                       bl == (n + block - 1) / block;
-        } else if (rep == DQ_PACKED || rep == DQ_DELTA_PACKED) {
-            slot = rep == DQ_PACKED ? (int)param : bits == 3 ? 4 : bits;
-            int per = (slot == 1 || slot == 2 || slot == 4) && bits <= slot ? 8 / slot : 0;
-            sizes_ok = sizes_ok && per && elements >= 0 && elements <= (int64_t)n * per &&
-                       elements > ((int64_t)n - 1) * per;
-        } else if (rep == DQ_DENSE) {
-            elements = n;
-        } else {
-            sizes_ok = sizes_ok && rep == DQ_DELTA;
-            elements = n;
-        }
-        if (rep == DQ_DELTA || rep == DQ_DELTA_PACKED || rep == DQ_DELTA_NIBBLE)
-            sizes_ok = sizes_ok && param >= 1 && qb.held && qb.view.len >= elements;
-        if (!sizes_ok || !fits(xb.view.len, elements, 4) || !whole_runs(elements, channels, inner) ||
-            !fits(sb.view.len, channels, 4) || !fits(zb.view.len, channels, 1))
-            sizes_ok = 0;
+        /* the representation's rules (rans_decode.c), then the buffers against the elements they give */
+        sizes_ok = sizes_ok &&
+                   dequant_plan(&dq, rep, param, bits, elements, nesc, qb.held ? (int64_t)qb.view.len : -1,
+                                eb.held ? (int64_t)eb.view.len : -1, n, block, bf, bl) == 0 &&
+                   fits(xb.view.len, dq.elements, 4) && whole_runs(dq.elements, channels, inner) &&
+                   fits(sb.view.len, channels, 4) && fits(zb.view.len, channels, 1);
+        dq.x = (float *)xb.view.buf;
+        dq.scale = (const float *)sb.view.buf;
+        dq.zero = (const uint8_t *)zb.view.buf;
+        dq.channels = channels;
+        dq.inner = inner;
+        dq.q = qb.held ? (uint8_t *)qb.view.buf : NULL;
+        dq.esc = eb.held ? (const uint8_t *)eb.view.buf : NULL;
     }
     if (!sizes_ok || pb < 8 || pb > 15 || block < LANES || block > (1 << 24)) {
         bad("rans_decode: bad arguments");
@@ -875,20 +859,6 @@ static PyObject *py_rans_decode(PyObject *self, PyObject *args) {
         bad("rans_decode: bad arguments");
         goto done;
     }
-    Dequant dq = {xb.held ? (float *)xb.view.buf : NULL,
-                  xb.held ? (const float *)sb.view.buf : NULL,
-                  xb.held ? (const uint8_t *)zb.view.buf : NULL,
-                  channels,
-                  inner,
-                  rep,
-                  rep == DQ_DENSE || rep == DQ_PACKED ? 0 : param,
-                  slot,
-                  (uint8_t)((1u << bits) - 1),
-                  qb.held ? (uint8_t *)qb.view.buf : NULL,
-                  elements,
-                  eb.held ? (const uint8_t *)eb.view.buf : NULL,
-                  nesc,
-                  0};
     int r;
     Py_BEGIN_ALLOW_THREADS;
     r = rans_decode((const uint8_t *)pbuf.view.buf, pbuf.view.len, &c, (const uint16_t *)fb.view.buf, pb, block, n,
@@ -990,37 +960,12 @@ static PyObject *py_set_clmul(PyObject *self, PyObject *args) {
     return PyBool_FromLong(prev);
 }
 
-/* the CPU's AVX2 support (0 where the AVX2 paths are not compiled) */
-static int detect_avx2(void) {
-#ifdef HAVE_AVX2_PATH
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-#else
-    return 0;
-#endif
-}
-
-/* the CPU's support of the AVX-512 subsets of AVX512_TARGET (0 where those paths are not compiled) */
-static int detect_avx512(void) {
-#ifdef HAVE_AVX512_PATH
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
-           __builtin_cpu_supports("avx512vbmi2");
-#else
-    return 0;
-#endif
-}
-
 /* set_simd(enabled, avx512=enabled) -> previous setting of the first: lets tests compare the vector (AVX2,
  * AVX-512) and scalar paths byte for byte; set_simd(True, False) keeps the AVX2 paths where AVX-512 ones exist. */
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     int on, wide = -1;
     if (!PyArg_ParseTuple(args, "p|p", &on, &wide)) return NULL;
-    int prev = cpu_has_avx2 > 0;
-    cpu_has_avx2 = on ? detect_avx2() : 0;
-    cpu_has_avx512 = (wide < 0 ? on : wide) ? detect_avx512() : 0;
-    return PyBool_FromLong(prev);
+    return PyBool_FromLong(simd_select(on, wide));
 }
 
 static PyMethodDef methods[] = {
@@ -1060,11 +1005,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_kernels", "splitstream codec kernels", -1, methods};
 
 PyMODINIT_FUNC PyInit__kernels(void) {
-    rans_encode_init();
-    tables_init();
-    rans_decode_init();
-    cpu_has_avx2 = detect_avx2();
-    cpu_has_avx512 = detect_avx512();
+    ss_set_allocator(PyMem_RawMalloc, PyMem_RawFree);
+    runtime_init();
     if (!codec_error) {
         PyObject *errors = PyImport_ImportModule("codec.errors");
         if (!errors) return NULL;

@@ -442,6 +442,46 @@ static int block_output(Dequant *dq, const uint8_t *o, int64_t b0, int64_t b1, u
     return 0;
 }
 
+/* The rules of a decode's dequantization (see Dequant), for a stream of n symbols in blocks of block symbols
+ * of which [bf, bl) are decoded: the slot of the representation rep (DQ_PACKED: param bits; DQ_DELTA_PACKED:
+ * bits as 1, 2 or 4 allow; DQ_DELTA_NIBBLE: 4) and the elements the n symbols stand for (the given count
+ * for the packed and nibble forms, which it must fit, else n). The residual forms need param >= 1 (their
+ * distance) and q_len >= elements; DQ_DELTA_NIBBLE needs nesc + 64 <= esc_len and the whole stream at once
+ * (its escapes are used in block order). q_len, esc_len: -1 where there is no buffer. Sets dq's rep,
+ * distance, slot, mask, elements, nesc and esc_pos (the buffers and the channels are the caller's); 0, or -1
+ * if the arguments break a rule. */
+int dequant_plan(Dequant *dq, int rep, int64_t param, int bits, int64_t elements, int64_t nesc, int64_t q_len,
+                 int64_t esc_len, int64_t n, int64_t block, int64_t bf, int64_t bl) {
+    int ok = n >= 0 && bits >= 1 && bits <= 8, slot = 0;
+    if (rep == DQ_DELTA_NIBBLE) {
+        int64_t need;
+        slot = 4;
+        ok = ok && bits >= 5 && esc_len >= 0 && nesc >= 0 && size_add(nesc, 64, &need) && esc_len >= need &&
+             elements >= 0 && elements <= 2 * n && elements > 2 * (n - 1) && block >= LANES && bf == 0 &&
+             bl == (n + block - 1) / block;
+    } else if (rep == DQ_PACKED || rep == DQ_DELTA_PACKED) {
+        slot = rep == DQ_PACKED ? (int)param : bits == 3 ? 4 : bits;
+        int per = (slot == 1 || slot == 2 || slot == 4) && bits <= slot ? 8 / slot : 0;
+        ok = ok && per && elements >= 0 && elements <= n * per && elements > (n - 1) * per;
+    } else if (rep == DQ_DENSE) {
+        elements = n;
+    } else {
+        ok = ok && rep == DQ_DELTA;
+        elements = n;
+    }
+    if (rep == DQ_DELTA || rep == DQ_DELTA_PACKED || rep == DQ_DELTA_NIBBLE)
+        ok = ok && param >= 1 && q_len >= 0 && q_len >= elements;
+    if (!ok) return -1;
+    dq->rep = rep;
+    dq->distance = rep == DQ_DENSE || rep == DQ_PACKED ? 0 : param;
+    dq->slot = slot;
+    dq->mask = (uint8_t)((1u << bits) - 1);
+    dq->elements = elements;
+    dq->nesc = nesc;
+    dq->esc_pos = 0;
+    return 0;
+}
+
 /* Decode blocks [bf, bl) of a stream of n symbols (blocks of block symbols) from payload (u32 block sizes,
  * then the blocks) with the context tables freqs (ntables x 256). Symbols go to out (n symbols), or, when
  * out is NULL, are dequantized into dq->x. Returns 0, 1 if the block index does not match the payload,

@@ -166,6 +166,38 @@ int64_t csr_row_stats(const uint64_t *words, int64_t n, int64_t width, int64_t r
     return nnz;
 }
 
+/* The sparse representation's statistics for nw candidate row widths (each 1..255) at once: one non-zero
+ * mask of q (the zero symbol of element i is zero[channel(i)]; with one channel, inner is not used), then
+ * for width k the row-occupancy and column-gap histograms over every row_step-th row (count_hist and
+ * gap_hist, 256 bins from k * 256) and the non-zeros seen (nnz[k]). 0, or -1 if an allocation failed. */
+int csr_stats(const uint8_t *q, int64_t n, const uint8_t *zero, int64_t channels, int64_t inner, const int64_t *widths,
+              int64_t nw, int64_t row_step, uint32_t *count_hist, uint32_t *gap_hist, int64_t *nnz) {
+    uint8_t *nz = (uint8_t *)ss_malloc((size_t)(n ? n : 1));
+    uint64_t *words = (uint64_t *)ss_malloc((size_t)(n / 64 + 2) * 8);
+    int ret = -1;
+    if (!nz || !words) goto done;
+    /* one non-zero mask, as bits, for all widths */
+    nonzero_mask(q, n, zero, channels, inner, nz);
+    nonzero_bits(nz, n, words);
+    for (int64_t k = 0; k < nw; k++)
+        nnz[k] = csr_row_stats(words, n, widths[k], row_step, count_hist + k * 256, gap_hist + k * 256);
+    ret = 0;
+done:
+    ss_free(nz);
+    ss_free(words);
+    return ret;
+}
+
+/* The histogram (hist, 256 bins) that quantize() takes with the same stride, of n symbols produced another
+ * way (e.g. reordered after quantizing in memory order); returns the symbols counted. */
+int64_t histogram_sampled(const uint8_t *q, int64_t n, int stride, uint32_t *hist) {
+    uint32_t h[4][256];
+    memset(h, 0, sizeof h);
+    int64_t counted = sampled_histogram(q, 0, n, stride, h);
+    histogram_fold(h, hist);
+    return counted;
+}
+
 /* Histograms of sampled chunks of several representations at once (the cost model's candidate statistics):
  * for every start s, the chunk q[s, s + chunk) itself (row 0) and as residuals (q[i] - q[i - d]) & mask at
  * each distance d (row 2 + k; q[i] itself where i < d). With a slot (bit widths up to 4), also bit-packed

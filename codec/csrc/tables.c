@@ -85,6 +85,12 @@ double table_cost(const uint32_t *counts, int64_t ntab, int pb, int64_t *table_b
     return bits;
 }
 
+/* table_cost of each of rows count tables on its own: bits[r] and table_bytes[r] (one call for all the cost
+ * model's order-0 candidates) */
+void row_costs(const uint32_t *counts, int64_t rows, int pb, double *bits, int64_t *table_bytes) {
+    for (int64_t r = 0; r < rows; r++) bits[r] = table_cost(counts + r * 256, 1, pb, table_bytes + r);
+}
+
 /* Serialize ntab tables into buf (capacity ntab * (32 + 512)); returns bytes written. */
 int64_t write_tables(const uint16_t *freqs, int64_t ntab, uint8_t *buf) {
     int64_t pos = 0;
