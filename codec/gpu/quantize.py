@@ -106,7 +106,8 @@ def launch_quantize(
     **kw,
 ) -> None:
     """Queue the symbols of device ``x`` into ``q``, their range into ``srange`` (255, 0 from the caller) and
-    their histogram into ``hist`` (zeroed; 1 row: the tensor's, ``channels`` rows: each channel's)."""
+    their histogram into ``hist`` (zeroed; 1 row: the tensor's, ``channels`` rows: each channel's, 0 rows:
+    none; no other count)."""
     K.quantize[(*grid(x.shape[0], channels, **kw), stream)](
         x,
         np.int64(channels),
@@ -188,15 +189,14 @@ def _clip_range(x, channels, inner, bits, clip, mins, maxs, err, stream, kw):
     hist = cuda.to_device(np.zeros((channels, 256), np.uint32), stream=stream)
     srange = cuda.to_device(np.array([255, 0], np.uint32), stream=stream)
     launch_quantize(x, channels, inner, inv8, zero8, 8, q8, hist, srange, err, stream=stream, **kw)
-    raise_for(int(err.copy_to_host(stream=stream)[0]))
+    code = err.copy_to_host(stream=stream)
     lo = mins.copy_to_host(stream=stream)
     hi = maxs.copy_to_host(stream=stream)
     counts = hist.copy_to_host(stream=stream)
     s8 = scale8.copy_to_host(stream=stream)
     z8 = zero8.copy_to_host(stream=stream)
-    stream_sync = getattr(stream, "synchronize", None)
-    if stream_sync is not None:
-        stream_sync()
+    _synchronize(stream)
+    raise_for(int(code[0]))
     best = np.empty(channels, np.int32)
     f64 = np.ascontiguousarray(factors, np.float64)
     _kernels.clip_choice(counts, s8, z8, lo, hi, f64, (1 << bits) - 1, float(weight), best)
@@ -207,9 +207,16 @@ def _clip_range(x, channels, inner, bits, clip, mins, maxs, err, stream, kw):
     return cuda.to_device(lo, stream=stream), cuda.to_device(hi, stream=stream)
 
 
-def to_host(dq: DeviceQuant, bits: int, axis: int | None, ndim: int):
+def _synchronize(stream: Any) -> None:
+    sync = getattr(stream, "synchronize", None)
+    if sync is not None:
+        sync()
+
+
+def to_host(dq: DeviceQuant, bits: int, axis: int | None, ndim: int, *, stream: Any = 0):
     """(symbols, QuantParams, histogram, smallest symbol, largest symbol) on the host, or the CPU's
-    CodecError."""
+    CodecError. Waits for ``stream``."""
+    _synchronize(stream)
     raise_for(int(dq.err.copy_to_host()[0]))
     axis = cpu_q.normalize_axis(axis, ndim)
     params = cpu_q.QuantParams(
