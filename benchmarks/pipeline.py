@@ -20,7 +20,7 @@
    replicas, each on its own cloud node (checked). Then the same with the tail on a *simulated
    accelerator* (``model.tail_device_ms``: each batch held 3 ms per sample, waiting, not
    computing): ``DEVICE_EDGES`` unconstrained edges feeding 1, 2, 4 and 8 replicas on distinct cloud
-   nodes. ``ideal`` is replicas x 1000 / 3 samples/s; the busy columns (each side's stage busy
+   nodes, on a cluster of its own (4 edge and 8 cloud nodes). ``ideal`` is replicas x 1000 / 3 samples/s; the busy columns (each side's stage busy
    seconds over wall x actors: the cloud actor decodes, runs the tail, sinks; of that, the tail's
    share is the simulated device) say which side bounds the rate where it falls short.
 5. **Real link** (``--netns``, root) -- the stream across a tc-shaped veth between two network
@@ -78,7 +78,7 @@ FLEET_EDGES = (1, 2, 4, 8)
 FLEET_MBPS = 2.0
 FLEET_SAMPLES = 200
 CLOUD_REPLICAS = (1, 2, 4)
-CLOUD_NODES = 8
+CLOUD_NODES = 4
 DEVICE_REPLICAS = (1, 2, 4, 8)  # cloud pool with the tail on a simulated accelerator ...
 DEVICE_TAIL_MS = 3.0  # ... of this many ms per sample (model.tail_device_ms)
 DEVICE_EDGES = 4  # unconstrained edges feeding it
@@ -1007,11 +1007,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     cloud_rows: list[dict[str, Any]] = []
     device_rows: list[dict[str, Any]] = []
     if not args.skip_cluster:
-        cluster = start_cluster(max(fleet_edges), max(CLOUD_NODES, max(device_replicas)))
+        cluster = start_cluster(max(fleet_edges), CLOUD_NODES)
         try:
             ray.init(address=cluster.address, log_to_driver=False)
             fleet_rows = fleet_scaleout(fleet_edges, fleet_samples, FLEET_MBPS)
             cloud_rows = cloud_scaleout(cloud_replicas, speed_samples // 2)
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        # a cluster of its own, with only the nodes it needs: every idle raylet on this machine
+        # takes CPU from the runs
+        cluster = start_cluster(DEVICE_EDGES, max(device_replicas))
+        try:
+            ray.init(address=cluster.address, log_to_driver=False)
             device_rows = device_pool_scaleout(device_replicas, device_per_replica)
         finally:
             ray.shutdown()
