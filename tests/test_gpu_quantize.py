@@ -10,15 +10,19 @@ thousand element-steps a second."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from gpu_harness import (
+    assert_all,
+    assert_assembles,
+    needs_numba,
+    ptxas_path,
+    run_worker,
+    worker_main,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -374,70 +378,25 @@ WORK = {
 }
 
 
-def _worker(argv: list[str]) -> None:
-    sys.path.insert(0, str(HERE))
-    sys.path.insert(0, str(REPO))
-    if argv[0] == "ptx":
-        res = _work_ptx(int(argv[1]), int(argv[2]), argv[3])
-    else:
-        assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-        import gpu_sim_shim
-
-        gpu_sim_shim.install()
-        res = WORK[argv[0]]()
-    print("RESULT " + json.dumps(res))
-
-
 # ---------------------------------------------------------------- the tests (pytest process)
-
-
-def _run(args: list[str], sim: bool, timeout: float) -> dict:
-    env = dict(os.environ)
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    if sim:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__)), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=str(REPO),
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, (
-        f"worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    )
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
-def _assert_all(res: dict) -> None:
-    bad = {k: v for k, v in res.items() if v is not True}
-    assert not bad, f"cases that differ from the CPU: {json.dumps(bad)[:3000]}"
-
-
-needs_numba = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("numba_cuda") is None,
-    reason="numba-cuda is not installed (the dev extra installs it)",
-)
 
 
 @needs_numba
 @pytest.mark.timeout(150)
 def test_simulated_quantize_and_dequantize_are_bit_exact():
-    _assert_all(_run(["quantize"], sim=True, timeout=140))
+    assert_all(run_worker(__file__, ["quantize"], sim=True, timeout=140))
 
 
 @needs_numba
 @pytest.mark.timeout(120)
 def test_simulated_errors_symbols_and_frame_dequantize_match_the_cpu():
-    _assert_all(_run(["errors_and_frames"], sim=True, timeout=110))
+    assert_all(run_worker(__file__, ["errors_and_frames"], sim=True, timeout=110))
 
 
 @needs_numba
 @pytest.mark.timeout(120)
 def test_deliberately_wrong_rounding_is_caught_by_the_bit_exact_comparison():
-    _assert_all(_run(["mutants"], sim=True, timeout=110))
+    assert_all(run_worker(__file__, ["mutants"], sim=True, timeout=110))
 
 
 def fma_lines(ptx: str) -> list[str]:
@@ -455,11 +414,7 @@ def contractible_lines(ptx: str) -> list[str]:
     ]
 
 
-def _ptxas() -> str | None:
-    for cand in (shutil.which("ptxas"), "/usr/local/cuda/bin/ptxas"):
-        if cand and Path(cand).exists():
-            return cand
-    return None
+
 
 
 # instructions each kernel's rounding must show up as (a libdevice call lowered to something else fails)
@@ -476,7 +431,7 @@ EXPECTED = {
 def test_kernels_compile_without_spills_or_fma(cc, tmp_path):
     from codec.gpu import quantize_kernels as K
 
-    files = _run(["ptx", str(cc[0]), str(cc[1]), str(tmp_path)], sim=False, timeout=140)
+    files = run_worker(__file__, ["ptx", str(cc[0]), str(cc[1]), str(tmp_path)], sim=False, timeout=140)
     assert set(K.SIGNATURES) | {f"mutant_{m}" for m in PTX_MUTANTS} == set(files)
     for name in K.SIGNATURES:
         ptx = Path(files[name]).read_text()
@@ -497,27 +452,14 @@ def test_kernels_compile_without_spills_or_fma(cc, tmp_path):
         caught[label] = (fma_lines(ptx), contractible_lines(ptx))
     assert any(ln.startswith("fma.rn.f32") for ln in caught["quantize_plain_multiply_add"][0])
     assert all(f or c for f, c in caught.values()), f"a mutant passed the PTX checks: {caught}"
-    ptxas = _ptxas()
+    ptxas = ptxas_path()
     if ptxas is None:
         pytest.skip(
             "ptxas not found (the CUDA toolkit's nvcc/ptxas are not installed): PTX built, not assembled"
         )
     for name in K.SIGNATURES:
-        proc = subprocess.run(
-            [ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", files[name], "-o", os.devnull],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, f"{name}: ptxas failed\n{proc.stderr}"
-        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", proc.stderr)
-        regs = re.search(r"Used (\d+) registers", proc.stderr)
-        assert spills and regs, f"{name}: no resource report from ptxas\n{proc.stderr}"
-        assert spills.groups() == ("0", "0"), (
-            f"{name}: spills at sm_{cc[0]}{cc[1]}: {spills.group(0)}"
-        )
-        assert int(regs.group(1)) <= 64, f"{name}: {regs.group(1)} registers"
+        assert_assembles(ptxas, cc, name, files[name])
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1:])
+    worker_main(sys.argv[1:], WORK, _work_ptx)

@@ -7,15 +7,20 @@ one JSON result per case. Compile tests build PTX for every kernel signature at 
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from gpu_harness import (
+    assert_all,
+    assert_assembles,
+    needs_numba,
+    ptxas_path,
+    run_worker,
+    worker_main,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -287,89 +292,40 @@ WORK = {
 }
 
 
-def _worker(argv: list[str]) -> None:
-    sys.path.insert(0, str(HERE))
-    sys.path.insert(0, str(REPO))
-    if argv[0] == "ptx":
-        res = _work_ptx(int(argv[1]), int(argv[2]), argv[3])
-    else:
-        assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-        import gpu_sim_shim
-
-        gpu_sim_shim.install()
-        res = WORK[argv[0]]()
-    print("RESULT " + json.dumps(res))
-
-
 # ---------------------------------------------------------------- the tests (pytest process)
-
-
-def _run(args: list[str], sim: bool, timeout: float) -> dict:
-    env = dict(os.environ)
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    if sim:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__)), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=str(REPO),
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, (
-        f"worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    )
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
-def _assert_all(res: dict) -> None:
-    bad = {k: v for k, v in res.items() if v is not True}
-    assert not bad, f"cases that differ from the CPU: {json.dumps(bad)[:3000]}"
-
-
-needs_numba = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("numba_cuda") is None,
-    reason="numba-cuda is not installed (the dev extra installs it)",
-)
 
 
 @needs_numba
 @pytest.mark.timeout(150)
 def test_simulated_decode_of_cpu_streams_gives_the_symbols():
-    _assert_all(_run(["decode"], sim=True, timeout=140))
+    assert_all(run_worker(__file__, ["decode"], sim=True, timeout=140))
 
 
 @needs_numba
 @pytest.mark.timeout(150)
 def test_simulated_encode_writes_the_cpu_bytes():
-    _assert_all(_run(["encode"], sim=True, timeout=140))
+    assert_all(run_worker(__file__, ["encode"], sim=True, timeout=140))
 
 
 @needs_numba
 @pytest.mark.timeout(120)
 def test_simulated_frame_streams_decode_and_reencode_bit_exact():
-    _assert_all(_run(["frames"], sim=True, timeout=110))
+    assert_all(run_worker(__file__, ["frames"], sim=True, timeout=110))
 
 
 @needs_numba
 @pytest.mark.timeout(150)
 def test_simulated_mutated_streams_fail_as_on_the_cpu_never_crash():
-    _assert_all(_run(["mutated"], sim=True, timeout=140))
+    assert_all(run_worker(__file__, ["mutated"], sim=True, timeout=140))
 
 
 @needs_numba
 @pytest.mark.timeout(120)
 def test_deliberately_wrong_kernels_are_caught():
-    _assert_all(_run(["mutant_kernels"], sim=True, timeout=110))
+    assert_all(run_worker(__file__, ["mutant_kernels"], sim=True, timeout=110))
 
 
-def _ptxas() -> str | None:
-    for cand in (shutil.which("ptxas"), "/usr/local/cuda/bin/ptxas"):
-        if cand and Path(cand).exists():
-            return cand
-    return None
+
 
 
 @needs_numba
@@ -378,7 +334,7 @@ def _ptxas() -> str | None:
 def test_kernels_compile_to_ptx_without_spills(cc, tmp_path):
     from codec.gpu import rans_kernels as K
 
-    files = _run(["ptx", str(cc[0]), str(cc[1]), str(tmp_path)], sim=False, timeout=110)
+    files = run_worker(__file__, ["ptx", str(cc[0]), str(cc[1]), str(tmp_path)], sim=False, timeout=110)
     assert set(files) == set(K.SIGNATURES)
     for name, path in files.items():
         ptx = Path(path).read_text()
@@ -386,26 +342,13 @@ def test_kernels_compile_to_ptx_without_spills(cc, tmp_path):
         assert not re.search(r"\.f(32|64)\b", ptx), (
             f"{name}: floating-point instructions in the PTX"
         )
-    ptxas = _ptxas()
+    ptxas = ptxas_path()
     if ptxas is None:
         pytest.skip(
             "ptxas not found (the CUDA toolkit's nvcc/ptxas are not installed): PTX built, not assembled"
         )
     for name, path in files.items():
-        proc = subprocess.run(
-            [ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", path, "-o", os.devnull],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, f"{name}: ptxas failed\n{proc.stderr}"
-        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", proc.stderr)
-        regs = re.search(r"Used (\d+) registers", proc.stderr)
-        assert spills and regs, f"{name}: no resource report from ptxas\n{proc.stderr}"
-        assert spills.groups() == ("0", "0"), (
-            f"{name}: spills at sm_{cc[0]}{cc[1]}: {spills.group(0)}"
-        )
-        assert int(regs.group(1)) <= 64, f"{name}: {regs.group(1)} registers"
+        assert_assembles(ptxas, cc, name, path)
 
 
 def test_codec_imports_without_numba():
@@ -424,4 +367,4 @@ def test_codec_imports_without_numba():
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1:])
+    worker_main(sys.argv[1:], WORK, _work_ptx)
