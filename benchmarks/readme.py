@@ -60,6 +60,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "benchmarks/results/security.json": ("benchmarks.security", "python -m benchmarks.security"),
     "benchmarks/results/field.json": ("benchmarks.field", "python -m benchmarks.field"),
     "benchmarks/results/session.json": ("benchmarks.session", "python -m benchmarks.session"),
+    "benchmarks/results/inflight.json": ("benchmarks.inflight", "python -m benchmarks.inflight"),
+    "benchmarks/results/soak.json": ("benchmarks.soak", "python -m benchmarks.soak"),
 }
 
 # markers start a line; the same text quoted inside a line is left alone

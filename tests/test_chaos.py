@@ -270,17 +270,16 @@ def test_a_stage_that_never_returns_ends_the_run_with_a_partial_report(ray_local
         "fidelity.reference_samples=0",
         f"flow.stall_timeout_s={stall}",
     )
-    t0 = time.monotonic()
     with pytest.raises(StreamError) as ei:
         run_pipeline(cfg, progress=False, factory=hanging_tail_factory)
-    took = time.monotonic() - t0
     err = ei.value
     # a fused actor is named with the stages it hosts ("decoder+tail+sink")
     assert err.kind == "stall" and err.stage == ("decoder+tail+sink" if fuse else "tail")
     assert f"stage '{err.stage}'" in str(err)
-    # start-up (preflight, actors) takes a few seconds; the stall itself is cut at the timeout
-    assert took < stall + 20, took
     rep = err.report
+    # the stall is cut at the timeout: the stream's own clock (start-up, which a loaded machine
+    # stretches, is not in it) stops a few seconds after the two batches before the hang
+    assert rep["elapsed_s"] < stall + 8, rep["elapsed_s"]
     assert rep["status"] == "failed" and rep["error"]["stage"] == err.stage
     assert rep["delivered"] == 16 and rep["lost"] == 400 - 16  # the two batches before the hang
     path = write_json(rep, tmp_path / "partial.json")
