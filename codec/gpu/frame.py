@@ -1,15 +1,24 @@
-"""The streams of a CPU frame decoded by the GPU kernels (order-0 rANS and stored streams)."""
+"""CPU frames decoded by the GPU kernels: the streams' symbols (:func:`stream_symbols`), or the whole
+frame, streams to symbols to the dense symbols to float32, on the device (:func:`decode_device`,
+:func:`decode`), equal to ``codec.decode`` bit for bit. Order-0 rANS and stored streams; frames with
+context-modelled streams raise NotImplementedError."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numba import cuda
 
 from .. import represent
 from ..api import MAX_ELEMENTS
 from ..costmodel import STORED
 from ..errors import CodecError
-from ..frame import read
+from ..frame import Frame, read
+from ..quantize import channel_layout, normalize_axis
+from . import quantize as gpu_quantize
 from . import rans
+from . import represent as gpu_represent
 
 
 def stream_symbols(
@@ -34,3 +43,234 @@ def stream_symbols(
             )
         out.append(rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2))
     return out
+
+
+def _device_stream(s: Any, length: int, stream: Any) -> tuple[Any, Any]:
+    """One stream's symbols as a device array (rANS streams decoded there), and its error array (None for
+    stored streams); the CPU's checks of the stream's header run first, on the host."""
+    if s.coding == STORED:
+        if len(s.payload) != length:
+            raise CodecError("stored stream length does not match its symbol count")
+        if length == 0:
+            return cuda.device_array(0, np.uint8, stream=stream), None
+        return cuda.to_device(np.frombuffer(s.payload, np.uint8).copy(), stream=stream), None
+    s.ctx.validate(length)
+    if s.ctx.ntables != 1:
+        raise NotImplementedError(
+            f"codec.gpu: {s.ctx.name} streams (context tables) are not decoded on the GPU yet; "
+            "only order-0 and stored streams are"
+        )
+    rans._check(s.prob_bits, s.block_log2, length)
+    f = rans._table(s.freqs)
+    buf = np.frombuffer(s.payload, np.uint8)
+    if length == 0:
+        rans._empty_stream(buf.size, f, s.prob_bits)
+        return cuda.device_array(0, np.uint8, stream=stream), None
+    if buf.size == 0:
+        rans.raise_for(rans.K.ERR_INDEX)
+    err = cuda.to_device(np.zeros(1, np.int32), stream=stream)
+    out = cuda.device_array(length, np.uint8, stream=stream)
+    rans.launch_decode(
+        cuda.to_device(buf.copy(), stream=stream),
+        length,
+        cuda.to_device(f, stream=stream),
+        s.prob_bits,
+        s.block_log2,
+        out,
+        err,
+        stream=stream,
+    )
+    return out, err
+
+
+def decode_device(
+    blob: bytes | bytearray | memoryview,
+    max_elements: int = MAX_ELEMENTS,
+    *,
+    out: Any = None,
+    stream: Any = 0,
+    **kw,
+) -> tuple[Any, Frame]:
+    """A whole frame decoded on the device: its streams (order-0 rANS or stored) to symbols, the
+    representation undone (``codec.gpu.represent``) to the dense symbols, and those dequantized into a
+    float32 device vector (``out``, e.g. ``cuda.as_cuda_array`` of a torch CUDA tensor, or a new one) in
+    C order. Returns it with the parsed frame; the values equal ``codec.decode``'s float32 array bit for
+    bit (float16 / float64 frames: before the host's final conversion, see :func:`decode`).
+
+    Raises CodecError where the CPU decoder does (after waiting for ``stream`` to read the kernels'
+    error codes back, stream by stream in frame order, then the representation's), and
+    NotImplementedError for frames with context-modelled streams (channel / group / neighbour contexts:
+    several frequency tables), which are not decoded on the GPU yet. ``kw``: ``threads``,
+    ``rows_per_tile``, ``chunk`` of :func:`codec.gpu.represent.launch_merge`."""
+    frame = read(blob, max_elements)
+    represent.validate(frame.kind, frame.param, frame.bits)
+    n = frame.numel
+    lengths = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz, frame.bits)
+    decoded = [_device_stream(s, k, stream) for s, k in zip(frame.streams, lengths, strict=True)]
+    channels, inner = channel_layout(frame.shape, frame.axis)
+    if out is None:
+        out = cuda.device_array(n, np.float32, stream=stream)
+    elif out.shape != (n,) or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 device vector of {n} elements")
+    zero = cuda.to_device(np.ascontiguousarray(frame.zero, np.uint8), stream=stream)
+    err = cuda.to_device(np.zeros(1, np.int32), stream=stream)
+    q = gpu_represent.launch_merge(
+        [d for d, _ in decoded],
+        frame.kind,
+        frame.param,
+        n,
+        frame.bits,
+        zero,
+        channels,
+        inner,
+        err,
+        stream=stream,
+        **kw,
+    )
+    if n:
+        scale = cuda.to_device(np.ascontiguousarray(frame.scale, np.float32), stream=stream)
+        threads = kw.get("threads", gpu_represent.K.THREADS)
+        gpu_quantize.launch_dequantize(
+            q, channels, inner, scale, zero, out, stream=stream, threads=min(threads, 128)
+        )
+    sync = getattr(stream, "synchronize", None)
+    if sync is not None:
+        sync()
+    for _, e in decoded:
+        if e is not None:
+            rans.raise_for(int(e.copy_to_host()[0]))
+    gpu_represent.raise_for(int(err.copy_to_host()[0]))
+    return out, frame
+
+
+def decode(
+    blob: bytes | bytearray | memoryview, max_elements: int = MAX_ELEMENTS, **kw
+) -> np.ndarray:
+    """``codec.decode`` with every step on the GPU (see :func:`decode_device`): the same array, bit for
+    bit, or the same CodecError; NotImplementedError for context-modelled streams."""
+    out, frame = decode_device(blob, max_elements, **kw)
+    y = out.copy_to_host().reshape(frame.shape)
+    if frame.dtype == "float16":
+        f16max = float(np.finfo(np.float16).max)
+        return np.clip(y, -f16max, f16max, out=y).astype(np.float16)
+    if frame.dtype == "float64":
+        return y.astype(np.float64)
+    return y
+
+
+def _stream_table(sym: Any, stream: Any, threads: int) -> np.ndarray:
+    """The 256 symbol counts of a device stream (one table), read back for the host's normalization."""
+    hist = cuda.to_device(np.zeros(256, np.uint32), stream=stream)
+    n = sym.shape[0]
+    grid = max(1, min(gpu_represent.MAX_BLOCKS, -(-n // threads)))
+    gpu_represent.K.histogram[grid, threads, stream](sym, np.int64(n), hist)
+    return hist.copy_to_host(stream=stream).reshape(1, 256)
+
+
+def _encode_stream(sym: Any, freqs: np.ndarray, prob_bits: int, block_log2: int, stream: Any):
+    """An order-0 rANS payload of device symbols, encoded on the device (exactly the CPU's bytes)."""
+    n = sym.shape[0]
+    rans._check(prob_bits, block_log2, n)
+    err = cuda.to_device(np.zeros(1, np.int32), stream=stream)
+    out = cuda.device_array(rans.capacity(n, block_log2), np.uint8, stream=stream)
+    f = cuda.to_device(np.ascontiguousarray(freqs, np.uint16).reshape(-1), stream=stream)
+    off = rans.launch_encode(sym, f, prob_bits, block_log2, out, err, stream=stream)
+    code = err.copy_to_host(stream=stream)
+    end = off[off.shape[0] - 1 :].copy_to_host(stream=stream)
+    rans.raise_for(int(code[0]))
+    return out[: int(end[0])].copy_to_host(stream=stream).tobytes()
+
+
+def encode_candidate(
+    x: Any,
+    cand: Any,
+    bits: int = 8,
+    axis: int | None = None,
+    *,
+    clip: str | None = None,
+    block_log2: int = 16,
+    threads: int = gpu_represent.K.THREADS,
+    stream: Any = 0,
+    **quantize_kw,
+) -> bytes:
+    """``codec.api.encode_prepared(codec.api.prepare(x, bits, axis, clip=clip), cand, block_log2)`` with
+    the work on the device: quantization (``codec.gpu.quantize``), the representation's streams
+    (``codec.gpu.represent``), each stream's symbol counts and its rANS payload; exactly the CPU's bytes.
+
+    The host keeps what is small: the frequency tables are normalized from the device's counts
+    (``codec.tables.normalize``), the sparse / escape counts size the frame, and the header is written by
+    ``codec.frame.write``. The candidate is given (the cost model's choice is not made on the device);
+    NotImplementedError for a stream with context tables (only order-0 and stored streams are coded on
+    the GPU)."""
+    from ..api import to_numpy
+    from ..costmodel import RANS
+    from ..frame import StreamHeader, write
+    from ..tables import normalize
+
+    if not isinstance(bits, int | np.integer) or not 1 <= int(bits) <= 8:
+        raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
+    bits = int(bits)
+    arr, dtype = to_numpy(x)
+    if arr.ndim > 16 or any(d > 0xFFFFFFFF for d in arr.shape):
+        raise CodecError("tensor shape is out of the frame's range")
+    represent.validate(cand.kind, cand.param, bits)
+    for plan in cand.streams:
+        if plan.coding == RANS and plan.ctx.ntables != 1:
+            raise NotImplementedError(
+                f"codec.gpu: {plan.ctx.name} streams (context tables) are not encoded on the GPU yet; "
+                "only order-0 and stored streams are"
+            )
+    a = np.ascontiguousarray(arr, np.float32)
+    dq = gpu_quantize.quantize_device(
+        cuda.to_device(a.reshape(-1), stream=stream),
+        a.shape,
+        bits,
+        axis,
+        clip,
+        stream=stream,
+        threads=min(threads, 128),
+        **quantize_kw,
+    )
+    sync = getattr(stream, "synchronize", None)
+    if sync is not None:
+        sync()
+    gpu_quantize.raise_for(int(dq.err.copy_to_host()[0]))
+    axis = normalize_axis(axis, a.ndim)
+    scale = dq.scale.copy_to_host()
+    zero = dq.zero.copy_to_host()
+    n = a.size
+    channels, inner = channel_layout(a.shape, axis)
+    if n:
+        dstreams, total = gpu_represent.launch_split(
+            dq.q,
+            cand.kind,
+            cand.param,
+            bits,
+            dq.zero,
+            channels,
+            inner,
+            threads=threads,
+            stream=stream,
+        )
+        dstreams = gpu_represent.trim(dstreams, total)
+    else:
+        nstreams = {represent.SPARSE: 3, represent.DELTA_NIBBLE: 2}.get(cand.kind, 1)
+        dstreams = [dq.q for _ in range(nstreams)]
+    headers = []
+    for sym, plan in zip(dstreams, cand.streams, strict=True):
+        if plan.coding == STORED or sym.shape[0] == 0:
+            payload = sym.copy_to_host().tobytes() if sym.shape[0] else b""
+            headers.append(StreamHeader(STORED, payload=payload))
+            continue
+        if cand.kind == represent.DENSE:  # the quantizer's histogram, as on the CPU
+            counts = dq.hist.copy_to_host().reshape(1, 256)
+        else:
+            counts = _stream_table(sym, stream, threads)
+        freqs = normalize(counts, plan.prob_bits)
+        payload = _encode_stream(sym, freqs, plan.prob_bits, block_log2, stream)
+        headers.append(StreamHeader(RANS, plan.prob_bits, block_log2, plan.ctx, freqs, payload))
+    nnz = dstreams[1].shape[0] if cand.kind in (represent.SPARSE, represent.DELTA_NIBBLE) else 0
+    frame = Frame(
+        dtype, bits, tuple(a.shape), axis, scale, zero, cand.kind, cand.param, int(nnz), headers
+    )
+    return write(frame)
