@@ -27,8 +27,9 @@ from gpu_harness import (
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-SIM = {"threads": 32}
-"""Launch size for the simulator: one-warp CTAs (the scans then have several levels on small inputs)."""
+SIM = {"threads": 32, "max_blocks": 2}
+"""Launch sizes for the simulator: one-warp CTAs (the scans then have several levels on small inputs),
+at most two per grid-stride launch (its CTAs cost more than their steps)."""
 
 # (name, kind, param, n, bits, values, channels, launch options)
 CASES = [
@@ -43,7 +44,16 @@ CASES = [
     ("packed4_b4_whole_bytes", "packed", 4, 64, 4, "uniform", 1, {}),
     ("delta_empty", "delta", 1, 0, 8, "smooth", 1, {}),
     ("delta_one", "delta", 1, 1, 8, "smooth", 1, {}),
-    ("delta_d1_multilevel_scan", "delta", 1, 150, 8, "uniform", 1, {"rows_per_tile": 1}),
+    (
+        "delta_d1_multilevel_scan",
+        "delta",
+        1,
+        150,
+        8,
+        "uniform",
+        1,
+        {"rows_per_tile": 1, "items": 1},
+    ),
     (
         "delta_d1_two_warp_scan",
         "delta",
@@ -52,7 +62,7 @@ CASES = [
         8,
         "uniform",
         1,
-        {"rows_per_tile": 1, "threads": 64},
+        {"rows_per_tile": 1, "threads": 64, "items": 2},
     ),
     ("delta_d1_tiles_of_4", "delta", 1, 101, 6, "smooth", 1, {"rows_per_tile": 4}),
     ("delta_d1_default_tiling", "delta", 1, 90, 8, "uniform", 1, {}),
@@ -78,9 +88,11 @@ CASES = [
     ("sparse_w255_partial_row", "sparse", 255, 70, 8, "relu", 1, {}),
     ("sparse_all_zero", "sparse", 9, 40, 8, "zeros", 1, {}),
     ("sparse_all_nonzero", "sparse", 9, 40, 8, "nonzero", 1, {}),
-    ("sparse_four_warps", "sparse", 3, 60, 8, "relu", 1, {"threads": 128}),
+    ("sparse_four_warps", "sparse", 3, 60, 8, "relu", 1, {"threads": 128, "items": 1}),
+    ("nibble_multilevel_scan", "delta-nibble", 1, 90, 8, "smooth", 1, {"chunk": 2, "items": 1}),
     ("sparse_per_channel_zero", "sparse", 6, 48, 4, "relu", 4, {}),
 ]
+DEFAULT_ITEMS = 8  # codec.gpu.represent.SCAN_ITEMS; "items" in a case's options lowers it
 KINDS = {"dense": 1, "packed": 2, "sparse": 3, "delta": 4, "delta-packed": 5, "delta-nibble": 6}
 
 
@@ -153,11 +165,13 @@ def _work_merge_and_split() -> dict:
         want = cpu.merge(streams, kind, param, n, lay, bits)
         assert want.tobytes() == q.tobytes(), name
         kw = {**SIM, **opts}
+        gpu.SCAN_ITEMS = kw.pop("items", DEFAULT_ITEMS)
         got = _outcome(lambda: gpu.merge(streams, kind, param, n, lay, bits, **kw))  # noqa: B023
         res[f"{name}/merge"] = got == ["ok", q.tobytes().hex()] or got
         kw.pop("rows_per_tile", None)
         got = _outcome(lambda: gpu.split(q, kind, param, lay, bits, **kw))  # noqa: B023
         res[f"{name}/split"] = got == ["ok", [s.tobytes().hex() for s in streams]] or got
+    gpu.SCAN_ITEMS = DEFAULT_ITEMS
     return res
 
 
@@ -350,7 +364,7 @@ def _work_corrupt_frames() -> dict:
     res = {}
     errors = 0
     for base, blob in bases.items():
-        for k in range(6):
+        for k in range(4):
             f = frame.read(blob, api.MAX_ELEMENTS)
             s = f.streams[k % len(f.streams)]
             p = bytearray(s.payload)
@@ -367,7 +381,7 @@ def _work_corrupt_frames() -> dict:
             errors += cpu[0] == "CodecError"
             same = got == cpu if cpu[0] == "ok" else got[0] == cpu[0]
             res[f"{base}_flip{k}"] = same or {"cpu": cpu, "gpu": got}
-    res["some_mutants_are_errors"] = errors >= 6 or errors
+    res["some_mutants_are_errors"] = errors >= 4 or errors
     return res
 
 
@@ -431,21 +445,45 @@ def _mutant_kernel(name: str, old: str, new: str):
 
 
 MUTANTS = {
-    "scan_inclusive": ("scan_tiles", "vals[i] = (incl - v) & mask", "vals[i] = incl & mask"),
-    "scan_warp_base_off_by_one": ("scan_tiles", "incl += wsum[warp - 1]", "incl += wsum[warp]"),
+    # label: (kernel, site, mutation, the input that must catch it)
+    "scan_inclusive": (
+        "scan_tiles",
+        "vals[i] = run & mask",
+        "vals[i] = (run + v) & mask",
+        "delta",
+    ),
+    "scan_warp_base_off_by_one": (
+        "scan_tiles",
+        "incl += wsum[warp - 1]",
+        "incl += wsum[warp]",
+        "delta",
+    ),
     "scan_add_wrong_tile": (
         "scan_add",
-        "offsets[i // tile]",
-        "offsets[(i + 1) // tile]",
+        "+ offsets[i // tile])",
+        "+ offsets[(i + 1) // tile])",
+        "delta",
     ),
-    "unpack_shift_off_by_one": ("unpack", "((i % k) * slot)", "((i % k + 1) * slot)"),
+    "scan_thread_base_off_by_one": ("scan_tiles", "run = incl - own", "run = incl", "sparse"),
+    "unpack_shift_off_by_one": ("unpack", "((i % k) * slot)", "((i % k + 1) * slot)", "packed"),
     "delta_unmasked_head_masked": (
         "delta_apply",
         "np.uint8(r if i < d else acc & mask)",
         "np.uint8(acc & mask)",
+        "delta_b6_head",
     ),
-    "csr_gap_off_by_one": ("csr_scatter", "col += I64(gaps[j]) + 1", "col += I64(gaps[j])"),
-    "nibble_bias": ("nibble_apply", "np.uint8((nib - 7) & mask)", "np.uint8((nib - 8) & mask)"),
+    "csr_gap_off_by_one": (
+        "csr_scatter",
+        "col += I64(gaps[j]) + 1",
+        "col += I64(gaps[j])",
+        "sparse",
+    ),
+    "nibble_bias": (
+        "nibble_apply",
+        "np.uint8((nib - 7) & mask)",
+        "np.uint8((nib - 8) & mask)",
+        "nibble",
+    ),
 }
 
 
@@ -465,7 +503,8 @@ def _work_mutant_kernels() -> dict:
     small = rng.integers(0, 4, 70).astype(np.uint8)
     relu = np.where(rng.random(70) < 0.6, 0, rng.integers(1, 256, 70)).astype(np.uint8)
     inputs = {
-        "delta": (walk, cpu.DELTA, 1, 8, {"rows_per_tile": 1, "threads": 64}),  # two-warp scans
+        # scans of two warps and two levels
+        "delta": (walk, cpu.DELTA, 1, 8, {"rows_per_tile": 1, "threads": 64, "items": 1}),
         "delta_b6_head": (walk, cpu.DELTA, 3, 6, {}),
         "packed": (small, cpu.PACKED, 2, 2, {}),
         "sparse": (relu, cpu.SPARSE, 9, 8, {}),
@@ -483,19 +522,20 @@ def _work_mutant_kernels() -> dict:
 
     def run(key):
         q, kind, p, b, opts = inputs[key]
-        return _outcome(lambda: gpu.merge(streams[key], kind, p, q.size, lay, b, **{**SIM, **opts}))
+        kw = {**SIM, **opts}
+        gpu.SCAN_ITEMS = kw.pop("items", DEFAULT_ITEMS)
+        return _outcome(lambda: gpu.merge(streams[key], kind, p, q.size, lay, b, **kw))
 
     res = {}
     for key in inputs:
         res[f"original_{key}"] = run(key) == ["ok", want[key]]
-    for label, (kernel, old, new) in MUTANTS.items():
+    for label, (kernel, old, new, key) in MUTANTS.items():
         original = getattr(K, kernel)
         setattr(K, kernel, _mutant_kernel(kernel, old, new))
         try:
-            caught = [k for k in inputs if run(k) != ["ok", want[k]]]
+            res[label] = run(key) != ["ok", want[key]] or "mutant matched the CPU"
         finally:
             setattr(K, kernel, original)
-        res[label] = bool(caught) or "mutant matched the CPU on every input"
     return res
 
 

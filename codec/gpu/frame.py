@@ -129,9 +129,10 @@ def decode_device(
     )
     if n:
         scale = cuda.to_device(np.ascontiguousarray(frame.scale, np.float32), stream=stream)
-        threads = kw.get("threads", gpu_represent.K.THREADS)
+        threads = min(kw.get("threads", gpu_represent.K.THREADS), 128)
+        blocks = min(kw.get("max_blocks", gpu_quantize.MAX_BLOCKS), gpu_quantize.MAX_BLOCKS)
         gpu_quantize.launch_dequantize(
-            q, channels, inner, scale, zero, out, stream=stream, threads=min(threads, 128)
+            q, channels, inner, scale, zero, out, stream=stream, threads=threads, max_blocks=blocks
         )
     sync = getattr(stream, "synchronize", None)
     if sync is not None:
@@ -158,11 +159,11 @@ def decode(
     return y
 
 
-def _stream_table(sym: Any, stream: Any, threads: int) -> np.ndarray:
+def _stream_table(sym: Any, stream: Any, threads: int, max_blocks: int) -> np.ndarray:
     """The 256 symbol counts of a device stream (one table), read back for the host's normalization."""
     hist = cuda.to_device(np.zeros(256, np.uint32), stream=stream)
     n = sym.shape[0]
-    grid = max(1, min(gpu_represent.MAX_BLOCKS, -(-n // threads)))
+    grid = max(1, min(max_blocks, -(-n // threads)))
     gpu_represent.K.histogram[grid, threads, stream](sym, np.int64(n), hist)
     return hist.copy_to_host(stream=stream).reshape(1, 256)
 
@@ -190,8 +191,8 @@ def encode_candidate(
     clip: str | None = None,
     block_log2: int = 16,
     threads: int = gpu_represent.K.THREADS,
+    max_blocks: int = gpu_represent.MAX_BLOCKS,
     stream: Any = 0,
-    **quantize_kw,
 ) -> bytes:
     """``codec.api.encode_prepared(codec.api.prepare(x, bits, axis, clip=clip), cand, block_log2)`` with
     the work on the device: quantization (``codec.gpu.quantize``), the representation's streams
@@ -229,7 +230,7 @@ def encode_candidate(
         clip,
         stream=stream,
         threads=min(threads, 128),
-        **quantize_kw,
+        max_blocks=min(max_blocks, gpu_quantize.MAX_BLOCKS),
     )
     sync = getattr(stream, "synchronize", None)
     if sync is not None:
@@ -250,6 +251,7 @@ def encode_candidate(
             channels,
             inner,
             threads=threads,
+            max_blocks=max_blocks,
             stream=stream,
         )
         dstreams = gpu_represent.trim(dstreams, total)
@@ -265,7 +267,7 @@ def encode_candidate(
         if cand.kind == represent.DENSE:  # the quantizer's histogram, as on the CPU
             counts = dq.hist.copy_to_host().reshape(1, 256)
         else:
-            counts = _stream_table(sym, stream, threads)
+            counts = _stream_table(sym, stream, threads, max_blocks)
         freqs = normalize(counts, plan.prob_bits)
         payload = _encode_stream(sym, freqs, plan.prob_bits, block_log2, stream)
         headers.append(StreamHeader(RANS, plan.prob_bits, block_log2, plan.ctx, freqs, payload))

@@ -24,6 +24,10 @@ from . import represent_kernels as K
 
 MAX_BLOCKS = 4096  # CTAs of an element-wise launch at most (grid-stride loops cover the rest)
 TARGET_THREADS = 16384  # threads the delta and nibble kernels aim for
+SCAN_ITEMS = (
+    8  # values per thread of the scans (a tile: threads x SCAN_ITEMS; the tests lower it to get
+)
+# scans of several levels and warps from tiny inputs)
 
 _MESSAGES = {
     K.ERR_SPARSE: "inconsistent sparse streams",
@@ -37,8 +41,8 @@ def raise_for(code: int) -> None:
         raise CodecError(_MESSAGES.get(code, "inconsistent representation streams"))
 
 
-def _grid(work: int, threads: int) -> int:
-    return max(1, min(MAX_BLOCKS, -(-work // threads)))
+def _grid(work: int, threads: int, max_blocks: int = MAX_BLOCKS) -> int:
+    return max(1, min(max_blocks, -(-work // threads)))
 
 
 def _check_threads(threads: int) -> int:
@@ -50,28 +54,38 @@ def _check_threads(threads: int) -> int:
 # ---------------------------------------------------------------- launches (device arrays, no sync)
 
 
-def launch_scan(vals: Any, mask: int, *, threads: int = K.THREADS, stream: Any = 0) -> Any:
+def launch_scan(
+    vals: Any, mask: int, *, threads: int = K.THREADS, max_blocks: int = MAX_BLOCKS, stream: Any = 0
+) -> Any:
     """Queue the exclusive scan of device int64 ``vals`` in place (``mask``: -1 for sums, 255 for sums
     modulo 256); returns a device int64[1] that will hold the total."""
     n = vals.shape[0]
     if n == 0:
         return cuda.to_device(np.zeros(1, np.int64), stream=stream)
-    ntiles = -(-n // threads)
+    items = SCAN_ITEMS
+    ntiles = -(-n // (threads * items))
     totals = cuda.device_array(ntiles, np.int64, stream=stream)
-    K.scan_tiles[ntiles, threads, stream](vals, np.int64(n), np.int64(mask), totals)
+    K.scan_tiles[ntiles, threads, stream](
+        vals, np.int64(n), np.int64(mask), np.int64(items), totals
+    )
     if ntiles == 1:
         return totals
-    grand = launch_scan(totals, mask, threads=threads, stream=stream)
-    K.scan_add[_grid(n, threads), threads, stream](vals, np.int64(n), np.int64(mask), totals)
+    grand = launch_scan(totals, mask, threads=threads, max_blocks=max_blocks, stream=stream)
+    K.scan_add[_grid(n, threads, max_blocks), threads, stream](
+        vals, np.int64(n), np.int64(mask), np.int64(threads * items), totals
+    )
     return grand
 
 
-def delta_tiling(n: int, d: int, rows_per_tile: int | None = None) -> tuple[int, int, int]:
-    """(columns, rows per tile, tiles per column) of the residuals' inverse at distance ``d``."""
+def delta_tiling(
+    n: int, d: int, rows_per_tile: int | None = None, target: int = TARGET_THREADS
+) -> tuple[int, int, int]:
+    """(columns, rows per tile, tiles per column) of the residuals' inverse at distance ``d``: by default
+    tiles of as few rows as give about ``target`` threads."""
     cols = min(d, n)
     rows = -(-n // d)
     if rows_per_tile is None:
-        rows_per_tile = max(1, -(-rows * cols // TARGET_THREADS))
+        rows_per_tile = max(1, -(-rows * cols // target))
     return cols, rows_per_tile, -(-rows // rows_per_tile)
 
 
@@ -84,22 +98,25 @@ def launch_delta_inverse(
     *,
     rows_per_tile: int | None = None,
     threads: int = K.THREADS,
+    max_blocks: int = MAX_BLOCKS,
     stream: Any = 0,
 ) -> None:
     """Queue ``out`` = the symbols whose residuals at distance ``d`` are ``res`` (n > 0)."""
-    cols, rpt, ntiles = delta_tiling(n, d, rows_per_tile)
+    target = min(TARGET_THREADS, max_blocks * threads)
+    cols, rpt, ntiles = delta_tiling(n, d, rows_per_tile, target)
     sums = cuda.device_array(cols * ntiles, np.int64, stream=stream)
     args = (np.int64(n), np.int64(d), np.int64(rpt), np.int64(ntiles))
-    g = _grid(cols * ntiles, threads)
+    g = _grid(cols * ntiles, threads, max_blocks)
     K.delta_tile_sums[g, threads, stream](res, *args, sums)
-    launch_scan(sums, 0xFF, threads=threads, stream=stream)
+    launch_scan(sums, 0xFF, threads=threads, max_blocks=max_blocks, stream=stream)
     K.delta_apply[g, threads, stream](res, *args, sums, np.int64((1 << bits) - 1), out)
 
 
-def nibble_chunk(n: int, chunk: int | None = None) -> int:
-    """Residuals per thread of the delta-nibble kernels (even)."""
+def nibble_chunk(n: int, chunk: int | None = None, target: int = TARGET_THREADS) -> int:
+    """Residuals per thread of the delta-nibble kernels (even; by default about ``target`` threads)."""
     if chunk is None:
-        chunk = max(2, -(-n // TARGET_THREADS))
+        chunk = max(2, -(-n // target))
+        chunk += chunk & 1
     if chunk < 2 or chunk & 1:
         raise ValueError("the nibble chunk must be even")
     return chunk
@@ -115,15 +132,16 @@ def launch_nibble_merge(
     *,
     chunk: int | None = None,
     threads: int = K.THREADS,
+    max_blocks: int = MAX_BLOCKS,
     stream: Any = 0,
 ) -> None:
     """Queue the residuals of nibble ``pairs`` and escapes ``esc`` into ``out`` (n > 0)."""
-    chunk = nibble_chunk(n, chunk)
+    chunk = nibble_chunk(n, chunk, min(TARGET_THREADS, max_blocks * threads))
     nchunks = -(-n // chunk)
     counts = cuda.device_array(nchunks, np.int64, stream=stream)
-    g = _grid(nchunks, threads)
+    g = _grid(nchunks, threads, max_blocks)
     K.nibble_counts[g, threads, stream](pairs, np.int64(n), np.int64(chunk), counts)
-    total = launch_scan(counts, -1, threads=threads, stream=stream)
+    total = launch_scan(counts, -1, threads=threads, max_blocks=max_blocks, stream=stream)
     K.nibble_apply[g, threads, stream](
         pairs,
         np.int64(n),
@@ -151,17 +169,18 @@ def launch_csr_merge(
     err: Any,
     *,
     threads: int = K.THREADS,
+    max_blocks: int = MAX_BLOCKS,
     stream: Any = 0,
 ) -> None:
     """Queue the dense symbols of sparse rows of ``width`` into ``out`` (n > 0)."""
     rows = counts.shape[0]
-    K.fill_zero[_grid(n, threads), threads, stream](
+    K.fill_zero[_grid(n, threads, max_blocks), threads, stream](
         np.int64(n), zero, np.int64(channels), np.int64(inner), out
     )
     offs = cuda.device_array(rows, np.int64, stream=stream)
-    g = _grid(rows, threads)
+    g = _grid(rows, threads, max_blocks)
     K.csr_rows[g, threads, stream](counts, np.int64(n), np.int64(width), offs, err)
-    total = launch_scan(offs, -1, threads=threads, stream=stream)
+    total = launch_scan(offs, -1, threads=threads, max_blocks=max_blocks, stream=stream)
     K.csr_scatter[g, threads, stream](
         counts,
         gaps,
@@ -177,9 +196,18 @@ def launch_csr_merge(
 
 
 def launch_unpack(
-    packed: Any, slot: int, n: int, out: Any, *, threads: int = K.THREADS, stream: Any = 0
+    packed: Any,
+    slot: int,
+    n: int,
+    out: Any,
+    *,
+    threads: int = K.THREADS,
+    max_blocks: int = MAX_BLOCKS,
+    stream: Any = 0,
 ) -> None:
-    K.unpack[_grid(n, threads), threads, stream](packed, np.int64(slot), np.int64(n), out)
+    K.unpack[_grid(n, threads, max_blocks), threads, stream](
+        packed, np.int64(slot), np.int64(n), out
+    )
 
 
 def check_lengths(streams: list, kind: int, param: int, n: int, bits: int) -> int:
@@ -206,6 +234,7 @@ def launch_merge(
     rows_per_tile: int | None = None,
     chunk: int | None = None,
     threads: int = K.THREADS,
+    max_blocks: int = MAX_BLOCKS,
     stream: Any = 0,
 ) -> Any:
     """Queue the dense uint8[n] symbols of a representation's device streams (their lengths checked by
@@ -217,7 +246,7 @@ def launch_merge(
     out = cuda.device_array(n, np.uint8, stream=stream)
     if n == 0:
         return out
-    kw = {"threads": threads, "stream": stream}
+    kw = {"threads": threads, "max_blocks": max_blocks, "stream": stream}
     if kind == cpu.PACKED:
         launch_unpack(streams[0], param, n, out, **kw)
     elif kind in (cpu.DELTA, cpu.DELTA_PACKED, cpu.DELTA_NIBBLE):
@@ -286,6 +315,7 @@ def launch_split(
     *,
     chunk: int | None = None,
     threads: int = K.THREADS,
+    max_blocks: int = MAX_BLOCKS,
     stream: Any = 0,
 ) -> tuple[list, Any]:
     """Queue the streams of device symbols ``q`` (size n > 0) in representation ``kind``: returns the
@@ -295,24 +325,24 @@ def launch_split(
     _check_threads(threads)
     n = q.shape[0]
     mask = np.int64((1 << bits) - 1)
-    g = _grid(n, threads)
+    g = _grid(n, threads, max_blocks)
     if kind == cpu.DENSE:
         return [q], None
     if kind == cpu.PACKED:
-        return [_pack(q, param, n, threads, stream)], None
+        return [_pack(q, param, n, threads, max_blocks, stream)], None
     if kind in (cpu.DELTA, cpu.DELTA_PACKED, cpu.DELTA_NIBBLE):
         res = cuda.device_array(n, np.uint8, stream=stream)
         K.delta_forward[g, threads, stream](q, np.int64(n), np.int64(param), mask, res)
         if kind == cpu.DELTA:
             return [res], None
         if kind == cpu.DELTA_PACKED:
-            return [_pack(res, cpu.packed_slot(bits), n, threads, stream)], None
-        chunk = nibble_chunk(n, chunk)
+            return [_pack(res, cpu.packed_slot(bits), n, threads, max_blocks, stream)], None
+        chunk = nibble_chunk(n, chunk, min(TARGET_THREADS, max_blocks * threads))
         nchunks = -(-n // chunk)
         counts = cuda.device_array(nchunks, np.int64, stream=stream)
-        gc = _grid(nchunks, threads)
+        gc = _grid(nchunks, threads, max_blocks)
         K.nibble_escape_counts[gc, threads, stream](res, np.int64(n), mask, np.int64(chunk), counts)
-        total = launch_scan(counts, -1, threads=threads, stream=stream)
+        total = launch_scan(counts, -1, threads=threads, max_blocks=max_blocks, stream=stream)
         pairs = cuda.device_array(-(-n // 2), np.uint8, stream=stream)
         esc = cuda.device_array(n, np.uint8, stream=stream)
         K.nibble_split[gc, threads, stream](
@@ -324,9 +354,9 @@ def launch_split(
         counts = cuda.device_array(rows, np.uint8, stream=stream)
         offs = cuda.device_array(rows, np.int64, stream=stream)
         lay = (zero, np.int64(channels), np.int64(inner), np.int64(param))
-        gr = _grid(rows, threads)
+        gr = _grid(rows, threads, max_blocks)
         K.csr_count_rows[gr, threads, stream](q, np.int64(n), *lay, counts, offs)
-        total = launch_scan(offs, -1, threads=threads, stream=stream)
+        total = launch_scan(offs, -1, threads=threads, max_blocks=max_blocks, stream=stream)
         gaps = cuda.device_array(n, np.uint8, stream=stream)
         vals = cuda.device_array(n, np.uint8, stream=stream)
         K.csr_split[gr, threads, stream](q, np.int64(n), *lay, offs, gaps, vals)
@@ -355,6 +385,7 @@ def split(
     *,
     chunk: int | None = None,
     threads: int = K.THREADS,
+    max_blocks: int = MAX_BLOCKS,
 ) -> list[np.ndarray]:
     """``codec.represent.split`` on the GPU: the same streams, byte for byte."""
     cpu.validate(kind, param, bits)
@@ -373,11 +404,14 @@ def split(
         layout.inner,
         chunk=chunk,
         threads=threads,
+        max_blocks=max_blocks,
     )
     return [_host(s) for s in trim(streams, total)]
 
 
-def _pack(sym: Any, slot: int, n: int, threads: int, stream: Any) -> Any:
+def _pack(sym: Any, slot: int, n: int, threads: int, max_blocks: int, stream: Any) -> Any:
     out = cuda.device_array(-(-n // (8 // slot)), np.uint8, stream=stream)
-    K.pack[_grid(out.shape[0], threads), threads, stream](sym, np.int64(slot), np.int64(n), out)
+    K.pack[_grid(out.shape[0], threads, max_blocks), threads, stream](
+        sym, np.int64(slot), np.int64(n), out
+    )
     return out

@@ -24,9 +24,10 @@ Building (symbols -> the representation's streams): ``pack``, ``delta_forward``,
 + scan + ``nibble_split``, ``csr_count_rows`` + scan + ``csr_split``; and ``histogram``, a stream's 256
 symbol counts (its rANS table is normalized from them on the host).
 
-The scan is the block scan of ``scan_tiles`` (one tile of ``blockDim`` int64 values per CTA: warp shuffles,
-then the warps' totals scanned by warp 0) with each tile's total written out; the host scans the totals the
-same way (recursively) and ``scan_add`` adds them back. ``mask`` is applied after every addition (-1: plain
+The scan is the block scan of ``scan_tiles`` (one tile of ``blockDim * items`` int64 values per CTA: each
+thread's ``items`` summed, those sums scanned with warp shuffles, then the warps' totals by warp 0) with
+each tile's total written out; the host scans the totals the same way (recursively) and ``scan_add`` adds
+them back. ``mask`` is applied after every addition (-1: plain
 sums; 255: sums modulo 256).
 
 Integer steps are int64 (never a mix of signed and unsigned 64-bit values, which numba would promote to
@@ -53,8 +54,8 @@ _BYTE = np.int64(0xFF)
 
 # the argument types the host wrappers launch with (compile tests build PTX for exactly these)
 SIGNATURES = {
-    "scan_tiles": "void(int64[::1], int64, int64, int64[::1])",
-    "scan_add": "void(int64[::1], int64, int64, int64[::1])",
+    "scan_tiles": "void(int64[::1], int64, int64, int64, int64[::1])",
+    "scan_add": "void(int64[::1], int64, int64, int64, int64[::1])",
     "unpack": "void(uint8[::1], int64, int64, uint8[::1])",
     "delta_tile_sums": "void(uint8[::1], int64, int64, int64, int64, int64[::1])",
     "delta_apply": "void(uint8[::1], int64, int64, int64, int64, int64[::1], int64, uint8[::1])",
@@ -87,18 +88,21 @@ SIGNATURES = {
 
 
 @cuda.jit
-def scan_tiles(vals, n, mask, totals):
-    """Exclusive scan of each tile of ``blockDim`` values of ``vals`` (in place); the tile's total to
-    ``totals[blockIdx.x]``. Blocks of whole warps (at most 32 of them)."""
+def scan_tiles(vals, n, mask, items, totals):
+    """Exclusive scan of each tile of ``blockDim * items`` values of ``vals`` (in place); the tile's total
+    to ``totals[blockIdx.x]``. Each thread sums its ``items`` consecutive values, the threads' sums are
+    scanned across the block (warp shuffles, then the warps' totals by warp 0), and each thread writes its
+    values' prefixes from its own. Blocks of whole warps (at most 32 of them)."""
     wsum = cuda.shared.array(32, np.int64)
     tid = cuda.threadIdx.x
     lane = tid & 31
     warp = tid >> 5
-    i = I64(cuda.blockIdx.x) * cuda.blockDim.x + tid
-    v = I64(0)
-    if i < n:
-        v = vals[i]
-    s = warp_inclusive_sum(v, lane)
+    first = (I64(cuda.blockIdx.x) * cuda.blockDim.x + tid) * items
+    last = min(first + items, n)
+    own = I64(0)
+    for i in range(first, last):
+        own += vals[i]
+    s = warp_inclusive_sum(own, lane)
     if lane == 31:
         wsum[warp] = s
     cuda.syncthreads()
@@ -112,18 +116,21 @@ def scan_tiles(vals, n, mask, totals):
     incl = s
     if warp > 0:
         incl += wsum[warp - 1]
-    if i < n:
-        vals[i] = (incl - v) & mask
+    run = incl - own
+    for i in range(first, last):
+        v = vals[i]
+        vals[i] = run & mask
+        run += v
     if tid == cuda.blockDim.x - 1:
         totals[cuda.blockIdx.x] = incl & mask
 
 
 @cuda.jit
-def scan_add(vals, n, mask, offsets):
-    """``vals[i] += offsets[i // blockDim]`` (the scanned tile totals), under ``mask``. The same block size
-    as the ``scan_tiles`` launch; any grid."""
-    tile = I64(cuda.blockDim.x)
-    for i in range(I64(cuda.blockIdx.x) * tile + cuda.threadIdx.x, n, I64(cuda.gridDim.x) * tile):
+def scan_add(vals, n, mask, tile, offsets):
+    """``vals[i] += offsets[i // tile]`` (the scanned tile totals, ``tile``: the ``scan_tiles`` launch's
+    ``blockDim * items``), under ``mask``. Any grid."""
+    start = I64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    for i in range(start, n, I64(cuda.gridDim.x) * cuda.blockDim.x):
         vals[i] = (vals[i] + offsets[i // tile]) & mask
 
 
