@@ -333,6 +333,22 @@ def _work_frames() -> dict:
         ok = got == ["ok", want.tobytes().hex()]
         ok = ok and (arrays[0].dtype, arrays[0].shape) == (want.dtype, want.shape)
         res[name] = ok or {"gpu": got, "cpu": [str(want.dtype), want.shape, want.tobytes().hex()]}
+    # into a given device vector (as a torch CUDA tensor would be passed), and a wrong one refused
+    import numpy as np
+    from numba import cuda
+
+    blob = _frames()[0][1]
+    want = codec.decode(blob)
+    out = cuda.device_array(want.size, np.float32)
+    got, _ = gpu_frame.decode_device(blob, out=out, **SIM)
+    res["into_given_vector"] = (
+        got is out and out.copy_to_host().tobytes() == want.tobytes()
+    ) or "differs"
+    try:
+        gpu_frame.decode_device(blob, out=cuda.device_array(want.size + 1, np.float32))
+        res["wrong_vector_refused"] = "accepted"
+    except ValueError as exc:
+        res["wrong_vector_refused"] = "float32 device vector" in str(exc) or str(exc)
     ctx = (HERE / "golden" / "dense-nb2.relu-b8.frame").read_bytes()
     try:
         gpu_frame.decode(ctx)

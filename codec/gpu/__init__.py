@@ -19,6 +19,7 @@ Needs ``numba-cuda`` (the ``dev`` extra); ``import codec`` never imports this pa
     from codec.gpu import frame
     y = frame.decode(blob)              # == codec.decode(blob) (order-0 / stored streams), all on the device
     y_dev, parsed = frame.decode_device(blob, out=device_vector)      # float32, left on the device
+    blob = frame.encode_candidate(x, candidate, bits, axis)            # == api.encode_prepared(...)
 """
 
 try:
