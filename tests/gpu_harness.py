@@ -90,3 +90,35 @@ def assert_assembles(ptxas: str, cc: tuple[int, int], name: str, path: str) -> N
     assert spills and regs, f"{name}: no resource report from ptxas\n{proc.stderr}"
     assert spills.groups() == ("0", "0"), f"{name}: spills at sm_{cc[0]}{cc[1]}: {spills.group(0)}"
     assert int(regs.group(1)) <= 64, f"{name}: {regs.group(1)} registers"
+
+
+def kernel_jobs(module: str) -> list[tuple[str, Callable, object]]:
+    """``(name, Python function, signature)`` of every kernel in ``module``'s ``SIGNATURES``."""
+    import importlib
+
+    kernels = importlib.import_module(module)
+    return [(name, getattr(kernels, name).py_func, sig) for name, sig in kernels.SIGNATURES.items()]
+
+
+def compile_ptx_files(
+    major: int, minor: int, outdir: str, jobs: Callable[[], list[tuple[str, Callable, object]]]
+) -> dict[str, str]:
+    """PTX of each ``(name, function, signature)`` that ``jobs()`` lists, for compute capability
+    ``major.minor``, written to ``outdir``; ``{name: path}``. Device functions ask the driver for the
+    current device's capability; with no driver, this process answers for it (before ``jobs()``
+    imports the kernels)."""
+    from numba.cuda import dispatcher
+
+    class _Device:
+        compute_capability = (major, minor)
+
+    dispatcher.get_current_device = lambda: _Device
+    from numba import cuda
+
+    res = {}
+    for name, fn, sig in jobs():
+        ptx, _ = cuda.compile_ptx(fn, sig, cc=(major, minor))
+        path = Path(outdir) / f"{name}.sm_{major}{minor}.ptx"
+        path.write_text(ptx)
+        res[name] = str(path)
+    return res

@@ -18,6 +18,8 @@ import pytest
 from gpu_harness import (
     assert_all,
     assert_assembles,
+    compile_ptx_files,
+    kernel_jobs,
     needs_numba,
     ptxas_path,
     run_worker,
@@ -344,31 +346,19 @@ def _work_mutants() -> dict:
 
 
 def _work_ptx(major: int, minor: int, outdir: str) -> dict:
-    """PTX of every kernel signature (and of the PTX mutants) for one compute capability, written to
-    ``outdir``. Device functions ask the driver for the current device's capability; with no driver,
-    this process answers for it."""
-    from numba.cuda import dispatcher
+    """PTX of every kernel signature, and of the PTX mutants, for one compute capability, written
+    to ``outdir``."""
 
-    class _Device:
-        compute_capability = (major, minor)
+    def jobs() -> list:
+        from codec.gpu import quantize_kernels as K
 
-    dispatcher.get_current_device = lambda: _Device
-    from numba import cuda
-
-    from codec.gpu import quantize_kernels as K
-
-    res = {}
-    jobs = [(name, getattr(K, name).py_func, sig) for name, sig in K.SIGNATURES.items()]
-    for label, (kernel, old, new) in PTX_MUTANTS.items():
-        jobs.append(
+        mutants = [
             (f"mutant_{label}", _mutant_kernel(kernel, old, new).py_func, K.SIGNATURES[kernel])
-        )
-    for name, fn, sig in jobs:
-        ptx, _ = cuda.compile_ptx(fn, sig, cc=(major, minor))
-        path = Path(outdir) / f"{name}.sm_{major}{minor}.ptx"
-        path.write_text(ptx)
-        res[name] = str(path)
-    return res
+            for label, (kernel, old, new) in PTX_MUTANTS.items()
+        ]
+        return kernel_jobs("codec.gpu.quantize_kernels") + mutants
+
+    return compile_ptx_files(major, minor, outdir, jobs)
 
 
 WORK = {

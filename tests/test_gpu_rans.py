@@ -16,6 +16,8 @@ import pytest
 from gpu_harness import (
     assert_all,
     assert_assembles,
+    compile_ptx_files,
+    kernel_jobs,
     needs_numba,
     ptxas_path,
     run_worker,
@@ -262,25 +264,8 @@ def _work_mutant_kernels() -> dict:
 
 
 def _work_ptx(major: int, minor: int, outdir: str) -> dict:
-    """PTX of every kernel signature for one compute capability, written to ``outdir``. Device functions
-    ask the driver for the current device's capability; with no driver, this process answers for it."""
-    from numba.cuda import dispatcher
-
-    class _Device:
-        compute_capability = (major, minor)
-
-    dispatcher.get_current_device = lambda: _Device
-    from numba import cuda
-
-    from codec.gpu import rans_kernels as K
-
-    res = {}
-    for name, sig in K.SIGNATURES.items():
-        ptx, _ = cuda.compile_ptx(getattr(K, name).py_func, sig, cc=(major, minor))
-        path = Path(outdir) / f"{name}.sm_{major}{minor}.ptx"
-        path.write_text(ptx)
-        res[name] = str(path)
-    return res
+    """PTX of every kernel signature for one compute capability, written to ``outdir``."""
+    return compile_ptx_files(major, minor, outdir, lambda: kernel_jobs("codec.gpu.rans_kernels"))
 
 
 WORK = {
