@@ -71,7 +71,8 @@ ADAPTIVE = ("rate.mode=adaptive", "rate.latency_slo_ms=1000", "rate.profile_samp
 
 
 def test_rate_control_and_shedding_first_fewer_bits_then_fewer_frames(ray_local):
-    """At twice what 8 bits carry, the controller steps the bits down and the source hardly sheds;
+    """At twice what 8 bits carry, the controller codes most samples below 8 bits and the source
+    hardly sheds;
     fixed at 8 bits, the same camera loses about half its frames. Beyond what even 2 bits carry,
     the controller is at its lowest settings and the source sheds the rest."""
     fixed = run_pipeline(_adaptive_camera(200, 30, "codec.bits=8"), progress=False,
@@ -83,12 +84,12 @@ def test_rate_control_and_shedding_first_fewer_bits_then_fewer_frames(ray_local)
         assert rep["lost"] == 0 and rep["duplicated"] == 0
     assert fixed["dropped"] > 0.3 * 6000  # 8 bits: the link carries about half
     assert adaptive["dropped"] < fixed["dropped"] / 4  # fewer bits first ...
-    low = sum(n for k, n in adaptive["settings_histogram"].items() if int(k.split("b")[0]) <= 3)
-    assert low > adaptive["delivered"] / 2
+    below_8 = sum(n for k, n in adaptive["settings_histogram"].items() if int(k.split("b")[0]) < 8)
+    assert below_8 > 2 / 3 * adaptive["delivered"], adaptive["settings_histogram"]
     over = run_pipeline(_adaptive_camera(600, 15, *ADAPTIVE), progress=False,
                         factory=tiny_factory)  # fmt: skip
     assert over["delivered"] + over["dropped"] + over["rejected"] == 9000
-    assert over["dropped"] > 0.3 * 9000  # ... then fewer frames, once the bits are at the bottom
+    assert over["dropped"] > 0.15 * 9000  # ... then fewer frames, once the bits are at the bottom
     two = sum(n for k, n in over["settings_histogram"].items() if k.startswith("2b"))
     assert two > 0.8 * over["delivered"], over["settings_histogram"]
 
