@@ -122,3 +122,17 @@ def compile_ptx_files(
         path.write_text(ptx)
         res[name] = str(path)
     return res
+
+
+def mutant_kernel(module: str, name: str, old: str, new: str) -> Callable:
+    """Kernel ``name`` of ``module`` recompiled with ``old`` (found exactly once in its source)
+    replaced by ``new``: a deliberately wrong copy that the checks must catch."""
+    import importlib
+    import inspect
+
+    kernels = importlib.import_module(module)
+    src = inspect.getsource(getattr(kernels, name).py_func)
+    assert src.count(old) == 1, f"mutation site not found in {name}"
+    ns = dict(vars(kernels))
+    exec(compile(src.replace(old, new), f"<mutant {name}>", "exec"), ns)
+    return ns[name]

@@ -20,6 +20,7 @@ from gpu_harness import (
     assert_assembles,
     compile_ptx_files,
     kernel_jobs,
+    mutant_kernel,
     needs_numba,
     ptxas_path,
     run_worker,
@@ -451,15 +452,7 @@ def _work_encode() -> dict:
 
 
 def _mutant_kernel(name: str, old: str, new: str):
-    import inspect
-
-    from codec.gpu import represent_kernels as K
-
-    src = inspect.getsource(getattr(K, name).py_func)
-    assert src.count(old) == 1, f"mutation site not found in {name}"
-    ns = dict(vars(K))
-    exec(compile(src.replace(old, new), f"<mutant {name}>", "exec"), ns)
-    return ns[name]
+    return mutant_kernel("codec.gpu.represent_kernels", name, old, new)
 
 
 MUTANTS = {
