@@ -475,9 +475,10 @@ class Session:
         r = _Reader(body)
         r.pos = _HEAD.size
         shape = tuple(read_varint(r) for _ in range(ndim))
+        extent = math.prod(d for d in shape if d)  # bounds an empty shape too: numpy refuses (0, 2^40, 2^40)
+        if extent > max_elements:
+            raise CodecError(f"frame declares a shape of {extent} elements, more than the limit of {max_elements}")
         n = math.prod(shape)
-        if n > max_elements:
-            raise CodecError(f"frame declares {n} elements, more than the limit of {max_elements}")
         state = self._state_of(r, bytes(r.take(ID_BYTES)), flags & FLAG_STATE)
         pairs = _pairs(shape, state, n)
         total = n + 2 * pairs

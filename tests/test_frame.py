@@ -195,6 +195,30 @@ def test_max_elements_is_enforced():
     assert codec.decode(blob, max_elements=4096).shape == (64, 64)
 
 
+def test_an_empty_frame_with_a_huge_shape_is_refused():
+    """A zero dimension makes a frame empty, but its other dimensions still count against the limit: numpy
+    will not make a (2^31, 2^31, 0) array (a libFuzzer finding, now tests/fuzz/corpus/empty-huge-shape.frame)."""
+    ok = codec.encode(np.zeros((4, 0), np.float32))
+    assert codec.decode(ok).shape == (4, 0)
+    forged = _reshaped(ok, (2181038083, 1476395008, 0))
+    with pytest.raises(codec.CodecError, match="shape of .* elements, more than the limit"):
+        codec.decode(forged)
+    with pytest.raises(codec.CodecError, match="limit"):
+        codec.inspect(forged)
+    assert codec.decode(_reshaped(ok, (1000, 0)), max_elements=1000).shape == (1000, 0)
+    with pytest.raises(codec.CodecError, match="limit"):
+        codec.decode(_reshaped(ok, (1001, 0)), max_elements=1000)
+
+
+def _reshaped(blob: bytes, shape: tuple[int, ...]) -> bytes:
+    """``blob`` (an empty frame, axis -1) with its shape (from byte 13) replaced and its checksum resealed."""
+    ndim = blob[8]
+    body = bytearray(blob[:-4])
+    body[8] = len(shape)
+    body[13 : 13 + 4 * ndim] = struct.pack(f"<{len(shape)}I", *shape)
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
 @pytest.mark.parametrize(
     "clmul",
     [

@@ -227,6 +227,11 @@ def test_other_versions_and_lying_frames_are_refused() -> None:
         codec.Session().decode(_recrc(big))
     with pytest.raises(codec.CodecError, match="limit"):
         codec.Session().decode(bytes(blob), max_elements=5)
+    empty = bytearray(tx.encode(np.zeros((2, 0), np.float32)))
+    empty[8:10] = varint(1 << 31) + varint(1 << 31) + b"\x00"  # no elements, but no array numpy can make
+    empty[7] = 3
+    with pytest.raises(codec.CodecError, match="shape of .* elements, more than the limit"):
+        codec.Session().decode(_recrc(empty))
     long_shape = bytearray(blob)
     long_shape[8:9] = b"\x82\x00"  # 2 written in two bytes: not the shortest form
     with pytest.raises(codec.CodecError, match="shape"):

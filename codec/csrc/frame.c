@@ -60,16 +60,21 @@ int frame_parse(const uint8_t *buf, int64_t len, int64_t max_elements, FrameHead
     if (h->bits < 1 || h->bits > 8) FAIL("bad bit width %d", h->bits);
     if (h->ndim > FRAME_MAX_NDIM) FAIL("too many dimensions (%d)", h->ndim);
     NEED(4 * (int64_t)h->ndim);
-    uint64_t numel = 1;
-    int over = 0; /* the product no longer fits: more than any limit */
+    /* extent: the product of the non-zero dimensions. It bounds an empty frame too, whose shape (0, 2^31, 2^31)
+     * holds no element yet is more than numpy will make an array of. */
+    uint64_t extent = 1;
+    int over = 0, empty = 0; /* over: the product no longer fits, more than any limit */
     for (int d = 0; d < h->ndim; d++) {
         h->shape[d] = u32(&c);
-        if (!over && __builtin_mul_overflow(numel, (uint64_t)h->shape[d], &numel)) over = 1;
+        if (h->shape[d] == 0) empty = 1;
+        else if (!over && __builtin_mul_overflow(extent, (uint64_t)h->shape[d], &extent)) over = 1;
     }
-    if (over) FAIL("frame declares more than 2^64 elements, more than the limit of %lld", (long long)max_elements);
-    if (numel > (uint64_t)max_elements)
-        FAIL("frame declares %llu elements, more than the limit of %lld", (unsigned long long)numel,
-             (long long)max_elements);
+    if (over) FAIL("frame declares a shape of more than 2^64 elements, more than the limit of %lld",
+                   (long long)max_elements);
+    if (extent > (uint64_t)max_elements)
+        FAIL("frame declares %s%llu elements, more than the limit of %lld", empty ? "a shape of " : "",
+             (unsigned long long)extent, (long long)max_elements);
+    const uint64_t numel = empty ? 0 : extent;
     h->numel = (int64_t)numel;
     if (h->axis < -1 || h->axis >= (h->ndim > 0 ? h->ndim : 0) || (h->axis >= 0 && h->ndim == 0))
         FAIL("bad quantization axis");

@@ -126,7 +126,18 @@ def malformed_frames(valid: dict[str, bytes]) -> dict[str, bytes]:
         "bad-version": reseal(bytes(bumped)),
         "bad-shape-lie": reseal(bytes(body[:13]) + struct.pack("<I", 2**31) + bytes(body[17:])),
         "bad-zero-channels-with-groups": reseal(bytes(forged)),
+        # a libFuzzer finding (CI, Dec 2026): no elements, but a shape numpy cannot make an array of
+        "bad-empty-huge-shape": reseal(_empty_with_shape(valid["empty"], (2181038083, 1476395008, 0))),
     }
+
+
+def _empty_with_shape(empty: bytes, shape: tuple[int, ...]) -> bytes:
+    """The body of an empty frame (axis -1) with ``shape`` in place of its own."""
+    body = bytearray(empty[:-4])
+    ndim = body[8]
+    body[8] = len(shape)
+    body[13 : 13 + 4 * ndim] = struct.pack(f"<{len(shape)}I", *shape)
+    return bytes(body)
 
 
 def main() -> None:
