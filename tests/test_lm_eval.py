@@ -89,6 +89,30 @@ def setup(tmp_path_factory):
     return _tiny_llama_dir(root / "model"), _task_dir(root / "tasks")
 
 
+@pytest.fixture(scope="module")
+def reference(setup) -> tuple[list[list[float]], float]:
+    """Each doc's choice log-likelihoods from the plain HF model (no split, no codec), and the
+    accuracy they give: what lm_eval must report for the uncompressed split path."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir, _ = setup
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lm = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
+    lls = []
+    for doc in DOCS:
+        ctx = tok(f"question : {doc['question']} answer :", add_special_tokens=False)["input_ids"]
+        row = []
+        for choice in doc["choices"]:
+            cont = tok(f" {choice}", add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = lm(torch.tensor([[tok.bos_token_id, *ctx, *cont]])).logits[0]
+            lp = torch.log_softmax(logits.double(), -1)[len(ctx) : len(ctx) + len(cont)]
+            row.append(float(lp.gather(-1, torch.tensor(cont)[:, None]).sum()))
+        lls.append(row)
+    hits = sum(row.index(max(row)) == doc["label"] for row, doc in zip(lls, DOCS, strict=True))
+    return lls, hits / len(DOCS)
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -130,27 +154,33 @@ def test_adapter_scores_match_uncompressed_at_8_bits(setup):
         SplitStreamLM(str(model_dir), bits=9)
 
 
-def test_simple_evaluate_local_task(setup):
+def test_simple_evaluate_local_task(setup, reference):
+    """Uncompressed through the split: lm_eval scores every choice as the plain model does."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from pipeline.lm_eval_adapter import register
 
     model_dir, task_dir = setup
+    lls, ref_acc = reference
+    assert 0.0 < ref_acc < 1.0  # the random model gets some docs right and some wrong
     register()
     register()  # idempotent
     res = simple_evaluate(
         model="splitstream",
-        model_args=f"pretrained={model_dir},split=2,bits=4",
+        model_args=f"pretrained={model_dir},split=2,bits=0",
         tasks=[TASK],
         task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
     )
-    acc = res["results"][TASK]["acc,none"]
-    assert 0.0 <= acc <= 1.0
-    assert len(res["samples"][TASK]) == len(DOCS)
+    samples = sorted(res["samples"][TASK], key=lambda s: s["doc_id"])
+    assert len(samples) == len(DOCS)
+    for sample, ref in zip(samples, lls, strict=True):
+        got = [ll for ll, _ in sample["filtered_resps"]]
+        assert got == pytest.approx(ref, abs=1e-5)
+    assert res["results"][TASK]["acc,none"] == pytest.approx(ref_acc)
 
 
-def test_cli_module_runs_task(setup, tmp_path, capsys):
+def test_cli_module_runs_task(setup, reference, tmp_path, capsys):
     from pipeline.lm_eval_adapter import main
 
     model_dir, task_dir = setup
@@ -173,7 +203,8 @@ def test_cli_module_runs_task(setup, tmp_path, capsys):
     results = list((tmp_path / "out").rglob("results_*.json"))
     assert results, "lm_eval wrote no results file"
     data = json.loads(results[0].read_text())
-    assert 0.0 <= data["results"][TASK]["acc,none"] <= 1.0
+    # 8 bits moves a log-likelihood by ~1e-3 here, less than any doc's top-two margin (>= 4e-3)
+    assert data["results"][TASK]["acc,none"] == pytest.approx(reference[1])
     assert "splitstream" in json.dumps(data["config"])
 
 
