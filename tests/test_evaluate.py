@@ -119,29 +119,41 @@ def test_bad_inputs_are_named():
 
 
 def test_image_folder_labels_give_top1(tmp_path):
-    """--data with an ImageNet-style folder: labels come from class subdirectories."""
+    """--data with an ImageNet-style folder: labels come from class subdirectories. The model's
+    answer is each image's dominant colour, so with the right labels top-1 is exactly 1."""
+    from collections import OrderedDict
+
     import numpy as np
     from PIL import Image
+    from torch import nn
+
+    from pipeline.models import load_model
 
     rng = np.random.default_rng(0)
-    for cls in ("a_class", "b_class"):
+    for label, cls in enumerate(("a_red", "b_green", "c_blue")):
         (tmp_path / "val" / cls).mkdir(parents=True)
         for i in range(2):
-            arr = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            arr = rng.integers(0, 60, (40, 40, 3), dtype=np.uint8)
+            arr[..., label] = rng.integers(200, 256, (40, 40), dtype=np.uint8)
             Image.fromarray(arr).save(tmp_path / "val" / cls / f"{i}.png")
+    colour = nn.Sequential(
+        OrderedDict(wire=nn.Identity(), pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten())
+    )  # logits: the mean of each (normalized) colour channel
     rows = evaluate(
-        "resnet18",
-        splits=["layer2"],
-        bits=[8],
-        samples=4,
+        load_model(colour),
+        splits=["wire"],
+        bits=[8, 1],
+        samples=6,
         size=32,
         data=str(tmp_path),
         granularity="tensor",
         progress=False,
     )
-    (row,) = rows
-    assert row["data"].startswith("imagefolder:") and row["samples"] == 4
-    assert 0.0 <= row["top1"] <= 1.0 and "top1_baseline" in row
+    assert [r["bits"] for r in rows] == [8, 1]
+    r8, r1 = rows
+    assert r8["data"].startswith("imagefolder:") and r8["samples"] == 6
+    assert r8["top1_baseline"] == r8["top1"] == 1.0
+    assert r1["top1_baseline"] == 1.0 and r1["top1"] <= r8["top1"]
     with pytest.raises(ValueError, match="image folder"):
         evaluate(
             "resnet18", bits=[8], samples=2, size=32, data=str(tmp_path / "empty"), progress=False
