@@ -2,12 +2,13 @@
 raise CodecError within bounded time and memory; none crashes the process."""
 
 import struct
-import time
 import tracemalloc
 import zlib
+from collections import Counter
 
 import numpy as np
 import pytest
+from framebytes import reseal
 
 import codec
 from codec import _kernels, frame
@@ -16,48 +17,54 @@ from codec.costmodel import RANS
 from codec.represent import DENSE
 
 
-def reseal(body: bytes) -> bytes:
-    """Recompute the checksum so a forged frame reaches the parser's own checks."""
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def sample_frames():
+def sample_inputs() -> list[tuple[np.ndarray, dict]]:
+    """Tensors and the ``codec.encode`` keywords of the sample frames."""
     rng = np.random.default_rng(0)
     relu = np.maximum(rng.normal(size=(2, 16, 12, 12)).astype(np.float32) - 0.3, 0)
     dense = rng.normal(size=(3, 50)).astype(np.float32)
     return [
-        codec.encode(relu, bits=8, level=1),
-        codec.encode(relu, bits=4, axis=1, level=9),
-        codec.encode(relu, bits=2, level=3),
-        codec.encode(dense, bits=6, level=9),
-        codec.encode(dense.astype(np.float16), bits=3),
-        codec.encode(np.zeros((0, 4), np.float32)),
-        codec.encode(np.float32(1.5)),
+        (relu, {"bits": 8, "level": 1}),
+        (relu, {"bits": 4, "axis": 1, "level": 9}),
+        (relu, {"bits": 2, "level": 3}),
+        (dense, {"bits": 6, "level": 9}),
+        (dense.astype(np.float16), {"bits": 3}),
+        (np.zeros((0, 4), np.float32), {}),
+        (np.float32(1.5), {}),
     ]
 
 
-def decode_or_codec_error(blob: bytes):
+def sample_frames() -> list[bytes]:
+    return [codec.encode(x, **kw) for x, kw in sample_inputs()]
+
+
+def decode_or_codec_error(blob: bytes) -> np.ndarray | None:
     """Either a valid array of the declared shape or CodecError; anything else fails the test."""
     try:
         out = codec.decode(blob, max_elements=1 << 20)
     except codec.CodecError:
         return None
-    assert isinstance(out, np.ndarray)
+    assert out.shape == codec.inspect(blob).shape and out.size <= 1 << 20
     return out
 
 
-def test_valid_frames_decode():
-    for blob in sample_frames():
-        assert decode_or_codec_error(blob) is not None
+def test_valid_frames_decode() -> None:
+    for x, kw in sample_inputs():
+        out = decode_or_codec_error(codec.encode(x, **kw))
+        assert out is not None and out.shape == np.shape(x) and out.dtype == np.asarray(x).dtype
+        step = float(np.ptp(x)) / ((1 << kw.get("bits", 8)) - 1) if np.size(x) else 0.0
+        assert np.all(np.abs(out.astype(np.float64) - x) <= step)  # within one quantization step
 
 
-def test_fuzz_ten_thousand_mutations():
+def test_fuzz_ten_thousand_mutations() -> None:
+    """Every mutant decodes or raises CodecError, in bounded memory (a hang is test_fuzz's libFuzzer
+    finding, -timeout=10). Stale checksums, truncations and junk are always refused; forged
+    frames (checksum recomputed) sometimes decode, as a payload bit flip may leave a valid frame."""
     rng = np.random.default_rng(1234)
     frames = sample_frames()
     tracemalloc.start()
-    start = time.perf_counter()
-    rejected = 0
-    slowest = 0.0
+    tried: Counter[int] = Counter()
+    decoded: Counter[int] = Counter()
+    unchanged = 0  # stale-checksum mutants whose flips cancelled out
     for i in range(10_000):
         blob = bytearray(frames[i % len(frames)])
         body = blob[:-4]
@@ -70,6 +77,7 @@ def test_fuzz_ten_thousand_mutations():
                 k = int(rng.integers(0, len(blob)))
                 blob[k] ^= 1 << int(rng.integers(0, 8))
             mutated = bytes(blob)
+            unchanged += mutated == frames[i % len(frames)]
         elif kind == 2:  # bit flips with a recomputed checksum (forged frames)
             for _ in range(int(rng.integers(1, 4))):
                 k = int(rng.integers(0, len(body)))
@@ -86,18 +94,17 @@ def test_fuzz_ten_thousand_mutations():
         else:  # random bytes, sometimes with a valid magic, version and checksum
             junk = rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
             mutated = reseal(b"SPLT\x01" + junk) if i % 2 else junk
-        t0 = time.perf_counter()
-        if decode_or_codec_error(mutated) is None:
-            rejected += 1
-        slowest = max(slowest, time.perf_counter() - t0)
+        tried[kind] += 1
+        decoded[kind] += decode_or_codec_error(mutated) is not None
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert rejected > 9_000  # nearly every mutation is detected
-    assert slowest < 1.0
+    assert decoded[0] == decoded[5] == 0  # no truncated frame or junk decodes
+    assert decoded[1] == unchanged  # a stale checksum is always caught
+    for kind in (2, 3, 4):  # forged frames: some decode (the decoder is not refusing everything)
+        assert 0.02 < decoded[kind] / tried[kind] < 0.5, (kind, decoded[kind], tried[kind])
     # bounded memory: no allocation driven by a lying header (tracemalloc sees NumPy's allocations and
     # the C kernels', which go through PyMem_RawMalloc: see test_kernel_allocations_are_traced)
     assert peak < 64 * 2**20
-    assert time.perf_counter() - start < 120
 
 
 def test_kernel_allocations_are_traced():
@@ -216,7 +223,7 @@ def _reshaped(blob: bytes, shape: tuple[int, ...]) -> bytes:
     body = bytearray(blob[:-4])
     body[8] = len(shape)
     body[13 : 13 + 4 * ndim] = struct.pack(f"<{len(shape)}I", *shape)
-    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+    return reseal(body)
 
 
 @pytest.mark.parametrize(
