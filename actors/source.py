@@ -71,7 +71,7 @@ class Source(StageBase):
             a = arrival or {}
             self.offsets = arrival_offsets(
                 samples, rate_sps, a.get("pattern", "steady"), a.get("period_s", 2.0),
-                a.get("duty", 0.5), seed=spec.seed + first_id,
+                a.get("duty", 0.5), seed=spec.seed + first_id, steps=a.get("steps"),
             )  # fmt: skip
 
     def _offset(self, k: np.ndarray | int) -> Any:

@@ -13,6 +13,7 @@ node. The affinity is soft, so a restarted actor may move if its node is gone.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from actors import (
@@ -123,7 +124,8 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
     first, samples = pre.edges[e]
     link = _link_spec(cfg, e)
     d = cfg.data
-    arrival = {"pattern": d.arrival, "period_s": d.burst_period_s, "duty": d.burst_duty}
+    arrival = {"pattern": d.arrival, "period_s": d.burst_period_s, "duty": d.burst_duty,
+               "steps": d.load_steps}  # fmt: skip
     if cfg.placement.fuse:
         codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
         codec["clip"] = c.clip
@@ -142,9 +144,14 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
     return [(("source",), source), (("head",), head), (("encoder",), enc), (("transport",), tr)]
 
 
-def _cloud_steps(cfg: PipelineConfig, pre: Preflight, nodes: list[str], results: bool) -> list[Any]:
-    """The shared cloud pool and the sink, as ``(stages, [handles])`` in stream order. With
-    ``results``, the sink passes each sample's prediction on (the output rows)."""
+CloudPlan = list[tuple[tuple[str, ...], Callable[[int], Any], tuple[int, int]]]
+"""The cloud steps in stream order: stages, a maker of replica ``r``'s actor, and (min, max) replicas."""
+
+
+def _cloud_plan(cfg: PipelineConfig, pre: Preflight, nodes: list[str], results: bool) -> CloudPlan:
+    """The shared cloud pool and the sink. With ``results``, the sink passes each sample's prediction
+    on (the output rows). A pool given as ``{min, max}`` starts at ``min`` and may grow to ``max``:
+    the maker then starts its new replicas during the run."""
     import ray
 
     gpu, t, f = set(cfg.placement.gpu_stages), _threads(cfg), pre.factory
@@ -157,35 +164,32 @@ def _cloud_steps(cfg: PipelineConfig, pre: Preflight, nodes: list[str], results:
         refs = 0
     top_k = cfg.output.top_k if results and pre.prediction == "classes" else 0
     if cfg.placement.fuse:
-        count = max(n.decoder, n.tail)
-        cloud = [
-            remote(CloudNode, "cloud", r).remote(
-                pre.feature_shape,
-                f,
-                pre.source,
-                refs,
-                r,
-                "tail" in gpu,
-                t,
-                kind=kind,
-                top_k=top_k,
-                results=results,
+        (dlo, dhi), (tlo, thi) = n.bounds("decoder"), n.bounds("tail")
+
+        def cloud(r: int) -> Any:
+            return remote(CloudNode, "cloud", r).remote(
+                pre.feature_shape, f, pre.source, refs, r, "tail" in gpu, t,
+                kind=kind, top_k=top_k, results=results,
             )  # fmt: skip
-            for r in range(count)
-        ]
-        return [(("decoder", "tail", "sink"), cloud)]
-    sink = [remote(Sink, "sink", 0).remote(pre.source, f, refs, results)]
-    dec = [
-        remote(Decoder, "decoder", r).remote(pre.feature_shape, r, t, text=pre.text)
-        for r in range(n.decoder)
-    ]
-    tail = [
-        remote(TailModel, "tail", r).remote(
+
+        return [(("decoder", "tail", "sink"), cloud, (max(dlo, tlo), max(dhi, thi)))]
+
+    def sink(r: int) -> Any:
+        return remote(Sink, "sink", 0).remote(pre.source, f, refs, results)
+
+    def decoder(r: int) -> Any:
+        return remote(Decoder, "decoder", r).remote(pre.feature_shape, r, t, text=pre.text)
+
+    def tail(r: int) -> Any:
+        return remote(TailModel, "tail", r).remote(
             f, r, "tail" in gpu, t, kind=kind, reference_samples=refs, top_k=top_k
         )
-        for r in range(n.tail)
+
+    return [
+        (("decoder",), decoder, n.bounds("decoder")),
+        (("tail",), tail, n.bounds("tail")),
+        (("sink",), sink, (1, 1)),
     ]
-    return [(("decoder",), dec), (("tail",), tail), (("sink",), sink)]
 
 
 def build_graph(cfg: PipelineConfig, pre: Preflight, results: bool = False) -> StageGraph:
@@ -197,7 +201,8 @@ def build_graph(cfg: PipelineConfig, pre: Preflight, results: bool = False) -> S
     edge_nodes = nodes_with(p.edge_resource, p.resource_amount)
     cloud_nodes = nodes_with(p.cloud_resource, p.resource_amount)
     edges = [_edge_steps(cfg, pre, e, _pick(edge_nodes, e)) for e in range(cfg.fleet.edges)]
-    cloud = _cloud_steps(cfg, pre, cloud_nodes, results)
+    plan = _cloud_plan(cfg, pre, cloud_nodes, results)
+    cloud = [(stages, [make(r) for r in range(lo)]) for stages, make, (lo, _) in plan]
     handles = {h._actor_id.hex(): h for steps in edges for _, h in steps}
     handles.update({h._actor_id.hex(): h for _, hs in cloud for h in hs})
     keys = list(handles)
@@ -210,12 +215,17 @@ def build_graph(cfg: PipelineConfig, pre: Preflight, results: bool = False) -> S
         ) from exc
     where = dict(zip(keys, answers, strict=True))
 
-    def step(stages: tuple[str, ...], hs: list[Any]) -> Step:
-        return Step(stages, hs, [where[h._actor_id.hex()] for h in hs])
+    def step(stages: tuple[str, ...], hs: list[Any], bounds: tuple[int, int] | None = None) -> Step:
+        return Step(stages, hs, [where[h._actor_id.hex()] for h in hs], bounds)
+
+    def spawn(index: int, r: int) -> Any:
+        """A new replica ``r`` of cloud step ``index`` (an autoscaling pool grows)."""
+        return plan[index][1](r)
 
     return StageGraph(
         [[step(s, [h]) for s, h in steps] for steps in edges],
-        [step(s, hs) for s, hs in cloud],
+        [step(s, hs, b) for (s, hs), (_, _, b) in zip(cloud, plan, strict=True)],
+        spawn=spawn,
     )
 
 

@@ -70,9 +70,24 @@ class DataConfig(_Strict):
     # samples per second; "native": a video's own frame rate; None = as fast as the stream pulls
     rate_sps: float | Literal["native"] | None = None
     shape: list[int] | None = None  # synthetic input shape (C, H, W); default from the model
-    arrival: Literal["steady", "poisson", "bursty"] = "steady"  # how paced samples arrive
+    arrival: Literal["steady", "poisson", "bursty", "steps"] = "steady"  # how paced samples arrive
     burst_period_s: float = Field(default=2.0, gt=0)  # bursty: one burst per period ...
     burst_duty: float = Field(default=0.5, gt=0, le=1)  # ... lasting this share of it
+    # steps: [[start_s, factor], ...]: from start_s on, samples arrive at factor x rate_sps
+    load_steps: list[tuple[float, float]] | None = None
+
+    @field_validator("load_steps")
+    @classmethod
+    def _step_schedule(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is None:
+            return v
+        if not v or v[0][0] != 0:
+            raise ValueError("the first step starts at 0 s, e.g. [[0, 1], [20, 4], [50, 1]]")
+        if any(b[0] <= a[0] for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("the steps' start times must increase")
+        if any(not f > 0 for _, f in v):
+            raise ValueError("every step's factor must be positive")
+        return v
 
     @field_validator("rate_sps")
     @classmethod
@@ -164,11 +179,61 @@ class FleetConfig(_Strict):
     links: list[LinkOverride] = Field(default_factory=list)  # per-edge overrides of link.*
 
 
+class PoolSize(_Strict):
+    """An autoscaling cloud pool: it starts at ``min`` replicas and stays within ``[min, max]``."""
+
+    min: int = Field(default=1, ge=1, le=64)
+    max: int = Field(default=4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PoolSize:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
+        return self
+
+
+class AutoscaleConfig(_Strict):
+    """How an autoscaling pool (``replicas.decoder`` / ``replicas.tail`` as ``{min, max}``) moves."""
+
+    up_after_s: float = Field(default=1.0, gt=0)  # grow once the demand has exceeded it this long
+    down_after_s: float = Field(default=8.0, gt=0)  # shrink once it has stayed below it this long
+    target_calls: float = Field(default=2.0, gt=0)  # calls waiting or running per replica it aims at
+    drain_s: float = Field(default=30.0, ge=0)  # a removed replica's time to finish its calls
+
+
 class ReplicasConfig(_Strict):
     head: int = Field(default=1, ge=1, le=64)
     encoder: int = Field(default=1, ge=1, le=64)
-    decoder: int = Field(default=1, ge=1, le=64)
-    tail: int = Field(default=1, ge=1, le=64)
+    decoder: int | PoolSize = 1  # a number: a fixed pool; {min, max}: an autoscaling one
+    tail: int | PoolSize = 1
+    autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
+
+    @field_validator("decoder", "tail", mode="before")
+    @classmethod
+    def _pool_size(cls, v: Any) -> int | PoolSize:
+        """A count of 1 to 64, or ``{min, max}``; one clear message for either."""
+        if isinstance(v, PoolSize):
+            return v
+        if isinstance(v, Mapping):
+            try:
+                return PoolSize.model_validate(v)
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                where = ".".join(str(p) for p in e["loc"])
+                msg = e["msg"].removeprefix("Value error, ")
+                raise ValueError(f"{where + ': ' if where else ''}{msg}") from None
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+            raise ValueError(f"a replica count (1 to 64) or {{min, max}}, got {v!r}")
+        return v
+
+    def bounds(self, stage: str) -> tuple[int, int]:
+        """A cloud stage's (min, max) replicas: equal for a fixed pool."""
+        v = getattr(self, stage)
+        return (v.min, v.max) if isinstance(v, PoolSize) else (v, v)
+
+    @property
+    def autoscaling(self) -> bool:
+        return isinstance(self.decoder, PoolSize) or isinstance(self.tail, PoolSize)
 
 
 class PlacementConfig(_Strict):
@@ -434,6 +499,12 @@ def _check_data(cfg: PipelineConfig) -> None:
         raise ConfigError("data.transform.std: needs one value per channel of data.transform.mean")
     if d.transform is not None and any(v <= 0 for v in d.transform.std):
         raise ConfigError("data.transform.std: every value must be positive")
+    if (d.arrival == "steps") != (d.load_steps is not None):
+        raise ConfigError(
+            "data.load_steps: the schedule of data.arrival=steps (both are set, or neither)"
+        )
+    if d.arrival == "steps" and d.rate_sps is None:
+        raise ConfigError("data.rate_sps: data.arrival=steps scales this paced rate")
     endless = cfg.samples is None and (d.source in BUILT_IN_SOURCES or d.loop)
     if endless and d.rate_sps is not None and d.arrival != "steady":
         raise ConfigError(

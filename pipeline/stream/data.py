@@ -347,13 +347,24 @@ def arrival_offsets(
     period_s: float = 2.0,
     duty: float = 0.5,
     seed: int = 0,
+    steps: Sequence[tuple[float, float]] | None = None,
 ) -> np.ndarray:
     """When each of ``n`` samples arrives, in seconds after the first, at a mean of ``rate_sps``.
 
     ``steady``: evenly spaced. ``poisson``: exponential gaps (seeded). ``bursty``: a camera that
     fires in bursts, one per ``period_s``, each ``duty`` of the period long, at ``rate_sps / duty``
-    within the burst and silent in between (the same mean rate)."""
+    within the burst and silent in between (the same mean rate). ``steps``: evenly spaced at
+    ``factor x rate_sps`` from each step's start on (``steps`` as ``[(start_s, factor), ...]``)."""
     k = np.arange(n, dtype=np.float64)
+    if pattern == "steps":
+        if not steps:
+            raise ValueError("data.arrival: steps arrivals need data.load_steps")
+        starts = np.array([t for t, _ in steps], np.float64)
+        rates = rate_sps * np.array([f for _, f in steps], np.float64)
+        done = np.concatenate([[0.0], np.cumsum(np.diff(starts) * rates[:-1])])  # by each start
+        end = starts[-1] + max(0.0, n - done[-1]) / rates[-1] + 1.0  # the last step runs on
+        return np.interp(k, np.append(done, done[-1] + (end - starts[-1]) * rates[-1]),
+                         np.append(starts, end))  # fmt: skip
     if pattern == "steady":
         return k / rate_sps
     if pattern == "poisson":

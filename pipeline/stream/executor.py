@@ -37,12 +37,15 @@ Failure model (at-least-once transport, idempotent sink, exactly-once results):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.stream.autoscale import PoolAutoscaler, PoolScaler
 from pipeline.stream.config import PipelineConfig
 from pipeline.stream.data import UNBOUNDED
 from pipeline.stream.feeder import ItemFeeder
@@ -134,6 +137,7 @@ class Step:
     stages: tuple[str, ...]
     handles: list[Any]
     where: list[dict[str, Any]]
+    bounds: tuple[int, int] | None = None  # a cloud pool's (min, max) replicas when it autoscales
 
     @property
     def name(self) -> str:
@@ -148,6 +152,7 @@ class StageGraph:
 
     edges: list[list[Step]]
     cloud: list[Step]
+    spawn: Callable[[int, int], Any] | None = None  # (cloud step, replica number) -> a new actor
 
 
 @dataclass
@@ -217,6 +222,8 @@ class _Step:
     running: int = 0  # this step's calls in flight (a fused actor's other step not counted)
     restarts: int = 0
     replayed: int = 0
+    pool: PoolAutoscaler | None = None  # an autoscaling cloud pool
+    cloud_index: int = -1  # its index among the cloud steps (for StageGraph.spawn)
 
     def __post_init__(self) -> None:
         self.timer.set("idle")
@@ -353,6 +360,13 @@ class StreamExecutor:
             return _Step(s.stages, reps, w if "transport" in s.stages else per, edge)
 
         self.cloud = [step(s, None) for s in graph.cloud]
+        self.graph = graph
+        for i, (s, gs) in enumerate(zip(self.cloud, graph.cloud, strict=True)):
+            s.cloud_index = i
+            if gs.bounds is not None and gs.bounds[0] < gs.bounds[1] and graph.spawn is not None:
+                a = cfg.replicas.autoscale
+                scaler = PoolScaler(*gs.bounds, a.target_calls, a.up_after_s, a.down_after_s)
+                s.pool = PoolAutoscaler(s.name, scaler, a.drain_s, cfg.flow.restart_timeout_s)
         n_edges = len(graph.edges)
         configured = configured_mbps or [None] * n_edges
         if ranges is None:
@@ -420,7 +434,13 @@ class StreamExecutor:
             "level": c.level if c.kind in ("ours", "zstd") else None,
             "label": self._fixed_label,
         }
-        self.timeline = Timeline(period_s=0.1, steps=("bits", "inflight"))
+        pooled = [s for s in self.cloud if s.pool is not None]
+        self._pool_keys = {
+            s.name: "replicas" if len(pooled) == 1 else f"replicas_{s.stages[0]}" for s in pooled
+        }
+        self.timeline = Timeline(
+            period_s=0.1, steps=("bits", "inflight", *self._pool_keys.values())
+        )
         self.exporter = DriverExporter()
         self.peak_total = 0
         self.memory: dict[str, float] = {}
@@ -542,6 +562,7 @@ class StreamExecutor:
                 self.results.commit(self.edge_states())
             self._watchdogs(now)
             self._fire_reprobes(now)
+            self._autoscale(now)
             for s in self.steps:
                 s.blocked = False
             for s in reversed(self.cloud):
@@ -1031,6 +1052,8 @@ class StreamExecutor:
     def _raised(self, task: _Task, exc: BaseException) -> None:
         """The stage's own code raised: retry the batch a few times, then fail the run."""
         s = task.step
+        if task.kind == "probe" and s.replicas[task.replica].state == "retired":
+            return
         if task.kind == "probe":
             raise StreamError(
                 f"stage '{s.name}' replica {task.replica} fails its readiness call: {_short(exc)}",
@@ -1072,6 +1095,14 @@ class StreamExecutor:
 
     def _probe_succeeded(self, s: _Step, r: int, where: dict[str, Any]) -> None:
         rep = s.replicas[r]
+        if rep.state in ("draining", "retired"):
+            return
+        if rep.state == "starting":  # a new replica of an autoscaling pool is ready
+            rep.state, rep.pid, rep.where = "up", where.get("pid"), dict(where)
+            rep.rss = int(where.get("rss") or 0)
+            for name in s.stages:
+                self.stats[name].place(r, where)
+            return
         rep.state, rep.probe_failures = "up", 0
         if where.get("pid") != rep.pid:
             rep.pid, rep.where, rep.rss = where.get("pid"), dict(where), int(where.get("rss") or 0)
@@ -1089,6 +1120,8 @@ class StreamExecutor:
 
         s = task.step
         rep = s.replicas[task.replica]
+        if rep.state in ("draining", "retired"):  # it left the pool: nothing to wait for
+            return
         rep.probe_failures += 1
         rep.error = _short(exc)
         if isinstance(exc, ActorDiedError) and rep.probe_failures >= DEAD_AFTER_PROBES:
@@ -1178,6 +1211,42 @@ class StreamExecutor:
                     rep.state, rep.since = "recovering", time.monotonic()
                     rep.error, rep.probe_failures = f"its node {node[:12]} was lost", 0
                     self._probe(s, r)
+
+    def _autoscale(self, now: float) -> None:
+        """Grow or shrink the autoscaling cloud pools (:mod:`pipeline.stream.autoscale`): a new
+        replica lands where Ray places it and serves once its readiness call returns; one that leaves
+        drains, then is killed; calls it still held then are replayed elsewhere."""
+        import ray
+
+        for s in self.cloud:
+            if s.pool is None:
+                continue
+            demand = s.running + len(s.queue) + len(s.replay)
+            moves = s.pool.tick(now, now - self.t_start, demand, s.replicas)
+            for r in moves.retire:
+                rep = s.replicas[r]
+                rep.state = "retired"
+                with contextlib.suppress(Exception):  # already gone
+                    ray.kill(rep.handle, no_restart=True)
+            for r in moves.drain:
+                s.replicas[r].state, s.replicas[r].since = "draining", now
+            for _ in range(moves.grow):
+                self._start_replica(s, now)
+
+    def _start_replica(self, s: _Step, now: float) -> None:
+        """A new replica of an autoscaling pool: created now, probed until it is ready."""
+        assert self.graph.spawn is not None
+        r = len(s.replicas)
+        handle = self.graph.spawn(s.cloud_index, r)
+        rep = _Replica(handle, None, state="starting", since=now)
+        s.replicas.append(rep)
+        self.replicas.append(rep)
+        gs = self.graph.cloud[s.cloud_index]
+        gs.handles.append(handle)  # so that the run's end stops it too
+        gs.where.append({})
+        for name in s.stages:
+            self.stats[name].ensure(r + 1)
+        self._probe(s, r)
 
     def _watchdogs(self, now: float) -> None:
         self._check_nodes(now)
@@ -1274,7 +1343,12 @@ class StreamExecutor:
             "cloud_rss_mb": self._rss_mb(CLOUD_STAGES),
             "object_store_mb": object_store_mb() or 0.0,
         }
-        self.timeline.record(t, values | self._fidelity_so_far())
+        pools = {
+            key: float(sum(r.state == "up" for r in s.replicas))  # serving, not starting
+            for s in self.cloud
+            if (key := self._pool_keys.get(s.name))
+        }
+        self.timeline.record(t, values | pools | self._fidelity_so_far())
         for k, v in values.items():
             self.memory[f"{k}_max"] = max(self.memory.get(f"{k}_max", 0.0), v)
             self.memory[f"{k}_last"] = v
@@ -1382,7 +1456,13 @@ class StreamExecutor:
             )
             | self._io_summary()
             | {"inflight": self._inflight_summary(), "t0_wall": self.t_start_wall}
+            | self._pools_summary()
         )
+
+    def _pools_summary(self) -> dict[str, Any]:
+        """The report's ``pools``: each autoscaling cloud pool's bounds, sizes and moves."""
+        pools = {s.name: s.pool.summary(s.replicas) for s in self.cloud if s.pool is not None}
+        return {"pools": pools} if pools else {}
 
     def _inflight_summary(self) -> dict[str, Any]:
         """``flow.inflight`` as set, and per edge the window it came to (auto: with the estimates)."""

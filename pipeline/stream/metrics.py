@@ -139,6 +139,13 @@ class StageStats:
         if meta.get("rss"):
             self.rss[replica] = int(meta["rss"])
 
+    def ensure(self, replicas: int) -> None:
+        """Make room for ``replicas`` replicas (an autoscaling pool grew)."""
+        while self.replicas < replicas:
+            self.rss.append(0)
+            self.placement.append({})
+            self.replicas += 1
+
     def place(self, replica: int, where: Mapping[str, Any]) -> None:
         """Record where a replica runs (again after a restart) and its RSS at that point."""
         self.placement[replica] = {k: where.get(k) for k in ("node_id", "ip", "pid")}

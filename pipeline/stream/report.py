@@ -9,6 +9,7 @@ emulated link's own schedule is reported apart, under ``link`` (``scheduled_mbps
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -344,6 +345,7 @@ def format_report(report: dict[str, Any]) -> str:
         ("link schedule (Mbit/s, emulator)", _fmt(sched, 3) if sched else "n/a"),
         *_outage_rows(link),
         ("peak in-flight batches", report.get("peak_inflight_batches")),
+        *_pool_rows(report),
     ]
     if report.get("slo_met_ratio") is not None:
         slo = ((report.get("rate") or {}).get("latency_slo_ms")) or 0
@@ -449,11 +451,16 @@ def run_title(report: dict[str, Any]) -> str:
     reps = cfg.get("replicas") or {}
     if fleet or reps:
         edges = fleet.get("edges", 1)
-        cloud = "/".join(str(reps.get(k, 1)) for k in ("decoder", "tail"))
+        cloud = "/".join(_pool(reps.get(k, 1)) for k in ("decoder", "tail"))
         parts.append(f"{edges} edge{'s' if edges != 1 else ''}, decoder/tail replicas {cloud}")
     if report.get("samples") is not None:
         parts.append(f"{report['samples']} samples")
     return " | ".join(p for p in parts if p)
+
+
+def _pool(size: Any) -> str:
+    """A pool's size as configured: ``2``, or ``1-4`` for an autoscaling one."""
+    return f"{size['min']}-{size['max']}" if isinstance(size, dict) else str(size)
 
 
 def _link_title(report: dict[str, Any]) -> str:
@@ -546,6 +553,34 @@ def _plot_fidelity_bars(ax: Any, report: dict[str, Any]) -> None:
     ax.set_xlabel(xlabel)
 
 
+def _pool_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One row per autoscaling cloud pool: its bounds, peak and final size, and its moves."""
+    rows = []
+    for name, p in (report.get("pools") or {}).items():
+        moves = Counter(e["event"] for e in p.get("events", []))
+        what = ", ".join(f"{v} {k}" for k, v in moves.items()) or "no moves"
+        rows.append((f"pool '{name}' replicas", f"{p['min']}-{p['max']}: peak {p['peak']}, "
+                     f"final {p['final']} ({what})"))  # fmt: skip
+    return rows
+
+
+def _plot_replicas(ax: Any, t: list[float], tl: dict[str, Any]) -> list[Any]:
+    """The autoscaling pools' serving replicas over time, as steps on a right-hand axis."""
+    keys = [k for k in tl if k == "replicas" or k.startswith("replicas_")]
+    if not keys:
+        return []
+    right, lines = ax.twinx(), []
+    for k in keys:
+        label = "cloud replicas serving" + ("" if k == "replicas" else f" ({k[9:]})")
+        lines += right.step(
+            t, [v or 0 for v in tl[k]], where="post", color="tab:green", label=label
+        )
+    right.set_ylabel("replicas")
+    right.set_ylim(bottom=0)
+    right.legend(fontsize=7, loc="upper right")
+    return lines
+
+
 def _plot_latency(ax: Any, report: dict[str, Any], t: list[float], lat: list[Any]) -> None:
     """End-to-end latency over time (the worst delivered since the previous point) against the run's
     p50 / p99 and the SLO, if one was set."""
@@ -617,10 +652,11 @@ def plot_report(report: dict[str, Any], path: str) -> str:
     ax[1, 1].set_xlabel("batch size (samples)")
     ax[1, 1].set_ylabel("batches")
     ax[1, 1].set_title("batch sizes (adaptive batcher)")
-    ax[2, 0].set_title("end-to-end latency, source to sink, over time")
+    ax[2, 0].set_title("end-to-end latency, source to sink, over time (and the cloud pool)")
     if t and tl.get("latency_ms"):
         _mark_outages([ax[2, 0]], report)
         _plot_latency(ax[2, 0], report, t, tl["latency_ms"])
+        _plot_replicas(ax[2, 0], t, tl)
     else:
         ax[2, 0].text(0.5, 0.5, "no latency timeline in this report", ha="center", va="center",
                       transform=ax[2, 0].transAxes)  # fmt: skip
