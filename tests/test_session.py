@@ -4,10 +4,11 @@ shared tables rebuilt when they stop paying, keyframes, and a hardened decode.""
 from __future__ import annotations
 
 import struct
+from collections import Counter
 
 import numpy as np
 import pytest
-from codec._kernels import crc32
+from framebytes import recrc
 
 import codec
 from codec.frame import _Reader
@@ -33,13 +34,10 @@ def _sentence(
 
 
 def _state(tx: codec.Session) -> SessionState:
-    assert tx._state is not None
-    return tx._state
-
-
-def _recrc(blob: bytearray) -> bytes:
-    blob[-4:] = crc32(bytes(blob[:-4])).to_bytes(4, "little")
-    return bytes(blob)
+    state = tx._state
+    assert state is not None and state.bits == tx.bits
+    assert (state.axis is None) == (tx.axis is None)  # per tensor or per channel, as the session
+    return state
 
 
 def _own_step(x: np.ndarray, bits: int) -> np.ndarray:
@@ -83,7 +81,7 @@ def test_per_tensor_frames_lie_within_half_a_step_of_the_shared_grid() -> None:
         y = rx.decode(tx.encode(x))
         assert y.shape == x.shape and y.dtype == np.float32
         grid = _state(tx).grid
-        assert grid is not None
+        assert grid is not None and grid.axis is None and grid.scale.shape == (1,)  # one step
         assert np.all(np.abs(y.astype(np.float64) - x) <= 0.5 * grid.scale[0] * (1 + 1e-5))
 
 
@@ -211,7 +209,7 @@ def test_a_swapped_state_under_an_id_is_refused() -> None:
     blob = bytearray(tx.encode(np.linspace(-1, 1, 100, dtype=np.float32)))
     blob[9] ^= 0xFF  # first byte of the state id (after the 8-byte head and a 1-byte shape)
     with pytest.raises(codec.CodecError, match="does not match its id"):
-        codec.Session().decode(_recrc(blob))
+        codec.Session().decode(recrc(blob))
 
 
 def test_other_versions_and_lying_frames_are_refused() -> None:
@@ -220,26 +218,26 @@ def test_other_versions_and_lying_frames_are_refused() -> None:
     old = bytearray(blob)
     old[4] = 1
     with pytest.raises(codec.CodecError, match="version 1"):
-        codec.Session().decode(_recrc(old))
+        codec.Session().decode(recrc(old))
     big = bytearray(blob)
     big[8:10] = varint(1 << 20)[:2]  # 2 rows claimed as 2 Mi rows: the payload does not follow
     with pytest.raises(codec.CodecError):
-        codec.Session().decode(_recrc(big))
+        codec.Session().decode(recrc(big))
     with pytest.raises(codec.CodecError, match="limit"):
         codec.Session().decode(bytes(blob), max_elements=5)
     empty = bytearray(tx.encode(np.zeros((2, 0), np.float32)))
     empty[8:10] = varint(1 << 31) + varint(1 << 31) + b"\x00"  # no elements, but no array numpy can make
     empty[7] = 3
     with pytest.raises(codec.CodecError, match="shape of .* elements, more than the limit"):
-        codec.Session().decode(_recrc(empty))
+        codec.Session().decode(recrc(empty))
     long_shape = bytearray(blob)
     long_shape[8:9] = b"\x82\x00"  # 2 written in two bytes: not the shortest form
     with pytest.raises(codec.CodecError, match="shape"):
-        codec.Session().decode(_recrc(long_shape))
+        codec.Session().decode(recrc(long_shape))
     short = bytearray(blob)
     del short[-6]  # one payload byte fewer than the shape needs
     with pytest.raises(codec.CodecError):
-        codec.Session().decode(_recrc(short))
+        codec.Session().decode(recrc(short))
 
 
 def test_tables_pack_and_unpack() -> None:
@@ -266,26 +264,43 @@ def test_tables_pack_and_unpack() -> None:
 
 @pytest.mark.parametrize("axis", [None, 1])
 def test_mutated_frames_raise_codec_error_or_decode(axis: int | None) -> None:
+    """Every mutant decodes within the element limit or raises CodecError: always the latter with a
+    stale checksum or truncated, either way for bytes overwritten under a recomputed checksum."""
     rng = np.random.default_rng(10)
     tx = codec.Session(bits=8, axis=axis)
     key = tx.encode(rng.standard_normal((4, 16, 8)).astype(np.float32))
     later = tx.encode((rng.standard_normal((4, 16, 8)) * 0.5).astype(np.float32))
+    decoded: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
     for blob in (key, later):
         for _ in range(1500):
             b = bytearray(blob)
             for _ in range(int(rng.integers(1, 4))):
                 b[int(rng.integers(len(b)))] = int(rng.integers(256))
-            if rng.random() < 0.3:
+            cut = rng.random() < 0.3
+            if cut:
                 b = b[: int(rng.integers(len(b)))]
             if rng.random() < 0.5 and len(b) > 4:
-                b = bytearray(_recrc(b))  # past the checksum, into the parsers
+                b = bytearray(recrc(b))  # past the checksum, into the parsers
+                kind = "cut" if cut else "forged"
+            elif b == blob:
+                continue  # every byte written back as it was
+            else:
+                kind = "stale"
             rx = codec.Session()
             rx.decode(key)
             try:
                 out = rx.decode(bytes(b), max_elements=1 << 16)
             except codec.CodecError:
+                refused[kind] += 1
                 continue
             assert out.size <= 1 << 16
+            decoded[kind] += 1
+    assert decoded["stale"] == decoded["cut"] == 0, decoded
+    assert refused["stale"] > 1000 and refused["cut"] > 100, refused
+    # forged: most overwrite payload bytes and decode to other values (93 % now), some break a header
+    forged = decoded["forged"] + refused["forged"]
+    assert 0.5 * forged < decoded["forged"] < 0.98 * forged, (decoded, refused)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float64])
