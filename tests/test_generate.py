@@ -17,12 +17,7 @@ PROMPTS = ["Hello world", "The quick brown fox", "split computing", "a b c d e f
 HIDDEN = 64  # llama-tiny
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine is small and shared
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
