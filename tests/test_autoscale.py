@@ -36,11 +36,12 @@ class TestPoolScaler:
         assert sc.decide(1.5, 9, 1) == 1  # the lull at 0.9 s is still in the last second
         assert sc.decide(2.0, 9, 1) == 4  # a full second of wishes of 4 (9 calls / 2, capped)
 
-    def test_grows_to_the_smallest_wish_of_the_window(self):
+    def test_grows_to_the_latest_wish_once_every_wish_of_the_window_exceeds_it(self):
         sc = PoolScaler(1, 8, target_calls=2.0, up_after_s=1.0)
-        for t, demand in [(0.0, 6), (0.5, 5), (1.0, 8)]:
+        for t, demand in [(0.0, 6), (0.5, 3), (1.0, 12)]:
             size = sc.decide(t, demand, 1)
-        assert size == 3  # wishes 3, 3, 4 over the last second
+        assert size == 6  # wishes 3, 2, 6 over the last second: all above 1, and 6 now
+        assert sc.decide(1.0, 3, 2) == 2  # a wish of 2 at this size is no evidence
 
     def test_shrinks_slowly_to_the_largest_wish(self):
         sc = PoolScaler(1, 4, target_calls=2.0, up_after_s=1.0, down_after_s=8.0)

@@ -3,9 +3,9 @@
 A pool's *demand* is the calls waiting for it or running on it. The size it wants is that demand over
 ``target_calls`` per replica, rounded up, within ``[min, max]``, as Ray Serve sizes a deployment from
 its ongoing requests. The pool moves only when the wish persists (hysteresis): it grows once every
-wish over the last ``up_after_s`` was larger than its size, to the smallest of them, and shrinks
-once every wish over the last ``down_after_s`` was smaller, to the largest of them. Growing is quick
-and shrinking slow, so a short lull does not cost replicas a burst needs again.
+wish over the last ``up_after_s`` was larger than its size, to the latest wish, and shrinks once
+every wish over the last ``down_after_s`` was smaller, to the largest of them. Growing is quick and
+shrinking slow, so a short lull does not cost replicas a burst needs again.
 
 Pure policy: no Ray and no clock of its own (the executor passes ``now``), so it is tested with a
 fake clock. Which replica leaves, how it drains and where a new one lands are the executor's and
@@ -56,7 +56,7 @@ class PoolScaler:
             return self.max_size
         up = self._window(now, self.up_after_s)
         if up and min(up) > size:
-            return min(up)
+            return up[-1]
         down = self._window(now, self.down_after_s)
         if down and max(down) < size:
             return max(down)
