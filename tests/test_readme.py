@@ -1,4 +1,5 @@
-"""README benchmark tables match what benchmarks.readme renders from the committed results."""
+"""The benchmark tables in README.md and docs/ match what benchmarks.readme renders from the
+committed results."""
 
 from __future__ import annotations
 
@@ -18,6 +19,34 @@ CLOSE = "<!-- end generated -->"
 def test_readme_tables_are_generated_from_results():
     stale = readme.diff()
     assert not stale, "README.md is stale: run python -m benchmarks.readme\n" + stale
+
+
+def test_docs_tables_are_generated_from_results():
+    stale = readme.diff_all()
+    assert not stale, "README.md or docs/ is stale: run python -m benchmarks.readme\n" + stale
+
+
+def test_readme_keeps_one_headline_table_and_the_docs_the_rest():
+    docs = readme.documents()
+    assert docs[0] == readme.README and readme.DOCS / "benchmarks.md" in docs
+    count = {p.name: len(readme._BLOCK.findall(p.read_text())) for p in docs}
+    assert count["README.md"] == 1, "README.md holds exactly one (headline) generated table"
+    assert count["benchmarks.md"] >= 20
+
+
+def test_check_covers_every_document(tmp_path, monkeypatch, capsys):
+    src = "benchmarks/results/reshape.json"
+    readme_md, page = tmp_path / "README.md", tmp_path / "docs" / "sub" / "page.md"
+    page.parent.mkdir(parents=True)
+    good = readme.replace_blocks(_doc((src, "summary")), readme.renderer())
+    readme_md.write_text(good)
+    page.write_text(_doc((src, "summary")))  # stale
+    assert readme.documents(tmp_path) == [readme_md, page]
+    monkeypatch.setattr(readme, "documents", lambda root=readme.REPO: [readme_md, page])
+    assert readme.main(["--check"]) == 1
+    assert "page.md is out of date" in capsys.readouterr().out
+    assert readme.main([]) == 0 and readme.main(["--check"]) == 0
+    assert page.read_text() == good
 
 
 def test_rendering_needs_neither_torch_nor_ray():
