@@ -9,7 +9,7 @@ Importing this package does not import Ray or torch; each class imports what it 
 """
 
 from actors.codec_stages import Decoder, Encoder
-from actors.fused import CloudNode, EdgeNode
+from actors.fused import CloudNode, EdgeHost, EdgeNode
 from actors.model_stages import HeadModel, TailModel
 from actors.sink import Sink
 from actors.source import Source
@@ -18,6 +18,7 @@ from actors.transport import Transport
 __all__ = [
     "CloudNode",
     "Decoder",
+    "EdgeHost",
     "EdgeNode",
     "Encoder",
     "HeadModel",

@@ -135,6 +135,30 @@ class EdgeNode(StageBase):
         return await self.transport.send(rb, ticket, floor)
 
 
+class EdgeHost:
+    """Several simulated edges in one process (``fleet.edges_per_process``), so that a large fleet on
+    one machine loads torch once per host rather than once per edge. Each edge is a whole
+    :class:`EdgeNode` with its own source, models, encoder, link and compute thread; every call names
+    its edge first. A killed host takes all its edges down together, as a shared machine would, and
+    the driver replays each edge's batches as it does for one."""
+
+    def __init__(self, edges: dict[int, tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        """``edges``: edge index -> the (args, kwargs) of its :class:`EdgeNode`."""
+        self.nodes = {e: EdgeNode(*args, **kwargs) for e, (args, kwargs) in edges.items()}
+
+    def ready(self, edge: int) -> dict[str, Any]:
+        return self.nodes[edge].ready()
+
+    async def next_batch(self, edge: int, *args: Any, **kwargs: Any):
+        return await self.nodes[edge].next_batch(*args, **kwargs)
+
+    async def rebuild(self, edge: int, *args: Any, **kwargs: Any):
+        return await self.nodes[edge].rebuild(*args, **kwargs)
+
+    async def send(self, edge: int, *args: Any, **kwargs: Any):
+        return await self.nodes[edge].send(*args, **kwargs)
+
+
 class CloudNode(StageBase):
     """Decoder, tail and the sink's per-batch results of one cloud replica in one process (the sink
     keeps no state, so every replica can be its own). ``kind`` is the model's: a text model's

@@ -25,7 +25,7 @@ from types import TracebackType
 import psutil
 
 STAGE_CLASSES = (
-    "EdgeNode", "CloudNode", "Source", "HeadModel", "Encoder", "Transport", "Decoder",
+    "EdgeNode", "EdgeHost", "CloudNode", "Source", "HeadModel", "Encoder", "Transport", "Decoder",
     "TailModel", "Sink",
 )  # fmt: skip
 

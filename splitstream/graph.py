@@ -19,6 +19,7 @@ from typing import Any
 from actors import (
     CloudNode,
     Decoder,
+    EdgeHost,
     EdgeNode,
     Encoder,
     HeadModel,
@@ -103,16 +104,37 @@ def _pick(nodes: list[str], i: int) -> str | None:
     return nodes[i % len(nodes)] if nodes else None
 
 
-def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -> list[Any]:
-    """Edge ``e``'s actors, as ``(stages, handle)`` in stream order (fused: one actor, two steps)."""
+def _edge_steps(
+    cfg: PipelineConfig, pre: Preflight, e: int, node: str | None, host: Any = None
+) -> list[Any]:
+    """Edge ``e``'s actors, as ``(stages, handle)`` in stream order (fused: one actor, two steps).
+    With ``host`` (a :class:`HostedEdge`), the edge lives in a process it shares."""
     import ray
-
-    b, c, gpu, t = cfg.batching, cfg.codec, set(cfg.placement.gpu_stages), _threads(cfg)
 
     def remote(cls: type, stage: str) -> Any:
         return ray.remote(cls).options(**actor_options(cfg, stage, node))
 
-    batching = {
+    if cfg.placement.fuse:
+        if host is None:
+            args, kwargs = _edge_node_args(cfg, pre, e)
+            host = remote(EdgeNode, "edge").remote(*args, **kwargs)
+        return [(("source", "head", "encoder"), host), (("transport",), host)]
+    c, gpu, t = cfg.codec, set(cfg.placement.gpu_stages), _threads(cfg)
+    first, samples = pre.edges[e]
+    source = remote(Source, "source").remote(
+        pre.source, samples, first_id=first, arrival=_arrival(cfg), threads=t,
+        **_batching(cfg, pre),
+    )  # fmt: skip
+    head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
+    enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t, c.clip)
+    tr = remote(Transport, "transport").remote(_link_spec(cfg, e), e, cfg.flow.reorder_timeout_s)
+    return [(("source",), source), (("head",), head), (("encoder",), enc), (("transport",), tr)]
+
+
+def _batching(cfg: PipelineConfig, pre: Preflight) -> dict[str, Any]:
+    """The source's batching and load-shedding settings."""
+    b = cfg.batching
+    return {
         "max_batch_size": b.max_batch_size,
         "max_wait_ms": b.max_wait_ms,
         "min_batch_size": b.min_batch_size,
@@ -121,31 +143,83 @@ def _edge_steps(cfg: PipelineConfig, pre: Preflight, e: int, node: str | None) -
         "overflow": cfg.flow.overflow,
         "overflow_samples": cfg.flow.overflow_samples,
     }
-    first, samples = pre.edges[e]
-    link = _link_spec(cfg, e)
+
+
+def _arrival(cfg: PipelineConfig) -> dict[str, Any]:
+    """How a paced source's samples arrive (``data.arrival`` and its settings)."""
     d = cfg.data
-    arrival = {"pattern": d.arrival, "period_s": d.burst_period_s, "duty": d.burst_duty,
-               "steps": d.load_steps}  # fmt: skip
-    if cfg.placement.fuse:
-        codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
-        codec["clip"] = c.clip
-        edge = remote(EdgeNode, "edge").remote(
-            pre.source, samples, batching, pre.factory, codec, link,
-            first_id=first, arrival=arrival, reorder_timeout_s=cfg.flow.reorder_timeout_s,
-            use_gpu="head" in gpu, threads=t,
-        )  # fmt: skip
-        return [(("source", "head", "encoder"), edge), (("transport",), edge)]
-    source = remote(Source, "source").remote(
-        pre.source, samples, first_id=first, arrival=arrival, threads=t, **batching
-    )
-    head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
-    enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t, c.clip)
-    tr = remote(Transport, "transport").remote(link, e, cfg.flow.reorder_timeout_s)
-    return [(("source",), source), (("head",), head), (("encoder",), enc), (("transport",), tr)]
+    return {"pattern": d.arrival, "period_s": d.burst_period_s, "duty": d.burst_duty,
+            "steps": d.load_steps}  # fmt: skip
+
+
+def _edge_node_args(
+    cfg: PipelineConfig, pre: Preflight, e: int
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The :class:`EdgeNode` constructor's ``(args, kwargs)`` for edge ``e``."""
+    c = cfg.codec
+    codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
+    codec["clip"] = c.clip
+    first, samples = pre.edges[e]
+    args = (pre.source, samples, _batching(cfg, pre), pre.factory, codec, _link_spec(cfg, e))
+    kwargs = dict(first_id=first, arrival=_arrival(cfg), reorder_timeout_s=cfg.flow.reorder_timeout_s,
+                  use_gpu="head" in set(cfg.placement.gpu_stages), threads=_threads(cfg))  # fmt: skip
+    return args, kwargs
 
 
 CloudPlan = list[tuple[tuple[str, ...], Callable[[int], Any], tuple[int, int]]]
 """The cloud steps in stream order: stages, a maker of replica ``r``'s actor, and (min, max) replicas."""
+
+
+class HostedEdge:
+    """One edge's handle on a shared :class:`EdgeHost` actor: it looks like an edge actor's handle
+    to the executor (``handle.method.options(...).remote(...)``, ``handle._actor_id.hex()``), and
+    each call names its edge first."""
+
+    def __init__(self, host: Any, edge: int) -> None:
+        self.host, self.edge = host, edge
+
+    @property
+    def _actor_id(self) -> _HostedId:
+        return _HostedId(f"{self.host._actor_id.hex()}/{self.edge}")
+
+    def __getattr__(self, name: str) -> _EdgeMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _EdgeMethod(getattr(self.host, name), self.edge)
+
+
+class _HostedId:
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def hex(self) -> str:
+        return self.key
+
+
+class _EdgeMethod:
+    def __init__(self, method: Any, edge: int) -> None:
+        self.method, self.edge = method, edge
+
+    def options(self, **kwargs: Any) -> _EdgeMethod:
+        return _EdgeMethod(self.method.options(**kwargs), self.edge)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self.method.remote(self.edge, *args, **kwargs)
+
+
+def _edge_hosts(cfg: PipelineConfig, pre: Preflight, nodes: list[str]) -> list[Any]:
+    """Edges grouped ``fleet.edges_per_process`` to an :class:`EdgeHost` (host ``j`` on the ``j``-th
+    edge node): each edge's :class:`HostedEdge` handle, in edge order."""
+    import ray
+
+    k, n = cfg.fleet.edges_per_process, cfg.fleet.edges
+    handles: list[Any] = []
+    for j, first in enumerate(range(0, n, k)):
+        members = {e: _edge_node_args(cfg, pre, e) for e in range(first, min(n, first + k))}
+        opts = actor_options(cfg, "edge", _pick(nodes, j))
+        host = ray.remote(EdgeHost).options(**opts).remote(members)
+        handles += [HostedEdge(host, e) for e in members]
+    return handles
 
 
 def _cloud_plan(cfg: PipelineConfig, pre: Preflight, nodes: list[str], results: bool) -> CloudPlan:
@@ -200,7 +274,11 @@ def build_graph(cfg: PipelineConfig, pre: Preflight, results: bool = False) -> S
     p = cfg.placement
     edge_nodes = nodes_with(p.edge_resource, p.resource_amount)
     cloud_nodes = nodes_with(p.cloud_resource, p.resource_amount)
-    edges = [_edge_steps(cfg, pre, e, _pick(edge_nodes, e)) for e in range(cfg.fleet.edges)]
+    hosts = _edge_hosts(cfg, pre, edge_nodes) if cfg.fleet.edges_per_process > 1 else None
+    edges = [
+        _edge_steps(cfg, pre, e, _pick(edge_nodes, e), None if hosts is None else hosts[e])
+        for e in range(cfg.fleet.edges)
+    ]
     plan = _cloud_plan(cfg, pre, cloud_nodes, results)
     cloud = [(stages, [make(r) for r in range(lo)]) for stages, make, (lo, _) in plan]
     handles = {h._actor_id.hex(): h for steps in edges for _, h in steps}
@@ -234,8 +312,8 @@ def kill_handles(handles: Any) -> None:
     import ray
 
     for h in handles:
-        with contextlib.suppress(Exception):  # already gone
-            ray.kill(h, no_restart=True)
+        with contextlib.suppress(Exception):  # already gone (a host's edges name it several times)
+            ray.kill(getattr(h, "host", h), no_restart=True)
 
 
 def kill_graph(graph: StageGraph) -> None:

@@ -3,12 +3,18 @@ First on one node (`ray_local`), then on a `ray.cluster_utils.Cluster` with a no
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 from tiny_stream import tiny_config, tiny_factory
 
 from pipeline.stream.config import ConfigError, load_config
+from splitstream.chaos import stage_processes
 from splitstream.runner import run_pipeline
 
 
@@ -63,6 +69,65 @@ def test_eight_edges_at_2_mbit_each_fill_their_links(ray_local):
     assert aggregate >= 0.90 * 16, aggregate
     for e in rep["edges"]:
         assert 0.85 <= e["link_utilization"] <= 1.05, e
+
+
+@pytest.mark.slow
+def test_32_edges_at_half_a_mbit_share_four_processes_and_fill_their_links(ray_local):
+    cfg = tiny_config(
+        "samples=60",
+        "codec.kind=fp32",  # 8 KiB per sample: the links, not the two cores, are the bottleneck
+        "fleet.edges=32",
+        "fleet.edges_per_process=8",
+        "link.bandwidth_mbps=0.5",
+        "batching.max_batch_size=8",
+        "fidelity.reference_samples=0",
+    )
+    rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
+    assert rep["delivered"] == 32 * 60 and rep["lost"] == 0 and rep["duplicated"] == 0
+    assert len({e["node"]["pid"] for e in rep["edges"]}) == 4
+    aggregate = rep["throughput_sps"] * rep["wire_bytes_per_sample"] * 8 / 1e6
+    assert aggregate >= 0.90 * 16, aggregate
+    for e in rep["edges"]:
+        assert 0.85 <= e["link_utilization"] <= 1.05, e
+
+
+def test_a_killed_shared_edge_process_costs_its_edges_a_replay(ray_local):
+    """Two processes of two edges each; one is killed mid-run: both its edges come back with it and
+    every sample of the fleet is delivered exactly once."""
+    cfg = tiny_config(
+        "samples=360", "fleet.edges=4", "fleet.edges_per_process=2", "link.bandwidth_mbps=2",
+        "codec.kind=fp32", "batching.max_batch_size=8", "fidelity.reference_samples=0",
+    )  # fmt: skip
+    killed: list[int] = []
+
+    def kill_one_host() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            hosts = stage_processes(classes=("EdgeHost",))
+            if len(hosts) == 2 and stage_processes(classes=("CloudNode",)):
+                time.sleep(5.0)  # mid-run: the links take about 12 s once every actor is up
+                pid = hosts[0][1].pid
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_one_host, daemon=True)
+    killer.start()
+    rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
+    killer.join()
+    assert killed, "no shared edge process was found to kill"
+    assert rep["delivered"] == 1440 and rep["lost"] == 0 and rep["duplicated"] == 0
+    hit = [e for e in rep["edges"] if e["node"]["pid"] != killed[0] and e["restarts"] > 0]
+    assert len(hit) == 2  # both edges of the killed process restarted, in a new process
+    assert len({e["node"]["pid"] for e in hit}) == 1
+    assert rep["restarts"] == 2
+
+
+def test_edges_share_a_process_only_when_fused():
+    with pytest.raises(ConfigError, match=r"fleet\.edges_per_process: .*placement\.fuse=true"):
+        load_config(None, ["fleet.edges=4", "fleet.edges_per_process=2", "placement.fuse=false"])
+    with pytest.raises(ConfigError, match=r"fleet\.edges_per_process"):
+        load_config(None, ["fleet.edges_per_process=0"])
 
 
 @pytest.fixture(scope="module")

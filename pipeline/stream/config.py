@@ -177,6 +177,8 @@ class BatchingConfig(_Strict):
 class FleetConfig(_Strict):
     edges: int = Field(default=1, ge=1, le=256)  # independent edge streams, one shared cloud pool
     links: list[LinkOverride] = Field(default_factory=list)  # per-edge overrides of link.*
+    # simulated edges that share one actor process (and one torch); a real edge device keeps 1
+    edges_per_process: int = Field(default=1, ge=1, le=64)
 
 
 class PoolSize(_Strict):
@@ -450,6 +452,11 @@ def _check_combinations(cfg: PipelineConfig) -> None:
         )
     if cfg.fleet.links and cfg.link.mode != "emulated":
         raise ConfigError("fleet.links: per-edge links need link.mode=emulated")
+    if cfg.fleet.edges_per_process > 1 and not cfg.placement.fuse:
+        raise ConfigError(
+            "fleet.edges_per_process: edges share a process only as fused edge actors "
+            "(placement.fuse=true)"
+        )
     r = cfg.rate
     if r.mode == "adaptive":
         if r.latency_slo_ms is None:

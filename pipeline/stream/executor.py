@@ -1326,8 +1326,14 @@ class StreamExecutor:
         )
 
     def _rss_mb(self, stages: tuple[str, ...]) -> float:
-        """RSS of the processes hosting any of ``stages``, each process counted once."""
-        hosts = {id(r): r for s in self.steps if set(s.stages) & set(stages) for r in s.replicas}
+        """RSS of the processes hosting any of ``stages``, each process counted once (edges that
+        share a process, ``fleet.edges_per_process``, have a replica record each)."""
+        hosts = {
+            (r.where.get("node_id"), r.pid) if r.pid else id(r): r
+            for s in self.steps
+            if set(s.stages) & set(stages)
+            for r in s.replicas
+        }
         return sum(r.rss for r in hosts.values()) / 2**20
 
     def _sample(self, now: float, force: bool = False) -> None:
@@ -1425,7 +1431,14 @@ class StreamExecutor:
             memory[f"{side}_growth_after_warmup"] = growth
         latency = LatencySketch.merged([e.ledger.latency for e in self.edges])
         edges = [
-            edge_summary(e.index, e.ledger, e.receiver, e.link, e.chain[0].replicas[0].where)
+            edge_summary(
+                e.index,
+                e.ledger,
+                e.receiver,
+                e.link,
+                e.chain[0].replicas[0].where,
+                restarts=self._edge_restarts(e),
+            )  # fmt: skip
             for e in self.edges
         ]
         return (
@@ -1463,6 +1476,11 @@ class StreamExecutor:
         """The report's ``pools``: each autoscaling cloud pool's bounds, sizes and moves."""
         pools = {s.name: s.pool.summary(s.replicas) for s in self.cloud if s.pool is not None}
         return {"pools": pools} if pools else {}
+
+    def _edge_restarts(self, ed: _Edge) -> int:
+        """Restarts of an edge's own actors (each counted once, however many steps it serves)."""
+        own = {id(r): r for s in ed.chain[: -len(self.cloud)] for r in s.replicas}
+        return sum(r.restarts for r in own.values())
 
     def _inflight_summary(self) -> dict[str, Any]:
         """``flow.inflight`` as set, and per edge the window it came to (auto: with the estimates)."""

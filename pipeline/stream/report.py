@@ -58,8 +58,10 @@ def edge_summary(
     receiver: ReceiverStats,
     link: LinkStats,
     where: Mapping[str, Any],
+    restarts: int = 0,
 ) -> dict[str, Any]:
-    """One edge of the fleet: its samples' fate, its goodput at the receiver, its link, its node."""
+    """One edge of the fleet: its samples' fate, its goodput at the receiver, its link, its node
+    and how often its own actors restarted."""
     led = ledger.summary()
     lat = ledger.latency.summary_ms()
     lk = link.summary()
@@ -82,6 +84,7 @@ def edge_summary(
         "configured_mbps": lk["configured_mbps"],
         "scheduled_mbps": lk["scheduled_mbps"],
         "node": {k: where.get(k) for k in ("node_id", "ip", "pid")},
+        "restarts": restarts,
     }
 
 
