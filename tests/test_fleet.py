@@ -117,6 +117,9 @@ def test_a_killed_shared_edge_process_costs_its_edges_a_replay(ray_local):
     killer.join()
     assert killed, "no shared edge process was found to kill"
     assert rep["delivered"] == 1440 and rep["lost"] == 0 and rep["duplicated"] == 0
+    driver = rep["driver"]  # each batch took three calls (make, send, cloud), probes more
+    assert driver["calls"] >= 3 * rep["batch_sizes"]["batches"] and driver["cpu_s"] > 0
+    assert driver["calls_per_s_per_edge"] == pytest.approx(driver["calls_per_s"] / 4)
     hit = [e for e in rep["edges"] if e["node"]["pid"] != killed[0] and e["restarts"] > 0]
     assert len(hit) == 2  # both edges of the killed process restarted, in a new process
     assert len({e["node"]["pid"] for e in hit}) == 1

@@ -448,6 +448,8 @@ class StreamExecutor:
         self.last_progress = self.t_start
         self.link_outages: dict[int, list[list[float]]] = {}  # edge: [start, end] (wall clock)
         self.t_start_wall = time.time()
+        self.cpu_start = time.process_time()
+        self.calls = 0  # remote calls finished (each stage call, source call and probe)
         self.wall = 0.0
         self.error: StreamError | None = None
         self.given_up: list[tuple[int, StreamError]] = []  # fleet edges that cannot come back
@@ -479,6 +481,7 @@ class StreamExecutor:
         self._bar.update(sum(e.ledger.resumed for e in self.edges))
         self.t_start = self.last_progress = time.monotonic()
         self.t_start_wall = time.time()
+        self.cpu_start = time.process_time()
         for s in self.steps:
             s.t_last = self.t_start
         if self.stop is not None:
@@ -731,6 +734,7 @@ class StreamExecutor:
 
         if not refs:
             return
+        self.calls += len(refs)
         try:
             metas = ray.get(refs, timeout=GET_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
@@ -1470,7 +1474,25 @@ class StreamExecutor:
             | self._io_summary()
             | {"inflight": self._inflight_summary(), "t0_wall": self.t_start_wall}
             | self._pools_summary()
+            | {"driver": self._driver_summary()}
         )
+
+    def _driver_summary(self) -> dict[str, Any]:
+        """What the driver process spent: CPU seconds (all its threads, Ray's included), its share
+        of one core, remote calls handled per second, and its RSS, also per edge."""
+        cpu = time.process_time() - self.cpu_start
+        wall = self.wall or (time.monotonic() - self.t_start)
+        rss = self.memory.get("driver_rss_mb_max")
+        n = len(self.edges)
+        return {
+            "cpu_s": cpu,
+            "cpu_share": cpu / wall if wall > 0 else None,
+            "calls": self.calls,
+            "calls_per_s": self.calls / wall if wall > 0 else None,
+            "rss_mb": rss,
+            "cpu_share_per_edge": cpu / wall / n if wall > 0 else None,
+            "calls_per_s_per_edge": self.calls / wall / n if wall > 0 else None,
+        }
 
     def _pools_summary(self) -> dict[str, Any]:
         """The report's ``pools``: each autoscaling cloud pool's bounds, sizes and moves."""
