@@ -167,6 +167,13 @@ class _Replica:
     error: str = ""
     where: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
+    # every process this replica has run in: a probe answered late by an earlier process (ray.wait
+    # returns ready probes in any order) is not a restart
+    pids: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.pid is not None:
+            self.pids.add(self.pid)
 
 
 @dataclass
@@ -1103,13 +1110,15 @@ class StreamExecutor:
             return
         if rep.state == "starting":  # a new replica of an autoscaling pool is ready
             rep.state, rep.pid, rep.where = "up", where.get("pid"), dict(where)
+            rep.pids.add(rep.pid)
             rep.rss = int(where.get("rss") or 0)
             for name in s.stages:
                 self.stats[name].place(r, where)
             return
         rep.state, rep.probe_failures = "up", 0
-        if where.get("pid") != rep.pid:
+        if where.get("pid") is not None and where.get("pid") not in rep.pids:
             rep.pid, rep.where, rep.rss = where.get("pid"), dict(where), int(where.get("rss") or 0)
+            rep.pids.add(rep.pid)
             rep.restarts += 1
             for host in self.steps:  # a fused actor serves several steps: count it once each
                 if rep in host.replicas:
