@@ -22,7 +22,7 @@ from actors.sink import Sink
 from actors.source import Source
 from actors.transport import Transport
 from pipeline.stream.data import TEXT_KINDS, SourceSpec
-from pipeline.stream.executor import StageFailure
+from pipeline.stream.errors import StageFailure
 
 
 def _stage(stage: str, fn: Callable[..., Any], *args: Any) -> Any:

@@ -48,6 +48,7 @@ from typing import Any
 from pipeline.stream.autoscale import PoolAutoscaler, PoolScaler
 from pipeline.stream.config import PipelineConfig
 from pipeline.stream.data import UNBOUNDED
+from pipeline.stream.errors import StageFailure, StreamError, failed_stage, short
 from pipeline.stream.feeder import ItemFeeder
 from pipeline.stream.flow import CreditWindow, LinkWindow, StateTimer
 from pipeline.stream.ledger import DeliveryLedger
@@ -65,6 +66,11 @@ from pipeline.stream.metrics import (
 from pipeline.stream.rate import RateController, RateProfile, Setting
 from pipeline.stream.results import ResultLog
 from pipeline.stream.stopping import StopControl
+
+__all__ = [
+    "CLOUD_STAGES", "EDGE_STAGES", "STAGES", "StageFailure", "StageGraph", "Step", "StreamError",
+    "StreamExecutor",
+]  # fmt: skip
 
 STAGES = ("source", "head", "encoder", "transport", "decoder", "tail", "sink")
 """The logical stages, in stream order; metrics are kept per logical stage however they are fused."""
@@ -102,32 +108,6 @@ WARM_SAMPLES_ENDLESS = 2000
 
 FEED_WAIT_S = 0.005
 """How long the driver waits for an iterable's next items when nothing else is running."""
-
-
-class StreamError(RuntimeError):
-    """The stream could not finish. ``kind`` is ``stall``, ``stage_failed``, ``actor_dead``,
-    ``restart_timeout``, ``aborted`` (a second stop request), ``source`` (the user's iterable
-    raised) or ``internal``; ``stage`` names the stage at fault (``+``-joined for fused
-    stages; None if unknown); ``report`` is the partial report (set by :meth:`StreamExecutor.run`)."""
-
-    def __init__(self, message: str, *, stage: str | None = None, kind: str = "stage_failed"):
-        super().__init__(message)
-        self.stage = stage
-        self.kind = kind
-        self.report: dict[str, Any] | None = None
-
-
-class StageFailure(RuntimeError):
-    """Raised by a fused actor when one of its logical stages fails, so the driver can name that
-    stage rather than the whole actor."""
-
-    def __init__(self, stage: str, message: str) -> None:
-        super().__init__(stage, message)
-        self.stage = stage
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass
@@ -298,22 +278,6 @@ class _Edge:
     @property
     def finished(self) -> bool:
         return self.done and self.open_tickets == 0 and not self.busy
-
-
-def _short(exc: BaseException) -> str:
-    """One line naming an exception (a RayTaskError's cause, not its remote traceback)."""
-    cause = getattr(exc, "cause", None)
-    err = cause if isinstance(cause, BaseException) else exc
-    if isinstance(err, StageFailure):
-        return err.message[:500]
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
-
-
-def _failed_stage(step: _Step, exc: BaseException) -> str:
-    """The logical stage a failed call names (a fused actor says which of its stages failed)."""
-    cause = getattr(exc, "cause", None)
-    return cause.stage if isinstance(cause, StageFailure) else step.name
 
 
 def _stage_metas(step: _Step, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -499,7 +463,7 @@ class StreamExecutor:
         except StreamError as exc:
             self.error = exc
         except Exception as exc:  # a bug in the driver: still end with what was measured
-            self.error = StreamError(f"internal error: {_short(exc)}", kind="internal")
+            self.error = StreamError(f"internal error: {short(exc)}", kind="internal")
             self.error.__cause__ = exc
         finally:
             self.wall = time.monotonic() - self.t_start
@@ -566,7 +530,7 @@ class StreamExecutor:
             self._check_stop()
             if self.feeder is not None and self.feeder.error is not None:
                 raise StreamError(
-                    f"the input iterable raised {_short(self.feeder.error)}", kind="source"
+                    f"the input iterable raised {short(self.feeder.error)}", kind="source"
                 )
             if self.results is not None and self.results.due():
                 self.results.commit(self.edge_states())
@@ -1029,7 +993,7 @@ class StreamExecutor:
             self._replay(s, task)
         rep = s.replicas[task.replica]
         if rep.state == "up":
-            rep.state, rep.since, rep.error = "recovering", time.monotonic(), _short(exc)
+            rep.state, rep.since, rep.error = "recovering", time.monotonic(), short(exc)
             rep.probe_failures = 0
             self._probe(s, task.replica)
 
@@ -1067,7 +1031,7 @@ class StreamExecutor:
             return
         if task.kind == "probe":
             raise StreamError(
-                f"stage '{s.name}' replica {task.replica} fails its readiness call: {_short(exc)}",
+                f"stage '{s.name}' replica {task.replica} fails its readiness call: {short(exc)}",
                 stage=s.name,
                 kind="actor_dead",
             )
@@ -1077,10 +1041,10 @@ class StreamExecutor:
             ed = self.edges[task.edge]
             ed.source_attempts += 1
             if ed.source_attempts > limit:
-                stage = _failed_stage(s, exc)
+                stage = failed_stage(s, exc)
                 raise StreamError(
                     f"stage '{stage}' (edge {task.edge}) failed to make a batch "
-                    f"{ed.source_attempts} times: {_short(exc)}",
+                    f"{ed.source_attempts} times: {short(exc)}",
                     stage=stage,
                 )
             return
@@ -1089,10 +1053,10 @@ class StreamExecutor:
         ticket.attempts += 1
         if ticket.attempts > limit:
             last = ticket.start + ticket.n - 1
-            stage = _failed_stage(s, exc)
+            stage = failed_stage(s, exc)
             raise StreamError(
                 f"stage '{stage}' failed on batch {ticket.number} (samples {ticket.start}..{last}) "
-                f"{ticket.attempts} times (flow.max_batch_retries={limit}): {_short(exc)}",
+                f"{ticket.attempts} times (flow.max_batch_retries={limit}): {short(exc)}",
                 stage=stage,
             )
         for name in s.stages:
@@ -1136,7 +1100,7 @@ class StreamExecutor:
         if rep.state in ("draining", "retired"):  # it left the pool: nothing to wait for
             return
         rep.probe_failures += 1
-        rep.error = _short(exc)
+        rep.error = short(exc)
         if isinstance(exc, ActorDiedError) and rep.probe_failures >= DEAD_AFTER_PROBES:
             raise StreamError(
                 f"stage {s.label} replica {task.replica} died and Ray will not restart it "
