@@ -70,6 +70,11 @@ SOURCES: dict[str, tuple[str, str]] = {
     "benchmarks/results/session.json": ("benchmarks.session", "python -m benchmarks.session"),
     "benchmarks/results/inflight.json": ("benchmarks.inflight", "python -m benchmarks.inflight"),
     "benchmarks/results/soak.json": ("benchmarks.soak", "python -m benchmarks.soak"),
+    "benchmarks/results/autoscale.json": (
+        "benchmarks.autoscale",
+        "python -m benchmarks.autoscale --out benchmarks/results",
+    ),
+    "benchmarks/results/fleet.json": ("benchmarks.fleet", "python -m benchmarks.fleet --out benchmarks/results"),
 }
 
 # markers start a line; the same text quoted inside a line is left alone
