@@ -3,7 +3,7 @@
 ``python -m benchmarks.fidelity [--quick] [--out benchmarks/results]`` evaluates, with real
 weights: the digits ResNet (top-1 on held-out digits), torchvision's ImageNet MobileNetV2
 (``mobilenet_v2-imagenet``: agreement / KL against the uncompressed model on crops of real
-photographs, ``pipeline.photos``) and MiniLM (embedding cosine, retrieval agreement); and,
+photographs, ``pipeline.models.photos``) and MiniLM (embedding cosine, retrieval agreement); and,
 untrained: the seven torchvision architectures on synthetic images and a random tiny Llama
 on random tokens (agreement / KL against the uncompressed model). Every row says how many
 samples it rests on. The best split per model is chosen on one half of the samples and

@@ -26,7 +26,7 @@
 5. **Real link** (``--netns``, root) -- the stream across a tc-shaped veth between two network
    namespaces.
 6. **Real input** (``--only real-input`` runs it alone; ``--skip-inputs`` leaves it out) --
-   ``INPUT_PHOTOS`` JPEG photographs (``pipeline.photos.write_jpeg_photos``: crops of the bundled
+   ``INPUT_PHOTOS`` JPEG photographs (``pipeline.models.photos.write_jpeg_photos``: crops of the bundled
    photographs, quality 90, seed ``INPUT_SEED``) read from a folder (``data.source=images``) through
    the ImageNet MobileNetV2 split after ``features.6`` (8-bit codec) into a Parquet output, at
    10 Mbit/s and unconstrained, one run each on the local Ray instance. Per run: ``samples/s`` =
@@ -497,7 +497,7 @@ def real_input(
     Returns the rows and the photographs' statistics; raises if an output lacks a row."""
     import tempfile
 
-    from pipeline.photos import write_jpeg_photos
+    from pipeline.models.photos import write_jpeg_photos
     from pipeline.stream.output import read_results
 
     rows: list[dict[str, Any]] = []

@@ -49,7 +49,7 @@ def _digits(split: str, n: int) -> np.ndarray:
     import torch
 
     from pipeline.models import feature_of, split_model
-    from pipeline.train import digits_data
+    from pipeline.models.train import digits_data
 
     _, _, x_test, _ = digits_data()
     head, _ = split_model("digits-resnet", split)

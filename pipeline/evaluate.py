@@ -9,7 +9,7 @@ with better fidelity (to 1e-3; ties go to the smaller frame) and says which (``g
 
 Inputs: the digits test set, MiniLM's built-in sentences, random tokens for a tokenizer-less
 LM, a CIFAR-100 root or ImageNet-style folder (``data=ROOT``), ``data="photos"`` (crops of
-real photographs bundled with scikit-learn and scikit-image, ``pipeline.photos``), or else
+real photographs bundled with scikit-learn and scikit-image, ``pipeline.models.photos``), or else
 smooth synthetic images. With ``halves=True`` every row also carries its metrics on two
 disjoint halves of the samples (``row["halves"]``), so a caller can choose a split on one
 half and report it on the other.
@@ -162,7 +162,7 @@ def load_eval_data(
         mask = torch.ones_like(ids)
         return EvalData(_batches((ids, mask), batch), None, "random-tokens")
     if loaded.name == "digits-resnet":
-        from pipeline.train import digits_data
+        from pipeline.models.train import digits_data
 
         _, _, x, y = digits_data()
         return EvalData(_batches((x[:samples],), batch), y[:samples], "digits-test")
@@ -170,7 +170,7 @@ def load_eval_data(
     if size is not None:
         shape = (shape[0], size, size)
     if data == "photos":
-        from pipeline.photos import photo_crops
+        from pipeline.models.photos import photo_crops
 
         crops = photo_crops(samples, shape[-1])
         return EvalData(_batches((crops.images,), batch), None, crops.source, crops.photo)

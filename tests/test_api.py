@@ -32,7 +32,7 @@ def _readme_example(name: str) -> str:
 
 
 def test_the_readme_example_runs_as_written(ray_local, tmp_path, monkeypatch, capsys):
-    from pipeline.photos import write_jpeg_photos
+    from pipeline.models.photos import write_jpeg_photos
 
     write_jpeg_photos(tmp_path / "my_photos", 24, seed=3, sizes=(120, 200))
     monkeypatch.chdir(tmp_path)
@@ -176,7 +176,7 @@ def test_a_table_of_sentences_through_minilm_gives_embeddings(ray_local, tmp_pat
 
 
 def test_a_fleet_splits_a_folder_into_one_shard_per_edge(ray_local, tmp_path):
-    from pipeline.photos import write_jpeg_photos
+    from pipeline.models.photos import write_jpeg_photos
 
     write_jpeg_photos(tmp_path / "p", 30, seed=5, sizes=(40, 80))
     stream = Stream(

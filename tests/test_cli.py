@@ -26,7 +26,7 @@ def _run(*args: str, timeout: float = 550) -> subprocess.CompletedProcess:
 
 
 def test_demo_config_runs_and_writes_json(tmp_path):
-    # On a fresh machine this first trains and caches the digits ResNet (pipeline.train).
+    # On a fresh machine this first trains and caches the digits ResNet (pipeline.models.train).
     out = tmp_path / "res" / "demo.json"
     proc = _run(
         "run",

@@ -198,7 +198,7 @@ def _workdir(tmp_path: Path, block: Block) -> Path:
     (work / "configs").symlink_to(REPO / "configs")
     for need in filter(None, re.split(r"[,\s]+", block.notes.get("needs", ""))):
         if need == "my_photos":
-            from pipeline.photos import write_jpeg_photos
+            from pipeline.models.photos import write_jpeg_photos
 
             write_jpeg_photos(work / "my_photos", 24, seed=3, sizes=(120, 200))
         else:

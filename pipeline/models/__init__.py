@@ -10,6 +10,9 @@ efficientnet_b0`` (untrained unless weights are given), ``digits-resnet`` (train
 scikit-learn digits, cached), ``minilm`` (packaged all-MiniLM-L6-v2, real weights) and
 ``llama-tiny`` (random LlamaForCausalLM). A local HF directory path or an ``nn.Module``
 can be passed instead of a name.
+
+Beside the registry: finding and loading weights (``weights``), the digits model and its training
+(``train``) and the bundled photographs for vision models (``photos``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pipeline.models.hf_split import (
     split_encoder,
     with_feature,
 )
-from pipeline.weights import (
+from pipeline.models.weights import (
     WeightsArg,
     hf_local_dir,
     load_into,
@@ -154,7 +157,7 @@ def _vision(name: str, weights: WeightsArg, **kw: Any) -> LoadedModel:
 
 
 def _digits(name: str, weights: WeightsArg, **kw: Any) -> LoadedModel:
-    from pipeline.train import DigitsResNet, digits_resnet
+    from pipeline.models.train import DigitsResNet, digits_resnet
 
     if weights is None:
         model = digits_resnet(verbose=kw.pop("verbose", False), **kw)

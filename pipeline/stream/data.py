@@ -221,7 +221,7 @@ class SampleSource:
                 raise ValueError("data.source: a text source needs sentences")
             self._tok = load_tokenizer(spec.text)
         elif spec.kind == "digits":
-            from pipeline.train import digits_data
+            from pipeline.models.train import digits_data
 
             _, _, x_te, y_te = digits_data()
             self._x = x_te.numpy().astype(np.float32)

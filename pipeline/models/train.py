@@ -192,7 +192,7 @@ def digits_resnet(
 
 
 def main() -> None:
-    """``python -m pipeline.train``: train (or load) the digits ResNet and print its accuracy."""
+    """``python -m pipeline.models.train``: train (or load) the digits ResNet and print its accuracy."""
     import argparse
 
     ap = argparse.ArgumentParser(description="Train/cache the digits ResNet")
