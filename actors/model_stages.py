@@ -165,7 +165,7 @@ class TailModel(StageBase):
         """The sink's share of a text model's output ``y`` (``(n, T, H)`` states or logits)."""
         import torch
 
-        from pipeline.fidelity import mean_pool
+        from pipeline.evaluation.fidelity import mean_pool
 
         m = torch.as_tensor(mask, device=y.device)
         if self.kind == "encoder":

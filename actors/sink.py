@@ -5,7 +5,8 @@ sample id and the aggregates live in the driver's ledger, so a restarted sink lo
 
 Text models are checked per sample against the uncompressed model on the same sentence: a sentence
 encoder by the cosine of its embedding, a decoder LM by next-token agreement at every valid position and
-the difference in the log-likelihood of its own tokens (``pipeline.fidelity.token_fidelity``)."""
+the difference in the log-likelihood of its own tokens
+(``pipeline.evaluation.fidelity.token_fidelity``)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ class Sink(StageBase):
         import torch
 
         from actors.model_stages import last_valid
-        from pipeline.fidelity import cosine_per_sample, mean_pool, token_fidelity
+        from pipeline.evaluation.fidelity import cosine_per_sample, mean_pool, token_fidelity
 
         assert self._ref is not None
         head, tail, src = self._ref

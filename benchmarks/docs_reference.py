@@ -161,8 +161,8 @@ DESCRIPTIONS: dict[str, str] = {
     "rate.latency_slo_ms": "End-to-end latency target (required by `adaptive`; with `fixed` it "
     "only adds `slo_met_ratio` to the report).",
     "rate.bits": "The bit widths the controller may choose.",
-    "rate.profile": "A profile file from `python -m pipeline.evaluate --profile` (null: measured "
-    "at start-up).",
+    "rate.profile": "A profile file from `python -m pipeline.evaluation.evaluate --profile` "
+    "(null: measured at start-up).",
     "rate.profile_samples": "Inputs of the start-up profile.",
     "rate.per_channel": "The start-up profile also tries per-channel quantization.",
     "rate.hysteresis": "Decisions a better setting must fit before the controller steps up.",

@@ -76,7 +76,7 @@ def summary(rows: Sequence[dict[str, Any]], bits: int = 8) -> list[dict[str, Any
     """Per model, the split and quantization granularity with the best fidelity at ``bits`` on
     the rows' select half of the samples (ties: higher ratio on that half), and the figures of
     that choice on the other, report half: the choice never sees the samples it is scored on."""
-    from pipeline.evaluate import primary_metric
+    from pipeline.evaluation.evaluate import primary_metric
 
     out = []
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -244,7 +244,7 @@ def run(
     """Evaluate all jobs, write ``fidelity.{md,json,png}`` under ``out``; returns the JSON document."""
     import torch
 
-    from pipeline.evaluate import evaluate, plot_rate_fidelity, rows_to_markdown
+    from pipeline.evaluation.evaluate import evaluate, plot_rate_fidelity, rows_to_markdown
     from pipeline.models import load_model
 
     p = QUICK if quick else FULL
@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(summary_markdown(doc["summary"]))
     print()
-    from pipeline.evaluate import rows_to_markdown
+    from pipeline.evaluation.evaluate import rows_to_markdown
 
     print(rows_to_markdown(doc["rows"]))
     print(

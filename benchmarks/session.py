@@ -49,9 +49,10 @@ COMMAND = "python -m benchmarks.session"
 
 
 def sentences() -> list[str]:
-    """Every English sentence the repository and Python ship: ``pipeline.evaluate.SENTENCES``, the
-    text source's defaults and the Zen of Python (``this``, which prints itself on import)."""
-    from pipeline.evaluate import SENTENCES
+    """Every English sentence the repository and Python ship:
+    ``pipeline.evaluation.evaluate.SENTENCES``, the text source's defaults and the Zen of Python
+    (``this``, which prints itself on import)."""
+    from pipeline.evaluation.evaluate import SENTENCES
     from pipeline.stream.data import DEFAULT_TEXTS
 
     with contextlib.redirect_stdout(io.StringIO()):

@@ -58,7 +58,7 @@ def _digits(split: str, n: int) -> np.ndarray:
 
 
 def _minilm(split: str) -> np.ndarray:
-    from pipeline.evaluate import SENTENCES
+    from pipeline.evaluation.evaluate import SENTENCES
     from pipeline.models import load_model
 
     loaded = load_model("minilm")

@@ -1,7 +1,7 @@
-"""splitstream's middle layer: models and split points (``pipeline.models``), offline evaluation
-(``pipeline.evaluate``, ``pipeline.fidelity``, ``pipeline.lm_eval_adapter``) and the stream's building
-blocks without any Ray actor (``pipeline.stream``: config, flow control, links, wire format, data,
-metrics).
+"""splitstream's middle layer, one package per subsystem: models and split points, with their
+weights, training and sample photographs (``pipeline.models``); offline evaluation (``pipeline.evaluation``:
+rate against fidelity, the fidelity measures, the lm-eval adapter); and the stream's building blocks
+without any Ray actor (``pipeline.stream``: config, flow control, links, wire format, data, metrics).
 
 Import-light on purpose: importing ``pipeline`` pulls in neither torch nor Ray. The Ray actors live one
 layer up in ``actors``, and the wiring and command line one more layer up in ``splitstream``.

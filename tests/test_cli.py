@@ -172,7 +172,7 @@ def test_one_command_name_splitstream():
 
 def test_the_docs_use_one_command_name():
     """Outside the sentence that names the old spelling, the README says ``splitstream`` (the
-    ``pipeline.*`` modules, such as ``python -m pipeline.evaluate``, are other tools)."""
+    ``pipeline.*`` modules, such as ``python -m pipeline.evaluation.evaluate``, are other tools)."""
     import re
 
     text = (REPO / "README.md").read_text()

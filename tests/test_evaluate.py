@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from pipeline import fidelity as fm
-from pipeline.evaluate import evaluate, main, primary_metric, rows_to_markdown
+from pipeline.evaluation import fidelity as fm
+from pipeline.evaluation.evaluate import evaluate, main, primary_metric, rows_to_markdown
 
 REQUIRED = {"model", "split", "bits", "raw_bytes", "wire_bytes", "ratio", "trained", "granularity"}
 

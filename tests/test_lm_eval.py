@@ -122,7 +122,7 @@ def _offline(monkeypatch):
 def test_adapter_scores_match_uncompressed_at_8_bits(setup):
     from lm_eval.api.instance import Instance
 
-    from pipeline.lm_eval_adapter import SplitStreamLM
+    from pipeline.evaluation.lm_eval_adapter import SplitStreamLM
 
     model_dir, _ = setup
     reqs = [
@@ -159,7 +159,7 @@ def test_simple_evaluate_local_task(setup, reference):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from pipeline.lm_eval_adapter import register
+    from pipeline.evaluation.lm_eval_adapter import register
 
     model_dir, task_dir = setup
     lls, ref_acc = reference
@@ -181,7 +181,7 @@ def test_simple_evaluate_local_task(setup, reference):
 
 
 def test_cli_module_runs_task(setup, reference, tmp_path, capsys):
-    from pipeline.lm_eval_adapter import main
+    from pipeline.evaluation.lm_eval_adapter import main
 
     model_dir, task_dir = setup
     main(
@@ -212,7 +212,7 @@ def test_generate_until_runs_the_cached_split_path(setup):
     from lm_eval.api.instance import Instance
     from transformers import AutoModelForCausalLM
 
-    from pipeline.lm_eval_adapter import SplitStreamLM
+    from pipeline.evaluation.lm_eval_adapter import SplitStreamLM
 
     model_dir, _ = setup
     plain = SplitStreamLM(str(model_dir), split=1, bits=0, max_gen_toks=6)

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from pipeline.evaluate import evaluate, load_eval_data
+from pipeline.evaluation.evaluate import evaluate, load_eval_data
 from pipeline.models import SPLIT_POINTS, load_model
 from pipeline.models.photos import CROPS, IMAGENET_MEAN, IMAGENET_STD, max_crops, photo_crops
 

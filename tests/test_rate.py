@@ -170,7 +170,7 @@ def test_arrival_patterns_keep_the_mean_rate():
 
 # ------------------------------------------------------------------ evaluate --profile (no Ray)
 def test_evaluate_writes_a_profile_the_stream_loads(tmp_path, torch_one_thread):
-    from pipeline.evaluate import main
+    from pipeline.evaluation.evaluate import main
 
     out = tmp_path / "profile.json"
     argv = ["--model", "digits-resnet", "--split", "layer1", "--bits", "8,4,2", "--samples", "32"]

@@ -4,8 +4,8 @@ caller chooses.
 
 Batches are coded the way the stream codes them (one frame per batch, the per-sample channel axis
 shifted by the batch axis), so the bytes are the stream's. Used offline by
-``python -m pipeline.evaluate --profile`` and by the stream itself at start-up when no profile file is
-given (``rate.profile``).
+``python -m pipeline.evaluation.evaluate --profile`` and by the stream itself at start-up when no
+profile file is given (``rate.profile``).
 """
 
 from __future__ import annotations

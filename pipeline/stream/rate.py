@@ -1,9 +1,10 @@
 """Rate control: per batch, the codec setting that holds a latency SLO on a changing link.
 
 A **profile** maps each codec setting (bits, level, per-tensor or per-channel) to the bytes one
-sample costs and the fidelity it keeps, measured offline (``python -m pipeline.evaluate --profile``)
-or from the stream's first samples at start-up. The **controller** picks, before each batch, the
-setting with the best profiled fidelity whose bytes the link can carry within the SLO.
+sample costs and the fidelity it keeps, measured offline
+(``python -m pipeline.evaluation.evaluate --profile``) or from the stream's first samples at start-up.
+The **controller** picks, before each batch, the setting with the best profiled fidelity whose bytes
+the link can carry within the SLO.
 
 The algorithm borrows from adaptive-bitrate video streaming:
 

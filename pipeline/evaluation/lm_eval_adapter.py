@@ -7,10 +7,10 @@ cache on each side (``pipeline.generate``): the prompt's hidden states are coded
 hidden vector per new token. Usage (lm_eval 0.4.13 has no plugin entry point for
 models, so this module registers the model and then runs lm_eval's own CLI)::
 
-    python -m pipeline.lm_eval_adapter --model splitstream \\
+    python -m pipeline.evaluation.lm_eval_adapter --model splitstream \\
         --model_args pretrained=DIR,split=2,bits=8 --tasks TASK [--include_path YAML_DIR]
 
-or from Python: ``import pipeline.lm_eval_adapter`` then
+or from Python: ``import pipeline.evaluation.lm_eval_adapter`` then
 ``lm_eval.simple_evaluate(model="splitstream", model_args="pretrained=DIR,split=2,bits=8", ...)``.
 
 Model args: ``pretrained`` (local HF causal-LM directory with a tokenizer, or ``llama-tiny``),
@@ -31,12 +31,12 @@ from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from pipeline.evaluate import codec_roundtrip
+from pipeline.evaluation.evaluate import codec_roundtrip
 from pipeline.generate import Generation, SplitGenerator
 from pipeline.models import feature_of, load_model, with_feature
 
 MODEL_NAME = "splitstream"
-TARGET = "pipeline.lm_eval_adapter:SplitStreamLM"
+TARGET = "pipeline.evaluation.lm_eval_adapter:SplitStreamLM"
 
 
 def register() -> None:

@@ -1,4 +1,4 @@
-"""Rate vs fidelity of a split model through the codec: ``python -m pipeline.evaluate``.
+"""Rate vs fidelity of a split model through the codec: ``python -m pipeline.evaluation.evaluate``.
 
 For each split point and bit width, the head's features of a few samples are encoded one
 sample per frame (as the pipeline sends them), decoded, and fed to the tail. A row reports
@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from pipeline import fidelity as fm
+from pipeline.evaluation import fidelity as fm
 from pipeline.models import LoadedModel, feature_of, load_model, with_feature
 
 DEFAULT_BITS = (8, 6, 4, 2)
@@ -427,7 +427,7 @@ def profile_model(
             entries.append(ProfileEntry(s, nbytes / n, float(fid), float(met.get("kl", 1.0 - fid))))
         bar.update(1)
         metric = "cosine" if loaded.kind == "encoder" else "agreement"
-        source = f"offline: python -m pipeline.evaluate, {n} samples of {dataset.source}"
+        source = f"offline: python -m pipeline.evaluation.evaluate, {n} samples of {dataset.source}"
         profiles.append(RateProfile(loaded.name, split, metric, n, source, entries))
     bar.close()
     return profiles
@@ -532,7 +532,7 @@ def _int_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0]
+        prog="python -m pipeline.evaluation.evaluate", description=__doc__.splitlines()[0]
     )
     ap.add_argument("--model", required=True, help="registry name or local HF model directory")
     ap.add_argument("--split", default="all", help="split point(s), comma-separated, or 'all'")
