@@ -2,15 +2,16 @@
 
     python -m benchmarks.generate [--quick] [--out DIR] [--json PATH]
 
-For each model, prompt length and link, ``pipeline.generate`` produces ``NEW_TOKENS`` tokens greedily
-through the split at ``BITS`` bits twice, back to back in one process: with a KV cache on each side
-(one coded hidden vector up per token) and without (both sides recompute the whole prefix and the edge
-sends every position's hidden state again, as the lm-eval adapter did before). The two runs alternate
-which goes first, ``--repeats`` times; a figure is the median over repeats of the mean over a run's
-decode steps (every step after the prefill), and the speed-up is the median of the pairs' ratios, so
-a slow spell of a shared machine hits both sides of a pair alike. The load average is recorded. Each step's time is measured in parts: compute (head and
-tail), codec (encode and decode) and link (the sender waits for the emulated uplink and downlink), and
-its bytes are the real message sizes. Agreement is the share of steps at which the unsplit model, given
+For each model, prompt length and link, ``pipeline.generation.generate`` produces ``NEW_TOKENS``
+tokens greedily through the split at ``BITS`` bits twice, back to back in one process: with a KV
+cache on each side (one coded hidden vector up per token) and without (both sides recompute the
+whole prefix and the edge sends every position's hidden state again, as the lm-eval adapter did
+before). The two runs alternate which goes first, ``--repeats`` times; a figure is the median over
+repeats of the mean over a run's decode steps (every step after the prefill), and the speed-up is
+the median of the pairs' ratios, so a slow spell of a shared machine hits both sides of a pair
+alike. The load average is recorded. Each step's time is measured in parts: compute (head and tail),
+codec (encode and decode) and link (the sender waits for the emulated uplink and downlink), and its
+bytes are the real message sizes. Agreement is the share of steps at which the unsplit model, given
 the same prefix, picks the same token (first repeat). Models: ``llama-tiny`` (the registry's random
 4-layer, 64-wide Llama) and ``llama-small``, a random 8-layer, 512-wide Llama built from the same
 registry entry; random weights, so times and bytes are representative and agreement is a stress test
@@ -98,7 +99,7 @@ def measure(
     model: str, spec: dict[str, Any], link: str, length: int, repeats: int
 ) -> dict[str, Any]:
     """Both modes on one (model, prompt length, link): the table row and every run's figures."""
-    from pipeline.generate import SplitGenerator
+    from pipeline.generation.generate import SplitGenerator
     from pipeline.models import load_model
 
     lm = load_model("llama-tiny", **spec["config"]).raw

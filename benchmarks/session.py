@@ -107,7 +107,7 @@ def measure_stream(xs: Sequence[np.ndarray], axis: int | None, headroom: float) 
 
 def measure_generation(prompts: Sequence[str]) -> list[dict[str, Any]]:
     """Uplink bytes per generated token on llama-tiny with and without a session, per tensor."""
-    from pipeline.generate import load_generator
+    from pipeline.generation.generate import load_generator
 
     rows = []
     for session in (False, True):

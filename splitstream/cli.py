@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and print it (starts nothing)")
     check.add_argument("--config", default=None)
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    from pipeline.generate import add_arguments as generate_arguments
+    from pipeline.generation.generate import add_arguments as generate_arguments
 
     generate = sub.add_parser(
         "generate", help="greedy generation through a split causal LM, a KV cache on each side"
@@ -257,7 +257,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.command == "submit":
         return _submit(args)
     if args.command == "generate":
-        from pipeline.generate import run_cli
+        from pipeline.generation.generate import run_cli
 
         return run_cli(args)
     overrides = list(args.overrides)

@@ -1,5 +1,5 @@
-"""Split generation (pipeline.generate): KV caches on each side, one hidden vector up and one token
-id down per step, agreement with the unsplit model's greedy decoding."""
+"""Split generation (pipeline.generation.generate): KV caches on each side, one hidden vector up and
+one token id down per step, agreement with the unsplit model's greedy decoding."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import codec
-from pipeline.generate import HiddenCoder, Links, load_generator, read_prompts
+from pipeline.generation.generate import HiddenCoder, Links, load_generator, read_prompts
 from pipeline.models.byte_tokenizer import ByteTokenizer
 from pipeline.stream.link import LinkSpec
 

@@ -3,8 +3,8 @@
 Every forward pass runs the head (embedding + first k decoder layers), encodes the hidden
 states with ``codec.encode`` (one frame per sequence), decodes them and runs the tail, so
 task scores show what the codec costs. ``generate_until`` generates through the split with a KV
-cache on each side (``pipeline.generate``): the prompt's hidden states are coded once, then one
-hidden vector per new token. Usage (lm_eval 0.4.13 has no plugin entry point for
+cache on each side (``pipeline.generation.generate``): the prompt's hidden states are coded once,
+then one hidden vector per new token. Usage (lm_eval 0.4.13 has no plugin entry point for
 models, so this module registers the model and then runs lm_eval's own CLI)::
 
     python -m pipeline.evaluation.lm_eval_adapter --model splitstream \\
@@ -32,7 +32,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from pipeline.evaluation.evaluate import codec_roundtrip
-from pipeline.generate import Generation, SplitGenerator
+from pipeline.generation.generate import Generation, SplitGenerator
 from pipeline.models import feature_of, load_model, with_feature
 
 MODEL_NAME = "splitstream"
@@ -166,8 +166,8 @@ class SplitStreamLM(LM):
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Greedy generation through the split with a KV cache on each side
-        (``pipeline.generate``): the prompt's hidden states cross the codec once, then one hidden
-        vector per new token."""
+        (``pipeline.generation.generate``): the prompt's hidden states cross the codec once, then one
+        hidden vector per new token."""
         out = []
         for req in tqdm(requests, desc="splitstream generate", disable=disable_tqdm):
             context, gen_kwargs = req.args

@@ -12,7 +12,7 @@ sends every position's hidden state again: the baseline the KV caches are measur
 
 Python::
 
-    from pipeline.generate import load_generator
+    from pipeline.generation.generate import load_generator
     gen = load_generator("llama-tiny", split=2, bits=8)
     report = gen.run(["Hello"], max_new_tokens=32)           # the report described in README.md
     one = gen.generate(gen.encode("Hello"), max_new_tokens=32)   # one Generation, token ids in/out
