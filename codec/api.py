@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import _kernels, rans, represent, scratch, tables
+from . import device as device_mod
 from .contexts import ContextSpec
 from .costmodel import (
     DEFAULT_LEVEL,
@@ -100,6 +102,17 @@ class Prepared:
         return self.info.hist
 
 
+def check_bits(bits: Any) -> int:
+    if not isinstance(bits, int | np.integer) or not 1 <= int(bits) <= 8:
+        raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
+    return int(bits)
+
+
+def check_shape(shape: tuple[int, ...]) -> None:
+    if len(shape) > 16 or any(d > 0xFFFFFFFF for d in shape):
+        raise CodecError("tensor shape is out of the frame's range")
+
+
 def prepare(
     x: Any,
     bits: int = 8,
@@ -113,23 +126,46 @@ def prepare(
     large tensors, as level 1 uses; every symbol that occurs still gets a count; ``histogram=False``: none
     yet, for the sampled levels, which cost the representations from their own sample; ``clip``: see
     :func:`encode`)."""
-    if not isinstance(bits, int | np.integer) or not 1 <= int(bits) <= 8:
-        raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
+    bits = check_bits(bits)
     arr, dtype = to_numpy(x)
-    if arr.ndim > 16 or any(d > 0xFFFFFFFF for d in arr.shape):
-        raise CodecError("tensor shape is out of the frame's range")
+    check_shape(arr.shape)
     axis = normalize_axis(axis, arr.ndim)
     hist = None
     if histogram:
         stride = SAMPLED_HIST_STRIDE if fast_stats and arr.size >= SAMPLED_HIST_MIN else 1
-        q, params, hist = quantize(arr, int(bits), axis, stride, clip)
+        q, params, hist = quantize(arr, bits, axis, stride, clip)
         lo, hi = 0, 255
     else:
-        q, params, lo, hi = quantize_symbols(arr, int(bits), axis, clip)
-    channels, inner = channel_layout(arr.shape, axis)
+        q, params, lo, hi = quantize_symbols(arr, bits, axis, clip)
+    return prepared(q, params, hist, tuple(arr.shape), dtype, fast_stats, (lo, hi))
+
+
+def prepared(
+    q: np.ndarray,
+    params: QuantParams,
+    hist: np.ndarray | None,
+    shape: tuple[int, ...],
+    dtype: str,
+    fast_stats: bool,
+    symbol_range: tuple[int, int],
+) -> Prepared:
+    """A :class:`Prepared` from a quantization's symbols, parameters and histogram (None: not taken)."""
+    channels, inner = channel_layout(shape, params.axis)
     layout = Layout(params.zero, channels, inner)
-    info = TensorInfo(q, hist, tuple(arr.shape), int(bits), layout, context_axis(arr.shape, axis))
-    return Prepared(q, params, tuple(arr.shape), dtype, info, fast_stats, (lo, hi))
+    info = TensorInfo(q, hist, shape, params.bits, layout, context_axis(shape, params.axis))
+    return Prepared(q, params, shape, dtype, info, fast_stats, symbol_range)
+
+
+def sampled_stream_top(p: Prepared, cand: Candidate, k: int, size: int) -> int | None:
+    """Level 1 counts stream ``k`` (order-0, not the dense symbols) of ``size`` symbols from about one
+    chunk in 4: the top symbol of its alphabet (every symbol of 0..top stays codable); else None."""
+    if not p.fast_stats or size < SAMPLED_HIST_MIN:
+        return None
+    if k != 0 and cand.kind != represent.DELTA_NIBBLE:
+        return None
+    # residuals and escapes: 2^bits values; bytes of packed symbols and nibble pairs: 256
+    residual = cand.kind == represent.DELTA or k == 1
+    return (1 << p.params.bits) - 1 if residual else 255
 
 
 def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads: int = 1) -> bytes:
@@ -144,19 +180,11 @@ def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads:
             headers.append(StreamHeader(STORED, payload=sym.tobytes()))
             continue
         counts = np.empty((plan.ctx.ntables, 256), np.uint32)
+        top = sampled_stream_top(p, cand, k, sym.size) if plan.ctx.ntables == 1 else None
         if plan.ctx.ntables == 1 and sym is p.q:
             counts[0] = p.dense_counts()
-        elif (
-            plan.ctx.ntables == 1
-            and p.fast_stats
-            and (k == 0 or cand.kind == represent.DELTA_NIBBLE)
-            and sym.size >= SAMPLED_HIST_MIN
-        ):
-            # level 1: the residual, packed or escape stream's counts from about one chunk in 4, every
-            # symbol of its alphabet kept codable (residuals and escapes: 2^bits values; bytes of packed
-            # symbols and nibble pairs: 256)
-            residual = cand.kind == represent.DELTA or k == 1
-            top = (1 << p.params.bits) - 1 if residual else 255
+        elif top is not None:
+            # level 1: the residual, packed or escape stream's counts from about one chunk in 4
             counts[0] = sampled_table_counts(sym, SAMPLED_HIST_STRIDE, 0, top)
         elif plan.ctx.ntables == 1:
             _kernels.histogram(sym, counts)
@@ -212,24 +240,53 @@ def encode(
     *,
     clip: str | None = None,
     threads: int = 1,
+    device: Any = None,
 ) -> bytes:
     """Compress a tensor: b-bit asymmetric quantization, the representation and contexts the cost model
     picks, rANS. ``axis`` selects per-channel quantization; ``level`` 1..9 trades speed for size;
     ``clip="mse"`` narrows each quantization range to the candidate with the least squared error (worth it
     at 4 bits and below; None: the full range, every element within half a step), ``clip="wmse"`` to the
     one whose error counts saturated elements twice (it clips less); ``threads`` codes blocks in parallel
-    (same bytes for any thread count)."""
+    (same bytes for any thread count).
+
+    ``device``: "cpu", "cuda" or None (follow ``x``: CUDA arrays such as torch CUDA tensors and CuPy
+    arrays are coded on the device, see ``codec.device``). The bytes are the same on either."""
     level = check_level(level)
+    if device_mod.resolve(device, x) == "cuda":
+        return device_mod.gpu_module().encode(x, bits, axis, level, clip=clip)
+    if device_mod.is_device_array(x):
+        x = device_to_host(x)
     # the sampled levels take their own statistics: no histogram while quantizing
     sampled = level < LEAN_MAX_LEVEL and _numel(x) >= LEAN_MIN_SYMBOLS
     p = prepare(x, bits, axis, fast_stats=level == 1, clip=clip, histogram=not sampled)
+    return encode_chosen(p, level, functools.partial(encode_prepared, threads=threads))
+
+
+Coder = Callable[[Prepared, Candidate, int], bytes]
+
+
+def encode_chosen(p: Prepared, level: int, code: Coder) -> bytes:
+    """The frame of the cost model's choice for a prepared tensor at ``level``, coded by
+    ``code(p, candidate, block_log2)`` (from level 8 the two best predictions are coded, the smaller
+    kept)."""
     blog = _block_log2(level, p.q.size)
     best, cands = choose(p.info, level, blog)
     if level >= 8 and len(cands) > 1:
         ranked = sorted(cands, key=lambda c: c.predicted_bytes)[:2]
-        blobs = [encode_prepared(p, c, blog, threads) for c in ranked]
+        blobs = [code(p, c, blog) for c in ranked]
         return min(blobs, key=len)
-    return encode_prepared(p, best, blog, threads)
+    return code(p, best, blog)
+
+
+def device_to_host(x: Any) -> Any:
+    """A host copy of a CUDA array (torch tensor: a CPU tensor; others: a NumPy array)."""
+    if type(x).__module__.startswith("torch"):
+        return x.detach().cpu()
+    for name in ("get", "copy_to_host"):  # CuPy, numba-cuda
+        fn = getattr(x, name, None)
+        if callable(fn):
+            return fn()
+    return device_mod.gpu_module().to_host(x)
 
 
 def _decode_stream(s: StreamHeader, length: int, threads: int = 1) -> np.ndarray:
@@ -268,11 +325,31 @@ _READS_BACK = (represent.DELTA, represent.DELTA_PACKED, represent.DELTA_NIBBLE)
 
 
 def decode(
-    blob: bytes | bytearray | memoryview, *, threads: int = 1, max_elements: int = MAX_ELEMENTS
-) -> np.ndarray:
+    blob: bytes | bytearray | memoryview,
+    *,
+    threads: int = 1,
+    max_elements: int = MAX_ELEMENTS,
+    device: Any = None,
+    out: Any = None,
+) -> Any:
     """Decompress a frame to a NumPy array of the original shape (float32 for bfloat16 input).
 
-    Raises CodecError for anything malformed, and for frames declaring more than ``max_elements``."""
+    ``device="cuda"`` (or ``out``, a CUDA array to fill) decodes on the device and returns a device array
+    (see ``codec.gpu.api.decode``); None follows ``out``, else the CPU. Raises CodecError for anything
+    malformed, and for frames declaring more than ``max_elements``."""
+    if device_mod.resolve(device, out) == "cuda":
+        return device_mod.gpu_module().decode(blob, max_elements=max_elements, out=out)
+    if out is not None:
+        raise CodecError(
+            "out= is a CUDA array to decode into; decode on the CPU returns a new array"
+        )
+    return decode_host(blob, threads=threads, max_elements=max_elements)
+
+
+def decode_host(
+    blob: bytes | bytearray | memoryview, *, threads: int = 1, max_elements: int = MAX_ELEMENTS
+) -> np.ndarray:
+    """:func:`decode` on the CPU: a NumPy array."""
     frame = read(blob, max_elements)
     fused = _FUSED.get(frame.kind)
     s = frame.streams[0]
@@ -299,11 +376,16 @@ def decode(
         q = decode_symbols(frame, threads)
         params = QuantParams(frame.bits, frame.axis, frame.scale, frame.zero)
         out = dequantize(q, params, frame.shape)
-    if frame.dtype == "float16":
+    return finish_dtype(out, frame.dtype)
+
+
+def finish_dtype(out: np.ndarray, dtype: str) -> np.ndarray:
+    """Decoded float32 values as a ``dtype`` frame decodes (float32 for bfloat16)."""
+    if dtype == "float16":
         # a dequantized extreme may overshoot float16's range by part of a step; the input never did
         f16max = float(np.finfo(np.float16).max)
         return np.clip(out, -f16max, f16max, out=out).astype(np.float16)
-    if frame.dtype == "float64":
+    if dtype == "float64":
         return out.astype(np.float64)
     return out
 

@@ -5,6 +5,8 @@ context-modelled streams raise NotImplementedError."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -149,14 +151,10 @@ def decode(
 ) -> np.ndarray:
     """``codec.decode`` with every step on the GPU (see :func:`decode_device`): the same array, bit for
     bit, or the same CodecError; NotImplementedError for context-modelled streams."""
+    from ..api import finish_dtype
+
     out, frame = decode_device(blob, max_elements, **kw)
-    y = out.copy_to_host().reshape(frame.shape)
-    if frame.dtype == "float16":
-        f16max = float(np.finfo(np.float16).max)
-        return np.clip(y, -f16max, f16max, out=y).astype(np.float16)
-    if frame.dtype == "float64":
-        return y.astype(np.float64)
-    return y
+    return finish_dtype(out.copy_to_host().reshape(frame.shape), frame.dtype)
 
 
 def _stream_table(sym: Any, stream: Any, threads: int, max_blocks: int) -> np.ndarray:
@@ -203,24 +201,13 @@ def encode_candidate(
     ``codec.frame.write``. The candidate is given (the cost model's choice is not made on the device);
     NotImplementedError for a stream with context tables (only order-0 and stored streams are coded on
     the GPU)."""
-    from ..api import to_numpy
-    from ..costmodel import RANS
-    from ..frame import StreamHeader, write
-    from ..tables import normalize
+    from ..api import check_bits, check_shape, to_numpy
+    from ..quantize import QuantParams
 
-    if not isinstance(bits, int | np.integer) or not 1 <= int(bits) <= 8:
-        raise CodecError(f"bits must be an integer in 1..8, got {bits!r}")
-    bits = int(bits)
+    bits = check_bits(bits)
     arr, dtype = to_numpy(x)
-    if arr.ndim > 16 or any(d > 0xFFFFFFFF for d in arr.shape):
-        raise CodecError("tensor shape is out of the frame's range")
-    represent.validate(cand.kind, cand.param, bits)
-    for plan in cand.streams:
-        if plan.coding == RANS and plan.ctx.ntables != 1:
-            raise NotImplementedError(
-                f"codec.gpu: {plan.ctx.name} streams (context tables) are not encoded on the GPU yet; "
-                "only order-0 and stored streams are"
-            )
+    check_shape(arr.shape)
+    check_order0(cand)
     a = np.ascontiguousarray(arr, np.float32)
     dq = gpu_quantize.quantize_device(
         cuda.to_device(a.reshape(-1), stream=stream),
@@ -237,10 +224,61 @@ def encode_candidate(
         sync()
     gpu_quantize.raise_for(int(dq.err.copy_to_host()[0]))
     axis = normalize_axis(axis, a.ndim)
-    scale = dq.scale.copy_to_host()
-    zero = dq.zero.copy_to_host()
-    n = a.size
-    channels, inner = channel_layout(a.shape, axis)
+    params = QuantParams(bits, axis, dq.scale.copy_to_host(), dq.zero.copy_to_host())
+    return encode_quantized(
+        dq,
+        params,
+        tuple(a.shape),
+        dtype,
+        cand,
+        block_log2=block_log2,
+        threads=threads,
+        max_blocks=max_blocks,
+        stream=stream,
+    )
+
+
+def check_order0(cand: Any) -> None:
+    """NotImplementedError unless every stream of ``cand`` is stored or order-0 rANS."""
+    from ..costmodel import RANS
+
+    for plan in cand.streams:
+        if plan.coding == RANS and plan.ctx.ntables != 1:
+            raise NotImplementedError(
+                f"codec.gpu: {plan.ctx.name} streams (context tables) are not encoded on the GPU yet; "
+                "only order-0 and stored streams are"
+            )
+
+
+Counts = Callable[[int, Any], "np.ndarray | None"]
+
+
+def encode_quantized(
+    dq: Any,
+    params: Any,
+    shape: tuple[int, ...],
+    dtype: str,
+    cand: Any,
+    *,
+    block_log2: int = 16,
+    counts: Counts | None = None,
+    threads: int = gpu_represent.K.THREADS,
+    max_blocks: int = gpu_represent.MAX_BLOCKS,
+    stream: Any = 0,
+) -> bytes:
+    """The frame of a device quantization ``dq`` (checked, with its host ``params``) coded as ``cand``:
+    the representation's streams, each stream's counts and its rANS payload on the device.
+    ``counts(k, symbols)``: stream ``k``'s (1, 256) counts when the host supplies them (e.g. level 1's
+    sampled tables), None for the device's full count (dense: the quantizer's histogram if it took one)."""
+    from ..costmodel import RANS
+    from ..frame import StreamHeader, write
+    from ..tables import normalize
+
+    bits = params.bits
+    represent.validate(cand.kind, cand.param, bits)
+    check_order0(cand)
+    n = math.prod(shape)
+    channels, inner = channel_layout(shape, params.axis)
     if n:
         dstreams, total = gpu_represent.launch_split(
             dq.q,
@@ -259,20 +297,30 @@ def encode_candidate(
         nstreams = {represent.SPARSE: 3, represent.DELTA_NIBBLE: 2}.get(cand.kind, 1)
         dstreams = [dq.q for _ in range(nstreams)]
     headers = []
-    for sym, plan in zip(dstreams, cand.streams, strict=True):
+    for k, (sym, plan) in enumerate(zip(dstreams, cand.streams, strict=True)):
         if plan.coding == STORED or sym.shape[0] == 0:
             payload = sym.copy_to_host().tobytes() if sym.shape[0] else b""
             headers.append(StreamHeader(STORED, payload=payload))
             continue
-        if cand.kind == represent.DENSE:  # the quantizer's histogram, as on the CPU
-            counts = dq.hist.copy_to_host().reshape(1, 256)
-        else:
-            counts = _stream_table(sym, stream, threads, max_blocks)
-        freqs = normalize(counts, plan.prob_bits)
+        table = counts(k, sym) if counts is not None else None
+        if table is None and cand.kind == represent.DENSE and dq.hist.shape[0]:
+            table = dq.hist.copy_to_host()  # the quantizer's histogram, as on the CPU
+        if table is None:
+            table = _stream_table(sym, stream, threads, max_blocks)
+        freqs = normalize(np.asarray(table, np.uint32).reshape(1, 256), plan.prob_bits)
         payload = _encode_stream(sym, freqs, plan.prob_bits, block_log2, stream)
         headers.append(StreamHeader(RANS, plan.prob_bits, block_log2, plan.ctx, freqs, payload))
     nnz = dstreams[1].shape[0] if cand.kind in (represent.SPARSE, represent.DELTA_NIBBLE) else 0
     frame = Frame(
-        dtype, bits, tuple(a.shape), axis, scale, zero, cand.kind, cand.param, int(nnz), headers
+        dtype,
+        bits,
+        tuple(shape),
+        params.axis,
+        params.scale,
+        params.zero,
+        cand.kind,
+        cand.param,
+        int(nnz),
+        headers,
     )
     return write(frame)
