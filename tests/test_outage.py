@@ -33,9 +33,9 @@ def _outage_on_timeline(rep: dict) -> tuple[float, float]:
 
 
 def _executor_reads_outages() -> bool:
-    from pipeline.stream import executor
+    from pipeline.stream.driver import delivery
 
-    return "outages_wall" in inspect.getsource(executor)
+    return "outages_wall" in inspect.getsource(delivery)
 
 
 def test_the_report_places_each_edges_configured_outages_and_the_plots_shade_them(tmp_path):
