@@ -11,6 +11,7 @@ CUDA arrays (torch CUDA tensors, CuPy arrays) are encoded on the device; ``codec
 
 from . import arrow, device
 from .api import FrameInfo, decode, encode, inspect
+from .batch import Workspace, decode_batch, encode_batch
 from .costmodel import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
 from .device import DeviceFallbackWarning
 from .errors import CodecError
@@ -26,8 +27,11 @@ __all__ = [
     "MAX_LEVEL",
     "MIN_LEVEL",
     "Session",
+    "Workspace",
     "decode",
+    "decode_batch",
     "encode",
+    "encode_batch",
     "inspect",
 ]
 __version__ = "0.1.0"

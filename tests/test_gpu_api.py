@@ -219,7 +219,42 @@ def _work_detect() -> dict:
     }
 
 
+def _work_batch() -> dict:
+    """encode_batch / decode_batch on the device: byte for byte the per-frame calls, the workspace's
+    buffer reused, a malformed frame refused before anything is decoded."""
+    from numba import cuda
+
+    xs = list(_inputs().values()) + [_inputs()["walk"].astype(np.float16)]
+    want = [codec.encode(x, level=1) for x in xs]
+    ws = codec.Workspace()
+    got = codec.encode_batch([cuda.to_device(x) for x in xs], level=1, workspace=ws)
+    res = {"encode": got == want or [g == w for g, w in zip(got, want, strict=True)]}
+    ctx = (HERE / "golden" / "dense-nb2.relu-b8.frame").read_bytes()
+    blobs = [*want, ctx]
+    ys = codec.decode_batch(blobs, device="cuda", workspace=ws)
+    for k, (blob, y) in enumerate(zip(blobs, ys, strict=True)):
+        cpu = codec.decode(blob)
+        host = y.copy_to_host()
+        res[f"decode_{k}"] = (host.dtype, host.shape, host.tobytes()) == (
+            cpu.dtype,
+            cpu.shape,
+            cpu.tobytes(),
+        ) or "differs"
+    buffer = ws.buffer
+    again = codec.decode_batch(blobs[:2], device="cuda", workspace=ws)
+    res["buffer_reused"] = ws.buffer is buffer
+    res["reused_values"] = again[1].copy_to_host().tobytes() == codec.decode(blobs[1]).tobytes()
+    before = codec.device.fallbacks().get("decode", 0)
+    try:
+        codec.decode_batch([ctx, want[0][:-3]], device="cuda", workspace=ws)
+        res["malformed_refused_first"] = "decoded"
+    except codec.CodecError:
+        res["malformed_refused_first"] = codec.device.fallbacks().get("decode", 0) == before
+    return res
+
+
 WORK = {
+    "batch": _work_batch,
     "encode": _work_encode,
     "encode_fallback": _work_encode_fallback,
     "decode": _work_decode,
@@ -252,6 +287,34 @@ def test_simulated_device_decode_keeps_the_cpu_values_on_the_device():
 @pytest.mark.timeout(60)
 def test_simulated_device_arrays_take_the_device_path():
     assert_all(run_worker(__file__, ["detect"], sim=True, timeout=50))
+
+
+@needs_numba
+@pytest.mark.timeout(150)
+def test_simulated_device_batches_equal_per_frame_calls():
+    assert_all(run_worker(__file__, ["batch"], sim=True, timeout=140))
+
+
+def test_cpu_batches_equal_per_frame_calls():
+    rng = np.random.default_rng(4)
+    xs = [
+        np.maximum(rng.normal(size=(2, 8, 6, 6)), 0).astype(np.float32),
+        rng.normal(size=(3, 500)).astype(np.float16),
+        np.zeros((0, 4), np.float32),
+        np.cumsum(rng.normal(size=(1, 4, 2000)), axis=-1),
+    ]
+    for level in (1, 3, 9):
+        blobs = codec.encode_batch(xs, bits=6, level=level)
+        assert blobs == [codec.encode(x, bits=6, level=level) for x in xs]
+    ys = codec.decode_batch(blobs)
+    for blob, y in zip(blobs, ys, strict=True):
+        want = codec.decode(blob)
+        assert (y.dtype, y.shape, y.tobytes()) == (want.dtype, want.shape, want.tobytes())
+    assert codec.encode_batch([]) == [] and codec.decode_batch([]) == []
+    with pytest.raises(codec.CodecError):
+        codec.decode_batch([blobs[0], blobs[1][:-1]])
+    with pytest.raises(codec.CodecError, match="device must be one of"):
+        codec.decode_batch(blobs, device="tpu")
 
 
 @pytest.mark.parametrize("bad", ["gpus", "CUDA", "cuda:x", "cpu:0", 3, "", object()])

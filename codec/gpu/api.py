@@ -202,14 +202,6 @@ def _vector(out: Any, blob: Any, max_elements: int) -> Any:
     return a.reshape(n)
 
 
-def _upload(host: np.ndarray, stream: Any) -> Any:
-    """A host array on the device, as the device path returns arrays."""
-    torch = _torch_cuda()
-    if torch is not None:
-        return torch.from_numpy(host).to("cuda")
-    return cuda.to_device(np.ascontiguousarray(host), stream=stream)
-
-
 def _result(y: Any, shape: tuple[int, ...], dtype: str, stream: Any) -> Any:
     """The decoded float32 device vector ``y`` as the caller's array: of ``shape`` and the dtype
     ``codec.decode`` returns for a ``dtype`` frame."""
@@ -226,6 +218,26 @@ def _result(y: Any, shape: tuple[int, ...], dtype: str, stream: Any) -> Any:
     return y.reshape(shape)
 
 
+def _decode_into(
+    blob: bytes | bytearray | memoryview, vec: Any, max_elements: int, stream: Any
+) -> tuple[Any, tuple[int, ...], str]:
+    """(float32 device vector, shape, dtype of the frame's decode) of one frame, decoded into ``vec``
+    (None: a new vector); context-modelled frames are decoded on the CPU and copied over (a counted
+    fallback)."""
+    try:
+        y, frame = gpu_frame.decode_device(blob, max_elements, out=vec, stream=stream)
+        return y, frame.shape, frame.dtype
+    except NotImplementedError:
+        note_fallback("decode", "context-modelled streams are decoded on the CPU")
+    host = cpu_api.decode_host(blob, max_elements=max_elements)
+    flat = np.ascontiguousarray(host.reshape(-1), np.float32)  # exact for float16 / float64 values
+    if vec is None:
+        vec = cuda.to_device(flat, stream=stream)
+    else:
+        vec.copy_to_device(flat, stream=stream)
+    return vec, host.shape, str(host.dtype)
+
+
 def decode(
     blob: bytes | bytearray | memoryview,
     *,
@@ -237,15 +249,50 @@ def decode(
     if stream is None:
         stream = stream_of(out) if out is not None else 0
     vec = None if out is None else _vector(out, blob, max_elements)
-    try:
-        y, frame = gpu_frame.decode_device(blob, max_elements, out=vec, stream=stream)
-    except NotImplementedError:
-        note_fallback("decode", "context-modelled streams are decoded on the CPU")
-        host = cpu_api.decode_host(blob, max_elements=max_elements)
-        if vec is None:
-            return _upload(host, stream)
-        vec.copy_to_device(host.reshape(-1), stream=stream)
-        return out
-    if out is not None:
-        return out
-    return _result(y, frame.shape, frame.dtype, stream)
+    y, shape, dtype = _decode_into(blob, vec, max_elements, stream)
+    return out if out is not None else _result(y, shape, dtype, stream)
+
+
+def _workspace_stream(workspace: Any) -> Any:
+    if workspace.stream is None:
+        workspace.stream = cuda.stream()
+    return workspace.stream
+
+
+def _after(xs: Any, stream: Any) -> None:
+    """Order ``stream`` after the torch / CuPy streams the inputs were written on."""
+    for s in {id(s): s for s in map(stream_of, xs) if s != 0}.values():
+        event = cuda.event()
+        event.record(s)
+        event.wait(stream)
+
+
+def encode_batch(
+    xs: Any, bits: int, axis: int | None, level: int, *, clip: str | None, workspace: Any
+) -> list[bytes]:
+    """``codec.encode_batch`` on the device: each tensor coded as :func:`encode` codes it, in order on
+    the workspace's stream."""
+    stream = _workspace_stream(workspace)
+    _after(xs, stream)
+    return [encode(x, bits, axis, level, clip=clip, stream=stream) for x in xs]
+
+
+def decode_batch(blobs: Any, *, max_elements: int, workspace: Any) -> list[Any]:
+    """``codec.decode_batch`` on the device: every header is checked first (a malformed frame raises
+    before any kernel runs); the frames that decode to float32 are decoded, in order on the workspace's
+    stream, into consecutive views of its buffer (grown to the batch, then reused); float16 / float64
+    frames into arrays of their own."""
+    stream = _workspace_stream(workspace)
+    infos = [cpu_api.inspect(b, max_elements=max_elements) for b in blobs]
+    flat = [info.dtype not in ("float16", "float64") for info in infos]
+    sizes = [math.prod(info.shape) if f else 0 for info, f in zip(infos, flat, strict=True)]
+    total = sum(sizes)
+    if workspace.buffer is None or workspace.buffer.shape[0] < total:
+        workspace.buffer = cuda.device_array(max(total, 1), np.float32, stream=stream)
+    out, offset = [], 0
+    for blob, size, f in zip(blobs, sizes, flat, strict=True):
+        vec = workspace.buffer[offset : offset + size] if f else None
+        offset += size
+        y, shape, dtype = _decode_into(blob, vec, max_elements, stream)
+        out.append(_result(y, shape, dtype, stream))
+    return out
