@@ -75,7 +75,16 @@ class StageBase:
     def ready(self) -> dict[str, Any]:
         """Placement info once the actor is constructed (node id, ip, pid, RSS); also the driver's
         probe that a restarted actor is back."""
-        return {**where_am_i(), "rss": process_rss_bytes(), "threads": self.threads}
+        return {
+            **where_am_i(),
+            "rss": process_rss_bytes(),
+            "threads": self.threads,
+            **self.placement_notes(),
+        }
+
+    def placement_notes(self) -> dict[str, Any]:
+        """Extra placement facts for the report (a codec stage's device: see ``actors.codec_stages``)."""
+        return {}
 
     def _begin(self) -> float:
         """Start timing a call: its wall-clock start (returned) and this thread's CPU clock."""

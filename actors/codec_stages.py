@@ -7,11 +7,17 @@ that fails to decode rejects its sample, by id; the rest of the batch goes on.
 A transformer head's feature (a dict of hidden states, attention mask and position ids) is coded as the
 hidden rows of its valid tokens only, with the mask and positions in their own columns
 (``pipeline.stream.wire``); the decoder rebuilds the padded dict the tail takes.
+
+``use_gpu`` (``placement.gpu_stages`` naming the stage) runs the codec's device path (``codec.gpu``):
+the same frames on the wire. The features still arrive from the head, and leave for the tail, as host
+arrays. Where no CUDA device (or numba-cuda) is there the stage runs the CPU codec and says so: one
+line, ``codec_device``, in its ``ready()`` answer (the report's placement) and each call's meta.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -35,6 +41,31 @@ ERRORS_PER_BATCH = 3
 """Error texts a decoder reports per batch (the count of rejected samples is always exact)."""
 
 
+def codec_device(stage: str, use_gpu: bool) -> tuple[str, str | None]:
+    """The device a codec stage codes on (``"cuda"`` or ``"cpu"``) and its report line (None when the
+    GPU was not asked for); a missing device or numba-cuda falls back to the CPU, said on stderr too."""
+    if not use_gpu:
+        return "cpu", None
+    import codec
+
+    try:
+        codec.device.gpu_module()
+    except codec.CodecError as exc:
+        line = f"cpu: the CPU codec runs (placement.gpu_stages names the {stage}, but {exc})"
+        print(f"{stage}: {line}", file=sys.stderr)
+        return "cpu", line
+    return "cuda", "cuda (codec.gpu)"
+
+
+def _host(x: Any) -> np.ndarray:
+    """A decoded array on the host (a device array is copied back)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if type(x).__module__.startswith("torch"):
+        return x.cpu().numpy()
+    return x.copy_to_host()
+
+
 def _warm_up() -> None:
     """Run one tiny batch through the codec and the Arrow packing, so the first real batch is not an
     outlier: the kernels load, and pyarrow's lazy import of pandas (about 0.3 s, on its first array
@@ -46,7 +77,16 @@ def _warm_up() -> None:
     decode_tensor(groups[0].frame)
 
 
-class Encoder(StageBase):
+class _CodecStage(StageBase):
+    """What the encoder and decoder share: the device they code on and its report line."""
+
+    device_line: str | None = None
+
+    def placement_notes(self) -> dict[str, Any]:
+        return {} if self.device_line is None else {"codec_device": self.device_line}
+
+
+class Encoder(_CodecStage):
     """Encodes a batch's features, as one frame (``frame="batch"``) or one frame per sample, and packs
     them with the per-sample ids, labels and timestamps as one Arrow batch.
 
@@ -68,12 +108,14 @@ class Encoder(StageBase):
         frame: str = "batch",
         threads: int = 1,
         clip: str | None = None,
+        use_gpu: bool = False,
     ) -> None:
         super().__init__(replica, threads)
         if frame not in ("batch", "sample"):
             raise ValueError(f"codec.frame must be batch or sample, got {frame!r}")
         self.kind, self.bits, self.level, self.frame = kind, bits, level, frame
         self.setting = {"bits": bits, "level": level, "axis": axis, "clip": clip}
+        self.device, self.device_line = codec_device(self.stage, use_gpu)
         _warm_up()
 
     def process(self, batch: dict[str, Any], setting: dict[str, Any] | None = None):
@@ -97,7 +139,9 @@ class Encoder(StageBase):
             groups = [feat] if self.frame == "batch" else [feat[i : i + 1] for i in range(n)]
             raw = int(feat.nbytes)
         frames = [
-            encode_tensor(g, self.kind, s["bits"], s["level"], axis, self.threads, s.get("clip"))
+            encode_tensor(
+                g, self.kind, s["bits"], s["level"], axis, self.threads, s.get("clip"), self.device
+            )
             for g in groups
         ]
         sizes = [n] if self.frame == "batch" else [1] * n
@@ -107,10 +151,11 @@ class Encoder(StageBase):
         payload = sum(len(f) for f in frames)
         meta = self._meta(start, n, raw, payload, wire_bytes=batch_wire_bytes(rb), **extra)
         meta["setting"] = setting
+        meta.update(self.placement_notes())
         return meta, rb
 
 
-class Decoder(StageBase):
+class Decoder(_CodecStage):
     """Unpacks an Arrow batch and decodes its frames into a float32 feature tensor.
 
     ``feature_shape`` is one sample's feature shape: a frame holding ``k`` samples must decode to
@@ -130,8 +175,10 @@ class Decoder(StageBase):
         threads: int = 1,
         *,
         text: bool = False,
+        use_gpu: bool = False,
     ) -> None:
         super().__init__(replica, threads)
+        self.device, self.device_line = codec_device(self.stage, use_gpu)
         self.feature_shape = None if feature_shape is None else tuple(feature_shape)
         self.elements = None if feature_shape is None else math.prod(feature_shape)
         self.text = text
@@ -150,7 +197,7 @@ class Decoder(StageBase):
         else:
             want = None if self.feature_shape is None else (samples, *self.feature_shape)
             bound = (1 << 31) if self.elements is None else samples * self.elements
-        x = decode_tensor(frame, max_elements=bound, threads=self.threads)
+        x = _host(decode_tensor(frame, bound, self.threads, self.device))
         if rows is not None:
             ok = tuple(x.shape) == want
         else:
@@ -222,6 +269,7 @@ class Decoder(StageBase):
             wire_bytes=wire,
             rejected_ids=rejected,
             errors=errors,
+            **self.placement_notes(),
         )
         return meta, out
 

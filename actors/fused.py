@@ -63,6 +63,9 @@ class EdgeNode(StageBase):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compute")
         self._ahead: tuple[int, Future] | None = None  # (start, the batch being made ahead)
 
+    def placement_notes(self) -> dict[str, Any]:
+        return self.encoder.placement_notes()
+
     def _make(
         self,
         start: int,
@@ -162,7 +165,8 @@ class EdgeHost:
 class CloudNode(StageBase):
     """Decoder, tail and the sink's per-batch results of one cloud replica in one process (the sink
     keeps no state, so every replica can be its own). ``kind`` is the model's: a text model's
-    (``encoder``, ``decoder``) features arrive as hidden rows of valid tokens with their masks."""
+    (``encoder``, ``decoder``) features arrive as hidden rows of valid tokens with their masks.
+    ``use_gpu``: the tail's device; ``codec_gpu``: the decoder's (see ``actors.codec_stages``)."""
 
     stage = "cloud"
 
@@ -179,10 +183,13 @@ class CloudNode(StageBase):
         kind: str = "vision",
         top_k: int = 0,
         results: bool = False,
+        codec_gpu: bool = False,
     ) -> None:
         super().__init__(replica, threads)
         text = kind in TEXT_KINDS
-        self.decoder = Decoder(feature_shape, replica, threads=threads, text=text)
+        self.decoder = Decoder(
+            feature_shape, replica, threads=threads, text=text, use_gpu=codec_gpu
+        )
         self.tail = TailModel(
             factory,
             replica,
@@ -193,6 +200,9 @@ class CloudNode(StageBase):
             top_k=top_k,
         )
         self.sink = Sink(source_spec, factory, reference_samples, results=results)
+
+    def placement_notes(self) -> dict[str, Any]:
+        return self.decoder.placement_notes()
 
     def process(self, rb) -> tuple[dict[str, Any], None]:
         """Decode a batch, run the tail and score the results: ``(meta, None)``."""

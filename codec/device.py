@@ -80,5 +80,5 @@ def gpu_module() -> Any:
     except ImportError as exc:
         raise CodecError("device='cuda' needs numba-cuda: pip install 'splitstream[gpu]'") from exc
     if not api.available():
-        raise CodecError("device='cuda' was asked for, but no CUDA device is available")
+        raise CodecError("device='cuda': no CUDA device is available")
     return api

@@ -126,7 +126,9 @@ def _edge_steps(
         **_batching(cfg, pre),
     )  # fmt: skip
     head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
-    enc = remote(Encoder, "encoder").remote(c.kind, c.bits, c.level, c.axis, e, c.frame, t, c.clip)
+    enc = remote(Encoder, "encoder").remote(
+        c.kind, c.bits, c.level, c.axis, e, c.frame, t, c.clip, use_gpu="encoder" in gpu
+    )
     tr = remote(Transport, "transport").remote(_link_spec(cfg, e), e, cfg.flow.reorder_timeout_s)
     return [(("source",), source), (("head",), head), (("encoder",), enc), (("transport",), tr)]
 
@@ -159,6 +161,7 @@ def _edge_node_args(
     c = cfg.codec
     codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
     codec["clip"] = c.clip
+    codec["use_gpu"] = "encoder" in set(cfg.placement.gpu_stages)
     first, samples = pre.edges[e]
     args = (pre.source, samples, _batching(cfg, pre), pre.factory, codec, _link_spec(cfg, e))
     kwargs = dict(first_id=first, arrival=_arrival(cfg), reorder_timeout_s=cfg.flow.reorder_timeout_s,
@@ -243,7 +246,7 @@ def _cloud_plan(cfg: PipelineConfig, pre: Preflight, nodes: list[str], results: 
         def cloud(r: int) -> Any:
             return remote(CloudNode, "cloud", r).remote(
                 pre.feature_shape, f, pre.source, refs, r, "tail" in gpu, t,
-                kind=kind, top_k=top_k, results=results,
+                kind=kind, top_k=top_k, results=results, codec_gpu="decoder" in gpu,
             )  # fmt: skip
 
         return [(("decoder", "tail", "sink"), cloud, (max(dlo, tlo), max(dhi, thi)))]
@@ -252,7 +255,9 @@ def _cloud_plan(cfg: PipelineConfig, pre: Preflight, nodes: list[str], results: 
         return remote(Sink, "sink", 0).remote(pre.source, f, refs, results)
 
     def decoder(r: int) -> Any:
-        return remote(Decoder, "decoder", r).remote(pre.feature_shape, r, t, text=pre.text)
+        return remote(Decoder, "decoder", r).remote(
+            pre.feature_shape, r, t, text=pre.text, use_gpu="decoder" in gpu
+        )
 
     def tail(r: int) -> Any:
         return remote(TailModel, "tail", r).remote(

@@ -149,6 +149,8 @@ class StageStats:
     def place(self, replica: int, where: Mapping[str, Any]) -> None:
         """Record where a replica runs (again after a restart) and its RSS at that point."""
         self.placement[replica] = {k: where.get(k) for k in ("node_id", "ip", "pid")}
+        if where.get("codec_device"):  # a codec stage's device, and why, where it fell back
+            self.placement[replica]["codec_device"] = where["codec_device"]
         if where.get("rss"):
             self.rss[replica] = int(where["rss"])
 

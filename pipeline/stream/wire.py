@@ -57,14 +57,17 @@ def encode_tensor(
     axis: int | None = None,
     threads: int = 1,
     clip: str | None = None,
+    device: str | None = None,
 ) -> bytes:
-    """Serialize one feature tensor (NumPy array or torch tensor) as ``kind`` (``clip``: ours only,
-    see ``codec.encode``)."""
+    """Serialize one feature tensor (NumPy array or torch tensor) as ``kind`` (``clip`` and
+    ``device``: ours only, see ``codec.encode``; the baselines are serialized on the host)."""
     _check_kind(kind)
     if kind == "ours":
         import codec
 
-        return codec.encode(x, bits=bits, axis=axis, level=level, clip=clip, threads=threads)
+        return codec.encode(
+            x, bits=bits, axis=axis, level=level, clip=clip, threads=threads, device=device
+        )
     arr = _to_numpy(x)
     if arr.ndim > _MAX_NDIM:
         raise WireError(f"tensor has {arr.ndim} dims, at most {_MAX_NDIM} supported")
@@ -83,18 +86,22 @@ def encode_tensor(
 
 
 def decode_tensor(
-    blob: bytes | memoryview, max_elements: int = _MAX_ELEMS, threads: int = 1
-) -> np.ndarray:
+    blob: bytes | memoryview,
+    max_elements: int = _MAX_ELEMS,
+    threads: int = 1,
+    device: str | None = None,
+) -> Any:
     """Inverse of :func:`encode_tensor` for any kind (dispatches on the frame's magic).
 
     A frame declaring more than ``max_elements`` values is refused before anything is allocated for it
     (a stream passes the expected feature size, so a forged header cannot cost more than one sample).
-    Raises :class:`WireError` or ``codec.CodecError`` (both ``ValueError``) for a bad frame."""
+    Raises :class:`WireError` or ``codec.CodecError`` (both ``ValueError``) for a bad frame.
+    ``device="cuda"``: codec frames decode on the device, to a device array (``codec.decode``)."""
     mv = memoryview(blob)
     if len(mv) < _HEADER.size or bytes(mv[:4]) != _MAGIC:
         import codec
 
-        return codec.decode(mv, max_elements=max_elements, threads=threads)
+        return codec.decode(mv, max_elements=max_elements, threads=threads, device=device)
     _, code, ndim = _HEADER.unpack_from(mv, 0)
     if code not in _CODE_KIND or ndim > _MAX_NDIM:
         raise WireError(f"bad baseline frame header (kind code {code}, ndim {ndim})")
