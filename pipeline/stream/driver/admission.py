@@ -7,6 +7,7 @@ cloud step holds back every edge. Replays already hold their credit and go first
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.stream.config import PipelineConfig
@@ -30,11 +31,11 @@ def inflight_window(
     return cap, LinkWindow(cap)
 
 
+@dataclass(eq=False)
 class Admission:
     """Credit decisions over the shared :class:`DriverState`; it starts no call itself."""
 
-    def __init__(self, state: DriverState) -> None:
-        self.state = state
+    state: DriverState
 
     def next_batch(self, s: StepState) -> tuple[int, Ticket, Any] | None:
         """``(replica, ticket, input ref)`` of the batch step ``s`` may start now, taking the next

@@ -6,6 +6,7 @@ acknowledged samples, which settle in the edge's ledger and go to the results.""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.stream.driver.admission import Admission
@@ -14,21 +15,15 @@ from pipeline.stream.driver.state import DriverState, EdgeState, Task, Ticket, s
 from pipeline.stream.rate import Setting
 
 
+@dataclass(eq=False)
 class DeliveryAccounting:
     """Handles the metas of successful stage and source calls; ``on_settled`` is told whenever
     samples may have settled."""
 
-    def __init__(
-        self,
-        state: DriverState,
-        admission: Admission,
-        rate: RateDecisions,
-        on_settled: Callable[[], None],
-    ) -> None:
-        self.state = state
-        self.admission = admission
-        self.rate = rate
-        self.on_settled = on_settled
+    state: DriverState
+    admission: Admission
+    rate: RateDecisions
+    on_settled: Callable[[], None]
 
     def succeeded(self, task: Task, meta: dict[str, Any]) -> None:
         """A stage, source or rebuild call returned ``meta``."""

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.stream.driver.admission import Admission
@@ -22,16 +23,14 @@ from pipeline.stream.driver.state import (
 )
 
 
+@dataclass(eq=False)
 class Dispatcher:
     """Starts calls: batches at steps, sources' next batches and rebuilds, readiness probes."""
 
-    def __init__(
-        self, state: DriverState, calls: RemoteCalls, admission: Admission, rate: RateDecisions
-    ) -> None:
-        self.state = state
-        self.calls = calls
-        self.admission = admission
-        self.rate = rate
+    state: DriverState
+    calls: RemoteCalls
+    admission: Admission
+    rate: RateDecisions
 
     def submit_all(self) -> None:
         """Start what the credits allow, downstream first: the cloud steps, then each edge's own

@@ -5,6 +5,7 @@ bounds it early."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.stream.driver.state import DriverState, EdgeState
@@ -15,11 +16,11 @@ link's rate by its bytes over its age (shorter waits are propagation delay, sche
 batch's own transmission, not a slower link)."""
 
 
+@dataclass(eq=False)
 class RateDecisions:
     """Feeds the edges' rate controllers (and in-flight windows) and asks them for settings."""
 
-    def __init__(self, state: DriverState) -> None:
-        self.state = state
+    state: DriverState
 
     def choose(self, ed: EdgeState, samples: int) -> dict[str, Any] | None:
         """The setting for the edge's next batch of ``samples`` (None: ``rate.mode=fixed``), from the

@@ -6,6 +6,7 @@ whose actors cannot come back is given up, so the other edges can finish."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.stream.driver.dispatch import Dispatcher
@@ -22,14 +23,14 @@ NODE_CHECK_S = 1.0
 """How often the driver asks Ray which nodes are alive (a replica on a lost node is recovering)."""
 
 
+@dataclass(eq=False)
 class Recovery:
     """Handles failed calls and probes' answers; keeps the probes due again (``state.reprobes``)."""
 
-    def __init__(self, state: DriverState, calls: RemoteCalls, dispatcher: Dispatcher) -> None:
-        self.state = state
-        self.calls = calls
-        self.dispatcher = dispatcher
-        self._next_node_check = 0.0
+    state: DriverState
+    calls: RemoteCalls
+    dispatcher: Dispatcher
+    _next_node_check: float = field(default=0.0, init=False)
 
     def _requeue(self, task: Task) -> StepState:
         """Undo a failed call's bookkeeping; returns its step."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.stream.driver.meter import rss_mb
@@ -13,11 +14,11 @@ from pipeline.stream.driver.state import STAGES, DriverState, EdgeState
 from pipeline.stream.metrics import LatencySketch
 
 
+@dataclass(eq=False)
 class Reporter:
     """Builds the run's report (complete after the run; partial if it failed)."""
 
-    def __init__(self, state: DriverState) -> None:
-        self.state = state
+    state: DriverState
 
     def report(self) -> dict[str, Any]:
         from pipeline.stream.report import build_report, edge_summary

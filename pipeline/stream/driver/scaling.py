@@ -5,17 +5,19 @@ replayed elsewhere."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipeline.stream.driver.dispatch import Dispatcher
 from pipeline.stream.driver.state import DriverState, RemoteCalls, Replica, StepState
 
 
+@dataclass(eq=False)
 class PoolScaling:
     """Grows and shrinks the autoscaling cloud pools."""
 
-    def __init__(self, state: DriverState, calls: RemoteCalls, dispatcher: Dispatcher) -> None:
-        self.state = state
-        self.calls = calls
-        self.dispatcher = dispatcher
+    state: DriverState
+    calls: RemoteCalls
+    dispatcher: Dispatcher
 
     def tick(self, now: float) -> None:
         """Apply each pool's moves for ``now``."""

@@ -5,19 +5,21 @@ resource when no alive node offers it or has room for it; no call finished for `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipeline.stream.driver.recovery import Recovery
 from pipeline.stream.driver.state import DriverState, RemoteCalls, StepState
 from pipeline.stream.errors import StreamError
-from pipeline.stream.link import outage_overlap
+from pipeline.stream.outages import outage_overlap
 
 
+@dataclass(eq=False)
 class Watchdog:
     """Raises :class:`~pipeline.stream.errors.StreamError` when the run cannot go on."""
 
-    def __init__(self, state: DriverState, calls: RemoteCalls, recovery: Recovery) -> None:
-        self.state = state
-        self.calls = calls
-        self.recovery = recovery
+    state: DriverState
+    calls: RemoteCalls
+    recovery: Recovery
 
     def check(self, now: float) -> None:
         """Restart timeouts first, then the stall timeout."""
