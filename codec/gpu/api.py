@@ -27,7 +27,7 @@ import numpy as np
 from numba import cuda
 
 from .. import api as cpu_api
-from ..costmodel import DEFAULT_LEVEL, DENSE, LEAN_MAX_LEVEL, LEAN_MIN_SYMBOLS, Candidate
+from ..costmodel import DENSE, LEAN_MAX_LEVEL, LEAN_MIN_SYMBOLS, Candidate
 from ..device import is_device_array, note_fallback
 from ..errors import CodecError
 from ..frame import DTYPE_CODES
@@ -152,15 +152,10 @@ def _code(p: cpu_api.Prepared, cand: Candidate, blog: int, *, dq: Any, stream: A
 
 
 def encode(
-    x: Any,
-    bits: int = 8,
-    axis: int | None = None,
-    level: int = DEFAULT_LEVEL,
-    *,
-    clip: str | None = None,
-    stream: Any = None,
+    x: Any, bits: int, axis: int | None, level: int, *, clip: str | None = None, stream: Any = None
 ) -> bytes:
-    """``codec.encode`` on the device: exactly the CPU's bytes (see the module docstring)."""
+    """``codec.encode(x, bits, axis, level, clip=clip)`` on the device: exactly the CPU's bytes (see
+    the module docstring); ``stream``: the CUDA stream (None: the input's, see :func:`stream_of`)."""
     level = cpu_api.check_level(level)
     bits = cpu_api.check_bits(bits)
     if stream is None:
