@@ -6,12 +6,15 @@ Ray stream with both stages on the "GPU" delivers every sample once and reports 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from gpu_harness import assert_all, needs_numba, run_worker, worker_main
 
 import codec
+
+HERE = Path(__file__).resolve().parent
 
 
 def _batch(n: int, shape: tuple[int, ...], seed: int) -> dict:
@@ -55,7 +58,54 @@ def _work_stages() -> dict:
     return res
 
 
-WORK = {"stages": _work_stages}
+def _work_stream() -> dict:
+    """A tiny Ray stream whose workers run the CUDA simulator (with the shim): the encoder and the
+    decoder take the device path, and every sample arrives once."""
+    import os
+
+    import ray
+    from tiny_stream import tiny_config, tiny_factory
+
+    from splitstream.runner import run_pipeline
+
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        resources={"edge": 1000, "cloud": 1000},
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {"NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": path},
+            "worker_process_setup_hook": "gpu_sim_shim.install",
+        },
+    )
+    try:
+        cfg = tiny_config(
+            "samples=16",
+            "data.shape=[3,4,4]",
+            "batching.max_batch_size=8",
+            "link.profile=unlimited",
+            "fidelity.reference_samples=0",
+            "codec.level=1",
+            "placement.gpu_stages=[encoder,decoder]",
+        )
+        rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
+    finally:
+        ray.shutdown()
+    lines = {
+        s: [p.get("codec_device") for p in rep["stages"][s]["placement"]]
+        for s in ("encoder", "decoder")
+    }
+    return {
+        "every_sample_once": (rep["delivered"], rep["lost"], rep["rejected"], rep["duplicated"])
+        == (16, 0, 0, 0)
+        or [rep["delivered"], rep["lost"], rep["rejected"], rep["duplicated"]],
+        "device_path": all(v == ["cuda (codec.gpu)"] for v in lines.values()) or lines,
+    }
+
+
+WORK = {"stages": _work_stages, "stream": _work_stream}
 
 
 # ---------------------------------------------------------------- the tests (pytest process)
@@ -73,6 +123,12 @@ def _device_expected() -> str:
 @pytest.mark.timeout(150)
 def test_simulated_gpu_codec_stages_put_the_cpu_frames_on_the_wire():
     assert_all(run_worker(__file__, ["stages"], sim=True, timeout=140))
+
+
+@needs_numba
+@pytest.mark.timeout(300)
+def test_simulated_gpu_codec_stages_run_in_a_stream():
+    assert_all(run_worker(__file__, ["stream"], sim=True, timeout=290))
 
 
 @needs_numba
