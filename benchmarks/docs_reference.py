@@ -146,7 +146,8 @@ DESCRIPTIONS: dict[str, str] = {
     "the graph).",
     "placement.num_cpus": "CPUs each actor requests; its thread pools are sized to it.",
     "placement.gpu_stages": "Stages that ask for GPUs (a fused actor asks when any stage it hosts "
-    "does).",
+    "does) and use one: the head and tail run torch on CUDA, the encoder and decoder the codec's "
+    "device path (without a device: the CPU codec, said in the report's placement).",
     "placement.num_gpus": "GPUs each stage in `gpu_stages` asks for.",
     "placement.fuse": "One actor per edge and one per cloud replica; false: one actor per stage.",
     "ray.address": "null: start a new, private local Ray with the edge and cloud resources, even "
