@@ -254,7 +254,7 @@ def encode(
     level = check_level(level)
     if device_mod.resolve(device, x) == "cuda":
         return device_mod.gpu_module().encode(x, bits, axis, level, clip=clip)
-    if device_mod.is_device_array(x):
+    if type(x) is not np.ndarray and device_mod.is_device_array(x):
         x = device_to_host(x)
     # the sampled levels take their own statistics: no histogram while quantizing
     sampled = level < LEAN_MAX_LEVEL and _numel(x) >= LEAN_MIN_SYMBOLS

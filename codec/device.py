@@ -18,6 +18,8 @@ import warnings
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from .errors import CodecError
 
 DEVICES = ("cpu", "cuda")
@@ -43,7 +45,9 @@ def resolve(device: Any, x: Any = None) -> str:
     """``"cpu"`` or ``"cuda"`` for a ``device=`` argument (None: follow ``x``); CodecError otherwise.
     Accepts ``"cuda:0"``-style strings and ``torch.device`` objects for the current device."""
     if device is None:
-        return "cuda" if x is not None and is_device_array(x) else "cpu"
+        if x is None or type(x) is np.ndarray:  # the common case, without attribute lookups
+            return "cpu"
+        return "cuda" if is_device_array(x) else "cpu"
     name = device if isinstance(device, str) else getattr(device, "type", None)
     if isinstance(name, str):
         base, _, index = name.partition(":")
