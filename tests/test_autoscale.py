@@ -43,11 +43,31 @@ class TestPoolScaler:
         assert size == 6  # wishes 3, 2, 6 over the last second: all above 1, and 6 now
         assert sc.decide(1.0, 3, 2) == 2  # a wish of 2 at this size is no evidence
 
-    def test_shrinks_slowly_to_the_largest_wish(self):
+    def test_shrinks_slowly_to_what_the_average_demand_asks_for(self):
         sc = PoolScaler(1, 4, target_calls=2.0, up_after_s=1.0, down_after_s=8.0)
+        # a burst of 8 calls for one second at 3 s: the average over 8 s is 15/8 calls, one replica
         sizes = [sc.decide(float(t), 8 if t == 3 else 1, 4) for t in range(14)]
-        assert sizes[:12] == [4] * 12  # the burst at 3 s (a wish of 4) holds the pool until 11 s
-        assert sizes[12:] == [1, 1]
+        assert sizes[:8] == [4] * 8  # the first 8 s are not yet evidence
+        assert sizes[8:] == [1] * 6
+
+    def test_peaks_that_the_average_absorbs_do_not_hold_replicas(self):
+        # four edges, one replica's worth of work: a call from each now and then (demand 4 for a
+        # tenth of the time, 1 otherwise) averages 1.3 calls, so the pool goes down to 1
+        sc = PoolScaler(1, 4, target_calls=2.0, up_after_s=1.0, down_after_s=8.0)
+        sizes = [sc.decide(t / 10, 4 if t % 10 == 0 else 1, 3) for t in range(0, 90)]
+        assert sizes[:80] == [3] * 80 and sizes[-1] == 1
+
+    def test_a_busy_average_holds_the_pool(self):
+        sc = PoolScaler(1, 4, target_calls=2.0, up_after_s=1.0, down_after_s=8.0)
+        # 5 calls on average (wish 3) for a pool of 3: no shrink however long it lasts
+        assert {sc.decide(t / 2, 4 if t % 2 else 6, 3) for t in range(60)} == {3}
+
+    def test_the_average_weighs_each_sample_by_how_long_it_held(self):
+        sc = PoolScaler(1, 4, down_after_s=4.0)
+        for t, d in [(0.0, 8), (1.0, 0), (4.0, 0)]:
+            sc.decide(t, d, 4)
+        assert sc.mean_demand(4.0) == pytest.approx(8 * 1.0 / 4.0)
+        assert sc.mean_demand(5.0) == 0.0  # the 8 held from 0 to 1 s, outside [1, 5]
 
     def test_keeps_within_its_bounds(self):
         sc = PoolScaler(2, 3, up_after_s=0.1, down_after_s=0.1)

@@ -3,9 +3,12 @@
 A pool's *demand* is the calls waiting for it or running on it. The size it wants is that demand over
 ``target_calls`` per replica, rounded up, within ``[min, max]``, as Ray Serve sizes a deployment from
 its ongoing requests. The pool moves only when the wish persists (hysteresis): it grows once every
-wish over the last ``up_after_s`` was larger than its size, to the latest wish, and shrinks once
-every wish over the last ``down_after_s`` was smaller, to the largest of them. Growing is quick and
-shrinking slow, so a short lull does not cost replicas a burst needs again.
+wish over the last ``up_after_s`` was larger than its size, to the latest wish, and shrinks once the
+demand *averaged over time* across the last ``down_after_s`` asks for fewer replicas, to that many.
+Growing is quick and shrinking slow, so a short lull does not cost replicas a burst needs again;
+shrinking reads the average, not the peaks, because a pool fed by several edges sees a call from
+each of them now and then even when one replica has room for all (the largest wish of a window
+held a 4-edge pool at 2-3 replicas long after its load had fallen to what one serves).
 
 Pure policy: no Ray and no clock of its own (the executor passes ``now``), so it is tested with a
 fake clock. Which replica leaves, how it drains and where a new one lands are the executor's and
@@ -31,6 +34,7 @@ class PoolScaler:
     up_after_s: float = 1.0
     down_after_s: float = 8.0
     wishes: deque[tuple[float, int]] = field(default_factory=deque)  # (time, wished size)
+    demands: deque[tuple[float, float]] = field(default_factory=deque)  # (time, demand)
     since: float | None = None  # when observation started (a wish needs this much history)
 
     def __post_init__(self) -> None:
@@ -47,9 +51,12 @@ class PoolScaler:
         if self.since is None:
             self.since = now
         self.wishes.append((now, self.wish(demand)))
-        keep = max(self.up_after_s, self.down_after_s)
-        while self.wishes and self.wishes[0][0] < now - keep:
+        self.demands.append((now, float(demand)))
+        while self.wishes and self.wishes[0][0] < now - self.up_after_s:
             self.wishes.popleft()
+        # keep the sample that was current when the down window opened: it holds until the next
+        while len(self.demands) > 1 and self.demands[1][0] <= now - self.down_after_s:
+            self.demands.popleft()
         if size < self.min_size:
             return self.min_size
         if size > self.max_size:
@@ -57,10 +64,25 @@ class PoolScaler:
         up = self._window(now, self.up_after_s)
         if up and min(up) > size:
             return up[-1]
-        down = self._window(now, self.down_after_s)
-        if down and max(down) < size:
-            return max(down)
+        if now - self.since >= self.down_after_s:
+            settled = self.wish(self.mean_demand(now))
+            if settled < size:
+                return settled
         return size
+
+    def mean_demand(self, now: float) -> float:
+        """The demand averaged over time across the last ``down_after_s`` (each sample holds until
+        the next one)."""
+        if not self.demands:
+            return 0.0
+        points = list(self.demands)
+        begin = max(now - self.down_after_s, points[0][0])
+        if now <= begin:
+            return points[-1][1]
+        area = 0.0
+        for (t0, d), (t1, _) in zip(points, [*points[1:], (now, 0.0)], strict=True):
+            area += d * max(0.0, min(t1, now) - max(t0, begin))
+        return area / (now - begin)
 
     def _window(self, now: float, span: float) -> list[int]:
         """The wishes of the last ``span`` seconds; empty until that much has been observed."""
@@ -72,6 +94,7 @@ class PoolScaler:
     def restart(self, now: float) -> None:
         """Forget the wishes: after the pool moved, the next move needs fresh evidence."""
         self.wishes.clear()
+        self.demands.clear()
         self.since = now
 
 
