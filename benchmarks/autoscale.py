@@ -13,7 +13,8 @@ machine's two cores are not what bounds them.
 The same stream runs with ``replicas.tail: {min: 1, max: 4}`` (autoscaling, the default
 ``replicas.autoscale`` settings) and with a fixed pool of 4. Per run: every sample exactly once,
 when the pool had 3 replicas serving after the step up and 1 after the step down (the report's
-timeline, seconds since the stream started), replica-seconds (the pool's cost), and the p99
+timeline, seconds since the stream started), the median time a new replica took from its start
+to its first readiness answer (the pool's ``ready`` events), replica-seconds (the pool's cost), and the p99
 latency of the samples that arrived in the high-load phase from ``SETTLE_S`` after the step up
 (measured at the sink; each sample's arrival time from the source's schedule). Writes
 ``autoscale.json`` (stamped with the commit and settings), ``autoscale.md`` and ``autoscale.png``
@@ -62,6 +63,7 @@ COLUMNS = [
     ("peak", "peak replicas"),
     ("up3_s", "3 serving, s after step up"),
     ("down1_s", "1 serving, s after step down"),
+    ("start_s", "replica start s (median)"),
     ("replica_s", "replica-seconds"),
     ("p99_high_ms", f"p99 ms, high load from +{SETTLE_S:g} s"),
     ("p99_step_ms", "p99 ms, whole high-load phase"),
@@ -134,6 +136,7 @@ def measure(pool: str, samples: int, steps: list[tuple[float, float]], tmp: Path
     down1 = _first(tl, key, lambda n: n <= 1, down) if key else None
     nodes = {p.get("node_id") for p in rep["stages"]["tail"]["placement"] if p.get("node_id")}
     fixed = rep["stages"]["tail"]["replicas"]
+    events = (rep.get("pools") or {}).get("decoder+tail+sink", {}).get("events", [])
     row = {
         "pool": pool,
         "delivered": rep["delivered"],
@@ -150,8 +153,10 @@ def measure(pool: str, samples: int, steps: list[tuple[float, float]], tmp: Path
         "p99_ms": rep["latency_p99_ms"],
         "cloud_nodes": len(nodes),
         "samples": EDGES * samples,
-        "events": (rep.get("pools") or {}).get("decoder+tail+sink", {}).get("events", []),
+        "events": events,
     }
+    starts = [e["after_s"] for e in events if e["event"] == "ready"]
+    row["start_s"] = float(np.median(starts)) if starts else None
     trace = {k: tl.get(k) for k in ("t", "replicas", "latency_ms")}
     return {"row": row, "timeline": trace}
 

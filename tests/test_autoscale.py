@@ -207,6 +207,8 @@ def test_the_pool_grows_with_the_load_and_shrinks_after_it(ray_local):
     kinds = [e["event"] for e in pool["events"]]
     assert "grow" in kinds and "shrink" in kinds and "killed while draining" not in kinds
     assert rep["stages"]["tail"]["replicas"] == pool["started"] >= 3
+    ready = [e for e in pool["events"] if e["event"] == "ready"]
+    assert len(ready) == pool["started"] - 1 and all(e["after_s"] > 0 for e in ready)
 
 
 def test_replicas_removed_while_holding_batches_cost_a_replay_not_a_sample(ray_local, monkeypatch):

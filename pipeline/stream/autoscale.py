@@ -169,6 +169,10 @@ class PoolAutoscaler:
         self.peak = max(self.peak, target)
         return moves
 
+    def ready(self, t: float, replica: int, after_s: float) -> None:
+        """Replica ``replica`` serves now, ``after_s`` after it was started (an event)."""
+        self._event(t, "ready", replica=replica, after_s=round(after_s, 2))
+
     def _event(self, t: float, what: str, **info: Any) -> None:
         self.events.append({"t": round(t, 2), "event": what, **info})
 

@@ -149,6 +149,9 @@ class Recovery:
         if rep.state in ("draining", "retired"):
             return
         if rep.state == "starting":  # a new replica of an autoscaling pool is ready
+            if s.pool is not None:
+                now = st.clock()
+                s.pool.ready(now - st.t_start, r, now - rep.since)
             rep.state, rep.pid, rep.where = "up", where.get("pid"), dict(where)
             rep.pids.add(rep.pid)
             rep.rss = int(where.get("rss") or 0)
