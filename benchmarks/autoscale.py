@@ -68,7 +68,7 @@ COLUMNS = [
     ("p99_high_ms", f"p99 ms, high load from +{SETTLE_S:g} s"),
     ("p99_step_ms", "p99 ms, whole high-load phase"),
     ("p99_ms", "p99 ms, run"),
-    ("cloud_nodes", "cloud nodes used"),
+    ("cloud_nodes", "cloud nodes used"),    ("load_1m", "machine load (1 min, before / after)"),
 ]
 
 
@@ -123,6 +123,7 @@ def _p99(lat: np.ndarray) -> float | None:
 def measure(pool: str, samples: int, steps: list[tuple[float, float]], tmp: Path) -> dict[str, Any]:
     """One run: its row and the timeline the plot needs."""
     out = tmp / f"out_{abs(hash(pool))}.parquet"
+    load = os.getloadavg()[0]
     rep = _run(pool, samples, out, steps)
     up, down = steps[1][0], steps[2][0]
     tl = rep["timeline"]
@@ -138,6 +139,7 @@ def measure(pool: str, samples: int, steps: list[tuple[float, float]], tmp: Path
     fixed = rep["stages"]["tail"]["replicas"]
     events = (rep.get("pools") or {}).get("decoder+tail+sink", {}).get("events", [])
     row = {
+        "load_1m": f"{load:.1f} / {os.getloadavg()[0]:.1f}",  # others' CPU use beside the run
         "pool": pool,
         "delivered": rep["delivered"],
         "lost": rep["lost"],

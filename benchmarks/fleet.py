@@ -58,7 +58,7 @@ COLUMNS = [
     ("calls_per_s", "driver calls/s"),
     ("driver_rss_mb", "driver RSS MiB"),
     ("driver_rss_per_added_edge_mb", "per edge added"),
-    ("edge_rss_mb", "edge processes RSS MiB"),
+    ("edge_rss_mb", "edge processes RSS MiB"),    ("load_1m", "machine load (1 min, before / after)"),
 ]
 
 
@@ -82,10 +82,12 @@ def wire_bytes_per_sample() -> float:
 def measure(edges: int, seconds: float, per_sample: float) -> dict[str, Any]:
     mbps = AGGREGATE_MBPS / edges
     samples = max(20, round(seconds * mbps * 1e6 / 8 / per_sample))
+    load = os.getloadavg()[0]
     rep = _run(edges, samples, mbps)
     d = rep["driver"]
     aggregate = sum(e["goodput_mbps"] for e in rep["edges"])
     return {
+        "load_1m": f"{load:.1f} / {os.getloadavg()[0]:.1f}",  # others' CPU use beside the run
         "edges": edges,
         "edge_mbps": mbps,
         "samples_per_edge": samples,
