@@ -16,10 +16,12 @@ from .costmodel import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
 from .device import DeviceFallbackWarning
 from .errors import CodecError
 from .session import Session
+from .settings import CodecSettings
 
 __all__ = [
     "arrow",
     "CodecError",
+    "CodecSettings",
     "DEFAULT_LEVEL",
     "DeviceFallbackWarning",
     "device",
