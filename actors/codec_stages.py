@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from actors.base import StageBase
+from codec import CodecSettings
 from pipeline.stream.data import nbytes
 from pipeline.stream.wire import (
     WireError,
     add_text_columns,
+    batch_settings,
     batch_wire_bytes,
     decode_tensor,
     encode_tensor,
@@ -88,11 +90,12 @@ class _CodecStage(StageBase):
 
 class Encoder(_CodecStage):
     """Encodes a batch's features, as one frame (``frame="batch"``) or one frame per sample, and packs
-    them with the per-sample ids, labels and timestamps as one Arrow batch.
+    them with the per-sample ids, labels and timestamps as one Arrow batch. ``settings`` are the codec's
+    (kind ``ours``); the ``zstd`` baseline takes ``zstd_level`` (1..22) instead.
 
     A batch frame pays the codec's fixed costs (cost model, tables, header) once per batch and is
     smaller; its quantization range spans the batch, and a frame that fails to decode rejects all its
-    samples. ``axis`` is the per-sample channel axis (it becomes ``axis + 1`` in a batch frame). A
+    samples. ``settings.axis`` is the per-sample channel axis (it becomes ``axis + 1`` in a batch frame). A
     transformer feature (a dict) codes its valid tokens' hidden rows, ``(tokens, H)``, in which a
     sample's ``(T, H)`` axis keeps its index."""
 
@@ -101,33 +104,30 @@ class Encoder(_CodecStage):
     def __init__(
         self,
         kind: str = "ours",
-        bits: int = 8,
-        level: int = 3,
-        axis: int | None = None,
+        settings: CodecSettings | None = None,
         replica: int = 0,
         frame: str = "batch",
         threads: int = 1,
-        clip: str | None = None,
         use_gpu: bool = False,
+        zstd_level: int = 3,
     ) -> None:
         super().__init__(replica, threads)
         if frame not in ("batch", "sample"):
             raise ValueError(f"codec.frame must be batch or sample, got {frame!r}")
-        self.kind, self.bits, self.level, self.frame = kind, bits, level, frame
-        self.setting = {"bits": bits, "level": level, "axis": axis, "clip": clip}
+        self.kind, self.frame, self.zstd_level = kind, frame, zstd_level
+        self.settings = CodecSettings() if settings is None else settings
         self.device, self.device_line = codec_device(self.stage, use_gpu)
         _warm_up()
 
-    def process(self, batch: dict[str, Any], setting: dict[str, Any] | None = None):
+    def process(self, batch: dict[str, Any], setting: CodecSettings | None = None):
         """``{"ids","feat","labels","t_src"}`` -> ``(meta, pyarrow.RecordBatch of frames)``.
 
-        ``setting`` (``{"bits", "level", "axis"}``, from a rate controller) overrides the codec
-        settings for this batch; each frame names its own, so decoders need nothing."""
+        ``setting`` (from a rate controller) overrides the codec settings for this batch; each frame
+        names its own, so decoders need nothing."""
         start = self._begin()
         feat = batch["feat"]
         n = len(batch["ids"])
-        s = self.setting if setting is None else setting
-        axis, extra = s.get("axis"), {}
+        s, extra = self.settings if setting is None else setting, {}
         if isinstance(feat, dict):  # valid tokens only: sample i holds counts[i] rows
             rows, counts = valid_rows(feat)
             cuts = np.cumsum(counts)[:-1]
@@ -135,13 +135,11 @@ class Encoder(_CodecStage):
             raw = int(rows.nbytes)
             extra = {"tokens": int(counts.sum()), "positions": int(feat["attention_mask"].size)}
         else:
-            axis = axis if axis is None or axis < 0 else axis + 1  # of the (n, ...) tensors coded
+            s = batch_settings(s)  # of the (n, ...) tensors coded
             groups = [feat] if self.frame == "batch" else [feat[i : i + 1] for i in range(n)]
             raw = int(feat.nbytes)
         frames = [
-            encode_tensor(
-                g, self.kind, s["bits"], s["level"], axis, self.threads, s.get("clip"), self.device
-            )
+            encode_tensor(g, self.kind, s, self.threads, self.device, self.zstd_level)
             for g in groups
         ]
         sizes = [n] if self.frame == "batch" else [1] * n

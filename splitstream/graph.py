@@ -127,7 +127,7 @@ def _edge_steps(
     )  # fmt: skip
     head = remote(HeadModel, "head").remote(pre.factory, e, "head" in gpu, t)
     enc = remote(Encoder, "encoder").remote(
-        c.kind, c.bits, c.level, c.axis, e, c.frame, t, c.clip, use_gpu="encoder" in gpu
+        c.kind, c.settings(), e, c.frame, t, use_gpu="encoder" in gpu, zstd_level=c.level
     )
     tr = remote(Transport, "transport").remote(_link_spec(cfg, e), e, cfg.flow.reorder_timeout_s)
     return [(("source",), source), (("head",), head), (("encoder",), enc), (("transport",), tr)]
@@ -159,8 +159,7 @@ def _edge_node_args(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The :class:`EdgeNode` constructor's ``(args, kwargs)`` for edge ``e``."""
     c = cfg.codec
-    codec = {"kind": c.kind, "bits": c.bits, "level": c.level, "axis": c.axis, "frame": c.frame}
-    codec["clip"] = c.clip
+    codec = {"kind": c.kind, "settings": c.settings(), "frame": c.frame, "zstd_level": c.level}
     codec["use_gpu"] = "encoder" in set(cfg.placement.gpu_stages)
     first, samples = pre.edges[e]
     args = (pre.source, samples, _batching(cfg, pre), pre.factory, codec, _link_spec(cfg, e))

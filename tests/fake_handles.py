@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from codec import CodecSettings
 from pipeline.stream.config import PipelineConfig, load_config
 from pipeline.stream.driver.build import build_state
 from pipeline.stream.driver.state import DriverState, StageGraph, Step
@@ -97,7 +98,7 @@ class FakeCalls:
     def rebuild(self, h: FakeHandle, start: int, n: int, *rest: Any, items: Any) -> Any:
         return self._call("rebuild", h, (start, n, *rest), lambda: (_meta(n, 0.0), (start, n)))
 
-    def process(self, h: FakeHandle, ref: Any, setting: dict | None = None) -> Any:
+    def process(self, h: FakeHandle, ref: Any, setting: CodecSettings | None = None) -> Any:
         start, n = ref.value
         extra = {"wire_bytes": 100 * n} if "encoder" in h.stages else {}
         if "decoder" in h.stages:

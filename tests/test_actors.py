@@ -84,7 +84,7 @@ def test_paced_source_lingers_at_most_max_wait():
 @pytest.mark.parametrize("kind", ["ours", "fp32", "fp16", "zstd"])
 def test_encoder_decoder_roundtrip_over_arrow(kind):
     batch = _feat_batch()
-    enc, dec = Encoder(kind=kind, bits=8), Decoder((4, 8, 8))
+    enc, dec = Encoder(kind=kind), Decoder((4, 8, 8))
     meta, rb = enc.process(batch)
     assert isinstance(rb, pa.RecordBatch) and rb.num_rows == 6
     assert meta["n"] == 6 and meta["bytes_in"] == batch["feat"].nbytes and meta["rss"] > 0

@@ -16,6 +16,7 @@ from fake_handles import (
     fake_state,
 )
 
+from codec import CodecSettings
 from pipeline.stream.autoscale import PoolAutoscaler, PoolScaler
 from pipeline.stream.driver.admission import Admission, inflight_window
 from pipeline.stream.driver.delivery import DeliveryAccounting
@@ -155,12 +156,7 @@ class FakeController:
 
     def choose(self, samples: int, backlog: int, now: float, cap: float | None):
         self.asked.append((samples, backlog, cap))
-
-        class Chosen:
-            def as_dict(self) -> dict:
-                return {"bits": 4}
-
-        return Chosen()
+        return CodecSettings(4)
 
 
 def test_a_busy_run_of_deliveries_is_a_sample_of_the_links_rate():
@@ -183,7 +179,7 @@ def test_a_batch_stuck_on_the_link_caps_the_rate_the_controller_is_told():
     ed.rate = ctl = FakeController(rate_bps=1e6)  # type: ignore[assignment]
     ed.backlog_bytes = 800
     ed.on_link[0] = (p.clock(), 1000)
-    assert p.rate.choose(ed, 4) == {"bits": 4}
+    assert p.rate.choose(ed, 4) == CodecSettings(4)
     assert ctl.asked[-1] == (4, 800, None)  # just handed over: no bound
     p.clock.advance(2 * STALL_AGE_S)
     p.rate.choose(ed, 4)

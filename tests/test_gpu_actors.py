@@ -38,8 +38,8 @@ def _work_stages() -> dict:
     res = {}
     for frame in ("batch", "sample"):
         b = _batch(2, (3, 4, 4), seed=1)
-        gpu_enc = Encoder(level=1, frame=frame, use_gpu=True)
-        cpu_enc = Encoder(level=1, frame=frame)
+        gpu_enc = Encoder(settings=codec.CodecSettings(level=1), frame=frame, use_gpu=True)
+        cpu_enc = Encoder(settings=codec.CodecSettings(level=1), frame=frame)
         _, rb_gpu = gpu_enc.process(b)
         meta, rb_cpu = cpu_enc.process(b)
         res[f"{frame}/device"] = gpu_enc.device == "cuda" and meta.get("codec_device") is None

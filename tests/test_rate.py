@@ -7,11 +7,11 @@ import random
 
 import pytest
 
+from codec import CodecSettings
 from pipeline.stream.rate import (
     ProfileEntry,
     RateController,
     RateProfile,
-    Setting,
     load_profile,
     save_profiles,
 )
@@ -22,7 +22,7 @@ SAMPLES = 4  # per batch: 100 samples/s with a 40 ms linger
 
 
 def profile(ladder: dict[int, tuple[int, float]] = LADDER) -> RateProfile:
-    entries = [ProfileEntry(Setting(b), float(n), f) for b, (n, f) in ladder.items()]
+    entries = [ProfileEntry(CodecSettings(b), float(n), f) for b, (n, f) in ladder.items()]
     return RateProfile("demo", "layer1", "agreement", 64, "test", entries)
 
 
@@ -145,9 +145,9 @@ def test_profiles_round_trip_through_json(tmp_path):
 def test_the_per_batch_overhead_is_learned_from_what_batches_really_cost():
     ctl = RateController(profile(), slo_s=1.0, overhead_bytes=0.0)
     for _ in range(30):  # two 8-bit samples and 1,500 bytes of columns, headers and tables
-        ctl.observe_batch(Setting(8), 2, 2 * 8000 + 1500)
+        ctl.observe_batch(CodecSettings(8), 2, 2 * 8000 + 1500)
     assert ctl.overhead_bytes == pytest.approx(1500, rel=0.01)
-    ctl.observe_batch(Setting(5), 2, 10**6)  # not on the ladder: ignored
+    ctl.observe_batch(CodecSettings(5), 2, 10**6)  # not on the ladder: ignored
     assert ctl.overhead_bytes == pytest.approx(1500, rel=0.01)
 
 
@@ -231,7 +231,7 @@ def test_fixed_mode_codes_exactly_as_before(ray_local, clip):
     payload, same = 0, 0
     with torch.inference_mode():
         for k in range(0, 96, 16):
-            frame = encode_tensor(feats[k : k + 16], "ours", 4, 3, None, clip=clip)
+            frame = encode_tensor(feats[k : k + 16], "ours", CodecSettings(4, clip=clip))
             payload += len(frame)
             ref = tail(torch.from_numpy(feats[k : k + 16])).argmax(-1)
             out = tail(torch.from_numpy(decode_tensor(frame))).argmax(-1)

@@ -124,7 +124,7 @@ def test_padded_positions_cost_no_codec_bytes(minilm):
     mask = feat["attention_mask"]
     tokens, width = int(mask.sum()), mask.shape[1]
     assert tokens < 0.7 * mask.size  # much of the batch is padding
-    meta, rb = Encoder(kind="ours", bits=8).process(batch)
+    meta, rb = Encoder(kind="ours").process(batch)
     frame = rb.column("frame")[0].as_py()
     assert codec.inspect(frame).shape == (tokens, 384)
     assert meta["tokens"] == tokens and meta["positions"] == mask.size
@@ -138,10 +138,10 @@ def test_padded_positions_cost_no_codec_bytes(minilm):
         "attention_mask": np.pad(mask, ((0, 0), (0, extra))),
         "position_ids": np.arange(width + extra)[None],
     }
-    meta2, rb2 = Encoder(kind="ours", bits=8).process({**batch, "feat": padded})
+    meta2, rb2 = Encoder(kind="ours").process({**batch, "feat": padded})
     assert rb2.column("frame")[0].as_py() == frame and meta2["bytes_out"] == meta["bytes_out"]
     # one frame per sample: each sample's frame holds exactly its own tokens
-    _, rb3 = Encoder(kind="ours", bits=8, frame="sample").process({**batch, "feat": padded})
+    _, rb3 = Encoder(kind="ours", frame="sample").process({**batch, "feat": padded})
     shapes = [codec.inspect(f).shape for f in rb3.column("frame").to_pylist()]
     assert shapes == [(int(n), 384) for n in mask.sum(1)]
 
@@ -155,7 +155,7 @@ def test_the_tail_gets_what_it_gets_in_evaluate(minilm):
     feat = batch["feat"]
     dec = Decoder(minilm.feature_shape, text=True)
     for kind, tol in (("fp32", 1e-5), ("ours", 0.05)):
-        _, rb = Encoder(kind=kind, bits=8).process(batch)
+        _, rb = Encoder(kind=kind).process(batch)
         meta, out = dec.process(rb)
         got = out["feat"]
         assert meta["rejected_ids"] == [] and out["ids"].tolist() == [0, 3, 6, 10]
@@ -214,7 +214,7 @@ def test_decoder_lm_fidelity_is_exact_at_fp32_and_counted_once(llama):
     for kind, bits in (("fp32", 8), ("ours", 2)):
         led = DeliveryLedger(8)
         out = Decoder(llama.feature_shape, text=True).process(
-            Encoder(kind=kind, bits=bits).process(feat)[1]
+            Encoder(kind=kind, settings=codec.CodecSettings(bits)).process(feat)[1]
         )[1]
         res = tail.process(out)[1]
         assert [v is None for v in res["valid_logits"]] == [False] * 6 + [True] * 2

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from codec import CodecSettings
 from pipeline.evaluation import fidelity as fm
 from pipeline.models import LoadedModel, feature_of, load_model, with_feature
 
@@ -182,15 +183,15 @@ def load_eval_data(
 
 
 def codec_roundtrip(
-    feat: torch.Tensor, bits: int, axis: int | None, level: int, clip: str | None = None
+    feat: torch.Tensor, settings: CodecSettings
 ) -> tuple[torch.Tensor, int, float, float]:
     """Encode/decode ``feat`` one sample per frame; returns (decoded, bytes, enc s, dec s)."""
-    out, sizes, t_enc, t_dec = _roundtrip_frames(feat, bits, axis, level, clip)
+    out, sizes, t_enc, t_dec = _roundtrip_frames(feat, settings)
     return out, sum(sizes), t_enc, t_dec
 
 
 def _roundtrip_frames(
-    feat: torch.Tensor, bits: int, axis: int | None, level: int, clip: str | None = None
+    feat: torch.Tensor, settings: CodecSettings
 ) -> tuple[torch.Tensor, list[int], float, float]:
     """``codec_roundtrip`` with the size of each sample's frame."""
     import codec
@@ -199,7 +200,7 @@ def _roundtrip_frames(
     for i in range(feat.shape[0]):
         x = feat[i : i + 1]
         t0 = time.perf_counter()
-        blob = codec.encode(x, bits=bits, axis=axis, level=level, clip=clip)
+        blob = codec.encode(x, **settings.as_dict())
         t1 = time.perf_counter()
         y = codec.decode(blob)
         t2 = time.perf_counter()
@@ -325,9 +326,10 @@ def evaluate(
             by_part: dict[str, dict[str, Any]] = {}
             for gran in grans:
                 axis = axis_c if gran == "channel" else None
+                setting = CodecSettings(b, level, axis, clip)
                 test, sizes, t_enc, t_dec = [], [], 0.0, 0.0
                 for m in mids:
-                    dec, sz, te, td = _roundtrip_frames(feature_of(m), b, axis, level, clip)
+                    dec, sz, te, td = _roundtrip_frames(feature_of(m), setting)
                     test.append(tail(with_feature(m, dec)))
                     sizes, t_enc, t_dec = sizes + sz, t_enc + te, t_dec + td
                 metrics = _metrics(loaded, dataset, ref, test)
@@ -399,7 +401,7 @@ def profile_model(
 
     from pipeline.stream.profiling import profile_settings
     from pipeline.stream.rate import ProfileEntry, RateProfile
-    from pipeline.stream.wire import decode_tensor, encode_tensor
+    from pipeline.stream.wire import batch_settings, decode_tensor, encode_tensor
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model, weights)
     splits = list(splits) if splits else list(loaded.split_points)
@@ -414,11 +416,11 @@ def profile_model(
         entries = []
         # settings name the per-sample channel axis; frames hold batches, one axis further in
         for s in profile_settings(bits, level, loaded.channel_axis(split) - 1):
-            axis = None if s.axis is None else s.axis + 1
+            coded = batch_settings(s)
             nbytes, test = 0, []
             for m in mids:
                 feat = feature_of(m)
-                frame = encode_tensor(feat.float().numpy(), "ours", s.bits, level, axis, clip=s.clip)
+                frame = encode_tensor(feat.float().numpy(), "ours", coded)
                 nbytes += len(frame)
                 dec = torch.from_numpy(decode_tensor(frame)).to(feat.dtype)
                 test.append(tail(with_feature(m, dec)))

@@ -31,6 +31,7 @@ from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from codec import CodecSettings
 from pipeline.evaluation.evaluate import codec_roundtrip
 from pipeline.generation.generate import Generation, SplitGenerator
 from pipeline.models import feature_of, load_model, with_feature
@@ -119,7 +120,9 @@ class SplitStreamLM(LM):
         wire = self.head(x, torch.ones_like(x))
         if self.bits:
             feat = feature_of(wire)
-            dec, nbytes, _, _ = codec_roundtrip(feat, self.bits, self.axis, self.level)
+            dec, nbytes, _, _ = codec_roundtrip(
+                feat, CodecSettings(self.bits, self.level, self.axis)
+            )
             wire = with_feature(wire, dec.to(self._device))
             self.stats["frames"] += 1
             self.stats["raw_bytes"] += 4 * feat.numel()

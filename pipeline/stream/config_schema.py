@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from codec import DEFAULT_LEVEL, CodecSettings
+
 STAGES = ("head", "encoder", "transport", "decoder", "tail")
 
 
@@ -113,6 +115,12 @@ class CodecConfig(_Strict):
     clip: Literal["mse", "wmse"] | None = (
         None  # range: None = min..max, mse = least error, wmse: see codec
     )
+
+    def settings(self) -> CodecSettings:
+        """The codec settings of kind ``ours`` (a baseline's level, zstd's up to 22, is not one:
+        the codec's default level stands in for it)."""
+        level = self.level if self.kind == "ours" else DEFAULT_LEVEL
+        return CodecSettings(self.bits, level, self.axis, self.clip)
 
 
 class LinkOverride(_Strict):

@@ -317,7 +317,7 @@ def _check_codec(cfg: PipelineConfig, feat: Any, text: bool = False) -> int:
     """``codec.axis`` against the features' rank, then one frame through encode and decode. A text
     model's frames hold valid tokens' rows ``(tokens, H)``, whose axes are a sample's own."""
     from codec import CodecError
-    from pipeline.stream.wire import WireError, decode_tensor, encode_tensor
+    from pipeline.stream.wire import WireError, batch_settings, decode_tensor, encode_tensor
 
     c = cfg.codec
     if c.axis is not None and not -feat.ndim <= c.axis < feat.ndim:
@@ -325,10 +325,11 @@ def _check_codec(cfg: PipelineConfig, feat: Any, text: bool = False) -> int:
             f"codec.axis: {c.axis} is out of range for the head's {feat.ndim}-d per-sample "
             f"features (shape {list(feat.shape)})"
         )
-    axis = c.axis if c.axis is None or c.axis < 0 else c.axis + 1  # frames hold (n, ...) tensors
     x = feat if text else feat[None]
     try:
-        frame = encode_tensor(x, c.kind, c.bits, c.level, c.axis if text else axis, clip=c.clip)
+        s = c.settings()
+        s = s if text else batch_settings(s)  # frames hold (n, ...) tensors
+        frame = encode_tensor(x, c.kind, s, zstd_level=c.level)
         decode_tensor(frame, max_elements=feat.size)
     except (CodecError, WireError) as exc:
         raise ConfigError(

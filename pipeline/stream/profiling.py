@@ -15,21 +15,22 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.stream.rate import ProfileEntry, RateProfile, Setting
+from codec import CodecSettings
+from pipeline.stream.rate import ProfileEntry, RateProfile
 
 
 def profile_settings(
     bits: Sequence[int], level: int, channel_axis: int | None, clip: bool = True
-) -> list[Setting]:
+) -> list[CodecSettings]:
     """Every bit width, per tensor and (when the features have a channel axis) per channel, each
     with the full range and, below 8 bits (where it changes anything), ``clip="mse"``."""
     axes = [None] if channel_axis is None else [None, channel_axis]
     out = []
     for b in bits:
         for axis in axes:
-            out.append(Setting(int(b), int(level), axis))
+            out.append(CodecSettings(int(b), int(level), axis))
             if clip and b < 8:
-                out.append(Setting(int(b), int(level), axis, "mse"))
+                out.append(CodecSettings(int(b), int(level), axis, "mse"))
     return out
 
 
@@ -50,7 +51,7 @@ def build_profile(
     head: Callable[[Any], Any],
     tail: Callable[[Any], Any],
     inputs: np.ndarray,
-    settings: Sequence[Setting],
+    settings: Sequence[CodecSettings],
     *,
     model: str,
     split: str,
@@ -61,7 +62,7 @@ def build_profile(
     top-1 agreement with ``tail(head(x))`` (no codec), bytes are frame payload per sample."""
     import torch
 
-    from pipeline.stream.wire import decode_tensor, encode_tensor
+    from pipeline.stream.wire import batch_settings, decode_tensor, encode_tensor
 
     feats, refs = [], []
     with torch.inference_mode():
@@ -72,11 +73,11 @@ def build_profile(
     n = max(1, len(inputs))
     entries = []
     for s in settings:
-        axis = None if s.axis is None else (s.axis + 1 if s.axis >= 0 else s.axis)
+        coded = batch_settings(s)
         nbytes, same, kl = 0, 0, 0.0
         with torch.inference_mode():
             for f, ref in zip(feats, refs, strict=True):
-                frame = encode_tensor(f, "ours", s.bits, s.level, axis, clip=s.clip)
+                frame = encode_tensor(f, "ours", coded)
                 nbytes += len(frame)
                 out = _last(tail(torch.from_numpy(decode_tensor(frame))))
                 same += int((out.argmax(-1) == ref.argmax(-1)).sum())

@@ -37,30 +37,14 @@ import json
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codec import CodecSettings
+
 DEFAULT_BITS = (8, 6, 4, 3, 2)
 """The bit widths an adaptive stream may choose from unless ``rate.bits`` says otherwise."""
-
-
-@dataclass(frozen=True, order=True)
-class Setting:
-    """One codec setting a batch can be coded with (``axis`` None: per tensor; ``clip`` as in
-    ``codec.encode``)."""
-
-    bits: int
-    level: int = 3
-    axis: int | None = None
-    clip: str | None = None
-
-    def label(self) -> str:
-        gran = "tensor" if self.axis is None else f"axis{self.axis}"
-        return f"{self.bits}b/L{self.level}/{gran}" + ("" if self.clip is None else f"/{self.clip}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -69,7 +53,7 @@ class ProfileEntry:
     better) and a finer error that separates settings of equal fidelity (lower is better; the mean
     KL divergence of the outputs from the uncompressed model's)."""
 
-    setting: Setting
+    setting: CodecSettings
     bytes_per_sample: float
     fidelity: float
     error: float = 0.0
@@ -108,7 +92,7 @@ class RateProfile:
     def from_dict(cls, d: Mapping[str, Any]) -> RateProfile:
         entries = [
             ProfileEntry(
-                Setting(int(s["bits"]), int(s.get("level", 3)), s.get("axis"), s.get("clip")),
+                CodecSettings(int(s["bits"]), int(s.get("level", 3)), s.get("axis"), s.get("clip")),
                 float(s["bytes_per_sample"]),
                 float(s["fidelity"]),
                 float(s.get("error", 0.0)),
@@ -138,7 +122,7 @@ def load_profile(path: str | Path, model: str, split: str) -> RateProfile:
 
 
 class RateController:
-    """Chooses a :class:`Setting` per batch; see the module docstring for the idea.
+    """Chooses a :class:`codec.CodecSettings` per batch; see the module docstring for the idea.
 
     Each decision compares a setting's bit rate at the measured input rate with an *allowance*: the
     link's estimated rate times ``utilization + gain * (target_delay - queue_delay) / target_delay``
@@ -204,7 +188,7 @@ class RateController:
         if nbytes > 0 and seconds > 0:
             self.rates.append((math.inf if now is None else now, nbytes / seconds))
 
-    def observe_batch(self, setting: Setting, samples: int, wire_bytes: int) -> None:
+    def observe_batch(self, setting: CodecSettings, samples: int, wire_bytes: int) -> None:
         """A batch was coded: what it really cost on the wire beyond its samples' profiled bytes
         (Arrow columns, frame headers and tables, which a small batch pays for few samples) becomes
         the per-batch overhead the costs use (a moving average)."""
@@ -273,7 +257,7 @@ class RateController:
         backlog_bytes: float = 0.0,
         now: float | None = None,
         cap_bps: float | None = None,
-    ) -> Setting:
+    ) -> CodecSettings:
         """The setting for the next batch of ``samples`` samples made at ``now`` (seconds, any
         clock; successive calls measure the input rate), with ``backlog_bytes`` on the link.
 
@@ -316,7 +300,7 @@ class RateController:
         return self.ladder[self.current].setting
 
     @property
-    def setting(self) -> Setting:
+    def setting(self) -> CodecSettings:
         """The setting chosen last (the best one before any decision)."""
         return self.ladder[self.current].setting
 

@@ -17,11 +17,14 @@ the padded tensor with zeros where the mask is 0.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from codec import CodecSettings
 
 KINDS = ("ours", "fp32", "fp16", "zstd")
 _MAGIC = b"SSW1"
@@ -52,22 +55,20 @@ def _check_kind(kind: str) -> None:
 def encode_tensor(
     x: Any,
     kind: str = "ours",
-    bits: int = 8,
-    level: int = 3,
-    axis: int | None = None,
+    settings: CodecSettings | None = None,
     threads: int = 1,
-    clip: str | None = None,
     device: str | None = None,
+    zstd_level: int = 3,
 ) -> bytes:
-    """Serialize one feature tensor (NumPy array or torch tensor) as ``kind`` (``clip`` and
-    ``device``: ours only, see ``codec.encode``; the baselines are serialized on the host)."""
+    """Serialize one feature tensor (NumPy array or torch tensor) as ``kind``: ``ours`` with
+    ``settings`` (None: the codec's defaults) and ``device`` (see ``codec.encode``); the baselines on
+    the host, ``zstd`` at ``zstd_level`` (1..22)."""
     _check_kind(kind)
     if kind == "ours":
         import codec
 
-        return codec.encode(
-            x, bits=bits, axis=axis, level=level, clip=clip, threads=threads, device=device
-        )
+        s = CodecSettings() if settings is None else settings
+        return codec.encode(x, **s.as_dict(), threads=threads, device=device)
     arr = _to_numpy(x)
     if arr.ndim > _MAX_NDIM:
         raise WireError(f"tensor has {arr.ndim} dims, at most {_MAX_NDIM} supported")
@@ -81,8 +82,16 @@ def encode_tensor(
         if kind == "zstd":
             import zstandard
 
-            body = zstandard.ZstdCompressor(level=level).compress(body)
+            body = zstandard.ZstdCompressor(level=zstd_level).compress(body)
     return header + body
+
+
+def batch_settings(settings: CodecSettings) -> CodecSettings:
+    """The settings of a frame that stacks samples along a new first axis: a per-sample channel axis
+    (counted from the front) moves one place along."""
+    if settings.axis is None or settings.axis < 0:
+        return settings
+    return dataclasses.replace(settings, axis=settings.axis + 1)
 
 
 def decode_tensor(

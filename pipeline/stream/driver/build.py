@@ -27,7 +27,7 @@ from pipeline.stream.feeder import ItemFeeder
 from pipeline.stream.flow import CreditWindow
 from pipeline.stream.ledger import DeliveryLedger
 from pipeline.stream.metrics import DriverExporter, LinkStats, ReceiverStats, StageStats, Timeline
-from pipeline.stream.rate import RateController, RateProfile, Setting
+from pipeline.stream.rate import RateController, RateProfile
 from pipeline.stream.results import ResultLog
 from pipeline.stream.stopping import StopControl
 
@@ -108,7 +108,7 @@ def build_state(
         edges.append(ed)
     all_steps = [s for ed in edges for s in ed.chain[: -len(cloud)]] + cloud
     c = cfg.codec
-    fixed = {"ours": Setting(c.bits, c.level, c.axis, c.clip).label(), "zstd": f"zstd/L{c.level}"}
+    fixed = {"ours": c.settings().label(), "zstd": f"zstd/L{c.level}"}
     fixed_label = fixed.get(c.kind, c.kind)
     pooled = [s for s in cloud if s.pool is not None]
     pool_keys = {

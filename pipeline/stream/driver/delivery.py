@@ -12,7 +12,6 @@ from typing import Any
 from pipeline.stream.driver.admission import Admission
 from pipeline.stream.driver.rate_decisions import RateDecisions
 from pipeline.stream.driver.state import DriverState, EdgeState, Task, Ticket, stage_metas
-from pipeline.stream.rate import Setting
 
 
 @dataclass(eq=False)
@@ -191,11 +190,10 @@ class DeliveryAccounting:
             st.settings[st.fixed_label] += int(meta["n"])
             ticket.setting = st.fixed_setting
             return
-        used = Setting(setting["bits"], setting["level"], setting.get("axis"), setting.get("clip"))
-        st.settings[used.label()] += int(meta["n"])
-        ticket.setting = {"bits": used.bits, "level": used.level, "label": used.label()}
+        st.settings[setting.label()] += int(meta["n"])
+        ticket.setting = {"bits": setting.bits, "level": setting.level, "label": setting.label()}
         if ed.rate is not None:
-            ed.rate.observe_batch(used, int(meta["n"]), ticket.wire_bytes)
+            ed.rate.observe_batch(setting, int(meta["n"]), ticket.wire_bytes)
 
     def arrived(self, ed: EdgeState, ticket: Ticket) -> None:
         """A batch reached the receiver: it leaves its edge's backlog."""

@@ -6,8 +6,8 @@ bounds it early."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from codec import CodecSettings
 from pipeline.stream.driver.state import DriverState, EdgeState
 
 STALL_AGE_S = 0.1
@@ -22,7 +22,7 @@ class RateDecisions:
 
     state: DriverState
 
-    def choose(self, ed: EdgeState, samples: int) -> dict[str, Any] | None:
+    def choose(self, ed: EdgeState, samples: int) -> CodecSettings | None:
         """The setting for the edge's next batch of ``samples`` (None: ``rate.mode=fixed``), from the
         backlog and how long the oldest batch on the link has been at the head of the line (since it
         was handed over, or since the link finished the batch before it): once that is clearly
@@ -36,7 +36,7 @@ class RateDecisions:
             expected = nbytes / rate if rate else 0.0  # what the current estimate says it takes
             if nbytes > 0 and age >= max(STALL_AGE_S, 2.0 * expected):
                 cap = nbytes / age
-        return ed.rate.choose(samples, ed.backlog_bytes, now, cap).as_dict()
+        return ed.rate.choose(samples, ed.backlog_bytes, now, cap)
 
     def delivered(self, ed: EdgeState, delivered: float, nbytes: int, queued: bool) -> None:
         """The link delivered a batch: perhaps a sample of its rate.

@@ -12,6 +12,7 @@ from typing import Any
 import ray
 from ray import exceptions as rex
 
+from codec import CodecSettings
 from pipeline.stream.metrics import object_store_mb
 
 GET_TIMEOUT_S = 30.0
@@ -34,7 +35,9 @@ class RayCalls:
     def receive(self, handle: Any, ref: Any) -> tuple[Any, Any]:
         return handle.receive.options(num_returns=2).remote(ref)
 
-    def process(self, handle: Any, ref: Any, setting: dict | None = None) -> tuple[Any, Any]:
+    def process(
+        self, handle: Any, ref: Any, setting: CodecSettings | None = None
+    ) -> tuple[Any, Any]:
         call = handle.process.options(num_returns=2)
         return call.remote(ref) if setting is None else call.remote(ref, setting)
 
