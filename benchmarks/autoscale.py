@@ -50,8 +50,10 @@ EDGES = 4
 CLOUD_NODES = 4
 RATE_SPS = 15.0  # per edge at 1x
 TAIL_MS = 10.0
-STEPS = [(0.0, 1.0), (15.0, 4.0), (45.0, 1.0)]  # (start s, load factor)
-END_S = 75.0  # the last step runs this long
+# (start s, load factor): 30 s at 1x first, so that the step up meets a pool that has settled
+# after the stream's start (the first calls' warm-up can grow it for a while)
+STEPS = [(0.0, 1.0), (30.0, 4.0), (60.0, 1.0)]
+END_S = 100.0  # the run's end (the last step runs to it)
 SETTLE_S = 10.0  # the high-load p99 counts arrivals from this long after the step up
 POOLS = {"autoscale 1-4": "{min: 1, max: 4}", "fixed 4": "4"}
 

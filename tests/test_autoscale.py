@@ -66,8 +66,18 @@ class TestPoolScaler:
         sc = PoolScaler(1, 4, down_after_s=4.0)
         for t, d in [(0.0, 8), (1.0, 0), (4.0, 0)]:
             sc.decide(t, d, 4)
-        assert sc.mean_demand(4.0) == pytest.approx(8 * 1.0 / 4.0)
-        assert sc.mean_demand(5.0) == 0.0  # the 8 held from 0 to 1 s, outside [1, 5]
+        assert sc.mean_demand(4.0) == pytest.approx((8 * 1.0 / 4.0, 0.0))
+        assert sc.mean_demand(5.0) == (0.0, 0.0)  # the 8 held from 0 to 1 s, outside [1, 5]
+
+    def test_busy_replicas_hold_the_pool_though_few_calls_wait(self):
+        # 4 replicas, 2.8 of them busy on average and little waiting: 3 calls on average would ask
+        # for 2 replicas at 2 calls each, but 2.8 busy over 0.75 needs 4
+        sc = PoolScaler(1, 4, target_calls=2.0, up_after_s=1.0, down_after_s=8.0)
+        sizes = [sc.decide(t / 10, 3, 4, running=2.8) for t in range(120)]
+        assert set(sizes) == {4}
+        sc = PoolScaler(1, 4, target_calls=2.0, up_after_s=1.0, down_after_s=8.0)
+        sizes = [sc.decide(t / 10, 1, 4, running=0.6) for t in range(90)]
+        assert sizes[-1] == 1  # one replica busy 60 % of the time: the pool goes down to 1
 
     def test_keeps_within_its_bounds(self):
         sc = PoolScaler(2, 3, up_after_s=0.1, down_after_s=0.1)
@@ -217,8 +227,8 @@ def test_replicas_removed_while_holding_batches_cost_a_replay_not_a_sample(ray_l
     chosen: list[int] = []
     tick = PoolAutoscaler.tick
 
-    def drain_a_busy_one(self, now, t, demand, replicas):
-        moves = tick(self, now, t, demand, replicas)
+    def drain_a_busy_one(self, now, t, demand, replicas, running=None):
+        moves = tick(self, now, t, demand, replicas, running)
         busy = [i for i, r in enumerate(replicas) if r.state == "up" and r.load >= 2]
         up = sum(r.state == "up" for r in replicas)
         if not chosen and busy and up >= 2 and not moves.drain:

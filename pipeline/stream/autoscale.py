@@ -5,6 +5,8 @@ A pool's *demand* is the calls waiting for it or running on it. The size it want
 its ongoing requests. The pool moves only when the wish persists (hysteresis): it grows once every
 wish over the last ``up_after_s`` was larger than its size, to the latest wish, and shrinks once the
 demand *averaged over time* across the last ``down_after_s`` asks for fewer replicas, to that many.
+It never shrinks below the replicas its *running* calls keep busy, averaged the same way, over
+``SHRINK_UTILIZATION``: a pool whose replicas are busy with few calls waiting must not halve.
 Growing is quick and shrinking slow, so a short lull does not cost replicas a burst needs again;
 shrinking reads the average, not the peaks, because a pool fed by several edges sees a call from
 each of them now and then even when one replica has room for all (the largest wish of a window
@@ -23,6 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+SHRINK_UTILIZATION = 0.75
+"""The busy share of each replica a shrunk pool may reach, on average (the rest absorbs bursts)."""
+
 
 @dataclass
 class PoolScaler:
@@ -34,7 +39,7 @@ class PoolScaler:
     up_after_s: float = 1.0
     down_after_s: float = 8.0
     wishes: deque[tuple[float, int]] = field(default_factory=deque)  # (time, wished size)
-    demands: deque[tuple[float, float]] = field(default_factory=deque)  # (time, demand)
+    demands: deque[tuple[float, float, float]] = field(default_factory=deque)  # (t, demand, running)
     since: float | None = None  # when observation started (a wish needs this much history)
 
     def __post_init__(self) -> None:
@@ -45,13 +50,14 @@ class PoolScaler:
         """The size that serves ``demand`` calls at ``target_calls`` each, within bounds."""
         return min(self.max_size, max(self.min_size, math.ceil(demand / self.target_calls)))
 
-    def decide(self, now: float, demand: float, size: int) -> int:
+    def decide(self, now: float, demand: float, size: int, running: float | None = None) -> int:
         """The size the pool should have now, given its current ``size`` (replicas up, starting or
-        recovering; not those draining) and its ``demand``."""
+        recovering; not those draining), its ``demand`` and, of it, the calls ``running`` (when
+        given, the pool keeps the replicas they keep busy)."""
         if self.since is None:
             self.since = now
         self.wishes.append((now, self.wish(demand)))
-        self.demands.append((now, float(demand)))
+        self.demands.append((now, float(demand), float(running or 0.0)))
         while self.wishes and self.wishes[0][0] < now - self.up_after_s:
             self.wishes.popleft()
         # keep the sample that was current when the down window opened: it holds until the next
@@ -65,24 +71,27 @@ class PoolScaler:
         if up and min(up) > size:
             return up[-1]
         if now - self.since >= self.down_after_s:
-            settled = self.wish(self.mean_demand(now))
+            demand_avg, running_avg = self.mean_demand(now)
+            busy = math.ceil(running_avg / SHRINK_UTILIZATION - 1e-9)
+            settled = max(self.wish(demand_avg), min(self.max_size, busy))
             if settled < size:
                 return settled
         return size
 
-    def mean_demand(self, now: float) -> float:
-        """The demand averaged over time across the last ``down_after_s`` (each sample holds until
-        the next one)."""
+    def mean_demand(self, now: float) -> tuple[float, float]:
+        """The demand and the running calls, each averaged over time across the last
+        ``down_after_s`` (each sample holds until the next one)."""
         if not self.demands:
-            return 0.0
+            return 0.0, 0.0
         points = list(self.demands)
         begin = max(now - self.down_after_s, points[0][0])
         if now <= begin:
-            return points[-1][1]
-        area = 0.0
-        for (t0, d), (t1, _) in zip(points, [*points[1:], (now, 0.0)], strict=True):
-            area += d * max(0.0, min(t1, now) - max(t0, begin))
-        return area / (now - begin)
+            return points[-1][1], points[-1][2]
+        demand = running = 0.0
+        for (t0, d, r), (t1, *_) in zip(points, [*points[1:], (now,)], strict=True):
+            held = max(0.0, min(t1, now) - max(t0, begin))
+            demand, running = demand + d * held, running + r * held
+        return demand / (now - begin), running / (now - begin)
 
     def _window(self, now: float, span: float) -> list[int]:
         """The wishes of the last ``span`` seconds; empty until that much has been observed."""
@@ -137,8 +146,16 @@ class PoolAutoscaler:
     grow_after: float = 0.0
     peak: int = 0
 
-    def tick(self, now: float, t: float, demand: float, replicas: Sequence[Replica]) -> Moves:
-        """The moves at ``now`` (monotonic; ``t``: seconds since the start, for the events)."""
+    def tick(
+        self,
+        now: float,
+        t: float,
+        demand: float,
+        replicas: Sequence[Replica],
+        running: float | None = None,
+    ) -> Moves:
+        """The moves at ``now`` (monotonic; ``t``: seconds since the start, for the events), given
+        the pool's ``demand`` and, of it, the calls ``running``."""
         moves = Moves()
         for i, r in enumerate(replicas):
             if r.state == "draining" and (r.load == 0 or now - r.since >= self.drain_s):
@@ -152,7 +169,7 @@ class PoolAutoscaler:
         sized = [i for i, r in enumerate(replicas) if r.state in SIZED and i not in moves.retire]
         size = len(sized)
         self.peak = max(self.peak, size)
-        target = self.scaler.decide(now, demand, size)
+        target = self.scaler.decide(now, demand, size, running)
         if target > size and now >= self.grow_after:
             moves.grow = target - size
         elif target < size:

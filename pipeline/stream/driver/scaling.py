@@ -25,7 +25,7 @@ class PoolScaling:
             if s.pool is None:
                 continue
             demand = s.running + len(s.queue) + len(s.replay)
-            moves = s.pool.tick(now, now - self.state.t_start, demand, s.replicas)
+            moves = s.pool.tick(now, now - self.state.t_start, demand, s.replicas, s.running)
             for r in moves.retire:
                 rep = s.replicas[r]
                 rep.state = "retired"
