@@ -1,7 +1,7 @@
-"""Soak: a paced stream for minutes while a chaos monkey SIGKILLs a random stage actor every 30-60 s.
-Every sample is delivered exactly once (report and output file) and the driver's memory stays
-flat. This is the short version (``SPLITSTREAM_SOAK_S``, default 100 s); ``python -m
-benchmarks.soak`` runs the long one and records it."""
+"""Soak: a paced stream while a chaos monkey SIGKILLs a random stage actor every 8-12 s. Every
+sample is delivered exactly once (report and output file) and the driver's memory stays flat.
+This is the short version (``SPLITSTREAM_SOAK_S``, default 40 s: at least two kills);
+``python -m benchmarks.soak`` runs the long one (5 minutes, a kill every 30-60 s) and records it."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
-SOAK_S = float(os.environ.get("SPLITSTREAM_SOAK_S", "100"))
+SOAK_S = float(os.environ.get("SPLITSTREAM_SOAK_S", "40"))
+KILL_EVERY_S = (8.0, 12.0)  # the benchmark's 30-60 s, scaled to the short run
 RATE = 100  # samples/s, a live source well within what the link carries
 
 
-def test_a_paced_stream_survives_a_kill_every_30_to_60_s_exactly_once(ray_local, tmp_path):
+def test_a_paced_stream_survives_a_kill_every_8_to_12_s_exactly_once(ray_local, tmp_path):
     samples = int(RATE * SOAK_S)
     out = tmp_path / "soak.parquet"
     cfg = tiny_config(
@@ -36,10 +37,12 @@ def test_a_paced_stream_survives_a_kill_every_30_to_60_s_exactly_once(ray_local,
         "flow.max_restarts=50",
         f"output.path={out}",
     )
-    with ChaosMonkey(every_s=(30, 60), seed=7) as monkey:
+    with ChaosMonkey(every_s=KILL_EVERY_S, seed=7) as monkey:
         rep = run_pipeline(cfg, progress=False, factory=tiny_factory)
     kills = len(monkey.kills)
-    assert kills >= int(SOAK_S // 60), monkey.kills  # at least one kill per minute of soak
+    # at least two kills, and one per 20 s of a longer soak (a kill due while the actors start up is
+    # a miss, so 40 s leaves room for one)
+    assert kills >= max(2, int(SOAK_S // 20)), monkey.kills
     assert rep["status"] == "completed" and rep["error"] is None
     assert rep["delivered"] == samples and rep["lost"] == 0 and rep["duplicated"] == 0
     assert rep["restarts"] >= kills - monkey.misses
