@@ -50,7 +50,13 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180
 
 def _stop(proc: subprocess.Popen, marker: str) -> None:
     """Stop our head, then any process still naming our private temp dir (by PID)."""
-    if proc.poll() is None:
+    if proc.poll() is None and proc.args[0] == "unshare":
+        # unshare ignores SIGTERM while it waits for its child (a SIGTERM only ran out the wait
+        # below); SIGKILL ends it, and --kill-child then takes the namespace's init, ray start,
+        # and with it every process of the namespace
+        proc.kill()
+        proc.wait(10)
+    elif proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(20)
@@ -112,7 +118,7 @@ def _wait_job(head: dict, job_id: str, timeout: float = 480) -> tuple[str, str]:
     deadline = time.monotonic() + timeout
     status = client.get_job_status(job_id)
     while not status.is_terminal() and time.monotonic() < deadline:
-        time.sleep(2)
+        time.sleep(0.5)
         status = client.get_job_status(job_id)
     if not status.is_terminal():
         client.stop_job(job_id)
