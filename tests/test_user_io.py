@@ -243,15 +243,17 @@ def test_a_looping_video_streams_at_its_frame_rate_until_sigint(hub, tmp_path):
     proc = _start(
         hub, "model.name=mobilenet_v2", "model.split=features.6", *SMALL, "data.source=video",
         f"data.path={video}", "data.loop=true", "data.rate_sps=native", f"output.path={out}",
-        "link.bandwidth_mbps=20", extra=("--json", str(report_path)),
+        "output.checkpoint_s=0.5", "link.bandwidth_mbps=20", extra=("--json", str(report_path)),
     )  # fmt: skip
+    ckpt = Path(f"{out}.checkpoint.json")
     try:
         deadline = time.monotonic() + 180
-        while not (out / "part-000000.parquet").exists():  # the first checkpoint: it streams
+        while True:  # a checkpoint past the 48-frame file's end: it streams, and it has looped
             assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "no output within 180 s"
-            time.sleep(0.2)
-        time.sleep(6.0)  # past the 48-frame file's end: it has looped
+            assert time.monotonic() < deadline, "not past frame 48 within 180 s"
+            if ckpt.exists() and json.loads(ckpt.read_text())["counts"]["delivered"] > 48:
+                break
+            time.sleep(0.1)
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
