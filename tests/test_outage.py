@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-OUTAGE = (15.0, 20.0)  # start, duration: seconds after the link's first transmission
-SAMPLES, RATE_SPS = 800, 20  # a paced source: 40 s, so the outage falls mid-run
+OUTAGE = (10.0, 20.0)  # start, duration: seconds after the link's first transmission
+SAMPLES, RATE_SPS = 700, 20  # a paced source: 35 s, so the outage falls mid-run
 
 
 def _outage_on_timeline(rep: dict) -> tuple[float, float]:
