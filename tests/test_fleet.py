@@ -86,9 +86,13 @@ def test_32_edges_at_half_a_mbit_share_four_processes_and_fill_their_links(ray_l
     assert rep["delivered"] == 32 * 60 and rep["lost"] == 0 and rep["duplicated"] == 0
     assert len({e["node"]["pid"] for e in rep["edges"]}) == 4
     aggregate = rep["throughput_sps"] * rep["wire_bytes_per_sample"] * 8 / 1e6
-    assert aggregate >= 0.90 * 16, aggregate
+    assert 0.90 * 16 <= aggregate <= 1.05 * 16, aggregate
+    # each edge's goodput spans its first to its last arrival stamp, taken when the shared cloud
+    # stage runs the call: 32 first batches arrive together and are stamped one after another, so
+    # an edge stamped late by ~0.4 s of its ~8 s reads ~5 % high (1.054 in one CI run); the
+    # aggregate above, over the whole run, bounds the links tightly
     for e in rep["edges"]:
-        assert 0.85 <= e["link_utilization"] <= 1.05, e
+        assert 0.85 <= e["link_utilization"] <= 1.10, e
 
 
 def test_a_killed_shared_edge_process_costs_its_edges_a_replay(ray_local):

@@ -242,17 +242,19 @@ def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path):
 
     The executor knows nothing of a real outage (its watchdog subtracts only the emulated link's
     configured ones), so to it the outage is 20 s with no call finishing, plus TCP's retransmission
-    backoff after the link is back (up to one more RTO, ~13 s after 20 s down). The stall timeout is
-    set to 45 s here, above both and below the real link's 60 s default, so the test also holds if
-    that default changes; a real outage longer than ``flow.stall_timeout_s`` is reported as a stall.
+    backoff after the link is back: the timer doubles from an RTO of a second or more on the shaped,
+    queued link, so the first retransmission after a 20 s gap can come 25-30 s after it began (one
+    CI run: a call sent before the outage finished 55.6 s after it was sent). The stall timeout is
+    120 s here, above that and independent of the real link's default; a real outage longer than
+    ``flow.stall_timeout_s`` minus TCP's backoff is reported as a stall.
     """
     rate, samples = 4.0, 240
     out = tmp_path / "results.parquet"
     link = netns_link.NetnsLink(rate, prefix=_prefix())
-    args = _demo_args(samples, out, "--set", "flow.stall_timeout_s=45")
+    args = _demo_args(samples, out, "--set", "flow.stall_timeout_s=120")
     with link:
         result = netns_link.pipeline_goodput(link, args, str(tmp_path), outages=[(2.0, 20.0)],
-                                             timeout=240)  # fmt: skip
+                                             timeout=300)  # fmt: skip
     assert link.edge not in _namespaces()
     (outage,) = result["outages"]
     assert outage["error"] is None and 19.5 <= outage["down_s"] <= 22.0, outage
@@ -266,7 +268,7 @@ def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path):
                                 "elapsed_s": report.get("elapsed_s"),
                                 "latency_p99_ms": report["latency_p99_ms"],
                                 "restarts": report.get("restarts"), "outage": outage})  # fmt: skip
-    assert 19.0 <= quiet["seconds"] <= 60.0, quiet
+    assert 19.0 <= quiet["seconds"] <= 100.0, quiet
     assert 0.1 < quiet["before"] / samples_tc[-1][1] < 0.9, quiet
 
 
