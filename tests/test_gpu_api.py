@@ -38,7 +38,7 @@ def _inputs() -> dict:
         "one": np.array([2.5], np.float32),
         "empty": np.zeros((0, 3), np.float32),
         "const": np.full((4, 9), 1.25, np.float32),
-        "wide": rng.normal(size=(3, 200)).astype(np.float32),
+        "wide": rng.normal(size=(3, 64)).astype(np.float32),
     }
 
 

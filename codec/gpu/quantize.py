@@ -47,10 +47,13 @@ def raise_for(code: int) -> None:
 
 def grid(n: int, channels: int, threads: int = K.THREADS, max_blocks: int = MAX_BLOCKS) -> tuple:
     """(grid, threads per CTA) for ``n`` elements in ``channels`` channels; ``threads``: a power of two in
-    32..THREADS (the simulator runs small blocks faster), ``max_blocks``: CTAs per channel at most."""
+    32..THREADS, lowered to the smallest power of two (32 at least) that covers one channel's elements,
+    so that short channel rows (e.g. a last-axis layout) do not launch idle threads; ``max_blocks``:
+    CTAs per channel at most."""
     if threads not in (32, 64, 128) or threads > K.THREADS:
         raise ValueError("threads must be 32, 64 or 128")
     per = n // max(channels, 1)
+    threads = max(32, min(threads, 1 << max(0, per - 1).bit_length()))
     blocks = max(1, min(max_blocks, -(-per // threads)))
     return (blocks, max(1, min(channels, MAX_GRID_Y))), threads
 
