@@ -290,7 +290,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from splitstream.runner import PlacementError, run_pipeline
 
     try:
-        stop = StopControl(args.duration)
+        stop = StopControl(
+            args.duration, on_stop=lambda msg: print(msg, file=sys.stderr, flush=True)
+        )
     except ValueError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

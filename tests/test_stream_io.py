@@ -52,6 +52,23 @@ class TestStopControl:
         clock.t += 0.2
         assert c.stopping and c.reason == "duration"
 
+    def test_the_first_request_is_told_once_when_acted_on(self):
+        told = []
+        c = StopControl(on_stop=told.append)
+        c.acted_on()  # nothing requested: nothing to tell
+        c.request("signal", "SIGINT")
+        assert told == []  # the signal handler itself tells nobody
+        c.acted_on()
+        c.acted_on()
+        assert len(told) == 1 and "SIGINT" in told[0] and "again to abort" in told[0]
+        clock = FakeClock()
+        d = StopControl(duration_s=1.0, clock=clock, on_stop=told.append)
+        d.start()
+        clock.t += 2
+        assert d.stopping
+        d.acted_on()
+        assert told[-1].startswith("stopping (duration)") and "stop it again" in told[-1]
+
     def test_a_non_positive_duration_is_refused(self):
         with pytest.raises(ValueError, match="--duration"):
             StopControl(duration_s=0)

@@ -17,6 +17,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -93,6 +94,31 @@ def _start(hub: Path, *sets: str, extra: tuple[str, ...] = ()) -> subprocess.Pop
         text=True,
         start_new_session=True,  # its own process group: the driver and its Ray processes
     )
+
+
+class _Lines:
+    """A running process's output, read line by line in a thread (so a test can wait for one)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def text(self) -> str:
+        self._thread.join(5)
+        return "".join(self.lines)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -400,14 +426,17 @@ def test_a_second_sigint_aborts_at_once_and_still_writes_the_partial_report(hub,
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "no output within 180 s"
             time.sleep(0.2)
+        lines = _Lines(proc)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
+        # the second SIGINT only after the driver acted on the first: two signals that arrive before
+        # Python runs its handler are one (one CI run saw exit 0 with them 50 ms apart)
+        assert lines.wait_for("stopping (SIGINT)", 60), lines.text()[-3000:]
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             _kill_group(proc)
-    log = proc.stdout.read()
+    log = lines.text()
     assert proc.returncode == 130, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     report = json.loads(report_path.read_text())

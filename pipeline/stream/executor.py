@@ -161,6 +161,7 @@ class StreamExecutor:
                 s.timer.stop()
             if st.feeder is not None:
                 st.feeder.close()
+            st.stop.acted_on()
         self._read_so_far()
         if st.results is not None:
             try:
@@ -217,6 +218,7 @@ class StreamExecutor:
                 ed.done = True
             if st.feeder is not None:
                 st.feeder.close()
+            st.stop.acted_on()
 
     def _loop(self) -> None:
         st = self.state

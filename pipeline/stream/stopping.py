@@ -19,10 +19,14 @@ class StopControl:
     """Stop requests for one stream: ``stopping`` after the first, ``aborted`` after the second.
 
     ``duration_s`` requests a stop by itself once that long has passed since :meth:`start`;
-    ``clock`` is the monotonic clock (a fake one in tests)."""
+    ``clock`` is the monotonic clock (a fake one in tests); ``on_stop(message)`` is told once, from
+    the driver's loop (never from a signal handler), when the stream acts on the first request."""
 
     def __init__(
-        self, duration_s: float | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        duration_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_stop: Callable[[str], None] | None = None,
     ) -> None:
         if duration_s is not None and not duration_s > 0:
             raise ValueError(f"--duration: must be positive, got {duration_s}")
@@ -31,6 +35,8 @@ class StopControl:
         self.reason: str | None = None  # "duration", "signal" or "request": why reading stopped
         self.signal: str | None = None  # the signal's name, when one stopped it
         self.requests = 0
+        self.on_stop = on_stop
+        self._told = False
         self._deadline: float | None = None
         self._lock = threading.Lock()
 
@@ -54,6 +60,17 @@ class StopControl:
                 if self.reason is None:
                     self.reason = "duration"
         return self.reason is not None
+
+    def acted_on(self) -> None:
+        """The driver stopped reading because of the first request: tell ``on_stop`` (once)."""
+        if self._told or self.on_stop is None or self.reason is None:
+            return
+        self._told = True
+        why = self.signal or self.reason
+        again = f"send {self.signal} again" if self.signal else "stop it again"
+        self.on_stop(
+            f"stopping ({why}): reading stopped, draining what is in flight; {again} to abort"
+        )
 
     @property
     def aborted(self) -> bool:
