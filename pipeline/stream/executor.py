@@ -161,7 +161,6 @@ class StreamExecutor:
                 s.timer.stop()
             if st.feeder is not None:
                 st.feeder.close()
-            st.stop.acted_on()
         self._read_so_far()
         if st.results is not None:
             try:
