@@ -19,8 +19,6 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-SIM_SWITCH_INTERVAL_S = 0.0004
-
 needs_numba = pytest.mark.skipif(
     importlib.util.find_spec("numba_cuda") is None,
     reason="numba-cuda is not installed (the dev extra installs it)",
@@ -36,10 +34,6 @@ def worker_main(argv: list[str], work: dict[str, Callable[[], dict]], ptx: Calla
         res = ptx(int(argv[1]), int(argv[2]), argv[3])
     else:
         assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-        # the simulator runs each CUDA thread as a Python thread and its block manager polls them
-        # without sleeping: a short GIL switch interval hands the GIL over sooner (one worker on an
-        # idle 2-core machine: 47.9 s at the default 5 ms, 9.5-11.2 s at 0.3-0.5 ms, 15.6 s at 0.1 ms)
-        sys.setswitchinterval(SIM_SWITCH_INTERVAL_S)
         import gpu_sim_shim
 
         gpu_sim_shim.install()
