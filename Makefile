@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean fuzz-tools
+.PHONY: install demo test test-long bench lint clean fuzz-tools
 
 $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard codec/csrc/*.c codec/csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/splitstream run --config configs/demo.yaml --json results/demo.json
 
-## Tests (CI runs exactly this).
+## Tests: everything but the long field runs (CI runs this, then test-long).
 test: $(STAMP) fuzz-tools
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -m "not long"
+
+## The long field runs (pytest -m long): real and lossy links, outages, overload, autoscaling, driver kills.
+test-long: $(STAMP)
+	$(PY) -m pytest -q -ra -m long
 
 ## The fuzz tests (pytest -m fuzz) build the codec with clang's sanitizers: install clang where it is
 ## missing and apt-get can (root); without it they skip (CI sets SPLITSTREAM_FUZZ_REQUIRED=1: they fail).

@@ -203,6 +203,7 @@ def _first(times: list, values: list, pred, after: float) -> float | None:
     return next((t for t, v in zip(times, values, strict=True) if t >= after and pred(v)), None)
 
 
+@pytest.mark.long
 def test_the_pool_grows_with_the_load_and_shrinks_after_it(ray_local):
     rep = _stepped("replicas.tail={min: 1, max: 4}")
     assert rep["delivered"] == 2900 and rep["lost"] == 0 and rep["duplicated"] == 0
@@ -221,6 +222,7 @@ def test_the_pool_grows_with_the_load_and_shrinks_after_it(ray_local):
     assert len(ready) == pool["started"] - 1 and all(e["after_s"] > 0 for e in ready)
 
 
+@pytest.mark.long
 def test_replicas_removed_while_holding_batches_cost_a_replay_not_a_sample(ray_local, monkeypatch):
     """The policy drains the least loaded replica, so it rarely leaves with calls: here it is made to
     drain a busy one, once, with no time to finish (drain_s=0): the executor kills it holding them."""

@@ -39,6 +39,7 @@ def test_the_window_bounds_what_is_in_flight_to_the_link(ray_local, setting):
     assert max(aloft[len(aloft) // 4 :]) <= 3
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_the_window_follows_the_link_from_10_to_2_mbit_and_back(ray_local, tmp_path):
     trace = tmp_path / "steps.trace"

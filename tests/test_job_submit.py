@@ -126,6 +126,7 @@ def _wait_job(head: dict, job_id: str, timeout: float = 480) -> tuple[str, str]:
     return ("TIMEOUT" if status not in JobStatus.__members__.values() else status.value), logs
 
 
+@pytest.mark.long
 def test_job_submit_runs_pipeline(ray_head, tmp_path):
     out = tmp_path / "job_report.json"
     job_id = f"splitstream-{uuid.uuid4().hex[:8]}"

@@ -72,6 +72,7 @@ def test_saturated_rate_ignores_startup_and_drain():
         netns_link.saturated_rate([(0, 5), (1, 5), (2, 5)])
 
 
+@pytest.mark.long
 @needs_netns
 @pytest.mark.slow
 @pytest.mark.skipif(
@@ -212,6 +213,7 @@ def _assert_output_once(report: dict, out: Path, samples: int) -> None:
     assert set(table.column("status").to_pylist()) == {"delivered"}
 
 
+@pytest.mark.long
 @needs_loss
 @pytest.mark.slow
 def test_ray_pipeline_tls_over_lossy_link_exactly_once(tmp_path, record_property):
@@ -235,6 +237,7 @@ def test_ray_pipeline_tls_over_lossy_link_exactly_once(tmp_path, record_property
     assert 0 < report["goodput_mbps"] <= 1.02 * rate  # the receiver's measurement, under the shaper
 
 
+@pytest.mark.long
 @needs_netns
 @pytest.mark.slow
 def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path):

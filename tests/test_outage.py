@@ -72,6 +72,7 @@ def test_the_report_places_each_edges_configured_outages_and_the_plots_shade_the
     assert plot_rate_timeline(rep, str(fig)) == str(fig) and fig.stat().st_size > 0
 
 
+@pytest.mark.long
 def test_a_20_s_outage_mid_run_pauses_an_adaptive_stream_and_loses_nothing(ray_local, tmp_path):
     from tiny_stream import tiny_config, tiny_factory
 
@@ -112,6 +113,7 @@ def test_a_20_s_outage_mid_run_pauses_an_adaptive_stream_and_loses_nothing(ray_l
     assert bits[max(bits)] == 8.0
 
 
+@pytest.mark.long
 @pytest.mark.skipif(
     not _executor_reads_outages(),
     reason="the executor does not read the transport's outage windows (outages_wall) yet",

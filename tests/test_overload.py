@@ -33,6 +33,7 @@ def _camera(seconds: float, overflow: str, *extra: str):
     )
 
 
+@pytest.mark.long
 def test_latest_keeps_latency_bounded_and_accounts_for_every_frame(ray_local, tmp_path):
     out = tmp_path / "frames.parquet"
     rep = run_pipeline(_camera(60, "latest", f"output.path={out}"), progress=False,
@@ -52,6 +53,7 @@ def test_latest_keeps_latency_bounded_and_accounts_for_every_frame(ray_local, tm
     assert rep["dropped_ids"] == sorted(r["id"] for r in dropped)[:100]
 
 
+@pytest.mark.long
 def test_block_queues_instead_and_latency_grows(ray_local):
     # 4 s at 3x the link: the last frames wait about 8 s, twice the bound below
     rep = run_pipeline(_camera(4, "block"), progress=False, factory=tiny_factory)
@@ -72,6 +74,7 @@ ADAPTIVE = ("rate.mode=adaptive", "rate.latency_slo_ms=1000", "rate.profile_samp
 TWICE_S, BEYOND_S = 15, 8  # seconds of camera at twice what 8 bits carry, and beyond 2 bits
 
 
+@pytest.mark.long
 def test_rate_control_and_shedding_first_fewer_bits_then_fewer_frames(ray_local):
     """At twice what 8 bits carry, the controller codes most samples below 8 bits and the source
     hardly sheds;

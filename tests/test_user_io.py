@@ -167,6 +167,7 @@ def _bomb(path: Path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
+@pytest.mark.long
 def test_photos_to_parquet_with_imagenet_names_and_the_unsplit_models_answers(
     hub, photos, tmp_path
 ):
@@ -261,6 +262,7 @@ def _video(path: Path, frames: int = 48, fps: int = 24) -> None:
             box.mux(packet)
 
 
+@pytest.mark.long
 def test_a_looping_video_streams_at_its_frame_rate_until_sigint(hub, tmp_path):
     video = tmp_path / "camera.mp4"
     _video(video)
@@ -320,6 +322,7 @@ def _table(folder: Path, photos: Path, n: int) -> Path:
     return path
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("source", ["images", "table"])
 def test_a_driver_killed_mid_run_resumes_with_every_input_exactly_once(
     hub, photos, tmp_path, source
