@@ -147,6 +147,10 @@ class NetnsLink:
     # one wire frame per packet (gso_max_segs 1 on the veth), so the loss rules and tbf see every
     # frame on its own, as on a real link; set whenever loss_pct > 0 at up()
     per_packet: bool = False
+    # TCP's largest retransmission timeout in both namespaces (net.ipv4.tcp_rto_max_ms, Linux >= 6.15;
+    # None: the kernel's 120 s). Through an outage TCP doubles its timer; capped, a connection
+    # retries at least this often and so resumes within this long of the link's return
+    rto_max_ms: int | None = None
     procs: list[subprocess.Popen] = field(default_factory=list)
     scratch: list[str] = field(default_factory=list)  # directories removed by down()
     outages: list[Outage] = field(default_factory=list)  # background outages, ended by down()
@@ -197,6 +201,9 @@ class NetnsLink:
                 run(["ip", "-n", ns, "link", "set", dev, "gso_max_size", "1500", "gso_max_segs", "1"])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
             run(["ip", "-n", ns, "link", "set", dev, "up"])
+            if self.rto_max_ms is not None:
+                run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                     f"net.ipv4.tcp_rto_max_ms={int(self.rto_max_ms)}"])  # fmt: skip
         self._shape(self.edge, self.edge_dev)
         if self.shape_downlink:
             self._shape(self.cloud, self.cloud_dev)
