@@ -15,6 +15,7 @@ SOURCES = [
     "rans_encode.c",
     "rans_decode.c",
     "frame.c",
+    "frame_write.c",
     "crc32.c",
 ]
 

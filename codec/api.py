@@ -168,9 +168,74 @@ def sampled_stream_top(p: Prepared, cand: Candidate, k: int, size: int) -> int |
     return (1 << p.params.bits) - 1 if residual else 255
 
 
+def is_lean(cand: Candidate) -> bool:
+    """Every stream order-0 rANS or stored, and not sparse: what the C frame writer codes in one call."""
+    return (
+        cand.kind != represent.SPARSE
+        and all(s.coding == STORED or s.ctx.ntables == 1 for s in cand.streams)
+        and len({s.prob_bits for s in cand.streams}) == 1
+    )
+
+
+# how the C writer counts a stream (csrc/frame_write.c): all symbols, the given counts, a sample
+_COUNT_ALL, _COUNT_GIVEN, _COUNT_SAMPLED = 0, 1, 2
+
+
+def encode_lean(p: Prepared, cand: Candidate, block_log2: int = 16) -> bytes:
+    """:func:`encode_prepared` of a lean candidate in one C call (``csrc/frame_write.c``): the same bytes."""
+    given = None
+    plans = []
+    for k, plan in enumerate(cand.streams):
+        # the counts encode_streams takes: the dense symbols' own histogram, a sample (level 1: the C
+        # writer applies the size rule of sampled_stream_top, as only it knows the escape count), or all
+        count, top = _COUNT_ALL, 0
+        if plan.coding != RANS:
+            pass
+        elif k == 0 and cand.kind == represent.DENSE:
+            given, count = p.dense_counts(), _COUNT_GIVEN
+        else:
+            sampled = sampled_stream_top(p, cand, k, SAMPLED_HIST_MIN)
+            if sampled is not None:
+                count, top = _COUNT_SAMPLED, sampled
+        plans.append((int(plan.coding == RANS), count, top))
+    params = p.params
+    return _kernels.lean_frame(
+        p.q,
+        DTYPE_CODES[p.dtype],
+        params.bits,
+        p.shape,
+        -1 if params.axis is None else params.axis,
+        params.scale,
+        params.zero,
+        cand.kind,
+        cand.param,
+        cand.streams[0].prob_bits if cand.streams else tables.DEFAULT_PROB_BITS,
+        block_log2,
+        tuple(plans),
+        given,
+        scratch.buffer("lean", lean_work_bytes(p.q.size, params.zero.size, len(plans), block_log2)),
+    )
+
+
+def lean_work_bytes(n: int, nq: int, nstreams: int, block_log2: int) -> int:
+    """The scratch ``_kernels.lean_frame`` needs for ``n`` symbols: the split streams (``LEAN_WORK_BYTES``)
+    and room for the frame (``lean_frame_bound`` in ``csrc/frame_write.c``)."""
+    header = 13 + 4 * 16 + 4 + 5 * nq + 5 + 2 * (1 + 14 + 544 + 4)
+    payloads = nstreams * (((n >> block_log2) + 1) * (4 + rans.STATE_BYTES) + 2 * n + 64)
+    return 2 * n + (n + 1) // 2 + 80 + header + payloads + 4
+
+
 def encode_prepared(p: Prepared, cand: Candidate, block_log2: int = 16, threads: int = 1) -> bytes:
-    """Code a prepared tensor with one candidate configuration. The streams and their payloads live in
-    this thread's scratch buffers (``codec/scratch.py``) until the frame's bytes are joined."""
+    """Code a prepared tensor with one candidate configuration: lean ones in one C call, the others here.
+    The streams and their payloads live in this thread's scratch buffers (``codec/scratch.py``) until the
+    frame's bytes are joined."""
+    if threads == 1 and is_lean(cand):
+        return encode_lean(p, cand, block_log2)
+    return encode_streams(p, cand, block_log2, threads)
+
+
+def encode_streams(p: Prepared, cand: Candidate, block_log2: int = 16, threads: int = 1) -> bytes:
+    """:func:`encode_prepared` in Python, stream by stream (any candidate, blocks on ``threads``)."""
     streams = represent.split(
         p.q, cand.kind, cand.param, p.info.layout, p.params.bits, scratch.buffer
     )

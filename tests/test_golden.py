@@ -168,16 +168,19 @@ def test_a_changed_payload_with_a_right_checksum_fails_the_golden_check():
 
 @pytest.mark.parametrize("reseal", [False, True])
 def test_an_encoder_that_changes_one_bit_fails_the_golden_test(monkeypatch, reseal):
-    """The frame writer patched to change one bit of what it writes (with or without a consistent
-    checksum): re-encoding a golden frame no longer matches."""
-    real_write = api.write
+    """The frame writers (Python's and the C lean writer) patched to change one bit of what they write
+    (with or without a consistent checksum): re-encoding a golden frame no longer matches."""
 
-    def changed_write(frame):
-        blob = real_write(frame)
-        bit = 8 * (len(blob) - 5)  # the payload's last byte
-        return _flip_and_reseal(blob, bit) if reseal else _flip(blob, bit)
+    def changed(writer):
+        def write(*args, **kwargs):
+            blob = writer(*args, **kwargs)
+            bit = 8 * (len(blob) - 5)  # the payload's last byte
+            return _flip_and_reseal(blob, bit) if reseal else _flip(blob, bit)
 
-    monkeypatch.setattr(api, "write", changed_write)
+        return write
+
+    monkeypatch.setattr(api, "write", changed(api.write))
+    monkeypatch.setattr(api, "encode_lean", changed(api.encode_lean))
     for name in ("dense-order0.relu-b8", "sparse-stored-order0-stored.relu-b8", "level3.relu-b8"):
         entry = BY_NAME[name]
         found = golden_problems(entry, make.encode_entry(entry))

@@ -263,6 +263,43 @@ typedef struct {
 /* Parse and check a frame of len bytes (at most max_elements elements): 0, or -1 with h->error set. */
 int frame_parse(const uint8_t *buf, int64_t len, int64_t max_elements, FrameHeader *h);
 
+/* ---- the lean frame writer (frame_write.c) ------------------------------------------------------- */
+
+/* How each stream of a lean configuration is counted before its table is built */
+enum { COUNT_ALL = 0, COUNT_GIVEN = 1, COUNT_SAMPLED = 2 };
+#define LEAN_MAX_STREAMS 2
+#define LEAN_SAMPLE_STRIDE 4 /* COUNT_SAMPLED: about one chunk in 4 (codec/api.py SAMPLED_HIST_STRIDE) */
+#define LEAN_SAMPLE_MIN (1 << 16) /* ... in streams of at least 64 Ki symbols (SAMPLED_HIST_MIN) */
+#define LEAN_MAX_UNSEEN 128  /* ... past this many symbols of 0..top missing, all are counted (quantize.py) */
+
+typedef struct {
+    int coding; /* 0: stored bytes, 1: order-0 rANS */
+    int count;  /* COUNT_ALL, COUNT_GIVEN (the dense stream's counts, given) or COUNT_SAMPLED */
+    int top;    /* COUNT_SAMPLED: every symbol of 0..top keeps a non-zero count */
+} LeanStream;
+
+/* A frame whose streams are each order-0 rANS or stored bytes: dense, packed, delta, delta-packed or
+ * delta-nibble symbols (every representation but sparse) */
+typedef struct {
+    int dtype, bits, ndim, axis, kind, param, pb, block_log2, nstreams;
+    uint32_t shape[FRAME_MAX_NDIM];
+    int64_t nq;
+    const float *scale;
+    const uint8_t *zero;
+    const uint32_t *given; /* COUNT_GIVEN's 256 counts */
+    LeanStream s[LEAN_MAX_STREAMS];
+} LeanFrame;
+
+/* An upper bound of the frame's size for n symbols (-1 if the configuration is not lean or n is too large) */
+int64_t lean_frame_bound(int64_t n, const LeanFrame *f);
+/* the scratch lean_frame_write needs for n symbols: residuals, packed symbols or nibble pairs, escapes */
+#define LEAN_WORK_BYTES(n) (2 * (n) + ((n) + 1) / 2 + 80)
+/* Write the frame of the n symbols q into out (lean_frame_bound bytes), the streams split into work
+ * (LEAN_WORK_BYTES(n)): bytes written, or RANS_ENOMEM, RANS_EMISSING (a symbol the counts missed) or LEAN_EBAD
+ * (a configuration lean_frame_bound refuses) */
+#define LEAN_EBAD (-4)
+int64_t lean_frame_write(const uint8_t *q, int64_t n, const LeanFrame *f, uint8_t *work, uint8_t *out);
+
 /* ---- CRC-32 (crc32.c) --------------------------------------------------------------------------- */
 
 /* zlib's CRC-32, continued: crc32_update(0, data) is zlib.crc32(data). */

@@ -929,6 +929,84 @@ done:
     return ret;
 }
 
+/* lean_frame(q u8, dtype, bits, shape, axis (-1: none), scale f32[nq], zero u8[nq], kind, param, prob_bits,
+ *            block_log2, streams ((coding, count, top), ...), given u32[256] | None, work u8) -> frame bytes
+ * The frame of a configuration whose streams are each order-0 rANS (coding 1) or stored (0), in one call: see
+ * frame_write.c. count: 0 all symbols, 1 the given counts (the dense stream), 2 about one chunk in 4 with
+ * 0..top kept codable. work: scratch of LEAN_WORK_BYTES(n) + lean_frame_bound bytes, which the caller reuses
+ * (codec/api.py lean_work_bytes). */
+static PyObject *py_lean_frame(PyObject *self, PyObject *args) {
+    PyObject *qo, *shape, *so, *zo, *streams, *go, *wo;
+    LeanFrame f;
+    memset(&f, 0, sizeof f);
+    if (!PyArg_ParseTuple(args, "OiiO!iOOiiiiO!OO", &qo, &f.dtype, &f.bits, &PyTuple_Type, &shape, &f.axis, &so, &zo,
+                          &f.kind, &f.param, &f.pb, &f.block_log2, &PyTuple_Type, &streams, &go, &wo))
+        return NULL;
+    Buf qb = {0}, sb = {0}, zb = {0}, gb = {0}, wb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(so, &sb, 0, "scale") < 0 || get_buf(zo, &zb, 0, "zero") < 0 ||
+        get_buf(wo, &wb, 1, "work") < 0)
+        goto done;
+    if (go != Py_None) {
+        if (get_buf(go, &gb, 0, "given") < 0) goto done;
+        if (gb.view.len < 1024) {
+            bad("lean_frame: given counts too small");
+            goto done;
+        }
+        f.given = (const uint32_t *)gb.view.buf;
+    }
+    f.ndim = (int)PyTuple_GET_SIZE(shape);
+    f.nstreams = (int)PyTuple_GET_SIZE(streams);
+    if (f.ndim > FRAME_MAX_NDIM || f.nstreams > LEAN_MAX_STREAMS || sb.view.len % 4 || sb.view.len / 4 != zb.view.len ||
+        f.axis < -1 || f.axis >= (f.ndim ? f.ndim : 1)) {
+        bad("lean_frame: bad arguments");
+        goto done;
+    }
+    f.nq = zb.view.len;
+    f.scale = (const float *)sb.view.buf;
+    f.zero = (const uint8_t *)zb.view.buf;
+    for (int d = 0; d < f.ndim; d++) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(shape, d));
+        if (PyErr_Occurred()) goto done;
+        if (v > 0xFFFFFFFFull) {
+            bad("lean_frame: a dimension is out of the frame's range");
+            goto done;
+        }
+        f.shape[d] = (uint32_t)v;
+    }
+    for (int k = 0; k < f.nstreams; k++) {
+        LeanStream *ls = &f.s[k];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(streams, k), "iii", &ls->coding, &ls->count, &ls->top)) goto done;
+    }
+    int64_t n = qb.view.len, cap = lean_frame_bound(n, &f);
+    if (cap < 0) {
+        bad("lean_frame: not a lean configuration");
+        goto done;
+    }
+    /* coded into the reused scratch (the bound is about twice the frame: a fresh allocation of it would
+     * fault in pages the frame never uses), then copied once into bytes of the frame's size */
+    if (wb.view.len < LEAN_WORK_BYTES(n) + cap) {
+        bad("lean_frame: work buffer too small");
+        goto done;
+    }
+    uint8_t *frame = (uint8_t *)wb.view.buf + LEAN_WORK_BYTES(n);
+    int64_t r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = lean_frame_write((const uint8_t *)qb.view.buf, n, &f, (uint8_t *)wb.view.buf, frame);
+    Py_END_ALLOW_THREADS;
+    if (r == RANS_ENOMEM)
+        PyErr_NoMemory();
+    else if (r == RANS_EMISSING)
+        bad("rans_encode: a symbol has zero frequency in its context");
+    else if (r < 0)
+        bad("lean_frame: not a lean configuration");
+    else
+        ret = PyBytes_FromStringAndSize((const char *)frame, (Py_ssize_t)r);
+done:
+    rel_buf(&qb), rel_buf(&sb), rel_buf(&zb), rel_buf(&gb), rel_buf(&wb);
+    return ret;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* CRC-32 and the SIMD switches                                                                      */
 
@@ -971,6 +1049,7 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"crc32", py_crc32, METH_VARARGS, "CRC-32 (zlib's), continued from an optional previous value."},
     {"frame_header", py_frame_header, METH_VARARGS, "Parse and check a frame's header."},
+    {"lean_frame", py_lean_frame, METH_VARARGS, "Write the frame of a lean (order-0 or stored) configuration."},
     {"set_clmul", py_set_clmul, METH_VARARGS, "Enable/disable the carry-less-multiply CRC path."},
     {"table_cost", py_table_cost, METH_VARARGS, "Ideal code bits and table bytes of counts."},
     {"write_tables", py_write_tables, METH_VARARGS, "Serialize frequency tables."},
