@@ -44,6 +44,7 @@ SOURCES: dict[str, tuple[str, str]] = {
         "python -m benchmarks.codec --json benchmarks/results/codec.json "
         "--plot benchmarks/results/codec.png",
     ),
+    "benchmarks/results/blocks.json": ("benchmarks.blocks", "python -m benchmarks.blocks"),
     "benchmarks/results/reshape.json": (
         "benchmarks.reshape",
         "python -m benchmarks.reshape --json benchmarks/results/reshape.json",
