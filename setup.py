@@ -8,6 +8,7 @@ SOURCES = [
     "module.c",
     "runtime.c",
     "contexts.c",
+    "costmodel.c",
     "quantize.c",
     "stats.c",
     "represent.c",

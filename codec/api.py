@@ -24,6 +24,7 @@ from .costmodel import (
     TensorInfo,
     choose,
     context_axis,
+    lean_choice,
 )
 from .errors import CodecError
 from .frame import DTYPE_CODES, Frame, StreamHeader, read, write
@@ -335,6 +336,9 @@ def encode_chosen(p: Prepared, level: int, code: Coder) -> bytes:
     ``code(p, candidate, block_log2)`` (from level 8 the two best predictions are coded, the smaller
     kept)."""
     blog = _block_log2(level, p.q.size)
+    lean = lean_choice(p.info, level, blog)  # the same choice in one C call, where it can
+    if lean is not None:
+        return code(p, lean, blog)
     best, cands = choose(p.info, level, blog)
     if level >= 8 and len(cands) > 1:
         ranked = sorted(cands, key=lambda c: c.predicted_bytes)[:2]

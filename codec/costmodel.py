@@ -315,6 +315,12 @@ def candidates(
     return out + _sparse_candidates(info, info.hist, level, block_log2, widths)
 
 
+def sparse_zero_share(level: int) -> float:
+    """The share of zero-point symbols above which a sampled level weighs sparse rows (level 1: only
+    clearly sparse tensors; 6+ always)."""
+    return 0.6 if level == 1 else 0.3
+
+
 def _sparse_candidates(
     info: TensorInfo, hist: np.ndarray, level: int, block_log2: int, widths: list[int] | None
 ) -> list[Candidate]:
@@ -325,7 +331,7 @@ def _sparse_candidates(
     counted = max(int(hist.sum()), 1)
     zero_share = float(hist[int(lay.zero[0])]) / counted if lay.channels == 1 else None
     if n >= 64 and (
-        zero_share is None or zero_share > (0.6 if level == 1 else 0.3) or level >= 6 or widths
+        zero_share is None or zero_share > sparse_zero_share(level) or level >= 6 or widths
     ):
         widths = widths or sparse_widths(info.shape, level)
         sample, row_step = q, 1
@@ -569,6 +575,46 @@ def _nonzero_hist(info: TensorInfo, hist: np.ndarray) -> np.ndarray:
     q = info.q.reshape(-1, lay.channels, lay.inner)
     mask = q != lay.zero[None, :, None]
     return np.bincount(q[mask], minlength=256).astype(np.uint32)
+
+
+@functools.lru_cache(maxsize=64)
+def _distance_array(shape: tuple[int, ...]) -> np.ndarray:
+    out = np.array(delta_distances(shape), np.int64)
+    out.flags.writeable = False  # cached: shared by every call with the same shape
+    return out
+
+
+def lean_choice(info: TensorInfo, level: int, block_log2: int) -> Candidate | None:
+    """``choose(info, level, block_log2)[0]`` at the lean levels (1-3) for per-tensor symbols of at least
+    LEAN_MIN_SYMBOLS, in one C call (``csrc/costmodel.c``) that costs the same candidates, in the same order
+    and with the same arithmetic, without building them; None where :func:`choose` must decide (another
+    level, per-channel symbols, or a zero share at which the level weighs sparse rows too)."""
+    plan = LEVEL_PLANS.get(level)
+    q, n = info.q, info.q.size
+    if plan is None or plan.nbuckets or plan.groups or n < LEAN_MIN_SYMBOLS or info.layout.channels != 1:
+        return None
+    starts, chunk = sample_starts(n, min(plan.sample, max(n // 3, 1 << 13)))
+    got = _kernels.lean_choice(
+        q,
+        info.bits,
+        starts,
+        chunk,
+        _distance_array(info.shape),
+        info.hist,
+        block_log2,
+        int(info.layout.zero[0]),
+        sparse_zero_share(level),
+    )
+    if got is None:
+        return None
+    kind, param, streams, total = got
+    plans = [
+        StreamPlan(RANS, ORDER0, tables.DEFAULT_PROB_BITS, cost)
+        if coding == RANS
+        else StreamPlan(STORED, predicted_bytes=cost)
+        for coding, cost in streams
+    ]
+    return Candidate(kind, param, plans, total)
 
 
 def speed_margin(level: int) -> float:

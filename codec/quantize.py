@@ -252,6 +252,8 @@ def _quantize(
     largest symbol)."""
     channels, inner = channel_layout(x.shape, axis)
     flat = x.reshape(-1)
+    if channels == 1 and clip is None and flat.size:
+        return _quantize_tensor(flat, bits, axis, hist_stride)
     mins = np.empty(channels, np.float32)
     maxs = np.empty(channels, np.float32)
     if flat.size and not _kernels.minmax(flat, mins, maxs, channels, inner):
@@ -280,6 +282,24 @@ def _quantize(
         )
         if hist_stride > 1:
             _floor_or_count(q, hist, lo, hi)
+    return q, params, hist, lo, hi
+
+
+def _quantize_tensor(
+    flat: np.ndarray, bits: int, axis: int | None, hist_stride: int
+) -> tuple[np.ndarray, QuantParams, np.ndarray, int, int]:
+    """:func:`_quantize` of one channel without clipping, in one C call (``quantize_tensor`` in
+    ``csrc/quantize.c``: the same range, parameters, symbols and histogram)."""
+    q = np.empty(flat.size, np.uint8)
+    hist = np.zeros(256, np.uint32)
+    status, scale, zero, lo, hi = _kernels.quantize_tensor(
+        flat, bits, max(hist_stride, 1), q, hist if hist_stride else None
+    )
+    if status == 1:
+        raise CodecError("input contains NaN or Inf; only finite tensors can be encoded")
+    if status == 2:
+        raise CodecError("tensor range is too wide for float32 quantization parameters")
+    params = QuantParams(bits, axis, np.array([scale], np.float32), np.array([zero], np.uint8))
     return q, params, hist, lo, hi
 
 

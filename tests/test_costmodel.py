@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from codec import _kernels, api, costmodel, represent
+from codec import CodecError, _kernels, api, costmodel, represent
 from codec.contexts import channel_order, group_channels, group_counts
 
 
@@ -91,3 +91,61 @@ def test_channel_and_group_counts_match_numpy(inner):
         group = group_channels(channel_order(counts), ngroups)
         by_group = np.stack([expected[group == g].sum(axis=0) for g in range(ngroups)])
         assert np.array_equal(group_counts(counts, group, ngroups), by_group)
+
+
+class TestLeanChoice:
+    """The lean levels' choice in C (costmodel.lean_choice) is choose()'s, candidate for candidate."""
+
+    RNG = np.random.default_rng(5)
+
+    @classmethod
+    def tensors(cls):
+        smooth = np.cumsum(cls.RNG.normal(size=(4, 12, 480)), axis=-1)
+        return {
+            "gaussian": cls.RNG.normal(size=(4, 32, 28, 28)).astype(np.float32),
+            "relu-light": np.maximum(cls.RNG.normal(size=(2, 16, 40, 40)) + 0.8, 0).astype(np.float32),
+            "relu": np.maximum(cls.RNG.normal(size=(2, 16, 40, 40)), 0).astype(np.float32),
+            "smooth": (smooth / np.abs(smooth).max()).astype(np.float32),
+            "rows": np.repeat(cls.RNG.normal(size=(1, 384)), 48, axis=0).astype(np.float32),
+        }
+
+    def test_the_same_choice_and_prediction_as_choose(self):
+        compared = 0
+        for name, x in self.tensors().items():
+            for bits in range(1, 9):
+                for level in (1, 2, 3):
+                    sampled = x.size >= costmodel.LEAN_MIN_SYMBOLS
+                    p = api.prepare(x, bits, fast_stats=level == 1, histogram=not sampled)
+                    for blog in (12, 16):
+                        lean = costmodel.lean_choice(p.info, level, blog)
+                        if lean is None:
+                            continue
+                        best, _ = costmodel.choose(p.info, level, blog)
+                        assert (lean.kind, lean.param) == (best.kind, best.param), (name, bits, level)
+                        assert [s.coding for s in lean.streams] == [s.coding for s in best.streams]
+                        assert lean.predicted_bytes == best.predicted_bytes
+                        compared += 1
+        assert compared > 100
+
+    def test_it_leaves_other_cases_to_choose(self):
+        x = np.maximum(self.RNG.normal(size=(2, 16, 40, 40)), 0).astype(np.float32)  # half zeros
+        p = api.prepare(x, 8, histogram=False)
+        assert costmodel.lean_choice(p.info, 3, 16) is None  # sparse rows are weighed at level 3
+        assert costmodel.lean_choice(p.info, 4, 16) is None  # contexts from level 4
+        per_channel = api.prepare(x, 8, axis=1, histogram=False)
+        assert costmodel.lean_choice(per_channel.info, 2, 16) is None
+        small = api.prepare(x[:, :1, :10], 8, histogram=False)
+        assert costmodel.lean_choice(small.info, 2, 16) is None
+
+    def test_bad_arguments_are_a_codec_error(self):
+        q = np.zeros(8192, np.uint8)
+        starts, dist = np.array([0], np.int64), np.array([1], np.int64)
+        good = (q, 8, starts, 1024, dist, None, 16, 5, 0.6)
+        assert _kernels.lean_choice(*good)[0] == represent.DELTA_NIBBLE  # no zero-point symbol: costed
+        assert _kernels.lean_choice(q, 8, starts, 1024, dist, None, 16, 0, 0.6) is None  # all zero points
+        for k, value in [(1, 0), (2, np.array([8000], np.int64)), (3, 1023), (4, np.arange(1, 5, dtype=np.int64)),
+                         (5, np.zeros(4, np.uint32)), (6, 40), (7, 256)]:  # fmt: skip
+            args = list(good)
+            args[k] = value
+            with pytest.raises(CodecError):
+                _kernels.lean_choice(*args)

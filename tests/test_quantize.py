@@ -237,3 +237,64 @@ def test_mse_clip_through_the_codec_and_bad_clip_values():
     for bad in ("max", "MSE", 1):
         with pytest.raises(CodecError, match="clip"):
             codec.encode(x, bits=4, clip=bad)
+
+
+class TestQuantizeTensor:
+    """The per-tensor path in one C call (quantize_tensor) against the step-by-step reference: minmax,
+    params_from_range, the quantize kernel and the sampled histogram's floors."""
+
+    RNG = np.random.default_rng(11)
+    INPUTS = {
+        "gaussian": RNG.normal(size=5000).astype(np.float32),
+        "relu": np.maximum(RNG.normal(size=70000), 0).astype(np.float32),
+        "zeros": np.zeros(100, np.float32),
+        "negative": -np.abs(RNG.normal(size=3000)).astype(np.float32),
+        "constant": np.full(10, 3.0, np.float32),
+        "tiny": (RNG.normal(size=300000) * 1e-35).astype(np.float32),
+        "denormal": np.array([1e-40, 0, -1e-40], np.float32),
+        "cauchy": RNG.standard_cauchy(200000).astype(np.float32),
+        "one-outlier": np.concatenate([np.zeros(100000), [5.0]]).astype(np.float32),
+    }
+
+    @staticmethod
+    def reference(x, bits, stride):
+        from codec import quantize as qmod
+
+        mins, maxs = np.empty(1, np.float32), np.empty(1, np.float32)
+        assert _kernels.minmax(x, mins, maxs, 1, x.size)
+        p = qmod.params_from_range(mins, maxs, bits, None)
+        inv = (np.float32(1.0) / p.scale).astype(np.float32)
+        q, hist = np.empty(x.size, np.uint8), np.zeros(256, np.uint32)
+        lo, hi, _ = _kernels.quantize(
+            x, q, inv, p.zero, 1, x.size, p.qmax, hist if stride else None, max(stride, 1)
+        )
+        if stride > 1:
+            qmod._floor_or_count(q, hist, lo, hi)
+        return q, p, hist, lo, hi
+
+    @pytest.mark.parametrize("name", sorted(INPUTS))
+    @pytest.mark.parametrize("stride", [0, 1, 4])
+    def test_same_symbols_parameters_and_histogram(self, name, stride):
+        from codec.quantize import _quantize_tensor
+
+        x = self.INPUTS[name]
+        for bits in range(1, 9):
+            q, p, hist, lo, hi = _quantize_tensor(x, bits, None, stride)
+            rq, rp, rhist, rlo, rhi = self.reference(x, bits, stride)
+            assert np.array_equal(q, rq) and np.array_equal(hist, rhist) and (lo, hi) == (rlo, rhi)
+            assert p.scale.tobytes() == rp.scale.tobytes() and p.zero.tobytes() == rp.zero.tobytes()
+
+    @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+    def test_non_finite_is_a_codec_error(self, bad):
+        from codec.quantize import _quantize_tensor
+
+        x = np.array([1.0, bad, 2.0], np.float32)
+        with pytest.raises(CodecError, match="NaN or Inf"):
+            _quantize_tensor(x, 8, None, 1)
+
+    def test_bad_arguments_are_a_codec_error(self):
+        x, q = np.ones(8, np.float32), np.empty(8, np.uint8)
+        for args in [(x, 9, 1, q, None), (x, 8, 0, q, None), (x, 8, 1, q[:4], None),
+                     (x[:0], 8, 1, q, None), (x, 8, 1, q, np.zeros(16, np.uint32))]:  # fmt: skip
+            with pytest.raises(CodecError):
+                _kernels.quantize_tensor(*args)

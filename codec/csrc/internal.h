@@ -138,6 +138,9 @@ void block_contexts(const Ctx *c, const uint8_t *sym, int64_t b0, int64_t b1, ui
 int minmax(const float *x, int64_t n, int64_t channels, int64_t inner, float *mins, float *maxs);
 void quantize(const float *x, uint8_t *q, int64_t n, const float *inv, const uint8_t *zero, int64_t channels,
               int64_t inner, int qmax, uint32_t *hist, int stride, uint8_t *smin, uint8_t *smax, int64_t *counted);
+#define QUANT_MAX_UNSEEN 128 /* quantize.py MAX_UNSEEN */
+int quantize_tensor(const float *x, int64_t n, int bits, int stride, uint8_t *q, uint32_t *hist, float *scale,
+                    uint8_t *zero, uint8_t *lo, uint8_t *hi);
 void dequantize(const uint8_t *q, float *x, int64_t n, const float *scale, const uint8_t *zero, int64_t channels,
                 int64_t inner);
 void dequantize_range(const uint8_t *q, float *x, int64_t start, int64_t end, const float *scale,
@@ -263,6 +266,28 @@ typedef struct {
 /* Parse and check a frame of len bytes (at most max_elements elements): 0, or -1 with h->error set. */
 int frame_parse(const uint8_t *buf, int64_t len, int64_t max_elements, FrameHeader *h);
 
+/* ---- the lean levels' choice (costmodel.c) -------------------------------------------------------- */
+
+#define LEAN_MAX_DISTANCES 3 /* costmodel.py delta_distances gives at most three */
+#define LEAN_PROB_BITS 12    /* tables.DEFAULT_PROB_BITS: the tables the lean levels cost */
+#define LEAN_SPARSE 1        /* lean_choice: the level would weigh sparse rows too; the Python decides */
+
+typedef struct {
+    int kind, param, nstreams;
+    int coding[2];       /* per stream: 0 stored bytes, 1 order-0 rANS */
+    double predicted[2]; /* per stream: predicted bytes */
+    double total;
+} LeanChoice;
+
+/* codec/costmodel.py's choice at the lean levels for n per-tensor symbols q (bits wide, zero point zero): the
+ * family histograms of the nstarts chunks at starts, the representations costed order-0 in the Python's order,
+ * the first cheapest into best. given: the dense symbols' counts (level 1), or NULL (from the sample). Returns 0,
+ * or LEAN_SPARSE when the share of zero-point symbols exceeds sparse_share (and n >= 64). The caller has checked
+ * the sizes as family_histograms' binding does, and nd <= LEAN_MAX_DISTANCES. */
+int lean_choice(const uint8_t *q, int64_t n, int bits, const int64_t *starts, int64_t nstarts, int64_t chunk,
+                const int64_t *dist, int nd, const uint32_t *given, int block_log2, int zero, double sparse_share,
+                LeanChoice *best);
+
 /* ---- the lean frame writer (frame_write.c) ------------------------------------------------------- */
 
 /* How each stream of a lean configuration is counted before its table is built */
@@ -270,7 +295,7 @@ enum { COUNT_ALL = 0, COUNT_GIVEN = 1, COUNT_SAMPLED = 2 };
 #define LEAN_MAX_STREAMS 2
 #define LEAN_SAMPLE_STRIDE 4 /* COUNT_SAMPLED: about one chunk in 4 (codec/api.py SAMPLED_HIST_STRIDE) */
 #define LEAN_SAMPLE_MIN (1 << 16) /* ... in streams of at least 64 Ki symbols (SAMPLED_HIST_MIN) */
-#define LEAN_MAX_UNSEEN 128  /* ... past this many symbols of 0..top missing, all are counted (quantize.py) */
+#define LEAN_MAX_UNSEEN QUANT_MAX_UNSEEN /* ... past this many symbols of 0..top missing, all are counted */
 
 typedef struct {
     int coding; /* 0: stored bytes, 1: order-0 rANS */

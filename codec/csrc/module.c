@@ -130,6 +130,36 @@ done:
     return ret;
 }
 
+/* quantize_tensor(x f32, bits, stride, out u8[n], hist u32[256] | None) -> (status, scale, zero, smallest symbol,
+ * largest symbol): per-tensor quantization in one call (quantize.c quantize_tensor); status 0 ok, 1 NaN or Inf,
+ * 2 a range too wide. */
+static PyObject *py_quantize_tensor(PyObject *self, PyObject *args) {
+    PyObject *xo, *qo, *ho;
+    int bits, stride;
+    if (!PyArg_ParseTuple(args, "OiiOO", &xo, &bits, &stride, &qo, &ho)) return NULL;
+    Buf xb = {0}, qb = {0}, hb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(xo, &xb, 0, "x") < 0 || get_buf(qo, &qb, 1, "out") < 0) goto done;
+    if (ho != Py_None && get_buf(ho, &hb, 1, "hist") < 0) goto done;
+    int64_t n = xb.view.len / 4;
+    if (n < 1 || xb.view.len % 4 || qb.view.len < n || bits < 1 || bits > 8 || stride < 1 ||
+        (hb.held && !fits(hb.view.len, 256, 4))) {
+        bad("quantize_tensor: bad arguments");
+        goto done;
+    }
+    float scale = 1.0f;
+    uint8_t zero = 0, lo = 0, hi = 0;
+    int status;
+    Py_BEGIN_ALLOW_THREADS;
+    status = quantize_tensor((const float *)xb.view.buf, n, bits, stride, (uint8_t *)qb.view.buf,
+                             hb.held ? (uint32_t *)hb.view.buf : NULL, &scale, &zero, &lo, &hi);
+    Py_END_ALLOW_THREADS;
+    ret = Py_BuildValue("(ifiii)", status, (double)scale, (int)zero, (int)lo, (int)hi);
+done:
+    rel_buf(&xb), rel_buf(&qb), rel_buf(&hb);
+    return ret;
+}
+
 /* dequantize(q u8, out f32, scale f32[C], zero u8[C], channels, inner) */
 static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     PyObject *qo, *xo, *so, *zo;
@@ -226,6 +256,21 @@ done:
     return ret;
 }
 
+/* the sampled chunks and distances family_histograms reads: chunk even, at most SAMPLE_CHUNK_MAX and n; every
+ * start within q (and a whole packed byte with a slot); mask 2^bits - 1 of the slot (or 31..255 without);
+ * at most max_nd distances, each in 1..n */
+static int family_args_ok(int64_t n, const Buf *sb, long long chunk, int mask, int slot, const Buf *db, int max_nd) {
+    const int64_t nstarts = sb->view.len / 8, nd = db->view.len / 8;
+    const int64_t *starts = (const int64_t *)sb->view.buf, *dist = (const int64_t *)db->view.buf;
+    int ok = chunk >= 2 && chunk % 2 == 0 && chunk <= SAMPLE_CHUNK_MAX && chunk <= n &&
+             ((slot == 0 && mask >= 31 && mask <= 255) || ((slot == 1 || slot == 2 || slot == 4) && mask < (1 << slot))) &&
+             !(mask & (mask + 1)) && nd <= max_nd && sb->view.len % 8 == 0 && db->view.len % 8 == 0;
+    for (int64_t k = 0; ok && k < nstarts; k++)
+        ok = starts[k] >= 0 && starts[k] <= n - chunk && (slot == 0 || (starts[k] % (8 / slot) == 0 && chunk % (8 / slot) == 0));
+    for (int64_t k = 0; ok && k < nd; k++) ok = dist[k] >= 1 && dist[k] <= n;
+    return ok;
+}
+
 /* family_histograms(q u8, starts i64[K], chunk, mask, slot, distances i64[D], hist u32[(2+2D or 2+3D)*256]): the
  * histograms of the sampled chunks q[s, s + chunk) as they are (row 0), bit-packed (row 1; slot 0: none), as
  * residuals at each distance (rows 2..D+1) and, with a slot (mask below 2^slot), as packed residuals (rows
@@ -243,13 +288,8 @@ static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
         goto done;
     int64_t n = qb.view.len, nstarts = sb.view.len / 8, nd = db.view.len / 8;
     const int64_t *starts = (const int64_t *)sb.view.buf, *dist = (const int64_t *)db.view.buf;
-    int ok = chunk >= 2 && chunk % 2 == 0 && chunk <= SAMPLE_CHUNK_MAX && chunk <= n &&
-             ((slot == 0 && mask >= 31 && mask <= 255) || ((slot == 1 || slot == 2 || slot == 4) && mask < (1 << slot))) &&
-             !(mask & (mask + 1)) && nd <= 16 && fits(hb.view.len, 2 + (slot ? 2 : 3) * nd, 256 * 4) &&
-             sb.view.len % 8 == 0 && db.view.len % 8 == 0;
-    for (int64_t k = 0; ok && k < nstarts; k++)
-        ok = starts[k] >= 0 && starts[k] <= n - chunk && (slot == 0 || (starts[k] % (8 / slot) == 0 && chunk % (8 / slot) == 0));
-    for (int64_t k = 0; ok && k < nd; k++) ok = dist[k] >= 1 && dist[k] <= n;
+    int ok = family_args_ok(n, &sb, chunk, mask, slot, &db, 16) &&
+             fits(hb.view.len, 2 + (slot ? 2 : 3) * nd, 256 * 4);
     if (!ok) {
         bad("family_histograms: bad sizes");
         goto done;
@@ -261,6 +301,48 @@ static PyObject *py_family_histograms(PyObject *self, PyObject *args) {
     ret = Py_NewRef(Py_None);
 done:
     rel_buf(&qb), rel_buf(&sb), rel_buf(&db), rel_buf(&hb);
+    return ret;
+}
+
+/* lean_choice(q u8, bits, starts i64[K], chunk, distances i64[D <= 3], given u32[256] | None, block_log2, zero,
+ *             sparse_share) -> None | (kind, param, ((coding, predicted bytes), ...), predicted bytes)
+ * The lean levels' choice of codec/costmodel.py in one call (costmodel.c); None where the level would weigh
+ * sparse rows too. */
+static PyObject *py_lean_choice(PyObject *self, PyObject *args) {
+    PyObject *qo, *so, *dobj, *go;
+    long long chunk;
+    int bits, blog, zero;
+    double share;
+    if (!PyArg_ParseTuple(args, "OiOLOOiid", &qo, &bits, &so, &chunk, &dobj, &go, &blog, &zero, &share)) return NULL;
+    Buf qb = {0}, sb = {0}, db = {0}, gb = {0};
+    PyObject *ret = NULL;
+    if (get_buf(qo, &qb, 0, "q") < 0 || get_buf(so, &sb, 0, "starts") < 0 || get_buf(dobj, &db, 0, "distances") < 0)
+        goto done;
+    if (go != Py_None && get_buf(go, &gb, 0, "given") < 0) goto done;
+    const int slot = bits == 1 ? 1 : bits == 2 ? 2 : bits <= 4 ? 4 : 0;
+    const int64_t n = qb.view.len;
+    if (bits < 1 || bits > 8 || !family_args_ok(n, &sb, chunk, (1 << bits) - 1, slot, &db, LEAN_MAX_DISTANCES) ||
+        sb.view.len < 8 || blog < 5 || blog > 24 || zero < 0 || zero > 255 || (gb.held && gb.view.len < 1024)) {
+        bad("lean_choice: bad arguments");
+        goto done;
+    }
+    LeanChoice c;
+    int r;
+    Py_BEGIN_ALLOW_THREADS;
+    r = lean_choice((const uint8_t *)qb.view.buf, n, bits, (const int64_t *)sb.view.buf, sb.view.len / 8, chunk,
+                    (const int64_t *)db.view.buf, (int)(db.view.len / 8),
+                    gb.held ? (const uint32_t *)gb.view.buf : NULL, blog, zero, share, &c);
+    Py_END_ALLOW_THREADS;
+    if (r == LEAN_SPARSE) {
+        ret = Py_NewRef(Py_None);
+    } else if (c.nstreams == 2) {
+        ret = Py_BuildValue("(ii((id)(id))d)", c.kind, c.param, c.coding[0], c.predicted[0], c.coding[1],
+                            c.predicted[1], c.total);
+    } else {
+        ret = Py_BuildValue("(ii((id))d)", c.kind, c.param, c.coding[0], c.predicted[0], c.total);
+    }
+done:
+    rel_buf(&qb), rel_buf(&sb), rel_buf(&db), rel_buf(&gb);
     return ret;
 }
 
@@ -1057,12 +1139,14 @@ static PyMethodDef methods[] = {
     {"set_simd", py_set_simd, METH_VARARGS, "Enable/disable the AVX2 (and AVX-512) paths; returns the previous state."},
     {"minmax", py_minmax, METH_VARARGS, "Per-channel min/max (including 0); returns False on NaN/Inf."},
     {"quantize", py_quantize, METH_VARARGS, "Asymmetric per-channel quantization to u8 (+ optional histogram)."},
+    {"quantize_tensor", py_quantize_tensor, METH_VARARGS, "Per-tensor quantization from the floats in one call."},
     {"dequantize", py_dequantize, METH_VARARGS, "u8 symbols back to float32."},
     {"context_histogram", py_context_histogram, METH_VARARGS, "Symbol counts per context table."},
     {"histogram", py_histogram, METH_VARARGS, "256-bin symbol histogram."},
     {"transpose_u8", py_transpose_u8, METH_VARARGS, "Batched byte-matrix transpose."},
     {"histogram_sampled", py_histogram_sampled, METH_VARARGS, "Histogram of hash-picked 4 Ki chunks."},
     {"family_histograms", py_family_histograms, METH_VARARGS, "Sampled histograms of packed and residual streams."},
+    {"lean_choice", py_lean_choice, METH_VARARGS, "The lean levels' order-0 choice of the cost model."},
     {"clip_choice", py_clip_choice, METH_VARARGS, "Per channel, the clip candidate with the least error."},
     {"channel_histogram", py_channel_histogram, METH_VARARGS, "Symbol counts per channel."},
     {"group_sum", py_group_sum, METH_VARARGS, "Per-group sums of per-channel symbol counts."},

@@ -293,3 +293,37 @@ void clip_choice(const uint32_t *hist, const float *scale8, const uint8_t *zero8
         best[c] = pick;
     }
 }
+
+/* Per-tensor quantization from the floats, in one call (codec/quantize.py's _quantize for one channel and no
+ * clipping): min / max (both including 0), the scale and zero point by params_from_range's arithmetic (float64,
+ * the step rounded once to float32, the zero point rounded half to even), the symbols, and with hist the
+ * histogram (stride 1: all symbols; k > 1: about one chunk in k, then every symbol between the smallest and the
+ * largest counted at least once, or, past QUANT_MAX_UNSEEN missing ones, all of them counted). Returns 0, 1 for
+ * a NaN or Inf, 2 for a range too wide for a float32 step. */
+int quantize_tensor(const float *x, int64_t n, int bits, int stride, uint8_t *q, uint32_t *hist, float *scale,
+                    uint8_t *zero, uint8_t *lo, uint8_t *hi) {
+    float mn, mx;
+    if (!minmax(x, n, 1, n, &mn, &mx)) return 1;
+    const int qmax = (1 << bits) - 1;
+    const double step = ((double)mx - (double)mn) / qmax;
+    if (step > 1e37) return 2; /* MAX_STEP */
+    const float s32 = step > 0 ? (float)(step > 1e-30 ? step : 1e-30) : 1.0f; /* MIN_STEP */
+    double z = nearbyint(-(double)mn / (double)s32);
+    z = z < 0 ? 0 : z > qmax ? qmax : z;
+    *scale = s32;
+    *zero = (uint8_t)z;
+    const float inv = 1.0f / s32;
+    int64_t counted;
+    quantize(x, q, n, &inv, zero, 1, n, qmax, hist, stride > 0 ? stride : 1, lo, hi, &counted);
+    if (hist && stride > 1) {
+        int unseen = 0;
+        for (int s = *lo; s <= *hi; s++) unseen += hist[s] == 0;
+        if (unseen > QUANT_MAX_UNSEEN) {
+            histogram4(q, n, hist);
+        } else {
+            for (int s = *lo; s <= *hi; s++)
+                if (!hist[s]) hist[s] = 1;
+        }
+    }
+    return 0;
+}
