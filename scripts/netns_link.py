@@ -306,7 +306,12 @@ class NetnsLink:
         for proc in reversed(self.procs):
             stop_process(proc, grace=3.0)  # Ray nodes: their PID namespace dies with them
         self.procs.clear()
+        keep = os.environ.get("SPLITSTREAM_KEEP_RAY_LOGS")
         for path in self.scratch:
+            logs = Path(path) / "session_latest" / "logs"
+            if keep and logs.is_dir():  # Ray's session logs, kept for a post-mortem
+                dest = Path(keep) / f"{self.edge}-{Path(path).name}"
+                shutil.copytree(logs, dest, dirs_exist_ok=True, ignore_dangling_symlinks=True)
             shutil.rmtree(path, ignore_errors=True)
         self.scratch.clear()
         for ns in (self.edge, self.cloud):
