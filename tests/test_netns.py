@@ -8,6 +8,7 @@ run in the two namespaces and the pipeline streams across the shaped veth with
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -240,13 +241,7 @@ def test_ray_pipeline_tls_over_lossy_link_exactly_once(tmp_path, record_property
 @pytest.mark.long
 @needs_netns
 @pytest.mark.slow
-@pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=False,
-    reason="known, open (issue 25): in full runs the cloud call held through the veth outage "
-    "sometimes never finishes (stall after 55.6 s and 130.7 s); it passes when run alone",
-)
-def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path):
+def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path, monkeypatch):
     """The veth goes down (both ends) for 20 s mid-run: exit 0, every sample exactly once, no stall.
 
     The executor knows nothing of a real outage (its watchdog subtracts only the emulated link's
@@ -254,9 +249,9 @@ def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path):
     channels resume. Run alone, the stream resumes at once after the link is back (the shaper quiet
     for 19.8-20.0 s). In the last two full runs of the suite, though, the cloud call that held batch
     8 through the outage never finished: a stall after 55.6 s (timeout 45 s) and after 130.7 s
-    (timeout 120 s), with no restart and no raylet exit in the cloud node's log. Not understood yet, so the
-    test is marked xfail for that error only (``raises=RuntimeError``: the run failed); any other
-    failed assertion still fails it, and a pass shows as XPASS.
+    (timeout 120 s), with no restart and no raylet exit in the cloud node's log. Not understood yet, so a
+    failed run (``RuntimeError``) is an expected failure (XFAIL) whose reason carries the Ray log lines
+    that may explain it (the session logs are kept for that); any other failed assertion fails the test.
     """
     rate, samples = 4.0, 240
     out = tmp_path / "results.parquet"
@@ -264,9 +259,14 @@ def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path):
     # a guess at the full runs' stalls (see above), not yet confirmed by one
     link = netns_link.NetnsLink(rate, prefix=_prefix(), rto_max_ms=5000)
     args = _demo_args(samples, out, "--set", "flow.stall_timeout_s=120")
-    with link:
-        result = netns_link.pipeline_goodput(link, args, str(tmp_path), outages=[(2.0, 20.0)],
-                                             timeout=300)  # fmt: skip
+    logs = tmp_path / "raylogs"
+    monkeypatch.setenv("SPLITSTREAM_KEEP_RAY_LOGS", str(logs))
+    try:
+        with link:
+            result = netns_link.pipeline_goodput(link, args, str(tmp_path), outages=[(2.0, 20.0)],
+                                                 timeout=300)  # fmt: skip
+    except RuntimeError as exc:
+        pytest.xfail(f"known, open (issue 25): {str(exc)[:300]} | Ray logs: {_ray_log_clues(logs)}")
     assert link.edge not in _namespaces()
     (outage,) = result["outages"]
     assert outage["error"] is None and 19.5 <= outage["down_s"] <= 22.0, outage
@@ -282,6 +282,30 @@ def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path):
                                 "restarts": report.get("restarts"), "outage": outage})  # fmt: skip
     assert 19.0 <= quiet["seconds"] <= 100.0, quiet
     assert 0.1 < quiet["before"] / samples_tc[-1][1] < 0.9, quiet
+
+
+# Ray's own warnings and errors ("[date time W pid tid] ..."); the teardown's and steady noise left out
+_WARNING = re.compile(r"^\[[^\]]* [WEF] \d+ \d+\]")
+_NOISE = re.compile(
+    r"(?i)(intended|force kill|killed|exits because|worker is dead|disconnecting client|quick exit|"
+    r"negative used memory|does not exist)"
+)
+
+
+def _ray_log_clues(logs: Path, limit: int = 12) -> str:
+    """The last warnings and errors of the kept Ray logs (raylet, GCS, core workers), each named by its
+    file: the evidence a failed outage run leaves for a post-mortem."""
+    found = []
+    for path in sorted(logs.rglob("*")):
+        if not path.is_file() or not (path.name.startswith(("raylet", "gcs_server", "python-core"))):
+            continue
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        found += [f"{path.name}: {ln.strip()[:160]}" for ln in lines
+                  if _WARNING.match(ln) and not _NOISE.search(ln)][-4:]  # fmt: skip
+    return " || ".join(found[-limit:]) or "none kept"
 
 
 def _longest_quiet(samples: list[tuple[float, int]]) -> dict:
