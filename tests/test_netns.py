@@ -266,7 +266,9 @@ def test_ray_pipeline_survives_a_20s_veth_outage(tmp_path, monkeypatch):
             result = netns_link.pipeline_goodput(link, args, str(tmp_path), outages=[(2.0, 20.0)],
                                                  timeout=300)  # fmt: skip
     except RuntimeError as exc:
-        pytest.xfail(f"known, open (issue 25): {str(exc)[:300]} | Ray logs: {_ray_log_clues(logs)}")
+        clues = f"known, open (issue 25): {str(exc)[:300]} | Ray logs: {_ray_log_clues(logs)}"
+        print(f"\nveth outage run failed: {clues}", file=sys.__stderr__)  # in full, past capture
+        pytest.xfail(clues)
     assert link.edge not in _namespaces()
     (outage,) = result["outages"]
     assert outage["error"] is None and 19.5 <= outage["down_s"] <= 22.0, outage
