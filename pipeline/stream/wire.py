@@ -35,6 +35,7 @@ _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
 _HEADER = struct.Struct("<4sBB")  # magic, kind code, ndim
 _AFFINE = struct.Struct("<BfB")  # int8-zstd: output dtype code, scale, zero point
 _AFFINE_DTYPES = (np.dtype("<f4"), np.dtype("<f2"))  # output dtype by code
+_F32_MAX = float(np.finfo(np.float32).max)
 _MAX_NDIM = 8
 _MAX_ELEMS = 1 << 31
 EXTRA_COLUMNS = ("label", "t_src")
@@ -110,14 +111,20 @@ def affine_uint8(x: np.ndarray) -> tuple[np.ndarray, float, int]:
     lo = min(float(x.min()), 0.0) if x.size else 0.0
     hi = max(float(x.max()), 0.0) if x.size else 0.0
     scale = float(np.float32((hi - lo) / 255)) if hi > lo else 1.0
+    scale = max(scale, float(np.finfo(np.float32).smallest_subnormal))  # a range of subnormals
     zero = int(np.clip(round(-lo / scale), 0, 255))
     q = np.clip(np.rint(x / np.float32(scale)) + zero, 0, 255).astype(np.uint8)
     return q, scale, zero
 
 
 def affine_dequant(q: np.ndarray, scale: float, zero: int) -> np.ndarray:
-    """Inverse of :func:`affine_uint8`, as float32."""
-    return (q.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+    """Inverse of :func:`affine_uint8`, as float32 (clipped to float32's finite range where the
+    extreme steps of a range near float32's limits would round past it)."""
+    if scale * max(zero, 255 - zero) < _F32_MAX * (1 - 1e-6):  # no value can round past it
+        return (q.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+    with np.errstate(over="ignore"):
+        y = (q.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+    return np.clip(y, -_F32_MAX, _F32_MAX, out=y)
 
 
 def batch_settings(settings: CodecSettings) -> CodecSettings:
