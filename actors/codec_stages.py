@@ -91,7 +91,7 @@ class _CodecStage(StageBase):
 class Encoder(_CodecStage):
     """Encodes a batch's features, as one frame (``frame="batch"``) or one frame per sample, and packs
     them with the per-sample ids, labels and timestamps as one Arrow batch. ``settings`` are the codec's
-    (kind ``ours``); the ``zstd`` baseline takes ``zstd_level`` (1..22) instead.
+    (kind ``ours``); the ``zstd`` and ``int8-zstd`` baselines take ``zstd_level`` (1..22) instead.
 
     A batch frame pays the codec's fixed costs (cost model, tables, header) once per batch and is
     smaller; its quantization range spans the batch, and a frame that fails to decode rejects all its

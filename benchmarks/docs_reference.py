@@ -82,9 +82,11 @@ DESCRIPTIONS: dict[str, str] = {
     "output.top_k": "Classes per row of a classifier.",
     "output.checkpoint_s": "Commit the output and write the checkpoint this often (seconds).",
     "output.flush_rows": "Write a Parquet part once this many rows wait.",
-    "codec.kind": "`ours`, or a baseline: `fp32`, `fp16` or `zstd`.",
+    "codec.kind": "`ours`, or a baseline: `fp32`, `fp16`, `zstd` (fp32 bytes through zstd) or "
+    "`int8-zstd` (uint8 min..max quantization per frame, then zstd: what a user would write "
+    "without splitstream).",
     "codec.bits": "Quantization bits.",
-    "codec.level": "Level: ours 1..9, zstd 1..22.",
+    "codec.level": "Level: ours 1..9, zstd and int8-zstd 1..22.",
     "codec.axis": "Per-channel axis of one sample's feature (ours only; null: per tensor).",
     "codec.frame": "`batch`: one frame per batch; `sample`: one frame per sample (see "
     "[the trade](../streaming/index.md#the-streaming-pipeline)).",

@@ -9,9 +9,11 @@
    alternating pairs on one local Ray instance; the ratios are medians of the per-pair ratios. RSS per
    side comes from the stream's own report.
 2. **Bandwidth x codec** -- the demo stream over emulated links of 1, 10, 50 and 100 Mbit/s and
-   unconstrained, for ``codec.kind`` fp32, fp16, zstd and ours; each run carries about
+   unconstrained, for ``codec.kind`` fp32, fp16, zstd, int8-zstd and ours; each run carries about
    ``LINK_SECONDS`` of link time. ``e2e util`` is delivered samples/s x wire bytes per sample over
-   the configured rate.
+   the configured rate. ``int8-zstd`` is the honest baseline (what a user without splitstream
+   would write: uint8 min..max quantization, then zstd -3, per batch); ``x int8-zstd`` is a row's
+   samples/s over int8-zstd's on the same link, from the same run.
 3. **Fleet scale-out** -- a ``ray.cluster_utils.Cluster`` with one node per edge and four cloud
    nodes; 1, 2, 4 and 8 edges, each over its own 2 Mbit/s emulated link, 200 samples per edge;
    aggregate goodput (measured at the receiver) and end-to-end rate against N x 2 Mbit/s. Every edge
@@ -69,7 +71,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE_CONFIG = REPO / "configs" / "demo.yaml"
 BANDWIDTHS: tuple[float | None, ...] = (1.0, 10.0, 50.0, 100.0, None)  # None = unconstrained
-CODECS = ("fp32", "fp16", "zstd", "ours")
+CODECS = ("fp32", "fp16", "zstd", "int8-zstd", "ours")
+BASELINE = "int8-zstd"  # the baseline a user would write without splitstream (x int8-zstd column)
 LINK_SECONDS = 6.0  # link time each bandwidth run carries ...
 SWEEP_SAMPLES = (64, 3000)  # ... within these bounds on its sample count
 SPEED_SAMPLES = 3000
@@ -84,7 +87,7 @@ DEVICE_TAIL_MS = 3.0  # ... of this many ms per sample (model.tail_device_ms)
 DEVICE_EDGES = 4  # unconstrained edges feeding it
 DEVICE_SAMPLES_PER_REPLICA = 1500  # samples of a run, per cloud replica
 REAL_RATES = (4.0,)  # tbf Mbit/s of the real shaped link (--netns)
-REAL_CODECS = ("fp32", "ours")
+REAL_CODECS = ("fp32", "int8-zstd", "ours")
 INPUT_PHOTOS = 2000  # JPEG photographs of the real-input section ...
 INPUT_SEED = 0  # ... written by write_jpeg_photos with this seed ...
 INPUT_QUALITY = 90  # ... at this JPEG quality
@@ -690,6 +693,7 @@ BW_COLUMNS = [
     ("latency_p50_ms", "p50 ms"),
     ("latency_p99_ms", "p99 ms"),
     ("compression_ratio", "ratio"),
+    ("vs_baseline", f"x {BASELINE}"),
     ("goodput_mbps", "goodput Mbit/s (receiver)"),
     ("e2e_utilization", "e2e util"),
     ("link_mbps", "link schedule Mbit/s"),
@@ -737,6 +741,7 @@ REAL_COLUMNS = [
     ("tbf_rate_mbps", "tbf Mbit/s"),
     ("codec", "codec"),
     ("throughput_sps", "samples/s"),
+    ("vs_baseline", f"x {BASELINE}"),
     ("latency_p99_ms", "p99 ms"),
     ("tc_wire_mbps", "link Mbit/s (tc)"),
     ("payload_goodput_mbps", "payload Mbit/s (tc)"),
@@ -773,6 +778,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def vs_baseline(rows: Sequence[dict[str, Any]], link_key: str) -> list[dict[str, Any]]:
+    """``rows`` with ``vs_baseline``: samples/s over the :data:`BASELINE` row's on the same link
+    (``link_key``); left out where that link has no baseline row (results from before it)."""
+    base = {r[link_key]: r["throughput_sps"] for r in rows if r.get("codec") == BASELINE}
+    out = []
+    for r in rows:
+        ref = base.get(r[link_key])
+        out.append({**r, "vs_baseline": r["throughput_sps"] / ref} if ref else dict(r))
+    return out
+
+
 def render_tables(payload: dict[str, Any]) -> dict[str, str]:
     """The README's Markdown blocks of a results document."""
 
@@ -787,6 +803,8 @@ def render_tables(payload: dict[str, Any]) -> dict[str, str]:
     loads = [r.get("load_avg_1m") for r in payload.get("real_input") or []]
     payload = {
         **payload,
+        "bandwidth_sweep": vs_baseline(payload.get("bandwidth_sweep") or [], "link"),
+        "real_link": vs_baseline(payload.get("real_link") or [], "tbf_rate_mbps"),
         "real_input": [
             {**r, "load_1m": max(v) if v else None}
             for r, v in zip(payload.get("real_input") or [], loads, strict=True)
@@ -1000,7 +1018,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         ray.shutdown()
     print("\n## Throughput and latency vs link bandwidth and codec\n")
-    print(table(bw_rows, BW_COLUMNS))
+    print(table(vs_baseline(bw_rows, "link"), BW_COLUMNS))
     plot_bandwidth(bw_rows, out / f"{stem}_bandwidth.png")
 
     fleet_rows: list[dict[str, Any]] = []
@@ -1037,7 +1055,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         real_rows = real_link(64, 8, rates=REAL_RATES, codecs=REAL_CODECS)
         if real_rows:
             print("\n## Real link: two network namespaces, veth shaped with tc tbf\n")
-            print(table(real_rows, REAL_COLUMNS))
+            print(table(vs_baseline(real_rows, "tbf_rate_mbps"), REAL_COLUMNS))
 
     payload = {
         "benchmark": "pipeline",

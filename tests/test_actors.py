@@ -10,6 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import ray.cloudpickle
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from actors import Decoder, Encoder, HeadModel, Sink, Source, TailModel, Transport
 from pipeline.stream.data import SourceSpec
@@ -81,7 +84,7 @@ def test_paced_source_lingers_at_most_max_wait():
     assert np.all(np.diff(batch["t_src"]) > 0)  # arrival stamps follow the pace
 
 
-@pytest.mark.parametrize("kind", ["ours", "fp32", "fp16", "zstd"])
+@pytest.mark.parametrize("kind", ["ours", "fp32", "fp16", "zstd", "int8-zstd"])
 def test_encoder_decoder_roundtrip_over_arrow(kind):
     batch = _feat_batch()
     enc, dec = Encoder(kind=kind), Decoder((4, 8, 8))
@@ -92,8 +95,133 @@ def test_encoder_decoder_roundtrip_over_arrow(kind):
     assert out["ids"].tolist() == list(range(6)) and out["labels"] is None
     assert dmeta["rejected_ids"] == [] and dmeta["wire_bytes"] == meta["wire_bytes"]
     err = np.abs(out["feat"] - batch["feat"]).max()
-    tol = {"fp32": 0.0, "fp16": 2e-3, "zstd": 0.0, "ours": batch["feat"].max() / 255 + 1e-6}[kind]
-    assert err <= tol
+    step = (batch["feat"].max() - min(batch["feat"].min(), 0)) / 255  # one 8-bit step of the batch
+    tol = {
+        "fp32": 0.0,
+        "fp16": 2e-3,
+        "zstd": 0.0,
+        "ours": step + 1e-6,
+        "int8-zstd": step / 2 + 1e-6,
+    }
+    assert err <= tol[kind]
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.linspace(-3.0, 5.0, 1000, dtype=np.float32).reshape(10, 100),  # both signs
+        np.linspace(0.5, 2.0, 64, dtype=np.float32),  # all positive: the range widens to 0
+        -np.linspace(0.5, 2.0, 64, dtype=np.float32).reshape(2, 4, 8),  # all negative
+        np.full((3, 5), 7.25, np.float32),  # constant
+        np.zeros((4, 0), np.float32),  # empty
+        np.array([1e-44, 3e-45, 0.0], np.float32),  # a range of subnormals
+        np.array([3.4e38, -3.4e38, 1.0], np.float32),  # a range near float32's limits
+    ],
+)
+def test_int8_zstd_round_trip_is_within_half_a_step(x):
+    from pipeline.stream.wire import affine_uint8, decode_tensor, encode_tensor
+
+    _, scale, zero = affine_uint8(x)
+    lo, hi = min(float(x.min(initial=0.0)), 0.0), max(float(x.max(initial=0.0)), 0.0)
+    assert 0 <= zero <= 255 and (hi == lo or np.isclose(scale, (hi - lo) / 255, rtol=1e-6))
+    blob = encode_tensor(x, "int8-zstd")
+    y = decode_tensor(blob, max_elements=x.size)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    if x.size:
+        err = np.abs(y.astype(np.float64) - x).max()
+        assert err <= scale / 2 * (1 + 1e-5) + 1e-6 * float(np.abs(x).max())
+    if np.abs(x).max(initial=0.0) > 6e4:
+        return  # not a float16 tensor
+    # a torch fp16 tensor comes back as fp16; the level is zstd's and changes only the bytes
+    import torch
+
+    h = decode_tensor(encode_tensor(torch.from_numpy(x).half(), "int8-zstd", zstd_level=19))
+    assert h.dtype == np.float16 and h.shape == x.shape
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=1, max_dims=3, max_side=9),
+        elements=st.floats(width=32, allow_nan=False, allow_infinity=False),
+    )
+)
+def test_int8_zstd_round_trip_of_any_finite_tensor(x):
+    from pipeline.stream.wire import affine_uint8, decode_tensor, encode_tensor
+
+    _, scale, _ = affine_uint8(x)
+    y = decode_tensor(encode_tensor(x, "int8-zstd"))
+    err = np.abs(y.astype(np.float64) - x.astype(np.float64)).max()
+    assert err <= scale / 2 * (1 + 1e-5) + 1e-6 * float(np.abs(x).max())
+
+
+def test_int8_zstd_is_smaller_than_zstd_of_fp32():
+    from pipeline.stream.wire import encode_tensor
+
+    x = np.maximum(np.random.default_rng(0).normal(size=(8, 16, 14, 14)), 0).astype(np.float32)
+    assert len(encode_tensor(x, "int8-zstd")) < len(encode_tensor(x, "zstd")) / 3
+
+
+def test_int8_zstd_rejects_bad_payloads():
+    import struct
+
+    import zstandard
+
+    from pipeline.stream.wire import WireError, decode_tensor, encode_tensor
+
+    x = np.linspace(-1.0, 1.0, 96, dtype=np.float32).reshape(2, 48)
+    good = encode_tensor(x, "int8-zstd")
+    head = 6 + 8 * 2  # magic, kind, ndim, then the shape
+    qh = struct.Struct("<BfB")
+
+    def frame(code=0, scale=0.01, zero=128, body=None):
+        values = zstandard.ZstdCompressor().compress(bytes(96)) if body is None else body
+        return good[:head] + qh.pack(code, scale, zero) + values
+
+    assert np.array_equal(decode_tensor(frame()), np.full((2, 48), -1.28, np.float32))
+    bad = {
+        "truncated quantization header": good[: head + 3],
+        "bad quantization header": frame(code=7),
+        "scale": frame(scale=0.0),
+        "scale nan": frame(scale=float("nan")),
+        "scale inf": frame(scale=float("inf")),
+        "not zstd": frame(body=b"\x00" * 40),
+        "too few values": frame(body=zstandard.ZstdCompressor().compress(bytes(95))),
+        "too many values": frame(body=zstandard.ZstdCompressor().compress(bytes(97))),
+        "truncated zstd": good[:-3],
+    }
+    for what, blob in bad.items():
+        with pytest.raises(WireError):
+            decode_tensor(blob)
+            pytest.fail(f"accepted: {what}")
+    # a zstd body without its content size cannot decompress past the frame's declared shape
+    stream = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(10_000))
+    with pytest.raises(WireError):
+        decode_tensor(frame(body=stream))
+    with pytest.raises(WireError, match="more than"):
+        decode_tensor(good, max_elements=95)
+    # a body that declares more bytes than the shape holds is refused before it is decompressed
+    big = zstandard.ZstdCompressor().compress(bytes(1 << 20))
+    with pytest.raises(WireError, match="declares 1048576 bytes"):
+        decode_tensor(frame(body=big))
+    fp32_frame = encode_tensor(x, "zstd")
+    with pytest.raises(WireError, match="declares 1048576 bytes"):
+        decode_tensor(fp32_frame[:head] + big)  # the zstd kind checks it the same way
+    with pytest.raises(WireError, match="non-finite"):
+        encode_tensor(np.array([1.0, np.inf], np.float32), "int8-zstd")
+
+
+def test_a_bad_int8_zstd_frame_rejects_its_samples():
+    enc = Encoder(kind="int8-zstd")  # one frame per batch
+    _, good = enc.process(_feat_batch(5, 1))
+    frame = good.column(1)[0].as_py()
+    # cut the zstd body short: a malformed payload, whatever bit a random flip would hit
+    frames = [frame[:-4], *good.column(1).to_pylist()[1:]]
+    bad = good.set_column(1, good.schema.field(1), pa.array(frames, good.schema.field(1).type))
+    meta, out = Decoder((4, 8, 8)).process(bad)
+    assert meta["rejected_ids"] == [0, 1, 2, 3, 4] and len(out["ids"]) == 0
+    assert "int8-zstd" in meta["errors"][0]
 
 
 def test_decoder_rejects_bad_frames_by_id_and_keeps_the_rest():

@@ -72,6 +72,9 @@ def test_override_creates_missing_sections():
         (["link.profile.x=1"], "link.profile"),
         (["codec.level=12"], "codec.level"),  # ours: 1..9
         (["codec.kind=zstd", "codec.level=23"], "codec.level"),
+        (["codec.kind=int8-zstd", "codec.level=0"], "codec.level"),
+        (["codec.kind=int8-zstd", "codec.bits=4"], "codec.bits"),
+        (["codec.kind=int8-zstd", "codec.axis=0"], "codec.axis"),
         (["batching.min_batch_size=64", "batching.max_batch_size=8"], "batching.min_batch_size"),
         (["codec.kind=fp16", "codec.axis=0"], "codec.axis"),
         (["codec.kind=fp32", "codec.clip=mse"], "codec.clip"),
@@ -111,6 +114,9 @@ def test_model_check_can_be_skipped_for_custom_factories():
 
 def test_level_range_follows_the_codec_kind():
     assert load_config(None, ["codec.kind=zstd", "codec.level=19"]).codec.level == 19
+    c = load_config(None, ["codec.kind=int8-zstd", "codec.level=19"]).codec
+    assert (c.kind, c.level, c.bits) == ("int8-zstd", 19, 8)
+    assert load_config(None, ["codec.kind=int8-zstd"]).codec.level == 3  # zstd -3 by default
     assert load_config(None, ["codec.kind=fp32", "codec.level=15"]).codec.level == 15  # unused
 
 

@@ -124,3 +124,37 @@ def test_a_hand_edited_table_is_reported(tmp_path):
     assert "-old body" in readme.diff(path) and "+- max_gap_l9:" in readme.diff(path)
     assert readme.main(["--check", "--readme", str(path)]) == 1
     assert readme.main(["--readme", str(path)]) == 0 and not readme.diff(path)
+
+
+def test_baseline_columns_render_with_and_without_the_new_keys():
+    """int8+zstd-3 (codec) and int8-zstd (pipeline): results from before the baseline render with
+    a dash or an empty cell; results that have it show its numbers and the ratio to it."""
+    from benchmarks import codec, pipeline
+
+    payload = json.loads((readme.REPO / "benchmarks/results/codec.json").read_text())
+    old = {
+        **payload,
+        "rows": [{k: v for k, v in r.items() if "int8" not in k} for r in payload["rows"]],
+    }
+    sizes = codec.render_tables(old)["sizes"].splitlines()
+    assert "int8+zstd-3" in sizes[0] and all(" - |" in row for row in sizes[2:])
+    rows = [dict(r) for r in old["rows"]]
+    rows[0].update(int8_zstd3_bytes=1000, int8_zstd3_enc_eps=2e6, int8_zstd3_dec_eps=4e6)
+    rows[0]["ours_over_int8_zstd3"] = rows[0]["ours_l3_bytes"] / 1000
+    new = codec.render_tables({**old, "rows": rows})
+    assert "| 1,000 |" in new["sizes"].splitlines()[2]
+    assert "| 2 | 4 |" in new["speeds"].splitlines()[2]  # Melem/s
+
+    def run(link, kind, sps):
+        return {"link": link, "codec": kind, "throughput_sps": sps, "tbf_rate_mbps": 4.0}
+
+    sweep = [
+        run("1 Mbit/s", "int8-zstd", 10.0),
+        run("1 Mbit/s", "ours", 11.0),
+        run("u", "ours", 5.0),
+    ]
+    out = pipeline.render_tables({"bandwidth_sweep": sweep, "real_link": sweep[:2]})
+    lines = out["bandwidth"].splitlines()
+    assert "x int8-zstd" in lines[0]
+    assert "| 1 |" in lines[2] and "| 1.1 |" in lines[3] and "| 1.1 |" not in lines[4]
+    assert "| 1.1 |" in out["real_link"].splitlines()[3]

@@ -206,6 +206,10 @@ def _check_combinations(cfg: PipelineConfig) -> None:
             f"codec.level: {cfg.codec.level} is out of range for codec.kind={cfg.codec.kind} "
             f"({lo}..{hi})"
         )
+    if cfg.codec.kind == "int8-zstd" and cfg.codec.bits != 8:
+        raise ConfigError(
+            f"codec.bits: codec.kind=int8-zstd quantizes to 8 bits, not {cfg.codec.bits}"
+        )
     if cfg.codec.axis is not None and cfg.codec.kind != "ours":
         raise ConfigError(
             f"codec.axis: per-channel quantization needs codec.kind=ours, not {cfg.codec.kind}"

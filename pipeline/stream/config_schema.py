@@ -102,12 +102,12 @@ class OutputConfig(_Strict):
     flush_rows: int = Field(default=8192, ge=1)  # ... or once this many rows wait
 
 
-LEVELS = {"ours": (1, 9), "zstd": (1, 22)}
-"""Valid ``codec.level`` per kind (fp32 and fp16 have no level)."""
+LEVELS = {"ours": (1, 9), "zstd": (1, 22), "int8-zstd": (1, 22)}
+"""Valid ``codec.level`` per kind (fp32 and fp16 have no level; int8-zstd's is zstd's)."""
 
 
 class CodecConfig(_Strict):
-    kind: Literal["ours", "fp32", "fp16", "zstd"] = "ours"
+    kind: Literal["ours", "fp32", "fp16", "zstd", "int8-zstd"] = "ours"
     bits: int = Field(default=8, ge=1, le=8)
     level: int = Field(default=3, ge=1, le=22)
     axis: int | None = None

@@ -1,8 +1,10 @@
 """Feature payloads on the wire: tensor <-> bytes per codec kind, and frames <-> Arrow batches.
 
 Kinds: ``ours`` (``codec.encode``: quantization + sparse/dense + rANS), and the baselines
-``fp32`` / ``fp16`` (raw little-endian values) and ``zstd`` (fp32 bytes compressed with zstd).
-Baseline frames carry a small self-describing header (magic, kind, dtype, shape) so every
+``fp32`` / ``fp16`` (raw little-endian values), ``zstd`` (fp32 bytes compressed with zstd) and
+``int8-zstd`` (what a user without splitstream would write: uint8 affine quantization of the
+tensor's min..max range, then zstd of the 8-bit values). Baseline frames carry a small
+self-describing header (magic, kind, shape; ``int8-zstd`` adds dtype, scale and zero point) so every
 kind decodes without side information. A batch of frames travels as a ``pyarrow.RecordBatch``
 built by ``codec.arrow`` (one row per sample, a frame per group of rows) plus two per-sample
 columns (``label``, ``t_src``) for bookkeeping.
@@ -26,11 +28,14 @@ import pyarrow as pa
 
 from codec import CodecSettings
 
-KINDS = ("ours", "fp32", "fp16", "zstd")
+KINDS = ("ours", "fp32", "fp16", "zstd", "int8-zstd")
 _MAGIC = b"SSW1"
-_KIND_CODE = {"fp32": 1, "fp16": 2, "zstd": 3}
+_KIND_CODE = {"fp32": 1, "fp16": 2, "zstd": 3, "int8-zstd": 4}
 _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
 _HEADER = struct.Struct("<4sBB")  # magic, kind code, ndim
+_AFFINE = struct.Struct("<BfB")  # int8-zstd: output dtype code, scale, zero point
+_AFFINE_DTYPES = (np.dtype("<f4"), np.dtype("<f2"))  # output dtype by code
+_F32_MAX = float(np.finfo(np.float32).max)
 _MAX_NDIM = 8
 _MAX_ELEMS = 1 << 31
 EXTRA_COLUMNS = ("label", "t_src")
@@ -62,7 +67,7 @@ def encode_tensor(
 ) -> bytes:
     """Serialize one feature tensor (NumPy array or torch tensor) as ``kind``: ``ours`` with
     ``settings`` (None: the codec's defaults) and ``device`` (see ``codec.encode``); the baselines on
-    the host, ``zstd`` at ``zstd_level`` (1..22)."""
+    the host, ``zstd`` and ``int8-zstd`` at ``zstd_level`` (1..22)."""
     _check_kind(kind)
     if kind == "ours":
         import codec
@@ -77,6 +82,14 @@ def encode_tensor(
     )
     if kind == "fp16":
         body = arr.astype("<f2", copy=False).tobytes()
+    elif kind == "int8-zstd":
+        import zstandard
+
+        q, scale, zero = affine_uint8(arr)
+        code = 1 if arr.dtype == np.float16 else 0
+        body = _AFFINE.pack(code, scale, zero) + zstandard.ZstdCompressor(
+            level=zstd_level
+        ).compress(q.tobytes())
     else:
         body = arr.astype("<f4", copy=False).tobytes()
         if kind == "zstd":
@@ -84,6 +97,34 @@ def encode_tensor(
 
             body = zstandard.ZstdCompressor(level=zstd_level).compress(body)
     return header + body
+
+
+def affine_uint8(x: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Per-tensor asymmetric uint8 quantization as a user would write it in NumPy (not our codec's
+    quantizer): the range is min..max widened to hold 0, ``scale = (hi - lo) / 255``, the zero point
+    ``round(-lo / scale)``, and ``q = clip(round(x / scale) + zero, 0, 255)``; :func:`affine_dequant`
+    gives ``(q - zero) * scale``, within half a step of ``x``. Returns ``(q, scale, zero)``; a
+    tensor with a non-finite value raises :class:`WireError` (it has no range)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size and not np.isfinite(x).all():
+        raise WireError("int8-zstd: the tensor holds non-finite values (no min..max range)")
+    lo = min(float(x.min()), 0.0) if x.size else 0.0
+    hi = max(float(x.max()), 0.0) if x.size else 0.0
+    scale = float(np.float32((hi - lo) / 255)) if hi > lo else 1.0
+    scale = max(scale, float(np.finfo(np.float32).smallest_subnormal))  # a range of subnormals
+    zero = int(np.clip(round(-lo / scale), 0, 255))
+    q = np.clip(np.rint(x / np.float32(scale)) + zero, 0, 255).astype(np.uint8)
+    return q, scale, zero
+
+
+def affine_dequant(q: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    """Inverse of :func:`affine_uint8`, as float32 (clipped to float32's finite range where the
+    extreme steps of a range near float32's limits would round past it)."""
+    if scale * max(zero, 255 - zero) < _F32_MAX * (1 - 1e-6):  # no value can round past it
+        return (q.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+    with np.errstate(over="ignore"):
+        y = (q.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+    return np.clip(y, -_F32_MAX, _F32_MAX, out=y)
 
 
 def batch_settings(settings: CodecSettings) -> CodecSettings:
@@ -123,21 +164,46 @@ def decode_tensor(
         raise WireError(f"frame shape {shape} declares {count} elements, more than {max_elements}")
     kind = _CODE_KIND[code]
     body = mv[off:]
+    if kind == "int8-zstd":
+        return _decode_affine(body, shape, count)
     if kind == "zstd":
-        import zstandard
-
-        try:
-            body = memoryview(
-                zstandard.ZstdDecompressor().decompress(bytes(body), max_output_size=4 * count)
-            )
-        except zstandard.ZstdError as exc:
-            raise WireError(f"zstd payload does not decompress: {exc}") from None
+        body = memoryview(_unzstd(body, 4 * count, "zstd payload"))
     dtype = np.dtype("<f2") if kind == "fp16" else np.dtype("<f4")
     if len(body) != count * dtype.itemsize:
         raise WireError(
             f"payload has {len(body)} bytes, shape {shape} needs {count * dtype.itemsize}"
         )
     return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
+
+
+def _unzstd(body: bytes | memoryview, limit: int, what: str) -> bytes:
+    """zstd-decompress ``body`` into at most ``limit`` bytes. The frame's declared content size is
+    checked first: ``max_output_size`` bounds only frames that do not declare one (zstandard
+    allocates a declared size as it stands), so a forged size would otherwise cost its memory."""
+    import zstandard
+
+    data = bytes(body)
+    try:
+        declared = zstandard.frame_content_size(data)
+        if declared > limit:
+            raise WireError(f"{what} declares {declared} bytes, more than the {limit} expected")
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=max(limit, 1))
+    except zstandard.ZstdError as exc:
+        raise WireError(f"{what} does not decompress: {exc}") from None
+
+
+def _decode_affine(body: memoryview, shape: tuple[int, ...], count: int) -> np.ndarray:
+    """An ``int8-zstd`` body: dtype code, scale, zero point, then zstd of ``count`` uint8 values."""
+    if len(body) < _AFFINE.size:
+        raise WireError("int8-zstd: truncated quantization header")
+    code, scale, zero = _AFFINE.unpack_from(body, 0)
+    if code >= len(_AFFINE_DTYPES) or not (np.isfinite(scale) and scale > 0):
+        raise WireError(f"int8-zstd: bad quantization header (dtype code {code}, scale {scale})")
+    q = _unzstd(body[_AFFINE.size :], count, "int8-zstd payload")
+    if len(q) != count:
+        raise WireError(f"int8-zstd payload has {len(q)} values, shape {shape} needs {count}")
+    x = affine_dequant(np.frombuffer(q, dtype=np.uint8), scale, zero)
+    return x.astype(_AFFINE_DTYPES[code], copy=False).reshape(shape)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -220,13 +286,7 @@ def unpack_ints(blob: bytes | memoryview, max_values: int) -> np.ndarray:
             if counts.min() >= 1 and int(counts.sum()) == n:
                 return np.repeat(values, counts)
     if form == _ZSTD:
-        import zstandard
-
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(bytes(body), max_output_size=1 + 8 * n)
-        except zstandard.ZstdError as exc:
-            raise WireError(f"integer row: zstd body does not decompress: {exc}") from None
-        return _raw_ints(memoryview(raw), n)
+        return _raw_ints(memoryview(_unzstd(body, 1 + 8 * n, "integer row: zstd body")), n)
     raise WireError(f"integer row: bad form {form} or body of {len(body)} bytes")
 
 

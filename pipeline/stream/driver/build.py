@@ -108,7 +108,11 @@ def build_state(
         edges.append(ed)
     all_steps = [s for ed in edges for s in ed.chain[: -len(cloud)]] + cloud
     c = cfg.codec
-    fixed = {"ours": c.settings().label(), "zstd": f"zstd/L{c.level}"}
+    fixed = {
+        "ours": c.settings().label(),
+        "zstd": f"zstd/L{c.level}",
+        "int8-zstd": f"int8-zstd/L{c.level}",
+    }
     fixed_label = fixed.get(c.kind, c.kind)
     pooled = [s for s in cloud if s.pool is not None]
     pool_keys = {
@@ -128,8 +132,8 @@ def build_state(
         pool_keys=pool_keys,
         fixed_label=fixed_label,
         fixed_setting={
-            "bits": c.bits if c.kind == "ours" else None,
-            "level": c.level if c.kind in ("ours", "zstd") else None,
+            "bits": c.bits if c.kind in ("ours", "int8-zstd") else None,
+            "level": c.level if c.kind in ("ours", "zstd", "int8-zstd") else None,
             "label": fixed_label,
         },
         stall_timeout_s=stall_timeout_s,

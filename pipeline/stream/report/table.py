@@ -204,6 +204,8 @@ def run_title(report: dict[str, Any]) -> str:
         parts.append(f"codec {codec['kind']} (no quantization)")
     elif codec.get("kind") == "zstd":
         parts.append(f"codec zstd level {codec.get('level')}")
+    elif codec.get("kind") == "int8-zstd":
+        parts.append(f"codec int8-zstd (uint8 min..max, zstd level {codec.get('level')})")
     elif codec:
         extra = "".join(f", {k} {codec[k]}" for k in ("axis", "clip") if codec.get(k) is not None)
         parts.append(
