@@ -203,6 +203,102 @@ def _work_mutated() -> dict:
     return res
 
 
+# (name, symbols, block_log2, prob_bits, channels, inner, mult, group map, nb_dist, nbuckets, nb_ref, warps)
+CTX_CASES = [
+    ("groups", 700, 8, 12, 4, 50, 1, (0, 1, 1, 2), 0, 1, 0, 1),
+    ("neighbour_4_buckets", 600, 8, 12, 1, 1, 1, None, 64, 4, 128, 2),
+    ("groups_and_neighbour_mult2", 640, 7, 12, 3, 40, 2, (1, 0, 1), 32, 2, 100, 1),
+    ("prob_bits_15_groups", 300, 16, 15, 2, 30, 1, (0, 1), 0, 1, 0, 1),
+]
+
+
+def _ctx_stream(case, seed: int = 0):
+    """Symbols whose distribution follows their channel group (and partly their neighbour), the CPU's
+    context tables and payload."""
+    import numpy as np
+
+    from codec import _kernels, rans, tables
+    from codec.contexts import ContextSpec
+
+    _, n, blog, pb, channels, inner, mult, group, nb_dist, nbuckets, nb_ref, _ = case
+    g = None if group is None else np.array(group, np.uint8)
+    ctx = ContextSpec(channels, inner, mult, g, nb_dist, nbuckets, nb_ref)
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    gid = np.zeros(n, np.int64) if g is None else g[((i * mult) // inner) % channels].astype(np.int64)
+    sym = ((rng.geometric(0.25, n) - 1) * (gid + 1) + 40 * gid + nb_ref) % 256
+    if nb_dist:  # runs: often the symbol one distance back
+        for k in range(nb_dist, n):
+            if rng.random() < 0.5:
+                sym[k] = sym[k - nb_dist]
+    sym = sym.astype(np.uint8)
+    counts = np.zeros((ctx.ntables, 256), np.uint32)
+    _kernels.context_histogram(sym, ctx.kernel_spec(), 1 << blog, counts, 1)
+    freqs = tables.normalize(counts, pb)
+    return sym, freqs, ctx, bytes(rans.encode(sym, freqs, pb, blog, ctx))
+
+
+def _work_contexts() -> dict:
+    """Context-modelled streams (channel groups, neighbour buckets, both): the GPU decodes the CPU's
+    payloads to the same symbols; corrupted ones fail as on the CPU; a level-7 frame whose dense stream
+    has group tables decodes on the device to the CPU's values."""
+    import numpy as np
+
+    import codec
+    from codec import rans
+    from codec.frame import read
+    from codec.gpu import frame as gpu_frame
+    from codec.gpu import rans as gpu
+
+    res = {}
+    for case in CTX_CASES:
+        name, n, blog, pb, warps = case[0], case[1], case[2], case[3], case[-1]
+        sym, freqs, ctx, payload = _ctx_stream(case)
+        assert ctx.ntables > 1
+        got = _outcome(lambda: gpu.decode(payload, n, freqs, pb, blog, ctx, warps=warps))  # noqa: B023
+        res[name] = got == ["ok", sym.tobytes().hex()] or got
+    case = CTX_CASES[2]
+    n, blog, pb = case[1], case[2], case[3]
+    sym, freqs, ctx, payload = _ctx_stream(case, seed=1)
+    errors = 0
+    for name, bad in _mutants(payload, 4 * rans.nblocks_for(n, blog), seed=6)[:10]:
+        cpu = _outcome(lambda: rans.decode(bad, n, freqs, pb, blog, ctx))  # noqa: B023
+        got = _outcome(lambda: gpu.decode(bad, n, freqs, pb, blog, ctx, warps=1))  # noqa: B023
+        errors += cpu[0] == "CodecError"
+        res[f"mutated_{name}"] = got == cpu or {"cpu": cpu, "gpu": got}
+    res["mutants_are_errors"] = errors >= 6 or errors
+    used = freqs.copy()
+    used[1] = 0  # a table the symbols use, emptied
+    cpu = _outcome(lambda: rans.decode(payload, n, used, pb, blog, ctx))
+    got = _outcome(lambda: gpu.decode(payload, n, used, pb, blog, ctx, warps=1))
+    res["empty_used_table"] = (got == cpu and cpu[0] == "CodecError") or {"cpu": cpu, "gpu": got}
+    # deliberately wrong copies of the context kernel are caught by the same comparison
+    from codec.gpu import rans_kernels as K
+
+    sym, freqs, ctx, payload = _ctx_stream(case)
+    wrong = {
+        "mutant_neighbour_off_by_one": ("out[b0 + i - nb_dist]", "out[b0 + i - nb_dist + 1]"),
+        "mutant_group_of_the_next_symbol": ("(((b0 + i) * mult)", "(((b0 + i + 1) * mult)"),
+    }
+    original = K.decode_ctx_blocks
+    for label, (old, new) in wrong.items():
+        K.decode_ctx_blocks = _mutant_kernel("decode_ctx_blocks", old, new)
+        try:
+            got = _outcome(lambda: gpu.decode(payload, n, freqs, pb, blog, ctx, warps=1))
+            res[label] = got != ["ok", sym.tobytes().hex()] or "mutant matched the CPU"
+        finally:
+            K.decode_ctx_blocks = original
+    rng = np.random.default_rng(2)
+    scales = np.geomspace(0.05, 5, 8).reshape(1, -1, 1, 1)
+    x = (np.maximum(rng.normal(size=(1, 8, 32, 32)), 0) * scales).astype(np.float32)
+    blob = codec.encode(x, bits=8, level=7)  # channels of different scales: group tables
+    f = read(blob, 1 << 28)
+    res["frame_has_group_tables"] = any(s.coding == 1 and s.ctx.ntables > 1 for s in f.streams)
+    y, _ = gpu_frame.decode_device(blob)
+    res["frame_decodes_on_device"] = np.array_equal(y.copy_to_host(), codec.decode(blob).reshape(-1))
+    return res
+
+
 def _mutant_kernel(name: str, old: str, new: str):
     return mutant_kernel("codec.gpu.rans_kernels", name, old, new)
 
@@ -262,6 +358,7 @@ def _work_ptx(major: int, minor: int, outdir: str) -> dict:
 
 
 WORK = {
+    "contexts": _work_contexts,
     "decode": _work_decode,
     "encode": _work_encode,
     "frames": _work_frames,
@@ -277,6 +374,12 @@ WORK = {
 @pytest.mark.timeout(150)
 def test_simulated_decode_of_cpu_streams_gives_the_symbols():
     assert_all(run_worker(__file__, ["decode"], sim=True, timeout=140))
+
+
+@needs_numba
+@pytest.mark.timeout(300)
+def test_simulated_context_streams_decode_as_on_the_cpu():
+    assert_all(run_worker(__file__, ["contexts"], sim=True, timeout=290))
 
 
 @needs_numba

@@ -9,9 +9,8 @@ large streams are counted on the host from a copy of the stream, as the CPU coun
 context-modelled streams (possible from level 4) is coded on the host from the same symbols: a counted
 fallback (``codec.device.fallbacks``).
 
-Decode: ``codec.gpu.frame.decode_device`` (streams, representation and dequantization on the device).
-Frames with context-modelled streams are decoded on the CPU and copied to the device: a counted fallback.
-The result is ``out`` when given (a float32 CUDA array of the frame's element count, filled with the
+Decode: ``codec.gpu.frame.decode_device`` (streams, order-0 or context-modelled, representation and
+dequantization on the device), for every frame the CPU writes. The result is ``out`` when given (a float32 CUDA array of the frame's element count, filled with the
 float32 values), else a torch CUDA tensor when torch has CUDA, else a numba-cuda device array (which
 ``torch.as_tensor(y, device="cuda")`` and ``cupy.asarray(y)`` wrap without a copy). float16 / float64
 frames are converted on the device by torch; a numba-cuda result makes that conversion on the host.
@@ -216,21 +215,10 @@ def _result(y: Any, shape: tuple[int, ...], dtype: str, stream: Any) -> Any:
 def _decode_into(
     blob: bytes | bytearray | memoryview, vec: Any, max_elements: int, stream: Any
 ) -> tuple[Any, tuple[int, ...], str]:
-    """(float32 device vector, shape, dtype of the frame's decode) of one frame, decoded into ``vec``
-    (None: a new vector); context-modelled frames are decoded on the CPU and copied over (a counted
-    fallback)."""
-    try:
-        y, frame = gpu_frame.decode_device(blob, max_elements, out=vec, stream=stream)
-        return y, frame.shape, frame.dtype
-    except NotImplementedError:
-        note_fallback("decode", "context-modelled streams are decoded on the CPU")
-    host = cpu_api.decode_host(blob, max_elements=max_elements)
-    flat = np.ascontiguousarray(host.reshape(-1), np.float32)  # exact for float16 / float64 values
-    if vec is None:
-        vec = cuda.to_device(flat, stream=stream)
-    else:
-        vec.copy_to_device(flat, stream=stream)
-    return vec, host.shape, str(host.dtype)
+    """(float32 device vector, shape, dtype of the frame's decode) of one frame, decoded on the device
+    into ``vec`` (None: a new vector)."""
+    y, frame = gpu_frame.decode_device(blob, max_elements, out=vec, stream=stream)
+    return y, frame.shape, frame.dtype
 
 
 def decode(

@@ -1,7 +1,7 @@
 """CPU frames decoded by the GPU kernels: the streams' symbols (:func:`stream_symbols`), or the whole
 frame, streams to symbols to the dense symbols to float32, on the device (:func:`decode_device`,
-:func:`decode`), equal to ``codec.decode`` bit for bit. Order-0 rANS and stored streams; frames with
-context-modelled streams raise NotImplementedError."""
+:func:`decode`), equal to ``codec.decode`` bit for bit. Every stream the CPU writes: stored, order-0 rANS
+and context-modelled rANS (channel groups and neighbour buckets)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def stream_symbols(
     blob: bytes | bytearray | memoryview, max_elements: int = MAX_ELEMENTS
 ) -> list[np.ndarray]:
     """The symbols of each stream of a frame, rANS streams decoded on the GPU; raises CodecError as the
-    CPU decoder does, NotImplementedError for context-modelled streams (not yet on the GPU)."""
+    CPU decoder does."""
     frame = read(blob, max_elements)
     represent.validate(frame.kind, frame.param, frame.bits)
     lengths = represent.stream_lengths(frame.kind, frame.param, frame.numel, frame.nnz, frame.bits)
@@ -39,11 +39,7 @@ def stream_symbols(
             out.append(np.frombuffer(s.payload, np.uint8).copy())
             continue
         s.ctx.validate(length)
-        if s.ctx.ntables != 1:
-            raise NotImplementedError(
-                f"codec.gpu: {s.ctx.name} streams are not decoded on the GPU yet"
-            )
-        out.append(rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2))
+        out.append(rans.decode(s.payload, length, s.freqs, s.prob_bits, s.block_log2, s.ctx))
     return out
 
 
@@ -57,14 +53,27 @@ def _device_stream(s: Any, length: int, stream: Any) -> tuple[Any, Any]:
             return cuda.device_array(0, np.uint8, stream=stream), None
         return cuda.to_device(np.frombuffer(s.payload, np.uint8).copy(), stream=stream), None
     s.ctx.validate(length)
-    if s.ctx.ntables != 1:
-        raise NotImplementedError(
-            f"codec.gpu: {s.ctx.name} streams (context tables) are not decoded on the GPU yet; "
-            "only order-0 and stored streams are"
-        )
     rans._check(s.prob_bits, s.block_log2, length)
-    f = rans._table(s.freqs)
     buf = np.frombuffer(s.payload, np.uint8)
+    if s.ctx.ntables != 1:
+        if length == 0 or buf.size == 0:  # the CPU's checks of an empty stream or payload, on the host
+            rans.decode(buf, length, s.freqs, s.prob_bits, s.block_log2, s.ctx)
+            return cuda.device_array(0, np.uint8, stream=stream), None
+        err = cuda.to_device(np.zeros(1, np.int32), stream=stream)
+        out = cuda.device_array(length, np.uint8, stream=stream)
+        rans.launch_decode_ctx(
+            cuda.to_device(buf.copy(), stream=stream),
+            length,
+            s.freqs,
+            s.prob_bits,
+            s.block_log2,
+            s.ctx,
+            out,
+            err,
+            stream=stream,
+        )
+        return out, err
+    f = rans._table(s.freqs)
     if length == 0:
         rans._empty_stream(buf.size, f, s.prob_bits)
         return cuda.device_array(0, np.uint8, stream=stream), None
@@ -93,16 +102,14 @@ def decode_device(
     stream: Any = 0,
     **kw,
 ) -> tuple[Any, Frame]:
-    """A whole frame decoded on the device: its streams (order-0 rANS or stored) to symbols, the
+    """A whole frame decoded on the device: its streams (rANS, order-0 or with contexts, or stored) to symbols, the
     representation undone (``codec.gpu.represent``) to the dense symbols, and those dequantized into a
     float32 device vector (``out``, e.g. ``cuda.as_cuda_array`` of a torch CUDA tensor, or a new one) in
     C order. Returns it with the parsed frame; the values equal ``codec.decode``'s float32 array bit for
     bit (float16 / float64 frames: before the host's final conversion, see :func:`decode`).
 
     Raises CodecError where the CPU decoder does (after waiting for ``stream`` to read the kernels'
-    error codes back, stream by stream in frame order, then the representation's), and
-    NotImplementedError for frames with context-modelled streams (channel / group / neighbour contexts:
-    several frequency tables), which are not decoded on the GPU yet. ``kw``: ``threads``,
+    error codes back, stream by stream in frame order, then the representation's). ``kw``: ``threads``,
     ``rows_per_tile``, ``chunk`` of :func:`codec.gpu.represent.launch_merge`."""
     frame = read(blob, max_elements)
     represent.validate(frame.kind, frame.param, frame.bits)

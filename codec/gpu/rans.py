@@ -1,5 +1,6 @@
 """Host side of the GPU rANS kernels: launches on device arrays, and NumPy-in/NumPy-out wrappers that read
-and write exactly the CPU's stream payloads (``codec.rans``). Order-0 streams (one frequency table)."""
+and write exactly the CPU's stream payloads (``codec.rans``). Order-0 streams (one frequency table) encode
+and decode; context-modelled streams (a table per channel group and neighbour bucket) decode."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 from numba import cuda
 
 from .. import rans as cpu_rans
+from ..contexts import ORDER0, ContextSpec
 from ..errors import CodecError
 from . import rans_kernels as K
 
@@ -61,6 +63,84 @@ def launch_decode(
     grid = (nblocks + warps - 1) // warps
     K.decode_blocks[grid, warps * K.LANES, stream](
         payload, off, freqs, np.int32(prob_bits), np.int64(1 << block_log2), np.int64(n), out, err
+    )
+
+
+def ctx_tables(freqs: Any, prob_bits: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The decode tables of a context-modelled stream, built on the host: per table the symbol of each of
+    the 2^pb slots and ``freq << 16 | cumulative`` per symbol, and whether every table sums to 2^pb or is
+    empty (as the CPU decoder requires)."""
+    f = np.ascontiguousarray(freqs, np.uint16).reshape(-1, 256).astype(np.int64)
+    slots = 1 << prob_bits
+    sums = f.sum(axis=1)
+    ok = bool(np.all((sums == slots) | (sums == 0)))
+    cum = np.cumsum(f, axis=1) - f
+    fc = ((f << 16) | cum).astype(np.uint32).reshape(-1)
+    sym = np.zeros((f.shape[0], slots), np.uint8)
+    if ok:
+        alphabet = np.arange(256, dtype=np.uint8)
+        for t in np.flatnonzero(sums):
+            sym[t] = np.repeat(alphabet, f[t])
+    return sym.reshape(-1), fc, ok
+
+
+def ctx_args(ctx: ContextSpec) -> tuple[np.ndarray, int, int, int, int, int, np.ndarray]:
+    """(group map, channels, inner, mult, buckets, neighbour distance, symbol -> bucket) as the kernel takes
+    them: channels 1 without a group map, one bucket without a neighbour (``csrc/contexts.c``)."""
+    grouped = ctx.group is not None and ctx.channels > 1
+    group = np.ascontiguousarray(ctx.group if grouped else np.zeros(1), np.uint8)
+    nbuckets = ctx.nbuckets if ctx.nb_dist else 1
+    d = np.abs(np.arange(256) - ctx.nb_ref)
+    if not ctx.nb_dist:
+        nbmap = np.zeros(256, np.uint8)
+    elif nbuckets == 2:
+        nbmap = (d > 0).astype(np.uint8)
+    else:
+        nbmap = ((d > 0).astype(np.uint8) + (d > 2) + (d > 8)).astype(np.uint8)
+    channels = ctx.channels if grouped else 1
+    return group, channels, ctx.inner, ctx.mult, nbuckets, ctx.nb_dist, nbmap
+
+
+def launch_decode_ctx(
+    payload: Any,
+    n: int,
+    freqs: Any,
+    prob_bits: int,
+    block_log2: int,
+    ctx: ContextSpec,
+    out: Any,
+    err: Any,
+    *,
+    warps: int = WARPS,
+    stream: Any = 0,
+) -> None:
+    """:func:`launch_decode` for a context-modelled stream (``ctx`` already validated for ``n``)."""
+    nblocks = cpu_rans.nblocks_for(n, block_log2)
+    off = cuda.device_array(nblocks + 1, np.int64, stream=stream)
+    K.block_index[1, K.LANES, stream](
+        payload, np.int64(nblocks), np.int64(payload.shape[0]), off, err
+    )
+    sym, fc, ok = ctx_tables(freqs, prob_bits)
+    group, channels, inner, mult, nbuckets, nb_dist, nbmap = ctx_args(ctx)
+    grid = (nblocks + warps - 1) // warps
+    K.decode_ctx_blocks[grid, warps * K.LANES, stream](
+        payload,
+        off,
+        cuda.to_device(sym, stream=stream),
+        cuda.to_device(fc, stream=stream),
+        np.int32(ok),
+        np.int32(prob_bits),
+        np.int64(1 << block_log2),
+        np.int64(n),
+        cuda.to_device(group, stream=stream),
+        np.int64(channels),
+        np.int64(inner),
+        np.int64(mult),
+        np.int32(nbuckets),
+        np.int64(nb_dist),
+        cuda.to_device(nbmap, stream=stream),
+        out,
+        err,
     )
 
 
@@ -124,13 +204,33 @@ def decode(
     freqs: Any,
     prob_bits: int,
     block_log2: int = cpu_rans.DEFAULT_BLOCK_LOG2,
+    ctx: ContextSpec = ORDER0,
     *,
     warps: int = WARPS,
 ) -> np.ndarray:
-    """``codec.rans.decode`` of an order-0 stream on the GPU: the same symbols, or the same CodecError."""
+    """``codec.rans.decode`` on the GPU (order-0 or context-modelled): the same symbols, or the same
+    CodecError."""
     _check(prob_bits, block_log2, n)
-    f = _table(freqs)
     buf = np.frombuffer(payload, np.uint8) if not isinstance(payload, np.ndarray) else payload
+    if ctx.ntables != 1:
+        ctx.validate(n)
+        f = np.ascontiguousarray(freqs, np.uint16).reshape(-1)
+        if f.size != 256 * ctx.ntables:
+            raise CodecError("one frequency table per context is needed")
+        if n == 0:  # the CPU's checks: no bytes, then tables that sum to 2^pb or are empty
+            if buf.size:
+                raise_for(K.ERR_INDEX)
+            if not ctx_tables(f, prob_bits)[2]:
+                raise_for(K.ERR_BLOCK)
+            return np.empty(0, np.uint8)
+        if buf.size == 0:
+            raise_for(K.ERR_INDEX)
+        err = cuda.to_device(np.zeros(1, np.int32))
+        out = cuda.device_array(n, np.uint8)
+        launch_decode_ctx(cuda.to_device(buf), n, f, prob_bits, block_log2, ctx, out, err, warps=warps)
+        raise_for(int(err.copy_to_host()[0]))
+        return out.copy_to_host()
+    f = _table(freqs)
     if n == 0:
         _empty_stream(buf.size, f, prob_bits)
         return np.empty(0, np.uint8)

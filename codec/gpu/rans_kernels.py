@@ -4,7 +4,8 @@ A stream payload is ``u32 block sizes`` then the blocks; a block is 32 final lan
 16-bit renormalization words in decoder read order. Symbol i of a block belongs to lane i % 32 and step
 i / 32. One warp codes one block; the warps of a CTA share the tables, built in shared memory from the
 frequencies. Launch order: ``block_index`` then ``decode_blocks``; ``encode_blocks``, ``block_index``,
-``gather_blocks``.
+``gather_blocks``. Context-modelled streams (several tables, one per channel group and neighbour bucket)
+decode with ``decode_ctx_blocks``, their tables built on the host.
 
 Every integer step is cast back to uint32: numba widens 32-bit arithmetic to 64 bits while the CUDA
 simulator wraps NumPy uint32 scalars, so the casts make both compute the same values. Errors go to
@@ -43,6 +44,10 @@ SIGNATURES = {
         "void(uint8[::1], int64, uint16[::1], int32, int64, int64, uint8[::1], uint8[::1], int32[::1])"
     ),
     "gather_blocks": "void(uint8[::1], int64, int64[::1], int64, uint8[::1], int32[::1])",
+    "decode_ctx_blocks": (
+        "void(uint8[::1], int64[::1], uint8[::1], uint32[::1], int32, int32, int64, int64, uint8[::1], "
+        "int64, int64, int64, int32, int64, uint8[::1], uint8[::1], int32[::1])"
+    ),
 }
 
 
@@ -304,3 +309,91 @@ def gather_blocks(scratch, cap, off, nblocks, out, err):
         dst = off[b]
         for k in range(cuda.threadIdx.x, size, cuda.blockDim.x):
             out[dst + k] = scratch[src + k]
+
+
+@cuda.jit
+def decode_ctx_blocks(
+    buf, off, sym_tab, fc_tab, tables_ok, pb, block, n, group, channels, inner, mult, nbuckets, nb_dist,
+    nbmap, out, err,
+):  # fmt: skip
+    """``decode_blocks`` for a context-modelled stream: symbol i of the stream takes table
+    ``group[((i * mult) // inner) % channels] * nbuckets + nbmap[block symbol i - nb_dist]`` (the group
+    when there are channels > 1, the bucket of the symbol ``nb_dist`` back in the same block when
+    ``nb_dist`` > 0), as ``csrc/contexts.c`` defines them. The tables come built from the host:
+    ``sym_tab[t << pb | slot]`` the symbol of a slot, ``fc_tab[t * 256 + s]`` freq << 16 | cumulative;
+    ``tables_ok`` 0 when one neither sums to 2^pb nor is empty. A symbol that lands in an empty table is a
+    corrupted block, as on the CPU. Neighbours were decoded by this warp at earlier steps (nb_dist >= 32):
+    each step ends at a warp barrier, so the next steps read them from ``out``."""
+    tid = cuda.threadIdx.x
+    lane = tid & 31
+    warp = tid >> 5
+    if err[0] == ERR_INDEX:  # the CPU reports a bad index before a bad table
+        return
+    if tables_ok == 0:
+        if tid == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+        return
+    b = np.int64(cuda.blockIdx.x) * (cuda.blockDim.x >> 5) + warp
+    if b * block >= n:
+        return
+    start = off[b]
+    end = off[b + 1]
+    b0 = b * block
+    bn = min(block, n - b0)
+    length = end - start
+    if (
+        end > buf.shape[0]
+        or length < STATE_BYTES
+        or (length - STATE_BYTES) & 1
+        or (length - STATE_BYTES) >> 1 > bn
+    ):
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+        return
+    nw = (length - STATE_BYTES) >> 1
+    x = rd32(buf, start + 4 * lane)
+    if cuda.ballot_sync(FULL, x < _L) != 0:
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+        return
+    words = start + STATE_BYTES
+    last = nw - 1 if nw > 0 else np.int64(0)
+    M = U32(U32(1) << U32(pb))
+    mask = U32(M - U32(1))
+    shift = U32(pb)
+    below = U32(cuda.lanemask_lt())
+    wi = np.int64(0)
+    for k in range((bn + LANES - 1) >> 5):
+        i = k * LANES + lane
+        active = i < bn
+        t = np.int64(0)
+        if active:
+            if channels > 1:
+                t = np.int64(group[(((b0 + i) * mult) // inner) % channels]) * nbuckets
+            if nb_dist > 0 and i >= nb_dist:
+                t += np.int64(nbmap[out[b0 + i - nb_dist]])
+        slot = U32(x & mask)
+        s = sym_tab[(t << pb) + slot]
+        e = fc_tab[t * 256 + s]
+        if cuda.ballot_sync(FULL, active and U32(e >> U32(16)) == _ZERO) != 0:
+            if lane == 0:  # an empty context table
+                cuda.atomic.max(err, 0, ERR_BLOCK)
+            return
+        xn = U32(U32(U32(e >> U32(16)) * U32(x >> shift)) + U32(slot - U32(e & _LOW16)))
+        need = active and xn < _L
+        m = U32(cuda.ballot_sync(FULL, need))
+        if need:
+            idx = min(wi + cuda.popc(U32(m & below)), last)
+            v = _ZERO
+            if nw > 0:
+                p = words + 2 * idx
+                v = U32(U32(buf[p]) | U32(U32(buf[p + 1]) << U32(8)))
+            xn = U32(U32(xn << U32(16)) | v)
+        if active:
+            x = xn
+            out[b0 + i] = s
+        wi += cuda.popc(m)
+        cuda.syncwarp(FULL)  # this step's symbols are the neighbours of later steps
+    if cuda.ballot_sync(FULL, x != _L) != 0 or wi != nw:
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
