@@ -214,6 +214,7 @@ def encode_lean(p: Prepared, cand: Candidate, block_log2: int = 16) -> bytes:
         block_log2,
         tuple(plans),
         given,
+        SAMPLED_HIST_MIN,
         scratch.buffer("lean", lean_work_bytes(p.q.size, params.zero.size, len(plans), block_log2)),
     )
 

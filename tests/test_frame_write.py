@@ -95,6 +95,7 @@ def _args(**change):
         "block_log2": 16,
         "streams": ((1, 0, 0),),
         "given": None,
+        "sample_min": 1 << 16,
         "work": np.empty(1 << 16, np.uint8),
     }
     args.update(change)

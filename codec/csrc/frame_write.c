@@ -102,7 +102,7 @@ int64_t lean_frame_write(const uint8_t *q, int64_t n, const LeanFrame *f, uint8_
         uint32_t counts[256];
         if (f->s[k].count == COUNT_GIVEN)
             memcpy(counts, f->given, sizeof counts);
-        else if (f->s[k].count == COUNT_SAMPLED && len[k] >= LEAN_SAMPLE_MIN)
+        else if (f->s[k].count == COUNT_SAMPLED && len[k] >= f->sample_min)
             sampled_counts(sym[k], len[k], f->s[k].top, counts);
         else
             histogram4(sym[k], len[k], counts);

@@ -294,7 +294,6 @@ int lean_choice(const uint8_t *q, int64_t n, int bits, const int64_t *starts, in
 enum { COUNT_ALL = 0, COUNT_GIVEN = 1, COUNT_SAMPLED = 2 };
 #define LEAN_MAX_STREAMS 2
 #define LEAN_SAMPLE_STRIDE 4 /* COUNT_SAMPLED: about one chunk in 4 (codec/api.py SAMPLED_HIST_STRIDE) */
-#define LEAN_SAMPLE_MIN (1 << 16) /* ... in streams of at least 64 Ki symbols (SAMPLED_HIST_MIN) */
 #define LEAN_MAX_UNSEEN QUANT_MAX_UNSEEN /* ... past this many symbols of 0..top missing, all are counted */
 
 typedef struct {
@@ -312,6 +311,7 @@ typedef struct {
     const float *scale;
     const uint8_t *zero;
     const uint32_t *given; /* COUNT_GIVEN's 256 counts */
+    int64_t sample_min;    /* COUNT_SAMPLED applies to streams of at least this many symbols (else all) */
     LeanStream s[LEAN_MAX_STREAMS];
 } LeanFrame;
 

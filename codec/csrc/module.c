@@ -1012,17 +1012,20 @@ done:
 }
 
 /* lean_frame(q u8, dtype, bits, shape, axis (-1: none), scale f32[nq], zero u8[nq], kind, param, prob_bits,
- *            block_log2, streams ((coding, count, top), ...), given u32[256] | None, work u8) -> frame bytes
+ *            block_log2, streams ((coding, count, top), ...), given u32[256] | None, sample_min, work u8)
+ *   -> frame bytes
  * The frame of a configuration whose streams are each order-0 rANS (coding 1) or stored (0), in one call: see
  * frame_write.c. count: 0 all symbols, 1 the given counts (the dense stream), 2 about one chunk in 4 with
- * 0..top kept codable. work: scratch of LEAN_WORK_BYTES(n) + lean_frame_bound bytes, which the caller reuses
+ * 0..top kept codable, in a stream of at least sample_min symbols (all counted in a shorter one). work: scratch of LEAN_WORK_BYTES(n) + lean_frame_bound bytes, which the caller reuses
  * (codec/api.py lean_work_bytes). */
 static PyObject *py_lean_frame(PyObject *self, PyObject *args) {
     PyObject *qo, *shape, *so, *zo, *streams, *go, *wo;
     LeanFrame f;
     memset(&f, 0, sizeof f);
-    if (!PyArg_ParseTuple(args, "OiiO!iOOiiiiO!OO", &qo, &f.dtype, &f.bits, &PyTuple_Type, &shape, &f.axis, &so, &zo,
-                          &f.kind, &f.param, &f.pb, &f.block_log2, &PyTuple_Type, &streams, &go, &wo))
+    long long sample_min;
+    if (!PyArg_ParseTuple(args, "OiiO!iOOiiiiO!OLO", &qo, &f.dtype, &f.bits, &PyTuple_Type, &shape, &f.axis, &so,
+                          &zo, &f.kind, &f.param, &f.pb, &f.block_log2, &PyTuple_Type, &streams, &go, &sample_min,
+                          &wo))
         return NULL;
     Buf qb = {0}, sb = {0}, zb = {0}, gb = {0}, wb = {0};
     PyObject *ret = NULL;
@@ -1045,6 +1048,7 @@ static PyObject *py_lean_frame(PyObject *self, PyObject *args) {
         goto done;
     }
     f.nq = zb.view.len;
+    f.sample_min = sample_min;
     f.scale = (const float *)sb.view.buf;
     f.zero = (const uint8_t *)zb.view.buf;
     for (int d = 0; d < f.ndim; d++) {
