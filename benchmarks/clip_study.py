@@ -86,6 +86,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     from pipeline.models.photos import random_crops
 
     n = 36 if quick else TUNE_CROPS
+    config = {"quick": quick, "bits": BITS, "tune_seed": TUNE_SEED, "crops": n}
+    prov = provenance(COMMAND + (" --quick" if quick else ""), config)  # before the run
     loaded = load_model("mobilenet_v2", "IMAGENET1K_V1")
     crops = random_crops(n, TUNE_SEED)
     names = ["none" if m is None else m for m in CODEC_MODES] + list(PROTOTYPES)
@@ -129,7 +131,6 @@ def run(quick: bool = False) -> dict[str, Any]:
                 )
     by_rule = {name: float(np.mean([r["kl"] for r in rows if r["rule"] == name])) for name in names}
     chosen = min(by_rule, key=by_rule.get)
-    config = {"quick": quick, "bits": BITS, "tune_seed": TUNE_SEED, "crops": n}
     return {
         "meta": {
             "bits": BITS,
@@ -142,7 +143,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 1),
         },
         "machine": machine(),
-        "provenance": provenance(COMMAND + (" --quick" if quick else ""), config),
+        "provenance": prov,
         "mean_kl": by_rule,
         "rows": rows,
     }
