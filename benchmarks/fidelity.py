@@ -93,8 +93,8 @@ def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
 def rule_figures(row: dict[str, Any], plain: dict[str, Any] | None = None) -> dict[str, Any]:
     """A RULE row's figures for the low-bit table: the rate it is judged by (``agreement`` with the
     uncompressed model; ``retrieval_top1`` for a sentence encoder, whose ``cosine`` comes beside it),
-    its sample count and Wilson 95 % interval, and, from ``plain`` (the same split and bits without
-    clipping), that rate per channel."""
+    its sample count, Wilson 95 % interval and KL, and the same of ``plain`` (the same split, bits
+    and granularity over the full range)."""
     key = "agreement" if "agreement" in row else "retrieval_top1"
     n = int(row["samples"])  # MiniLM: each sentence's nearest neighbour among the others
     value = float(row[key])
@@ -113,12 +113,21 @@ def rule_figures(row: dict[str, Any], plain: dict[str, Any] | None = None) -> di
         "top1_baseline": row.get("top1_baseline"),
         "wire_bytes": row["wire_bytes"],
         "ratio": row["ratio"],
+        "kl": row.get("kl"),
         "plain_value": None,
+        "plain_ci95": None,
+        "plain_kl": None,
         "plain_wire_bytes": None,
     }
     if plain is not None:
-        out["plain_value"] = plain.get(f"{key}_per_channel", plain.get(key))
-        out["plain_wire_bytes"] = plain.get("wire_bytes_per_channel", plain.get("wire_bytes"))
+        pv = float(plain[key])
+        plo, phi = wilson(round(pv * n), n)
+        out |= {
+            "plain_value": pv,
+            "plain_ci95": [round(plo, 4), round(phi, 4)],
+            "plain_kl": plain.get("kl"),
+            "plain_wire_bytes": plain["wire_bytes"],
+        }
     return out
 
 
@@ -306,8 +315,8 @@ def rule_intro(doc: dict[str, Any]) -> str:
         f"(`{rule['study']}`); every figure here is on other images: {rule['eval_text']}. "
         "The digits ResNet and MiniLM took no part in the choice. `value` is top-1 agreement with "
         "the uncompressed model (MiniLM: nearest-neighbour retrieval agreement, cosine beside it), "
-        "with its Wilson 95 % interval over `samples`; `no clipping` is the same split and bits per "
-        "channel over the full range. Crops of one photograph are correlated, so the interval, "
+        "with its Wilson 95 % interval over `samples`, and the mean KL of the outputs; `no clipping` is "
+        "the same split and bits per channel over the full range. Crops of one photograph are correlated, so the interval, "
         "which treats crops as independent, is on the narrow side."
     )
 
@@ -315,18 +324,24 @@ def rule_intro(doc: dict[str, Any]) -> str:
 def rule_markdown(figs: Sequence[dict[str, Any]]) -> str:
     """The low-bit table: every split of every RULE model at ``rule_bits``."""
     lines = [
-        "| model | split | bits | samples | metric | value | 95% interval | no clipping "
-        "| cosine | wire bytes | wire bytes, no clipping | ratio vs fp32 |",
-        "|" + "---|" * 12,
+        "| model | split | bits | samples | metric | value | 95% interval | KL "
+        "| no clipping: value | 95% interval | KL | cosine | wire bytes "
+        "| wire bytes, no clipping | ratio vs fp32 |",
+        "|" + "---|" * 15,
     ]
+
+    def num(v: float | None, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
     for f in figs:
-        plain = "" if f["plain_value"] is None else f"{f['plain_value']:.4f}"
-        plain_wire = "" if f["plain_wire_bytes"] is None else f"{f['plain_wire_bytes']:,.0f}"
-        cos = "" if f["cosine"] is None else f"{f['cosine']:.6f}"
+        pci = f.get("plain_ci95")
+        plain_ci = "" if pci is None else f"{pci[0]:.3f} - {pci[1]:.3f}"
         lines.append(
             f"| {f['model']} | {f['split']} | {f['bits']} | {f['samples']} | {f['metric']} "
-            f"| {f['value']:.4f} | {f['ci95'][0]:.3f} - {f['ci95'][1]:.3f} | {plain} | {cos} "
-            f"| {f['wire_bytes']:,.0f} | {plain_wire} | {f['ratio']:.2f} |"
+            f"| {f['value']:.4f} | {f['ci95'][0]:.3f} - {f['ci95'][1]:.3f} "
+            f"| {num(f.get('kl'), '.2e')} | {num(f['plain_value'], '.4f')} | {plain_ci} "
+            f"| {num(f.get('plain_kl'), '.2e')} | {num(f['cosine'], '.6f')} "
+            f"| {f['wire_bytes']:,.0f} | {num(f['plain_wire_bytes'], ',.0f')} | {f['ratio']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -386,14 +401,17 @@ def run(
         for r in new:
             r["arch"], r["model"] = r["model"], _name(job)
         rows += new
-        if _name(job) in RULE_MODELS:  # the same at rule_bits, per channel, with the rule's ranges
-            plain = {(r["split"], r["bits"]): r for r in new}
-            for r in evaluate(
-                loaded, splits, p["rule_bits"], job["samples"], data=job.get("data"),
-                size=job.get("size"), granularity="channel", progress=progress, clip=RULE,
-            ):  # fmt: skip
-                r["arch"], r["model"] = r["model"], _name(job)
-                rule_rows.append(rule_figures(r, plain.get((r["split"], r["bits"]))))
+        if _name(job) in RULE_MODELS:  # at rule_bits, per channel: full range, then the rule's
+            plain, ruled = (
+                evaluate(
+                    loaded, splits, p["rule_bits"], job["samples"], data=job.get("data"),
+                    size=job.get("size"), granularity="channel", progress=progress, clip=clip,
+                )
+                for clip in (None, RULE)
+            )  # fmt: skip
+            for r, base in zip(ruled, plain, strict=True):
+                r["model"] = base["model"] = _name(job)
+                rule_rows.append(rule_figures(r, base))
         per_model[_name(job)] = round(time.perf_counter() - t_job, 1)
     doc = {
         "meta": {

@@ -8,8 +8,12 @@ By default the range spans min to max, so every element is within half a step of
 ``clip="mse"`` the range is shrunk, per tensor or per channel, to the one of a few candidates that gives the
 smallest squared error, scored on a 256-bin histogram of the tensor: at low bit widths a few outliers no longer
 stretch the step for everything else. ``clip="wmse"`` weighs the error of saturated elements twice, over a finer
-set of candidates: it clips less, keeping more of the large activations that the next layers act on. Elements
-beyond the clipped range saturate; zeros stay exact either way.
+set of candidates: it clips less, keeping more of the large activations that the next layers act on.
+``clip="wmse_ends"`` scores ranges as "wmse" does (24 candidates, saturated error counted twice) and then
+searches each end of the range alone, the other kept: a skewed channel, with a long tail on one side, keeps
+its short side whole instead of clipping both sides by the same factor. It is the fidelity benchmark's
+4-bit rule, chosen on tuning crops and reported on others (``benchmarks/clip_study.py``). Elements beyond
+the clipped range saturate; zeros stay exact either way, and 8 bits keep the full range in every mode.
 """
 
 from __future__ import annotations

@@ -245,10 +245,11 @@ def test_low_bit_table_gives_intervals_counts_and_the_unclipped_figure():
 
     row = {"model": "m", "split": "s1", "bits": 4, "samples": 324, "agreement": 0.95, "clip": "x",
            "wire_bytes": 30000.0, "ratio": 11.0}  # fmt: skip
-    plain = {**row, "clip": None, "agreement_per_channel": 0.9, "wire_bytes_per_channel": 27000.0}
-    f = rule_figures(row, plain)
+    plain = {**row, "clip": None, "agreement": 0.9, "kl": 0.02, "wire_bytes": 27000.0}
+    f = rule_figures({**row, "kl": 0.01}, plain)
     assert f["metric"] == "agreement" and f["samples"] == 324 and f["plain_value"] == 0.9
     assert f["ci95"][0] < 0.95 < f["ci95"][1] and f["plain_wire_bytes"] == 27000.0
+    assert f["plain_ci95"][0] < 0.9 < f["plain_ci95"][1] and f["plain_kl"] == 0.02
     text = {**row, "agreement": None, "retrieval_top1": 0.875, "cosine": 0.999, "samples": 16}
     del text["agreement"]
     g = rule_figures(text)
@@ -256,7 +257,8 @@ def test_low_bit_table_gives_intervals_counts_and_the_unclipped_figure():
     md = rule_markdown([f, g]).splitlines()
     assert len(md) == 4 and "95% interval" in md[0]
     assert md[2].startswith("| m | s1 | 4 | 324 | agreement | 0.9500 | 0.")
-    assert "| 0.9000 |" in md[2] and "| 0.999000 |" in md[3]
+    assert "| 1.00e-02 | 0.9000 | 0." in md[2] and "| 2.00e-02 |" in md[2]
+    assert "| 0.999000 |" in md[3]
     assert md[0].count("|") == md[2].count("|") == md[3].count("|")
 
 
