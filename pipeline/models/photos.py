@@ -14,6 +14,11 @@ flipped left-right or not. ``photo_crops(n)`` takes the first ``n`` crops of a f
 that goes through every photograph before it takes a second crop of any, so at most
 18 x 20 = 360 crops exist. Crops of one photograph are correlated: the effective sample
 size of a figure lies between the photograph count and the crop count.
+
+``random_crops(n, seed)`` gives any number of seeded random crops instead (short side drawn from
+256..320, a random position and flip, photograph ``i % 18``): sets of different seeds serve as a
+tuning set and an evaluation set (the fidelity benchmark's low-bit rule is chosen on one, reported
+on another).
 """
 
 from __future__ import annotations
