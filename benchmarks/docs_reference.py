@@ -91,7 +91,8 @@ DESCRIPTIONS: dict[str, str] = {
     "codec.frame": "`batch`: one frame per batch; `sample`: one frame per sample (see "
     "[the trade](../streaming/index.md#the-streaming-pipeline)).",
     "codec.clip": "`mse`: quantization ranges narrowed to the least squared error; `wmse`: the "
-    "same with saturated elements' error counted twice (ours only; see "
+    "same with saturated elements' error counted twice; `wmse_ends`: as `wmse`, each end of a "
+    "channel's range also searched alone (ours only; see "
     "[Clipping](../codec/index.md#clipping-clipmse-clipwmse)).",
     "link.mode": "`emulated` (the transport charges each batch to an emulated link) or `real` "
     "(Ray moves it over the network).",

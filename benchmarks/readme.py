@@ -76,6 +76,10 @@ SOURCES: dict[str, tuple[str, str]] = {
         "python -m benchmarks.autoscale --out benchmarks/results",
     ),
     "benchmarks/results/fleet.json": ("benchmarks.fleet", "python -m benchmarks.fleet --out benchmarks/results"),
+    "benchmarks/results/clip_study.json": (
+        "benchmarks.clip_study",
+        "python -m benchmarks.clip_study",
+    ),
 }
 
 # markers start a line; the same text quoted inside a line is left alone

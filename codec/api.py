@@ -313,7 +313,9 @@ def encode(
     picks, rANS. ``axis`` selects per-channel quantization; ``level`` 1..9 trades speed for size;
     ``clip="mse"`` narrows each quantization range to the candidate with the least squared error (worth it
     at 4 bits and below; None: the full range, every element within half a step), ``clip="wmse"`` to the
-    one whose error counts saturated elements twice (it clips less); ``threads`` codes blocks in parallel
+    one whose error counts saturated elements twice (it clips less), ``clip="wmse_ends"`` as "wmse" and then
+    each end of the range searched alone (a skewed channel keeps its short side whole); ``threads`` codes
+    blocks in parallel
     (same bytes for any thread count).
 
     ``device``: "cpu", "cuda" or None (follow ``x``: CUDA arrays such as torch CUDA tensors and CuPy

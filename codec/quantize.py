@@ -8,8 +8,12 @@ By default the range spans min to max, so every element is within half a step of
 ``clip="mse"`` the range is shrunk, per tensor or per channel, to the one of a few candidates that gives the
 smallest squared error, scored on a 256-bin histogram of the tensor: at low bit widths a few outliers no longer
 stretch the step for everything else. ``clip="wmse"`` weighs the error of saturated elements twice, over a finer
-set of candidates: it clips less, keeping more of the large activations that the next layers act on. Elements
-beyond the clipped range saturate; zeros stay exact either way.
+set of candidates: it clips less, keeping more of the large activations that the next layers act on.
+``clip="wmse_ends"`` scores ranges as "wmse" does (24 candidates, saturated error counted twice) and then
+searches each end of the range alone, the other kept: a skewed channel, with a long tail on one side, keeps
+its short side whole instead of clipping both sides by the same factor. It is the fidelity benchmark's
+4-bit rule, chosen on tuning crops and reported on others (``benchmarks/clip_study.py``). Elements beyond
+the clipped range saturate; zeros stay exact either way, and 8 bits keep the full range in every mode.
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ WMSE_CLIPPED_WEIGHT = 2.0
 """clip="wmse": how much more the squared error of a saturated element counts than a rounded one's."""
 CLIP_MODES = {"mse": (CLIP_FACTORS, 1.0), "wmse": (WMSE_FACTORS, WMSE_CLIPPED_WEIGHT)}
 """clip mode -> (candidate factors, weight of saturated elements' error) for mse_range."""
-CLIPS = (None, *CLIP_MODES)
+ENDS_FACTORS = np.geomspace(1.0, 0.1, 24)
+"""clip="wmse_ends": 24 candidate ends, geometric from the channel's min (or max) down to a tenth of it."""
+ENDS_CLIPPED_WEIGHT = 2.0
+"""clip="wmse_ends": the weight of a saturated element's squared error."""
+ENDS_CHUNK = 64
+"""clip="wmse_ends": channels scored at once (bounds the candidates x bins temporaries)."""
+CLIPS = (None, *CLIP_MODES, "wmse_ends")
 
 
 @dataclass(frozen=True)
@@ -207,6 +217,112 @@ def mse_range(
     return (mins * f).astype(np.float32), (maxs * f).astype(np.float32)
 
 
+def channel_histograms(
+    flat: np.ndarray, mins: np.ndarray, maxs: np.ndarray, channels: int, inner: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(counts ``channels x 256``, 8-bit scale, 8-bit zero point): each channel's histogram of its
+    full-range 8-bit quantization (one pass in C), the input of the range searches."""
+    full = params_from_range(mins, maxs, 8, None if channels == 1 else 0)
+    q8 = np.empty(flat.size, np.uint8)
+    inv = (np.float32(1.0) / full.scale).astype(np.float32)
+    _kernels.quantize(flat, q8, inv, full.zero, channels, inner, 255, None, 1)
+    hist = np.zeros((channels, 256), np.uint32)
+    if channels == 1:
+        _kernels.histogram(q8, hist[0])
+    else:
+        _kernels.channel_histogram(q8, channels, inner, hist)
+    return hist, np.ascontiguousarray(full.scale, np.float32), np.ascontiguousarray(full.zero)
+
+
+def ends_range(
+    flat: np.ndarray, mins: np.ndarray, maxs: np.ndarray, channels: int, inner: int, bits: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """clip="wmse_ends": per channel, the range of :func:`ends_choice` on the channel's 256-bin
+    histogram (:func:`channel_histograms`). At 8 bits the full range is kept."""
+    if bits == 8:
+        return mins, maxs
+    hist, scale8, zero8 = channel_histograms(flat, mins, maxs, channels, inner)
+    return ends_choice(hist, scale8, zero8, mins, maxs, bits)
+
+
+def ends_choice(
+    hist: np.ndarray,
+    scale8: np.ndarray,
+    zero8: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    bits: int,
+    factors: np.ndarray = ENDS_FACTORS,
+    clipped_weight: float = ENDS_CLIPPED_WEIGHT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The search of clip="wmse_ends" on per-channel 256-bin histograms (every bin standing for its
+    centre, as in :func:`mse_range`), scored by squared error with saturated elements' error weighted
+    ``clipped_weight``: first both ends scaled by one factor (as clip="wmse"), then the low end alone
+    with the high end kept, then the high end alone. A skewed channel (a long tail on one side) keeps
+    its short side whole instead of clipping both sides alike. Ties go to the earlier, wider candidate.
+    Every candidate contains 0 (both ends are fractions of min <= 0 <= max), so zeros stay exact.
+
+    Plain NumPy (float64) on the histogram only, so the GPU path, which brings the same histogram to
+    the host, gets the same ranges from this same function."""
+    qmax = (1 << bits) - 1
+    f = np.asarray(factors, np.float64)
+    lo_out = np.asarray(mins, np.float64).copy()
+    hi_out = np.asarray(maxs, np.float64).copy()
+    for c0 in range(0, hist.shape[0], ENDS_CHUNK):
+        sl = slice(c0, c0 + ENDS_CHUNK)
+        n = hist[sl].astype(np.float64)[:, None, :]  # (C, 1, 256)
+        centre = (np.arange(256.0)[None, :] - zero8[sl, None]) * scale8[sl, None].astype(np.float64)
+        centre = centre[:, None, :]
+        lo0, hi0 = lo_out[sl, None], hi_out[sl, None]  # (C, 1)
+
+        def errors(lo: np.ndarray, hi: np.ndarray, n=n, centre=centre) -> np.ndarray:
+            step = np.where(hi > lo, (hi - lo) / qmax, 1.0)
+            zero = np.clip(np.rint(-lo / step), 0, qmax)[..., None]
+            u = centre / step[..., None] + zero
+            level = np.clip(np.rint(u), 0, qmax)
+            e = n * np.square((level - zero) * step[..., None] - centre)
+            e = np.where((u < -0.5) | (u > qmax + 0.5), clipped_weight * e, e)
+            return e.sum(-1)  # (C, K)
+
+        rows = np.arange(lo0.shape[0])
+        err = errors(lo0 * f, hi0 * f)
+        k = np.argmin(err, axis=1)
+        least, lo, hi = err[rows, k], (lo0 * f)[rows, k], (hi0 * f)[rows, k]
+        for side in ("lo", "hi"):
+            cand_lo = lo0 * f if side == "lo" else np.repeat(lo[:, None], f.size, 1)
+            cand_hi = hi0 * f if side == "hi" else np.repeat(hi[:, None], f.size, 1)
+            err = errors(cand_lo, cand_hi)
+            k = np.argmin(err, axis=1)
+            better = err[rows, k] < least
+            least = np.where(better, err[rows, k], least)
+            lo = np.where(better, cand_lo[rows, k], lo)
+            hi = np.where(better, cand_hi[rows, k], hi)
+        lo_out[sl], hi_out[sl] = lo, hi
+    return lo_out.astype(np.float32), hi_out.astype(np.float32)
+
+
+def clipped_range(
+    clip: str,
+    hist: np.ndarray,
+    scale8: np.ndarray,
+    zero8: np.ndarray,
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    bits: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The range of a clip mode below 8 bits from the per-channel histograms of
+    :func:`channel_histograms`: the C ``clip_choice`` (mse, wmse) or :func:`ends_choice`
+    (wmse_ends). Shared by the CPU and GPU paths."""
+    if clip == "wmse_ends":
+        return ends_choice(hist, scale8, zero8, mins, maxs, bits)
+    factors, weight = CLIP_MODES[clip]
+    best = np.empty(hist.shape[0], np.int32)
+    f64 = np.ascontiguousarray(factors, np.float64)
+    _kernels.clip_choice(hist, scale8, zero8, mins, maxs, f64, (1 << bits) - 1, float(weight), best)
+    f = f64[best]
+    return (mins * f).astype(np.float32), (maxs * f).astype(np.float32)
+
+
 def memory_order(x: np.ndarray) -> tuple[tuple[int, ...], np.ndarray] | None:
     """For a non-contiguous array that is a permutation of a contiguous one (channels-last maps, transposed
     matrices): the axis order and the C-contiguous view in memory order; None otherwise."""
@@ -261,6 +377,8 @@ def _quantize(
     if not flat.size:
         mins[:] = 0
         maxs[:] = 0
+    elif clip == "wmse_ends":
+        mins, maxs = ends_range(flat, mins, maxs, channels, inner, bits)
     elif clip is not None:
         mins, maxs = mse_range(flat, mins, maxs, channels, inner, bits, *CLIP_MODES[clip])
     params = params_from_range(mins, maxs, bits, axis)

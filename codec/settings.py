@@ -22,7 +22,7 @@ from .quantize import check_clip
 @dataclass(frozen=True, order=True)
 class CodecSettings:
     """``bits`` 1..8, ``level`` 1..9, ``axis`` (None: per tensor, else the per-channel axis) and
-    ``clip`` (None, "mse" or "wmse"), with ``codec.encode``'s defaults and meaning."""
+    ``clip`` (None, "mse", "wmse" or "wmse_ends"), with ``codec.encode``'s defaults and meaning."""
 
     bits: int = 8
     level: int = DEFAULT_LEVEL

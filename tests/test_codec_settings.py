@@ -47,6 +47,22 @@ class TestCodecSettings:
         assert pickle.loads(pickle.dumps(s)) == s
         assert s.label() == "6b/L5/axis1/wmse" and CodecSettings().label() == "8b/L3/tensor"
 
+    def test_every_clip_mode_is_a_setting_and_a_config_value(self):
+        from pathlib import Path
+
+        from pipeline.stream.config import load_config
+
+        s = CodecSettings(4, 3, 1, "wmse_ends")
+        assert s.label() == "4b/L3/axis1/wmse_ends"
+        x = np.random.default_rng(1).laplace(size=(2, 4, 6, 6)).astype(np.float32)
+        assert codec.encode(x, **s.as_dict()) == codec.encode(x, bits=4, axis=1, clip="wmse_ends")
+        cfg = load_config(
+            Path(__file__).parents[1] / "configs" / "demo.yaml", ["codec.clip=wmse_ends"]
+        )
+        assert cfg.codec.settings() == CodecSettings(
+            cfg.codec.bits, cfg.codec.level, cfg.codec.axis, "wmse_ends"
+        )
+
     def test_as_dict_codes_as_the_keywords(self):
         x = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
         want = codec.encode(x, bits=3, level=2, axis=0, clip="mse")

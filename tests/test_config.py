@@ -79,6 +79,7 @@ def test_override_creates_missing_sections():
         (["codec.kind=fp16", "codec.axis=0"], "codec.axis"),
         (["codec.kind=fp32", "codec.clip=mse"], "codec.clip"),
         (["codec.clip=max"], "codec.clip"),
+        (["codec.clip=wmse-ends"], "codec.clip"),
         (["link.corrupt=1.5"], "link.corrupt"),
         (["link.mode=real", "link.corrupt=0.1"], "link.corrupt"),
         (["flow.stall_timeout_s=0"], "flow.stall_timeout_s"),

@@ -174,8 +174,9 @@ def test_fidelity_benchmark_writes_outputs(tmp_path):
     assert "untrained" in md.lower() and "llama-tiny" in md
     assert "samples (choose / report)" in md and "| 32 / 32 |" in md
     blocks = render_tables(doc)
-    assert set(blocks) == {"models", "best_split", "imagenet"}
-    assert doc["clip_rows"] == {}  # only the real MobileNetV2 is also run with the clip modes
+    assert set(blocks) == {"models", "best_split", "imagenet", "low_bit"}
+    assert doc["rule_rows"] == []  # only the real-weight models are run again with the rule
+    assert f'clip="{doc["rule"]["clip"]}"' in blocks["low_bit"]
     assert "llama-tiny (64 random token sequences)" in blocks["models"]
     assert json.loads((tmp_path / "fidelity.json").read_text())["rows"] == doc["rows"]
     assert (tmp_path / "fidelity.png").read_bytes()[:4] == b"\x89PNG"
@@ -226,6 +227,39 @@ def test_imagenet_table_sets_clipped_rows_beside_the_full_range_ones():
     )
     assert md[0].count("|") == md[1].count("|") == md[2].count("|")  # every row has every column
     assert model_markdown([row], "m").splitlines()[2].endswith("| per-channel |")
+
+
+def test_wilson_interval_matches_known_values_and_rejects_no_samples():
+    from benchmarks.fidelity import wilson
+
+    lo, hi = wilson(95, 100)  # textbook: 0.8883 .. 0.9785
+    assert abs(lo - 0.8883) < 1e-4 and abs(hi - 0.9785) < 1e-4
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0 and wilson(10, 10)[0] < 1.0
+    assert wilson(300, 324)[1] - wilson(300, 324)[0] < wilson(30, 36)[1] - wilson(30, 36)[0]
+    with pytest.raises(ValueError, match="n must be positive"):
+        wilson(0, 0)
+
+
+def test_low_bit_table_gives_intervals_counts_and_the_unclipped_figure():
+    from benchmarks.fidelity import rule_figures, rule_markdown
+
+    row = {"model": "m", "split": "s1", "bits": 4, "samples": 324, "agreement": 0.95, "clip": "x",
+           "wire_bytes": 30000.0, "ratio": 11.0}  # fmt: skip
+    plain = {**row, "clip": None, "agreement": 0.9, "kl": 0.02, "wire_bytes": 27000.0}
+    f = rule_figures({**row, "kl": 0.01}, plain)
+    assert f["metric"] == "agreement" and f["samples"] == 324 and f["plain_value"] == 0.9
+    assert f["ci95"][0] < 0.95 < f["ci95"][1] and f["plain_wire_bytes"] == 27000.0
+    assert f["plain_ci95"][0] < 0.9 < f["plain_ci95"][1] and f["plain_kl"] == 0.02
+    text = {**row, "agreement": None, "retrieval_top1": 0.875, "cosine": 0.999, "samples": 16}
+    del text["agreement"]
+    g = rule_figures(text)
+    assert g["metric"] == "retrieval_top1" and g["samples"] == 16 and g["plain_value"] is None
+    md = rule_markdown([f, g]).splitlines()
+    assert len(md) == 4 and "95% interval" in md[0]
+    assert md[2].startswith("| m | s1 | 4 | 324 | agreement | 0.9500 | 0.")
+    assert "| 1.00e-02 | 0.9000 | 0." in md[2] and "| 2.00e-02 |" in md[2]
+    assert "| 0.999000 |" in md[3]
+    assert md[0].count("|") == md[2].count("|") == md[3].count("|")
 
 
 def test_fidelity_rows_of_untrained_models_repeat(tmp_path):

@@ -58,6 +58,8 @@ CASES = [
     ("clip_mse_b8_full_range", (300,), 8, None, "mse", "outliers"),
     ("clip_wmse_b2_per_channel", (3, 100), 2, 0, "wmse", "outliers"),
     ("clip_mse_b4_per_channel", (2, 3, 40), 4, 1, "mse", "outliers"),
+    ("clip_wmse_ends_b4_per_channel", (2, 3, 40), 4, 1, "wmse_ends", "outliers"),
+    ("clip_wmse_ends_b2", (300,), 2, None, "wmse_ends", "outliers"),
 ]
 SIM = {"threads": 32, "max_blocks": 2}
 """Launch sizes for the simulator: small CTAs, at most two per channel (grid-stride loops do the rest)."""

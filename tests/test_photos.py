@@ -66,6 +66,28 @@ def test_first_crops_match_torchvisions_imagenet_transform():
         assert torch.allclose(crops.images[i], ref, atol=1e-5), path.name
 
 
+def test_random_crops_are_seeded_balanced_and_differ_between_seeds():
+    from pipeline.models.photos import random_crops
+
+    a, again, other = random_crops(40, 11, 64), random_crops(40, 11, 64), random_crops(40, 22, 64)
+    assert a.images.shape == (40, 3, 64, 64) and torch.equal(a.images, again.images)
+    assert a.photo.tolist() == [i % 18 for i in range(40)]  # every photograph as often, to one
+    assert a.source == "photos seed 11: 40 crops of 18 photographs"
+    # another seed: other crops of the same photographs (no crop of one set in the other)
+    flat_a, flat_b = a.images.flatten(1), other.images.flatten(1)
+    assert torch.cdist(flat_a, flat_b).min() > 1.0
+    pixels = _unnormalize(a.images)
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    loaded = load_model("mobilenet_v2")
+    data = load_eval_data(loaded, 36, data="photos:seed=22", size=64)
+    assert data.source == "photos seed 22: 36 crops of 18 photographs"
+    assert torch.equal(data.batches[0][0], random_crops(36, 22, 64).images[:16])
+    with pytest.raises(ValueError, match="photos:seed="):
+        load_eval_data(loaded, 4, data="photos:seed=x")
+    with pytest.raises(ValueError, match="n must be"):
+        random_crops(0, 1)
+
+
 def test_halves_keep_each_photo_on_one_side():
     loaded = load_model("mobilenet_v2")
     data = load_eval_data(loaded, 36, data="photos")

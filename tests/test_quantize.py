@@ -217,7 +217,9 @@ def test_mse_clip_keeps_the_full_range_at_8_bits_and_is_deterministic():
     x = _heavy_tailed()
     for axis in (None, 1):
         full, clipped = quantize(x, 8, axis), quantize(x, 8, axis, clip="mse")
-        assert np.array_equal(full[0], clipped[0]) and np.array_equal(full[1].scale, clipped[1].scale)
+        assert np.array_equal(full[0], clipped[0]) and np.array_equal(
+            full[1].scale, clipped[1].scale
+        )
     a, b = quantize(x, 4, 1, clip="mse"), quantize(x.copy(), 4, 1, clip="mse")
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1].scale, b[1].scale)
 
@@ -298,3 +300,116 @@ class TestQuantizeTensor:
                      (x[:0], 8, 1, q, None), (x, 8, 1, q, np.zeros(16, np.uint32))]:  # fmt: skip
             with pytest.raises(CodecError):
                 _kernels.quantize_tensor(*args)
+
+
+class TestWmseEnds:
+    """clip="wmse_ends": each channel's ends searched on its histogram, together and then one by one."""
+
+    @staticmethod
+    def _skewed(seed=0):
+        """Per channel: a short negative side and a long positive tail (or the mirror image)."""
+        rng = np.random.default_rng(seed)
+        x = rng.exponential(size=(2, 6, 16, 16))  # the long side: an exponential tail
+        neg = rng.random(x.shape) < 0.5
+        x[neg] = -rng.random(int(neg.sum()))  # the short side: dense down to -1
+        x = x.astype(np.float32)
+        x[:, 3:] *= -1  # channels 3..5: the long tail is negative
+        x[:, :, 2:4] = 0.0
+        return x
+
+    @pytest.mark.parametrize("bits", [2, 3, 4])
+    def test_roundtrip_keeps_zeros_and_saturates_only_beyond_its_range(self, bits):
+        import codec
+
+        x = self._skewed()
+        q, p, _ = quantize(x, bits, 1, clip="wmse_ends")
+        y = dequantize(q, p, x.shape)
+        assert np.all(y[x == 0] == 0)
+        assert np.array_equal(codec.decode(codec.encode(x, bits=bits, axis=1, clip="wmse_ends")), y)
+        lo = (-p.zero.astype(np.float64) * p.scale)[None, :, None, None]
+        hi = ((p.qmax - p.zero.astype(np.float64)) * p.scale)[None, :, None, None]
+        step = p.scale.astype(np.float64)[None, :, None, None]
+        inside = (x >= lo) & (x <= hi)
+        assert np.all(
+            np.abs(y - x)[inside] <= 0.5 * np.broadcast_to(step, x.shape)[inside] * 1.0001
+        )
+        assert not inside.all()  # something is clipped at low bits
+        assert np.all(q.reshape(x.shape)[x > hi] == p.qmax)  # beyond the range: saturated
+        assert np.all(y[x < lo] == np.broadcast_to(lo, x.shape)[x < lo].astype(np.float32))
+
+    @pytest.mark.parametrize("bits", [2, 3, 4])
+    def test_skewed_channels_get_ends_of_their_own_and_less_error(self, bits):
+        from codec.quantize import ENDS_CLIPPED_WEIGHT, ENDS_FACTORS, ends_range
+
+        x = self._skewed()
+        mins, maxs, err = _bin_by_bin_errors(x, bits, ENDS_FACTORS, ENDS_CLIPPED_WEIGHT)
+        flat = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(-1)  # channel-major
+        lo, hi = ends_range(flat, mins.astype(np.float32), maxs.astype(np.float32), 6, 512, bits)
+        f_lo, f_hi = lo / mins, hi / maxs
+        assert np.any(np.abs(f_lo - f_hi) > 0.05)  # the two ends of some channel differ
+        chosen = _bin_by_bin_range_errors(x, bits, lo, hi, ENDS_CLIPPED_WEIGHT)
+        best_common = err.min(axis=1)  # what one factor for both ends (as wmse) can do
+        assert np.all(chosen <= best_common * (1 + 1e-6))
+        assert np.any(chosen < 0.99 * best_common)
+
+    @pytest.mark.parametrize("bits", [2, 4, 6])
+    def test_its_error_is_at_most_the_best_common_factor(self, bits):
+        from codec.quantize import ENDS_CLIPPED_WEIGHT, ENDS_FACTORS, ends_range
+
+        for seed in range(3):
+            x = _heavy_tailed(seed=seed)
+            mins, maxs, err = _bin_by_bin_errors(x, bits, ENDS_FACTORS, ENDS_CLIPPED_WEIGHT)
+            lo, hi = ends_range(x.reshape(-1), mins, maxs, 16, 144, bits)
+            for c in range(16):
+                f_lo, f_hi = lo[c] / mins[c], hi[c] / maxs[c]
+                assert min(f_lo, f_hi) >= 0.1 - 1e-6 and max(f_lo, f_hi) <= 1 + 1e-6
+            # score the chosen ranges the way the reference scores its candidates
+            chosen = _bin_by_bin_range_errors(x, bits, lo, hi, ENDS_CLIPPED_WEIGHT)
+            assert np.all(chosen <= err.min(axis=1) * (1 + 1e-6))  # float32 ends
+
+    def test_eight_bits_keep_the_full_range_and_it_is_deterministic(self):
+        x = self._skewed()
+        for axis in (None, 1):
+            full, ends = quantize(x, 8, axis), quantize(x, 8, axis, clip="wmse_ends")
+            assert np.array_equal(full[0], ends[0]) and np.array_equal(full[1].scale, ends[1].scale)
+        a, b = quantize(x, 4, 1, clip="wmse_ends"), quantize(x.copy(), 4, 1, clip="wmse_ends")
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1].scale, b[1].scale)
+        assert np.array_equal(a[1].zero, b[1].zero)
+
+    def test_layouts_tensor_mode_and_bad_input(self):
+        import codec
+
+        x = self._skewed()
+        y = codec.decode(codec.encode(x, bits=4, axis=1, clip="wmse_ends"))
+        nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        assert np.array_equal(codec.decode(codec.encode(nhwc, bits=4, axis=1, clip="wmse_ends")), y)
+        t = codec.decode(codec.encode(x, bits=4, clip="wmse_ends"))  # per tensor
+        full = codec.decode(codec.encode(x, bits=4))
+        assert np.square(t - x).mean() < np.square(full - x).mean() and np.all(t[x == 0] == 0)
+        assert (
+            codec.decode(codec.encode(np.zeros((2, 3), np.float32), bits=4, clip="wmse_ends")).any()
+            == 0
+        )
+        bad = x.copy()
+        bad[0, 0, 0, 0] = np.nan
+        with pytest.raises(CodecError, match="NaN"):
+            codec.encode(bad, bits=4, axis=1, clip="wmse_ends")
+        for clip in ("wmse-ends", "ends", "WMSE_ENDS"):
+            with pytest.raises(CodecError, match="clip"):
+                codec.encode(x, bits=4, clip=clip)
+
+
+def _bin_by_bin_range_errors(x, bits, lo, hi, weight):
+    """The reference's error (see _bin_by_bin_errors) of given per-channel ranges [lo, hi]."""
+    q8, full, _ = quantize(x, 8, 1)
+    channels = x.shape[1]
+    per_channel = q8.reshape(x.shape[0], channels, -1).transpose(1, 0, 2).reshape(channels, -1)
+    hist = np.stack([np.bincount(row, minlength=256) for row in per_channel])
+    centre = (np.arange(256)[None, :] - full.zero.astype(np.float64)[:, None]) * full.scale[:, None]
+    qmax = (1 << bits) - 1
+    lo, hi = lo.astype(np.float64), hi.astype(np.float64)
+    step = np.where(hi > lo, (hi - lo) / qmax, 1.0)[:, None]
+    zero = np.clip(np.rint(-lo / step[:, 0]), 0, qmax)[:, None]
+    level = np.rint(centre / step) + zero
+    e = np.square((np.clip(level, 0, qmax) - zero) * step - centre)
+    return (hist * np.where((level < 0) | (level > qmax), weight * e, e)).sum(axis=1)

@@ -10,9 +10,11 @@ Bit-exact with the CPU codec (tests/test_gpu_quantize.py, under the CUDA simulat
 What stays on the host:
 - the errors: the kernels set a code, the wrapper raises the CPU's ``CodecError`` after reading it back
   (the quantize kernel writes nothing once an error is set);
-- ``clip="mse"`` / ``"wmse"``: the range search. The device computes the full-range 8-bit symbols and
-  their per-channel histogram (the search's only input besides the range); the wrapper copies those
-  ``channels x 256`` counts back, runs the CPU's ``clip_choice``, and uploads the chosen range;
+- ``clip="mse"`` / ``"wmse"`` / ``"wmse_ends"``: the range search. The device computes the full-range
+  8-bit symbols and their per-channel histogram (the search's only input besides the range); the
+  wrapper copies those ``channels x 256`` counts back, runs the CPU's own search on them
+  (``codec.quantize.clipped_range``: the C ``clip_choice``, or NumPy for ``wmse_ends``), and uploads
+  the chosen range;
 - sampled histograms (``hist_stride > 1``) and the reorder of non-contiguous (channels-last) inputs: the
   wrappers take a C-contiguous copy, whose symbols are the same as the CPU's.
 """
@@ -25,7 +27,6 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from .. import _kernels
 from .. import quantize as cpu_q
 from ..errors import CodecError
 from . import quantize_kernels as K
@@ -181,9 +182,9 @@ def quantize_device(
 
 
 def _clip_range(x, channels, inner, bits, clip, mins, maxs, err, stream, kw):
-    """``codec.quantize.mse_range`` with its 8-bit pass and histograms on the device and its search (the
-    C ``clip_choice``) on the host; returns the chosen range as device arrays."""
-    factors, weight = cpu_q.CLIP_MODES[clip]
+    """``codec.quantize.mse_range`` (or ``ends_range``) with its 8-bit pass and histograms on the device
+    and its search (``codec.quantize.clipped_range``) on the host; returns the chosen range as device
+    arrays."""
     scale8 = cuda.device_array(channels, np.float32, stream=stream)
     inv8 = cuda.device_array(channels, np.float32, stream=stream)
     zero8 = cuda.device_array(channels, np.uint8, stream=stream)
@@ -200,13 +201,8 @@ def _clip_range(x, channels, inner, bits, clip, mins, maxs, err, stream, kw):
     z8 = zero8.copy_to_host(stream=stream)
     _synchronize(stream)
     raise_for(int(code[0]))
-    best = np.empty(channels, np.int32)
-    f64 = np.ascontiguousarray(factors, np.float64)
-    _kernels.clip_choice(counts, s8, z8, lo, hi, f64, (1 << bits) - 1, float(weight), best)
-    # as codec.quantize.mse_range: the float32 range times the float64 factor, back to float32
-    f = f64[best]
-    lo = (lo * f).astype(np.float32)
-    hi = (hi * f).astype(np.float32)
+    # the CPU's own search on the same histograms (C clip_choice, or NumPy for wmse_ends)
+    lo, hi = cpu_q.clipped_range(clip, counts, s8, z8, lo, hi, bits)
     return cuda.to_device(lo, stream=stream), cuda.to_device(hi, stream=stream)
 
 

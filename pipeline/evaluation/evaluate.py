@@ -9,7 +9,8 @@ with better fidelity (to 1e-3; ties go to the smaller frame) and says which (``g
 
 Inputs: the digits test set, MiniLM's built-in sentences, random tokens for a tokenizer-less
 LM, a CIFAR-100 root or ImageNet-style folder (``data=ROOT``), ``data="photos"`` (crops of
-real photographs bundled with scikit-learn and scikit-image, ``pipeline.models.photos``), or else
+real photographs bundled with scikit-learn and scikit-image, ``pipeline.models.photos``),
+``data="photos:seed=N"`` (seeded random crops of the same photographs, ``random_crops``), or else
 smooth synthetic images. With ``halves=True`` every row also carries its metrics on two
 disjoint halves of the samples (``row["halves"]``), so a caller can choose a split on one
 half and report it on the other.
@@ -174,6 +175,15 @@ def load_eval_data(
         from pipeline.models.photos import photo_crops
 
         crops = photo_crops(samples, shape[-1])
+        return EvalData(_batches((crops.images,), batch), None, crops.source, crops.photo)
+    if data is not None and data.startswith("photos:seed="):
+        from pipeline.models.photos import random_crops
+
+        try:
+            crop_seed = int(data.split("=", 1)[1])
+        except ValueError as exc:
+            raise ValueError(f"data={data!r}: expected photos:seed=<integer>") from exc
+        crops = random_crops(samples, crop_seed, shape[-1])
         return EvalData(_batches((crops.images,), batch), None, crops.source, crops.photo)
     if data is not None:
         x, y, source = _image_folder_data(Path(data).expanduser(), samples, shape[-1])
@@ -542,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--data",
         default=None,
-        help="CIFAR-100 root, image folder, or 'photos' (bundled photographs); no downloads",
+        help="CIFAR-100 root, image folder, 'photos' (bundled photographs) or 'photos:seed=N' "
+        "(seeded random crops of them); no downloads",
     )
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--size", type=int, default=None, help="image side for vision models")
@@ -553,9 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--level", type=int, default=3, help="codec level")
     ap.add_argument(
         "--clip",
-        choices=["mse", "wmse"],
+        choices=["mse", "wmse", "wmse_ends"],
         default=None,
-        help="quantization range: least squared error (mse), saturation weighted twice (wmse)",
+        help="quantization range: least squared error (mse), saturation weighted twice (wmse), "
+        "and each end searched alone (wmse_ends)",
     )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--json", default=None, help="write rows as JSON here")

@@ -14,6 +14,11 @@ flipped left-right or not. ``photo_crops(n)`` takes the first ``n`` crops of a f
 that goes through every photograph before it takes a second crop of any, so at most
 18 x 20 = 360 crops exist. Crops of one photograph are correlated: the effective sample
 size of a figure lies between the photograph count and the crop count.
+
+``random_crops(n, seed)`` gives any number of seeded random crops instead (short side drawn from
+256..320, a random position and flip, photograph ``i % 18``): sets of different seeds serve as a
+tuning set and an evaluation set (the fidelity benchmark's low-bit rule is chosen on one, reported
+on another).
 """
 
 from __future__ import annotations
@@ -63,10 +68,13 @@ class PhotoCrops:
     images: torch.Tensor
     photo: torch.Tensor
     names: tuple[str, ...]
+    label: str | None = None  # random_crops: what the source line names
 
     @property
     def source(self) -> str:
         """One line naming the data and its counts (for result rows)."""
+        if self.label is not None:
+            return self.label
         used = len(set(self.photo.tolist()))
         return f"photos: {self.images.shape[0]} crops of {used} photographs"
 
@@ -133,6 +141,41 @@ def photo_crops(n: int, size: int = 224) -> PhotoCrops:
                     crop = crop[:, ::-1]
                 out[i] = ((crop - mean) / std).transpose(2, 0, 1)
     return PhotoCrops(torch.from_numpy(out), photo, tuple(p.name for p in paths))
+
+
+SEEDED_SHORT = (256, 320)
+"""random_crops: the range of the short side (at size 224) that a photograph is resized to (the
+fixed crops' two lengths, 256 and 320, and every one between)."""
+
+
+def random_crops(n: int, seed: int, size: int = 224) -> PhotoCrops:
+    """``n`` seeded random crops of ``size`` x ``size``, normalized as :func:`photo_crops`'s: crop ``i``
+    is of photograph ``i % 18`` (every photograph as often, to one), resized so its short side is
+    a random length in ``SEEDED_SHORT`` x ``size`` / 224, cut at a random position and flipped
+    left-right or not at random. Different seeds give different crops (a crop position is drawn from
+    hundreds of pixels), so sets with different seeds can serve as tuning and evaluation sets."""
+    paths = photo_paths()
+    if n < 1:
+        raise ValueError(f"random crops: n must be >= 1, got {n}")
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    rng = np.random.default_rng([seed, 224])
+    shorts = rng.integers(SEEDED_SHORT[0], SEEDED_SHORT[1] + 1, n)
+    pos = rng.random((n, 2))
+    flips = rng.random(n) < 0.5
+    out = np.empty((n, 3, size, size), dtype=np.float32)
+    photo = torch.arange(n) % len(paths)
+    for k, path in enumerate(paths):
+        for i in range(k, n, len(paths)):
+            img = _resized(path, max(size, round(int(shorts[i]) * size / 224)))
+            y0 = round(pos[i, 0] * (img.shape[0] - size))
+            x0 = round(pos[i, 1] * (img.shape[1] - size))
+            crop = img[y0 : y0 + size, x0 : x0 + size]
+            if flips[i]:
+                crop = crop[:, ::-1]
+            out[i] = ((crop - mean) / std).transpose(2, 0, 1)
+    source = f"photos seed {seed}: {n} crops of {len(set(photo.tolist()))} photographs"
+    return PhotoCrops(torch.from_numpy(out), photo, tuple(p.name for p in paths), source)
 
 
 def write_jpeg_photos(

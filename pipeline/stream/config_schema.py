@@ -112,8 +112,8 @@ class CodecConfig(_Strict):
     level: int = Field(default=3, ge=1, le=22)
     axis: int | None = None
     frame: Literal["batch", "sample"] = "batch"  # one frame per batch, or one per sample
-    clip: Literal["mse", "wmse"] | None = (
-        None  # range: None = min..max, mse = least error, wmse: see codec
+    clip: Literal["mse", "wmse", "wmse_ends"] | None = (
+        None  # range: None = min..max, mse = least error, wmse, wmse_ends: see codec
     )
 
     def settings(self) -> CodecSettings:
