@@ -197,19 +197,9 @@ def mse_range(
     kept."""
     if bits == 8:
         return mins, maxs
-    full = params_from_range(mins, maxs, 8, None if channels == 1 else 0)
-    q8 = np.empty(flat.size, np.uint8)
-    inv = (np.float32(1.0) / full.scale).astype(np.float32)
-    _kernels.quantize(flat, q8, inv, full.zero, channels, inner, 255, None, 1)
-    hist = np.zeros((channels, 256), np.uint32)
-    if channels == 1:
-        _kernels.histogram(q8, hist[0])
-    else:
-        _kernels.channel_histogram(q8, channels, inner, hist)
+    hist, scale8, zero8 = channel_histograms(flat, mins, maxs, channels, inner)
     best = np.empty(channels, np.int32)
     factors = np.ascontiguousarray(factors, np.float64)
-    scale8 = np.ascontiguousarray(full.scale, np.float32)
-    zero8 = np.ascontiguousarray(full.zero, np.uint8)
     _kernels.clip_choice(
         hist, scale8, zero8, mins, maxs, factors, (1 << bits) - 1, float(clipped_weight), best
     )
@@ -231,7 +221,7 @@ def channel_histograms(
         _kernels.histogram(q8, hist[0])
     else:
         _kernels.channel_histogram(q8, channels, inner, hist)
-    return hist, np.ascontiguousarray(full.scale, np.float32), np.ascontiguousarray(full.zero)
+    return hist, np.ascontiguousarray(full.scale, np.float32), np.ascontiguousarray(full.zero, np.uint8)
 
 
 def ends_range(

@@ -319,8 +319,8 @@ def _work_mutant_kernels() -> dict:
         ),
         "decode_word_off_by_one": (
             "decode_blocks",
-            "idx = min(wi + cuda.popc",
-            "idx = min(wi + 1 + cuda.popc",
+            "refill(buf, words, nw, wi, xn",
+            "refill(buf, words, nw, wi + 1, xn",
         ),
         "encode_word_bytes_swapped": (
             "encode_blocks",

@@ -92,6 +92,48 @@ def lane_cum(freqs, lane):
     return U32(incl - own), U32(total)
 
 
+@cuda.jit(device=True)
+def open_block(buf, off, b, bn, lane, err):
+    """Block ``b`` of ``bn`` symbols: (its word count, this lane's final state), checked as the CPU checks
+    them (the length at least the states and even, no more words than symbols, inside the payload, every
+    state at least L); a negative word count, with ERR_BLOCK set, when the block is corrupted."""
+    start = off[b]
+    end = off[b + 1]
+    length = end - start
+    if (
+        end > buf.shape[0]
+        or length < STATE_BYTES
+        or (length - STATE_BYTES) & 1
+        or (length - STATE_BYTES) >> 1 > bn
+    ):
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+        return np.int64(-1), _ZERO
+    x = rd32(buf, start + 4 * lane)
+    if cuda.ballot_sync(FULL, x < _L) != 0:
+        if lane == 0:
+            cuda.atomic.max(err, 0, ERR_BLOCK)
+        return np.int64(-1), _ZERO
+    return (length - STATE_BYTES) >> 1, x
+
+
+@cuda.jit(device=True)
+def refill(buf, words, nw, wi, xn, need, below):
+    """One decode step's renormalization: the lanes that ``need`` a word take the next ones after the
+    ``wi`` used, in lane order (a ballot and popc; reads clamped to the block's last word, as on the CPU,
+    so a malformed block reads nothing outside it). Returns the new state and the step's ballot."""
+    m = U32(cuda.ballot_sync(FULL, need))
+    if need:
+        last = nw - 1 if nw > 0 else np.int64(0)
+        idx = min(wi + cuda.popc(U32(m & below)), last)
+        v = _ZERO
+        if nw > 0:
+            p = words + 2 * idx
+            v = U32(U32(buf[p]) | U32(U32(buf[p + 1]) << U32(8)))
+        xn = U32(U32(xn << U32(16)) | v)
+    return xn, m
+
+
 @cuda.jit
 def block_index(buf, nblocks, expect, off, err):
     """``off[b]``: byte offset of block b from the u32 sizes at the head of ``buf`` (``off[nblocks]``: the
@@ -158,28 +200,12 @@ def decode_blocks(buf, off, freqs, pb, block, n, out, err):
     b = np.int64(cuda.blockIdx.x) * (cuda.blockDim.x >> 5) + warp
     if b * block >= n:
         return
-    start = off[b]
-    end = off[b + 1]
     b0 = b * block
     bn = min(block, n - b0)
-    length = end - start
-    if (
-        end > buf.shape[0]
-        or length < STATE_BYTES
-        or (length - STATE_BYTES) & 1
-        or (length - STATE_BYTES) >> 1 > bn
-    ):
-        if lane == 0:
-            cuda.atomic.max(err, 0, ERR_BLOCK)
+    nw, x = open_block(buf, off, b, bn, lane, err)
+    if nw < 0:
         return
-    nw = (length - STATE_BYTES) >> 1
-    x = rd32(buf, start + 4 * lane)
-    if cuda.ballot_sync(FULL, x < _L) != 0:
-        if lane == 0:
-            cuda.atomic.max(err, 0, ERR_BLOCK)
-        return
-    words = start + STATE_BYTES
-    last = nw - 1 if nw > 0 else np.int64(0)
+    words = off[b] + STATE_BYTES
     mask = U32(M - U32(1))
     shift = U32(pb)
     below = U32(cuda.lanemask_lt())
@@ -192,14 +218,7 @@ def decode_blocks(buf, off, freqs, pb, block, n, out, err):
         e = fc[s]
         xn = U32(U32(U32(e >> U32(16)) * U32(x >> shift)) + U32(slot - U32(e & _LOW16)))
         need = active and xn < _L
-        m = U32(cuda.ballot_sync(FULL, need))
-        if need:
-            idx = min(wi + cuda.popc(U32(m & below)), last)
-            v = _ZERO
-            if nw > 0:
-                p = words + 2 * idx
-                v = U32(U32(buf[p]) | U32(U32(buf[p + 1]) << U32(8)))
-            xn = U32(U32(xn << U32(16)) | v)
+        xn, m = refill(buf, words, nw, wi, xn, need, below)
         if active:
             x = xn
             out[b0 + i] = s
@@ -336,28 +355,12 @@ def decode_ctx_blocks(
     b = np.int64(cuda.blockIdx.x) * (cuda.blockDim.x >> 5) + warp
     if b * block >= n:
         return
-    start = off[b]
-    end = off[b + 1]
     b0 = b * block
     bn = min(block, n - b0)
-    length = end - start
-    if (
-        end > buf.shape[0]
-        or length < STATE_BYTES
-        or (length - STATE_BYTES) & 1
-        or (length - STATE_BYTES) >> 1 > bn
-    ):
-        if lane == 0:
-            cuda.atomic.max(err, 0, ERR_BLOCK)
+    nw, x = open_block(buf, off, b, bn, lane, err)
+    if nw < 0:
         return
-    nw = (length - STATE_BYTES) >> 1
-    x = rd32(buf, start + 4 * lane)
-    if cuda.ballot_sync(FULL, x < _L) != 0:
-        if lane == 0:
-            cuda.atomic.max(err, 0, ERR_BLOCK)
-        return
-    words = start + STATE_BYTES
-    last = nw - 1 if nw > 0 else np.int64(0)
+    words = off[b] + STATE_BYTES
     M = U32(U32(1) << U32(pb))
     mask = U32(M - U32(1))
     shift = U32(pb)
@@ -380,15 +383,7 @@ def decode_ctx_blocks(
                 cuda.atomic.max(err, 0, ERR_BLOCK)
             return
         xn = U32(U32(U32(e >> U32(16)) * U32(x >> shift)) + U32(slot - U32(e & _LOW16)))
-        need = active and xn < _L
-        m = U32(cuda.ballot_sync(FULL, need))
-        if need:
-            idx = min(wi + cuda.popc(U32(m & below)), last)
-            v = _ZERO
-            if nw > 0:
-                p = words + 2 * idx
-                v = U32(U32(buf[p]) | U32(U32(buf[p + 1]) << U32(8)))
-            xn = U32(U32(xn << U32(16)) | v)
+        xn, m = refill(buf, words, nw, wi, xn, active and xn < _L, below)
         if active:
             x = xn
             out[b0 + i] = s
