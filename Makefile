@@ -23,11 +23,11 @@ demo: $(STAMP)
 
 ## Tests: everything but the long field runs (CI runs this, then test-long).
 test: $(STAMP) fuzz-tools
-	$(PY) -m pytest -q -ra -m "not long"
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -ra -m "not long"
 
 ## The long field runs (pytest -m long): real and lossy links, outages, overload, autoscaling, driver kills.
 test-long: $(STAMP)
-	$(PY) -m pytest -q -ra -m long
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -ra -m long
 
 ## The fuzz tests (pytest -m fuzz) build the codec with clang's sanitizers: install clang where it is
 ## missing and apt-get can (root); without it they skip (CI sets SPLITSTREAM_FUZZ_REQUIRED=1: they fail).

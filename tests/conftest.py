@@ -20,6 +20,18 @@ def _cuda_available() -> bool:
         return False
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Name the threads still alive when the tests end (a thread left running into interpreter
+    teardown is the usual cause of a crash after the summary line)."""
+    import sys
+    import threading
+
+    alive = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if alive:
+        names = ", ".join(f"{t.name}{' (daemon)' if t.daemon else ''}" for t in alive)
+        print(f"\nthreads alive at the end of the tests: {names}", file=sys.__stderr__)
+
+
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
         return
