@@ -117,8 +117,12 @@ DESCRIPTIONS: dict[str, str] = {
     "link's delivery): `auto` sizes it from the measured rate and round trip (at least 2, at most "
     "`flow.window` x the hops in front of the cloud); a number fixes it.",
     "flow.per_replica_inflight": "Calls queued per replica of a compute stage.",
-    "flow.stall_timeout_s": "No call finished for this long: the run fails (null: 5 full batches "
-    "on the configured link, at least 60 s).",
+    "flow.stall_timeout_s": "No call finished for this long: a stall (null: 5 full batches "
+    "on the configured link, at least 60 s). The first `flow.stall_restarts` stalls restart the "
+    "replica holding the oldest call and replay its calls; the next one ends the run.",
+    "flow.stall_restarts": "Stalls in a run that restart the replica holding the oldest call (its "
+    "calls are replayed, as a killed actor's are) instead of ending the run; 0: the first stall "
+    "ends it.",
     "flow.max_restarts": "Ray restarts per stage actor.",
     "flow.restart_timeout_s": "Longest wait for a restarted actor.",
     "flow.max_batch_retries": "Retries of a batch whose stage raised.",

@@ -73,6 +73,7 @@ class FakeCalls:
         self.log: list[tuple[str, str, tuple[Any, ...]]] = []  # (method, actor, args)
         self.finished: dict[Any, tuple[str, Any]] = {}
         self.killed: list[FakeHandle] = []
+        self.restarted: list[FakeHandle] = []
         self.alive: set[str] | None = None  # None: every node is alive
         self.room: tuple[float, float] | None = (1.0, 1.0)
 
@@ -130,6 +131,9 @@ class FakeCalls:
 
     def kill(self, handle: FakeHandle) -> None:
         self.killed.append(handle)
+
+    def restart(self, handle: FakeHandle) -> None:
+        self.restarted.append(handle)
 
     def actor_died(self, exc: BaseException) -> bool:
         return isinstance(exc, ActorDied)

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -259,10 +260,56 @@ def hanging_tail_factory():
     return head, Hang(tail)
 
 
+class _HangOnce:
+    """A factory whose tail never returns from its third batch in the first process only (a marker
+    file tells the restarted process): a call lost once, as with a dropped connection."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __call__(self):
+        from torch import nn
+
+        marker = self.marker
+
+        class HangOnce(nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner, self.calls = inner, 0
+
+            def forward(self, x):
+                self.calls += 1
+                if self.calls == 3 and not marker.exists():
+                    marker.touch()
+                    threading.Event().wait()  # forever
+                return self.inner(x)
+
+        head, tail = tiny_factory()
+        return head, HangOnce(tail)
+
+
+def test_a_call_that_stalls_once_costs_a_restart_and_a_replay_not_the_run(ray_local, tmp_path):
+    cfg = tiny_config(
+        _output(tmp_path),
+        "samples=200",
+        "batching.max_batch_size=8",
+        "batching.adaptive=false",
+        "fidelity.reference_samples=0",
+        "flow.stall_timeout_s=4",
+    )
+    rep = run_pipeline(cfg, progress=False, factory=_HangOnce(tmp_path / "hung"))
+    assert (tmp_path / "hung").exists()  # the tail did hang
+    assert rep["status"] == "completed" and rep["stall_restarts"] == 1
+    assert rep["stages"]["tail"]["restarts"] >= 1 and rep["replayed_batches"] >= 1
+    assert rep["delivered"] == 200 and rep["lost"] == 0 and rep["duplicated"] == 0
+    _assert_output_once(rep, 200)
+
+
 @pytest.mark.parametrize("fuse", [False, True], ids=["separate", "fused"])
 def test_a_stage_that_never_returns_ends_the_run_with_a_partial_report(ray_local, tmp_path, fuse):
     stall = 4.0
     cfg = tiny_config(
+        "flow.stall_restarts=0",  # a stall ends the run at once (by default it restarts first)
         f"placement.fuse={fuse}",
         "samples=400",
         "batching.max_batch_size=8",

@@ -346,13 +346,30 @@ def test_a_fleet_gives_up_an_edge_and_drops_only_its_work():
 
 # ---------------------------------------------------------------- watchdogs
 def test_no_call_finishing_for_the_stall_timeout_is_a_stall_naming_the_oldest_call():
-    p = Policies()
+    p = Policies("flow.stall_restarts=0")
     p.dispatcher.submit_all()  # the source's call, which never finishes
     p.watchdog.check(p.clock())
     p.clock.advance(p.state.stall_timeout_s + 1)
     with pytest.raises(StreamError) as err:
         p.watchdog.check(p.clock())
     assert err.value.kind == "stall" and err.value.stage == "source"
+    assert "flow.stall_restarts=0" in str(err.value) and not p.calls.restarted
+
+
+def test_a_stall_first_restarts_the_replica_holding_the_oldest_call_then_ends_the_run():
+    p = Policies()  # flow.stall_restarts: 1 by default
+    p.dispatcher.submit_all()
+    source = p.state.edges[0].chain[0]
+    p.clock.advance(p.state.stall_timeout_s + 1)
+    p.watchdog.check(p.clock())  # the first stall: a restart, not the end
+    assert p.calls.restarted == [source.replicas[0].handle] and p.state.stall_restarts == 1
+    p.clock.advance(p.state.stall_timeout_s - 1)
+    p.watchdog.check(p.clock())  # the restarted replica gets a whole stall timeout
+    p.clock.advance(2)
+    with pytest.raises(StreamError) as err:
+        p.watchdog.check(p.clock())
+    assert err.value.kind == "stall" and "after 1 restart(s) for stalls" in str(err.value)
+    assert len(p.calls.restarted) == 1
 
 
 def test_time_in_a_configured_link_outage_is_not_a_stall():

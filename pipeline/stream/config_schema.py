@@ -158,6 +158,9 @@ class FlowConfig(_Strict):
     inflight: Literal["auto"] | Annotated[int, Field(ge=1, le=65536)] = "auto"
     per_replica_inflight: int = Field(default=2, ge=1, le=64)
     stall_timeout_s: float | None = Field(default=None, gt=0)  # None = derived from the link
+    # a stall first restarts the replica holding the oldest call (its calls are replayed), this many
+    # times in a run; the next stall ends the run
+    stall_restarts: int = Field(default=1, ge=0, le=100)
     max_restarts: int = Field(default=5, ge=0, le=1000)  # Ray restarts per stage actor
     restart_timeout_s: float = Field(default=120.0, gt=0)  # wait for a restarted actor this long
     max_batch_retries: int = Field(default=2, ge=0, le=100)  # a batch whose stage raises

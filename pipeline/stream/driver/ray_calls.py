@@ -57,6 +57,10 @@ class RayCalls:
         with contextlib.suppress(Exception):  # already gone
             ray.kill(handle, no_restart=True)
 
+    def restart(self, handle: Any) -> None:
+        with contextlib.suppress(Exception):  # already gone: Ray restarts it anyway
+            ray.kill(handle, no_restart=False)
+
     def actor_died(self, exc: BaseException) -> bool:
         return isinstance(exc, rex.ActorDiedError)
 

@@ -71,6 +71,7 @@ class Reporter:
             )
             | self._io_summary()
             | {"inflight": self._inflight_summary(), "t0_wall": st.t_start_wall}
+            | {"stall_restarts": st.stall_restarts}
             | self._pools_summary()
             | {"driver": self._driver_summary()}
         )

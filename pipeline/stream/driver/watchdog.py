@@ -1,16 +1,21 @@
 """Watchdogs: the run never waits forever. A replica that does not come back within
 ``flow.restart_timeout_s`` ends the run (a fleet gives up only its edge), naming the placement
-resource when no alive node offers it or has room for it; no call finished for ``stall_timeout_s``
-(while no replica is restarting, and not counting a configured link outage) ends it as a stall."""
+resource when no alive node offers it or has room for it. No call finished for ``stall_timeout_s``
+(while no replica is restarting, and not counting a configured link outage) is a stall: the replica
+holding the oldest call is restarted and its calls replayed (a call lost with a connection costs a
+replay, not the run), ``flow.stall_restarts`` times in a run; the next stall ends the run."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from pipeline.stream.driver.recovery import Recovery
 from pipeline.stream.driver.state import DriverState, RemoteCalls, StepState
 from pipeline.stream.errors import StreamError
 from pipeline.stream.outages import outage_overlap
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -70,14 +75,31 @@ class Watchdog:
         if oldest.ticket is not None:
             t = oldest.ticket
             what = f"batch {t.number} (samples {t.start}..{t.start + t.n - 1})"
+        held = (
+            f"stage {s.label} has had {what} for {now - oldest.submitted:.1f} s on replica "
+            f"{oldest.replica} (pid {s.replicas[oldest.replica].pid})"
+        )
+        allowed = st.cfg.flow.stall_restarts
+        if st.stall_restarts < allowed:
+            self._restart(s, oldest.replica, f"stall: no call finished for {idle:.1f} s; {held}")
+            return
         raise StreamError(
             f"stall: no call finished for {idle:.1f} s (flow.stall_timeout_s="
-            f"{st.stall_timeout_s:g}); stage {s.label} has had {what} for "
-            f"{now - oldest.submitted:.1f} s on replica {oldest.replica} "
-            f"(pid {s.replicas[oldest.replica].pid})",
+            f"{st.stall_timeout_s:g}, after {st.stall_restarts} restart(s) for stalls, "
+            f"flow.stall_restarts={allowed}); {held}",
             stage=s.name,
             kind="stall",
         )
+
+    def _restart(self, s: StepState, r: int, why: str) -> None:
+        """Restart replica ``r`` of ``s`` for a stall: its calls fail as a killed actor's do, and
+        recovery replays them once Ray has brought it back."""
+        st = self.state
+        st.stall_restarts += 1
+        st.last_progress = st.clock()  # the restarted replica gets a full stall timeout
+        log.warning("%s: restarting the replica (flow.stall_restarts=%d, %d used)", why,
+                    st.cfg.flow.stall_restarts, st.stall_restarts)  # fmt: skip
+        self.calls.restart(s.replicas[r].handle)
 
     def no_host(self, s: StepState) -> str:
         """Why a replica of ``s`` may not come back: no alive node offers its side's placement
