@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -567,8 +568,19 @@ SECURE_MODES = ("off", "token", "tls")
 """Secure mode of the link's Ray nodes: none; token authentication only; token and TLS."""
 
 
+NODE_DEAD_AFTER_S = 60
+"""How long Ray's GCS goes without a node's health-check answer before it declares the node dead
+(``RAY_health_check_failure_threshold`` checks, ``RAY_health_check_period_ms`` apart). Ray's default
+is 5 checks 3 s apart, about 15 s: shorter than the outages the link is tested with, and a dead cloud
+node takes its actors with it. 60 s matches ``flow.stall_timeout_s``'s default on a real link."""
+
+HEALTH_CHECK_PERIOD_MS = 3000  # Ray's default period; the threshold sets the time
+
+
 def ray_env(secure: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for Ray processes and drivers: the repo on PYTHONPATH, no usage stats.
+    """Environment for Ray processes and drivers: the repo on PYTHONPATH, no usage stats, and GCS
+    health checks that outlast an outage of up to :data:`NODE_DEAD_AFTER_S` (a caller's own
+    ``RAY_health_check_*`` values win).
 
     Secure-mode variables inherited from the caller are dropped; ``secure`` (from
     :func:`secure_env`) sets them for one side.
@@ -576,6 +588,9 @@ def ray_env(secure: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SECURE_VARS}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.setdefault("RAY_health_check_period_ms", str(HEALTH_CHECK_PERIOD_MS))
+    threshold = math.ceil(NODE_DEAD_AFTER_S * 1000 / HEALTH_CHECK_PERIOD_MS)
+    env.setdefault("RAY_health_check_failure_threshold", str(threshold))
     env.update(secure or {})
     return env
 
