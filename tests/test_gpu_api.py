@@ -229,8 +229,27 @@ def _work_batch() -> dict:
     got = codec.encode_batch([cuda.to_device(x) for x in xs], level=1, workspace=ws)
     res = {"encode": got == want or [g == w for g, w in zip(got, want, strict=True)]}
     ctx = (HERE / "golden" / "dense-nb2.relu-b8.frame").read_bytes()
-    blobs = [*want, ctx]
-    ys = codec.decode_batch(blobs, device="cuda", workspace=ws)
+    more = ["sparse-order0-order0-order0.relu8k-b4-axis1-mse", "delta-nibble-order0-stored.relu-b8"]
+    blobs = [*want, ctx, *((HERE / "golden" / f"{name}.frame").read_bytes() for name in more)]
+    from codec.costmodel import RANS
+    from codec.frame import read
+    from codec.gpu import rans_kernels as K
+
+    grids, real = [], K.decode_many_blocks
+
+    class CountLaunches:  # the entropy decode of the whole batch is one launch
+        def __getitem__(self, config):
+            grids.append(config[0])
+            return real[config]
+
+    K.decode_many_blocks = CountLaunches()
+    try:
+        ys = codec.decode_batch(blobs, device="cuda", workspace=ws)
+    finally:
+        K.decode_many_blocks = real
+    coded = sum(s.coding == RANS and len(s.payload) > 0 for b in blobs for s in read(b, 1 << 28).streams)
+    res["rans_streams_in_batch"] = coded >= 4 or coded  # from three frames, one launch
+    res["one_rans_launch"] = len(grids) == 1 or grids
     for k, (blob, y) in enumerate(zip(blobs, ys, strict=True)):
         cpu = codec.decode(blob)
         host = y.copy_to_host()

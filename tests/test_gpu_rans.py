@@ -277,17 +277,17 @@ def _work_contexts() -> dict:
 
     sym, freqs, ctx, payload = _ctx_stream(case)
     wrong = {
-        "mutant_neighbour_off_by_one": ("out[b0 + i - nb_dist]", "out[b0 + i - nb_dist + 1]"),
+        "mutant_neighbour_off_by_one": ("out[ob + i - nb_dist]", "out[ob + i - nb_dist + 1]"),
         "mutant_group_of_the_next_symbol": ("(((b0 + i) * mult)", "(((b0 + i + 1) * mult)"),
     }
-    original = K.decode_ctx_blocks
+    original = K.decode_many_blocks
     for label, (old, new) in wrong.items():
-        K.decode_ctx_blocks = _mutant_kernel("decode_ctx_blocks", old, new)
+        K.decode_many_blocks = _mutant_kernel("decode_many_blocks", old, new)
         try:
             got = _outcome(lambda: gpu.decode(payload, n, freqs, pb, blog, ctx, warps=1))
             res[label] = got != ["ok", sym.tobytes().hex()] or "mutant matched the CPU"
         finally:
-            K.decode_ctx_blocks = original
+            K.decode_many_blocks = original
     rng = np.random.default_rng(2)
     scales = np.geomspace(0.05, 5, 8).reshape(1, -1, 1, 1)
     x = (np.maximum(rng.normal(size=(1, 8, 32, 32)), 0) * scales).astype(np.float32)

@@ -261,10 +261,12 @@ def encode_batch(
 
 
 def decode_batch(blobs: Any, *, max_elements: int, workspace: Any) -> list[Any]:
-    """``codec.decode_batch`` on the device: every header is checked first (a malformed frame raises
-    before any kernel runs); the frames that decode to float32 are decoded, in order on the workspace's
-    stream, into consecutive views of its buffer (grown to the batch, then reused); float16 / float64
-    frames into arrays of their own."""
+    """``codec.decode_batch`` on the device: every header, block index and stored stream is checked
+    first (a malformed frame raises before any kernel runs); the rANS streams of every frame decode in
+    one launch (:func:`codec.gpu.frame.decode_many_device`), then each frame's representation and
+    dequantization follow, in order on the workspace's stream, with one synchronization for the batch.
+    Frames that decode to float32 go into consecutive views of the workspace's buffer (grown to the
+    batch, then reused); float16 / float64 frames into arrays of their own."""
     stream = _workspace_stream(workspace)
     infos = [cpu_api.inspect(b, max_elements=max_elements) for b in blobs]
     flat = [info.dtype not in ("float16", "float64") for info in infos]
@@ -272,10 +274,9 @@ def decode_batch(blobs: Any, *, max_elements: int, workspace: Any) -> list[Any]:
     total = sum(sizes)
     if workspace.buffer is None or workspace.buffer.shape[0] < total:
         workspace.buffer = cuda.device_array(max(total, 1), np.float32, stream=stream)
-    out, offset = [], 0
-    for blob, size, f in zip(blobs, sizes, flat, strict=True):
-        vec = workspace.buffer[offset : offset + size] if f else None
+    vecs, offset = [], 0
+    for size, f in zip(sizes, flat, strict=True):
+        vecs.append(workspace.buffer[offset : offset + size] if f else None)
         offset += size
-        y, shape, dtype = _decode_into(blob, vec, max_elements, stream)
-        out.append(_result(y, shape, dtype, stream))
-    return out
+    decoded = gpu_frame.decode_many_device(blobs, max_elements, outs=vecs, stream=stream)
+    return [_result(y, frame.shape, frame.dtype, stream) for y, frame in decoded]

@@ -43,55 +43,105 @@ def stream_symbols(
     return out
 
 
-def _device_stream(s: Any, length: int, stream: Any) -> tuple[Any, Any]:
-    """One stream's symbols as a device array (rANS streams decoded there), and its error array (None for
-    stored streams); the CPU's checks of the stream's header run first, on the host."""
+def _plan_stream(s: Any, length: int, syms: np.ndarray, at: int, job: rans.ManyDecode) -> int | None:
+    """One stream of a frame placed at ``syms[at:at + length]``: a stored stream's bytes copied there on
+    the host, a rANS stream queued on ``job`` (returns its error slot), checked first as the CPU checks
+    its header, on the host (an empty stream entirely)."""
     if s.coding == STORED:
         if len(s.payload) != length:
             raise CodecError("stored stream length does not match its symbol count")
-        if length == 0:
-            return cuda.device_array(0, np.uint8, stream=stream), None
-        return cuda.to_device(np.frombuffer(s.payload, np.uint8).copy(), stream=stream), None
+        syms[at : at + length] = np.frombuffer(s.payload, np.uint8)
+        return None
     s.ctx.validate(length)
     rans._check(s.prob_bits, s.block_log2, length)
     buf = np.frombuffer(s.payload, np.uint8)
-    if s.ctx.ntables != 1:
-        if length == 0 or buf.size == 0:  # the CPU's checks of an empty stream or payload, on the host
-            rans.decode(buf, length, s.freqs, s.prob_bits, s.block_log2, s.ctx)
-            return cuda.device_array(0, np.uint8, stream=stream), None
-        err = cuda.to_device(np.zeros(1, np.int32), stream=stream)
-        out = cuda.device_array(length, np.uint8, stream=stream)
-        rans.launch_decode_ctx(
-            cuda.to_device(buf.copy(), stream=stream),
-            length,
-            s.freqs,
-            s.prob_bits,
-            s.block_log2,
-            s.ctx,
-            out,
-            err,
-            stream=stream,
+    if s.ctx.ntables == 1:
+        rans._table(s.freqs)
+    if length == 0 or buf.size == 0:  # the CPU's checks of an empty stream or payload, on the host
+        rans.decode(buf, length, s.freqs, s.prob_bits, s.block_log2, s.ctx)
+        return None
+    return job.add(buf, length, s.freqs, s.prob_bits, s.block_log2, s.ctx, at)
+
+
+def decode_many_device(
+    blobs: list[bytes | bytearray | memoryview],
+    max_elements: int = MAX_ELEMENTS,
+    *,
+    outs: list[Any] | None = None,
+    stream: Any = 0,
+    **kw,
+) -> list[tuple[Any, Frame]]:
+    """Frames decoded on the device, each as :func:`decode_device` decodes one, with the entropy decode
+    of every rANS stream of every frame in one kernel launch and one synchronization for the batch.
+
+    The headers, block indexes and stored streams are read on the host first (a malformed one raises
+    before anything is queued); the streams' symbols go to one device buffer; then each frame's
+    representation is undone and dequantized into its ``outs`` vector (None: a new one), all on
+    ``stream``. CodecError, after the synchronization, for the first frame in order whose kernels
+    reported one (its streams' codes in order, then its representation's)."""
+    frames = [read(blob, max_elements) for blob in blobs]
+    plans, total = [], 0
+    for frame in frames:
+        represent.validate(frame.kind, frame.param, frame.bits)
+        lengths = represent.stream_lengths(
+            frame.kind, frame.param, frame.numel, frame.nnz, frame.bits
         )
-        return out, err
-    f = rans._table(s.freqs)
-    if length == 0:
-        rans._empty_stream(buf.size, f, s.prob_bits)
-        return cuda.device_array(0, np.uint8, stream=stream), None
-    if buf.size == 0:
-        rans.raise_for(rans.K.ERR_INDEX)
-    err = cuda.to_device(np.zeros(1, np.int32), stream=stream)
-    out = cuda.device_array(length, np.uint8, stream=stream)
-    rans.launch_decode(
-        cuda.to_device(buf.copy(), stream=stream),
-        length,
-        cuda.to_device(f, stream=stream),
-        s.prob_bits,
-        s.block_log2,
-        out,
-        err,
-        stream=stream,
-    )
-    return out, err
+        plans.append((lengths, total))
+        total += sum(lengths)
+    syms = np.zeros(max(total, 1), np.uint8)
+    job = rans.ManyDecode()
+    slots: list[list[int | None]] = []
+    for frame, (lengths, at) in zip(frames, plans, strict=True):
+        row = []
+        for s, length in zip(frame.streams, lengths, strict=True):
+            row.append(_plan_stream(s, length, syms, at, job))
+            at += length
+        slots.append(row)
+    dsyms = cuda.to_device(syms, stream=stream)
+    rans_err = job.launch(dsyms, stream=stream)
+    rep_err = cuda.to_device(np.zeros(max(len(frames), 1), np.int32), stream=stream)
+    results = []
+    for k, (frame, (lengths, at)) in enumerate(zip(frames, plans, strict=True)):
+        out = None if outs is None else outs[k]
+        views = []
+        for length in lengths:
+            views.append(dsyms[at : at + length])
+            at += length
+        results.append((_finish(frame, views, out, rep_err[k : k + 1], stream, kw), frame))
+    sync = getattr(stream, "synchronize", None)
+    if sync is not None:
+        sync()
+    codes, reps = rans_err.copy_to_host(), rep_err.copy_to_host()
+    for k, row in enumerate(slots):
+        for slot in row:
+            if slot is not None:
+                rans.raise_for(int(codes[slot]))
+        gpu_represent.raise_for(int(reps[k]))
+    return results
+
+
+def _finish(frame: Frame, streams: list[Any], out: Any, err: Any, stream: Any, kw: dict) -> Any:
+    """Queue a frame's representation undone (from its streams' device symbols) and its dequantization
+    into ``out`` (a float32 device vector of its elements, or None: a new one); returns ``out``."""
+    n = frame.numel
+    channels, inner = channel_layout(frame.shape, frame.axis)
+    if out is None:
+        out = cuda.device_array(n, np.float32, stream=stream)
+    elif out.shape != (n,) or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 device vector of {n} elements")
+    zero = cuda.to_device(np.ascontiguousarray(frame.zero, np.uint8), stream=stream)
+    q = gpu_represent.launch_merge(
+        streams, frame.kind, frame.param, n, frame.bits, zero, channels, inner, err,
+        stream=stream, **kw,
+    )  # fmt: skip
+    if n:
+        scale = cuda.to_device(np.ascontiguousarray(frame.scale, np.float32), stream=stream)
+        threads = min(kw.get("threads", gpu_represent.K.THREADS), 128)
+        blocks = min(kw.get("max_blocks", gpu_quantize.MAX_BLOCKS), gpu_quantize.MAX_BLOCKS)
+        gpu_quantize.launch_dequantize(
+            q, channels, inner, scale, zero, out, stream=stream, threads=threads, max_blocks=blocks
+        )
+    return out
 
 
 def decode_device(
@@ -111,46 +161,8 @@ def decode_device(
     Raises CodecError where the CPU decoder does (after waiting for ``stream`` to read the kernels'
     error codes back, stream by stream in frame order, then the representation's). ``kw``: ``threads``,
     ``rows_per_tile``, ``chunk`` of :func:`codec.gpu.represent.launch_merge`."""
-    frame = read(blob, max_elements)
-    represent.validate(frame.kind, frame.param, frame.bits)
-    n = frame.numel
-    lengths = represent.stream_lengths(frame.kind, frame.param, n, frame.nnz, frame.bits)
-    decoded = [_device_stream(s, k, stream) for s, k in zip(frame.streams, lengths, strict=True)]
-    channels, inner = channel_layout(frame.shape, frame.axis)
-    if out is None:
-        out = cuda.device_array(n, np.float32, stream=stream)
-    elif out.shape != (n,) or out.dtype != np.float32:
-        raise ValueError(f"out must be a float32 device vector of {n} elements")
-    zero = cuda.to_device(np.ascontiguousarray(frame.zero, np.uint8), stream=stream)
-    err = cuda.to_device(np.zeros(1, np.int32), stream=stream)
-    q = gpu_represent.launch_merge(
-        [d for d, _ in decoded],
-        frame.kind,
-        frame.param,
-        n,
-        frame.bits,
-        zero,
-        channels,
-        inner,
-        err,
-        stream=stream,
-        **kw,
-    )
-    if n:
-        scale = cuda.to_device(np.ascontiguousarray(frame.scale, np.float32), stream=stream)
-        threads = min(kw.get("threads", gpu_represent.K.THREADS), 128)
-        blocks = min(kw.get("max_blocks", gpu_quantize.MAX_BLOCKS), gpu_quantize.MAX_BLOCKS)
-        gpu_quantize.launch_dequantize(
-            q, channels, inner, scale, zero, out, stream=stream, threads=threads, max_blocks=blocks
-        )
-    sync = getattr(stream, "synchronize", None)
-    if sync is not None:
-        sync()
-    for _, e in decoded:
-        if e is not None:
-            rans.raise_for(int(e.copy_to_host()[0]))
-    gpu_represent.raise_for(int(err.copy_to_host()[0]))
-    return out, frame
+    ((y, frame),) = decode_many_device([blob], max_elements, outs=[out], stream=stream, **kw)
+    return y, frame
 
 
 def decode(

@@ -101,47 +101,104 @@ def ctx_args(ctx: ContextSpec) -> tuple[np.ndarray, int, int, int, int, int, np.
     return group, channels, ctx.inner, ctx.mult, nbuckets, ctx.nb_dist, nbmap
 
 
-def launch_decode_ctx(
-    payload: Any,
-    n: int,
-    freqs: Any,
-    prob_bits: int,
-    block_log2: int,
-    ctx: ContextSpec,
-    out: Any,
-    err: Any,
-    *,
-    warps: int = WARPS,
-    stream: Any = 0,
-) -> None:
-    """:func:`launch_decode` for a context-modelled stream (``ctx`` already validated for ``n``)."""
-    nblocks = cpu_rans.nblocks_for(n, block_log2)
-    off = cuda.device_array(nblocks + 1, np.int64, stream=stream)
-    K.block_index[1, K.LANES, stream](
-        payload, np.int64(nblocks), np.int64(payload.shape[0]), off, err
-    )
-    sym, fc, ok = ctx_tables(freqs, prob_bits)
-    group, channels, inner, mult, nbuckets, nb_dist, nbmap = ctx_args(ctx)
-    grid = (nblocks + warps - 1) // warps
-    K.decode_ctx_blocks[grid, warps * K.LANES, stream](
-        payload,
-        off,
-        cuda.to_device(sym, stream=stream),
-        cuda.to_device(fc, stream=stream),
-        np.int32(ok),
-        np.int32(prob_bits),
-        np.int64(1 << block_log2),
-        np.int64(n),
-        cuda.to_device(group, stream=stream),
-        np.int64(channels),
-        np.int64(inner),
-        np.int64(mult),
-        np.int32(nbuckets),
-        np.int64(nb_dist),
-        cuda.to_device(nbmap, stream=stream),
-        out,
-        err,
-    )
+def block_offsets(buf: np.ndarray, nblocks: int) -> np.ndarray:
+    """The absolute byte offsets of a payload's ``nblocks`` blocks and its end (``nblocks + 1``), from
+    the u32 sizes at its head, checked as the CPU checks them: CodecError when they do not end exactly
+    at the payload's end."""
+    head = 4 * nblocks
+    if head > buf.size:
+        raise_for(K.ERR_INDEX)
+    sizes = np.frombuffer(buf[:head].tobytes(), "<u4").astype(np.int64)
+    off = np.empty(nblocks + 1, np.int64)
+    off[0] = head
+    np.cumsum(sizes, out=off[1:])
+    off[1:] += head
+    if off[-1] != buf.size:
+        raise_for(K.ERR_INDEX)
+    return off
+
+
+class ManyDecode:
+    """Streams gathered for one ``decode_many_blocks`` launch: :meth:`add` each (host payload, already
+    checked for an empty stream), then :meth:`launch` them all into one symbol buffer."""
+
+    def __init__(self, warps: int = WARPS) -> None:
+        self.warps = warps
+        self.payloads: list[np.ndarray] = []
+        self.rows: list[list[int]] = []
+        self.ctas: list[tuple[int, int]] = []
+        self.offs: list[np.ndarray] = []
+        self.syms: list[np.ndarray] = []
+        self.fcs: list[np.ndarray] = []
+        self.groups: list[np.ndarray] = []
+        self.nbmaps: list[np.ndarray] = []
+        self._at = {"buf": 0, "off": 0, "sym": 0, "fc": 0, "group": 0, "nbmap": 0}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _put(self, key: str, items: list[np.ndarray], a: np.ndarray) -> int:
+        base = self._at[key]
+        items.append(a)
+        self._at[key] = base + a.size
+        return base
+
+    def add(
+        self,
+        buf: np.ndarray,
+        n: int,
+        freqs: Any,
+        prob_bits: int,
+        block_log2: int,
+        ctx: ContextSpec,
+        out_at: int,
+    ) -> int:
+        """Queue the decode of ``n`` > 0 symbols from host payload ``buf`` into the symbol buffer at
+        ``out_at``; returns the stream's index (its error slot). CodecError here for a bad index."""
+        nblocks = cpu_rans.nblocks_for(n, block_log2)
+        off = block_offsets(buf, nblocks) + self._at["buf"]
+        sym, fc, ok = ctx_tables(freqs, prob_bits)
+        group, channels, inner, mult, nbuckets, nb_dist, nbmap = ctx_args(ctx)
+        k = len(self.rows)
+        row = [0] * K.PARAMS
+        row[K.P_OFF] = self._put("off", self.offs, off)
+        row[K.P_NBLOCKS], row[K.P_BLOCK], row[K.P_N] = nblocks, 1 << block_log2, n
+        row[K.P_PB], row[K.P_OK] = prob_bits, int(ok)
+        row[K.P_SYM] = self._put("sym", self.syms, sym.reshape(-1))
+        row[K.P_FC] = self._put("fc", self.fcs, fc)
+        row[K.P_GROUP] = self._put("group", self.groups, group)
+        row[K.P_CHANNELS], row[K.P_INNER], row[K.P_MULT] = channels, inner, mult
+        row[K.P_NBUCKETS], row[K.P_NB_DIST] = nbuckets, nb_dist
+        row[K.P_NBMAP] = self._put("nbmap", self.nbmaps, nbmap)
+        row[K.P_OUT] = out_at
+        self._put("buf", self.payloads, buf)
+        self.rows.append(row)
+        self.ctas.extend((k, first) for first in range(0, nblocks, self.warps))
+        return k
+
+    def launch(self, out: Any, stream: Any = 0) -> Any:
+        """One launch decoding every queued stream into device ``out``; returns the device error codes
+        (int32, one per stream; read them after the stream is synchronized). Nothing is synchronized."""
+        err = cuda.to_device(np.zeros(max(len(self.rows), 1), np.int32), stream=stream)
+        if not self.rows:
+            return err
+
+        def dev(items: list[np.ndarray], dtype: Any) -> Any:
+            return cuda.to_device(np.ascontiguousarray(np.concatenate(items), dtype), stream=stream)
+
+        K.decode_many_blocks[len(self.ctas), self.warps * K.LANES, stream](
+            dev(self.payloads, np.uint8),
+            dev(self.offs, np.int64),
+            cuda.to_device(np.asarray(self.ctas, np.int64).reshape(-1), stream=stream),
+            cuda.to_device(np.asarray(self.rows, np.int64).reshape(-1), stream=stream),
+            dev(self.syms, np.uint8),
+            dev(self.fcs, np.uint32),
+            dev(self.groups, np.uint8),
+            dev(self.nbmaps, np.uint8),
+            out,
+            err,
+        )
+        return err
 
 
 def launch_encode(
@@ -225,9 +282,10 @@ def decode(
             return np.empty(0, np.uint8)
         if buf.size == 0:
             raise_for(K.ERR_INDEX)
-        err = cuda.to_device(np.zeros(1, np.int32))
+        job = ManyDecode(warps)
+        job.add(buf, n, f, prob_bits, block_log2, ctx, 0)
         out = cuda.device_array(n, np.uint8)
-        launch_decode_ctx(cuda.to_device(buf), n, f, prob_bits, block_log2, ctx, out, err, warps=warps)
+        err = job.launch(out)
         raise_for(int(err.copy_to_host()[0]))
         return out.copy_to_host()
     f = _table(freqs)

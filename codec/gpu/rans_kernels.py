@@ -4,8 +4,9 @@ A stream payload is ``u32 block sizes`` then the blocks; a block is 32 final lan
 16-bit renormalization words in decoder read order. Symbol i of a block belongs to lane i % 32 and step
 i / 32. One warp codes one block; the warps of a CTA share the tables, built in shared memory from the
 frequencies. Launch order: ``block_index`` then ``decode_blocks``; ``encode_blocks``, ``block_index``,
-``gather_blocks``. Context-modelled streams (several tables, one per channel group and neighbour bucket)
-decode with ``decode_ctx_blocks``, their tables built on the host.
+``gather_blocks``. Context-modelled streams (several tables, one per channel group and neighbour bucket),
+and any number of streams of a batch of frames at once, decode with ``decode_many_blocks``: one launch,
+the tables and block index built on the host.
 
 Every integer step is cast back to uint32: numba widens 32-bit arithmetic to 64 bits while the CUDA
 simulator wraps NumPy uint32 scalars, so the casts make both compute the same values. Errors go to
@@ -44,9 +45,9 @@ SIGNATURES = {
         "void(uint8[::1], int64, uint16[::1], int32, int64, int64, uint8[::1], uint8[::1], int32[::1])"
     ),
     "gather_blocks": "void(uint8[::1], int64, int64[::1], int64, uint8[::1], int32[::1])",
-    "decode_ctx_blocks": (
-        "void(uint8[::1], int64[::1], uint8[::1], uint32[::1], int32, int32, int64, int64, uint8[::1], "
-        "int64, int64, int64, int32, int64, uint8[::1], uint8[::1], int32[::1])"
+    "decode_many_blocks": (
+        "void(uint8[::1], int64[::1], int64[::1], int64[::1], uint8[::1], uint32[::1], uint8[::1], "
+        "uint8[::1], uint8[::1], int32[::1])"
     ),
 }
 
@@ -330,37 +331,58 @@ def gather_blocks(scratch, cap, off, nblocks, out, err):
             out[dst + k] = scratch[src + k]
 
 
+# the fields of a stream's row in ``decode_many_blocks``'s ``par`` (int64, PARAMS per stream)
+(P_OFF, P_NBLOCKS, P_BLOCK, P_N, P_PB, P_OK, P_SYM, P_FC, P_GROUP, P_CHANNELS, P_INNER, P_MULT,
+ P_NBUCKETS, P_NB_DIST, P_NBMAP, P_OUT) = range(16)  # fmt: skip
+PARAMS = 16
+
+
 @cuda.jit
-def decode_ctx_blocks(
-    buf, off, sym_tab, fc_tab, tables_ok, pb, block, n, group, channels, inner, mult, nbuckets, nb_dist,
-    nbmap, out, err,
-):  # fmt: skip
-    """``decode_blocks`` for a context-modelled stream: symbol i of the stream takes table
-    ``group[((i * mult) // inner) % channels] * nbuckets + nbmap[block symbol i - nb_dist]`` (the group
-    when there are channels > 1, the bucket of the symbol ``nb_dist`` back in the same block when
-    ``nb_dist`` > 0), as ``csrc/contexts.c`` defines them. The tables come built from the host:
-    ``sym_tab[t << pb | slot]`` the symbol of a slot, ``fc_tab[t * 256 + s]`` freq << 16 | cumulative;
-    ``tables_ok`` 0 when one neither sums to 2^pb nor is empty. A symbol that lands in an empty table is a
-    corrupted block, as on the CPU. Neighbours were decoded by this warp at earlier steps (nb_dist >= 32):
-    each step ends at a warp barrier, so the next steps read them from ``out``."""
+def decode_many_blocks(buf, off, cta, par, sym_tab, fc_tab, group, nbmap, out, err):
+    """Decode many rANS streams in one launch: warp ``w`` of CTA ``c`` decodes block ``cta[2c + 1] + w``
+    of stream ``cta[2c]``, whose row of ``par`` (``P_*``) places it in the shared arrays: its block byte
+    offsets ``off[P_OFF:]`` (absolute in ``buf``, built and checked on the host), its tables
+    (``sym_tab[P_SYM + (t << pb) + slot]`` the symbol of a slot, ``fc_tab[P_FC + t * 256 + s]``
+    freq << 16 | cumulative; ``P_OK`` 0 when one neither sums to 2^pb nor is empty), its context (symbol
+    i takes table ``group[P_GROUP + ((i * mult) // inner) % channels] * nbuckets + nbmap[P_NBMAP + block
+    symbol i - nb_dist]``, as ``csrc/contexts.c`` defines them; an order-0 stream is one table, channels
+    1, no neighbour) and its symbols (``out[P_OUT:]``). Errors go to ``err[stream]``. A symbol that lands
+    in an empty table is a corrupted block, as on the CPU. Neighbours were decoded by this warp at
+    earlier steps (nb_dist >= 32): each step ends at a warp barrier, so later steps read them from
+    ``out``."""
     tid = cuda.threadIdx.x
     lane = tid & 31
     warp = tid >> 5
-    if err[0] == ERR_INDEX:  # the CPU reports a bad index before a bad table
+    c = np.int64(cuda.blockIdx.x)
+    st = cta[2 * c]
+    row = st * PARAMS
+    b = cta[2 * c + 1] + warp
+    if b >= par[row + P_NBLOCKS]:
         return
-    if tables_ok == 0:
-        if tid == 0:
-            cuda.atomic.max(err, 0, ERR_BLOCK)
+    if par[row + P_OK] == 0:
+        if warp == 0 and lane == 0:
+            cuda.atomic.max(err, st, ERR_BLOCK)
         return
-    b = np.int64(cuda.blockIdx.x) * (cuda.blockDim.x >> 5) + warp
-    if b * block >= n:
-        return
+    block = par[row + P_BLOCK]
+    n = par[row + P_N]
+    pb = par[row + P_PB]
+    channels = par[row + P_CHANNELS]
+    inner = par[row + P_INNER]
+    mult = par[row + P_MULT]
+    nbuckets = par[row + P_NBUCKETS]
+    nb_dist = par[row + P_NB_DIST]
+    gbase = par[row + P_GROUP]
+    mbase = par[row + P_NBMAP]
+    sbase = par[row + P_SYM]
+    fbase = par[row + P_FC]
+    obase = par[row + P_OUT]
     b0 = b * block
     bn = min(block, n - b0)
-    nw, x = open_block(buf, off, b, bn, lane, err)
+    ob = obase + b0
+    nw, x = open_block(buf, off[par[row + P_OFF] :], b, bn, lane, err[st:])
     if nw < 0:
         return
-    words = off[b] + STATE_BYTES
+    words = off[par[row + P_OFF] + b] + STATE_BYTES
     M = U32(U32(1) << U32(pb))
     mask = U32(M - U32(1))
     shift = U32(pb)
@@ -372,23 +394,23 @@ def decode_ctx_blocks(
         t = np.int64(0)
         if active:
             if channels > 1:
-                t = np.int64(group[(((b0 + i) * mult) // inner) % channels]) * nbuckets
+                t = np.int64(group[gbase + (((b0 + i) * mult) // inner) % channels]) * nbuckets
             if nb_dist > 0 and i >= nb_dist:
-                t += np.int64(nbmap[out[b0 + i - nb_dist]])
+                t += np.int64(nbmap[mbase + out[ob + i - nb_dist]])
         slot = U32(x & mask)
-        s = sym_tab[(t << pb) + slot]
-        e = fc_tab[t * 256 + s]
+        s = sym_tab[sbase + (t << pb) + slot]
+        e = fc_tab[fbase + t * 256 + s]
         if cuda.ballot_sync(FULL, active and U32(e >> U32(16)) == _ZERO) != 0:
             if lane == 0:  # an empty context table
-                cuda.atomic.max(err, 0, ERR_BLOCK)
+                cuda.atomic.max(err, st, ERR_BLOCK)
             return
         xn = U32(U32(U32(e >> U32(16)) * U32(x >> shift)) + U32(slot - U32(e & _LOW16)))
         xn, m = refill(buf, words, nw, wi, xn, active and xn < _L, below)
         if active:
             x = xn
-            out[b0 + i] = s
+            out[ob + i] = s
         wi += cuda.popc(m)
         cuda.syncwarp(FULL)  # this step's symbols are the neighbours of later steps
     if cuda.ballot_sync(FULL, x != _L) != 0 or wi != nw:
         if lane == 0:
-            cuda.atomic.max(err, 0, ERR_BLOCK)
+            cuda.atomic.max(err, st, ERR_BLOCK)
