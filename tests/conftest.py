@@ -21,11 +21,16 @@ def _cuda_available() -> bool:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Name the threads still alive when the tests end (a thread left running into interpreter
-    teardown is the usual cause of a crash after the summary line)."""
+    """Shut down a Ray instance a test left running (its core worker's threads call into Python, which
+    must not outlive the interpreter's teardown), and name the threads still alive: a thread left
+    running into teardown is the usual cause of a crash after the summary line."""
     import sys
     import threading
 
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        print("\nRay was still running at the end of the tests: shut down", file=sys.__stderr__)
+        ray.shutdown()
     alive = [t for t in threading.enumerate() if t is not threading.main_thread()]
     if alive:
         names = ", ".join(f"{t.name}{' (daemon)' if t.daemon else ''}" for t in alive)
