@@ -223,30 +223,44 @@ def _work_batch() -> dict:
     buffer reused, a malformed frame refused before anything is decoded."""
     from numba import cuda
 
-    xs = list(_inputs().values()) + [_inputs()["walk"].astype(np.float16)]
-    want = [codec.encode(x, level=1) for x in xs]
-    ws = codec.Workspace()
-    got = codec.encode_batch([cuda.to_device(x) for x in xs], level=1, workspace=ws)
-    res = {"encode": got == want or [g == w for g, w in zip(got, want, strict=True)]}
-    ctx = (HERE / "golden" / "dense-nb2.relu-b8.frame").read_bytes()
-    more = ["sparse-order0-order0-order0.relu8k-b4-axis1-mse", "delta-nibble-order0-stored.relu-b8"]
-    blobs = [*want, ctx, *((HERE / "golden" / f"{name}.frame").read_bytes() for name in more)]
     from codec.costmodel import RANS
     from codec.frame import read
     from codec.gpu import rans_kernels as K
 
-    grids, real = [], K.decode_many_blocks
+    def launches(kernel: str, call):
+        """``call()``'s result, and the grids it launched ``kernel`` with."""
+        grids, real = [], getattr(K, kernel)
 
-    class CountLaunches:  # the entropy decode of the whole batch is one launch
-        def __getitem__(self, config):
-            grids.append(config[0])
-            return real[config]
+        class Count:
+            def __getitem__(self, config):
+                grids.append(config[0])
+                return real[config]
 
-    K.decode_many_blocks = CountLaunches()
-    try:
-        ys = codec.decode_batch(blobs, device="cuda", workspace=ws)
-    finally:
-        K.decode_many_blocks = real
+        setattr(K, kernel, Count())
+        try:
+            return call(), grids
+        finally:
+            setattr(K, kernel, real)
+
+    rng = np.random.default_rng(4)  # and two ReLU maps whose level-1 frames have rANS streams
+    maps = [np.maximum(rng.normal(size=s), 0).astype(np.float32) for s in ((1, 4, 16, 16), (2, 512))]
+    xs = [*_inputs().values(), _inputs()["walk"].astype(np.float16), *maps]
+    want = [codec.encode(x, level=1) for x in xs]
+    ws = codec.Workspace()
+    got, grids = launches(
+        "encode_many_blocks",
+        lambda: codec.encode_batch([cuda.to_device(x) for x in xs], level=1, workspace=ws),
+    )
+    res = {"encode": got == want or [g == w for g, w in zip(got, want, strict=True)]}
+    coded = sum(s.coding == RANS and len(s.payload) > 0 for b in got for s in read(b, 1 << 28).streams)
+    res["encoded_rans_streams"] = coded >= 2 or coded  # from several frames, in one launch
+    res["one_rans_encode_launch"] = len(grids) == 1 or grids
+    ctx = (HERE / "golden" / "dense-nb2.relu-b8.frame").read_bytes()
+    more = ["sparse-order0-order0-order0.relu8k-b4-axis1-mse", "delta-nibble-order0-stored.relu-b8"]
+    blobs = [*want, ctx, *((HERE / "golden" / f"{name}.frame").read_bytes() for name in more)]
+    ys, grids = launches(
+        "decode_many_blocks", lambda: codec.decode_batch(blobs, device="cuda", workspace=ws)
+    )
     coded = sum(s.coding == RANS and len(s.payload) > 0 for b in blobs for s in read(b, 1 << 28).streams)
     res["rans_streams_in_batch"] = coded >= 4 or coded  # from three frames, one launch
     res["one_rans_launch"] = len(grids) == 1 or grids

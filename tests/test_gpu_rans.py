@@ -323,7 +323,7 @@ def _work_mutant_kernels() -> dict:
             "refill(buf, words, nw, wi + 1, xn",
         ),
         "encode_word_bytes_swapped": (
-            "encode_blocks",
+            "encode_many_blocks",
             "scratch[p] = np.uint8(x & U32(0xFF))",
             "scratch[p] = np.uint8(U32(x >> U32(8)) & U32(0xFF))",
         ),

@@ -33,6 +33,7 @@ from ..frame import DTYPE_CODES
 from ..quantize import normalize_axis, sampled_table_counts
 from . import frame as gpu_frame
 from . import quantize as gpu_quantize
+from . import rans as gpu_rans
 
 
 def available() -> bool:
@@ -130,35 +131,36 @@ def _table_counts(p: cpu_api.Prepared, cand: Candidate, k: int, sym: Any) -> np.
     return sampled_table_counts(sym.copy_to_host(), cpu_api.SAMPLED_HIST_STRIDE, 0, top)
 
 
-def _code(p: cpu_api.Prepared, cand: Candidate, blog: int, *, dq: Any, stream: Any) -> bytes:
+def _code(
+    p: cpu_api.Prepared,
+    cand: Candidate,
+    blog: int,
+    *,
+    dq: Any,
+    stream: Any,
+    coder: Any = None,
+) -> Any:
     """One candidate coded on the device, or on the host (a counted fallback) when it has
-    context-modelled streams."""
+    context-modelled streams. With a ``coder`` (a batch's :class:`codec.gpu.rans.ManyEncode`) its rANS
+    streams are queued there, and what comes back is the function that writes the frame from the
+    coder's payloads (:func:`codec.gpu.frame.queue_quantized`)."""
     try:
         gpu_frame.check_order0(cand)
     except NotImplementedError:
         note_fallback("encode", "context-modelled streams are coded on the host")
         return cpu_api.encode_prepared(p, cand, blog)
-    return gpu_frame.encode_quantized(
-        dq,
-        p.params,
-        p.shape,
-        p.dtype,
-        cand,
-        block_log2=blog,
-        counts=functools.partial(_table_counts, p, cand),
-        stream=stream,
-    )
+    args = (dq, p.params, p.shape, p.dtype, cand)
+    kw = {"block_log2": blog, "counts": functools.partial(_table_counts, p, cand), "stream": stream}
+    if coder is not None:
+        return gpu_frame.queue_quantized(*args, coder, **kw)
+    return gpu_frame.encode_quantized(*args, **kw)
 
 
-def encode(
-    x: Any, bits: int, axis: int | None, level: int, *, clip: str | None = None, stream: Any = None
-) -> bytes:
-    """``codec.encode(x, bits, axis, level, clip=clip)`` on the device: exactly the CPU's bytes (see
-    the module docstring); ``stream``: the CUDA stream (None: the input's, see :func:`stream_of`)."""
-    level = cpu_api.check_level(level)
-    bits = cpu_api.check_bits(bits)
-    if stream is None:
-        stream = stream_of(x)
+def _prepared(
+    x: Any, bits: int, axis: int | None, level: int, clip: str | None, stream: Any
+) -> tuple[cpu_api.Prepared, Any]:
+    """(the host's view of a device quantization, the device quantization) of ``x``, as
+    :func:`encode` codes it."""
     xd, shape, dtype = device_input(x, stream)
     cpu_api.check_shape(shape)
     axis = normalize_axis(axis, len(shape))
@@ -177,6 +179,19 @@ def encode(
         level == 1,
         (lo, hi) if sampled else (0, 255),
     )
+    return p, dq
+
+
+def encode(
+    x: Any, bits: int, axis: int | None, level: int, *, clip: str | None = None, stream: Any = None
+) -> bytes:
+    """``codec.encode(x, bits, axis, level, clip=clip)`` on the device: exactly the CPU's bytes (see
+    the module docstring); ``stream``: the CUDA stream (None: the input's, see :func:`stream_of`)."""
+    level = cpu_api.check_level(level)
+    bits = cpu_api.check_bits(bits)
+    if stream is None:
+        stream = stream_of(x)
+    p, dq = _prepared(x, bits, axis, level, clip, stream)
     return cpu_api.encode_chosen(p, level, functools.partial(_code, dq=dq, stream=stream))
 
 
@@ -250,14 +265,32 @@ def _after(xs: Any, stream: Any) -> None:
         event.wait(stream)
 
 
+TWO_CANDIDATES_LEVEL = 8
+"""From this level ``encode_chosen`` codes the two best predictions and keeps the smaller, so a batch
+codes those frames one by one."""
+
+
 def encode_batch(
     xs: Any, bits: int, axis: int | None, level: int, *, clip: str | None, workspace: Any
 ) -> list[bytes]:
     """``codec.encode_batch`` on the device: each tensor coded as :func:`encode` codes it, in order on
-    the workspace's stream."""
+    the workspace's stream, with the rANS streams of every frame encoded in one launch
+    (:class:`codec.gpu.rans.ManyEncode`; from level 8, which compares two codings of each frame,
+    frame by frame)."""
     stream = _workspace_stream(workspace)
     _after(xs, stream)
-    return [encode(x, bits, axis, level, clip=clip, stream=stream) for x in xs]
+    level = cpu_api.check_level(level)
+    bits = cpu_api.check_bits(bits)
+    if level >= TWO_CANDIDATES_LEVEL:
+        return [encode(x, bits, axis, level, clip=clip, stream=stream) for x in xs]
+    coder = gpu_rans.ManyEncode()
+    pending = []
+    for x in xs:
+        p, dq = _prepared(x, bits, axis, level, clip, stream)
+        code = functools.partial(_code, dq=dq, stream=stream, coder=coder)
+        pending.append(cpu_api.encode_chosen(p, level, code))
+    payloads = coder.run(stream)
+    return [b if isinstance(b, bytes) else b(payloads) for b in pending]
 
 
 def decode_batch(blobs: Any, *, max_elements: int, workspace: Any) -> list[Any]:

@@ -185,20 +185,6 @@ def _stream_table(sym: Any, stream: Any, threads: int, max_blocks: int) -> np.nd
     return hist.copy_to_host(stream=stream).reshape(1, 256)
 
 
-def _encode_stream(sym: Any, freqs: np.ndarray, prob_bits: int, block_log2: int, stream: Any):
-    """An order-0 rANS payload of device symbols, encoded on the device (exactly the CPU's bytes)."""
-    n = sym.shape[0]
-    rans._check(prob_bits, block_log2, n)
-    err = cuda.to_device(np.zeros(1, np.int32), stream=stream)
-    out = cuda.device_array(rans.capacity(n, block_log2), np.uint8, stream=stream)
-    f = cuda.to_device(np.ascontiguousarray(freqs, np.uint16).reshape(-1), stream=stream)
-    off = rans.launch_encode(sym, f, prob_bits, block_log2, out, err, stream=stream)
-    code = err.copy_to_host(stream=stream)
-    end = off[off.shape[0] - 1 :].copy_to_host(stream=stream)
-    rans.raise_for(int(code[0]))
-    return out[: int(end[0])].copy_to_host(stream=stream).tobytes()
-
-
 def encode_candidate(
     x: Any,
     cand: Any,
@@ -272,23 +258,26 @@ def check_order0(cand: Any) -> None:
 Counts = Callable[[int, Any], "np.ndarray | None"]
 
 
-def encode_quantized(
+def queue_quantized(
     dq: Any,
     params: Any,
     shape: tuple[int, ...],
     dtype: str,
     cand: Any,
+    coder: rans.ManyEncode,
     *,
     block_log2: int = 16,
     counts: Counts | None = None,
     threads: int = gpu_represent.K.THREADS,
     max_blocks: int = gpu_represent.MAX_BLOCKS,
     stream: Any = 0,
-) -> bytes:
-    """The frame of a device quantization ``dq`` (checked, with its host ``params``) coded as ``cand``:
-    the representation's streams, each stream's counts and its rANS payload on the device.
-    ``counts(k, symbols)``: stream ``k``'s (1, 256) counts when the host supplies them (e.g. level 1's
-    sampled tables), None for the device's full count (dense: the quantizer's histogram if it took one)."""
+) -> Callable[[list[bytes]], bytes]:
+    """Queue the frame of a device quantization ``dq`` (checked, with its host ``params``) coded as
+    ``cand``: its representation's streams are split on the device, each stream's counts taken and
+    normalized, and its rANS streams queued on ``coder``. Returns the function that writes the frame
+    from ``coder.run()``'s payloads. ``counts(k, symbols)``: stream ``k``'s (1, 256) counts when the
+    host supplies them (e.g. level 1's sampled tables), None for the device's full count (dense: the
+    quantizer's histogram if it took one)."""
     from ..costmodel import RANS
     from ..frame import StreamHeader, write
     from ..tables import normalize
@@ -300,22 +289,14 @@ def encode_quantized(
     channels, inner = channel_layout(shape, params.axis)
     if n:
         dstreams, total = gpu_represent.launch_split(
-            dq.q,
-            cand.kind,
-            cand.param,
-            bits,
-            dq.zero,
-            channels,
-            inner,
-            threads=threads,
-            max_blocks=max_blocks,
-            stream=stream,
-        )
+            dq.q, cand.kind, cand.param, bits, dq.zero, channels, inner,
+            threads=threads, max_blocks=max_blocks, stream=stream,
+        )  # fmt: skip
         dstreams = gpu_represent.trim(dstreams, total)
     else:
         nstreams = {represent.SPARSE: 3, represent.DELTA_NIBBLE: 2}.get(cand.kind, 1)
         dstreams = [dq.q for _ in range(nstreams)]
-    headers = []
+    headers: list[Any] = []  # a StreamHeader, or (payload index, prob_bits, freqs) of a queued one
     for k, (sym, plan) in enumerate(zip(dstreams, cand.streams, strict=True)):
         if plan.coding == STORED or sym.shape[0] == 0:
             payload = sym.copy_to_host().tobytes() if sym.shape[0] else b""
@@ -327,19 +308,34 @@ def encode_quantized(
         if table is None:
             table = _stream_table(sym, stream, threads, max_blocks)
         freqs = normalize(np.asarray(table, np.uint32).reshape(1, 256), plan.prob_bits)
-        payload = _encode_stream(sym, freqs, plan.prob_bits, block_log2, stream)
-        headers.append(StreamHeader(RANS, plan.prob_bits, block_log2, plan.ctx, freqs, payload))
+        headers.append((coder.add(sym, freqs, plan.prob_bits, block_log2), plan, freqs))
     nnz = dstreams[1].shape[0] if cand.kind in (represent.SPARSE, represent.DELTA_NIBBLE) else 0
-    frame = Frame(
-        dtype,
-        bits,
-        tuple(shape),
-        params.axis,
-        params.scale,
-        params.zero,
-        cand.kind,
-        cand.param,
-        int(nnz),
-        headers,
-    )
-    return write(frame)
+
+    def finish(payloads: list[bytes]) -> bytes:
+        streams = [
+            h if isinstance(h, StreamHeader)
+            else StreamHeader(RANS, h[1].prob_bits, block_log2, h[1].ctx, h[2], payloads[h[0]])
+            for h in headers
+        ]  # fmt: skip
+        frame = Frame(dtype, bits, tuple(shape), params.axis, params.scale, params.zero, cand.kind,
+                      cand.param, int(nnz), streams)  # fmt: skip
+        return write(frame)
+
+    return finish
+
+
+def encode_quantized(
+    dq: Any,
+    params: Any,
+    shape: tuple[int, ...],
+    dtype: str,
+    cand: Any,
+    *,
+    stream: Any = 0,
+    **kw: Any,
+) -> bytes:
+    """The frame of a device quantization coded as ``cand``, exactly the CPU's bytes: one frame's
+    :func:`queue_quantized` (``kw``: its keywords), then its streams' rANS in one launch."""
+    coder = rans.ManyEncode()
+    finish = queue_quantized(dq, params, shape, dtype, cand, coder, stream=stream, **kw)
+    return finish(coder.run(stream))

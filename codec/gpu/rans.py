@@ -201,43 +201,107 @@ class ManyDecode:
         return err
 
 
-def launch_encode(
-    symbols: Any,
-    freqs: Any,
-    prob_bits: int,
-    block_log2: int,
-    out: Any,
-    err: Any,
-    *,
-    warps: int = WARPS,
-    stream: Any = 0,
-) -> Any:
-    """Queue the encode of device ``symbols`` (size > 0) into device ``out`` (capacity
-    ``capacity(n, block_log2)``); returns the device array of block offsets, whose last entry is the
-    payload's length. Errors go to ``err`` (int32[1], zeroed by the caller)."""
-    n = symbols.shape[0]
-    block = 1 << block_log2
-    nblocks = cpu_rans.nblocks_for(n, block_log2)
-    cap = cpu_rans.STATE_BYTES + 2 * min(block, n)
-    scratch = cuda.device_array(nblocks * cap, np.uint8, stream=stream)
-    off = cuda.device_array(nblocks + 1, np.int64, stream=stream)
-    grid = (nblocks + warps - 1) // warps
-    K.encode_blocks[grid, warps * K.LANES, stream](
-        symbols,
-        np.int64(n),
-        freqs,
-        np.int32(prob_bits),
-        np.int64(block),
-        np.int64(cap),
-        scratch,
-        out,
-        err,
-    )
-    K.block_index[1, K.LANES, stream](out, np.int64(nblocks), np.int64(-1), off, err)
-    K.gather_blocks[min(nblocks, 65535), 128, stream](
-        scratch, np.int64(cap), off, np.int64(nblocks), out, err
-    )
-    return off
+class ManyEncode:
+    """Order-0 streams gathered for one ``encode_many_blocks`` launch: :meth:`add` each (host or device
+    symbols and its normalized table), then :meth:`run` them all: one encode launch, one read-back of
+    the block sizes, one ``gather_many`` launch and one copy of the payloads to the host."""
+
+    def __init__(self, warps: int = WARPS) -> None:
+        self.warps = warps
+        self.streams: list[tuple[Any, np.ndarray, int, int]] = []  # (symbols, freqs, pb, block_log2)
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def add(self, symbols: Any, freqs: Any, prob_bits: int, block_log2: int) -> int:
+        """Queue a stream of one or more symbols; returns its index in :meth:`run`'s payloads."""
+        n = symbols.shape[0]
+        _check(prob_bits, block_log2, n)
+        if n == 0:
+            raise ValueError("an empty stream is written by the host")
+        self.streams.append((symbols, _table(freqs), prob_bits, block_log2))
+        return len(self.streams) - 1
+
+    def _symbols(self, stream: Any) -> Any:
+        """Every stream's symbols, one after the other, in one device buffer."""
+        syms = [s for s, *_ in self.streams]
+        if all(isinstance(s, np.ndarray) for s in syms):  # host symbols: one upload
+            return cuda.to_device(np.concatenate(syms).astype(np.uint8, copy=False), stream)
+        out = cuda.device_array(sum(s.shape[0] for s in syms), np.uint8, stream=stream)
+        at = 0
+        for s in syms:
+            n = s.shape[0]
+            if isinstance(s, np.ndarray):
+                s = np.ascontiguousarray(s, np.uint8)
+            out[at : at + n].copy_to_device(s, stream=stream)
+            at += n
+        return out
+
+    def run(self, stream: Any = 0) -> list[bytes]:
+        """Every queued stream's payload: exactly the CPU encoder's bytes, or the CPU's CodecError (the
+        first stream's in order that reported one)."""
+        if not self.streams:
+            return []
+        rows, ctas, at, blk, reg = [], [], 0, 0, 0
+        for k, (sym, _, pb, blog) in enumerate(self.streams):
+            n, block = sym.shape[0], 1 << blog
+            nblocks = cpu_rans.nblocks_for(n, blog)
+            cap = cpu_rans.STATE_BYTES + 2 * min(block, n)
+            row = [0] * K.EPARAMS
+            row[K.E_SYM], row[K.E_N], row[K.E_NBLOCKS], row[K.E_BLOCK] = at, n, nblocks, block
+            row[K.E_PB], row[K.E_FREQ], row[K.E_BLK], row[K.E_REG] = pb, 256 * k, blk, reg
+            row[K.E_CAP] = cap
+            rows.append(row)
+            ctas.extend((k, first) for first in range(0, nblocks, self.warps))
+            at, blk, reg = at + n, blk + nblocks, reg + nblocks * cap
+        scratch = cuda.device_array(reg, np.uint8, stream=stream)
+        sizes = cuda.device_array(blk, np.int64, stream=stream)
+        err = cuda.to_device(np.zeros(len(rows), np.int32), stream=stream)
+        K.encode_many_blocks[len(ctas), self.warps * K.LANES, stream](
+            self._symbols(stream),
+            cuda.to_device(np.asarray(ctas, np.int64).reshape(-1), stream=stream),
+            cuda.to_device(np.asarray(rows, np.int64).reshape(-1), stream=stream),
+            cuda.to_device(np.concatenate([f for _, f, *_ in self.streams]), stream=stream),
+            scratch,
+            sizes,
+            err,
+        )
+        for code in err.copy_to_host(stream=stream):
+            raise_for(int(code))
+        size = sizes.copy_to_host(stream=stream)
+        return self._gather(rows, scratch, size, stream)
+
+    def _gather(self, rows: list[list[int]], scratch: Any, size: np.ndarray, stream: Any) -> list[bytes]:
+        """The payloads (u32 block sizes, then the blocks) from the blocks' scratch regions."""
+        src, dst, bounds, at = [], [], [], 0
+        for row in rows:
+            first, nblocks, cap = row[K.E_BLK], row[K.E_NBLOCKS], row[K.E_CAP]
+            own = size[first : first + nblocks]
+            if np.any(own < cpu_rans.STATE_BYTES) or np.any(own > cap):
+                raise_for(K.ERR_BLOCK)
+            regions = row[K.E_REG] + cap * np.arange(nblocks, dtype=np.int64)
+            src.append(regions + cap - own)
+            dst.append(at + 4 * nblocks + np.concatenate([[0], np.cumsum(own)[:-1]]))
+            end = at + 4 * nblocks + int(own.sum())
+            bounds.append((at, end))
+            at = end
+        out = cuda.device_array(at, np.uint8, stream=stream)
+        total = size.shape[0]
+        K.gather_many[min(total, 65535), 128, stream](
+            scratch,
+            cuda.to_device(np.concatenate(src).astype(np.int64), stream=stream),
+            cuda.to_device(np.concatenate(dst).astype(np.int64), stream=stream),
+            cuda.to_device(size, stream=stream),
+            np.int64(total),
+            out,
+        )
+        host = out.copy_to_host(stream=stream)
+        payloads = []
+        for row, (a, b) in zip(rows, bounds, strict=True):
+            first, nblocks = row[K.E_BLK], row[K.E_NBLOCKS]
+            head = size[first : first + nblocks].astype("<u4").tobytes()
+            payloads.append(head + host[a + 4 * nblocks : b].tobytes())
+        return payloads
 
 
 def capacity(n: int, block_log2: int) -> int:
@@ -319,11 +383,6 @@ def encode(
         if int(f.sum(dtype=np.int64)) not in (0, 1 << prob_bits):
             raise_for(K.ERR_FREQ)
         return b""
-    err = cuda.to_device(np.zeros(1, np.int32))
-    out = cuda.device_array(capacity(sym.size, block_log2), np.uint8)
-    off = launch_encode(
-        cuda.to_device(sym), cuda.to_device(f), prob_bits, block_log2, out, err, warps=warps
-    )
-    raise_for(int(err.copy_to_host()[0]))
-    total = int(off[off.shape[0] - 1 :].copy_to_host()[0])
-    return out[:total].copy_to_host().tobytes()
+    job = ManyEncode(warps)
+    job.add(sym, f, prob_bits, block_log2)
+    return job.run()[0]

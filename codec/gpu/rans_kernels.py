@@ -3,8 +3,8 @@
 A stream payload is ``u32 block sizes`` then the blocks; a block is 32 final lane states (u32) then its
 16-bit renormalization words in decoder read order. Symbol i of a block belongs to lane i % 32 and step
 i / 32. One warp codes one block; the warps of a CTA share the tables, built in shared memory from the
-frequencies. Launch order: ``block_index`` then ``decode_blocks``; ``encode_blocks``, ``block_index``,
-``gather_blocks``. Context-modelled streams (several tables, one per channel group and neighbour bucket),
+frequencies. Launch order: ``block_index`` then ``decode_blocks``; ``encode_many_blocks`` (any number
+of streams, a batch's, at once), then ``gather_many`` at the places the host works out from its sizes. Context-modelled streams (several tables, one per channel group and neighbour bucket),
 and any number of streams of a batch of frames at once, decode with ``decode_many_blocks``: one launch,
 the tables and block index built on the host.
 
@@ -41,10 +41,10 @@ _ZERO = np.uint32(0)
 SIGNATURES = {
     "block_index": "void(uint8[::1], int64, int64, int64[::1], int32[::1])",
     "decode_blocks": "void(uint8[::1], int64[::1], uint16[::1], int32, int64, int64, uint8[::1], int32[::1])",
-    "encode_blocks": (
-        "void(uint8[::1], int64, uint16[::1], int32, int64, int64, uint8[::1], uint8[::1], int32[::1])"
+    "encode_many_blocks": (
+        "void(uint8[::1], int64[::1], int64[::1], uint16[::1], uint8[::1], int64[::1], int32[::1])"
     ),
-    "gather_blocks": "void(uint8[::1], int64, int64[::1], int64, uint8[::1], int32[::1])",
+    "gather_many": "void(uint8[::1], int64[::1], int64[::1], int64[::1], int64, uint8[::1])",
     "decode_many_blocks": (
         "void(uint8[::1], int64[::1], int64[::1], int64[::1], uint8[::1], uint32[::1], uint8[::1], "
         "uint8[::1], uint8[::1], int32[::1])"
@@ -229,17 +229,32 @@ def decode_blocks(buf, off, freqs, pb, block, n, out, err):
             cuda.atomic.max(err, 0, ERR_BLOCK)
 
 
+# the fields of a stream's row in ``encode_many_blocks``'s ``par`` (int64, EPARAMS per stream)
+E_SYM, E_N, E_NBLOCKS, E_BLOCK, E_PB, E_FREQ, E_BLK, E_REG, E_CAP = range(9)
+EPARAMS = 9
+
+
 @cuda.jit
-def encode_blocks(sym, n, freqs, pb, block, cap, scratch, out, err):
-    """Encode block ``blockIdx.x * warps + warp`` of ``sym`` into its scratch region ``[b*cap, (b+1)*cap)``.
+def encode_many_blocks(sym, cta, par, freqs, scratch, sizes, err):
+    """Encode many order-0 streams in one launch: warp ``w`` of CTA ``c`` encodes block
+    ``cta[2c + 1] + w`` of stream ``cta[2c]``, whose row of ``par`` (``E_*``) places it: its symbols
+    ``sym[E_SYM:]``, its 256 frequencies ``freqs[E_FREQ:]``, its blocks' scratch regions
+    ``[E_REG + b * cap, E_REG + (b + 1) * cap)`` and their byte sizes ``sizes[E_BLK + b]``. Errors go
+    to ``err[stream]``.
 
     The steps run backwards, as on the CPU; the lanes that emit a word in a step write it below the
     previous ones in lane order (a ballot and popc), so the words end at the region's end in decoder read
-    order and the final states go just below them. The block's byte size goes to ``out[4b:4b+4]``.
-    Division by the frequency uses a precomputed reciprocal (exact for every 32-bit numerator)."""
+    order and the final states go just below them. Division by the frequency uses a precomputed
+    reciprocal (exact for every 32-bit numerator). The CTA's warps share the stream's tables."""
     tid = cuda.threadIdx.x
     lane = tid & 31
     warp = tid >> 5
+    cx = np.int64(cuda.blockIdx.x)
+    st = cta[2 * cx]
+    row = st * EPARAMS
+    pb = par[row + E_PB]
+    f0 = par[row + E_FREQ]
+    table = freqs[f0 : f0 + 256]
     rcp = cuda.shared.array(256, np.uint32)
     xmax = cuda.shared.array(
         256, np.uint32
@@ -249,10 +264,10 @@ def encode_blocks(sym, n, freqs, pb, block, cap, scratch, out, err):
     flag = cuda.shared.array(1, np.int32)
     M = U32(U32(1) << U32(pb))
     if warp == 0:
-        cum, total = lane_cum(freqs, lane)
+        cum, total = lane_cum(table, lane)
         for k in range(8):
             s = 8 * lane + k
-            f = U32(freqs[s])
+            f = U32(table[s])
             rcp[s] = _ZERO
             xmax[s] = _ZERO
             bc[s] = _ZERO
@@ -274,14 +289,17 @@ def encode_blocks(sym, n, freqs, pb, block, cap, scratch, out, err):
     cuda.syncthreads()
     if flag[0] == 0:
         if tid == 0:
-            cuda.atomic.max(err, 0, ERR_FREQ)
+            cuda.atomic.max(err, st, ERR_FREQ)
         return
-    b = np.int64(cuda.blockIdx.x) * (cuda.blockDim.x >> 5) + warp
-    if b * block >= n:
+    b = cta[2 * cx + 1] + warp
+    if b >= par[row + E_NBLOCKS]:
         return
-    b0 = b * block
-    bn = min(block, n - b0)
-    region = b * cap
+    n = par[row + E_N]
+    block = par[row + E_BLOCK]
+    cap = par[row + E_CAP]
+    b0 = par[row + E_SYM] + b * block
+    bn = min(block, n - b * block)
+    region = par[row + E_REG] + b * cap
     wpos = cap >> 1  # write position in u16 units from the region's start, moving down
     x = _L
     missing = False
@@ -308,27 +326,20 @@ def encode_blocks(sym, n, freqs, pb, block, cap, scratch, out, err):
         wpos -= cuda.popc(m)
     wr32(scratch, region + 2 * wpos - STATE_BYTES + 4 * lane, x)
     if lane == 0:
-        wr32(out, 4 * b, U32(cap - 2 * wpos + STATE_BYTES))
+        sizes[par[row + E_BLK] + b] = cap - 2 * wpos + STATE_BYTES
     if cuda.ballot_sync(FULL, missing) != 0 and lane == 0:
-        cuda.atomic.max(err, 0, ERR_MISSING)
+        cuda.atomic.max(err, st, ERR_MISSING)
 
 
 @cuda.jit
-def gather_blocks(scratch, cap, off, nblocks, out, err):
-    """Copy each block (the last bytes of its scratch region) to ``out[off[b]:off[b+1]]``; nothing when an
-    earlier kernel failed or a size is out of bounds."""
-    if err[0] != 0:
-        return
+def gather_many(scratch, src, dst, size, nblocks, out):
+    """Copy block ``b``'s ``size[b]`` bytes from ``scratch[src[b]:]`` to ``out[dst[b]:]`` (the places
+    worked out, and checked, on the host from the encoder's sizes)."""
     for b in range(cuda.blockIdx.x, nblocks, cuda.gridDim.x):
-        size = off[b + 1] - off[b]
-        if size < STATE_BYTES or size > cap or off[b + 1] > out.shape[0]:
-            if cuda.threadIdx.x == 0:
-                cuda.atomic.max(err, 0, ERR_BLOCK)
-            continue
-        src = b * cap + cap - size
-        dst = off[b]
-        for k in range(cuda.threadIdx.x, size, cuda.blockDim.x):
-            out[dst + k] = scratch[src + k]
+        s0 = src[b]
+        d0 = dst[b]
+        for k in range(cuda.threadIdx.x, size[b], cuda.blockDim.x):
+            out[d0 + k] = scratch[s0 + k]
 
 
 # the fields of a stream's row in ``decode_many_blocks``'s ``par`` (int64, PARAMS per stream)
