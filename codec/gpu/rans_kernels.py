@@ -358,15 +358,31 @@ def decode_many_blocks(buf, off, cta, par, sym_tab, fc_tab, group, nbmap, out, e
     i takes table ``group[P_GROUP + ((i * mult) // inner) % channels] * nbuckets + nbmap[P_NBMAP + block
     symbol i - nb_dist]``, as ``csrc/contexts.c`` defines them; an order-0 stream is one table, channels
     1, no neighbour) and its symbols (``out[P_OUT:]``). Errors go to ``err[stream]``. A symbol that lands
-    in an empty table is a corrupted block, as on the CPU. Neighbours were decoded by this warp at
-    earlier steps (nb_dist >= 32): each step ends at a warp barrier, so later steps read them from
-    ``out``."""
+    in an empty table is a corrupted block, as on the CPU. An order-0 stream's table is copied to shared
+    memory first, for the CTA's warps; a context stream's tables (up to 2^15 slots each) are read from
+    global memory. Neighbours were decoded by this warp at earlier steps (nb_dist >= 32): each step ends
+    at a warp barrier, so later steps read them from ``out``."""
     tid = cuda.threadIdx.x
     lane = tid & 31
     warp = tid >> 5
     c = np.int64(cuda.blockIdx.x)
     st = cta[2 * c]
     row = st * PARAMS
+    pb = par[row + P_PB]
+    sbase = par[row + P_SYM]
+    fbase = par[row + P_FC]
+    channels = par[row + P_CHANNELS]
+    nb_dist = par[row + P_NB_DIST]
+    # one table (order-0): the CTA's warps read it from shared memory, as decode_blocks does
+    one = channels == 1 and nb_dist == 0
+    sym_sh = cuda.shared.array(MAX_SLOTS, np.uint8)
+    fc_sh = cuda.shared.array(256, np.uint32)
+    if one:
+        for k in range(tid, np.int64(1) << pb, cuda.blockDim.x):
+            sym_sh[k] = sym_tab[sbase + k]
+        for k in range(tid, 256, cuda.blockDim.x):
+            fc_sh[k] = fc_tab[fbase + k]
+    cuda.syncthreads()
     b = cta[2 * c + 1] + warp
     if b >= par[row + P_NBLOCKS]:
         return
@@ -376,16 +392,11 @@ def decode_many_blocks(buf, off, cta, par, sym_tab, fc_tab, group, nbmap, out, e
         return
     block = par[row + P_BLOCK]
     n = par[row + P_N]
-    pb = par[row + P_PB]
-    channels = par[row + P_CHANNELS]
     inner = par[row + P_INNER]
     mult = par[row + P_MULT]
     nbuckets = par[row + P_NBUCKETS]
-    nb_dist = par[row + P_NB_DIST]
     gbase = par[row + P_GROUP]
     mbase = par[row + P_NBMAP]
-    sbase = par[row + P_SYM]
-    fbase = par[row + P_FC]
     obase = par[row + P_OUT]
     b0 = b * block
     bn = min(block, n - b0)
@@ -409,8 +420,12 @@ def decode_many_blocks(buf, off, cta, par, sym_tab, fc_tab, group, nbmap, out, e
             if nb_dist > 0 and i >= nb_dist:
                 t += np.int64(nbmap[mbase + out[ob + i - nb_dist]])
         slot = U32(x & mask)
-        s = sym_tab[sbase + (t << pb) + slot]
-        e = fc_tab[fbase + t * 256 + s]
+        if one:
+            s = sym_sh[slot]
+            e = fc_sh[s]
+        else:
+            s = sym_tab[sbase + (t << pb) + slot]
+            e = fc_tab[fbase + t * 256 + s]
         if cuda.ballot_sync(FULL, active and U32(e >> U32(16)) == _ZERO) != 0:
             if lane == 0:  # an empty context table
                 cuda.atomic.max(err, st, ERR_BLOCK)
