@@ -84,6 +84,8 @@ def test_override_creates_missing_sections():
         (["link.mode=real", "link.corrupt=0.1"], "link.corrupt"),
         (["flow.stall_timeout_s=0"], "flow.stall_timeout_s"),
         (["flow.max_restarts=-1"], "flow.max_restarts"),
+        (["flow.stall_restarts=-1"], "flow.stall_restarts"),
+        (["flow.stall_restarts=1000"], "flow.stall_restarts"),
     ],
 )
 def test_bad_values_name_the_key(overrides, key):
