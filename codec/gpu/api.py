@@ -34,6 +34,7 @@ from ..quantize import normalize_axis, sampled_table_counts
 from . import frame as gpu_frame
 from . import quantize as gpu_quantize
 from . import rans as gpu_rans
+from .sync import synchronize
 
 
 def available() -> bool:
@@ -222,7 +223,9 @@ def _result(y: Any, shape: tuple[int, ...], dtype: str, stream: Any) -> Any:
             return t.clamp_(-f16max, f16max).to(torch.float16)
         return t.to(torch.float64) if dtype == "float64" else t
     if dtype in ("float16", "float64"):
-        host = cpu_api.finish_dtype(y.copy_to_host(stream=stream), dtype)
+        copied = y.copy_to_host(stream=stream)
+        synchronize(stream)
+        host = cpu_api.finish_dtype(copied, dtype)
         return cuda.to_device(host.reshape(shape), stream=stream)
     return y.reshape(shape)
 

@@ -21,6 +21,7 @@ from ..quantize import channel_layout, normalize_axis
 from . import quantize as gpu_quantize
 from . import rans
 from . import represent as gpu_represent
+from .sync import synchronize
 
 
 def stream_symbols(
@@ -108,9 +109,7 @@ def decode_many_device(
             views.append(dsyms[at : at + length])
             at += length
         results.append((_finish(frame, views, out, rep_err[k : k + 1], stream, kw), frame))
-    sync = getattr(stream, "synchronize", None)
-    if sync is not None:
-        sync()
+    synchronize(stream)
     codes, reps = rans_err.copy_to_host(), rep_err.copy_to_host()
     for k, row in enumerate(slots):
         for slot in row:
@@ -182,7 +181,9 @@ def _stream_table(sym: Any, stream: Any, threads: int, max_blocks: int) -> np.nd
     n = sym.shape[0]
     grid = max(1, min(max_blocks, -(-n // threads)))
     gpu_represent.K.histogram[grid, threads, stream](sym, np.int64(n), hist)
-    return hist.copy_to_host(stream=stream).reshape(1, 256)
+    counts = hist.copy_to_host(stream=stream)
+    synchronize(stream)
+    return counts.reshape(1, 256)
 
 
 def encode_candidate(
@@ -224,9 +225,7 @@ def encode_candidate(
         threads=min(threads, 128),
         max_blocks=min(max_blocks, gpu_quantize.MAX_BLOCKS),
     )
-    sync = getattr(stream, "synchronize", None)
-    if sync is not None:
-        sync()
+    synchronize(stream)
     gpu_quantize.raise_for(int(dq.err.copy_to_host()[0]))
     axis = normalize_axis(axis, a.ndim)
     params = QuantParams(bits, axis, dq.scale.copy_to_host(), dq.zero.copy_to_host())

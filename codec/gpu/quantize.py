@@ -30,6 +30,7 @@ from numba import cuda
 from .. import quantize as cpu_q
 from ..errors import CodecError
 from . import quantize_kernels as K
+from .sync import synchronize
 
 MAX_BLOCKS = 1024  # CTAs per channel row of the grid (grid-stride loops cover the rest)
 MAX_GRID_Y = 65535
@@ -199,23 +200,17 @@ def _clip_range(x, channels, inner, bits, clip, mins, maxs, err, stream, kw):
     counts = hist.copy_to_host(stream=stream)
     s8 = scale8.copy_to_host(stream=stream)
     z8 = zero8.copy_to_host(stream=stream)
-    _synchronize(stream)
+    synchronize(stream)
     raise_for(int(code[0]))
     # the CPU's own search on the same histograms (C clip_choice, or NumPy for wmse_ends)
     lo, hi = cpu_q.clipped_range(clip, counts, s8, z8, lo, hi, bits)
     return cuda.to_device(lo, stream=stream), cuda.to_device(hi, stream=stream)
 
 
-def _synchronize(stream: Any) -> None:
-    sync = getattr(stream, "synchronize", None)
-    if sync is not None:
-        sync()
-
-
 def to_host(dq: DeviceQuant, bits: int, axis: int | None, ndim: int, *, stream: Any = 0):
     """(symbols, QuantParams, histogram, smallest symbol, largest symbol) on the host, or the CPU's
     CodecError. Waits for ``stream``."""
-    _synchronize(stream)
+    synchronize(stream)
     raise_for(int(dq.err.copy_to_host()[0]))
     axis = cpu_q.normalize_axis(axis, ndim)
     params = cpu_q.QuantParams(

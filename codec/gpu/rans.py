@@ -13,6 +13,7 @@ from .. import rans as cpu_rans
 from ..contexts import ORDER0, ContextSpec
 from ..errors import CodecError
 from . import rans_kernels as K
+from .sync import synchronize
 
 WARPS = 4  # rANS blocks (warps) per CTA: they share one copy of the tables
 _MESSAGES = {
@@ -266,9 +267,11 @@ class ManyEncode:
             sizes,
             err,
         )
+        synchronize(stream)  # a copy on a stream is asynchronous: read what it brings after this
         for code in err.copy_to_host(stream=stream):
             raise_for(int(code))
         size = sizes.copy_to_host(stream=stream)
+        synchronize(stream)
         return self._gather(rows, scratch, size, stream)
 
     def _gather(self, rows: list[list[int]], scratch: Any, size: np.ndarray, stream: Any) -> list[bytes]:
@@ -296,6 +299,7 @@ class ManyEncode:
             out,
         )
         host = out.copy_to_host(stream=stream)
+        synchronize(stream)
         payloads = []
         for row, (a, b) in zip(rows, bounds, strict=True):
             first, nblocks = row[K.E_BLK], row[K.E_NBLOCKS]
