@@ -275,8 +275,9 @@ class ManyEncode:
         return self._gather(rows, scratch, size, stream)
 
     def _gather(self, rows: list[list[int]], scratch: Any, size: np.ndarray, stream: Any) -> list[bytes]:
-        """The payloads (u32 block sizes, then the blocks) from the blocks' scratch regions."""
-        src, dst, bounds, at = [], [], [], 0
+        """The payloads from the blocks' scratch regions: the blocks packed back to back on the device
+        (one launch), each payload's u32 block sizes written ahead of its blocks on the host."""
+        src = []
         for row in rows:
             first, nblocks, cap = row[K.E_BLK], row[K.E_NBLOCKS], row[K.E_CAP]
             own = size[first : first + nblocks]
@@ -284,16 +285,13 @@ class ManyEncode:
                 raise_for(K.ERR_BLOCK)
             regions = row[K.E_REG] + cap * np.arange(nblocks, dtype=np.int64)
             src.append(regions + cap - own)
-            dst.append(at + 4 * nblocks + np.concatenate([[0], np.cumsum(own)[:-1]]))
-            end = at + 4 * nblocks + int(own.sum())
-            bounds.append((at, end))
-            at = end
-        out = cuda.device_array(at, np.uint8, stream=stream)
+        starts = np.concatenate([[0], np.cumsum(size)]).astype(np.int64)
+        out = cuda.device_array(int(starts[-1]), np.uint8, stream=stream)
         total = size.shape[0]
         K.gather_many[min(total, 65535), 128, stream](
             scratch,
             cuda.to_device(np.concatenate(src).astype(np.int64), stream=stream),
-            cuda.to_device(np.concatenate(dst).astype(np.int64), stream=stream),
+            cuda.to_device(starts[:-1], stream=stream),
             cuda.to_device(size, stream=stream),
             np.int64(total),
             out,
@@ -301,10 +299,10 @@ class ManyEncode:
         host = out.copy_to_host(stream=stream)
         synchronize(stream)
         payloads = []
-        for row, (a, b) in zip(rows, bounds, strict=True):
-            first, nblocks = row[K.E_BLK], row[K.E_NBLOCKS]
-            head = size[first : first + nblocks].astype("<u4").tobytes()
-            payloads.append(head + host[a + 4 * nblocks : b].tobytes())
+        for row in rows:
+            first, last = row[K.E_BLK], row[K.E_BLK] + row[K.E_NBLOCKS]
+            head = size[first:last].astype("<u4").tobytes()
+            payloads.append(head + host[starts[first] : starts[last]].tobytes())
         return payloads
 
 
