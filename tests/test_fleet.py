@@ -3,6 +3,7 @@ First on one node (`ray_local`), then on a `ray.cluster_utils.Cluster` with a no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -110,9 +111,12 @@ def test_a_killed_shared_edge_process_costs_its_edges_a_replay(ray_local):
             hosts = stage_processes(classes=("EdgeHost",))
             if len(hosts) == 2 and stage_processes(classes=("CloudNode",)):
                 time.sleep(5.0)  # mid-run: the links take about 12 s once every actor is up
-                pid = hosts[0][1].pid
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+                hosts = stage_processes(classes=("EdgeHost",))  # the ones alive now
+                if hosts:
+                    pid = hosts[0][1].pid
+                    with contextlib.suppress(ProcessLookupError):  # gone since: look again
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
             time.sleep(0.1)
 
     killer = threading.Thread(target=kill_one_host, daemon=True)
